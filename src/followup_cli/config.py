@@ -1,0 +1,572 @@
+"""sequences.yaml -> a validated ``Config``.
+
+The YAML is parsed with line numbers kept, validated by pydantic models that forbid
+unknown keys, and every problem is reported as ``file:line: where: what``. Semantic
+checks (unique ids, condition fields, templates rendered against a sample lead, timing
+that cannot fit the channel's messaging window) live in ``check_config``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+LEAD_COLUMNS = (
+    "id",
+    "account_id",
+    "user_id",
+    "conversation_id",
+    "recipient_id",
+    "username",
+    "first_name",
+    "score",
+    "status",
+    "last_inbound_at",
+    "last_inbound_text",
+    "last_outbound_at",
+    "converted_at",
+    "timezone",
+    "attributes",
+)
+OPERATORS = ("eq", "ne", "in", "not_in", "between", "gt", "gte", "lt", "lte", "exists", "contains")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_zone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Madrid") from exc
+    return value
+
+
+class QuietHours(_Model):
+    start: str
+    end: str
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(str(v)):
+            raise ValueError(f"{v!r} is not a time of day; write it as \"HH:MM\", e.g. \"21:00\"")
+        return v
+
+
+class Settings(_Model):
+    """Global settings; an account may override any of them."""
+
+    timezone: str = "UTC"
+    min_score: int = 2
+    max_score: int = 6
+    no_response_hours: float = Field(24, ge=0)
+    min_interval_hours: float = Field(24, ge=0)
+    max_followups_per_lead: int = Field(5, ge=0)
+    max_per_lead_per_day: int = Field(1, ge=0)
+    quiet_hours: QuietHours | None = None
+    batch_size: int = Field(100, ge=1, le=10_000)
+    optout_keywords: tuple[str, ...] = ("stop", "unsubscribe", "no more messages")
+    lead_table: str = "leads"
+    run_budget_minutes: float = Field(240, gt=0)
+    pull_forward: bool = False
+    pull_forward_hours: float = Field(6, ge=0)
+    run_times: tuple[str, ...] = ("09:00", "14:00", "18:00")
+    breaker_min_sends: int = Field(10, ge=1)
+    breaker_failure_rate: float = Field(0.5, gt=0, le=1)
+    account_workers: int = Field(4, ge=1, le=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str | None:
+        return _check_zone(v)
+
+    @field_validator("lead_table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", v):
+            raise ValueError(f"{v!r} is not a plain table name (letters, digits, _)")
+        return v
+
+    @field_validator("run_times")
+    @classmethod
+    def _times(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for t in v:
+            if not _HHMM.match(str(t)):
+                raise ValueError(f"{t!r} is not a time of day; write it as \"HH:MM\"")
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> Settings:
+        if self.min_score > self.max_score:
+            raise ValueError(f"min_score {self.min_score} is above max_score {self.max_score}")
+        return self
+
+
+class SettingsOverride(_Model):
+    """Per-account overrides: any Settings field, all optional."""
+
+    timezone: str | None = None
+    min_score: int | None = None
+    max_score: int | None = None
+    no_response_hours: float | None = Field(None, ge=0)
+    min_interval_hours: float | None = Field(None, ge=0)
+    max_followups_per_lead: int | None = Field(None, ge=0)
+    max_per_lead_per_day: int | None = Field(None, ge=0)
+    quiet_hours: QuietHours | None = None
+    batch_size: int | None = Field(None, ge=1, le=10_000)
+    optout_keywords: tuple[str, ...] | None = None
+    pull_forward: bool | None = None
+    pull_forward_hours: float | None = Field(None, ge=0)
+    breaker_min_sends: int | None = Field(None, ge=1)
+    breaker_failure_rate: float | None = Field(None, gt=0, le=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return _check_zone(v)
+
+
+class Channel(_Model):
+    type: Literal["instagram", "webhook", "console"] = "console"
+    api_base: str = "https://graph.instagram.com"
+    api_version: str = "v21.0"
+    window_hours: float | None = Field(24, gt=0)
+    messages_per_hour: int = Field(200, ge=1)
+    timeout_seconds: float = Field(10, gt=0)
+    connect_timeout_seconds: float = Field(5, gt=0)
+    max_retries: int = Field(3, ge=0, le=10)
+    max_retry_wait_seconds: float = Field(60, ge=0)
+    url: str | None = None  # webhook
+    secret_env: str | None = None  # webhook signing secret, from the environment
+
+    @model_validator(mode="after")
+    def _webhook(self) -> Channel:
+        if self.type == "webhook" and not self.url:
+            raise ValueError("a webhook channel needs `url:` (where to POST the messages)")
+        return self
+
+
+class Account(_Model):
+    id: str
+    user_id: str | None = None
+    enabled: bool = True
+    ig_user_id: str | None = None
+    token_env: str | None = None
+    settings: SettingsOverride = SettingsOverride()
+
+    @field_validator("ig_user_id", mode="before")
+    @classmethod
+    def _str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v
+
+
+class Condition(_Model):
+    """Either one test (``field``, ``op``, ``value``) or ``any:`` / ``all:`` of conditions."""
+
+    field: str | None = None
+    op: str | None = None
+    value: Any = None
+    any: tuple[Condition, ...] | None = None
+    all: tuple[Condition, ...] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Condition:
+        groups = (self.any is not None) + (self.all is not None)
+        if groups:
+            if groups > 1 or self.field is not None or self.op is not None:
+                raise ValueError("a condition is either {field, op, value} or one `any:`/`all:` list")
+            return self
+        if self.field is None or self.op is None:
+            raise ValueError("a condition needs `field:` and `op:` (or an `any:` list)")
+        if self.op not in OPERATORS:
+            raise ValueError(f"unknown op {self.op!r}; use one of {', '.join(OPERATORS)}")
+        base = self.field.split(".", 1)[0]
+        if base not in LEAD_COLUMNS or (base == "attributes" and "." not in self.field):
+            raise ValueError(
+                f"unknown field {self.field!r}; use a lead column "
+                f"({', '.join(c for c in LEAD_COLUMNS if c != 'attributes')}) "
+                "or attributes.<key>"
+            )
+        if self.op == "between":
+            if not isinstance(self.value, list | tuple) or len(self.value) != 2:
+                raise ValueError("`between` takes a list of two values: value: [low, high]")
+        elif self.op in ("in", "not_in"):
+            if not isinstance(self.value, list | tuple):
+                raise ValueError(f"`{self.op}` takes a list: value: [a, b]")
+        elif self.op == "exists":
+            if self.value is not None and not isinstance(self.value, bool):
+                raise ValueError("`exists` takes true or false (or no value, meaning true)")
+        elif self.value is None and self.op not in ("eq", "ne"):
+            raise ValueError(f"`{self.op}` needs a value")
+        return self
+
+
+class Variant(_Model):
+    id: str
+    weight: float = Field(1, gt=0)
+    template: str | None = None
+    media_url: str | None = None
+
+
+class Message(_Model):
+    id: str
+    delay_hours: float = Field(ge=0)
+    type: Literal["text", "image", "video"] = "text"
+    template: str | None = None
+    media_url: str | None = None
+    active: bool = True
+    variants: tuple[Variant, ...] | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> Message:
+        if self.variants is not None and not self.variants:
+            raise ValueError("`variants:` is empty; remove it or add at least one variant")
+        parts = self.variants or (Variant(id="-", template=self.template, media_url=self.media_url),)
+        for v in parts:
+            template = v.template if v.template is not None else self.template
+            media = v.media_url or self.media_url
+            if self.type == "text" and not template:
+                raise ValueError("a text message needs `template:` (on the message or each variant)")
+            if self.type in ("image", "video"):
+                if not media:
+                    raise ValueError(f"a {self.type} message needs `media_url:`")
+                if not re.match(r"^https?://", media):
+                    raise ValueError(f"media_url {media!r} must be an http(s) URL")
+        return self
+
+
+class Sequence(_Model):
+    id: str
+    name: str | None = None
+    priority: int = 0
+    active: bool = True
+    max_followups: int | None = Field(None, ge=1)
+    holdout: float = Field(0, ge=0, lt=1)
+    trigger: tuple[Condition, ...] = ()
+    messages: tuple[Message, ...]
+
+    @field_validator("messages")
+    @classmethod
+    def _some(cls, v: tuple[Message, ...]) -> tuple[Message, ...]:
+        if not v:
+            raise ValueError("a sequence needs at least one message")
+        return v
+
+    @property
+    def limit(self) -> int:
+        return self.max_followups if self.max_followups is not None else len(self.messages)
+
+
+class Config(_Model):
+    version: Literal[1] = 1
+    settings: Settings = Settings()
+    channel: Channel = Channel()
+    accounts: tuple[Account, ...] = ()
+    sequences: tuple[Sequence, ...] = ()
+    sample_lead: dict[str, Any] | None = None
+
+    def account(self, account_id: str | None) -> Account | None:
+        for a in self.accounts:
+            if a.id == account_id:
+                return a
+        return None
+
+    def settings_for(self, account: Account | None) -> Settings:
+        if account is None:
+            return self.settings
+        overrides = account.settings.model_dump(exclude_none=True)
+        if not overrides:
+            return self.settings
+        return self.settings.model_copy(update=overrides)
+
+    def sequences_by_priority(self) -> list[Sequence]:
+        order = {s.id: i for i, s in enumerate(self.sequences)}
+        return sorted(self.sequences, key=lambda s: (-s.priority, order[s.id]))
+
+
+# ----------------------------------------------------------------------- loading
+
+
+@dataclass
+class Problem:
+    line: int | None
+    where: str
+    what: str
+    level: Literal["error", "warning"] = "error"
+
+    def format(self, path: str) -> str:
+        loc = f"{path}:{self.line}" if self.line else path
+        prefix = "warning: " if self.level == "warning" else ""
+        return f"{loc}: {prefix}{self.where}: {self.what}" if self.where else f"{loc}: {prefix}{self.what}"
+
+
+@dataclass
+class LoadedConfig:
+    config: Config
+    path: str
+    lines: dict[tuple, int] = field(default_factory=dict)
+    digest: str = ""
+
+    def line_of(self, *loc: Any) -> int | None:
+        return _line_for(self.lines, tuple(loc))
+
+
+def _where(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
+    loc = tuple(loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def _compose(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines: dict[tuple, int] = {}
+        dupes: list[Problem] = []
+
+        def walk(n: yaml.Node, loc: tuple) -> None:
+            lines.setdefault(loc, n.start_mark.line + 1)
+            if isinstance(n, yaml.MappingNode):
+                seen: set[str] = set()
+                for k, v in n.value:
+                    key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
+                    if key in seen:
+                        dupes.append(Problem(k.start_mark.line + 1, _where(loc + (key,)), "duplicate key"))
+                    seen.add(key)
+                    lines[loc + (key,)] = k.start_mark.line + 1
+                    walk(v, loc + (key,))
+            elif isinstance(n, yaml.SequenceNode):
+                for i, item in enumerate(n.value):
+                    lines[loc + (i,)] = item.start_mark.line + 1
+                    walk(item, loc + (i,))
+
+        walk(node, ())
+        if dupes:
+            raise ConfigError(dupes[0].format(path) + " (each key may appear once)")
+        data = loader.construct_document(node)
+        return data, lines
+    finally:
+        loader.dispose()
+
+
+def parse_config(text: str, path: str = "sequences.yaml") -> LoadedConfig:
+    """Parse and validate the text of a sequences.yaml; raise ConfigError on the first problems."""
+    try:
+        data, lines = _compose(text, path)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty; see the README for an example sequences.yaml")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the top level must be a mapping (version, settings, ...)")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [_problem_from_pydantic(err, lines) for err in exc.errors()]
+        raise ConfigError("\n".join(p.format(path) for p in _dedupe(problems))) from None
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return LoadedConfig(config=config, path=path, lines=lines, digest=digest)
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{p}: no such file; pass --config PATH, set FOLLOWUP_CONFIG, "
+            "or copy the example sequences.yaml from the README"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read it: {exc}") from None
+    return parse_config(text, str(path))
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        key = (p.line, p.where, p.what)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def _problem_from_pydantic(err: dict, lines: dict[tuple, int]) -> Problem:
+    loc = tuple(err.get("loc", ()))
+    kind = err.get("type", "")
+    msg = err.get("msg", "invalid")
+    if kind == "extra_forbidden":
+        msg = "unknown key (check the spelling; see the README for the allowed keys)"
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    elif kind == "literal_error":
+        msg = f"{msg} (got {err.get('input')!r})"
+    elif "input" in err and kind not in ("model_type",):
+        msg = f"{msg} (got {err.get('input')!r})"
+    return Problem(_line_for(lines, loc), _where(loc), msg)
+
+
+# ----------------------------------------------------------------------- checking
+
+
+def check_config(loaded: LoadedConfig) -> list[Problem]:
+    """Semantic checks beyond the schema: ids, zones, templates, window fit. Errors and warnings."""
+    from .render import Renderer, TemplateProblem, sample_lead  # local: render imports config
+
+    cfg = loaded.config
+    problems: list[Problem] = []
+    line = loaded.line_of
+
+    def dup_check(items: list[tuple[str, tuple]], what: str) -> None:
+        seen: dict[str, tuple] = {}
+        for ident, loc in items:
+            if ident in seen:
+                problems.append(
+                    Problem(line(*loc), _where(loc), f"duplicate {what} id {ident!r} (ids must be unique)")
+                )
+            seen[ident] = loc
+            if not _ID.match(ident):
+                problems.append(
+                    Problem(line(*loc), _where(loc), f"{what} id {ident!r}: use letters, digits, _ . : -")
+                )
+
+    dup_check([(a.id, ("accounts", i, "id")) for i, a in enumerate(cfg.accounts)], "account")
+    dup_check([(s.id, ("sequences", i, "id")) for i, s in enumerate(cfg.sequences)], "sequence")
+    for si, seq in enumerate(cfg.sequences):
+        dup_check(
+            [(m.id, ("sequences", si, "messages", mi, "id")) for mi, m in enumerate(seq.messages)],
+            "message",
+        )
+        for mi, msg in enumerate(seq.messages):
+            if msg.variants:
+                dup_check(
+                    [
+                        (v.id, ("sequences", si, "messages", mi, "variants", vi, "id"))
+                        for vi, v in enumerate(msg.variants)
+                    ],
+                    "variant",
+                )
+        delays = [m.delay_hours for m in seq.messages]
+        for mi in range(1, len(delays)):
+            if delays[mi] < delays[mi - 1]:
+                loc = ("sequences", si, "messages", mi, "delay_hours")
+                problems.append(
+                    Problem(
+                        line(*loc),
+                        _where(loc),
+                        f"delay_hours {delays[mi]:g} is before the previous step's "
+                        f"{delays[mi - 1]:g}; delays count from the start of the silence, "
+                        "so they must not decrease",
+                    )
+                )
+
+    if cfg.channel.type == "instagram":
+        for i, acct in enumerate(cfg.accounts):
+            for key in ("ig_user_id", "token_env"):
+                if not getattr(acct, key):
+                    loc = ("accounts", i)
+                    problems.append(
+                        Problem(line(*loc), _where(loc + (key,)), f"the instagram channel needs `{key}:`")
+                    )
+    if not cfg.accounts:
+        problems.append(Problem(line("accounts") or 1, "accounts", "no accounts: nothing will be sent"))
+
+    # Templates: compile every one and render it against a sample lead.
+    renderer = Renderer(cfg)
+    for tp in renderer.problems:
+        problems.append(_template_problem(tp, line))
+    for si, seq in enumerate(cfg.sequences):
+        lead = sample_lead(cfg, seq)
+        for mi, msg in enumerate(seq.messages):
+            for vid in [v.id for v in msg.variants] if msg.variants else [None]:
+                try:
+                    renderer.render(seq, msg, vid, lead, account=cfg.accounts[0] if cfg.accounts else None)
+                except TemplateProblem as tp:
+                    problems.append(_template_problem(tp, line))
+
+    problems.extend(window_warnings(loaded))
+    return _dedupe(problems)
+
+
+def _template_problem(tp: Any, line: Any) -> Problem:
+    loc = tp.loc
+    return Problem(line(*loc), _where(loc), tp.what)
+
+
+def window_warnings(loaded: LoadedConfig) -> list[Problem]:
+    """Warn when a sequence's timing can never fit inside the channel's messaging window."""
+    cfg = loaded.config
+    window = cfg.channel.window_hours
+    out: list[Problem] = []
+    if window is None:
+        return out
+    settings_list = [("settings", cfg.settings)] + [
+        (f"accounts[{i}].settings", cfg.settings_for(a)) for i, a in enumerate(cfg.accounts)
+    ]
+    for where, st in settings_list:
+        if st.no_response_hours >= window:
+            loc = ("settings", "no_response_hours")
+            out.append(
+                Problem(
+                    loaded.line_of(*loc),
+                    f"{where}.no_response_hours",
+                    f"{st.no_response_hours:g}h of silence before a follow-up is not less than the "
+                    f"channel's {window:g}h messaging window: no lead can ever be messaged. "
+                    f"Use no_response_hours below {window:g} (e.g. {max(window / 6, 1):g})",
+                    "warning",
+                )
+            )
+    for si, seq in enumerate(cfg.sequences):
+        for mi, msg in enumerate(seq.messages):
+            if msg.active and msg.delay_hours >= window:
+                loc = ("sequences", si, "messages", mi, "delay_hours")
+                out.append(
+                    Problem(
+                        loaded.line_of(*loc),
+                        _where(loc),
+                        f"due {msg.delay_hours:g}h after the silence starts, but the channel's "
+                        f"messaging window closes {window:g}h after the lead's last message, which "
+                        "is never later than the silence start: this step can never be sent. "
+                        f"Use delay_hours below {window:g} (leave room for the cron gap, e.g. "
+                        f"{max(window - 6, 1):g}), or hand it to a human agent",
+                        "warning",
+                    )
+                )
+    return out

@@ -1,0 +1,46 @@
+"""The error tree. Every error a user can meet is one of these; the CLI maps them to
+exit codes and one-line messages in one place (``cli.py``).
+
+    FollowupError                 exit 1  anything unexpected
+    ├── ConfigError               exit 2  bad sequences.yaml, template, option or setting
+    │   └── StoreConfigError      exit 2  bad --db URL, unreachable database, bad lead table
+    ├── StoreError                exit 1  the database failed mid-run
+    └── LockHeld                  exit 75 another run holds the run lock
+
+Channel outcomes (sent, failed, unknown, throttled, account-fatal) are *results*, not
+exceptions: see ``channels/base.py``. Exceptions are for what stops a whole command.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_SEND_FAILURES = 3
+EXIT_LOCKED = 75
+
+
+class FollowupError(Exception):
+    """Base of every error the tool raises on purpose."""
+
+    exit_code = EXIT_UNEXPECTED
+
+
+class ConfigError(FollowupError):
+    """The configuration or the command line is wrong; nothing was sent."""
+
+    exit_code = EXIT_USAGE
+
+
+class StoreConfigError(ConfigError):
+    """The database URL, connection or lead table is not usable; nothing was sent."""
+
+
+class StoreError(FollowupError):
+    """The database failed while a command was running."""
+
+
+class LockHeld(FollowupError):
+    """Another run holds the run lock (SQLite); this run did nothing."""
+
+    exit_code = EXIT_LOCKED

@@ -1,0 +1,538 @@
+"""Pure decisions: who is due, with which message, and why not.
+
+``decide(lead, state, config, now)`` is a pure function of a lead row, the tool's own
+tracking state for that lead, the config and the time. ``run`` calls it to choose, calls
+it again inside the claim transaction with fresh rows ("at the moment of sending"), and
+``explain`` prints its checks. No database, no network, no clock of its own.
+
+Actions:
+    send     a step is due and every rule holds
+    wait     a step exists but is not due yet or a temporary rule blocks it (next_at says when)
+    skip     a due step can never be sent (outside the messaging window): recorded, enrollment ends
+    end      the lead's enrollment ends (reply, conversion, opt-out, trigger, limits, completed)
+    holdout  the lead enters a sequence as a control: enrolled, never messaged
+    none     nothing to do and nothing to record
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from .config import Condition, Config, Message, Sequence, Settings
+from .models import FAILED, Lead, LeadState
+
+Action = Literal["send", "wait", "skip", "end", "holdout", "none"]
+
+# Reasons, by kind. Terminal reasons end an active enrollment; the others just wait.
+TERMINAL = {
+    "opted_out",
+    "converted",
+    "score_out_of_range",
+    "lead_limit",
+    "replied",
+    "trigger_mismatch",
+    "sequence_limit",
+    "completed",
+    "failed",
+    "sequence_removed",
+}
+
+
+@dataclass
+class Check:
+    rule: str
+    ok: bool | None  # None: not evaluated (an earlier rule decided)
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class Decision:
+    lead_id: str
+    account_id: str | None
+    action: Action = "none"
+    reason: str = ""
+    detail: str = ""
+    checks: list[Check] = field(default_factory=list)
+    sequence: Sequence | None = None
+    message: Message | None = None
+    step: int | None = None  # 1-based position among the sequence's messages
+    variant_id: str | None = None
+    anchor_at: datetime | None = None
+    due_at: datetime | None = None
+    next_at: datetime | None = None
+    window_closes_at: datetime | None = None
+    new_enrollment: bool = False
+    keyword_optout: str | None = None
+    followup_number: int = 0
+    last_followup_at: datetime | None = None
+
+    @property
+    def sequence_id(self) -> str | None:
+        return self.sequence.id if self.sequence else None
+
+    @property
+    def message_id(self) -> str | None:
+        return self.message.id if self.message else None
+
+    def as_dict(self) -> dict[str, Any]:
+        def iso(dt: datetime | None) -> str | None:
+            return dt.isoformat() if dt else None
+
+        return {
+            "lead_id": self.lead_id,
+            "account_id": self.account_id,
+            "action": self.action,
+            "reason": self.reason,
+            "detail": self.detail,
+            "sequence_id": self.sequence_id,
+            "message_id": self.message_id,
+            "step": self.step,
+            "variant_id": self.variant_id,
+            "silence_started_at": iso(self.anchor_at),
+            "due_at": iso(self.due_at),
+            "next_at": iso(self.next_at),
+            "window_closes_at": iso(self.window_closes_at),
+            "followup_number": self.followup_number,
+            "checks": [c.as_dict() for c in self.checks],
+        }
+
+
+def _h(hours: float) -> timedelta:
+    return timedelta(hours=hours)
+
+
+def _fmt(dt: datetime | None) -> str:
+    return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else "never"
+
+
+def keyword_optout(text: str | None, keywords: tuple[str, ...]) -> str | None:
+    """The opt-out keyword found in an inbound text, as a whole word or phrase, or None."""
+    if not text:
+        return None
+    low = text.lower()
+    for kw in keywords:
+        k = kw.strip().lower()
+        if k and re.search(r"(?<!\w)" + re.escape(k) + r"(?!\w)", low):
+            return kw
+    return None
+
+
+def stable_fraction(*parts: str) -> float:
+    """A number in [0, 1) fixed by its inputs: the same lead always lands in the same bucket."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return int(digest[:15], 16) / float(16**15)
+
+
+def choose_variant(lead_id: str, sequence_id: str, message: Message) -> str | None:
+    if not message.variants:
+        return None
+    x = stable_fraction("variant", lead_id, sequence_id, message.id)
+    total = sum(v.weight for v in message.variants)
+    acc = 0.0
+    for v in message.variants:
+        acc += v.weight / total
+        if x < acc:
+            return v.id
+    return message.variants[-1].id
+
+
+def in_holdout(lead_id: str, sequence: Sequence) -> bool:
+    return sequence.holdout > 0 and stable_fraction("holdout", lead_id, sequence.id) < sequence.holdout
+
+
+# --------------------------------------------------------------------- conditions
+
+
+def _num(v: Any) -> Any:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int | float):
+        return v
+    if isinstance(v, str):
+        try:
+            return float(v) if "." in v else int(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _cmp(a: Any, b: Any, op: str) -> bool:
+    if a is None or b is None:
+        return False
+    a, b = _num(a), _num(b)
+    try:
+        if op == "gt":
+            return a > b
+        if op == "gte":
+            return a >= b
+        if op == "lt":
+            return a < b
+        if op == "lte":
+            return a <= b
+    except TypeError:
+        return str(a) > str(b) if op == "gt" else False
+    return False
+
+
+def _eq(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    return _num(a) == _num(b) and a is not None and b is not None
+
+
+def condition_holds(cond: Condition, lead: Lead) -> bool:
+    if cond.any is not None:
+        return any(condition_holds(c, lead) for c in cond.any)
+    if cond.all is not None:
+        return all(condition_holds(c, lead) for c in cond.all)
+    value = lead.value(cond.field or "")
+    op, target = cond.op, cond.value
+    if op == "eq":
+        return _eq(value, target)
+    if op == "ne":
+        return not _eq(value, target)
+    if op == "in":
+        return any(_eq(value, t) for t in target)
+    if op == "not_in":
+        return not any(_eq(value, t) for t in target)
+    if op == "between":
+        return _cmp(value, target[0], "gte") and _cmp(value, target[1], "lte")
+    if op in ("gt", "gte", "lt", "lte"):
+        return _cmp(value, target, op)
+    if op == "exists":
+        want = True if target is None else bool(target)
+        present = value is not None and value != ""
+        return present == want
+    if op == "contains":
+        if value is None:
+            return False
+        if isinstance(value, list | tuple | set):
+            return any(_eq(v, target) for v in value)
+        return str(target).lower() in str(value).lower()
+    return False
+
+
+def trigger_holds(sequence: Sequence, lead: Lead) -> bool:
+    return all(condition_holds(c, lead) for c in sequence.trigger)
+
+
+def describe_conditions(conditions: tuple[Condition, ...]) -> list[str]:
+    out = []
+    for c in conditions:
+        if c.any is not None or c.all is not None:
+            inner = " | ".join(describe_conditions(c.any or ())) if c.any is not None else None
+            out.append(f"any of ({inner})" if inner else f"all of ({', '.join(describe_conditions(c.all or ()))})")
+        else:
+            value = "" if c.op == "exists" and c.value is None else f" {c.value!r}"
+            out.append(f"{c.field} {c.op}{value}")
+    return out
+
+
+# ------------------------------------------------------------------------- time
+
+
+def _zone(name: str | None, fallback: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or fallback)
+    except Exception:  # noqa: BLE001 - parse_lead already validated; be safe
+        return ZoneInfo(fallback)
+
+
+def quiet_until(now: datetime, settings: Settings, lead_tz: str | None) -> datetime | None:
+    """When the lead's quiet hours end, if ``now`` is inside them; else None."""
+    qh = settings.quiet_hours
+    if qh is None or qh.start == qh.end:
+        return None
+    tz = _zone(lead_tz, settings.timezone)
+    local = now.astimezone(tz)
+    start = time.fromisoformat(qh.start)
+    end = time.fromisoformat(qh.end)
+    t = local.time().replace(tzinfo=None)
+    if start < end:
+        quiet = start <= t < end
+        end_day = local.date()
+    else:
+        quiet = t >= start or t < end
+        end_day = local.date() + timedelta(days=1) if t >= start else local.date()
+    if not quiet:
+        return None
+    return datetime.combine(end_day, end, tzinfo=tz).astimezone(now.tzinfo)
+
+
+def local_day(dt: datetime, tz_name: str) -> date:
+    return dt.astimezone(ZoneInfo(tz_name)).date()
+
+
+def next_local_midnight(now: datetime, tz_name: str) -> datetime:
+    tz = ZoneInfo(tz_name)
+    d = now.astimezone(tz).date() + timedelta(days=1)
+    return datetime.combine(d, time(0, 0), tzinfo=tz).astimezone(now.tzinfo)
+
+
+def next_run_slot(now: datetime, settings: Settings) -> datetime:
+    """The first cron slot (settings.run_times, operator zone) strictly after ``now``."""
+    tz = ZoneInfo(settings.timezone)
+    local = now.astimezone(tz)
+    candidates = []
+    for offset in (0, 1, 2):
+        day = local.date() + timedelta(days=offset)
+        for slot in settings.run_times:
+            dt = datetime.combine(day, time.fromisoformat(slot), tzinfo=tz)
+            if dt > local:
+                candidates.append(dt)
+    return min(candidates).astimezone(now.tzinfo) if candidates else now + timedelta(days=1)
+
+
+# ---------------------------------------------------------------------- decision
+
+
+def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decision:
+    """The verdict for one lead at ``now``: the rules of PRODUCT.md, in order, with reasons."""
+    d = Decision(lead_id=lead.id, account_id=lead.account_id)
+    checks = d.checks
+    account = config.account(lead.account_id)
+    enrollment = state.active_enrollment()
+    counted = state.counted()
+    d.followup_number = len(counted) + 1
+    d.last_followup_at = max((f.at for f in counted), default=None)
+
+    def stop(reason: str, detail: str) -> Decision:
+        """A rule failed: end the active enrollment if the reason is terminal."""
+        if enrollment is not None and reason in TERMINAL:
+            d.action = "end"
+            d.sequence = config_sequence(config, enrollment.sequence_id)
+            d.anchor_at = enrollment.anchor_at
+        else:
+            d.action = "none"
+        d.reason, d.detail = reason, detail
+        return d
+
+    def wait(reason: str, detail: str, until: datetime | None) -> Decision:
+        d.action, d.reason, d.detail, d.next_at = "wait", reason, detail, until
+        return d
+
+    if account is None:
+        checks.append(Check("account", False, f"account {lead.account_id!r} is not in the config"))
+        return stop("unknown_account", f"account {lead.account_id!r} is not configured")
+    if not account.enabled:
+        checks.append(Check("account", False, f"account {account.id} is disabled"))
+        return stop("account_disabled", f"account {account.id} is disabled in the config")
+    checks.append(Check("account", True, f"{account.id} is enabled"))
+    st = config.settings_for(account)
+
+    # Opt-out: recorded, or a keyword in the lead's last message.
+    kw = keyword_optout(lead.last_inbound_text, st.optout_keywords)
+    if state.opted_out:
+        checks.append(Check("opt-out", False, f"opted out ({state.optout_reason or 'no reason given'})"))
+        return stop("opted_out", "the lead opted out")
+    if kw:
+        d.keyword_optout = kw
+        checks.append(Check("opt-out", False, f"last message contains the opt-out keyword {kw!r}"))
+        return stop("opted_out", f"the lead wrote {kw!r}: opted out")
+    checks.append(Check("opt-out", True, "not opted out"))
+
+    if lead.converted_at is not None or (lead.status or "").lower() == "converted":
+        checks.append(Check("conversion", False, f"converted {_fmt(lead.converted_at)}"))
+        return stop("converted", "the lead converted")
+    checks.append(Check("conversion", True, "not converted"))
+
+    if lead.score is None or not (st.min_score <= lead.score <= st.max_score):
+        checks.append(
+            Check("score", False, f"score {lead.score} is outside {st.min_score}-{st.max_score}")
+        )
+        return stop("score_out_of_range", f"score {lead.score} is outside {st.min_score}-{st.max_score}")
+    checks.append(Check("score", True, f"score {lead.score} is within {st.min_score}-{st.max_score}"))
+
+    if len(counted) >= st.max_followups_per_lead:
+        checks.append(
+            Check("lead limit", False, f"{len(counted)} of {st.max_followups_per_lead} follow-ups used")
+        )
+        return stop("lead_limit", f"the lead already had {len(counted)} follow-ups (the limit)")
+    checks.append(
+        Check("lead limit", True, f"{len(counted)} of {st.max_followups_per_lead} follow-ups used")
+    )
+
+    # Sequence and the start of the silence.
+    if enrollment is not None:
+        seq = config_sequence(config, enrollment.sequence_id)
+        d.anchor_at = enrollment.anchor_at
+        if seq is None:
+            checks.append(Check("sequence", False, f"{enrollment.sequence_id} was removed"))
+            return stop("sequence_removed", f"sequence {enrollment.sequence_id} is no longer configured")
+        d.sequence = seq
+        if lead.last_inbound_at is not None and lead.last_inbound_at > enrollment.anchor_at:
+            checks.append(Check("silence", False, f"the lead replied {_fmt(lead.last_inbound_at)}"))
+            return stop("replied", f"the lead replied at {_fmt(lead.last_inbound_at)}")
+        checks.append(Check("silence", True, f"silent since {_fmt(enrollment.anchor_at)}"))
+        if not seq.active:
+            checks.append(Check("sequence", False, f"{seq.id} is inactive (paused)"))
+            return stop("sequence_inactive", f"sequence {seq.id} is inactive; the lead waits in it")
+        if not trigger_holds(seq, lead):
+            checks.append(Check("trigger", False, f"{seq.id}'s trigger no longer matches"))
+            return stop("trigger_mismatch", f"sequence {seq.id}'s trigger no longer matches")
+        checks.append(Check("sequence", True, f"enrolled in {seq.id} since {_fmt(enrollment.started_at)}"))
+        if enrollment.holdout:
+            checks.append(Check("holdout", False, f"in {seq.id}'s holdout group: never messaged"))
+            last = max((m.delay_hours for m in seq.messages), default=0)
+            if now >= enrollment.anchor_at + _h(last):
+                d.action, d.reason, d.detail = "end", "completed", "holdout period is over"
+                return d
+            return stop("holdout", "control group: enrolled but never messaged")
+    else:
+        if lead.last_outbound_at is None:
+            checks.append(Check("silence", False, "we never wrote to this lead"))
+            return stop("never_contacted", "no outbound message yet: nothing to follow up")
+        if lead.last_inbound_at is not None and lead.last_inbound_at > lead.last_outbound_at:
+            checks.append(
+                Check("silence", False, f"the lead wrote last ({_fmt(lead.last_inbound_at)})")
+            )
+            return stop("waiting_for_human", "the lead wrote last and waits for a human reply")
+        d.anchor_at = lead.last_outbound_at
+        # A new enrollment needs a new conversation round since the previous one.
+        previous = [e for e in state.enrollments]
+        if previous:
+            last_prev = max(previous, key=lambda e: e.anchor_at)
+            if lead.last_inbound_at is None or lead.last_inbound_at <= last_prev.anchor_at:
+                checks.append(
+                    Check(
+                        "silence",
+                        False,
+                        f"{last_prev.sequence_id} ended ({last_prev.ended_reason}); "
+                        "no new conversation since",
+                    )
+                )
+                return stop("sequence_done", f"{last_prev.sequence_id} ended: {last_prev.ended_reason}")
+        checks.append(Check("silence", True, f"silent since {_fmt(d.anchor_at)} (we wrote last)"))
+        done = {e.sequence_id for e in state.enrollments}
+        seq = None
+        for candidate in config.sequences_by_priority():
+            if candidate.active and candidate.id not in done and trigger_holds(candidate, lead):
+                seq = candidate
+                break
+        if seq is None:
+            checks.append(Check("sequence", False, "no active sequence's trigger matches"))
+            return stop("no_sequence", "no active sequence's trigger matches this lead")
+        d.sequence = seq
+        d.new_enrollment = True
+        checks.append(Check("sequence", True, f"enters {seq.id} (priority {seq.priority})"))
+        if in_holdout(lead.id, seq):
+            checks.append(Check("holdout", False, f"in {seq.id}'s holdout group: never messaged"))
+            d.action, d.reason = "holdout", "holdout"
+            d.detail = f"enters {seq.id} as a control (holdout {seq.holdout:.0%}): never messaged"
+            return d
+
+    # Within the sequence: failures, limits, the next step.
+    seq_rows = [f for f in state.followups if f.sequence_id == seq.id]
+    failed = [f for f in seq_rows if f.status == FAILED]
+    if failed:
+        checks.append(Check("step", False, f"{failed[-1].message_id} failed permanently"))
+        return stop("failed", f"a message of {seq.id} failed permanently")
+    seq_counted = state.counted(seq.id)
+    if len(seq_counted) >= seq.limit:
+        checks.append(Check("sequence limit", False, f"{len(seq_counted)} of {seq.limit} sent"))
+        return stop("sequence_limit", f"{seq.id}'s limit of {seq.limit} follow-ups is reached")
+    checks.append(Check("sequence limit", True, f"{len(seq_counted)} of {seq.limit} sent"))
+    done_ids = {f.message_id for f in seq_rows}
+    step = None
+    for i, msg in enumerate(seq.messages, start=1):
+        if msg.active and msg.id not in done_ids:
+            step = (i, msg)
+            break
+    if step is None:
+        checks.append(Check("step", False, f"every message of {seq.id} is done"))
+        return stop("completed", f"{seq.id} is complete")
+    d.step, d.message = step
+    d.variant_id = choose_variant(lead.id, seq.id, d.message)
+    d.due_at = d.anchor_at + _h(d.message.delay_hours)
+
+    # Timing rules.
+    window = config.channel.window_hours
+    if window is not None:
+        d.window_closes_at = lead.last_inbound_at + _h(window) if lead.last_inbound_at else None
+    pulled = False
+    if now < d.due_at:
+        if (
+            st.pull_forward
+            and d.window_closes_at is not None
+            and now < d.window_closes_at <= d.due_at
+            and d.due_at - now <= _h(st.pull_forward_hours)
+            and next_run_slot(now, st) >= d.window_closes_at
+        ):
+            pulled = True
+            checks.append(
+                Check("due", True, f"due {_fmt(d.due_at)}, pulled forward: the window closes first")
+            )
+        else:
+            checks.append(Check("due", False, f"step {d.step} ({d.message.id}) is due {_fmt(d.due_at)}"))
+            note = ""
+            if d.window_closes_at is not None and d.window_closes_at <= d.due_at:
+                note = f"; the messaging window closes earlier ({_fmt(d.window_closes_at)})"
+            return wait("not_due", f"{d.message.id} is due {_fmt(d.due_at)}{note}", d.due_at)
+    else:
+        checks.append(Check("due", True, f"step {d.step} ({d.message.id}) was due {_fmt(d.due_at)}"))
+
+    if lead.last_inbound_at is not None:
+        quiet_ok = lead.last_inbound_at + _h(st.no_response_hours)
+        if now < quiet_ok:
+            checks.append(
+                Check("no response", False, f"the lead wrote {_fmt(lead.last_inbound_at)}; "
+                      f"silent {st.no_response_hours:g}h at {_fmt(quiet_ok)}")
+            )
+            return wait("not_silent_long_enough", f"silent for {st.no_response_hours:g}h at {_fmt(quiet_ok)}", quiet_ok)
+    checks.append(Check("no response", True, f"no inbound for {st.no_response_hours:g}h or more"))
+
+    if window is not None:
+        if d.window_closes_at is None or now >= d.window_closes_at:
+            why = (
+                "the lead never wrote to us"
+                if d.window_closes_at is None
+                else f"it closed {_fmt(d.window_closes_at)}"
+            )
+            checks.append(Check("window", False, f"outside the {window:g}h messaging window: {why}"))
+            d.action, d.reason = "skip", "outside_window"
+            d.detail = f"outside the {window:g}h messaging window ({why}); hand off to a human"
+            return d
+        checks.append(Check("window", True, f"inside the messaging window until {_fmt(d.window_closes_at)}"))
+    else:
+        checks.append(Check("window", True, "the channel has no messaging window"))
+
+    if d.last_followup_at is not None:
+        ok_at = d.last_followup_at + _h(st.min_interval_hours)
+        if now < ok_at:
+            checks.append(Check("interval", False, f"last follow-up {_fmt(d.last_followup_at)}; next allowed {_fmt(ok_at)}"))
+            return wait("min_interval", f"min interval: next follow-up allowed {_fmt(ok_at)}", ok_at)
+    checks.append(Check("interval", True, f"at least {st.min_interval_hours:g}h since the last follow-up"))
+
+    today = local_day(now, st.timezone)
+    today_count = sum(1 for f in counted if local_day(f.at, st.timezone) == today)
+    if today_count >= st.max_per_lead_per_day:
+        until = next_local_midnight(now, st.timezone)
+        checks.append(Check("daily cap", False, f"{today_count} of {st.max_per_lead_per_day} today"))
+        return wait("daily_cap", f"daily cap reached; next day starts {_fmt(until)}", until)
+    checks.append(Check("daily cap", True, f"{today_count} of {st.max_per_lead_per_day} today"))
+
+    quiet_end = quiet_until(now, st, lead.timezone)
+    if quiet_end is not None:
+        checks.append(Check("quiet hours", False, f"quiet hours in {lead.timezone or st.timezone} until {_fmt(quiet_end)}"))
+        return wait("quiet_hours", f"quiet hours until {_fmt(quiet_end)}", quiet_end)
+    checks.append(Check("quiet hours", True, "outside quiet hours"))
+
+    d.action = "send"
+    d.reason = "pulled_forward" if pulled else "due"
+    d.detail = f"send {seq.id} step {d.step} ({d.message.id}{'/' + d.variant_id if d.variant_id else ''})"
+    return d
+
+
+def config_sequence(config: Config, sequence_id: str) -> Sequence | None:
+    for s in config.sequences:
+        if s.id == sequence_id:
+            return s
+    return None
