@@ -1,0 +1,3 @@
+from followup_cli.cli import main
+
+main()

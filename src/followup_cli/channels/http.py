@@ -1,0 +1,253 @@
+"""HTTP sending shared by the Instagram and webhook channels: one POST with tenacity
+retries, and the error table that decides what each answer means.
+
+The error table (Graph API codes; see README "Delivery errors"):
+
+| class       | answers                                                 | what the tool does                          |
+|-------------|---------------------------------------------------------|---------------------------------------------|
+| throttle    | HTTP 429; codes 4, 17, 32, 613                          | back off (Retry-After, else exponential with |
+|             |                                                         | jitter); a long wait defers to the next run  |
+| transient   | codes 1, 2, 1200; is_transient; HTTP 500/503 with a     | bounded retry (it did not go through), then  |
+|             | Graph error object; connection refused / connect timeout| deferred to the next run                     |
+| ambiguous   | read timeout; connection reset after sending; 502/504 or| ``unknown``: never resent blindly            |
+|             | a 5xx without a Graph error object; unreadable 2xx      |                                              |
+| permanent   | 551; 10 with subcode 2534022 or 2018278 (outside the    | ``failed`` with the code, no retry; the      |
+|             | window); 100 (invalid parameter); other 4xx codes       | enrollment ends                              |
+| account     | 190 (token invalid/expired); 10 without subcode, 200-299| stop the account for this run; exit 3        |
+|             | (permissions); 3; 368 (blocked for policy); HTTP 401/403| naming the account and its token variable    |
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
+
+from .base import SendResult
+
+THROTTLE_CODES = {4, 17, 32, 613}
+TRANSIENT_CODES = {1, 2, 1200}
+OUTSIDE_WINDOW_SUBCODES = {2534022, 2018278}
+PERMANENT_CODES = {551, 100}
+ACCOUNT_CODES = {190, 3, 368}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP answer (or its absence), classified."""
+
+    kind: str  # ok | throttle | transient | ambiguous | permanent | account
+    status: int | None = None
+    body: Any = None
+    code: int | None = None
+    subcode: int | None = None
+    message: str | None = None
+    retry_after: float | None = None
+
+
+def classify_error(http_status: int | None, error: dict[str, Any] | None) -> str:
+    """The error table as a function: HTTP status + Graph error object -> class."""
+    code = _int(error.get("code")) if error else None
+    subcode = _int(error.get("error_subcode")) if error else None
+    if http_status == 429 or code in THROTTLE_CODES:
+        return "throttle"
+    if code == 10:
+        return "permanent" if subcode in OUTSIDE_WINDOW_SUBCODES or subcode else "account"
+    if code in ACCOUNT_CODES or (code is not None and 200 <= code <= 299):
+        return "account"
+    if code in PERMANENT_CODES:
+        return "permanent"
+    if code in TRANSIENT_CODES or (error and error.get("is_transient") is True):
+        return "transient"
+    if http_status in (401, 403):
+        return "account"
+    if http_status is not None and http_status >= 500:
+        if error and http_status in (500, 503):
+            return "transient"
+        return "ambiguous"
+    if http_status is not None and 400 <= http_status < 500:
+        return "permanent"
+    return "ambiguous"
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HttpSender:
+    """POSTs JSON with retries that follow the error table. One session per thread."""
+
+    def __init__(
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        max_retries: int,
+        max_retry_wait: float,
+        sleep: Callable[[float], None] = time.sleep,
+        base_backoff: float = 1.0,
+    ) -> None:
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self.sleep = sleep
+        self.base_backoff = base_backoff
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+        return s
+
+    def close(self) -> None:
+        s = getattr(self._local, "session", None)
+        if s is not None:
+            s.close()
+
+    def post_once(
+        self, url: str, headers: dict[str, str], payload: Any = None, data: bytes | None = None
+    ) -> Attempt:
+        """One POST of a JSON payload (or of exact bytes, when they are signed), classified."""
+        try:
+            if data is not None:
+                resp = self.session.post(url, data=data, headers=headers, timeout=self.timeout)
+            else:
+                resp = self.session.post(url, json=payload, headers=headers, timeout=self.timeout)
+        except requests.exceptions.ConnectTimeout:
+            return Attempt("transient", message="connect timeout (the request did not leave)")
+        except requests.exceptions.ReadTimeout:
+            return Attempt("ambiguous", message="read timeout: the request left, no answer came")
+        except requests.exceptions.ConnectionError as exc:
+            if _refused(exc):
+                return Attempt("transient", message="connection refused (the request did not leave)")
+            return Attempt("ambiguous", message="connection lost after sending: outcome unknown")
+        except requests.exceptions.RequestException as exc:
+            return Attempt("ambiguous", message=f"{type(exc).__name__}")
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict):
+            error = None
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        if 200 <= resp.status_code < 300 and error is None:
+            if body is None and resp.content:
+                return Attempt("ambiguous", status=resp.status_code, message="unreadable 2xx answer")
+            return Attempt("ok", status=resp.status_code, body=body)
+        kind = classify_error(resp.status_code, error)
+        return Attempt(
+            kind,
+            status=resp.status_code,
+            body=body,
+            code=_int(error.get("code")) if error else None,
+            subcode=_int(error.get("error_subcode")) if error else None,
+            message=(error.get("message") if error else None) or f"HTTP {resp.status_code}",
+            retry_after=retry_after,
+        )
+
+    def _wait_for(self, attempt: Attempt, number: int) -> float:
+        if attempt.retry_after is not None:
+            return attempt.retry_after
+        # exponential with full jitter: 1, 2, 4 ... seconds, times a random factor
+        return self.base_backoff * (2 ** (number - 1)) * (0.5 + random.random() / 2)
+
+    def post(
+        self, url: str, headers: dict[str, str], payload: Any = None, data: bytes | None = None
+    ) -> tuple[Attempt, int]:
+        """POST with retries for throttle/transient answers; returns the last attempt and count."""
+        planned: dict[str, float] = {}
+
+        def should_retry(a: Attempt) -> bool:
+            return a.kind in ("throttle", "transient")
+
+        def stop_long_wait(state: RetryCallState) -> bool:
+            a: Attempt = state.outcome.result()  # type: ignore[union-attr]
+            wait = self._wait_for(a, state.attempt_number)
+            planned["wait"] = wait
+            return wait > self.max_retry_wait
+
+        def wait(state: RetryCallState) -> float:
+            return planned.get("wait", 0.0)
+
+        retrying = Retrying(
+            retry=retry_if_result(should_retry),
+            stop=stop_after_attempt(self.max_retries + 1) | stop_long_wait,
+            wait=wait,
+            sleep=self.sleep,
+            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
+            reraise=True,
+        )
+        count = 0
+
+        def once() -> Attempt:
+            nonlocal count
+            count += 1
+            return self.post_once(url, headers, payload, data)
+
+        result = retrying(once)
+        return result, count
+
+
+def _refused(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        name = type(cur).__name__
+        text = str(cur)
+        if name in ("NewConnectionError", "ConnectionRefusedError") or "Connection refused" in text:
+            return True
+        if "NameResolutionError" in name or "Failed to resolve" in text:
+            return True
+        cur = cur.__cause__ or cur.__context__ or (cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None)
+    return False
+
+
+def result_from(attempt: Attempt, attempts: int, message_id: str | None = None) -> SendResult:
+    """An HTTP attempt -> the channel-level SendResult."""
+    outcome = {
+        "ok": "sent",
+        "throttle": "deferred",
+        "transient": "deferred",
+        "ambiguous": "unknown",
+        "permanent": "failed",
+        "account": "account_fatal",
+    }[attempt.kind]
+    return SendResult(
+        outcome,  # type: ignore[arg-type]
+        message_id=message_id,
+        error_code=attempt.code,
+        error_subcode=attempt.subcode,
+        error_message=attempt.message if attempt.kind != "ok" else None,
+        http_status=attempt.status,
+        retry_after=attempt.retry_after,
+        attempts=attempts,
+        kind=attempt.kind,
+    )

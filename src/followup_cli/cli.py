@@ -1,0 +1,606 @@
+"""The Typer app: parse, call one library function, print. Exit codes live here only:
+0 done, 2 bad usage or configuration (nothing sent), 3 finished but some sends failed,
+75 another run holds the lock, 1 anything unexpected."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from . import errors
+from .clock import Clock
+from .config import LoadedConfig, check_config, load_config
+from .errors import ConfigError, FollowupError
+from .models import parse_time
+from .store import open_store, resolve_db
+from .store.base import SqlStore
+
+app = typer.Typer(
+    name="followup",
+    help="Automated follow-up DMs to sales leads who went silent.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+sequences_app = typer.Typer(help="Validate and show sequences.yaml.", no_args_is_help=True)
+unknown_app = typer.Typer(help="Follow-ups whose outcome nobody knows: list and resolve.", no_args_is_help=True)
+app.add_typer(sequences_app, name="sequences")
+app.add_typer(unknown_app, name="unknown")
+
+ConfigOpt = Annotated[
+    str,
+    typer.Option("--config", envvar="FOLLOWUP_CONFIG", help="sequences.yaml to use."),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="FOLLOWUP_DB",
+        help="Database: a file path, sqlite:///file.db or postgresql://… (default: followup.db beside the config).",
+    ),
+]
+NowOpt = Annotated[
+    str | None,
+    typer.Option("--now", help="Pretend it is this time (ISO 8601; UTC when no offset)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise ConfigError(f"--now {value!r}: not an ISO 8601 time, e.g. 2026-11-28T09:00:00+01:00") from None
+
+
+def _load(config: str, strict: bool = True) -> LoadedConfig:
+    loaded = load_config(config)
+    if strict:
+        problems = [p for p in check_config(loaded) if p.level == "error"]
+        if problems:
+            raise ConfigError(
+                "\n".join(p.format(loaded.path) for p in problems)
+                + f"\n{loaded.path}: {len(problems)} problem(s); fix them (`followup sequences check`)"
+            )
+    return loaded
+
+
+def _store(loaded: LoadedConfig | None, db: str | None, config_path: str, migrate: bool = True) -> SqlStore:
+    table = loaded.config.settings.lead_table if loaded else "leads"
+    return open_store(resolve_db(db, config_path), table, migrate=migrate)
+
+
+def _fmt(dt: datetime | None) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if dt else "-"
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=False) + "\n")
+
+
+# ----------------------------------------------------------------------- run
+
+
+@app.command()
+def run(
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send and write nothing.")] = False,
+    now: NowOpt = None,
+    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Send at most N messages.")] = None,
+    budget: Annotated[
+        float | None, typer.Option("--budget", min=1, help="Run time budget in seconds (default: until the next cron slot).")
+    ] = None,
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for another run's lock (SQLite).")] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """The cron job: send every follow-up that is due now."""
+    from .channels import make_channel
+    from .crypto import BodyCipher
+    from .engine import Engine, RunOptions
+    from .runlock import RunLock
+
+    loaded = _load(config)
+    if account is not None and loaded.config.account(account) is None:
+        raise ConfigError(f"--account {account}: no such account in {loaded.path}")
+    when = _now(now)
+    target = resolve_db(db, config)
+    cipher = BodyCipher.from_env()
+    lock = None
+    if not dry_run and not target.startswith(("postgresql://", "postgres://")):
+        path = target[len("sqlite:///") :] if target.startswith("sqlite:///") else target
+        lock = RunLock(f"{path}.lock", wait_seconds=wait)
+    store = _store(loaded, db, config, migrate=not dry_run)
+    try:
+        if dry_run and _pending_migrations(store):
+            raise ConfigError(
+                f"{store.describe()}: the tool's tables are not created yet; run `followup run` "
+                "once (or `followup migrate`) before a dry run"
+            )
+        store.lead_columns()
+        channel = make_channel(loaded.config)
+        progress = _progress() if sys.stderr.isatty() and not as_json and not dry_run else None
+        engine = Engine(loaded, store, channel, Clock(fixed=when), cipher=cipher, progress=progress and progress[1])
+        if lock is not None:
+            with lock:
+                summary = engine.run(RunOptions(now=when, dry_run=dry_run, account=account, limit=limit, budget_seconds=budget))
+        else:
+            summary = engine.run(RunOptions(now=when, dry_run=dry_run, account=account, limit=limit, budget_seconds=budget))
+        if progress:
+            progress[0].stop()
+        channel.close()
+    finally:
+        store.close()
+    data = summary.as_dict()
+    if as_json:
+        _print_json(data)
+    elif dry_run:
+        _print_dry_run(summary)
+    elif sys.stdout.isatty():
+        _print_summary(data)
+    for bad in data["bad_leads"][:20]:
+        err.print(f"followup: warning: skipped {bad}")
+    if len(data["bad_leads"]) > 20:
+        err.print(f"followup: warning: … and {len(data['bad_leads']) - 20} more bad lead rows")
+    code = summary.exit_code
+    if code == errors.EXIT_SEND_FAILURES:
+        err.print(f"followup: {_failure_line(data)}")
+    raise typer.Exit(code)
+
+
+def _pending_migrations(store: SqlStore) -> bool:
+    from .store.migrations import MIGRATIONS
+
+    try:
+        done = set(store.applied_migrations())
+    except errors.StoreError:
+        return True
+    return any(name not in done for name, _ in MIGRATIONS)
+
+
+def _progress() -> tuple[Any, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True)
+    tasks: dict[str, Any] = {}
+    p.start()
+
+    def update(account_id: str, done: int, total: int) -> None:
+        if account_id not in tasks:
+            tasks[account_id] = p.add_task(account_id, total=total)
+        p.update(tasks[account_id], completed=done)
+
+    return p, update
+
+
+def _failure_line(data: dict[str, Any]) -> str:
+    parts = []
+    if data["failed"]:
+        n = sum(data["failed"].values())
+        codes = ", ".join(f"code {k}: {v}" for k, v in data["failed"].items())
+        parts.append(f"{n} send(s) failed ({codes})")
+    if data["unknown"]:
+        parts.append(f"{data['unknown']} send(s) with unknown outcome (see `followup unknown list`)")
+    for acct, why in data["stopped_accounts"].items():
+        parts.append(why if acct in why else f"{acct}: {why}")
+    parts.append(f"{data['sent']} sent")
+    return "; ".join(parts)
+
+
+def _print_summary(data: dict[str, Any]) -> None:
+    out.print(f"[bold]followup run[/bold] {data['now']}: [green]{data['sent']} sent[/green] in {data['elapsed_seconds']:.1f}s")
+    for label, key in (("skipped", "skipped"), ("deferred", "deferred"), ("failed", "failed"), ("ended", "ended"), ("waiting", "waiting")):
+        if data[key]:
+            out.print(f"  {label}: " + ", ".join(f"{k} {v}" for k, v in data[key].items()))
+    if data["unknown"]:
+        out.print(f"  [yellow]unknown: {data['unknown']}[/yellow] (never resent; `followup unknown list`)")
+    if data["stale_claims_marked_unknown"]:
+        out.print(f"  claims of dead runs marked unknown: {data['stale_claims_marked_unknown']}")
+    for acct, why in data["stopped_accounts"].items():
+        out.print(f"  [red]stopped {acct}[/red]: {why}")
+    if not data["sent"] and not data["failed"]:
+        out.print("  nothing was due; `followup explain LEAD` shows why a lead waits")
+
+
+def _print_dry_run(summary: Any) -> None:
+    planned = summary.planned
+    table = Table(title=f"Dry run at {summary.now.isoformat()}: {len(planned)} message(s) would be sent", show_lines=False)
+    for col in ("account", "lead", "sequence", "step", "variant", "due", "message"):
+        table.add_column(col, overflow="fold")
+    for p in planned:
+        text = (p.text or "") + (f" [{p.media_url}]" if p.media_url else "")
+        table.add_row(
+            *(Text(x) for x in (p.account_id, p.lead_id, p.sequence_id, f"{p.step} {p.message_id}", p.variant_id or "-", _fmt(p.due_at), text))
+        )
+    out.print(table)
+    data = summary.as_dict()
+    for label, key in (("skipped", "skipped"), ("deferred", "deferred"), ("would end", "ended"), ("waiting", "waiting")):
+        if data[key]:
+            out.print(f"{label}: " + ", ".join(f"{k} {v}" for k, v in data[key].items()))
+    out.print("Nothing was sent or written. Run without --dry-run to send.")
+
+
+# ------------------------------------------------------------------- explain
+
+
+@app.command()
+def explain(
+    lead: Annotated[str, typer.Argument(help="Lead id.")],
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why a lead is or is not due, which step is next and when."""
+    from .models import BadLead, parse_lead
+    from .rules import decide
+
+    loaded = _load(config, strict=False)
+    when = _now(now) or datetime.now(UTC)
+    store = _store(loaded, db, config, migrate=False)
+    try:
+        if _pending_migrations(store):
+            from .models import LeadState
+
+            state = LeadState()
+        else:
+            state = None
+        row = store.lead_row(lead)
+        if row is None:
+            raise ConfigError(f"no lead {lead!r} in table {store.lead_table!r} of {store.describe()}")
+        try:
+            parsed = parse_lead(row)
+        except BadLead as exc:
+            raise ConfigError(f"{exc}; fix the row in the lead store") from None
+        if state is None:
+            state = store.lead_state(lead)
+        d = decide(parsed, state, loaded.config, when)
+        history = [] if _pending_migrations(store) else store.followups(lead_id=lead)
+    finally:
+        store.close()
+    if as_json:
+        data = d.as_dict()
+        data["now"] = when.isoformat()
+        data["history"] = [
+            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in h.items() if k not in ("body",)}
+            for h in history
+        ]
+        _print_json(data)
+        return
+    verdict = {
+        "send": "[green]DUE NOW[/green]",
+        "wait": "[yellow]WAITING[/yellow]",
+        "skip": "[red]CANNOT BE SENT[/red]",
+        "end": "[red]ENROLLMENT ENDS[/red]",
+        "holdout": "[blue]HOLDOUT[/blue]",
+        "none": "[dim]NOT DUE[/dim]",
+    }[d.action]
+    out.print(f"[bold]{escape(lead)}[/bold] at {when.isoformat()}: {verdict} — {escape(d.detail)}")
+    for c in d.checks:
+        mark = "[green]✓[/green]" if c.ok else ("[red]✗[/red]" if c.ok is False else "·")
+        out.print(f"  {mark} {c.rule}: {escape(c.detail)}")
+    if d.sequence:
+        out.print(f"  sequence: {d.sequence.id} ({d.sequence.name or d.sequence.id})")
+    if d.message:
+        out.print(f"  next step: {d.step} {d.message.id}{'/' + d.variant_id if d.variant_id else ''}, due {_fmt(d.due_at)} UTC")
+    if d.next_at:
+        out.print(f"  re-check after: {_fmt(d.next_at)} UTC")
+    if d.window_closes_at:
+        out.print(f"  messaging window closes: {_fmt(d.window_closes_at)} UTC")
+    for h in history:
+        out.print(
+            f"  history: {h['sequence_id']}/{h['message_id']} {h['status']}"
+            f" {_fmt(h.get('sent_at') or h.get('claimed_at'))}"
+            f"{' code ' + str(h['error_code']) if h.get('error_code') else ''}"
+        )
+
+
+# -------------------------------------------------------------------- optout
+
+
+@app.command()
+def optout(
+    lead: Annotated[str | None, typer.Argument(help="Lead id.")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the audit log).")] = None,
+    undo: Annotated[bool, typer.Option("--undo", help="Resume the lead.")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List opted-out leads.")] = False,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop (or resume) a lead at once, including a run already in progress."""
+    from .store.base import actor
+
+    if list_ == bool(lead):
+        raise ConfigError("give a LEAD id, or --list")
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config)
+    try:
+        now = datetime.now(UTC)
+        if list_:
+            rows = store.optouts()
+            if as_json:
+                _print_json([{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows])
+                return
+            if not rows:
+                out.print("no opted-out leads")
+            for r in rows:
+                out.print(f"{r['lead_id']}\t{_fmt(r['created_at'])}\t{r['source']}\t{r['actor'] or '-'}\t{r['reason'] or ''}")
+            return
+        assert lead is not None
+        who = actor()
+        if undo:
+            with store.transaction():
+                changed = store.remove_optout(lead)
+                store.audit("optout_undo", now, who, lead_id=lead, detail={"reason": reason})
+            out.print(f"{lead}: opt-out removed" if changed else f"{lead}: was not opted out")
+            return
+        with store.transaction():
+            changed = store.add_optout(lead, reason, "cli", who, now)
+            for e in store.enrollments():
+                if e["lead_id"] == lead:
+                    store.end_enrollment(lead, e["sequence_id"], "opted_out", now)
+            store.audit("optout", now, who, lead_id=lead, detail={"reason": reason, "source": "cli"})
+        exists = store.lead_row(lead) is not None if _has_lead_table(store) else True
+        note = "" if exists else f" (note: no lead {lead!r} in the lead table yet; the opt-out holds when it appears)"
+        out.print((f"{lead}: opted out" if changed else f"{lead}: already opted out") + note)
+    finally:
+        store.close()
+
+
+def _has_lead_table(store: SqlStore) -> bool:
+    try:
+        store.lead_columns()
+        return True
+    except ConfigError:
+        return False
+
+
+def _load_optional(config: str) -> LoadedConfig | None:
+    """The config when it exists (for lead_table); commands that need none still work."""
+    if Path(config).exists():
+        return load_config(config)
+    return None
+
+
+# ----------------------------------------------------------------- sequences
+
+
+@sequences_app.command("check")
+def sequences_check(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = False) -> None:
+    """Validate everything before deploy: schema, ids, conditions, templates, window fit."""
+    loaded = load_config(config)
+    problems = check_config(loaded)
+    errors_ = [p for p in problems if p.level == "error"]
+    warnings = [p for p in problems if p.level == "warning"]
+    if as_json:
+        _print_json(
+            {
+                "ok": not errors_,
+                "problems": [
+                    {"line": p.line, "where": p.where, "what": p.what, "level": p.level, "text": p.format(loaded.path)}
+                    for p in problems
+                ],
+            }
+        )
+        raise typer.Exit(2 if errors_ else 0)
+    for p in errors_ + warnings:
+        err.print(p.format(loaded.path))
+    cfg = loaded.config
+    if errors_:
+        err.print(f"{loaded.path}: {len(errors_)} error(s); nothing was changed")
+        raise typer.Exit(2)
+    n_msgs = sum(len(s.messages) for s in cfg.sequences)
+    out.print(
+        f"{loaded.path}: OK ({len(cfg.sequences)} sequences, {n_msgs} messages, "
+        f"{len(cfg.accounts)} accounts, channel {cfg.channel.type}"
+        f"{', ' + str(len(warnings)) + ' warning(s)' if warnings else ''})"
+    )
+
+
+@sequences_app.command("show")
+def sequences_show(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = False) -> None:
+    """Show sequences, triggers and steps as a tree."""
+    from .rules import describe_conditions
+
+    loaded = load_config(config)
+    cfg = loaded.config
+    if as_json:
+        _print_json(cfg.model_dump(mode="json"))
+        return
+    window = cfg.channel.window_hours
+    tree = Tree(
+        f"[bold]{loaded.path}[/bold] — channel {cfg.channel.type}"
+        f"{f', window {window:g}h' if window else ', no window'}, {cfg.channel.messages_per_hour}/h per account"
+    )
+    for seq in cfg.sequences_by_priority():
+        state = "" if seq.active else " [red](inactive)[/red]"
+        node = tree.add(
+            f"[bold]{seq.id}[/bold] {seq.name or ''} — priority {seq.priority}, max {seq.limit}"
+            f"{f', holdout {seq.holdout:.0%}' if seq.holdout else ''}{state}"
+        )
+        trig = node.add("trigger (all of)")
+        for line in describe_conditions(seq.trigger) or ["always"]:
+            trig.add(line)
+        steps = node.add("messages")
+        for i, m in enumerate(seq.messages, 1):
+            late = " [yellow]⚠ outside window[/yellow]" if window and m.delay_hours >= window else ""
+            off = " [red](inactive)[/red]" if not m.active else ""
+            step = steps.add(f"{i}. {m.id} — +{m.delay_hours:g}h {m.type}{off}{late}")
+            if m.media_url:
+                step.add(f"media: {m.media_url}")
+            if m.variants:
+                total = sum(v.weight for v in m.variants)
+                for v in m.variants:
+                    step.add(f"variant {v.id} ({v.weight / total:.0%}): {_one_line(v.template or m.template)}")
+            elif m.template:
+                step.add(_one_line(m.template))
+    out.print(tree)
+
+
+def _one_line(text: str | None, width: int = 80) -> str:
+    t = " ".join((text or "").split())
+    return t if len(t) <= width else t[: width - 1] + "…"
+
+
+# ------------------------------------------------------------------- unknown
+
+
+@unknown_app.command("list")
+def unknown_list(config: ConfigOpt = "sequences.yaml", db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Follow-ups whose outcome is unknown (and claims still pending)."""
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config)
+    try:
+        rows = store.followups(status="unknown") + store.followups(status="pending")
+    finally:
+        store.close()
+    if as_json:
+        _print_json(
+            [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items() if k != "body"} for r in rows]
+        )
+        return
+    if not rows:
+        out.print("no follow-ups with an unknown outcome")
+    for r in rows:
+        out.print(
+            f"{r['id']}\t{r['status']}\t{r['lead_id']}\t{r['sequence_id']}/{r['message_id']}\t"
+            f"{_fmt(r['claimed_at'])}\t{r.get('reason') or r.get('error_message') or ''}"
+        )
+    if rows:
+        out.print("Check the conversation in Instagram, then `followup unknown resolve ID --sent` or `--release`.")
+
+
+@unknown_app.command("resolve")
+def unknown_resolve(
+    followup_id: Annotated[int, typer.Argument(help="Tracking row id (from `followup unknown list`).")],
+    sent: Annotated[bool, typer.Option("--sent", help="It did go out: mark it sent.")] = False,
+    release: Annotated[bool, typer.Option("--release", help="It did not go out: free the step for a later run.")] = False,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+) -> None:
+    """Resolve an unknown follow-up: mark it sent, or release it for a retry."""
+    from .store.base import actor
+
+    if sent == release:
+        raise ConfigError("choose one: --sent (it went out) or --release (it did not)")
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config)
+    try:
+        now = datetime.now(UTC)
+        with store.transaction():
+            row = store.followup(followup_id)
+            if row is None or row["status"] != "unknown":
+                raise ConfigError(f"tracking row {followup_id} is not an unknown follow-up (see `followup unknown list`)")
+            if sent:
+                store.update_followup(
+                    followup_id, {"status": "sent", "sent_at": row["claimed_at"], "updated_at": now}, "unknown"
+                )
+            else:
+                store.delete_followup(followup_id, "unknown")
+            store.audit(
+                "unknown_resolved", now, actor(), lead_id=row["lead_id"], account_id=row["account_id"],
+                sequence_id=row["sequence_id"], message_id=row["message_id"],
+                detail={"followup_id": followup_id, "as": "sent" if sent else "released"},
+            )
+    finally:
+        store.close()
+    out.print(f"{followup_id}: {'marked sent' if sent else 'released: a later run may send this step'}")
+
+
+# ---------------------------------------------------------------- misc
+
+
+@app.command()
+def migrate(config: ConfigOpt = "sequences.yaml", db: DbOpt = None) -> None:
+    """Create or upgrade the tool's own tables."""
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config, migrate=False)
+    try:
+        applied = store.migrate()
+    finally:
+        store.close()
+    out.print(f"applied: {', '.join(applied)}" if applied else "up to date")
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new key for FOLLOWUP_ENCRYPTION_KEY (encrypts message bodies at rest)."""
+    from .crypto import new_key
+
+    out.print(new_key())
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to put the demo's config and database.")] = Path("followup-demo"),
+    leads: Annotated[int, typer.Option("--leads", min=10, max=100_000)] = 200,
+    days: Annotated[int, typer.Option("--days", min=1, max=30)] = 3,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Do not print each message.")] = False,
+) -> None:
+    """Seed a local SQLite store with realistic leads and run a full cycle on the console channel."""
+    from .demo import run_demo
+
+    run_demo(directory, n_leads=leads, days=days, out=out, quiet=quiet)
+
+
+# ----------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("FOLLOWUP_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    try:
+        result = app(args=args, prog_name="followup", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        err.print("followup: aborted")
+        code = errors.EXIT_UNEXPECTED
+    except click.ClickException as exc:
+        exc.show()
+        code = errors.EXIT_USAGE
+    except FollowupError as exc:
+        if debug:
+            traceback.print_exc()
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            err.print(f"followup: {line}", markup=False)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        err.print("followup: interrupted")
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if debug:
+            traceback.print_exc()
+        err.print(f"followup: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)", markup=False)
+        code = errors.EXIT_UNEXPECTED
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

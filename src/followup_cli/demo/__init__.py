@@ -1,0 +1,171 @@
+"""``followup demo``: seed a local SQLite lead store with realistic leads and replay a few
+days of cron runs (9:00, 14:00, 18:00 Madrid) on the console channel, with leads replying
+and converting between runs the way a host app would record it."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..channels.console import ConsoleChannel
+from ..clock import Clock
+from ..config import load_config
+from ..engine import Engine, RunOptions
+from ..models import format_time
+from ..store import open_store
+
+START = datetime(2026, 3, 2, tzinfo=ZoneInfo("Europe/Madrid"))  # a Monday
+FIRST = ["Ana", "Luis", "Marta", "Jorge", "Lucia", "Pablo", "Sara", "Diego", "Elena", "Hugo", None]
+INTERESTS = ["pricing", "demo", "catalog", "shipping", None]
+LEAD_DDL = """CREATE TABLE leads (
+  id TEXT PRIMARY KEY, account_id TEXT, user_id TEXT, conversation_id TEXT,
+  recipient_id TEXT, username TEXT, first_name TEXT, score INTEGER, status TEXT,
+  last_inbound_at TEXT, last_inbound_text TEXT, last_outbound_at TEXT,
+  converted_at TEXT, timezone TEXT, attributes TEXT)"""
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if dt else None
+
+
+def seed_leads(db_path: Path, n: int, rng: random.Random) -> None:
+    """Write ``n`` realistic leads (plus two broken rows) into a fresh ``leads`` table."""
+    conn = sqlite3.connect(db_path)
+    conn.execute(LEAD_DDL)
+    t0 = START.replace(hour=9).astimezone(UTC)
+    rows = []
+    for i in range(1, n + 1):
+        account = rng.choices(["acct_shop", "acct_studio", "acct_paused"], [6, 3, 1])[0]
+        first = rng.choice(FIRST)
+        username = f"{(first or 'user').lower()}.{i:03d}"
+        score = rng.choices([1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 3, 3, 2, 1])[0]
+        status = rng.choices(["new", "qualified", "lost", "converted"], [4, 5, 1, 1])[0]
+        outbound = t0 - timedelta(minutes=rng.randint(60, 22 * 60))
+        kind = rng.random()
+        if kind < 0.08:
+            inbound, text = None, None  # we wrote first; they never answered: no window
+        elif kind < 0.22:
+            inbound, text = outbound + timedelta(minutes=rng.randint(5, 90)), "ok let me think"
+        else:
+            inbound = outbound - timedelta(minutes=rng.randint(2, 180))
+            text = rng.choice(["How much is it?", "Do you ship to Valencia?", "Nice!", "Please STOP"] + [""] * 2)
+        converted = outbound + timedelta(hours=1) if status == "converted" else None
+        attrs = {"interest": rng.choice(INTERESTS), "source": rng.choice(["ad", "story", "bio"])}
+        rows.append(
+            (
+                f"lead_{i:03d}", account, "u_1", f"conv_{i:03d}", f"17{i:013d}", username, first,
+                score, status, _iso(inbound), text, _iso(outbound), _iso(converted),
+                rng.choice(["Europe/Madrid", "Europe/Madrid", "America/Mexico_City", None]),
+                json.dumps({k: v for k, v in attrs.items() if v}),
+            )
+        )
+    rows.append(("lead_bad_time", "acct_shop", None, None, "1799", "broken", None, 4, "new",
+                 "yesterday-ish", None, _iso(t0 - timedelta(hours=5)), None, None, None))
+    rows.append(("lead_no_recipient", "acct_shop", None, None, None, "ghost", None, 4, "new",
+                 None, None, _iso(t0 - timedelta(hours=5)), None, None, None))
+    conn.executemany(f"INSERT INTO leads VALUES ({', '.join('?' * 15)})", rows)
+    conn.commit()
+    conn.close()
+
+
+def simulate_host_app(db_path: Path, messaged: list[str], at: datetime, rng: random.Random) -> Counter:
+    """Leads answer some follow-ups; a human answers them; some convert. As a host app would."""
+    events: Counter = Counter()
+    conn = sqlite3.connect(db_path)
+    for lead_id in messaged:
+        roll = rng.random()
+        if roll < 0.18:
+            reply = at + timedelta(minutes=rng.randint(10, 120))
+            conn.execute(
+                "UPDATE leads SET last_inbound_at = ?, last_inbound_text = ?, last_outbound_at = ? "
+                "WHERE id = ?",
+                (_iso(reply), "Yes! How do I order?", _iso(reply + timedelta(minutes=20)), lead_id),
+            )
+            events["replied"] += 1
+            if rng.random() < 0.45:
+                conn.execute(
+                    "UPDATE leads SET converted_at = ?, status = 'converted' WHERE id = ?",
+                    (_iso(reply + timedelta(hours=1)), lead_id),
+                )
+                events["converted"] += 1
+        elif roll < 0.21:
+            conn.execute(
+                "UPDATE leads SET last_inbound_at = ?, last_inbound_text = ? WHERE id = ?",
+                (_iso(at + timedelta(minutes=30)), "stop please", lead_id),
+            )
+            events["wrote stop"] += 1
+    conn.commit()
+    conn.close()
+    return events
+
+
+def run_demo(directory: Path, n_leads: int = 200, days: int = 3, out: Any = None, quiet: bool = False) -> dict[str, Any]:
+    """Seed, replay ``days`` of cron runs, print a summary; returns the totals."""
+    printer = out.print if out is not None else print
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "sequences.yaml"
+    with resources.as_file(resources.files("followup_cli.demo") / "sequences.yaml") as src:
+        shutil.copyfile(src, config_path)
+    db_path = directory / "followup.db"
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        Path(str(db_path) + suffix).unlink(missing_ok=True)
+    rng = random.Random(42)
+    seed_leads(db_path, n_leads, rng)
+    loaded = load_config(config_path)
+    store = open_store(str(db_path), "leads")
+    stream = None if not quiet else open("/dev/null", "w")  # noqa: SIM115
+    engine = Engine(loaded, store, ConsoleChannel(stream=stream))
+    printer(f"Seeded {n_leads} leads (+2 broken rows) in {db_path}; config {config_path}")
+    totals: Counter = Counter()
+    host_events: Counter = Counter()
+    tz = ZoneInfo(loaded.config.settings.timezone)
+    for day in range(days):
+        for hour in (9, 14, 18):
+            at = (START + timedelta(days=day)).replace(hour=hour, tzinfo=tz).astimezone(UTC)
+            engine.clock = Clock(fixed=at)
+            summary = engine.run(RunOptions(now=at))
+            data = summary.as_dict()
+            sent = [p.lead_id for p in summary.planned if p.outcome == "sent"]
+            totals["sent"] += data["sent"]
+            for k, v in data["skipped"].items():
+                totals[f"skipped: {k}"] += v
+            for k, v in data["ended"].items():
+                totals[f"ended: {k}"] += v
+            totals["opt-outs"] += data["optouts"]
+            printer(
+                f"-- run {at.astimezone(tz):%a %d %b %H:%M} Madrid: sent {data['sent']}"
+                + "".join(f", skipped {k} {v}" for k, v in data["skipped"].items())
+                + "".join(f", ended {k} {v}" for k, v in data["ended"].items())
+                + (f", {len(data['bad_leads'])} bad rows skipped" if data["bad_leads"] else "")
+            )
+            host_events.update(simulate_host_app(db_path, sent, at, rng))
+    rows = store.followups(limit=100_000)
+    by_step = Counter((r["sequence_id"], r["message_id"], r["variant_id"] or "-", r["status"]) for r in rows)
+    printer("\nWhat happened, by step (sequence / message / variant: status count):")
+    for (seq, msg, var, status), n in sorted(by_step.items()):
+        printer(f"  {seq} / {msg} / {var}: {status} {n}")
+    printer(
+        f"\nTotals: {totals['sent']} follow-ups sent; the leads replied {host_events['replied']} times, "
+        f"converted {host_events['converted']} times, and {host_events['wrote stop']} wrote 'stop' "
+        f"(opt-outs recorded: {totals['opt-outs']})."
+    )
+    skipped = {k: v for k, v in totals.items() if k.startswith("skipped")}
+    if skipped:
+        printer("Why some were not sent: " + ", ".join(f"{k.split(': ')[1]} {v}" for k, v in skipped.items()))
+    printer(
+        f"\nTry: followup explain lead_004 --config {config_path} --now {START.replace(hour=14).isoformat()}"
+        f"\n     followup run --dry-run --config {config_path} --now "
+        f"{(START + timedelta(days=days)).replace(hour=9).isoformat()}"
+    )
+    store.close()
+    if stream is not None:
+        stream.close()
+    return {"sent": totals["sent"], **host_events}

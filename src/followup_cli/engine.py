@@ -1,0 +1,678 @@
+"""One run: select -> decide -> claim -> send -> record.
+
+* Select: per account, the SQL prefilter pages through candidate leads.
+* Decide: ``rules.decide`` per lead (pure).
+* Claim: inside ``store.lead_tx`` the lead, its state and the account's rate window are
+  re-read, the decision is made again with fresh rows (the rules hold *at the moment of
+  sending*), and a ``pending`` tracking row is inserted and committed before any API call.
+* Send: the channel is called outside any transaction.
+* Record: the outcome completes the claim (sent / failed / unknown), or releases it when
+  the message surely did not go out (deferred). A run killed between claim and record
+  leaves a ``pending`` row that the next run marks ``unknown``: never resent blindly.
+
+Dry-run is a way of running the engine: the same planning, a ``DryExecutor`` that
+simulates claims in memory, sends nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .channels.base import Channel, OutgoingMessage, SendResult
+from .clock import Clock, wall
+from .config import Account, Config, LoadedConfig
+from .crypto import BodyCipher
+from .models import DELIVERED, FAILED, PENDING, SENT, SKIPPED, UNKNOWN, BadLead, Lead, parse_lead
+from .render import Renderer, TemplateProblem
+from .rules import Decision, decide, next_run_slot
+from .store.base import SqlStore, actor
+
+STALE_HEARTBEAT_SECONDS = 300
+CANDIDATE_PAGE = 1000
+
+
+@dataclass
+class RunOptions:
+    now: datetime | None = None
+    dry_run: bool = False
+    account: str | None = None
+    limit: int | None = None
+    budget_seconds: float | None = None
+
+
+@dataclass
+class PlannedSend:
+    lead_id: str
+    account_id: str
+    recipient_id: str
+    username: str | None
+    sequence_id: str
+    message_id: str
+    step: int
+    variant_id: str | None
+    text: str | None
+    media_url: str | None
+    due_at: datetime | None
+    reason: str
+    outcome: str = "planned"
+    error_code: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["due_at"] = self.due_at.isoformat() if self.due_at else None
+        return d
+
+
+@dataclass
+class AccountResult:
+    account_id: str
+    sent: int = 0
+    failed: Counter = field(default_factory=Counter)  # by error code
+    unknown: int = 0
+    skipped: Counter = field(default_factory=Counter)  # by reason
+    deferred: Counter = field(default_factory=Counter)  # by reason
+    ended: Counter = field(default_factory=Counter)  # enrollments ended, by reason
+    waiting: Counter = field(default_factory=Counter)  # not due yet, by reason
+    holdout: int = 0
+    optouts: int = 0
+    bad_leads: list[str] = field(default_factory=list)
+    stopped: str | None = None
+    planned: list[PlannedSend] = field(default_factory=list)
+    attempts: int = 0
+    breaker_failures: int = 0
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    now: datetime
+    dry_run: bool
+    accounts: list[AccountResult] = field(default_factory=list)
+    stale_marked_unknown: int = 0
+    unknown_open: int = 0
+    elapsed_seconds: float = 0.0
+    config_changed: bool = False
+
+    def total(self, attr: str) -> int:
+        out = 0
+        for a in self.accounts:
+            v = getattr(a, attr)
+            out += sum(v.values()) if isinstance(v, Counter) else (len(v) if isinstance(v, list) else v)
+        return out
+
+    def merged(self, attr: str) -> dict[str, int]:
+        c: Counter = Counter()
+        for a in self.accounts:
+            c.update(getattr(a, attr))
+        return {str(k): v for k, v in sorted(c.items(), key=lambda kv: str(kv[0]))}
+
+    @property
+    def planned(self) -> list[PlannedSend]:
+        return [p for a in self.accounts for p in a.planned]
+
+    @property
+    def stopped_accounts(self) -> dict[str, str]:
+        return {a.account_id: a.stopped for a in self.accounts if a.stopped}
+
+    @property
+    def exit_code(self) -> int:
+        if self.dry_run:
+            return 0
+        if self.total("failed") or self.total("unknown") or self.stopped_accounts:
+            return 3
+        return 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "now": self.now.isoformat(),
+            "dry_run": self.dry_run,
+            "sent": self.total("sent"),
+            "would_send": len(self.planned) if self.dry_run else None,
+            "failed": self.merged("failed"),
+            "unknown": self.total("unknown"),
+            "skipped": self.merged("skipped"),
+            "deferred": self.merged("deferred"),
+            "ended": self.merged("ended"),
+            "waiting": self.merged("waiting"),
+            "holdout": self.total("holdout"),
+            "optouts": self.total("optouts"),
+            "bad_leads": [b for a in self.accounts for b in a.bad_leads],
+            "stopped_accounts": self.stopped_accounts,
+            "stale_claims_marked_unknown": self.stale_marked_unknown,
+            "unknown_open": self.unknown_open,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "exit_code": self.exit_code,
+            "accounts": {
+                a.account_id: {
+                    "sent": a.sent,
+                    "failed": dict(a.failed),
+                    "unknown": a.unknown,
+                    "skipped": dict(a.skipped),
+                    "deferred": dict(a.deferred),
+                    "stopped": a.stopped,
+                }
+                for a in self.accounts
+            },
+            "messages": [p.as_dict() for p in self.planned],
+        }
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+class Engine:
+    """Runs the cron job against one store and one channel. Knows nothing of Typer or Rich."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        store: SqlStore,
+        channel: Channel,
+        clock: Clock | None = None,
+        cipher: BodyCipher | None = None,
+        progress: ProgressFn | None = None,
+        on_sent: Callable[[PlannedSend], None] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config: Config = loaded.config
+        self.store = store
+        self.channel = channel
+        self.clock = clock or Clock()
+        self.cipher = cipher or BodyCipher(None)
+        self.renderer = Renderer(self.config)
+        self.progress = progress
+        self.on_sent = on_sent
+        self.actor = actor()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ run
+    def run(self, options: RunOptions) -> RunSummary:
+        now = options.now or self.clock.now()
+        run_id = uuid.uuid4().hex[:12]
+        summary = RunSummary(run_id=run_id, now=now, dry_run=options.dry_run)
+        accounts = [a for a in self.config.accounts if options.account in (None, a.id)]
+        budget = options.budget_seconds
+        if budget is None:
+            budget = self.default_budget_seconds(now)
+        if not options.dry_run:
+            self.store.start_run(run_id, socket.gethostname(), os.getpid(), self.actor, wall(), now)
+            summary.stale_marked_unknown = self.expire_stale_claims(now, run_id)
+            if self.store.config_seen(self.loaded.digest, self.loaded.path, self.actor, now):
+                summary.config_changed = True
+                self.store.audit(
+                    "config_seen", now, self.actor, run_id, detail={"digest": self.loaded.digest, "path": self.loaded.path}
+                )
+        remaining = [options.limit]  # shared across accounts, guarded by self._lock
+        results: list[AccountResult] = []
+
+        def work(acct: Account, store: SqlStore) -> AccountResult:
+            return self._run_account(acct, store, now, run_id, options, budget, remaining)
+
+        enabled = [a for a in accounts if a.enabled]
+        for a in accounts:
+            if not a.enabled:
+                results.append(AccountResult(a.id, stopped=None))
+        workers = min(self.config.settings.account_workers, len(enabled))
+        if workers <= 1 or options.dry_run:
+            for a in enabled:
+                results.append(work(a, self.store))
+        else:
+            stores = [self.store.clone() for _ in range(workers)]
+            free = list(stores)
+            free_lock = threading.Lock()
+
+            def pooled(a: Account) -> AccountResult:
+                with free_lock:
+                    s = free.pop()
+                try:
+                    return work(a, s)
+                finally:
+                    with free_lock:
+                        free.append(s)
+
+            try:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="account") as pool:
+                    results.extend(pool.map(pooled, enabled))
+            finally:
+                for s in stores:
+                    s.close()
+        order = {a.id: i for i, a in enumerate(self.config.accounts)}
+        summary.accounts = sorted(results, key=lambda r: order.get(r.account_id, 1 << 30))
+        summary.elapsed_seconds = self.clock.elapsed()
+        if not options.dry_run:
+            summary.unknown_open = len(self.store.followups(status=UNKNOWN))
+            self.store.finish_run(run_id, wall(), summary.exit_code, summary.as_dict() | {"messages": []})
+        return summary
+
+    def default_budget_seconds(self, now: datetime) -> float:
+        """End a run before the next cron slot (5 minutes early), within run_budget_minutes."""
+        st = self.config.settings
+        to_next = (next_run_slot(now, st) - now).total_seconds() - 300
+        return max(60.0, min(st.run_budget_minutes * 60, to_next))
+
+    # ----------------------------------------------------------- stale claims
+    def expire_stale_claims(self, now: datetime, run_id: str) -> int:
+        """Pending claims whose run is gone become ``unknown`` (never resent blindly)."""
+        host = socket.gethostname()
+        marked = 0
+        for c in self.store.open_claims():
+            if c["run_id"] == run_id:
+                continue
+            why = None
+            if c.get("finished_at") is not None:
+                why = "its run ended without recording the outcome"
+            elif c.get("host") == host and c.get("pid") and not _pid_alive(int(c["pid"])):
+                why = f"its run (pid {c['pid']}) died during the send"
+            elif c.get("heartbeat_at") is None or (
+                wall() - c["heartbeat_at"] > timedelta(seconds=STALE_HEARTBEAT_SECONDS)
+            ):
+                why = "its run stopped heartbeating during the send"
+            if why and self.store.mark_unknown(c["id"], why, now):
+                marked += 1
+                self.store.audit(
+                    "claim_unknown",
+                    now,
+                    self.actor,
+                    run_id,
+                    lead_id=c["lead_id"],
+                    account_id=c["account_id"],
+                    sequence_id=c["sequence_id"],
+                    message_id=c["message_id"],
+                    detail={"why": why, "claim_run": c["run_id"]},
+                )
+        return marked
+
+    # ---------------------------------------------------------------- planning
+    def plan_account(
+        self, account: Account, store: SqlStore, now: datetime, result: AccountResult
+    ) -> tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]:
+        """All decisions for an account: (actions to execute in order, bookkeeping actions)."""
+        st = self.config.settings_for(account)
+        actionable: list[tuple[Lead, Decision]] = []
+        bookkeeping: list[tuple[Lead, Decision]] = []
+        after = ""
+        while True:
+            page = store.candidate_leads(account.id, st.min_score, st.max_score, after, CANDIDATE_PAGE)
+            if not page:
+                break
+            after = str(page[-1]["id"])
+            leads: list[Lead] = []
+            for row in page:
+                try:
+                    leads.append(parse_lead(row))
+                except BadLead as exc:
+                    result.bad_leads.append(str(exc))
+            states = store.lead_states([lead.id for lead in leads])
+            for lead in leads:
+                d = decide(lead, states[lead.id], self.config, now)
+                if d.action in ("send", "skip"):
+                    actionable.append((lead, d))
+                elif d.action in ("end", "holdout") or d.keyword_optout:
+                    bookkeeping.append((lead, d))
+                elif d.action == "wait":
+                    result.waiting[d.reason] += 1
+            if len(page) < CANDIDATE_PAGE:
+                break
+        far = datetime.max.replace(tzinfo=now.tzinfo)
+        # Windows closing soonest first, then the longest-overdue step, then lead id.
+        actionable.sort(key=lambda ld: (ld[1].window_closes_at or far, ld[1].due_at or far, ld[0].id))
+        return actionable, bookkeeping
+
+    # ---------------------------------------------------------------- account
+    def _run_account(
+        self,
+        account: Account,
+        store: SqlStore,
+        now: datetime,
+        run_id: str,
+        options: RunOptions,
+        budget: float,
+        remaining: list[int | None],
+    ) -> AccountResult:
+        result = AccountResult(account.id)
+        actionable, bookkeeping = self.plan_account(account, store, now, result)
+        executor: _Executor = (
+            _DryExecutor(self, store, account, now, run_id, result)
+            if options.dry_run
+            else _LiveExecutor(self, store, account, now, run_id, result)
+        )
+        for lead, d in bookkeeping:
+            executor.bookkeep(lead, d)
+        total = len(actionable)
+        beat = self.clock.elapsed()
+        for i, (lead, d) in enumerate(actionable):
+            if not options.dry_run and self.clock.elapsed() - beat > 30:
+                beat = self.clock.elapsed()
+                store.heartbeat(run_id, wall())
+            if result.stopped:
+                result.deferred["account_stopped"] += total - i
+                break
+            if self.clock.elapsed() > budget:
+                result.deferred["time_budget"] += total - i
+                break
+            if d.action == "send":
+                with self._lock:
+                    if remaining[0] is not None and remaining[0] <= 0:
+                        result.deferred["limit"] += sum(1 for _, x in actionable[i:] if x.action == "send")
+                        break
+                    if remaining[0] is not None:
+                        remaining[0] -= 1
+            executor.execute(lead, d)
+            if self.progress:
+                self.progress(account.id, i + 1, total)
+        return result
+
+    # ------------------------------------------------------------- helpers
+    def outgoing(self, account: Account, lead: Lead, d: Decision, text: str | None, media: str | None, key: str) -> OutgoingMessage:
+        assert d.message is not None and d.sequence is not None
+        return OutgoingMessage(
+            account_id=account.id,
+            recipient_id=lead.recipient_id,
+            text=text,
+            media_type=d.message.type if media else None,
+            media_url=media,
+            ig_user_id=account.ig_user_id,
+            token_env=account.token_env,
+            lead_id=lead.id,
+            username=lead.username,
+            sequence_id=d.sequence.id,
+            message_id=d.message.id,
+            variant_id=d.variant_id,
+            idempotency_key=key,
+        )
+
+    def next_followup_at(self, d: Decision) -> datetime | None:
+        """When the step after this one will be due (for the tracking row)."""
+        if d.sequence is None or d.step is None or d.anchor_at is None:
+            return None
+        for msg in d.sequence.messages[d.step :]:
+            if msg.active:
+                return d.anchor_at + timedelta(hours=msg.delay_hours)
+        return None
+
+
+class _Executor:
+    def __init__(self, engine: Engine, store: SqlStore, account: Account, now: datetime, run_id: str, result: AccountResult) -> None:
+        self.engine = engine
+        self.store = store
+        self.account = account
+        self.now = now
+        self.run_id = run_id
+        self.result = result
+        self.config = engine.config
+        self.rate_limit = engine.config.channel.messages_per_hour
+
+    def bookkeep(self, lead: Lead, d: Decision) -> None:
+        raise NotImplementedError
+
+    def execute(self, lead: Lead, d: Decision) -> None:
+        raise NotImplementedError
+
+    def render(self, lead: Lead, d: Decision) -> tuple[str | None, str | None] | None:
+        assert d.sequence is not None and d.message is not None
+        try:
+            r = self.engine.renderer.render(d.sequence, d.message, d.variant_id, lead.context(), self.account, self.now)
+        except TemplateProblem as tp:
+            self.result.skipped["template_error"] += 1
+            self.result.bad_leads.append(f"lead {lead.id}: {d.sequence.id}/{d.message.id}: {tp.what}")
+            return None
+        if not r.text and not r.media_url:
+            self.result.skipped["empty_message"] += 1
+            return None
+        return r.text, r.media_url
+
+
+class _DryExecutor(_Executor):
+    """Plans what a live run would do, simulating claims in memory; writes nothing."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.window_used = self.store.recent_sends(self.account.id, self.now - timedelta(hours=1))
+
+    def bookkeep(self, lead: Lead, d: Decision) -> None:
+        if d.keyword_optout:
+            self.result.optouts += 1
+        if d.action == "end":
+            self.result.ended[d.reason] += 1
+        elif d.action == "holdout":
+            self.result.holdout += 1
+
+    def execute(self, lead: Lead, d: Decision) -> None:
+        assert d.sequence is not None and d.message is not None
+        if d.action == "skip":
+            self.result.skipped[d.reason] += 1
+            return
+        if self.window_used >= self.rate_limit:
+            self.result.deferred["rate_limit"] += 1
+            return
+        rendered = self.render(lead, d)
+        if rendered is None:
+            return
+        self.window_used += 1
+        self.result.sent += 0
+        self.result.planned.append(
+            PlannedSend(
+                lead.id, self.account.id, lead.recipient_id, lead.username, d.sequence.id, d.message.id,
+                d.step or 0, d.variant_id, rendered[0], rendered[1], d.due_at, d.reason,
+            )
+        )
+
+
+class _LiveExecutor(_Executor):
+    """Claims, sends and records, one lead at a time, each claim committed before its send."""
+
+    def bookkeep(self, lead: Lead, d: Decision) -> None:
+        store, now = self.store, self.now
+        with store.lead_tx(lead.id, None) as got:
+            if not got:
+                return
+            row = store.lead_row(lead.id)
+            if row is None:
+                return
+            try:
+                fresh = parse_lead(row)
+            except BadLead:
+                return
+            d = decide(fresh, store.lead_state(lead.id), self.config, now)
+            self._bookkeep_locked(fresh, d)
+
+    def _bookkeep_locked(self, lead: Lead, d: Decision) -> None:
+        store, now = self.store, self.now
+        if d.keyword_optout and not store.is_opted_out(lead.id):
+            store.add_optout(lead.id, f"keyword: {d.keyword_optout}", "keyword", self.engine.actor, now)
+            store.audit("optout", now, self.engine.actor, self.run_id, lead.id, lead.account_id,
+                        detail={"source": "keyword", "keyword": d.keyword_optout})
+            self.result.optouts += 1
+        if d.action == "end" and d.sequence is not None:
+            if store.end_enrollment(lead.id, d.sequence.id, d.reason, now):
+                self.result.ended[d.reason] += 1
+                store.audit("enrollment_end", now, self.engine.actor, self.run_id, lead.id,
+                            lead.account_id, d.sequence.id, detail={"reason": d.reason})
+        elif d.action == "holdout" and d.sequence is not None and d.anchor_at is not None:
+            if store.start_enrollment(lead.id, d.sequence.id, lead.account_id, d.anchor_at, now, holdout=True):
+                self.result.holdout += 1
+                store.audit("holdout", now, self.engine.actor, self.run_id, lead.id, lead.account_id,
+                            d.sequence.id)
+
+    def execute(self, lead: Lead, d: Decision) -> None:
+        store, now, res = self.store, self.now, self.result
+        claim: dict[str, Any] | None = None
+        with store.lead_tx(lead.id, self.account.id) as got:
+            if not got:
+                res.skipped["claimed_by_another_run"] += 1
+                return
+            row = store.lead_row(lead.id)
+            if row is None:
+                res.skipped["lead_gone"] += 1
+                return
+            try:
+                fresh = parse_lead(row)
+            except BadLead as exc:
+                res.bad_leads.append(str(exc))
+                return
+            d = decide(fresh, store.lead_state(lead.id), self.config, now)
+            if d.action not in ("send", "skip"):
+                # Something changed since planning (opt-out, reply, another run): obey it.
+                self._bookkeep_locked(fresh, d)
+                if d.action == "wait":
+                    res.waiting[d.reason] += 1
+                return
+            assert d.sequence is not None and d.message is not None
+            if d.action == "skip":
+                if d.new_enrollment and d.anchor_at is not None:
+                    store.start_enrollment(fresh.id, d.sequence.id, fresh.account_id, d.anchor_at, now)
+                fid = store.insert_followup(self._row(fresh, d, SKIPPED, reason=d.reason))
+                if fid is not None:
+                    res.skipped[d.reason] += 1
+                    store.end_enrollment(fresh.id, d.sequence.id, "window_closed", now)
+                    store.audit("skip", now, self.engine.actor, self.run_id, fresh.id, fresh.account_id,
+                                d.sequence.id, d.message.id, {"reason": d.reason, "detail": d.detail})
+                return
+            since = now - timedelta(hours=1)
+            if store.recent_sends(self.account.id, since) >= self.rate_limit:
+                res.deferred["rate_limit"] += 1
+                return
+            rendered = self.render(fresh, d)
+            if rendered is None:
+                return
+            text, media = rendered
+            if d.new_enrollment and d.anchor_at is not None:
+                store.start_enrollment(fresh.id, d.sequence.id, fresh.account_id, d.anchor_at, now)
+            body, encrypted = self.engine.cipher.seal(_body(text, media))
+            row_data = self._row(fresh, d, PENDING, body=body, body_encrypted=encrypted)
+            fid = store.insert_followup(row_data)
+            if fid is None:
+                res.skipped["already_claimed"] += 1
+                return
+            claim = {"id": fid, "lead": fresh, "d": d, "text": text, "media": media}
+            store.audit("claim", now, self.engine.actor, self.run_id, fresh.id, fresh.account_id,
+                        d.sequence.id, d.message.id, {"followup_id": fid, "variant": d.variant_id})
+        # committed: the claim exists before the API call
+        self._send(claim)
+
+    def _row(self, lead: Lead, d: Decision, status: str, **extra: Any) -> dict[str, Any]:
+        assert d.sequence is not None and d.message is not None
+        return {
+            "lead_id": lead.id,
+            "sequence_id": d.sequence.id,
+            "message_id": d.message.id,
+            "step": d.step,
+            "variant_id": d.variant_id,
+            "account_id": lead.account_id,
+            "user_id": lead.user_id or self.account.user_id,
+            "conversation_id": lead.conversation_id,
+            "recipient_id": lead.recipient_id,
+            "status": status,
+            "followup_number": d.followup_number,
+            "scheduled_at": d.due_at,
+            "claimed_at": self.now,
+            "last_followup_at": d.last_followup_at,
+            "next_followup_at": self.engine.next_followup_at(d),
+            "run_id": self.run_id,
+            "updated_at": self.now,
+            **extra,
+        }
+
+    def _send(self, claim: dict[str, Any]) -> None:
+        store, now, res = self.store, self.now, self.result
+        lead: Lead = claim["lead"]
+        d: Decision = claim["d"]
+        assert d.sequence is not None and d.message is not None
+        msg = self.engine.outgoing(self.account, lead, d, claim["text"], claim["media"], str(claim["id"]))
+        try:
+            result = self.engine.channel.send(msg)
+        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the claim
+            result = SendResult("unknown", error_message=f"channel error: {type(exc).__name__}: {exc}")
+        fid = claim["id"]
+        planned = PlannedSend(
+            lead.id, self.account.id, lead.recipient_id, lead.username, d.sequence.id, d.message.id,
+            d.step or 0, d.variant_id, claim["text"], claim["media"], d.due_at, d.reason,
+            outcome=result.outcome, error_code=result.error_code, error=result.error_message,
+        )
+        common = {
+            "attempts": result.attempts,
+            "error_code": result.error_code,
+            "error_subcode": result.error_subcode,
+            "error_message": result.error_message,
+            "updated_at": now,
+        }
+        audit_detail = {"followup_id": fid, "outcome": result.outcome, "code": result.error_code,
+                        "subcode": result.error_subcode, "attempts": result.attempts}
+        with store.transaction():
+            if result.outcome == "sent":
+                store.update_followup(fid, {**common, "status": SENT, "sent_at": now, "external_id": result.message_id}, PENDING)
+                res.sent += 1
+                res.attempts += 1
+            elif result.outcome == "failed":
+                store.update_followup(fid, {**common, "status": FAILED, "reason": result.kind or "permanent"}, PENDING)
+                store.end_enrollment(lead.id, d.sequence.id, "failed", now)
+                res.failed[str(result.error_code or result.http_status or "error")] += 1
+                res.attempts += 1
+                res.breaker_failures += 1
+            elif result.outcome == "unknown":
+                store.update_followup(fid, {**common, "status": UNKNOWN, "reason": result.error_message}, PENDING)
+                res.unknown += 1
+                res.attempts += 1
+            elif result.outcome == "deferred":
+                store.delete_followup(fid, PENDING)
+                res.deferred["throttled" if result.kind == "throttle" else "transient"] += 1
+                if result.kind == "throttle":
+                    res.stopped = res.stopped or (
+                        f"throttled by the API (code {result.error_code or result.http_status}); "
+                        "the rest waits for the next run"
+                    )
+            else:  # account_fatal
+                store.delete_followup(fid, PENDING)
+                res.deferred["account_stopped"] += 1
+                res.stopped = (
+                    f"account {self.account.id} stopped: {result.error_message or 'account error'}"
+                    f"{' (code ' + str(result.error_code) + ')' if result.error_code else ''}; "
+                    f"check its token in ${self.account.token_env}"
+                    if self.account.token_env
+                    else f"account {self.account.id} stopped: {result.error_message}"
+                )
+            store.audit("send", now, self.engine.actor, self.run_id, lead.id, lead.account_id,
+                        d.sequence.id, d.message.id, audit_detail)
+        if self.engine.on_sent:
+            self.engine.on_sent(planned)
+        res.planned.append(planned)
+        st = self.config.settings_for(self.account)
+        if (
+            not res.stopped
+            and res.attempts >= st.breaker_min_sends
+            and res.breaker_failures / res.attempts > st.breaker_failure_rate
+        ):
+            res.stopped = (
+                f"circuit breaker: {res.breaker_failures} of {res.attempts} sends failed "
+                f"(over {st.breaker_failure_rate:.0%}); account {self.account.id} stopped for this run"
+            )
+
+
+def _body(text: str | None, media: str | None) -> str | None:
+    if media and text:
+        return f"{text}\n[{media}]"
+    return text or (f"[{media}]" if media else None)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["Engine", "RunOptions", "RunSummary", "AccountResult", "PlannedSend", "DELIVERED"]

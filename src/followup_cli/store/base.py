@@ -1,0 +1,576 @@
+"""The store interface: a handful of named operations returning plain rows.
+
+``SqlStore`` holds every query that is the same on both backends (written with ``:name``
+parameters); ``SQLiteStore`` and ``PostgresStore`` supply the connection, transactions,
+locks, timestamp adaptation and the few dialect-specific queries. Driver exceptions are
+translated into ``StoreError`` / ``StoreConfigError`` at this edge.
+
+Concurrency contract (see README "Never twice"):
+  * ``lead_tx(lead_id, account_id)`` opens a write transaction in which the caller
+    re-reads the lead and its state, decides again, and claims. On Postgres it takes a
+    transaction-level advisory lock on the lead (skip if another worker holds it:
+    the SKIP LOCKED equivalent for rows the tool does not own) and one on the account
+    (serialises the sliding-window rate count). On SQLite ``BEGIN IMMEDIATE`` serialises
+    every writer.
+  * The claim is an INSERT of a ``pending`` tracking row; the UNIQUE (lead, sequence,
+    message) key makes a second claim of the same step impossible on both stores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..models import (
+    COUNTED,
+    PENDING,
+    UNKNOWN,
+    EnrollmentRecord,
+    FollowupRecord,
+    LeadState,
+    parse_time,
+)
+from .migrations import MIGRATIONS
+
+TS_COLUMNS = {
+    "started_at",
+    "heartbeat_at",
+    "finished_at",
+    "business_now",
+    "anchor_at",
+    "ended_at",
+    "scheduled_at",
+    "claimed_at",
+    "sent_at",
+    "delivered_at",
+    "read_at",
+    "responded_at",
+    "converted_at",
+    "last_followup_at",
+    "next_followup_at",
+    "updated_at",
+    "created_at",
+    "at",
+    "first_seen_at",
+}
+TRACKING_COLUMNS = (
+    "lead_id",
+    "sequence_id",
+    "message_id",
+    "step",
+    "variant_id",
+    "account_id",
+    "user_id",
+    "conversation_id",
+    "recipient_id",
+    "status",
+    "reason",
+    "followup_number",
+    "scheduled_at",
+    "claimed_at",
+    "sent_at",
+    "last_followup_at",
+    "next_followup_at",
+    "error_code",
+    "error_subcode",
+    "error_message",
+    "external_id",
+    "body",
+    "body_encrypted",
+    "run_id",
+    "attempts",
+    "updated_at",
+)
+REQUIRED_LEAD_COLUMNS = ("id", "account_id", "recipient_id", "score", "last_outbound_at")
+OPTIONAL_LEAD_COLUMNS = (
+    "user_id",
+    "conversation_id",
+    "username",
+    "first_name",
+    "status",
+    "last_inbound_at",
+    "last_inbound_text",
+    "converted_at",
+    "timezone",
+    "attributes",
+)
+
+
+def actor() -> str:
+    """The acting OS user, for the audit log."""
+    for var in ("SUDO_USER", "USER", "LOGNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except Exception:  # noqa: BLE001
+        return str(os.getuid())
+
+
+class SqlStore:
+    """Queries shared by both backends. Subclasses implement the abstract bits below."""
+
+    dialect = "sql"
+    url = ""
+
+    def __init__(self, lead_table: str = "leads") -> None:
+        self.lead_table = lead_table
+        self._lead_columns: tuple[str, ...] | None = None
+
+    # ----------------------------------------------------------- backend hooks
+    def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _run(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        raise NotImplementedError
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        raise NotImplementedError
+        yield
+
+    def _try_lock_lead(self, lead_id: str) -> bool:
+        return True
+
+    def _lock_account(self, account_id: str) -> None:
+        return None
+
+    def _ddl(self, statement: str) -> str:
+        raise NotImplementedError
+
+    def _table_columns(self, table: str) -> tuple[str, ...] | None:
+        raise NotImplementedError
+
+    def _candidate_sql(self, select: str, col: dict[str, str]) -> str:
+        raise NotImplementedError
+
+    def _migration_lock(self) -> Any:
+        return None
+
+    def clone(self) -> SqlStore:
+        """A new connection to the same database (one per worker thread)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _adapt(self, value: Any) -> Any:
+        return value
+
+    # ------------------------------------------------------------- helpers
+    def _params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        return {k: self._adapt(v) for k, v in (params or {}).items()}
+
+    @staticmethod
+    def _times(row: dict[str, Any]) -> dict[str, Any]:
+        for k, v in row.items():
+            if k in TS_COLUMNS and v is not None and not isinstance(v, datetime):
+                row[k] = parse_time(v)
+            elif k in TS_COLUMNS and isinstance(v, datetime):
+                row[k] = parse_time(v)
+        return row
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return [self._times(r) for r in self._query(sql, params)]
+
+    # ---------------------------------------------------------- migrations
+    def migrate(self) -> list[str]:
+        """Apply the migrations not yet recorded; returns the names applied."""
+        applied: list[str] = []
+        with self.transaction():
+            self._migration_lock()
+            self._run(
+                self._ddl(
+                    "CREATE TABLE IF NOT EXISTS followup_migrations "
+                    "(name TEXT PRIMARY KEY, applied_at {ts} NOT NULL)"
+                )
+            )
+            done = {r["name"] for r in self._query("SELECT name FROM followup_migrations")}
+            for name, statements in MIGRATIONS:
+                if name in done:
+                    continue
+                for stmt in statements:
+                    self._run(self._ddl(stmt))
+                self._run(
+                    "INSERT INTO followup_migrations (name, applied_at) VALUES (:name, :at)",
+                    {"name": name, "at": datetime.now().astimezone()},
+                )
+                applied.append(name)
+        return applied
+
+    def applied_migrations(self) -> list[str]:
+        return [r["name"] for r in self._query("SELECT name FROM followup_migrations ORDER BY name")]
+
+    # ----------------------------------------------------------- lead table
+    def lead_columns(self) -> tuple[str, ...]:
+        """The lead table's usable columns; StoreConfigError when it is missing or lacks some."""
+        from ..errors import StoreConfigError
+
+        if self._lead_columns is None:
+            cols = self._table_columns(self.lead_table)
+            if cols is None:
+                raise StoreConfigError(
+                    f"{self.describe()}: no table or view {self.lead_table!r}; create it (columns "
+                    f"in the README) or set settings.lead_table in sequences.yaml"
+                )
+            missing = [c for c in REQUIRED_LEAD_COLUMNS if c not in cols]
+            if missing:
+                raise StoreConfigError(
+                    f"{self.describe()}: table {self.lead_table!r} lacks column(s) "
+                    f"{', '.join(missing)}; see the README for the lead-store columns"
+                )
+            wanted = REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
+            self._lead_columns = tuple(c for c in wanted if c in cols)
+        return self._lead_columns
+
+    def _select_list(self) -> str:
+        present = set(self.lead_columns())
+        parts = []
+        for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS:
+            parts.append(f"l.{c}" if c in present else f"NULL AS {c}")
+        return ", ".join(parts)
+
+    def describe(self) -> str:
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
+
+    def candidate_leads(
+        self, account_id: str, min_score: int, max_score: int, after_id: str = "", page: int = 1000
+    ) -> list[dict[str, Any]]:
+        """One page (by id) of an account's leads that may be due; the SQL prefilter.
+
+        Conservative: it keeps every lead the decision function could act on (including
+        rows with unparseable values, so they are reported) and drops the rest: other
+        accounts, out-of-range scores, converted, opted out, the lead wrote last, and
+        leads whose current silence an ended enrollment already covered.
+        """
+        present = set(self.lead_columns())
+        col = {
+            c: (f"l.{c}" if c in present else "NULL")
+            for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
+        }
+        sql = self._candidate_sql(self._select_list(), col)
+        return self._query(
+            sql,
+            {
+                "account_id": account_id,
+                "min_score": min_score,
+                "max_score": max_score,
+                "after_id": after_id,
+                "page": page,
+            },
+        )
+
+    def lead_row(self, lead_id: str) -> dict[str, Any] | None:
+        rows = self._query(
+            f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE l.id = :id", {"id": lead_id}
+        )
+        return rows[0] if rows else None
+
+    def lead_rows(self, lead_ids: Sequence[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(list(lead_ids), 500):
+            names = {f"p{i}": v for i, v in enumerate(chunk)}
+            inlist = ", ".join(f":{k}" for k in names)
+            out.extend(
+                self._query(
+                    f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE l.id IN ({inlist})",
+                    names,
+                )
+            )
+        return out
+
+    # --------------------------------------------------------- lead states
+    def lead_states(self, lead_ids: Sequence[str]) -> dict[str, LeadState]:
+        """Tracking rows, enrollments and opt-outs for many leads, in three queries a chunk."""
+        followups: dict[str, list[FollowupRecord]] = {}
+        enrollments: dict[str, list[EnrollmentRecord]] = {}
+        optouts: dict[str, str | None] = {}
+        for chunk in _chunks(list(lead_ids), 500):
+            names = {f"p{i}": v for i, v in enumerate(chunk)}
+            inlist = ", ".join(f":{k}" for k in names)
+            for r in self.rows(
+                "SELECT lead_id, sequence_id, message_id, variant_id, status, reason, sent_at, "
+                f"claimed_at FROM followup_tracking WHERE lead_id IN ({inlist}) ORDER BY id",
+                names,
+            ):
+                followups.setdefault(r["lead_id"], []).append(
+                    FollowupRecord(
+                        sequence_id=r["sequence_id"],
+                        message_id=r["message_id"],
+                        status=r["status"],
+                        at=r["sent_at"] or r["claimed_at"],
+                        variant_id=r["variant_id"],
+                        reason=r["reason"],
+                    )
+                )
+            for r in self.rows(
+                "SELECT lead_id, sequence_id, anchor_at, started_at, ended_at, ended_reason, holdout "
+                f"FROM followup_enrollments WHERE lead_id IN ({inlist})",
+                names,
+            ):
+                enrollments.setdefault(r["lead_id"], []).append(
+                    EnrollmentRecord(
+                        sequence_id=r["sequence_id"],
+                        anchor_at=r["anchor_at"],
+                        started_at=r["started_at"],
+                        ended_at=r["ended_at"],
+                        ended_reason=r["ended_reason"],
+                        holdout=bool(r["holdout"]),
+                    )
+                )
+            for r in self._query(
+                f"SELECT lead_id, reason FROM followup_optouts WHERE lead_id IN ({inlist})", names
+            ):
+                optouts[r["lead_id"]] = r["reason"]
+        return {
+            lid: LeadState(
+                followups=tuple(followups.get(lid, ())),
+                enrollments=tuple(enrollments.get(lid, ())),
+                optout_reason=optouts.get(lid),
+                opted_out=lid in optouts,
+            )
+            for lid in lead_ids
+        }
+
+    def lead_state(self, lead_id: str) -> LeadState:
+        return self.lead_states([lead_id])[lead_id]
+
+    # -------------------------------------------------------------- claims
+    @contextmanager
+    def lead_tx(self, lead_id: str, account_id: str | None) -> Iterator[bool]:
+        """A write transaction holding the lead (and its account's rate window).
+
+        Yields False when another worker holds the lead: the caller skips it.
+        """
+        with self.transaction():
+            if not self._try_lock_lead(lead_id):
+                yield False
+                return
+            if account_id is not None:
+                self._lock_account(account_id)
+            yield True
+
+    def recent_sends(self, account_id: str, since: datetime) -> int:
+        """Follow-ups claimed for an account since ``since``: the sliding rate window."""
+        placeholders = ", ".join(f"'{s}'" for s in COUNTED)
+        rows = self._query(
+            "SELECT COUNT(*) AS n FROM followup_tracking WHERE account_id = :a "
+            f"AND claimed_at > :since AND status IN ({placeholders})",
+            {"a": account_id, "since": since},
+        )
+        return int(rows[0]["n"])
+
+    def oldest_recent_send(self, account_id: str, since: datetime) -> datetime | None:
+        placeholders = ", ".join(f"'{s}'" for s in COUNTED)
+        rows = self.rows(
+            "SELECT MIN(claimed_at) AS claimed_at FROM followup_tracking WHERE account_id = :a "
+            f"AND claimed_at > :since AND status IN ({placeholders})",
+            {"a": account_id, "since": since},
+        )
+        return rows[0]["claimed_at"] if rows else None
+
+    def insert_followup(self, row: dict[str, Any]) -> int | None:
+        """Insert a tracking row; None when (lead, sequence, message) already has one."""
+        cols = [c for c in TRACKING_COLUMNS if c in row]
+        sql = (
+            f"INSERT INTO followup_tracking ({', '.join(cols)}) VALUES "
+            f"({', '.join(':' + c for c in cols)}) "
+            "ON CONFLICT (lead_id, sequence_id, message_id) DO NOTHING RETURNING id"
+        )
+        out = self._query(sql, {c: row[c] for c in cols})
+        return int(out[0]["id"]) if out else None
+
+    def update_followup(
+        self, followup_id: int, fields: dict[str, Any], only_status: str | None = None
+    ) -> int:
+        sets = ", ".join(f"{k} = :{k}" for k in fields)
+        sql = f"UPDATE followup_tracking SET {sets} WHERE id = :_id"
+        params = dict(fields, _id=followup_id)
+        if only_status is not None:
+            sql += " AND status = :_only"
+            params["_only"] = only_status
+        return self._run(sql, params)
+
+    def delete_followup(self, followup_id: int, only_status: str | None = PENDING) -> int:
+        sql = "DELETE FROM followup_tracking WHERE id = :id"
+        params: dict[str, Any] = {"id": followup_id}
+        if only_status is not None:
+            sql += " AND status = :s"
+            params["s"] = only_status
+        return self._run(sql, params)
+
+    def followup(self, followup_id: int) -> dict[str, Any] | None:
+        rows = self.rows("SELECT * FROM followup_tracking WHERE id = :id", {"id": followup_id})
+        return rows[0] if rows else None
+
+    def followups(
+        self,
+        lead_id: str | None = None,
+        status: str | None = None,
+        account_id: str | None = None,
+        limit: int = 10_000,
+    ) -> list[dict[str, Any]]:
+        where, params = [], {"limit": limit}
+        for col, val in (("lead_id", lead_id), ("status", status), ("account_id", account_id)):
+            if val is not None:
+                where.append(f"{col} = :{col}")
+                params[col] = val
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self.rows(f"SELECT * FROM followup_tracking {clause} ORDER BY id LIMIT :limit", params)
+
+    # --------------------------------------------------------- enrollments
+    def start_enrollment(
+        self,
+        lead_id: str,
+        sequence_id: str,
+        account_id: str | None,
+        anchor_at: datetime,
+        now: datetime,
+        holdout: bool = False,
+    ) -> bool:
+        n = self._run(
+            "INSERT INTO followup_enrollments (lead_id, sequence_id, account_id, anchor_at, "
+            "started_at, holdout) VALUES (:l, :s, :a, :anchor, :now, :h) "
+            "ON CONFLICT (lead_id, sequence_id) DO NOTHING",
+            {"l": lead_id, "s": sequence_id, "a": account_id, "anchor": anchor_at, "now": now, "h": holdout},
+        )
+        return n > 0
+
+    def end_enrollment(self, lead_id: str, sequence_id: str, reason: str, now: datetime) -> bool:
+        n = self._run(
+            "UPDATE followup_enrollments SET ended_at = :now, ended_reason = :r "
+            "WHERE lead_id = :l AND sequence_id = :s AND ended_at IS NULL",
+            {"now": now, "r": reason, "l": lead_id, "s": sequence_id},
+        )
+        return n > 0
+
+    def enrollments(
+        self, sequence_id: str | None = None, account_id: str | None = None, active: bool = True
+    ) -> list[dict[str, Any]]:
+        where, params = [], {}
+        if active:
+            where.append("ended_at IS NULL")
+        if sequence_id:
+            where.append("sequence_id = :s")
+            params["s"] = sequence_id
+        if account_id:
+            where.append("account_id = :a")
+            params["a"] = account_id
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self.rows(f"SELECT * FROM followup_enrollments {clause} ORDER BY lead_id", params)
+
+    # -------------------------------------------------------------- opt-out
+    def add_optout(self, lead_id: str, reason: str | None, source: str, who: str, now: datetime) -> bool:
+        n = self._run(
+            "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
+            "VALUES (:l, :r, :s, :a, :now) ON CONFLICT (lead_id) DO NOTHING",
+            {"l": lead_id, "r": reason, "s": source, "a": who, "now": now},
+        )
+        return n > 0
+
+    def remove_optout(self, lead_id: str) -> bool:
+        return self._run("DELETE FROM followup_optouts WHERE lead_id = :l", {"l": lead_id}) > 0
+
+    def optouts(self) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM followup_optouts ORDER BY created_at, lead_id")
+
+    def is_opted_out(self, lead_id: str) -> bool:
+        return bool(self._query("SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l", {"l": lead_id}))
+
+    # ----------------------------------------------------------------- audit
+    def audit(
+        self,
+        action: str,
+        at: datetime,
+        who: str,
+        run_id: str | None = None,
+        lead_id: str | None = None,
+        account_id: str | None = None,
+        sequence_id: str | None = None,
+        message_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self._run(
+            "INSERT INTO followup_audit (at, actor, action, run_id, lead_id, account_id, "
+            "sequence_id, message_id, detail) VALUES (:at, :actor, :action, :run, :lead, :acct, "
+            ":seq, :msg, :detail)",
+            {
+                "at": at,
+                "actor": who,
+                "action": action,
+                "run": run_id,
+                "lead": lead_id,
+                "acct": account_id,
+                "seq": sequence_id,
+                "msg": message_id,
+                "detail": json.dumps(detail, default=str, sort_keys=True) if detail else None,
+            },
+        )
+
+    def audit_log(self, lead_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        where = "WHERE lead_id = :l" if lead_id else ""
+        return self.rows(
+            f"SELECT * FROM followup_audit {where} ORDER BY id DESC LIMIT :n", {"l": lead_id, "n": limit}
+        )
+
+    def config_seen(self, digest: str, path: str, who: str, now: datetime) -> bool:
+        """Record a config version; True when it was not seen before."""
+        n = self._run(
+            "INSERT INTO followup_config_seen (digest, path, actor, first_seen_at) "
+            "VALUES (:d, :p, :a, :now) ON CONFLICT (digest) DO NOTHING",
+            {"d": digest, "p": path, "a": who, "now": now},
+        )
+        return n > 0
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, run_id: str, host: str, pid: int, who: str, wall: datetime, now: datetime) -> None:
+        self._run(
+            "INSERT INTO followup_runs (run_id, host, pid, actor, started_at, heartbeat_at, "
+            "business_now) VALUES (:r, :h, :p, :a, :w, :w, :n)",
+            {"r": run_id, "h": host, "p": pid, "a": who, "w": wall, "n": now},
+        )
+
+    def heartbeat(self, run_id: str, wall: datetime) -> None:
+        self._run("UPDATE followup_runs SET heartbeat_at = :w WHERE run_id = :r", {"w": wall, "r": run_id})
+
+    def finish_run(self, run_id: str, wall: datetime, exit_code: int, summary: dict[str, Any]) -> None:
+        self._run(
+            "UPDATE followup_runs SET finished_at = :w, heartbeat_at = :w, exit_code = :c, "
+            "summary = :s WHERE run_id = :r",
+            {"w": wall, "c": exit_code, "s": json.dumps(summary, default=str), "r": run_id},
+        )
+
+    def open_claims(self) -> list[dict[str, Any]]:
+        """Pending claims joined with their run's liveness data."""
+        return self.rows(
+            "SELECT t.id, t.lead_id, t.sequence_id, t.message_id, t.account_id, t.claimed_at, "
+            "t.run_id, r.host, r.pid, r.heartbeat_at, r.finished_at FROM followup_tracking t "
+            "LEFT JOIN followup_runs r ON r.run_id = t.run_id WHERE t.status = :p",
+            {"p": PENDING},
+        )
+
+    def mark_unknown(self, followup_id: int, why: str, now: datetime) -> bool:
+        return (
+            self.update_followup(
+                followup_id,
+                {"status": UNKNOWN, "reason": why, "updated_at": now},
+                only_status=PENDING,
+            )
+            > 0
+        )
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def hours_ago(now: datetime, hours: float) -> datetime:
+    return now - timedelta(hours=hours)

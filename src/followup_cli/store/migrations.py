@@ -1,0 +1,108 @@
+"""Numbered migrations, the same steps on both stores; applied names are recorded in
+``followup_migrations``. Never edit a released step: add a new one.
+
+Each step is a list of statements written once, with two placeholders the dialect fills:
+``{ts}`` (a timestamp column: ISO text on SQLite, timestamptz on Postgres), ``{id}`` (an
+auto-increment primary key) and ``{bool}``.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    (
+        "0001_initial",
+        [
+            """CREATE TABLE IF NOT EXISTS followup_runs (
+                run_id TEXT PRIMARY KEY,
+                host TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                actor TEXT,
+                started_at {ts} NOT NULL,
+                heartbeat_at {ts} NOT NULL,
+                finished_at {ts},
+                business_now {ts},
+                exit_code INTEGER,
+                summary TEXT
+            )""",
+            """CREATE TABLE IF NOT EXISTS followup_enrollments (
+                lead_id TEXT NOT NULL,
+                sequence_id TEXT NOT NULL,
+                account_id TEXT,
+                anchor_at {ts} NOT NULL,
+                started_at {ts} NOT NULL,
+                ended_at {ts},
+                ended_reason TEXT,
+                holdout {bool} NOT NULL DEFAULT FALSE,
+                PRIMARY KEY (lead_id, sequence_id)
+            )""",
+            """CREATE INDEX IF NOT EXISTS followup_enrollments_active
+                ON followup_enrollments (account_id, lead_id) WHERE ended_at IS NULL""",
+            """CREATE TABLE IF NOT EXISTS followup_tracking (
+                id {id},
+                lead_id TEXT NOT NULL,
+                sequence_id TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                step INTEGER,
+                variant_id TEXT,
+                account_id TEXT,
+                user_id TEXT,
+                conversation_id TEXT,
+                recipient_id TEXT,
+                status TEXT NOT NULL,
+                reason TEXT,
+                followup_number INTEGER,
+                scheduled_at {ts},
+                claimed_at {ts} NOT NULL,
+                sent_at {ts},
+                delivered_at {ts},
+                read_at {ts},
+                responded_at {ts},
+                converted_at {ts},
+                last_followup_at {ts},
+                next_followup_at {ts},
+                error_code INTEGER,
+                error_subcode INTEGER,
+                error_message TEXT,
+                external_id TEXT,
+                body TEXT,
+                body_encrypted {bool} NOT NULL DEFAULT FALSE,
+                run_id TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                updated_at {ts},
+                CONSTRAINT followup_tracking_once UNIQUE (lead_id, sequence_id, message_id)
+            )""",
+            """CREATE INDEX IF NOT EXISTS followup_tracking_account_time
+                ON followup_tracking (account_id, claimed_at)""",
+            """CREATE INDEX IF NOT EXISTS followup_tracking_open
+                ON followup_tracking (status, run_id) WHERE status IN ('pending', 'unknown')""",
+            """CREATE INDEX IF NOT EXISTS followup_tracking_sent
+                ON followup_tracking (sent_at)""",
+            """CREATE TABLE IF NOT EXISTS followup_optouts (
+                lead_id TEXT PRIMARY KEY,
+                reason TEXT,
+                source TEXT NOT NULL,
+                actor TEXT,
+                created_at {ts} NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS followup_audit (
+                id {id},
+                at {ts} NOT NULL,
+                actor TEXT,
+                action TEXT NOT NULL,
+                run_id TEXT,
+                lead_id TEXT,
+                account_id TEXT,
+                sequence_id TEXT,
+                message_id TEXT,
+                detail TEXT
+            )""",
+            """CREATE INDEX IF NOT EXISTS followup_audit_lead ON followup_audit (lead_id)""",
+            """CREATE TABLE IF NOT EXISTS followup_config_seen (
+                digest TEXT PRIMARY KEY,
+                path TEXT,
+                actor TEXT,
+                first_seen_at {ts} NOT NULL
+            )""",
+        ],
+    ),
+]

@@ -1,0 +1,157 @@
+"""The Postgres store (psycopg 3). Same queries as SQLite; concurrency through
+transaction-level advisory locks: a worker that cannot take a lead's lock skips the lead
+(the SKIP LOCKED equivalent for rows the tool does not own: the host app's lead table may
+be a view), and a short per-account lock serialises the sliding-window rate count."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ..errors import StoreConfigError, StoreError
+from .base import SqlStore
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+_TYPED_NULL = {
+    "score": "NULL::integer",
+    "converted_at": "NULL::timestamptz",
+    "last_inbound_at": "NULL::timestamptz",
+    "status": "NULL::text",
+}
+
+
+def _convert(sql: str) -> str:
+    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+class PostgresStore(SqlStore):
+    dialect = "postgres"
+
+    def __init__(self, url: str, lead_table: str = "leads") -> None:
+        super().__init__(lead_table)
+        self.url = url
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreConfigError(
+                f"{self.describe()}: cannot connect ({first}); check the URL, that Postgres is "
+                "running and that the database exists"
+            ) from None
+        self._depth = 0
+        self._tx: Any = None
+        self._lock = threading.RLock()
+        self._sql_cache: dict[str, str] = {}
+
+    def clone(self) -> PostgresStore:
+        return PostgresStore(self.url, self.lead_table)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _sql(self, sql: str) -> str:
+        out = self._sql_cache.get(sql)
+        if out is None:
+            out = self._sql_cache[sql] = _convert(sql)
+        return out
+
+    def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        try:
+            with self._lock:
+                cur = self.conn.execute(self._sql(sql), params or {})
+                return cur.fetchall() if cur.description else []
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.describe()}: {str(exc).strip().splitlines()[0]}") from exc
+
+    def _run(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        try:
+            with self._lock:
+                return self.conn.execute(self._sql(sql), params or {}).rowcount
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.describe()}: {str(exc).strip().splitlines()[0]}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                tx = self.conn.transaction()
+                tx.__enter__()
+            except psycopg.Error as exc:
+                raise StoreError(f"{self.describe()}: cannot start a transaction: {exc}") from exc
+            self._depth = 1
+            try:
+                yield
+            except BaseException as exc:
+                self._depth = 0
+                try:
+                    tx.__exit__(type(exc), exc, exc.__traceback__)
+                except psycopg.Error:
+                    pass
+                raise
+            self._depth = 0
+            try:
+                tx.__exit__(None, None, None)
+            except psycopg.Error as exc:
+                raise StoreError(f"{self.describe()}: commit failed: {exc}") from exc
+
+    def _try_lock_lead(self, lead_id: str) -> bool:
+        rows = self._query(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0)) AS ok", {"k": "lead:" + lead_id}
+        )
+        return bool(rows[0]["ok"])
+
+    def _lock_account(self, account_id: str) -> None:
+        self._query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(:k, 0)) AS ok", {"k": "acct:" + account_id}
+        )
+
+    def _migration_lock(self) -> None:
+        self._query("SELECT pg_advisory_xact_lock(hashtextextended('followup:migrate', 0)) AS ok")
+
+    def _ddl(self, statement: str) -> str:
+        return statement.format(ts="TIMESTAMPTZ", id="BIGSERIAL PRIMARY KEY", bool="BOOLEAN")
+
+    def _table_columns(self, table: str) -> tuple[str, ...] | None:
+        schema, _, name = table.rpartition(".")
+        rows = self._query(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = :t "
+            "AND table_schema = COALESCE(NULLIF(:s, ''), current_schema()) ORDER BY ordinal_position",
+            {"t": name, "s": schema},
+        )
+        return tuple(r["column_name"] for r in rows) if rows else None
+
+    def _candidate_sql(self, select: str, col: dict[str, str]) -> str:
+        c = {k: (_TYPED_NULL.get(k, v) if v == "NULL" else v) for k, v in col.items()}
+        return f"""
+SELECT {select} FROM {self.lead_table} l
+WHERE l.account_id = :account_id AND l.id > :after_id
+  AND (
+    EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL)
+    OR (
+      {c['score']} BETWEEN :min_score AND :max_score
+      AND {c['converted_at']} IS NULL
+      AND ({c['status']} IS NULL OR lower({c['status']}) <> 'converted')
+      AND l.last_outbound_at IS NOT NULL
+      AND COALESCE({c['last_inbound_at']} > l.last_outbound_at, false) = false
+      AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = l.id)
+      AND NOT EXISTS (
+        SELECT 1 FROM followup_enrollments e
+        WHERE e.lead_id = l.id AND e.ended_at IS NOT NULL
+          AND ({c['last_inbound_at']} IS NULL OR e.anchor_at >= {c['last_inbound_at']}))
+    )
+  )
+ORDER BY l.id
+LIMIT :page"""

@@ -1,0 +1,145 @@
+"""The embedded SQLite store: WAL mode, a busy timeout, ``BEGIN IMMEDIATE`` for every
+transaction that may write (a read that leads to a write must not be upgraded later)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreConfigError, StoreError
+from ..models import format_time
+from .base import SqlStore
+
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
+class SQLiteStore(SqlStore):
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path, lead_table: str = "leads") -> None:
+        super().__init__(lead_table)
+        self.path = Path(path)
+        self.url = str(self.path)
+        if not self.path.parent.exists():
+            raise StoreConfigError(
+                f"{self.path}: the folder {self.path.parent} does not exist; "
+                "create it or pass another --db"
+            )
+        try:
+            self.conn = sqlite3.connect(
+                str(self.path),
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self.conn.row_factory = _dict_row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreConfigError(
+                f"{self.path}: not a usable SQLite database ({exc}); pass another --db"
+            ) from None
+        self._depth = 0
+        self._lock = threading.RLock()
+
+    def clone(self) -> SQLiteStore:
+        return SQLiteStore(self.path, self.lead_table)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _adapt(self, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return format_time(value)
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, dict | list):
+            return json.dumps(value)
+        return value
+
+    def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        try:
+            with self._lock:
+                return self.conn.execute(sql, self._params(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    def _run(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        try:
+            with self._lock:
+                return self.conn.execute(sql, self._params(params)).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot start a write transaction: {exc}") from exc
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise
+            self._depth = 0
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+
+    def _ddl(self, statement: str) -> str:
+        return statement.format(
+            ts="TEXT", id="INTEGER PRIMARY KEY AUTOINCREMENT", bool="INTEGER"
+        ).replace("DEFAULT FALSE", "DEFAULT 0")
+
+    def _table_columns(self, table: str) -> tuple[str, ...] | None:
+        rows = self._query(f"PRAGMA table_info({table})")
+        return tuple(r["name"] for r in rows) if rows else None
+
+    def _candidate_sql(self, select: str, col: dict[str, str]) -> str:
+        inbound = f"julianday({col['last_inbound_at']})"
+        return f"""
+SELECT {select} FROM {self.lead_table} l
+WHERE l.account_id = :account_id AND l.id > :after_id
+  AND (
+    EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL)
+    OR (
+      ({col['score']} BETWEEN :min_score AND :max_score OR typeof({col['score']}) = 'text')
+      AND {col['converted_at']} IS NULL
+      AND ({col['status']} IS NULL OR lower({col['status']}) <> 'converted')
+      AND l.last_outbound_at IS NOT NULL
+      AND COALESCE({inbound} > julianday(l.last_outbound_at), 0) = 0
+      AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = l.id)
+      AND NOT EXISTS (
+        SELECT 1 FROM followup_enrollments e
+        WHERE e.lead_id = l.id AND e.ended_at IS NOT NULL
+          AND ({col['last_inbound_at']} IS NULL OR julianday(e.anchor_at) >= {inbound}))
+    )
+  )
+ORDER BY l.id
+LIMIT :page"""
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=False)}
