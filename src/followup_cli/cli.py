@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -574,16 +573,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("FOLLOWUP_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     try:
-        result = app(args=args, prog_name="followup", standalone_mode=False)
-        code = result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        err.print("followup: aborted")
-        code = errors.EXIT_UNEXPECTED
-    except click.ClickException as exc:
-        exc.show()
-        code = errors.EXIT_USAGE
+        # Standalone mode handles usage errors (exit 2), --help and typer.Exit itself and
+        # always ends in SystemExit; our own errors and bugs come out here.
+        app(args=args, prog_name="followup")
+        code = 0
     except FollowupError as exc:
         if debug:
             traceback.print_exc()

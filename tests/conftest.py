@@ -1,0 +1,46 @@
+"""Fixtures. Tests never touch the user's world: every test runs in a temporary directory
+with the FOLLOWUP_* environment cleared. ``db`` runs a test on SQLite and on Postgres; with
+CI=true a missing Postgres fails the run instead of skipping."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.graph_api import FakeGraphAPI
+from tests.helpers import LeadDB, pg_available
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for key in list(os.environ):
+        if key.startswith("FOLLOWUP_"):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LeadDB]:
+    if request.param == "postgres":
+        why = pg_available()
+        if why:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI=true and {why}: the Postgres half must run on CI")
+            pytest.skip(why)
+        store = LeadDB.postgres()
+    else:
+        store = LeadDB.sqlite(tmp_path)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def graph() -> Iterator[FakeGraphAPI]:
+    with FakeGraphAPI(tokens={"17841000000000001": "tok-a", "17841000000000002": "tok-b"}) as fake:
+        yield fake

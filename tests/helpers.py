@@ -1,0 +1,256 @@
+"""Test helpers: a lead store on either backend, configs written to disk, the CLI run as
+the installed command.
+
+``LeadDB`` creates the host app's ``leads`` table the way a host app would keep it:
+ISO text timestamps and JSON text on SQLite; timestamptz and jsonb on Postgres (in a
+schema of its own per test, named in the URL so subprocesses see the same schema).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PG_BASE = os.environ.get("FOLLOWUP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+LEAD_COLUMNS = (
+    "id",
+    "account_id",
+    "user_id",
+    "conversation_id",
+    "recipient_id",
+    "username",
+    "first_name",
+    "score",
+    "status",
+    "last_inbound_at",
+    "last_inbound_text",
+    "last_outbound_at",
+    "converted_at",
+    "timezone",
+    "attributes",
+)
+TS = ("last_inbound_at", "last_outbound_at", "converted_at")
+
+
+def iso(dt: datetime | str | None) -> str | None:
+    if dt is None or isinstance(dt, str):
+        return dt
+    return dt.astimezone(UTC).isoformat()
+
+
+def pg_available() -> str | None:
+    """None when Postgres answers; else why not."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_BASE, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return f"Postgres at {PG_BASE} is not reachable: {str(exc).strip().splitlines()[0]}"
+
+
+@dataclass
+class LeadDB:
+    """The host app's lead store on one backend, plus raw access for assertions."""
+
+    backend: str
+    url: str
+    schema: str | None = None
+    path: Path | None = None
+    _pg: Any = field(default=None, repr=False)
+
+    @classmethod
+    def sqlite(cls, tmp: Path) -> LeadDB:
+        path = tmp / "leads.db"
+        conn = sqlite3.connect(path)
+        conn.execute(
+            "CREATE TABLE leads (id TEXT PRIMARY KEY, account_id TEXT, user_id TEXT, "
+            "conversation_id TEXT, recipient_id TEXT, username TEXT, first_name TEXT, "
+            "score INTEGER, status TEXT, last_inbound_at TEXT, last_inbound_text TEXT, "
+            "last_outbound_at TEXT, converted_at TEXT, timezone TEXT, attributes TEXT)"
+        )
+        conn.commit()
+        conn.close()
+        return cls("sqlite", str(path), path=path)
+
+    @classmethod
+    def postgres(cls) -> LeadDB:
+        import psycopg
+
+        schema = "t_" + uuid.uuid4().hex[:12]
+        conn = psycopg.connect(PG_BASE, autocommit=True)
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(
+            f"CREATE TABLE {schema}.leads (id TEXT PRIMARY KEY, account_id TEXT, user_id TEXT, "
+            "conversation_id TEXT, recipient_id TEXT, username TEXT, first_name TEXT, "
+            "score INTEGER, status TEXT, last_inbound_at TIMESTAMPTZ, last_inbound_text TEXT, "
+            "last_outbound_at TIMESTAMPTZ, converted_at TIMESTAMPTZ, timezone TEXT, attributes JSONB)"
+        )
+        sep = "&" if "?" in PG_BASE else "?"
+        url = f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+        return cls("postgres", url, schema=schema, _pg=conn)
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+            self._pg.close()
+            self._pg = None
+
+    # ------------------------------------------------------------------ writes
+    def _values(self, row: dict[str, Any]) -> list[Any]:
+        vals = []
+        for c in LEAD_COLUMNS:
+            v = row.get(c)
+            if c in TS:
+                v = iso(v)
+            if c == "attributes" and v is not None and not isinstance(v, str):
+                v = json.dumps(v)
+            vals.append(v)
+        return vals
+
+    def insert(self, *rows: dict[str, Any]) -> None:
+        cols = ", ".join(LEAD_COLUMNS)
+        if self.backend == "sqlite":
+            conn = sqlite3.connect(self.url)
+            conn.executemany(
+                f"INSERT INTO leads ({cols}) VALUES ({', '.join('?' * len(LEAD_COLUMNS))})",
+                [self._values(r) for r in rows],
+            )
+            conn.commit()
+            conn.close()
+        else:
+            with self._pg.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO {self.schema}.leads ({cols}) VALUES "
+                    f"({', '.join(['%s'] * len(LEAD_COLUMNS))})",
+                    [self._values(r) for r in rows],
+                )
+
+    def update(self, lead_id: str, **cols: Any) -> None:
+        vals = {k: (iso(v) if k in TS else v) for k, v in cols.items()}
+        if "attributes" in vals and not isinstance(vals["attributes"], str | None):
+            vals["attributes"] = json.dumps(vals["attributes"])
+        if self.backend == "sqlite":
+            conn = sqlite3.connect(self.url)
+            sets = ", ".join(f"{k} = ?" for k in vals)
+            conn.execute(f"UPDATE leads SET {sets} WHERE id = ?", [*vals.values(), lead_id])
+            conn.commit()
+            conn.close()
+        else:
+            sets = ", ".join(f"{k} = %s" for k in vals)
+            self._pg.execute(
+                f"UPDATE {self.schema}.leads SET {sets} WHERE id = %s", [*vals.values(), lead_id]
+            )
+
+    def query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        """Raw SQL against the tool's tables (``?`` placeholders on both backends)."""
+        if self.backend == "sqlite":
+            conn = sqlite3.connect(self.url)
+            conn.row_factory = sqlite3.Row
+            try:
+                return [dict(r) for r in conn.execute(sql, params).fetchall()]
+            finally:
+                conn.close()
+        from psycopg.rows import dict_row
+
+        self._pg.execute(f"SET search_path = {self.schema}")
+        with self._pg.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql.replace("?", "%s"), params)
+            return cur.fetchall() if cur.description else []
+
+    def tracking(self) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT lead_id, sequence_id, message_id, variant_id, status, error_code, reason "
+            "FROM followup_tracking ORDER BY lead_id, sequence_id, message_id"
+        )
+
+
+def lead(lead_id: str, **over: Any) -> dict[str, Any]:
+    """A lead that is silent and inside the window unless told otherwise."""
+    row: dict[str, Any] = {
+        "id": lead_id,
+        "account_id": "acct_a",
+        "user_id": "u_1",
+        "conversation_id": f"conv_{lead_id}",
+        "recipient_id": f"ig_{lead_id}",
+        "username": f"user_{lead_id}",
+        "first_name": "Ana",
+        "score": 4,
+        "status": "qualified",
+        "last_inbound_text": "how much?",
+        "timezone": "Europe/Madrid",
+        "attributes": {"interest": "pricing"},
+    }
+    row.update(over)
+    return row
+
+
+def base_config(**over: Any) -> dict[str, Any]:
+    """A small config as a dict: one account, one two-step sequence inside a 24h window."""
+    cfg: dict[str, Any] = {
+        "version": 1,
+        "settings": {
+            "timezone": "Europe/Madrid",
+            "no_response_hours": 2,
+            "min_interval_hours": 4,
+            "max_per_lead_per_day": 2,
+            "quiet_hours": {"start": "21:00", "end": "09:00"},
+        },
+        "channel": {"type": "console", "window_hours": 24},
+        "accounts": [
+            {
+                "id": "acct_a",
+                "user_id": "u_1",
+                "ig_user_id": "17841000000000001",
+                "token_env": "FOLLOWUP_TOKEN_A",
+            }
+        ],
+        "sequences": [
+            {
+                "id": "s1",
+                "name": "Main",
+                "priority": 1,
+                "trigger": [{"field": "score", "op": "between", "value": [2, 6]}],
+                "messages": [
+                    {"id": "m1", "delay_hours": 3, "template": "Hi {{ lead.first_name }}, step one"},
+                    {"id": "m2", "delay_hours": 20, "template": "Hi {{ lead.first_name }}, step two"},
+                ],
+            }
+        ],
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def followup(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the installed command (``python -m followup_cli`` in this interpreter)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWUP_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "followup_cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
