@@ -435,11 +435,6 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
     if failed:
         checks.append(Check("step", False, f"{failed[-1].message_id} failed permanently"))
         return stop("failed", f"a message of {seq.id} failed permanently")
-    seq_counted = state.counted(seq.id)
-    if len(seq_counted) >= seq.limit:
-        checks.append(Check("sequence limit", False, f"{len(seq_counted)} of {seq.limit} sent"))
-        return stop("sequence_limit", f"{seq.id}'s limit of {seq.limit} follow-ups is reached")
-    checks.append(Check("sequence limit", True, f"{len(seq_counted)} of {seq.limit} sent"))
     done_ids = {f.message_id for f in seq_rows}
     step = None
     for i, msg in enumerate(seq.messages, start=1):
@@ -449,6 +444,11 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
     if step is None:
         checks.append(Check("step", False, f"every message of {seq.id} is done"))
         return stop("completed", f"{seq.id} is complete")
+    seq_counted = state.counted(seq.id)
+    if len(seq_counted) >= seq.limit:
+        checks.append(Check("sequence limit", False, f"{len(seq_counted)} of {seq.limit} sent"))
+        return stop("sequence_limit", f"{seq.id}'s limit of {seq.limit} follow-ups is reached")
+    checks.append(Check("sequence limit", True, f"{len(seq_counted)} of {seq.limit} sent"))
     d.step, d.message = step
     d.variant_id = choose_variant(lead.id, seq.id, d.message)
     d.due_at = d.anchor_at + _h(d.message.delay_hours)
@@ -462,7 +462,7 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
         if (
             st.pull_forward
             and d.window_closes_at is not None
-            and now < d.window_closes_at <= d.due_at
+            and now < d.window_closes_at
             and d.due_at - now <= _h(st.pull_forward_hours)
             and next_run_slot(now, st) >= d.window_closes_at
         ):
