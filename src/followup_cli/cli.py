@@ -139,7 +139,8 @@ def run(
                 "once (or `followup migrate`) before a dry run"
             )
         store.lead_columns()
-        channel = make_channel(loaded.config)
+        # --json owns stdout: the console channel then prints to stderr
+        channel = make_channel(loaded.config, stream=sys.stderr if as_json else None)
         progress = _progress() if sys.stderr.isatty() and not as_json and not dry_run else None
         engine = Engine(loaded, store, channel, Clock(fixed=when), cipher=cipher, progress=progress and progress[1])
         if lock is not None:

@@ -113,7 +113,7 @@ class Settings(_Model):
     @model_validator(mode="after")
     def _range(self) -> Settings:
         if self.min_score > self.max_score:
-            raise ValueError(f"min_score {self.min_score} is above max_score {self.max_score}")
+            raise ValueError(f"@min_score min_score {self.min_score} is above max_score {self.max_score}")
         return self
 
 
@@ -157,7 +157,7 @@ class Channel(_Model):
     @model_validator(mode="after")
     def _webhook(self) -> Channel:
         if self.type == "webhook" and not self.url:
-            raise ValueError("a webhook channel needs `url:` (where to POST the messages)")
+            raise ValueError("@type a webhook channel needs `url:` (where to POST the messages)")
         return self
 
 
@@ -194,25 +194,25 @@ class Condition(_Model):
         if self.field is None or self.op is None:
             raise ValueError("a condition needs `field:` and `op:` (or an `any:` list)")
         if self.op not in OPERATORS:
-            raise ValueError(f"unknown op {self.op!r}; use one of {', '.join(OPERATORS)}")
+            raise ValueError(f"@op unknown op {self.op!r}; use one of {', '.join(OPERATORS)}")
         base = self.field.split(".", 1)[0]
         if base not in LEAD_COLUMNS or (base == "attributes" and "." not in self.field):
             raise ValueError(
-                f"unknown field {self.field!r}; use a lead column "
+                f"@field unknown field {self.field!r}; use a lead column "
                 f"({', '.join(c for c in LEAD_COLUMNS if c != 'attributes')}) "
                 "or attributes.<key>"
             )
         if self.op == "between":
             if not isinstance(self.value, list | tuple) or len(self.value) != 2:
-                raise ValueError("`between` takes a list of two values: value: [low, high]")
+                raise ValueError("@value `between` takes a list of two values: value: [low, high]")
         elif self.op in ("in", "not_in"):
             if not isinstance(self.value, list | tuple):
-                raise ValueError(f"`{self.op}` takes a list: value: [a, b]")
+                raise ValueError(f"@value `{self.op}` takes a list: value: [a, b]")
         elif self.op == "exists":
             if self.value is not None and not isinstance(self.value, bool):
-                raise ValueError("`exists` takes true or false (or no value, meaning true)")
+                raise ValueError("@value `exists` takes true or false (or no value, meaning true)")
         elif self.value is None and self.op not in ("eq", "ne"):
-            raise ValueError(f"`{self.op}` needs a value")
+            raise ValueError(f"@op `{self.op}` needs a value")
         return self
 
 
@@ -235,18 +235,18 @@ class Message(_Model):
     @model_validator(mode="after")
     def _content(self) -> Message:
         if self.variants is not None and not self.variants:
-            raise ValueError("`variants:` is empty; remove it or add at least one variant")
+            raise ValueError("@variants `variants:` is empty; remove it or add at least one variant")
         parts = self.variants or (Variant(id="-", template=self.template, media_url=self.media_url),)
         for v in parts:
             template = v.template if v.template is not None else self.template
             media = v.media_url or self.media_url
             if self.type == "text" and not template:
-                raise ValueError("a text message needs `template:` (on the message or each variant)")
+                raise ValueError("@type a text message needs `template:` (on the message or each variant)")
             if self.type in ("image", "video"):
                 if not media:
-                    raise ValueError(f"a {self.type} message needs `media_url:`")
+                    raise ValueError(f"@type an {self.type} message needs `media_url:`")
                 if not re.match(r"^https?://", media):
-                    raise ValueError(f"media_url {media!r} must be an http(s) URL")
+                    raise ValueError(f"@media_url media_url {media!r} must be an http(s) URL")
         return self
 
 
@@ -436,6 +436,9 @@ def _problem_from_pydantic(err: dict, lines: dict[tuple, int]) -> Problem:
         msg = "required key is missing"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+        if msg.startswith("@"):  # "@field message": the problem belongs to that key
+            key, _, msg = msg[1:].partition(" ")
+            loc = loc + (key,)
     elif kind == "literal_error":
         msg = f"{msg} (got {err.get('input')!r})"
     elif "input" in err and kind not in ("model_type",):

@@ -342,36 +342,86 @@ class Engine:
     ) -> AccountResult:
         result = AccountResult(account.id)
         actionable, bookkeeping = self.plan_account(account, store, now, result)
+        live = not options.dry_run
+        # Real time moves during a run (a send takes time, a wait takes longer); with --now
+        # the run happens at one instant and never waits.
+        real_time = options.now is None and not self.clock.simulated
         executor: _Executor = (
-            _DryExecutor(self, store, account, now, run_id, result)
-            if options.dry_run
-            else _LiveExecutor(self, store, account, now, run_id, result)
+            _LiveExecutor(self, store, account, now, run_id, result, real_time)
+            if live
+            else _DryExecutor(self, store, account, now, run_id, result)
         )
         for lead, d in bookkeeping:
             executor.bookkeep(lead, d)
         total = len(actionable)
+        batch_size = self.config.settings_for(account).batch_size
+        rate_blocked = False  # the account is at its hourly limit and cannot wait for it
+
+        def sends_from(i: int) -> int:
+            return sum(1 for _, x in actionable[i:] if x.action == "send")
+
         beat = self.clock.elapsed()
         for i, (lead, d) in enumerate(actionable):
-            if not options.dry_run and self.clock.elapsed() - beat > 30:
+            if live and (i % batch_size == 0 or self.clock.elapsed() - beat > 30):
+                # Each batch (and every 30 s within one) the run shows it is alive, so that
+                # other runs never take its open claims for a dead run's.
                 beat = self.clock.elapsed()
                 store.heartbeat(run_id, wall())
             if result.stopped:
-                result.deferred["account_stopped"] += total - i
+                result.deferred["account_stopped"] += sends_from(i)
                 break
             if self.clock.elapsed() > budget:
-                result.deferred["time_budget"] += total - i
+                result.deferred["time_budget"] += sends_from(i)
                 break
             if d.action == "send":
+                if rate_blocked:
+                    result.deferred["rate_limit"] += 1
+                    continue
                 with self._lock:
                     if remaining[0] is not None and remaining[0] <= 0:
-                        result.deferred["limit"] += sum(1 for _, x in actionable[i:] if x.action == "send")
+                        result.deferred["limit"] += sends_from(i)
                         break
                     if remaining[0] is not None:
                         remaining[0] -= 1
-            executor.execute(lead, d)
+            while executor.execute(lead, d) == "rate_limit":
+                # At the limit: wait for the sliding window only when time is real and the
+                # run's budget allows; otherwise the rest of the account waits for a later run.
+                can_wait = live and real_time
+                if not (can_wait and self._wait_for_rate_window(account, store, run_id, budget)):
+                    rate_blocked = True
+                    result.deferred["rate_limit"] += 1
+                    with self._lock:
+                        if remaining[0] is not None:
+                            remaining[0] += 1
+                    break
             if self.progress:
                 self.progress(account.id, i + 1, total)
         return result
+
+    def _wait_for_rate_window(
+        self, account: Account, store: SqlStore, run_id: str, budget: float
+    ) -> bool:
+        """Sleep until the account's sliding 60-minute window has room again.
+
+        False (without sleeping) when the wait would overrun the run's time budget. Sleeps
+        in slices of at most 30 s, heartbeating between them.
+        """
+        limit = self.config.channel.messages_per_hour
+        while True:
+            now = self.clock.now()
+            since = now - timedelta(hours=1)
+            if store.recent_sends(account.id, since) < limit:
+                return True
+            oldest = store.oldest_recent_send(account.id, since)
+            wait = (oldest + timedelta(hours=1) - now).total_seconds() if oldest else 1.0
+            wait = max(wait, 0.01)
+            if self.clock.elapsed() + wait > budget:
+                return False
+            while wait > 0:
+                step = min(wait, 30.0)
+                self.clock.sleep(step)
+                wait -= step
+                store.heartbeat(run_id, wall())
 
     # ------------------------------------------------------------- helpers
     def outgoing(self, account: Account, lead: Lead, d: Decision, text: str | None, media: str | None, key: str) -> OutgoingMessage:
@@ -403,8 +453,18 @@ class Engine:
 
 
 class _Executor:
-    def __init__(self, engine: Engine, store: SqlStore, account: Account, now: datetime, run_id: str, result: AccountResult) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: SqlStore,
+        account: Account,
+        now: datetime,
+        run_id: str,
+        result: AccountResult,
+        real_time: bool = False,
+    ) -> None:
         self.engine = engine
+        self.real_time = real_time  # refresh ``now`` from the clock before each claim
         self.store = store
         self.account = account
         self.now = now
@@ -416,7 +476,9 @@ class _Executor:
     def bookkeep(self, lead: Lead, d: Decision) -> None:
         raise NotImplementedError
 
-    def execute(self, lead: Lead, d: Decision) -> None:
+    def execute(self, lead: Lead, d: Decision) -> str | None:
+        """Handle one due lead; returns "rate_limit" when the account's hourly window is full
+        (nothing was claimed: the caller waits or defers)."""
         raise NotImplementedError
 
     def render(self, lead: Lead, d: Decision) -> tuple[str | None, str | None] | None:
@@ -448,14 +510,13 @@ class _DryExecutor(_Executor):
         elif d.action == "holdout":
             self.result.holdout += 1
 
-    def execute(self, lead: Lead, d: Decision) -> None:
+    def execute(self, lead: Lead, d: Decision) -> str | None:
         assert d.sequence is not None and d.message is not None
         if d.action == "skip":
             self.result.skipped[d.reason] += 1
-            return
+            return None
         if self.window_used >= self.rate_limit:
-            self.result.deferred["rate_limit"] += 1
-            return
+            return "rate_limit"
         rendered = self.render(lead, d)
         if rendered is None:
             return
@@ -505,7 +566,9 @@ class _LiveExecutor(_Executor):
                 store.audit("holdout", now, self.engine.actor, self.run_id, lead.id, lead.account_id,
                             d.sequence.id)
 
-    def execute(self, lead: Lead, d: Decision) -> None:
+    def execute(self, lead: Lead, d: Decision) -> str | None:
+        if self.real_time:
+            self.now = self.engine.clock.now()
         store, now, res = self.store, self.now, self.result
         claim: dict[str, Any] | None = None
         with store.lead_tx(lead.id, self.account.id) as got:
@@ -541,8 +604,7 @@ class _LiveExecutor(_Executor):
                 return
             since = now - timedelta(hours=1)
             if store.recent_sends(self.account.id, since) >= self.rate_limit:
-                res.deferred["rate_limit"] += 1
-                return
+                return "rate_limit"
             rendered = self.render(fresh, d)
             if rendered is None:
                 return
@@ -635,13 +697,7 @@ class _LiveExecutor(_Executor):
             else:  # account_fatal
                 store.delete_followup(fid, PENDING)
                 res.deferred["account_stopped"] += 1
-                res.stopped = (
-                    f"account {self.account.id} stopped: {result.error_message or 'account error'}"
-                    f"{' (code ' + str(result.error_code) + ')' if result.error_code else ''}; "
-                    f"check its token in ${self.account.token_env}"
-                    if self.account.token_env
-                    else f"account {self.account.id} stopped: {result.error_message}"
-                )
+                res.stopped = _account_stop_line(self.account, result)
             store.audit("send", now, self.engine.actor, self.run_id, lead.id, lead.account_id,
                         d.sequence.id, d.message.id, audit_detail)
         if self.engine.on_sent:
@@ -657,6 +713,22 @@ class _LiveExecutor(_Executor):
                 f"circuit breaker: {res.breaker_failures} of {res.attempts} sends failed "
                 f"(over {st.breaker_failure_rate:.0%}); account {self.account.id} stopped for this run"
             )
+
+
+def _account_stop_line(account: Account, result: SendResult) -> str:
+    """One line naming the account, what the API said, and the token variable to look at."""
+    code = result.error_code
+    what = result.error_message or "account error"
+    if code is not None:
+        what += f" (code {code})"
+    var = f"${account.token_env}" if account.token_env else "its token (no token_env configured)"
+    if code == 368:
+        hint = f"Meta blocked the account for policy reasons; sending resumes when lifted ({var})"
+    elif code == 10 or code == 3 or (code is not None and 200 <= code <= 299):
+        hint = f"the token in {var} lacks a messaging permission"
+    else:
+        hint = f"check its token in {var}"
+    return f"account {account.id} stopped: {what}; {hint}"
 
 
 def _body(text: str | None, media: str | None) -> str | None:

@@ -1,0 +1,210 @@
+"""The installed command, end to end, the way operators and admins use it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.helpers import LeadDB, base_config, followup, lead, write_config
+
+MADRID = ZoneInfo("Europe/Madrid")
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=MADRID)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, LeadDB]:
+    cfg = write_config(tmp_path / "sequences.yaml", base_config())
+    db = LeadDB.sqlite(tmp_path)
+    t = NOW - timedelta(hours=5)
+    db.insert(
+        lead("due1", last_inbound_at=t, last_outbound_at=t + timedelta(hours=1)),
+        lead("due2", last_inbound_at=t, last_outbound_at=t + timedelta(hours=1), first_name=None, username="bob"),
+        lead("waiting", last_inbound_at=NOW - timedelta(hours=1), last_outbound_at=t),
+        lead("garbage", last_inbound_at="last tuesday", last_outbound_at=t),
+        lead("norecipient", recipient_id=None, last_inbound_at=t, last_outbound_at=t + timedelta(hours=1)),
+    )
+    return cfg, db
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_help_lists_every_command() -> None:
+    r = followup("--help")
+    assert r.returncode == 0
+    for cmd in ("run", "report", "explain", "optout", "sequences", "demo", "unknown"):
+        assert cmd in r.stdout, cmd
+
+
+def test_run__console_channel_sends_due_leads_and_names_bad_rows(setup: tuple[Path, LeadDB]) -> None:
+    cfg, db = setup
+    r = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    assert r.returncode == 0, r.stderr
+    # the console channel prints the messages; nothing else on stdout under cron
+    assert "Hi Ana, step one" in r.stdout and "due2" in r.stdout
+    assert "garbage" in r.stderr and "last_inbound_at" in r.stderr
+    assert "norecipient" in r.stderr and "recipient" in r.stderr
+    rows = db.tracking()
+    assert [(x["lead_id"], x["message_id"], x["status"]) for x in rows] == [
+        ("due1", "m1", "sent"),
+        ("due2", "m1", "sent"),
+    ]
+    again = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    assert again.returncode == 0 and "step one" not in again.stdout
+
+
+def test_run__dry_run_sends_nothing_and_writes_nothing(setup: tuple[Path, LeadDB]) -> None:
+    cfg, db = setup
+    assert followup("migrate", "--config", str(cfg), "--db", db.url).returncode == 0
+    before = digest(Path(db.url))
+    r = followup("run", "--dry-run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    assert r.returncode == 0, r.stderr
+    assert "due1" in r.stdout and "2 message(s) would be sent" in r.stdout
+    assert "Nothing was sent or written" in r.stdout
+    assert digest(Path(db.url)) == before
+    assert db.tracking() == []
+    js = followup("run", "--dry-run", "--json", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    data = json.loads(js.stdout)
+    assert data["would_send"] == 2 and data["dry_run"] is True
+    assert {m["lead_id"] for m in data["messages"]} == {"due1", "due2"}
+
+
+def test_run__limit_and_account_filter(setup: tuple[Path, LeadDB]) -> None:
+    cfg, db = setup
+    r = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat(), "--limit", "1", "--json")
+    data = json.loads(r.stdout)
+    assert data["sent"] == 1 and data["deferred"] == {"limit": 1}
+    bad = followup("run", "--config", str(cfg), "--db", db.url, "--account", "nope")
+    assert bad.returncode == 2 and "no such account" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--db", "mysql://x/y"], "unsupported database scheme"),
+        (["--db", "/no/such/dir/x.db"], "does not exist"),
+        (["--db", "postgresql://nobody@127.0.0.1:1/nope"], "cannot connect"),
+        (["--now", "tomorrow"], "not an ISO 8601 time"),
+        (["--config", "missing.yaml"], "no such file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_sent(setup: tuple[Path, LeadDB], args: list[str], message: str) -> None:
+    cfg, db = setup
+    base = {"--config": str(cfg), "--db": db.url}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    flat = [x for kv in base.items() for x in kv]
+    r = followup("run", *flat)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr
+    assert db.tracking() == [] if Path(db.url).exists() and _has_tracking(db) else True
+
+
+def _has_tracking(db: LeadDB) -> bool:
+    conn = sqlite3.connect(db.url)
+    try:
+        return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE name='followup_tracking'").fetchall())
+    finally:
+        conn.close()
+
+
+def test_bad_template_is_caught_before_any_send(setup: tuple[Path, LeadDB], tmp_path: Path) -> None:
+    _, db = setup
+    cfg = base_config()
+    cfg["sequences"][0]["messages"][0]["template"] = "Hi {{ lead.frist_name }}"
+    path = write_config(tmp_path / "bad.yaml", cfg)
+    r = followup("run", "--config", str(path), "--db", db.url, "--now", NOW.isoformat())
+    assert r.returncode == 2
+    assert "bad.yaml:" in r.stderr and "frist_name" in r.stderr
+    assert "Hi" not in r.stdout
+    check = followup("sequences", "check", "--config", str(path))
+    assert check.returncode == 2 and "frist_name" in check.stderr
+
+
+def test_missing_lead_table_is_exit_2(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "sequences.yaml", base_config())
+    r = followup("run", "--config", str(cfg), "--db", str(tmp_path / "empty.db"))
+    assert r.returncode == 2 and "no table or view 'leads'" in r.stderr
+
+
+def test_explain__says_why_in_words_and_json(setup: tuple[Path, LeadDB]) -> None:
+    cfg, db = setup
+    r = followup("explain", "due1", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    assert r.returncode == 0, r.stderr
+    assert "DUE NOW" in r.stdout and "m1" in r.stdout and "window" in r.stdout
+    w = followup("explain", "waiting", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat(), "--json")
+    data = json.loads(w.stdout)
+    assert data["action"] == "none" and data["reason"] == "waiting_for_human"
+    assert any(c["rule"] == "silence" and c["ok"] is False for c in data["checks"])
+    missing = followup("explain", "nobody", "--config", str(cfg), "--db", db.url)
+    assert missing.returncode == 2 and "no lead 'nobody'" in missing.stderr
+
+
+def test_optout__stops_a_lead_and_undo_resumes(setup: tuple[Path, LeadDB]) -> None:
+    cfg, db = setup
+    r = followup("optout", "due1", "--reason", "asked by phone", "--config", str(cfg), "--db", db.url)
+    assert r.returncode == 0 and "opted out" in r.stdout
+    listed = followup("optout", "--list", "--config", str(cfg), "--db", db.url)
+    assert "due1" in listed.stdout and "asked by phone" in listed.stdout
+    run = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    assert "due1" not in run.stdout and "due2" in run.stdout
+    undo = followup("optout", "due1", "--undo", "--config", str(cfg), "--db", db.url)
+    assert undo.returncode == 0 and "removed" in undo.stdout
+    audit = db.query("SELECT action, actor FROM followup_audit WHERE lead_id = 'due1' ORDER BY id")
+    assert [a["action"] for a in audit][:1] == ["optout"] and audit[-1]["action"] == "optout_undo"
+    assert all(a["actor"] for a in audit)
+
+
+def test_run__second_run_on_a_locked_sqlite_store_exits_75(setup: tuple[Path, LeadDB]) -> None:
+    cfg, db = setup
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time, json;"
+         f"fd = os.open({db.url + '.lock'!r}, os.O_RDWR | os.O_CREAT);"
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, json.dumps({'pid': os.getpid(), 'host': 'h', 'started_at': 'x'}).encode());"
+         "print('locked', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        r = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat(), "--wait", "0.2")
+        assert r.returncode == 75
+        assert f"pid {holder.pid}" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert db.tracking() == [] if _has_tracking(db) else True
+
+
+def test_sequences_show_draws_the_tree() -> None:
+    root = Path(__file__).resolve().parents[2]
+    r = followup("sequences", "show", "--config", str(root / "sequences.yaml"))
+    assert r.returncode == 0
+    assert "warm" in r.stdout and "trigger" in r.stdout and "variant a (50%)" in r.stdout
+
+
+def test_demo_runs_a_full_cycle_from_a_fresh_directory(tmp_path: Path) -> None:
+    r = followup("demo", "--quiet", "--dir", str(tmp_path / "d"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Seeded 200 leads" in r.stdout and "follow-ups sent" in r.stdout
+    sent = int(r.stdout.split("Totals: ")[1].split(" ")[0])
+    assert sent > 50
+    assert (tmp_path / "d" / "followup.db").exists()
+
+
+def test_python_dash_m_works() -> None:
+    r = subprocess.run([sys.executable, "-m", "followup_cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "followup" in r.stdout

@@ -1,0 +1,539 @@
+"""The store on both backends: migrations, the claim key, lead locks, the rate window,
+enrollments, opt-outs, the candidate prefilter and the lead table as a host app keeps it.
+
+Every test runs on SQLite and on Postgres through the ``db`` fixture; the few that test a
+backend-specific mechanism (advisory locks, garbage in untyped SQLite columns) say so.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from followup_cli.errors import StoreConfigError, StoreError
+from followup_cli.models import PENDING, SENT, UNKNOWN, parse_lead
+from followup_cli.store import SqlStore, open_store
+from followup_cli.store.migrations import MIGRATIONS
+from tests.helpers import LeadDB, lead
+
+NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+# Tests of one backend's own mechanism (the ``db`` fixture, narrowed to one backend).
+POSTGRES_ONLY = pytest.mark.parametrize("db", ["postgres"], indirect=True)
+SQLITE_ONLY = pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+TOOL_TABLES = {
+    "followup_migrations",
+    "followup_runs",
+    "followup_enrollments",
+    "followup_tracking",
+    "followup_optouts",
+    "followup_audit",
+    "followup_config_seen",
+}
+
+
+@pytest.fixture
+def store(db: LeadDB) -> Iterator[SqlStore]:
+    s = open_store(db.url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def claim_row(lead_id: str, message_id: str = "m1", **over: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "lead_id": lead_id,
+        "sequence_id": "s1",
+        "message_id": message_id,
+        "step": 1,
+        "account_id": "acct_a",
+        "recipient_id": f"ig_{lead_id}",
+        "status": PENDING,
+        "claimed_at": NOW,
+        "run_id": "r1",
+        "updated_at": NOW,
+    }
+    row.update(over)
+    return row
+
+
+def tables(db: LeadDB) -> set[str]:
+    if db.backend == "sqlite":
+        rows = db.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {r["name"] for r in rows}
+    rows = db.query(
+        "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = ?",
+        (db.schema,),
+    )
+    return {r["name"] for r in rows}
+
+
+# ------------------------------------------------------------------ migrations
+
+
+def test_migrate__records_every_step_and_a_second_run_applies_nothing(db: LeadDB) -> None:
+    first = open_store(db.url, migrate=False)
+    try:
+        assert first.migrate() == [name for name, _ in MIGRATIONS]
+        assert first.migrate() == []
+    finally:
+        first.close()
+    second = open_store(db.url)  # migrates again on open: nothing to do, no error
+    try:
+        assert second.migrate() == []
+        assert second.applied_migrations() == sorted(name for name, _ in MIGRATIONS)
+    finally:
+        second.close()
+    assert TOOL_TABLES <= tables(db)
+    recorded = db.query("SELECT name, applied_at FROM followup_migrations ORDER BY name")
+    assert [r["name"] for r in recorded] == sorted(name for name, _ in MIGRATIONS)
+    assert all(r["applied_at"] is not None for r in recorded)
+
+
+def test_migrate__names_are_numbered_unique_and_in_order() -> None:
+    names = [name for name, _ in MIGRATIONS]
+    assert names == sorted(names)
+    assert len(set(names)) == len(names)
+    assert all(name[:4].isdigit() and name[4] == "_" for name in names)
+
+
+# ---------------------------------------------------------------------- claims
+
+
+def test_claim__the_same_step_cannot_be_claimed_twice(store: SqlStore) -> None:
+    first = store.insert_followup(claim_row("a1"))
+    assert first is not None
+    assert store.insert_followup(claim_row("a1", run_id="r2")) is None
+    # another step, another lead: free
+    assert store.insert_followup(claim_row("a1", "m2")) not in (None, first)
+    assert store.insert_followup(claim_row("a2")) is not None
+    row = store.followup(first)
+    assert row is not None
+    assert (row["status"], row["run_id"], row["claimed_at"]) == (PENDING, "r1", NOW)
+
+
+def test_claim__completion_only_touches_a_row_in_the_expected_status(store: SqlStore) -> None:
+    fid = store.insert_followup(claim_row("a1"))
+    assert fid is not None
+    assert store.mark_unknown(fid, "its run died", NOW)
+    assert not store.mark_unknown(fid, "again", NOW)
+    assert store.update_followup(fid, {"status": SENT}, only_status=PENDING) == 0
+    assert store.delete_followup(fid, PENDING) == 0
+    row = store.followup(fid)
+    assert row is not None and (row["status"], row["reason"]) == (UNKNOWN, "its run died")
+
+
+def test_open_claims__lists_pending_rows_with_their_run(store: SqlStore) -> None:
+    store.start_run("r1", "host-1", 4242, "cron", NOW, NOW)
+    pending = store.insert_followup(claim_row("a1"))
+    done = store.insert_followup(claim_row("a2", status=SENT))
+    orphan = store.insert_followup(claim_row("a3", run_id="never-started"))
+    claims = {c["id"]: c for c in store.open_claims()}
+    assert set(claims) == {pending, orphan}
+    assert done not in claims
+    assert (claims[pending]["host"], claims[pending]["pid"]) == ("host-1", 4242)
+    assert claims[pending]["heartbeat_at"] == NOW and claims[pending]["finished_at"] is None
+    assert claims[orphan]["host"] is None and claims[orphan]["heartbeat_at"] is None
+
+
+# --------------------------------------------------------------------- lead_tx
+
+
+@POSTGRES_ONLY
+def test_lead_tx__postgres_skips_a_lead_another_worker_holds_and_takes_another(db: LeadDB) -> None:
+    a, b = open_store(db.url), open_store(db.url)
+    try:
+        with a.lead_tx("L1", "acct_a") as got_a:
+            assert got_a
+            with b.lead_tx("L1", None) as got_b:
+                assert got_b is False
+            with b.lead_tx("L2", None) as got_b2:
+                assert got_b2 is True
+                b.insert_followup(claim_row("L2"))
+            a.insert_followup(claim_row("L1"))
+        # released at commit: the lead is free again, and both claims were committed
+        with b.lead_tx("L1", "acct_a") as got_again:
+            assert got_again is True
+        assert {r["lead_id"] for r in b.followups()} == {"L1", "L2"}
+    finally:
+        a.close()
+        b.close()
+
+
+@POSTGRES_ONLY
+def test_lead_tx__postgres_account_lock_serialises_the_rate_window(db: LeadDB) -> None:
+    import threading
+
+    a, b = open_store(db.url), open_store(db.url)
+    order: list[str] = []
+    entered = threading.Event()
+    try:
+
+        def second() -> None:
+            entered.set()
+            with b.lead_tx("L2", "acct_a") as got:
+                assert got
+                order.append(f"b saw {b.recent_sends('acct_a', NOW - timedelta(hours=1))}")
+
+        with a.lead_tx("L1", "acct_a") as got:
+            assert got
+            t = threading.Thread(target=second)
+            t.start()
+            entered.wait(5)
+            t.join(0.5)  # b blocks on the account lock while a holds it
+            assert t.is_alive()
+            a.insert_followup(claim_row("L1"))
+            order.append("a claimed")
+        t.join(10)
+        assert not t.is_alive()
+        assert order == ["a claimed", "b saw 1"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_lead_tx__a_failure_inside_rolls_the_claim_back(store: SqlStore) -> None:
+    with pytest.raises(RuntimeError), store.lead_tx("a1", "acct_a") as got:
+        assert got
+        store.insert_followup(claim_row("a1"))
+        raise RuntimeError("boom")
+    assert store.followups(lead_id="a1") == []
+    with store.lead_tx("a1", "acct_a") as got:
+        assert got
+        assert store.insert_followup(claim_row("a1")) is not None
+    assert len(store.followups(lead_id="a1")) == 1
+
+
+@SQLITE_ONLY
+def test_lead_tx__sqlite_serialises_writers_with_begin_immediate(db: LeadDB) -> None:
+    a, b = open_store(db.url), open_store(db.url)
+    try:
+        b.conn.execute("PRAGMA busy_timeout=100")
+        with a.lead_tx("L1", "acct_a") as got:
+            assert got
+            a.insert_followup(claim_row("L1"))
+            with pytest.raises(StoreError, match="write transaction"), b.lead_tx("L2", None):
+                pass
+        with b.lead_tx("L2", None) as got:
+            assert got
+        journal = a.conn.execute("PRAGMA journal_mode").fetchone()
+        assert next(iter(journal.values())) == "wal"
+    finally:
+        a.close()
+        b.close()
+
+
+# ----------------------------------------------------------------- rate window
+
+
+def test_recent_sends__counts_claims_of_the_account_inside_the_sliding_window(
+    store: SqlStore,
+) -> None:
+    since = NOW - timedelta(hours=1)
+    inside = NOW - timedelta(minutes=59)
+    rows = [
+        claim_row("in_pending", claimed_at=inside),
+        claim_row("in_sent", claimed_at=NOW, status=SENT),
+        claim_row("in_unknown", claimed_at=inside, status=UNKNOWN),
+        claim_row("in_failed", claimed_at=inside, status="failed"),
+        claim_row("in_skipped", claimed_at=inside, status="skipped"),
+        claim_row("edge", claimed_at=since, status=SENT),  # exactly one hour ago: out
+        claim_row("old", claimed_at=NOW - timedelta(hours=2), status=SENT),
+        claim_row("other", claimed_at=inside, status=SENT, account_id="acct_b"),
+    ]
+    for r in rows:
+        assert store.insert_followup(r) is not None
+    assert store.recent_sends("acct_a", since) == 3
+    assert store.recent_sends("acct_b", since) == 1
+    assert store.recent_sends("acct_c", since) == 0
+    assert store.oldest_recent_send("acct_a", since) == inside
+    # the window slides: half an hour later only the claim made at NOW is inside
+    assert store.recent_sends("acct_a", since + timedelta(minutes=30)) == 1
+
+
+# ----------------------------------------------------------------- enrollments
+
+
+def test_enrollments__start_and_end_are_idempotent(store: SqlStore) -> None:
+    anchor = NOW - timedelta(hours=5)
+    assert store.start_enrollment("a1", "s1", "acct_a", anchor, NOW)
+    assert not store.start_enrollment("a1", "s1", "acct_a", anchor + timedelta(hours=1), NOW)
+    assert store.start_enrollment("a1", "s2", "acct_a", anchor, NOW, holdout=True)
+    active = store.enrollments()
+    assert [(e["lead_id"], e["sequence_id"], e["anchor_at"]) for e in active] == [
+        ("a1", "s1", anchor),
+        ("a1", "s2", anchor),
+    ]
+    assert store.end_enrollment("a1", "s1", "replied", NOW)
+    assert not store.end_enrollment("a1", "s1", "converted", NOW + timedelta(hours=1))
+    assert not store.end_enrollment("nobody", "s1", "replied", NOW)
+    assert [e["sequence_id"] for e in store.enrollments()] == ["s2"]
+    ended = [e for e in store.enrollments(active=False) if e["sequence_id"] == "s1"]
+    assert (ended[0]["ended_at"], ended[0]["ended_reason"]) == (NOW, "replied")
+    state = store.lead_state("a1")
+    assert {(e.sequence_id, e.holdout, e.ended_reason) for e in state.enrollments} == {
+        ("s1", False, "replied"),
+        ("s2", True, None),
+    }
+
+
+# ---------------------------------------------------------------------- optouts
+
+
+def test_optouts__add_is_idempotent_and_visible_in_the_lead_state(store: SqlStore) -> None:
+    assert store.add_optout("a1", "asked by phone", "cli", "ops", NOW)
+    assert not store.add_optout("a1", "again", "keyword", "ops", NOW)
+    assert store.is_opted_out("a1") and not store.is_opted_out("a2")
+    [row] = store.optouts()
+    assert (row["lead_id"], row["reason"], row["source"], row["created_at"]) == (
+        "a1",
+        "asked by phone",
+        "cli",
+        NOW,
+    )
+    state = store.lead_states(["a1", "a2"])
+    assert state["a1"].opted_out and state["a1"].optout_reason == "asked by phone"
+    assert not state["a2"].opted_out
+    assert store.remove_optout("a1") and not store.remove_optout("a1")
+    assert not store.is_opted_out("a1")
+
+
+def test_lead_states__gathers_tracking_enrollments_and_optouts_per_lead(store: SqlStore) -> None:
+    ids = [f"x{i:04d}" for i in range(1203)]  # more than two IN-list chunks
+    for i in (0, 600, 1202):
+        store.insert_followup(claim_row(ids[i], status=SENT, sent_at=NOW))
+    store.start_enrollment(ids[1202], "s1", "acct_a", NOW - timedelta(hours=4), NOW)
+    store.add_optout(ids[601], None, "cli", "ops", NOW)
+    states = store.lead_states(ids)
+    assert set(states) == set(ids)
+    assert [len(states[i].followups) for i in (ids[0], ids[1], ids[600], ids[1202])] == [1, 0, 1, 1]
+    assert states[ids[600]].followups[0].at == NOW
+    assert states[ids[1202]].active_enrollment() is not None
+    assert states[ids[601]].opted_out and not states[ids[602]].opted_out
+
+
+# ------------------------------------------------------------ candidate prefilter
+
+
+def test_candidates__keep_what_the_rules_could_act_on_and_drop_the_rest(
+    db: LeadDB, store: SqlStore
+) -> None:
+    t = NOW - timedelta(hours=6)
+    db.insert(
+        lead("due", last_inbound_at=t, last_outbound_at=t + timedelta(minutes=5)),
+        lead("never_wrote", last_inbound_at=None, last_outbound_at=t),
+        lead("same_instant", last_inbound_at=t, last_outbound_at=t),
+        lead("lead_wrote_last", last_inbound_at=t + timedelta(hours=1), last_outbound_at=t),
+        lead("converted_at", converted_at=t, last_inbound_at=t, last_outbound_at=t),
+        lead("converted_status", status="Converted", last_inbound_at=t, last_outbound_at=t),
+        lead("opted_out", last_inbound_at=t, last_outbound_at=t),
+        lead("score_high", score=9, last_inbound_at=t, last_outbound_at=t),
+        lead("score_low", score=1, last_inbound_at=t, last_outbound_at=t),
+        lead("no_outbound", last_inbound_at=t, last_outbound_at=None),
+        lead("other_account", account_id="acct_b", last_inbound_at=t, last_outbound_at=t),
+        # An enrollment that ended during the current silence covers it: nothing to do.
+        lead("ended_this_silence", last_inbound_at=t, last_outbound_at=t),
+        # It ended in an earlier silence; the lead wrote since: a new silence, a candidate.
+        lead("ended_before_reply", last_inbound_at=t, last_outbound_at=t + timedelta(hours=1)),
+        # An active enrollment keeps the lead even when it left the score range (to end it).
+        lead("active_out_of_range", score=9, last_inbound_at=t, last_outbound_at=t),
+        lead("active_other_account", account_id="acct_b", last_inbound_at=t, last_outbound_at=t),
+    )
+    store.add_optout("opted_out", None, "cli", "ops", NOW)
+    store.start_enrollment("ended_this_silence", "s1", "acct_a", t, NOW)
+    store.end_enrollment("ended_this_silence", "s1", "completed", NOW)
+    store.start_enrollment("ended_before_reply", "s1", "acct_a", t - timedelta(days=2), NOW)
+    store.end_enrollment("ended_before_reply", "s1", "replied", NOW - timedelta(days=1))
+    store.start_enrollment("active_out_of_range", "s1", "acct_a", t, NOW)
+    store.start_enrollment("active_other_account", "s1", "acct_b", t, NOW)
+
+    got = [r["id"] for r in store.candidate_leads("acct_a", 2, 6)]
+    assert got == sorted(
+        ["due", "never_wrote", "same_instant", "ended_before_reply", "active_out_of_range"]
+    )
+    assert [r["id"] for r in store.candidate_leads("acct_b", 2, 6)] == [
+        "active_other_account",
+        "other_account",
+    ]
+
+
+def test_candidates__page_through_by_id(db: LeadDB, store: SqlStore) -> None:
+    t = NOW - timedelta(hours=6)
+    ids = [f"p{i:03d}" for i in range(25)]
+    db.insert(*(lead(i, last_inbound_at=t, last_outbound_at=t) for i in ids))
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = store.candidate_leads("acct_a", 2, 6, after, 7)
+        if not page:
+            break
+        assert len(page) <= 7
+        seen.extend(r["id"] for r in page)
+        after = page[-1]["id"]
+    assert seen == ids
+
+
+@SQLITE_ONLY  # typed Postgres columns cannot hold garbage
+def test_candidates__sqlite_keeps_garbage_rows_so_the_run_reports_them(
+    db: LeadDB, store: SqlStore
+) -> None:
+    t = NOW - timedelta(hours=6)
+    db.insert(
+        lead("ok", last_inbound_at=t, last_outbound_at=t),
+        lead("bad_score", score="four", last_inbound_at=t, last_outbound_at=t),
+        lead("bad_outbound", last_inbound_at=t, last_outbound_at="yesterday"),
+        lead("bad_inbound", last_inbound_at="last week", last_outbound_at=t),
+        lead("bad_json", attributes="{not json", last_inbound_at=t, last_outbound_at=t),
+        lead("no_recipient", recipient_id=None, last_inbound_at=t, last_outbound_at=t),
+    )
+    rows = {r["id"]: r for r in store.candidate_leads("acct_a", 2, 6)}
+    assert set(rows) == {
+        "ok",
+        "bad_score",
+        "bad_outbound",
+        "bad_inbound",
+        "bad_json",
+        "no_recipient",
+    }
+    problems = {}
+    for lead_id, row in rows.items():
+        try:
+            parse_lead(row)
+        except Exception as exc:  # noqa: BLE001 - BadLead, named below
+            problems[lead_id] = type(exc).__name__
+    assert problems == {
+        "bad_score": "BadLead",
+        "bad_outbound": "BadLead",
+        "bad_inbound": "BadLead",
+        "bad_json": "BadLead",
+        "no_recipient": "BadLead",
+    }
+
+
+@SQLITE_ONLY  # text timestamps with mixed offsets exist only on SQLite
+def test_candidates__sqlite_compares_instants_not_text_across_offsets(
+    db: LeadDB, store: SqlStore
+) -> None:
+    db.insert(
+        # 10:30+02:00 is 08:30Z: after the 08:00Z outbound, the lead wrote last.
+        lead(
+            "wrote_last",
+            last_inbound_at="2026-03-02T10:30:00+02:00",
+            last_outbound_at="2026-03-02T08:00:00Z",
+        ),
+        # 09:30+02:00 is 07:30Z: before the 08:00Z outbound, we spoke last.
+        lead(
+            "we_spoke_last",
+            last_inbound_at="2026-03-02T09:30:00+02:00",
+            last_outbound_at="2026-03-02 08:00:00",
+        ),
+        lead(
+            "micro",
+            last_inbound_at="2026-03-02T07:59:59.999999Z",
+            last_outbound_at="2026-03-02T08:00:00.000001+00:00",
+        ),
+    )
+    assert [r["id"] for r in store.candidate_leads("acct_a", 2, 6)] == ["micro", "we_spoke_last"]
+
+
+# ------------------------------------------------------------------ lead table
+
+
+def test_lead_table__read_as_the_host_keeps_it(db: LeadDB, store: SqlStore) -> None:
+    t = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    db.insert(
+        lead(
+            "h1",
+            last_inbound_at=t,
+            last_outbound_at=t + timedelta(minutes=5),
+            converted_at=None,
+            attributes={"interest": "pricing", "tier": {"level": 2}},
+        )
+    )
+    types = column_types(db)
+    if db.backend == "postgres":
+        assert types["last_outbound_at"] == "timestamp with time zone"
+        assert types["attributes"] == "jsonb"
+    else:
+        assert types["last_outbound_at"] == "TEXT" and types["attributes"] == "TEXT"
+    row = store.lead_row("h1")
+    assert row is not None
+    parsed = parse_lead(row)
+    assert parsed.last_inbound_at == t
+    assert parsed.last_outbound_at == t + timedelta(minutes=5)
+    assert parsed.attributes == {"interest": "pricing", "tier": {"level": 2}}
+    assert parsed.value("attributes.tier.level") == 2
+    assert [parse_lead(r).id for r in store.lead_rows(["h1", "nobody"])] == ["h1"]
+    assert store.lead_row("nobody") is None
+
+
+def column_types(db: LeadDB) -> dict[str, str]:
+    if db.backend == "sqlite":
+        return {r["name"]: r["type"] for r in db.query("PRAGMA table_info(leads)")}
+    rows = db.query(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = 'leads'",
+        (db.schema,),
+    )
+    return {r["column_name"]: r["data_type"] for r in rows}
+
+
+def create_table(db: LeadDB, ddl: str) -> None:
+    if db.backend == "sqlite":
+        conn = sqlite3.connect(db.url)
+        conn.execute(ddl)
+        conn.commit()
+        conn.close()
+    else:
+        db.query(ddl)
+
+
+def test_lead_table__a_missing_required_column_is_named(db: LeadDB) -> None:
+    create_table(db, "CREATE TABLE crm_leads (id TEXT PRIMARY KEY, account_id TEXT, score INTEGER)")
+    s = open_store(db.url, lead_table="crm_leads")
+    try:
+        with pytest.raises(StoreConfigError) as info:
+            s.lead_columns()
+        msg = str(info.value)
+        assert "crm_leads" in msg and "recipient_id" in msg and "last_outbound_at" in msg
+    finally:
+        s.close()
+
+
+def test_lead_table__a_missing_table_says_how_to_fix_it(db: LeadDB) -> None:
+    s = open_store(db.url, lead_table="prospects")
+    try:
+        with pytest.raises(StoreConfigError, match="'prospects'.*lead_table"):
+            s.lead_columns()
+    finally:
+        s.close()
+
+
+def test_lead_table__optional_columns_may_be_absent(db: LeadDB) -> None:
+    ts = "TIMESTAMPTZ" if db.backend == "postgres" else "TEXT"
+    create_table(
+        db,
+        "CREATE TABLE slim (id TEXT PRIMARY KEY, account_id TEXT, recipient_id TEXT, "
+        f"score INTEGER, last_outbound_at {ts})",
+    )
+    at = NOW - timedelta(hours=5)
+    value = at.isoformat()
+    if db.backend == "sqlite":
+        conn = sqlite3.connect(db.url)
+        conn.execute("INSERT INTO slim VALUES ('s1', 'acct_a', 'ig_s1', 3, ?)", (value,))
+        conn.commit()
+        conn.close()
+    else:
+        db.query("INSERT INTO slim VALUES ('s1', 'acct_a', 'ig_s1', 3, ?)", (value,))
+    s = open_store(db.url, lead_table="slim")
+    try:
+        assert "attributes" not in s.lead_columns()
+        [row] = s.candidate_leads("acct_a", 2, 6)
+        parsed = parse_lead(row)
+        assert (parsed.id, parsed.last_outbound_at, parsed.attributes) == ("s1", at, {})
+    finally:
+        s.close()

@@ -1,0 +1,138 @@
+"""sequences.yaml: every mistake caught before deploy, reported as file:line: where: what."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from followup_cli.config import check_config, parse_config
+from followup_cli.errors import ConfigError
+from tests.helpers import base_config
+
+
+def text_of(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def problems(cfg: dict[str, Any]) -> list[str]:
+    loaded = parse_config(text_of(cfg), "seq.yaml")
+    return [p.format("seq.yaml") for p in check_config(loaded) if p.level == "error"]
+
+
+def line_of(text: str, needle: str) -> int:
+    for i, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return i
+    raise AssertionError(needle)
+
+
+def test_the_repository_example_is_valid() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    loaded = parse_config((root / "sequences.yaml").read_text(), "sequences.yaml")
+    assert [p for p in check_config(loaded) if p.level == "error"] == []
+    assert [p for p in check_config(loaded) if p.level == "warning"] == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle", "expect"),
+    [
+        (lambda c: c["sequences"][0].update(max_folowups=2), "max_folowups", "unknown key"),
+        (lambda c: c["settings"].update(min_scor=1), "min_scor", "unknown key"),
+        (lambda c: c["sequences"][0]["messages"][0].update(delay_hours="soon"), "delay_hours: soon", "valid number"),
+        (lambda c: c["sequences"][0]["messages"][0].update(delay_hours=-1), "delay_hours: -1", "greater than or equal"),
+        (lambda c: c["sequences"][0]["messages"][0].update(type="image"), "type: image", "media_url"),
+        (lambda c: c["sequences"][0]["messages"][0].update(type="gif"), "type: gif", "got 'gif'"),
+        (lambda c: c["sequences"][0]["trigger"][0].update(op="inn"), "op: inn", "unknown op 'inn'"),
+        (lambda c: c["sequences"][0]["trigger"][0].update(field="scroe"), "field: scroe", "unknown field 'scroe'"),
+        (lambda c: c["sequences"][0]["trigger"][0].update(value=3), "value: 3", "list of two"),
+        (lambda c: c["settings"].update(timezone="Mars/Base"), "Mars/Base", "unknown time zone"),
+        (lambda c: c["settings"].update(quiet_hours={"start": "9pm", "end": "09:00"}), "9pm", "HH:MM"),
+        (lambda c: c["settings"].update(min_score=7), "min_score: 7", "above max_score"),
+        (lambda c: c["channel"].update(type="sms"), "type: sms", "got 'sms'"),
+    ],
+)
+def test_schema_errors_name_the_line(mutate: Any, needle: str, expect: str) -> None:
+    cfg = base_config()
+    mutate(cfg)
+    text = text_of(cfg)
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, "seq.yaml")
+    message = str(exc.value)
+    assert f"seq.yaml:{line_of(text, needle)}:" in message, message
+    assert expect in message
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expect"),
+    [
+        (lambda c: c["sequences"].append(copy.deepcopy(c["sequences"][0])), "duplicate sequence id 's1'"),
+        (lambda c: c["sequences"][0]["messages"][1].update(id="m1"), "duplicate message id 'm1'"),
+        (lambda c: c["sequences"][0]["messages"][0].update(template="Hi {{ lead.frist_name }}"), "frist_name"),
+        (lambda c: c["sequences"][0]["messages"][0].update(template="Hi {{ lead.first_name "), "does not compile"),
+        (lambda c: c["sequences"][0]["messages"][0].update(template="{{ lead.attributes.colour }}"), "colour"),
+        (lambda c: c["sequences"][0]["messages"][1].update(delay_hours=1), "must not decrease"),
+        (lambda c: c.update(channel={"type": "instagram"}, accounts=[{"id": "acct_a"}]), "needs `ig_user_id:`"),
+    ],
+)
+def test_semantic_errors_name_sequence_and_message(mutate: Any, expect: str) -> None:
+    cfg = base_config()
+    mutate(cfg)
+    found = problems(cfg)
+    assert any(expect in p for p in found), found
+    assert all(p.startswith("seq.yaml:") for p in found)
+
+
+def test_template_may_use_attributes_the_trigger_names() -> None:
+    cfg = base_config()
+    cfg["sequences"][0]["trigger"].append({"field": "attributes.interest", "op": "in", "value": ["pricing"]})
+    cfg["sequences"][0]["messages"][0]["template"] = "About {{ lead.attributes.interest }}?"
+    assert problems(cfg) == []
+
+
+def test_sample_lead_supplies_extra_attributes() -> None:
+    cfg = base_config()
+    cfg["sequences"][0]["messages"][0]["template"] = "{{ lead.attributes.city }}"
+    cfg["sample_lead"] = {"attributes": {"city": "Madrid"}}
+    assert problems(cfg) == []
+
+
+def test_window_warning_when_a_step_can_never_fit() -> None:
+    cfg = base_config()
+    cfg["sequences"][0]["messages"][1]["delay_hours"] = 30
+    text = text_of(cfg)
+    loaded = parse_config(text, "seq.yaml")
+    warnings = [p.format("seq.yaml") for p in check_config(loaded) if p.level == "warning"]
+    assert len(warnings) == 1
+    assert "can never be sent" in warnings[0] and "below 24" in warnings[0]
+    assert warnings[0].startswith(f"seq.yaml:{line_of(text, 'delay_hours: 30')}:")
+
+
+def test_window_warning_for_no_response_hours() -> None:
+    cfg = base_config()
+    cfg["settings"]["no_response_hours"] = 24
+    loaded = parse_config(text_of(cfg), "seq.yaml")
+    warnings = [p.what for p in check_config(loaded) if p.level == "warning"]
+    assert any("no lead can ever be messaged" in w for w in warnings)
+
+
+def test_duplicate_keys_and_bad_yaml() -> None:
+    with pytest.raises(ConfigError, match=r"seq.yaml:4: settings.min_score: duplicate key"):
+        parse_config("version: 1\nsettings:\n  min_score: 2\n  min_score: 3\n".replace("  min_score: 2\n  ", "  min_score: 2\n  "), "seq.yaml")
+    with pytest.raises(ConfigError, match=r"seq.yaml:\d+: not valid YAML"):
+        parse_config("version: 1\nsettings: {timezone: [\n", "seq.yaml")
+    with pytest.raises(ConfigError, match="empty"):
+        parse_config("", "seq.yaml")
+
+
+def test_account_overrides_merge_with_global_settings() -> None:
+    cfg = base_config()
+    cfg["accounts"][0]["settings"] = {"max_followups_per_lead": 3}
+    loaded = parse_config(text_of(cfg), "seq.yaml")
+    st = loaded.config.settings_for(loaded.config.accounts[0])
+    assert st.max_followups_per_lead == 3
+    assert st.timezone == "Europe/Madrid"
