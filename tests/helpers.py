@@ -254,3 +254,38 @@ def followup(*args: str, env: dict[str, str] | None = None, cwd: Path | None = N
         cwd=cwd,
         timeout=timeout,
     )
+
+
+def spawn_followup(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start the installed command without waiting (concurrency and crash tests).
+
+    Same environment rules as ``followup``; stdout and stderr are pipes, read them with
+    ``communicate()``.
+    """
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWUP_")}
+    full_env.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "followup_cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+    )
+
+
+def graph_config(path: Path, base_url: str, **channel: Any) -> Path:
+    """``base_config`` on the Instagram channel pointed at a fake Graph API, written to path.
+
+    No retries and a generous rate limit unless told otherwise, so tests count deliveries
+    rather than retries or deferrals.
+    """
+    ch = {
+        "type": "instagram",
+        "api_base": base_url,
+        "api_version": "v21.0",
+        "window_hours": 24,
+        "max_retries": 0,
+        "messages_per_hour": 10_000,
+    }
+    ch.update(channel)
+    return write_config(path, base_config(channel=ch))

@@ -210,17 +210,41 @@ def _failure_line(data: dict[str, Any]) -> str:
 
 
 def _print_summary(data: dict[str, Any]) -> None:
-    out.print(f"[bold]followup run[/bold] {data['now']}: [green]{data['sent']} sent[/green] in {data['elapsed_seconds']:.1f}s")
-    for label, key in (("skipped", "skipped"), ("deferred", "deferred"), ("failed", "failed"), ("ended", "ended"), ("waiting", "waiting")):
+    """The closing summary on a terminal: sent; skipped by reason; failed by code; unknown;
+    deferred by reason (rate_limit, throttled, time_budget, ...); ended; waiting; time."""
+    elapsed = data["elapsed_seconds"]
+    head = f"[bold]followup run[/bold] {data['now']}: [green]{data['sent']} sent[/green]"
+    out.print(f"{head} in {elapsed:.1f}s")
+    lines = (
+        ("skipped", "skipped", "{k} {v}"),
+        ("failed", "failed", "{v} with code {k}"),
+        ("deferred", "deferred", "{k} {v}"),
+        ("ended", "ended", "{k} {v}"),
+        ("waiting", "waiting", "{k} {v}"),
+    )
+    for label, key, fmt in lines:
         if data[key]:
-            out.print(f"  {label}: " + ", ".join(f"{k} {v}" for k, v in data[key].items()))
+            items = ", ".join(fmt.format(k=k, v=v) for k, v in data[key].items())
+            out.print(f"  {label}: {escape(items)}")
     if data["unknown"]:
-        out.print(f"  [yellow]unknown: {data['unknown']}[/yellow] (never resent; `followup unknown list`)")
+        out.print(
+            f"  [yellow]unknown: {data['unknown']}[/yellow] (never resent; `followup unknown list`)"
+        )
     if data["stale_claims_marked_unknown"]:
         out.print(f"  claims of dead runs marked unknown: {data['stale_claims_marked_unknown']}")
+    accounts = data.get("accounts") or {}
+    if len(accounts) > 1:
+        for acct, a in accounts.items():
+            failed = sum(a["failed"].values())
+            deferred = sum(a["deferred"].values())
+            out.print(
+                f"  {escape(acct)}: {a['sent']} sent, {failed} failed, {a['unknown']} unknown, "
+                f"{deferred} deferred"
+            )
     for acct, why in data["stopped_accounts"].items():
-        out.print(f"  [red]stopped {acct}[/red]: {why}")
-    if not data["sent"] and not data["failed"]:
+        out.print(f"  [red]stopped {escape(acct)}[/red]: {escape(why)}")
+    busy = ("sent", "failed", "unknown", "skipped", "deferred")
+    if not any(data[k] for k in busy):
         out.print("  nothing was due; `followup explain LEAD` shows why a lead waits")
 
 
@@ -564,6 +588,72 @@ def demo(
     from .demo import run_demo
 
     run_demo(directory, n_leads=leads, days=days, out=out, quiet=quiet)
+
+
+# ------------------------------------------------------------------- handoff
+
+
+@app.command()
+def handoff(
+    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
+    since: Annotated[
+        float | None,
+        typer.Option("--since", min=0, help="Only leads skipped in the last HOURS (default: all)."),
+    ] = None,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Leads whose messaging window closed with a step still due: for human agents."""
+    from .engine import handoff as handoff_leads
+
+    loaded = _load(config, strict=False)
+    if account is not None and loaded.config.account(account) is None:
+        raise ConfigError(f"--account {account}: no such account in {loaded.path}")
+    when = _now(now) or datetime.now(UTC)
+    store = _store(loaded, db, config, migrate=False)
+    try:
+        rows = []
+        if not _pending_migrations(store):
+            rows = handoff_leads(loaded.config, store, when, since, account)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(
+            [
+                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+                for r in rows
+            ]
+        )
+        return
+    if not rows:
+        out.print("no hand-offs: no lead's messaging window closed with a step still due")
+        return
+    table = Table(title=f"{len(rows)} lead(s) to hand to a human agent (the window closed)")
+    for col in ("account", "lead", "user", "step", "due", "window closed", "message"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        text = (r["text"] or "") + (f" [{r['media_url']}]" if r["media_url"] else "")
+        table.add_row(
+            *(
+                Text(x)
+                for x in (
+                    r["account_id"] or "-",
+                    r["lead_id"],
+                    r["username"] or r["recipient_id"] or "-",
+                    f"{r['sequence_id']}/{r['message_id']}",
+                    _fmt(r["due_at"]),
+                    _fmt(r["window_closed_at"]),
+                    text,
+                )
+            )
+        )
+    out.print(table)
+    out.print(
+        "Automation never messages outside the window. A human agent may reply within 7 days "
+        "of the lead's last message (the HUMAN_AGENT tag); times are UTC."
+    )
 
 
 # ----------------------------------------------------------------------- main

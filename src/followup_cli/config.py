@@ -52,7 +52,9 @@ def _check_zone(value: str | None) -> str | None:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Madrid") from exc
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name such as Europe/Madrid"
+        ) from exc
     return value
 
 
@@ -64,7 +66,7 @@ class QuietHours(_Model):
     @classmethod
     def _hhmm(cls, v: str) -> str:
         if not _HHMM.match(str(v)):
-            raise ValueError(f"{v!r} is not a time of day; write it as \"HH:MM\", e.g. \"21:00\"")
+            raise ValueError(f'{v!r} is not a time of day; write it as "HH:MM", e.g. "21:00"')
         return v
 
 
@@ -107,13 +109,15 @@ class Settings(_Model):
     def _times(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for t in v:
             if not _HHMM.match(str(t)):
-                raise ValueError(f"{t!r} is not a time of day; write it as \"HH:MM\"")
+                raise ValueError(f'{t!r} is not a time of day; write it as "HH:MM"')
         return v
 
     @model_validator(mode="after")
     def _range(self) -> Settings:
         if self.min_score > self.max_score:
-            raise ValueError(f"@min_score min_score {self.min_score} is above max_score {self.max_score}")
+            raise ValueError(
+                f"@min_score min_score {self.min_score} is above max_score {self.max_score}"
+            )
         return self
 
 
@@ -189,7 +193,9 @@ class Condition(_Model):
         groups = (self.any is not None) + (self.all is not None)
         if groups:
             if groups > 1 or self.field is not None or self.op is not None:
-                raise ValueError("a condition is either {field, op, value} or one `any:`/`all:` list")
+                raise ValueError(
+                    "a condition is either {field, op, value} or one `any:`/`all:` list"
+                )
             return self
         if self.field is None or self.op is None:
             raise ValueError("a condition needs `field:` and `op:` (or an `any:` list)")
@@ -235,13 +241,19 @@ class Message(_Model):
     @model_validator(mode="after")
     def _content(self) -> Message:
         if self.variants is not None and not self.variants:
-            raise ValueError("@variants `variants:` is empty; remove it or add at least one variant")
-        parts = self.variants or (Variant(id="-", template=self.template, media_url=self.media_url),)
+            raise ValueError(
+                "@variants `variants:` is empty; remove it or add at least one variant"
+            )
+        parts = self.variants or (
+            Variant(id="-", template=self.template, media_url=self.media_url),
+        )
         for v in parts:
             template = v.template if v.template is not None else self.template
             media = v.media_url or self.media_url
             if self.type == "text" and not template:
-                raise ValueError("@type a text message needs `template:` (on the message or each variant)")
+                raise ValueError(
+                    "@type a text message needs `template:` (on the message or each variant)"
+                )
             if self.type in ("image", "video"):
                 if not media:
                     raise ValueError(f"@type an {self.type} message needs `media_url:`")
@@ -312,7 +324,11 @@ class Problem:
     def format(self, path: str) -> str:
         loc = f"{path}:{self.line}" if self.line else path
         prefix = "warning: " if self.level == "warning" else ""
-        return f"{loc}: {prefix}{self.where}: {self.what}" if self.where else f"{loc}: {prefix}{self.what}"
+        return (
+            f"{loc}: {prefix}{self.where}: {self.what}"
+            if self.where
+            else f"{loc}: {prefix}{self.what}"
+        )
 
 
 @dataclass
@@ -361,7 +377,9 @@ def _compose(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
                 for k, v in n.value:
                     key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
                     if key in seen:
-                        dupes.append(Problem(k.start_mark.line + 1, _where(loc + (key,)), "duplicate key"))
+                        dupes.append(
+                            Problem(k.start_mark.line + 1, _where(loc + (key,)), "duplicate key")
+                        )
                     seen.add(key)
                     lines[loc + (key,)] = k.start_mark.line + 1
                     walk(v, loc + (key,))
@@ -390,7 +408,9 @@ def parse_config(text: str, path: str = "sequences.yaml") -> LoadedConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
-        raise ConfigError(f"{path}: the file is empty; see the README for an example sequences.yaml")
+        raise ConfigError(
+            f"{path}: the file is empty; see the README for an example sequences.yaml"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the top level must be a mapping (version, settings, ...)")
     try:
@@ -462,12 +482,20 @@ def check_config(loaded: LoadedConfig) -> list[Problem]:
         for ident, loc in items:
             if ident in seen:
                 problems.append(
-                    Problem(line(*loc), _where(loc), f"duplicate {what} id {ident!r} (ids must be unique)")
+                    Problem(
+                        line(*loc),
+                        _where(loc),
+                        f"duplicate {what} id {ident!r} (ids must be unique)",
+                    )
                 )
             seen[ident] = loc
             if not _ID.match(ident):
                 problems.append(
-                    Problem(line(*loc), _where(loc), f"{what} id {ident!r}: use letters, digits, _ . : -")
+                    Problem(
+                        line(*loc),
+                        _where(loc),
+                        f"{what} id {ident!r}: use letters, digits, _ . : -",
+                    )
                 )
 
     dup_check([(a.id, ("accounts", i, "id")) for i, a in enumerate(cfg.accounts)], "account")
@@ -506,21 +534,29 @@ def check_config(loaded: LoadedConfig) -> list[Problem]:
                 if not getattr(acct, key):
                     loc = ("accounts", i)
                     problems.append(
-                        Problem(line(*loc), _where(loc + (key,)), f"the instagram channel needs `{key}:`")
+                        Problem(
+                            line(*loc),
+                            _where(loc + (key,)),
+                            f"the instagram channel needs `{key}:`",
+                        )
                     )
     if not cfg.accounts:
-        problems.append(Problem(line("accounts") or 1, "accounts", "no accounts: nothing will be sent"))
+        problems.append(
+            Problem(line("accounts") or 1, "accounts", "no accounts: nothing will be sent")
+        )
 
     # Templates: compile every one and render it against a sample lead.
     renderer = Renderer(cfg)
     for tp in renderer.problems:
         problems.append(_template_problem(tp, line))
-    for si, seq in enumerate(cfg.sequences):
+    for seq in cfg.sequences:
         lead = sample_lead(cfg, seq)
-        for mi, msg in enumerate(seq.messages):
+        for msg in seq.messages:
             for vid in [v.id for v in msg.variants] if msg.variants else [None]:
                 try:
-                    renderer.render(seq, msg, vid, lead, account=cfg.accounts[0] if cfg.accounts else None)
+                    renderer.render(
+                        seq, msg, vid, lead, account=cfg.accounts[0] if cfg.accounts else None
+                    )
                 except TemplateProblem as tp:
                     problems.append(_template_problem(tp, line))
 

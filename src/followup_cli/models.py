@@ -125,7 +125,9 @@ def parse_lead(row: Mapping[str, Any]) -> Lead:
         raise BadLead("?", "id", "missing lead id")
     recipient = _text(row.get("recipient_id"))
     if not recipient or not recipient.strip():
-        raise BadLead(lead_id, "recipient_id", "missing recipient (IGSID); the lead cannot be messaged")
+        raise BadLead(
+            lead_id, "recipient_id", "missing recipient (IGSID); the lead cannot be messaged"
+        )
     times: dict[str, datetime | None] = {}
     for col in ("last_inbound_at", "last_outbound_at", "converted_at"):
         try:

@@ -59,7 +59,11 @@ class Renderer:
                 if msg.variants:
                     for vi, v in enumerate(msg.variants):
                         src = v.template if v.template is not None else msg.template
-                        loc = (*base, "variants", vi, "template") if v.template else (*base, "template")
+                        loc = (
+                            (*base, "variants", vi, "template")
+                            if v.template
+                            else (*base, "template")
+                        )
                         self._compile((seq.id, msg.id, v.id), src, loc)
                 else:
                     self._compile((seq.id, msg.id, None), msg.template, (*base, "template"))

@@ -145,7 +145,9 @@ def choose_variant(lead_id: str, sequence_id: str, message: Message) -> str | No
 
 
 def in_holdout(lead_id: str, sequence: Sequence) -> bool:
-    return sequence.holdout > 0 and stable_fraction("holdout", lead_id, sequence.id) < sequence.holdout
+    return (
+        sequence.holdout > 0 and stable_fraction("holdout", lead_id, sequence.id) < sequence.holdout
+    )
 
 
 # --------------------------------------------------------------------- conditions
@@ -229,7 +231,11 @@ def describe_conditions(conditions: tuple[Condition, ...]) -> list[str]:
     for c in conditions:
         if c.any is not None or c.all is not None:
             inner = " | ".join(describe_conditions(c.any or ())) if c.any is not None else None
-            out.append(f"any of ({inner})" if inner else f"all of ({', '.join(describe_conditions(c.all or ()))})")
+            out.append(
+                f"any of ({inner})"
+                if inner
+                else f"all of ({', '.join(describe_conditions(c.all or ()))})"
+            )
         else:
             value = "" if c.op == "exists" and c.value is None else f" {c.value!r}"
             out.append(f"{c.field} {c.op}{value}")
@@ -331,7 +337,9 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
     # Opt-out: recorded, or a keyword in the lead's last message.
     kw = keyword_optout(lead.last_inbound_text, st.optout_keywords)
     if state.opted_out:
-        checks.append(Check("opt-out", False, f"opted out ({state.optout_reason or 'no reason given'})"))
+        checks.append(
+            Check("opt-out", False, f"opted out ({state.optout_reason or 'no reason given'})")
+        )
         return stop("opted_out", "the lead opted out")
     if kw:
         d.keyword_optout = kw
@@ -348,12 +356,20 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
         checks.append(
             Check("score", False, f"score {lead.score} is outside {st.min_score}-{st.max_score}")
         )
-        return stop("score_out_of_range", f"score {lead.score} is outside {st.min_score}-{st.max_score}")
-    checks.append(Check("score", True, f"score {lead.score} is within {st.min_score}-{st.max_score}"))
+        return stop(
+            "score_out_of_range", f"score {lead.score} is outside {st.min_score}-{st.max_score}"
+        )
+    checks.append(
+        Check("score", True, f"score {lead.score} is within {st.min_score}-{st.max_score}")
+    )
 
     if len(counted) >= st.max_followups_per_lead:
         checks.append(
-            Check("lead limit", False, f"{len(counted)} of {st.max_followups_per_lead} follow-ups used")
+            Check(
+                "lead limit",
+                False,
+                f"{len(counted)} of {st.max_followups_per_lead} follow-ups used",
+            )
         )
         return stop("lead_limit", f"the lead already had {len(counted)} follow-ups (the limit)")
     checks.append(
@@ -366,7 +382,9 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
         d.anchor_at = enrollment.anchor_at
         if seq is None:
             checks.append(Check("sequence", False, f"{enrollment.sequence_id} was removed"))
-            return stop("sequence_removed", f"sequence {enrollment.sequence_id} is no longer configured")
+            return stop(
+                "sequence_removed", f"sequence {enrollment.sequence_id} is no longer configured"
+            )
         d.sequence = seq
         if lead.last_inbound_at is not None and lead.last_inbound_at > enrollment.anchor_at:
             checks.append(Check("silence", False, f"the lead replied {_fmt(lead.last_inbound_at)}"))
@@ -378,7 +396,9 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
         if not trigger_holds(seq, lead):
             checks.append(Check("trigger", False, f"{seq.id}'s trigger no longer matches"))
             return stop("trigger_mismatch", f"sequence {seq.id}'s trigger no longer matches")
-        checks.append(Check("sequence", True, f"enrolled in {seq.id} since {_fmt(enrollment.started_at)}"))
+        checks.append(
+            Check("sequence", True, f"enrolled in {seq.id} since {_fmt(enrollment.started_at)}")
+        )
         if enrollment.holdout:
             checks.append(Check("holdout", False, f"in {seq.id}'s holdout group: never messaged"))
             last = max((m.delay_hours for m in seq.messages), default=0)
@@ -409,7 +429,9 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
                         "no new conversation since",
                     )
                 )
-                return stop("sequence_done", f"{last_prev.sequence_id} ended: {last_prev.ended_reason}")
+                return stop(
+                    "sequence_done", f"{last_prev.sequence_id} ended: {last_prev.ended_reason}"
+                )
         checks.append(Check("silence", True, f"silent since {_fmt(d.anchor_at)} (we wrote last)"))
         done = {e.sequence_id for e in state.enrollments}
         seq = None
@@ -471,22 +493,34 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
                 Check("due", True, f"due {_fmt(d.due_at)}, pulled forward: the window closes first")
             )
         else:
-            checks.append(Check("due", False, f"step {d.step} ({d.message.id}) is due {_fmt(d.due_at)}"))
+            checks.append(
+                Check("due", False, f"step {d.step} ({d.message.id}) is due {_fmt(d.due_at)}")
+            )
             note = ""
             if d.window_closes_at is not None and d.window_closes_at <= d.due_at:
                 note = f"; the messaging window closes earlier ({_fmt(d.window_closes_at)})"
             return wait("not_due", f"{d.message.id} is due {_fmt(d.due_at)}{note}", d.due_at)
     else:
-        checks.append(Check("due", True, f"step {d.step} ({d.message.id}) was due {_fmt(d.due_at)}"))
+        checks.append(
+            Check("due", True, f"step {d.step} ({d.message.id}) was due {_fmt(d.due_at)}")
+        )
 
     if lead.last_inbound_at is not None:
         quiet_ok = lead.last_inbound_at + _h(st.no_response_hours)
         if now < quiet_ok:
             checks.append(
-                Check("no response", False, f"the lead wrote {_fmt(lead.last_inbound_at)}; "
-                      f"silent {st.no_response_hours:g}h at {_fmt(quiet_ok)}")
+                Check(
+                    "no response",
+                    False,
+                    f"the lead wrote {_fmt(lead.last_inbound_at)}; "
+                    f"silent {st.no_response_hours:g}h at {_fmt(quiet_ok)}",
+                )
             )
-            return wait("not_silent_long_enough", f"silent for {st.no_response_hours:g}h at {_fmt(quiet_ok)}", quiet_ok)
+            return wait(
+                "not_silent_long_enough",
+                f"silent for {st.no_response_hours:g}h at {_fmt(quiet_ok)}",
+                quiet_ok,
+            )
     checks.append(Check("no response", True, f"no inbound for {st.no_response_hours:g}h or more"))
 
     if window is not None:
@@ -496,38 +530,62 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
                 if d.window_closes_at is None
                 else f"it closed {_fmt(d.window_closes_at)}"
             )
-            checks.append(Check("window", False, f"outside the {window:g}h messaging window: {why}"))
+            checks.append(
+                Check("window", False, f"outside the {window:g}h messaging window: {why}")
+            )
             d.action, d.reason = "skip", "outside_window"
             d.detail = f"outside the {window:g}h messaging window ({why}); hand off to a human"
             return d
-        checks.append(Check("window", True, f"inside the messaging window until {_fmt(d.window_closes_at)}"))
+        checks.append(
+            Check("window", True, f"inside the messaging window until {_fmt(d.window_closes_at)}")
+        )
     else:
         checks.append(Check("window", True, "the channel has no messaging window"))
 
     if d.last_followup_at is not None:
         ok_at = d.last_followup_at + _h(st.min_interval_hours)
         if now < ok_at:
-            checks.append(Check("interval", False, f"last follow-up {_fmt(d.last_followup_at)}; next allowed {_fmt(ok_at)}"))
-            return wait("min_interval", f"min interval: next follow-up allowed {_fmt(ok_at)}", ok_at)
-    checks.append(Check("interval", True, f"at least {st.min_interval_hours:g}h since the last follow-up"))
+            checks.append(
+                Check(
+                    "interval",
+                    False,
+                    f"last follow-up {_fmt(d.last_followup_at)}; next allowed {_fmt(ok_at)}",
+                )
+            )
+            return wait(
+                "min_interval", f"min interval: next follow-up allowed {_fmt(ok_at)}", ok_at
+            )
+    checks.append(
+        Check("interval", True, f"at least {st.min_interval_hours:g}h since the last follow-up")
+    )
 
     today = local_day(now, st.timezone)
     today_count = sum(1 for f in counted if local_day(f.at, st.timezone) == today)
     if today_count >= st.max_per_lead_per_day:
         until = next_local_midnight(now, st.timezone)
-        checks.append(Check("daily cap", False, f"{today_count} of {st.max_per_lead_per_day} today"))
+        checks.append(
+            Check("daily cap", False, f"{today_count} of {st.max_per_lead_per_day} today")
+        )
         return wait("daily_cap", f"daily cap reached; next day starts {_fmt(until)}", until)
     checks.append(Check("daily cap", True, f"{today_count} of {st.max_per_lead_per_day} today"))
 
     quiet_end = quiet_until(now, st, lead.timezone)
     if quiet_end is not None:
-        checks.append(Check("quiet hours", False, f"quiet hours in {lead.timezone or st.timezone} until {_fmt(quiet_end)}"))
+        checks.append(
+            Check(
+                "quiet hours",
+                False,
+                f"quiet hours in {lead.timezone or st.timezone} until {_fmt(quiet_end)}",
+            )
+        )
         return wait("quiet_hours", f"quiet hours until {_fmt(quiet_end)}", quiet_end)
     checks.append(Check("quiet hours", True, "outside quiet hours"))
 
     d.action = "send"
     d.reason = "pulled_forward" if pulled else "due"
-    d.detail = f"send {seq.id} step {d.step} ({d.message.id}{'/' + d.variant_id if d.variant_id else ''})"
+    d.detail = (
+        f"send {seq.id} step {d.step} ({d.message.id}{'/' + d.variant_id if d.variant_id else ''})"
+    )
     return d
 
 

@@ -26,10 +26,21 @@ def setup(tmp_path: Path) -> tuple[Path, LeadDB]:
     t = NOW - timedelta(hours=5)
     db.insert(
         lead("due1", last_inbound_at=t, last_outbound_at=t + timedelta(hours=1)),
-        lead("due2", last_inbound_at=t, last_outbound_at=t + timedelta(hours=1), first_name=None, username="bob"),
+        lead(
+            "due2",
+            last_inbound_at=t,
+            last_outbound_at=t + timedelta(hours=1),
+            first_name=None,
+            username="bob",
+        ),
         lead("waiting", last_inbound_at=NOW - timedelta(hours=1), last_outbound_at=t),
         lead("garbage", last_inbound_at="last tuesday", last_outbound_at=t),
-        lead("norecipient", recipient_id=None, last_inbound_at=t, last_outbound_at=t + timedelta(hours=1)),
+        lead(
+            "norecipient",
+            recipient_id=None,
+            last_inbound_at=t,
+            last_outbound_at=t + timedelta(hours=1),
+        ),
     )
     return cfg, db
 
@@ -45,7 +56,9 @@ def test_help_lists_every_command() -> None:
         assert cmd in r.stdout, cmd
 
 
-def test_run__console_channel_sends_due_leads_and_names_bad_rows(setup: tuple[Path, LeadDB]) -> None:
+def test_run__console_channel_sends_due_leads_and_names_bad_rows(
+    setup: tuple[Path, LeadDB],
+) -> None:
     cfg, db = setup
     r = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
     assert r.returncode == 0, r.stderr
@@ -72,7 +85,9 @@ def test_run__dry_run_sends_nothing_and_writes_nothing(setup: tuple[Path, LeadDB
     assert "Nothing was sent or written" in r.stdout
     assert digest(Path(db.url)) == before
     assert db.tracking() == []
-    js = followup("run", "--dry-run", "--json", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    js = followup(
+        "run", "--dry-run", "--json", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat()
+    )
     data = json.loads(js.stdout)
     assert data["would_send"] == 2 and data["dry_run"] is True
     assert {m["lead_id"] for m in data["messages"]} == {"due1", "due2"}
@@ -80,7 +95,18 @@ def test_run__dry_run_sends_nothing_and_writes_nothing(setup: tuple[Path, LeadDB
 
 def test_run__limit_and_account_filter(setup: tuple[Path, LeadDB]) -> None:
     cfg, db = setup
-    r = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat(), "--limit", "1", "--json")
+    r = followup(
+        "run",
+        "--config",
+        str(cfg),
+        "--db",
+        db.url,
+        "--now",
+        NOW.isoformat(),
+        "--limit",
+        "1",
+        "--json",
+    )
     data = json.loads(r.stdout)
     assert data["sent"] == 1 and data["deferred"] == {"limit": 1}
     bad = followup("run", "--config", str(cfg), "--db", db.url, "--account", "nope")
@@ -97,7 +123,9 @@ def test_run__limit_and_account_filter(setup: tuple[Path, LeadDB]) -> None:
         (["--config", "missing.yaml"], "no such file"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_nothing_sent(setup: tuple[Path, LeadDB], args: list[str], message: str) -> None:
+def test_bad_input_is_one_line_exit_2_nothing_sent(
+    setup: tuple[Path, LeadDB], args: list[str], message: str
+) -> None:
     cfg, db = setup
     base = {"--config": str(cfg), "--db": db.url}
     for flag, value in zip(args[::2], args[1::2], strict=True):
@@ -114,7 +142,9 @@ def test_bad_input_is_one_line_exit_2_nothing_sent(setup: tuple[Path, LeadDB], a
 def _has_tracking(db: LeadDB) -> bool:
     conn = sqlite3.connect(db.url)
     try:
-        return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE name='followup_tracking'").fetchall())
+        return bool(
+            conn.execute("SELECT 1 FROM sqlite_master WHERE name='followup_tracking'").fetchall()
+        )
     finally:
         conn.close()
 
@@ -143,7 +173,17 @@ def test_explain__says_why_in_words_and_json(setup: tuple[Path, LeadDB]) -> None
     r = followup("explain", "due1", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
     assert r.returncode == 0, r.stderr
     assert "DUE NOW" in r.stdout and "m1" in r.stdout and "window" in r.stdout
-    w = followup("explain", "waiting", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat(), "--json")
+    w = followup(
+        "explain",
+        "waiting",
+        "--config",
+        str(cfg),
+        "--db",
+        db.url,
+        "--now",
+        NOW.isoformat(),
+        "--json",
+    )
     data = json.loads(w.stdout)
     assert data["action"] == "none" and data["reason"] == "waiting_for_human"
     assert any(c["rule"] == "silence" and c["ok"] is False for c in data["checks"])
@@ -153,7 +193,9 @@ def test_explain__says_why_in_words_and_json(setup: tuple[Path, LeadDB]) -> None
 
 def test_optout__stops_a_lead_and_undo_resumes(setup: tuple[Path, LeadDB]) -> None:
     cfg, db = setup
-    r = followup("optout", "due1", "--reason", "asked by phone", "--config", str(cfg), "--db", db.url)
+    r = followup(
+        "optout", "due1", "--reason", "asked by phone", "--config", str(cfg), "--db", db.url
+    )
     assert r.returncode == 0 and "opted out" in r.stdout
     listed = followup("optout", "--list", "--config", str(cfg), "--db", db.url)
     assert "due1" in listed.stdout and "asked by phone" in listed.stdout
@@ -169,16 +211,22 @@ def test_optout__stops_a_lead_and_undo_resumes(setup: tuple[Path, LeadDB]) -> No
 def test_run__second_run_on_a_locked_sqlite_store_exits_75(setup: tuple[Path, LeadDB]) -> None:
     cfg, db = setup
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time, json;"
-         f"fd = os.open({db.url + '.lock'!r}, os.O_RDWR | os.O_CREAT);"
-         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, json.dumps({'pid': os.getpid(), 'host': 'h', 'started_at': 'x'}).encode());"
-         "print('locked', flush=True); time.sleep(30)"],
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time, json;"
+            f"fd = os.open({db.url + '.lock'!r}, os.O_RDWR | os.O_CREAT);"
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, json.dumps({'pid': os.getpid(), 'host': 'h', 'started_at': 'x'}).encode());"
+            "print('locked', flush=True); time.sleep(30)",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        r = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat(), "--wait", "0.2")
+        r = followup(
+            "run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat(), "--wait", "0.2"
+        )
         assert r.returncode == 75
         assert f"pid {holder.pid}" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     finally:
@@ -206,5 +254,7 @@ def test_demo_runs_a_full_cycle_from_a_fresh_directory(tmp_path: Path) -> None:
 
 
 def test_python_dash_m_works() -> None:
-    r = subprocess.run([sys.executable, "-m", "followup_cli", "--help"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "followup_cli", "--help"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and "followup" in r.stdout

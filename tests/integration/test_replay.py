@@ -43,15 +43,29 @@ def test_replay__each_lead_gets_exactly_the_due_steps_at_the_right_slots(
         lead("a1", last_inbound_at=day0 - timedelta(minutes=30), last_outbound_at=day0),
         # Wrote at 08:00, we answered 08:10: m1 due 11:10 -> 14:00 run; m2 due Tue 04:10,
         # window closes Tue 08:00: skipped at Tue 09:00.
-        lead("a2", last_inbound_at=day0 + timedelta(hours=2), last_outbound_at=day0 + timedelta(hours=2, minutes=10)),
+        lead(
+            "a2",
+            last_inbound_at=day0 + timedelta(hours=2),
+            last_outbound_at=day0 + timedelta(hours=2, minutes=10),
+        ),
         # The lead wrote last: waits for a human, never messaged.
         lead("a3", last_inbound_at=day0 + timedelta(hours=1), last_outbound_at=day0),
         # Out of score range.
         lead("a4", score=8, last_inbound_at=day0 - timedelta(minutes=30), last_outbound_at=day0),
         # Converted.
-        lead("a5", converted_at=day0, last_inbound_at=day0 - timedelta(minutes=30), last_outbound_at=day0),
+        lead(
+            "a5",
+            converted_at=day0,
+            last_inbound_at=day0 - timedelta(minutes=30),
+            last_outbound_at=day0,
+        ),
         # Wrote "stop".
-        lead("a6", last_inbound_text="STOP please", last_inbound_at=day0 - timedelta(minutes=30), last_outbound_at=day0),
+        lead(
+            "a6",
+            last_inbound_text="STOP please",
+            last_inbound_at=day0 - timedelta(minutes=30),
+            last_outbound_at=day0,
+        ),
     )
     env = {"FOLLOWUP_TOKEN_A": "tok-a"}
     seen: list[tuple[str, str, str]] = []
@@ -79,9 +93,16 @@ def test_replay__each_lead_gets_exactly_the_due_steps_at_the_right_slots(
     assert optouts == [{"lead_id": "a6", "source": "keyword"}]
 
 
-def test_replay__second_step_goes_out_when_the_window_allows(tmp_path: Path, db: LeadDB, graph: FakeGraphAPI) -> None:
+def test_replay__second_step_goes_out_when_the_window_allows(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
     cfg = base_config(
-        channel={"type": "instagram", "api_base": graph.base_url, "window_hours": 24, "max_retries": 0}
+        channel={
+            "type": "instagram",
+            "api_base": graph.base_url,
+            "window_hours": 24,
+            "max_retries": 0,
+        }
     )
     cfg["sequences"][0]["messages"][1]["delay_hours"] = 8
     path = write_config(tmp_path / "sequences.yaml", cfg)
@@ -89,7 +110,9 @@ def test_replay__second_step_goes_out_when_the_window_allows(tmp_path: Path, db:
     db.insert(lead("b1", last_inbound_at=t, last_outbound_at=t + timedelta(minutes=5)))
     env = {"FOLLOWUP_TOKEN_A": "tok-a"}
     for at in slots(1):
-        r = followup("run", "--config", str(path), "--db", db.url, "--now", at.isoformat(), "--json", env=env)
+        r = followup(
+            "run", "--config", str(path), "--db", db.url, "--now", at.isoformat(), "--json", env=env
+        )
         assert r.returncode == 0, r.stderr
         json.loads(r.stdout)
     texts = [c.text for c in graph.deliveries_to("ig_b1")]

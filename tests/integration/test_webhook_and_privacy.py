@@ -70,14 +70,25 @@ def receiver() -> Iterator[Receiver]:
         yield r
 
 
-def test_webhook__posts_signed_json_once_per_step(tmp_path: Path, db: LeadDB, receiver: Receiver) -> None:
-    cfg = base_config(channel={"type": "webhook", "url": receiver.url, "secret_env": "HOOK_SECRET", "window_hours": 24})
+def test_webhook__posts_signed_json_once_per_step(
+    tmp_path: Path, db: LeadDB, receiver: Receiver
+) -> None:
+    cfg = base_config(
+        channel={
+            "type": "webhook",
+            "url": receiver.url,
+            "secret_env": "HOOK_SECRET",
+            "window_hours": 24,
+        }
+    )
     path = write_config(tmp_path / "sequences.yaml", cfg)
     t = NOW - timedelta(hours=5)
     db.insert(lead("w1", last_inbound_at=t, last_outbound_at=t + timedelta(hours=1)))
     env = {"HOOK_SECRET": "s3cret"}
     for _ in range(2):
-        r = followup("run", "--config", str(path), "--db", db.url, "--now", NOW.isoformat(), env=env)
+        r = followup(
+            "run", "--config", str(path), "--db", db.url, "--now", NOW.isoformat(), env=env
+        )
         assert r.returncode == 0, r.stderr
     assert len(receiver.requests) == 1
     req = receiver.requests[0]
@@ -91,7 +102,9 @@ def test_webhook__posts_signed_json_once_per_step(tmp_path: Path, db: LeadDB, re
     assert rows == [{"status": "sent", "external_id": "hook-1"}]
 
 
-def test_webhook__permanent_4xx_is_failed_and_exit_3(tmp_path: Path, db: LeadDB, receiver: Receiver) -> None:
+def test_webhook__permanent_4xx_is_failed_and_exit_3(
+    tmp_path: Path, db: LeadDB, receiver: Receiver
+) -> None:
     cfg = base_config(channel={"type": "webhook", "url": receiver.url, "window_hours": None})
     path = write_config(tmp_path / "sequences.yaml", cfg)
     t = NOW - timedelta(hours=5)
@@ -103,14 +116,18 @@ def test_webhook__permanent_4xx_is_failed_and_exit_3(tmp_path: Path, db: LeadDB,
     assert db.query("SELECT status FROM followup_tracking") == [{"status": "failed"}]
 
 
-def test_bodies_encrypted_at_rest_and_token_never_stored(tmp_path: Path, db: LeadDB, graph: FakeGraphAPI) -> None:
+def test_bodies_encrypted_at_rest_and_token_never_stored(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
     cfg = base_config(channel={"type": "instagram", "api_base": graph.base_url, "window_hours": 24})
     path = write_config(tmp_path / "sequences.yaml", cfg)
     t = NOW - timedelta(hours=5)
     db.insert(lead("e1", last_inbound_at=t, last_outbound_at=t + timedelta(hours=1)))
     key = new_key()
     env = {"FOLLOWUP_TOKEN_A": "tok-a", "FOLLOWUP_ENCRYPTION_KEY": key}
-    r = followup("run", "--config", str(path), "--db", db.url, "--now", NOW.isoformat(), "--json", env=env)
+    r = followup(
+        "run", "--config", str(path), "--db", db.url, "--now", NOW.isoformat(), "--json", env=env
+    )
     assert r.returncode == 0, r.stderr
     assert "tok-a" not in r.stdout + r.stderr
     row = db.query("SELECT body, body_encrypted FROM followup_tracking")[0]
@@ -120,5 +137,7 @@ def test_bodies_encrypted_at_rest_and_token_never_stored(tmp_path: Path, db: Lea
     for table in ("followup_tracking", "followup_audit", "followup_runs"):
         dump = json.dumps(db.query(f"SELECT * FROM {table}"), default=str)
         assert "tok-a" not in dump, table
-    bad = followup("run", "--config", str(path), "--db", db.url, env={**env, "FOLLOWUP_ENCRYPTION_KEY": "nope"})
+    bad = followup(
+        "run", "--config", str(path), "--db", db.url, env={**env, "FOLLOWUP_ENCRYPTION_KEY": "nope"}
+    )
     assert bad.returncode == 2 and "FOLLOWUP_ENCRYPTION_KEY" in bad.stderr

@@ -43,15 +43,35 @@ def test_the_repository_example_is_valid() -> None:
     [
         (lambda c: c["sequences"][0].update(max_folowups=2), "max_folowups", "unknown key"),
         (lambda c: c["settings"].update(min_scor=1), "min_scor", "unknown key"),
-        (lambda c: c["sequences"][0]["messages"][0].update(delay_hours="soon"), "delay_hours: soon", "valid number"),
-        (lambda c: c["sequences"][0]["messages"][0].update(delay_hours=-1), "delay_hours: -1", "greater than or equal"),
-        (lambda c: c["sequences"][0]["messages"][0].update(type="image"), "type: image", "media_url"),
+        (
+            lambda c: c["sequences"][0]["messages"][0].update(delay_hours="soon"),
+            "delay_hours: soon",
+            "valid number",
+        ),
+        (
+            lambda c: c["sequences"][0]["messages"][0].update(delay_hours=-1),
+            "delay_hours: -1",
+            "greater than or equal",
+        ),
+        (
+            lambda c: c["sequences"][0]["messages"][0].update(type="image"),
+            "type: image",
+            "media_url",
+        ),
         (lambda c: c["sequences"][0]["messages"][0].update(type="gif"), "type: gif", "got 'gif'"),
         (lambda c: c["sequences"][0]["trigger"][0].update(op="inn"), "op: inn", "unknown op 'inn'"),
-        (lambda c: c["sequences"][0]["trigger"][0].update(field="scroe"), "field: scroe", "unknown field 'scroe'"),
+        (
+            lambda c: c["sequences"][0]["trigger"][0].update(field="scroe"),
+            "field: scroe",
+            "unknown field 'scroe'",
+        ),
         (lambda c: c["sequences"][0]["trigger"][0].update(value=3), "value: 3", "list of two"),
         (lambda c: c["settings"].update(timezone="Mars/Base"), "Mars/Base", "unknown time zone"),
-        (lambda c: c["settings"].update(quiet_hours={"start": "9pm", "end": "09:00"}), "9pm", "HH:MM"),
+        (
+            lambda c: c["settings"].update(quiet_hours={"start": "9pm", "end": "09:00"}),
+            "9pm",
+            "HH:MM",
+        ),
         (lambda c: c["settings"].update(min_score=7), "min_score: 7", "above max_score"),
         (lambda c: c["channel"].update(type="sms"), "type: sms", "got 'sms'"),
     ],
@@ -70,13 +90,30 @@ def test_schema_errors_name_the_line(mutate: Any, needle: str, expect: str) -> N
 @pytest.mark.parametrize(
     ("mutate", "expect"),
     [
-        (lambda c: c["sequences"].append(copy.deepcopy(c["sequences"][0])), "duplicate sequence id 's1'"),
+        (
+            lambda c: c["sequences"].append(copy.deepcopy(c["sequences"][0])),
+            "duplicate sequence id 's1'",
+        ),
         (lambda c: c["sequences"][0]["messages"][1].update(id="m1"), "duplicate message id 'm1'"),
-        (lambda c: c["sequences"][0]["messages"][0].update(template="Hi {{ lead.frist_name }}"), "frist_name"),
-        (lambda c: c["sequences"][0]["messages"][0].update(template="Hi {{ lead.first_name "), "does not compile"),
-        (lambda c: c["sequences"][0]["messages"][0].update(template="{{ lead.attributes.colour }}"), "colour"),
+        (
+            lambda c: c["sequences"][0]["messages"][0].update(template="Hi {{ lead.frist_name }}"),
+            "frist_name",
+        ),
+        (
+            lambda c: c["sequences"][0]["messages"][0].update(template="Hi {{ lead.first_name "),
+            "does not compile",
+        ),
+        (
+            lambda c: c["sequences"][0]["messages"][0].update(
+                template="{{ lead.attributes.colour }}"
+            ),
+            "colour",
+        ),
         (lambda c: c["sequences"][0]["messages"][1].update(delay_hours=1), "must not decrease"),
-        (lambda c: c.update(channel={"type": "instagram"}, accounts=[{"id": "acct_a"}]), "needs `ig_user_id:`"),
+        (
+            lambda c: c.update(channel={"type": "instagram"}, accounts=[{"id": "acct_a"}]),
+            "needs `ig_user_id:`",
+        ),
     ],
 )
 def test_semantic_errors_name_sequence_and_message(mutate: Any, expect: str) -> None:
@@ -89,7 +126,9 @@ def test_semantic_errors_name_sequence_and_message(mutate: Any, expect: str) -> 
 
 def test_template_may_use_attributes_the_trigger_names() -> None:
     cfg = base_config()
-    cfg["sequences"][0]["trigger"].append({"field": "attributes.interest", "op": "in", "value": ["pricing"]})
+    cfg["sequences"][0]["trigger"].append(
+        {"field": "attributes.interest", "op": "in", "value": ["pricing"]}
+    )
     cfg["sequences"][0]["messages"][0]["template"] = "About {{ lead.attributes.interest }}?"
     assert problems(cfg) == []
 
@@ -122,7 +161,12 @@ def test_window_warning_for_no_response_hours() -> None:
 
 def test_duplicate_keys_and_bad_yaml() -> None:
     with pytest.raises(ConfigError, match=r"seq.yaml:4: settings.min_score: duplicate key"):
-        parse_config("version: 1\nsettings:\n  min_score: 2\n  min_score: 3\n".replace("  min_score: 2\n  ", "  min_score: 2\n  "), "seq.yaml")
+        parse_config(
+            "version: 1\nsettings:\n  min_score: 2\n  min_score: 3\n".replace(
+                "  min_score: 2\n  ", "  min_score: 2\n  "
+            ),
+            "seq.yaml",
+        )
     with pytest.raises(ConfigError, match=r"seq.yaml:\d+: not valid YAML"):
         parse_config("version: 1\nsettings: {timezone: [\n", "seq.yaml")
     with pytest.raises(ConfigError, match="empty"):

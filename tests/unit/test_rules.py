@@ -74,49 +74,427 @@ def two_sequences() -> dict[str, Any]:
 # (name, lead overrides, state, config overrides, now, expected action, expected reason, step)
 CASES: list[tuple[str, dict, LeadState, dict, datetime, str, str, str | None]] = [
     ("due step is sent", {}, LeadState(), {}, NOW, "send", "due", "m1"),
-    ("due exactly now (inclusive)", {"last_outbound_at": NOW - 3 * H}, LeadState(), {}, NOW, "send", "due", "m1"),
-    ("a second before due waits", {"last_outbound_at": NOW - 3 * H + timedelta(seconds=1)}, LeadState(), {}, NOW, "wait", "not_due", "m1"),
+    (
+        "due exactly now (inclusive)",
+        {"last_outbound_at": NOW - 3 * H},
+        LeadState(),
+        {},
+        NOW,
+        "send",
+        "due",
+        "m1",
+    ),
+    (
+        "a second before due waits",
+        {"last_outbound_at": NOW - 3 * H + timedelta(seconds=1)},
+        LeadState(),
+        {},
+        NOW,
+        "wait",
+        "not_due",
+        "m1",
+    ),
     ("score below range", {"score": 1}, LeadState(), {}, NOW, "none", "score_out_of_range", None),
     ("score at min edge", {"score": 2}, LeadState(), {}, NOW, "send", "due", "m1"),
     ("score at max edge", {"score": 6}, LeadState(), {}, NOW, "send", "due", "m1"),
     ("score above range", {"score": 7}, LeadState(), {}, NOW, "none", "score_out_of_range", None),
     ("score missing", {"score": None}, LeadState(), {}, NOW, "none", "score_out_of_range", None),
-    ("account override of score range", {"score": 7}, LeadState(), {"accounts": [{"id": "acct_a", "settings": {"max_score": 8}}], "sequences": [{**base_config()["sequences"][0], "trigger": []}]}, NOW, "send", "due", "m1"),
-    ("converted_at set", {"converted_at": NOW - 10 * H}, LeadState(), {}, NOW, "none", "converted", None),
+    (
+        "account override of score range",
+        {"score": 7},
+        LeadState(),
+        {
+            "accounts": [{"id": "acct_a", "settings": {"max_score": 8}}],
+            "sequences": [{**base_config()["sequences"][0], "trigger": []}],
+        },
+        NOW,
+        "send",
+        "due",
+        "m1",
+    ),
+    (
+        "converted_at set",
+        {"converted_at": NOW - 10 * H},
+        LeadState(),
+        {},
+        NOW,
+        "none",
+        "converted",
+        None,
+    ),
     ("status converted", {"status": "Converted"}, LeadState(), {}, NOW, "none", "converted", None),
-    ("opted out", {}, LeadState(opted_out=True, optout_reason="asked"), {}, NOW, "none", "opted_out", None),
-    ("opt-out keyword", {"last_inbound_text": "Please STOP."}, LeadState(), {}, NOW, "none", "opted_out", None),
-    ("opt-out phrase", {"last_inbound_text": "no more messages, thanks"}, LeadState(), {}, NOW, "none", "opted_out", None),
-    ("keyword inside a word is not an opt-out", {"last_inbound_text": "nonstop deals?"}, LeadState(), {}, NOW, "send", "due", "m1"),
-    ("lead wrote last waits for a human", {"last_inbound_at": NOW - 3 * H}, LeadState(), {}, NOW, "none", "waiting_for_human", None),
-    ("never contacted", {"last_outbound_at": None}, LeadState(), {}, NOW, "none", "never_contacted", None),
-    ("not silent for no_response_hours", {"last_inbound_at": NOW - 90 * timedelta(minutes=1), "last_outbound_at": NOW - 80 * timedelta(minutes=1)}, LeadState(), {"sequences": [{"id": "s0", "messages": [{"id": "now", "delay_hours": 0, "template": "x"}]}]}, NOW, "wait", "not_silent_long_enough", "now"),
-    ("outside the window", {"last_inbound_at": NOW - 25 * H, "last_outbound_at": NOW - 24.5 * H}, LeadState(), {}, NOW, "skip", "outside_window", "m1"),
-    ("window closes exactly now", {"last_inbound_at": NOW - 24 * H, "last_outbound_at": NOW - 23 * H}, LeadState(), {}, NOW, "skip", "outside_window", "m1"),
-    ("a minute inside the window", {"last_inbound_at": NOW - 24 * H + timedelta(minutes=1), "last_outbound_at": NOW - 23 * H}, LeadState(), {}, NOW, "send", "due", "m1"),
-    ("never wrote to us: no window", {"last_inbound_at": None}, LeadState(), {}, NOW, "skip", "outside_window", "m1"),
-    ("no window on the channel", {"last_inbound_at": None}, LeadState(), {"channel": {"window_hours": None}}, NOW, "send", "due", "m1"),
-    ("quiet hours at 22:00", {"last_inbound_at": NOW + 6 * H, "last_outbound_at": NOW + 7 * H}, LeadState(), {}, NOW + 12 * H, "wait", "quiet_hours", "m1"),
-    ("quiet hours end at 09:00 (exclusive)", {"last_inbound_at": NOW - 6 * H, "last_outbound_at": NOW - 5 * H}, LeadState(), {}, NOW - H, "send", "due", "m1"),
-    ("quiet hours in the lead's own zone", {"timezone": "America/Mexico_City"}, LeadState(), {}, NOW, "wait", "quiet_hours", "m1"),
-    ("min interval not yet", {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H}, LeadState(followups=(sent("m1", NOW - 3 * H),), enrollments=(enrolled(NOW - 21 * H),)), {}, NOW, "wait", "min_interval", "m2"),
-    ("min interval exactly reached", {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H}, LeadState(followups=(sent("m1", NOW - 4 * H),), enrollments=(enrolled(NOW - 21 * H),)), {}, NOW, "send", "due", "m2"),
-    ("unknown outcome counts for the interval", {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H}, LeadState(followups=(sent("m1", NOW - 3 * H, status="unknown"),), enrollments=(enrolled(NOW - 21 * H),)), {}, NOW, "wait", "min_interval", "m2"),
-    ("daily cap", {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H}, LeadState(followups=(sent("m1", NOW - 5 * H),), enrollments=(enrolled(NOW - 21 * H),)), {"settings": {"max_per_lead_per_day": 1}}, NOW, "wait", "daily_cap", "m2"),
-    ("daily cap resets on the operator's next day", {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H}, LeadState(followups=(sent("m1", NOW - 11 * H),), enrollments=(enrolled(NOW - 21 * H),)), {"settings": {"max_per_lead_per_day": 1}}, NOW, "send", "due", "m2"),
-    ("lead limit", {}, LeadState(followups=tuple(sent(f"x{i}", NOW - 100 * H, seq="old") for i in range(5)), enrollments=(enrolled(NOW - 200 * H, seq="old", ended="completed"),)), {}, NOW, "none", "lead_limit", None),
-    ("sequence limit ends the enrollment", {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H}, LeadState(followups=(sent("m1", NOW - 10 * H),), enrollments=(enrolled(NOW - 21 * H),)), {"sequences": [{**base_config()["sequences"][0], "max_followups": 1}]}, NOW, "end", "sequence_limit", None),
-    ("all steps done completes", {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H}, LeadState(followups=(sent("m1", NOW - 15 * H), sent("m2", NOW - 5 * H)), enrollments=(enrolled(NOW - 21 * H),)), {}, NOW, "end", "completed", None),
-    ("a reply ends the enrollment", {"last_inbound_at": NOW - H, "last_outbound_at": NOW - 30 * timedelta(minutes=1)}, LeadState(followups=(sent("m1", NOW - 3 * H),), enrollments=(enrolled(NOW - 10 * H),)), {}, NOW, "end", "replied", None),
-    ("trigger no longer matches", {"score": 4}, LeadState(enrollments=(enrolled(NOW - 4 * H),)), {"sequences": [{**base_config()["sequences"][0], "trigger": [{"field": "score", "op": "gte", "value": 5}]}]}, NOW, "end", "trigger_mismatch", None),
-    ("permanent failure ends the enrollment", {}, LeadState(followups=(sent("m1", NOW - H, status="failed"),), enrollments=(enrolled(NOW - 4 * H),)), {}, NOW, "end", "failed", None),
-    ("inactive step is passed over", {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H}, LeadState(), {"sequences": [{**base_config()["sequences"][0], "messages": [{"id": "m1", "delay_hours": 3, "template": "a", "active": False}, {"id": "m2", "delay_hours": 20, "template": "b"}]}]}, NOW, "send", "due", "m2"),
-    ("inactive sequence is not entered", {}, LeadState(), {"sequences": [{**base_config()["sequences"][0], "active": False}]}, NOW, "none", "no_sequence", None),
-    ("inactive sequence pauses an enrollment", {}, LeadState(enrollments=(enrolled(NOW - 4 * H),)), {"sequences": [{**base_config()["sequences"][0], "active": False}]}, NOW, "none", "sequence_inactive", None),
-    ("no trigger matches", {"attributes": {}}, LeadState(), {"sequences": [{**base_config()["sequences"][0], "trigger": [{"field": "attributes.interest", "op": "exists"}]}]}, NOW, "none", "no_sequence", None),
-    ("disabled account", {}, LeadState(), {"accounts": [{"id": "acct_a", "enabled": False}]}, NOW, "none", "account_disabled", None),
-    ("unknown account", {"account_id": "nobody"}, LeadState(), {}, NOW, "none", "unknown_account", None),
-    ("ended sequence is not re-entered in the same round", {}, LeadState(enrollments=(enrolled(NOW - 4 * H, ended="replied"),)), {}, NOW, "none", "sequence_done", None),
+    (
+        "opted out",
+        {},
+        LeadState(opted_out=True, optout_reason="asked"),
+        {},
+        NOW,
+        "none",
+        "opted_out",
+        None,
+    ),
+    (
+        "opt-out keyword",
+        {"last_inbound_text": "Please STOP."},
+        LeadState(),
+        {},
+        NOW,
+        "none",
+        "opted_out",
+        None,
+    ),
+    (
+        "opt-out phrase",
+        {"last_inbound_text": "no more messages, thanks"},
+        LeadState(),
+        {},
+        NOW,
+        "none",
+        "opted_out",
+        None,
+    ),
+    (
+        "keyword inside a word is not an opt-out",
+        {"last_inbound_text": "nonstop deals?"},
+        LeadState(),
+        {},
+        NOW,
+        "send",
+        "due",
+        "m1",
+    ),
+    (
+        "lead wrote last waits for a human",
+        {"last_inbound_at": NOW - 3 * H},
+        LeadState(),
+        {},
+        NOW,
+        "none",
+        "waiting_for_human",
+        None,
+    ),
+    (
+        "never contacted",
+        {"last_outbound_at": None},
+        LeadState(),
+        {},
+        NOW,
+        "none",
+        "never_contacted",
+        None,
+    ),
+    (
+        "not silent for no_response_hours",
+        {
+            "last_inbound_at": NOW - 90 * timedelta(minutes=1),
+            "last_outbound_at": NOW - 80 * timedelta(minutes=1),
+        },
+        LeadState(),
+        {
+            "sequences": [
+                {"id": "s0", "messages": [{"id": "now", "delay_hours": 0, "template": "x"}]}
+            ]
+        },
+        NOW,
+        "wait",
+        "not_silent_long_enough",
+        "now",
+    ),
+    (
+        "outside the window",
+        {"last_inbound_at": NOW - 25 * H, "last_outbound_at": NOW - 24.5 * H},
+        LeadState(),
+        {},
+        NOW,
+        "skip",
+        "outside_window",
+        "m1",
+    ),
+    (
+        "window closes exactly now",
+        {"last_inbound_at": NOW - 24 * H, "last_outbound_at": NOW - 23 * H},
+        LeadState(),
+        {},
+        NOW,
+        "skip",
+        "outside_window",
+        "m1",
+    ),
+    (
+        "a minute inside the window",
+        {"last_inbound_at": NOW - 24 * H + timedelta(minutes=1), "last_outbound_at": NOW - 23 * H},
+        LeadState(),
+        {},
+        NOW,
+        "send",
+        "due",
+        "m1",
+    ),
+    (
+        "never wrote to us: no window",
+        {"last_inbound_at": None},
+        LeadState(),
+        {},
+        NOW,
+        "skip",
+        "outside_window",
+        "m1",
+    ),
+    (
+        "no window on the channel",
+        {"last_inbound_at": None},
+        LeadState(),
+        {"channel": {"window_hours": None}},
+        NOW,
+        "send",
+        "due",
+        "m1",
+    ),
+    (
+        "quiet hours at 22:00",
+        {"last_inbound_at": NOW + 6 * H, "last_outbound_at": NOW + 7 * H},
+        LeadState(),
+        {},
+        NOW + 12 * H,
+        "wait",
+        "quiet_hours",
+        "m1",
+    ),
+    (
+        "quiet hours end at 09:00 (exclusive)",
+        {"last_inbound_at": NOW - 6 * H, "last_outbound_at": NOW - 5 * H},
+        LeadState(),
+        {},
+        NOW - H,
+        "send",
+        "due",
+        "m1",
+    ),
+    (
+        "quiet hours in the lead's own zone",
+        {"timezone": "America/Mexico_City"},
+        LeadState(),
+        {},
+        NOW,
+        "wait",
+        "quiet_hours",
+        "m1",
+    ),
+    (
+        "min interval not yet",
+        {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H},
+        LeadState(followups=(sent("m1", NOW - 3 * H),), enrollments=(enrolled(NOW - 21 * H),)),
+        {},
+        NOW,
+        "wait",
+        "min_interval",
+        "m2",
+    ),
+    (
+        "min interval exactly reached",
+        {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H},
+        LeadState(followups=(sent("m1", NOW - 4 * H),), enrollments=(enrolled(NOW - 21 * H),)),
+        {},
+        NOW,
+        "send",
+        "due",
+        "m2",
+    ),
+    (
+        "unknown outcome counts for the interval",
+        {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H},
+        LeadState(
+            followups=(sent("m1", NOW - 3 * H, status="unknown"),),
+            enrollments=(enrolled(NOW - 21 * H),),
+        ),
+        {},
+        NOW,
+        "wait",
+        "min_interval",
+        "m2",
+    ),
+    (
+        "daily cap",
+        {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H},
+        LeadState(followups=(sent("m1", NOW - 5 * H),), enrollments=(enrolled(NOW - 21 * H),)),
+        {"settings": {"max_per_lead_per_day": 1}},
+        NOW,
+        "wait",
+        "daily_cap",
+        "m2",
+    ),
+    (
+        "daily cap resets on the operator's next day",
+        {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H},
+        LeadState(followups=(sent("m1", NOW - 11 * H),), enrollments=(enrolled(NOW - 21 * H),)),
+        {"settings": {"max_per_lead_per_day": 1}},
+        NOW,
+        "send",
+        "due",
+        "m2",
+    ),
+    (
+        "lead limit",
+        {},
+        LeadState(
+            followups=tuple(sent(f"x{i}", NOW - 100 * H, seq="old") for i in range(5)),
+            enrollments=(enrolled(NOW - 200 * H, seq="old", ended="completed"),),
+        ),
+        {},
+        NOW,
+        "none",
+        "lead_limit",
+        None,
+    ),
+    (
+        "sequence limit ends the enrollment",
+        {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H},
+        LeadState(followups=(sent("m1", NOW - 10 * H),), enrollments=(enrolled(NOW - 21 * H),)),
+        {"sequences": [{**base_config()["sequences"][0], "max_followups": 1}]},
+        NOW,
+        "end",
+        "sequence_limit",
+        None,
+    ),
+    (
+        "all steps done completes",
+        {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H},
+        LeadState(
+            followups=(sent("m1", NOW - 15 * H), sent("m2", NOW - 5 * H)),
+            enrollments=(enrolled(NOW - 21 * H),),
+        ),
+        {},
+        NOW,
+        "end",
+        "completed",
+        None,
+    ),
+    (
+        "a reply ends the enrollment",
+        {"last_inbound_at": NOW - H, "last_outbound_at": NOW - 30 * timedelta(minutes=1)},
+        LeadState(followups=(sent("m1", NOW - 3 * H),), enrollments=(enrolled(NOW - 10 * H),)),
+        {},
+        NOW,
+        "end",
+        "replied",
+        None,
+    ),
+    (
+        "trigger no longer matches",
+        {"score": 4},
+        LeadState(enrollments=(enrolled(NOW - 4 * H),)),
+        {
+            "sequences": [
+                {
+                    **base_config()["sequences"][0],
+                    "trigger": [{"field": "score", "op": "gte", "value": 5}],
+                }
+            ]
+        },
+        NOW,
+        "end",
+        "trigger_mismatch",
+        None,
+    ),
+    (
+        "permanent failure ends the enrollment",
+        {},
+        LeadState(
+            followups=(sent("m1", NOW - H, status="failed"),), enrollments=(enrolled(NOW - 4 * H),)
+        ),
+        {},
+        NOW,
+        "end",
+        "failed",
+        None,
+    ),
+    (
+        "inactive step is passed over",
+        {"last_inbound_at": NOW - 22 * H, "last_outbound_at": NOW - 21 * H},
+        LeadState(),
+        {
+            "sequences": [
+                {
+                    **base_config()["sequences"][0],
+                    "messages": [
+                        {"id": "m1", "delay_hours": 3, "template": "a", "active": False},
+                        {"id": "m2", "delay_hours": 20, "template": "b"},
+                    ],
+                }
+            ]
+        },
+        NOW,
+        "send",
+        "due",
+        "m2",
+    ),
+    (
+        "inactive sequence is not entered",
+        {},
+        LeadState(),
+        {"sequences": [{**base_config()["sequences"][0], "active": False}]},
+        NOW,
+        "none",
+        "no_sequence",
+        None,
+    ),
+    (
+        "inactive sequence pauses an enrollment",
+        {},
+        LeadState(enrollments=(enrolled(NOW - 4 * H),)),
+        {"sequences": [{**base_config()["sequences"][0], "active": False}]},
+        NOW,
+        "none",
+        "sequence_inactive",
+        None,
+    ),
+    (
+        "no trigger matches",
+        {"attributes": {}},
+        LeadState(),
+        {
+            "sequences": [
+                {
+                    **base_config()["sequences"][0],
+                    "trigger": [{"field": "attributes.interest", "op": "exists"}],
+                }
+            ]
+        },
+        NOW,
+        "none",
+        "no_sequence",
+        None,
+    ),
+    (
+        "disabled account",
+        {},
+        LeadState(),
+        {"accounts": [{"id": "acct_a", "enabled": False}]},
+        NOW,
+        "none",
+        "account_disabled",
+        None,
+    ),
+    (
+        "unknown account",
+        {"account_id": "nobody"},
+        LeadState(),
+        {},
+        NOW,
+        "none",
+        "unknown_account",
+        None,
+    ),
+    (
+        "ended sequence is not re-entered in the same round",
+        {},
+        LeadState(enrollments=(enrolled(NOW - 4 * H, ended="replied"),)),
+        {},
+        NOW,
+        "none",
+        "sequence_done",
+        None,
+    ),
 ]
 
 
@@ -125,7 +503,15 @@ CASES: list[tuple[str, dict, LeadState, dict, datetime, str, str, str | None]] =
     [c[1:] for c in CASES],
     ids=[c[0] for c in CASES],
 )
-def test_decide(overrides: dict, state: LeadState, config: dict, now: datetime, action: str, reason: str, step: str | None) -> None:
+def test_decide(
+    overrides: dict,
+    state: LeadState,
+    config: dict,
+    now: datetime,
+    action: str,
+    reason: str,
+    step: str | None,
+) -> None:
     d = decide(mk_lead(**overrides), state, cfg(**config), now)
     assert (d.action, d.reason) == (action, reason), d.detail
     assert d.message_id == step
@@ -142,7 +528,9 @@ def test_decide__highest_priority_matching_sequence_wins() -> None:
 
 def test_decide__enrollment_keeps_its_sequence_and_silence_start() -> None:
     anchor = NOW - 21 * H
-    state = LeadState(followups=(sent("m1", NOW - 10 * H, seq="low"),), enrollments=(enrolled(anchor, seq="low"),))
+    state = LeadState(
+        followups=(sent("m1", NOW - 10 * H, seq="low"),), enrollments=(enrolled(anchor, seq="low"),)
+    )
     # the host app moved last_outbound_at to our follow-up: the anchor must not move
     lead = mk_lead(last_inbound_at=NOW - 22 * H, last_outbound_at=NOW - 10 * H)
     d = decide(lead, state, cfg(**two_sequences()), NOW)
@@ -166,7 +554,9 @@ def test_decide__pull_forward_sends_at_the_last_slot_before_the_window_closes() 
         {"id": "m1", "delay_hours": 0, "template": "a"},
         {"id": "m2", "delay_hours": 19.5, "template": "b"},
     ]
-    plain = decide(lead, state, cfg(sequences=[raw_seq], settings={"min_interval_hours": 0}), now + 15 * H)
+    plain = decide(
+        lead, state, cfg(sequences=[raw_seq], settings={"min_interval_hours": 0}), now + 15 * H
+    )
     assert (plain.action, plain.reason) == ("wait", "not_due")  # 09:00 next day: not due yet
     pulled = decide(
         lead,
@@ -180,10 +570,14 @@ def test_decide__pull_forward_sends_at_the_last_slot_before_the_window_closes() 
 def test_decide__holdout_share_is_stable_and_close_to_configured() -> None:
     seq = {**base_config()["sequences"][0], "holdout": 0.3}
     config = cfg(sequences=[seq])
-    actions = Counter(decide(mk_lead(id=f"L{i}"), LeadState(), config, NOW).action for i in range(2000))
+    actions = Counter(
+        decide(mk_lead(id=f"L{i}"), LeadState(), config, NOW).action for i in range(2000)
+    )
     assert 0.26 < actions["holdout"] / 2000 < 0.34
     assert actions["holdout"] + actions["send"] == 2000
-    again = Counter(decide(mk_lead(id=f"L{i}"), LeadState(), config, NOW).action for i in range(2000))
+    again = Counter(
+        decide(mk_lead(id=f"L{i}"), LeadState(), config, NOW).action for i in range(2000)
+    )
     assert again == actions
 
 
@@ -203,12 +597,22 @@ def test_variants__deterministic_and_weighted() -> None:
     msg = config.sequences[0].messages[0]
     picks = Counter(choose_variant(f"lead{i}", "s1", msg) for i in range(8000))
     assert 0.72 < picks["a"] / 8000 < 0.78
-    assert all(choose_variant(f"lead{i}", "s1", msg) == choose_variant(f"lead{i}", "s1", msg) for i in range(50))
+    assert all(
+        choose_variant(f"lead{i}", "s1", msg) == choose_variant(f"lead{i}", "s1", msg)
+        for i in range(50)
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("STOP", "stop"), ("please unsubscribe me", "unsubscribe"), ("Stop!", "stop"), ("unstoppable", None), (None, None), ("", None)],
+    [
+        ("STOP", "stop"),
+        ("please unsubscribe me", "unsubscribe"),
+        ("Stop!", "stop"),
+        ("unstoppable", None),
+        (None, None),
+        ("", None),
+    ],
 )
 def test_keyword_optout(text: str | None, expected: str | None) -> None:
     assert keyword_optout(text, ("stop", "unsubscribe", "no more messages")) == expected

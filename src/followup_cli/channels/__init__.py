@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TextIO
 
 from ..config import Config
@@ -11,7 +12,12 @@ from .instagram import InstagramChannel
 from .webhook import WebhookChannel
 
 
-def make_channel(config: Config, stream: TextIO | None = None) -> Channel:
+def make_channel(
+    config: Config,
+    stream: TextIO | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> Channel:
+    """The configured channel; ``sleep`` (default ``time.sleep``) waits between retries."""
     ch = config.channel
     if ch.type == "instagram":
         return InstagramChannel(
@@ -21,6 +27,7 @@ def make_channel(config: Config, stream: TextIO | None = None) -> Channel:
             read_timeout=ch.timeout_seconds,
             max_retries=ch.max_retries,
             max_retry_wait=ch.max_retry_wait_seconds,
+            sleep=sleep,
         )
     if ch.type == "webhook":
         assert ch.url is not None
@@ -31,6 +38,7 @@ def make_channel(config: Config, stream: TextIO | None = None) -> Channel:
             read_timeout=ch.timeout_seconds,
             max_retries=ch.max_retries,
             max_retry_wait=ch.max_retry_wait_seconds,
+            sleep=sleep,
         )
     return ConsoleChannel(stream=stream)
 

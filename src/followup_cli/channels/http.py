@@ -182,19 +182,25 @@ class HttpSender:
         self, url: str, headers: dict[str, str], payload: Any = None, data: bytes | None = None
     ) -> tuple[Attempt, int]:
         """POST with retries for throttle/transient answers; returns the last attempt and count."""
-        planned: dict[str, float] = {}
+        planned: dict[int, float] = {}
 
         def should_retry(a: Attempt) -> bool:
             return a.kind in ("throttle", "transient")
 
+        def planned_wait(state: RetryCallState) -> float:
+            # One draw per attempt, whichever of wait/stop tenacity asks first (it runs
+            # wait before stop): the wait that is checked is the wait that is slept.
+            n = state.attempt_number
+            if n not in planned:
+                a: Attempt = state.outcome.result()  # type: ignore[union-attr]
+                planned[n] = self._wait_for(a, n)
+            return planned[n]
+
         def stop_long_wait(state: RetryCallState) -> bool:
-            a: Attempt = state.outcome.result()  # type: ignore[union-attr]
-            wait = self._wait_for(a, state.attempt_number)
-            planned["wait"] = wait
-            return wait > self.max_retry_wait
+            return planned_wait(state) > self.max_retry_wait
 
         def wait(state: RetryCallState) -> float:
-            return planned.get("wait", 0.0)
+            return planned_wait(state)
 
         retrying = Retrying(
             retry=retry_if_result(should_retry),

@@ -19,7 +19,6 @@ from ..channels.console import ConsoleChannel
 from ..clock import Clock
 from ..config import load_config
 from ..engine import Engine, RunOptions
-from ..models import format_time
 from ..store import open_store
 
 START = datetime(2026, 3, 2, tzinfo=ZoneInfo("Europe/Madrid"))  # a Monday
@@ -56,27 +55,76 @@ def seed_leads(db_path: Path, n: int, rng: random.Random) -> None:
             inbound, text = outbound + timedelta(minutes=rng.randint(5, 90)), "ok let me think"
         else:
             inbound = outbound - timedelta(minutes=rng.randint(2, 180))
-            text = rng.choice(["How much is it?", "Do you ship to Valencia?", "Nice!", "Please STOP"] + [""] * 2)
+            text = rng.choice(
+                ["How much is it?", "Do you ship to Valencia?", "Nice!", "Please STOP"] + [""] * 2
+            )
         converted = outbound + timedelta(hours=1) if status == "converted" else None
         attrs = {"interest": rng.choice(INTERESTS), "source": rng.choice(["ad", "story", "bio"])}
         rows.append(
             (
-                f"lead_{i:03d}", account, "u_1", f"conv_{i:03d}", f"17{i:013d}", username, first,
-                score, status, _iso(inbound), text, _iso(outbound), _iso(converted),
+                f"lead_{i:03d}",
+                account,
+                "u_1",
+                f"conv_{i:03d}",
+                f"17{i:013d}",
+                username,
+                first,
+                score,
+                status,
+                _iso(inbound),
+                text,
+                _iso(outbound),
+                _iso(converted),
                 rng.choice(["Europe/Madrid", "Europe/Madrid", "America/Mexico_City", None]),
                 json.dumps({k: v for k, v in attrs.items() if v}),
             )
         )
-    rows.append(("lead_bad_time", "acct_shop", None, None, "1799", "broken", None, 4, "new",
-                 "yesterday-ish", None, _iso(t0 - timedelta(hours=5)), None, None, None))
-    rows.append(("lead_no_recipient", "acct_shop", None, None, None, "ghost", None, 4, "new",
-                 None, None, _iso(t0 - timedelta(hours=5)), None, None, None))
+    rows.append(
+        (
+            "lead_bad_time",
+            "acct_shop",
+            None,
+            None,
+            "1799",
+            "broken",
+            None,
+            4,
+            "new",
+            "yesterday-ish",
+            None,
+            _iso(t0 - timedelta(hours=5)),
+            None,
+            None,
+            None,
+        )
+    )
+    rows.append(
+        (
+            "lead_no_recipient",
+            "acct_shop",
+            None,
+            None,
+            None,
+            "ghost",
+            None,
+            4,
+            "new",
+            None,
+            None,
+            _iso(t0 - timedelta(hours=5)),
+            None,
+            None,
+            None,
+        )
+    )
     conn.executemany(f"INSERT INTO leads VALUES ({', '.join('?' * 15)})", rows)
     conn.commit()
     conn.close()
 
 
-def simulate_host_app(db_path: Path, messaged: list[str], at: datetime, rng: random.Random) -> Counter:
+def simulate_host_app(
+    db_path: Path, messaged: list[str], at: datetime, rng: random.Random
+) -> Counter:
     """Leads answer some follow-ups; a human answers them; some convert. As a host app would."""
     events: Counter = Counter()
     conn = sqlite3.connect(db_path)
@@ -107,7 +155,9 @@ def simulate_host_app(db_path: Path, messaged: list[str], at: datetime, rng: ran
     return events
 
 
-def run_demo(directory: Path, n_leads: int = 200, days: int = 3, out: Any = None, quiet: bool = False) -> dict[str, Any]:
+def run_demo(
+    directory: Path, n_leads: int = 200, days: int = 3, out: Any = None, quiet: bool = False
+) -> dict[str, Any]:
     """Seed, replay ``days`` of cron runs, print a summary; returns the totals."""
     printer = out.print if out is not None else print
     directory.mkdir(parents=True, exist_ok=True)
@@ -148,20 +198,27 @@ def run_demo(directory: Path, n_leads: int = 200, days: int = 3, out: Any = None
             )
             host_events.update(simulate_host_app(db_path, sent, at, rng))
     rows = store.followups(limit=100_000)
-    by_step = Counter((r["sequence_id"], r["message_id"], r["variant_id"] or "-", r["status"]) for r in rows)
+    by_step = Counter(
+        (r["sequence_id"], r["message_id"], r["variant_id"] or "-", r["status"]) for r in rows
+    )
     printer("\nWhat happened, by step (sequence / message / variant: status count):")
     for (seq, msg, var, status), n in sorted(by_step.items()):
         printer(f"  {seq} / {msg} / {var}: {status} {n}")
     printer(
-        f"\nTotals: {totals['sent']} follow-ups sent; the leads replied {host_events['replied']} times, "
-        f"converted {host_events['converted']} times, and {host_events['wrote stop']} wrote 'stop' "
-        f"(opt-outs recorded: {totals['opt-outs']})."
+        f"\nTotals: {totals['sent']} follow-ups sent; the leads replied "
+        f"{host_events['replied']} times, converted {host_events['converted']} times, and "
+        f"{host_events['wrote stop']} wrote 'stop' after a follow-up (opt-outs recorded, "
+        f"including leads whose last message already said stop: {totals['opt-outs']})."
     )
     skipped = {k: v for k, v in totals.items() if k.startswith("skipped")}
     if skipped:
-        printer("Why some were not sent: " + ", ".join(f"{k.split(': ')[1]} {v}" for k, v in skipped.items()))
+        printer(
+            "Why some were not sent: "
+            + ", ".join(f"{k.split(': ')[1]} {v}" for k, v in skipped.items())
+        )
     printer(
-        f"\nTry: followup explain lead_004 --config {config_path} --now {START.replace(hour=14).isoformat()}"
+        f"\nTry: followup explain lead_004 --config {config_path} "
+        f"--now {START.replace(hour=14).isoformat()}"
         f"\n     followup run --dry-run --config {config_path} --now "
         f"{(START + timedelta(days=days)).replace(hour=9).isoformat()}"
     )

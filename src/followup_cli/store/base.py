@@ -566,6 +566,206 @@ class SqlStore:
             > 0
         )
 
+    # -------------------------------------------- outcomes, events, report (issue 4)
+    _OUTCOME_COLUMNS = ("delivered_at", "read_at", "responded_at", "converted_at")
+
+    def outcome_followups(
+        self, since: datetime | None = None, lead_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Follow-ups that went out (``sent_at`` set), oldest first: what outcomes attach to."""
+        base = (
+            "SELECT id, lead_id, sequence_id, message_id, step, variant_id, account_id, status, "
+            "sent_at, delivered_at, read_at, responded_at, converted_at FROM followup_tracking "
+            "WHERE sent_at IS NOT NULL"
+        )
+        params: dict[str, Any] = {}
+        if since is not None:
+            base += " AND sent_at >= :since"
+            params["since"] = since
+        if lead_ids is None:
+            return self.rows(base + " ORDER BY sent_at, id", params)
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(list(lead_ids), 500):
+            names = {f"p{i}": v for i, v in enumerate(chunk)}
+            inlist = ", ".join(f":{k}" for k in names)
+            out.extend(self.rows(f"{base} AND lead_id IN ({inlist})", {**params, **names}))
+        return sorted(out, key=lambda r: (r["sent_at"], r["id"]))
+
+    def outcome_enrollments(
+        self, since: datetime | None = None, lead_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Enrollments (holdout included) whose silence started since ``since``."""
+        base = "SELECT * FROM followup_enrollments WHERE 1 = 1"
+        params: dict[str, Any] = {}
+        if since is not None:
+            base += " AND anchor_at >= :since"
+            params["since"] = since
+        if lead_ids is None:
+            return self.rows(base + " ORDER BY anchor_at, lead_id", params)
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(list(lead_ids), 500):
+            names = {f"p{i}": v for i, v in enumerate(chunk)}
+            inlist = ", ".join(f":{k}" for k in names)
+            out.extend(self.rows(f"{base} AND lead_id IN ({inlist})", {**params, **names}))
+        return sorted(out, key=lambda r: (r["anchor_at"], r["lead_id"]))
+
+    def set_followup_outcome(
+        self,
+        followup_id: int,
+        column: str,
+        at: datetime,
+        now: datetime,
+        promote_from: Sequence[str] = (),
+        status: str | None = None,
+    ) -> bool:
+        """Record an outcome time on a follow-up when it is new or earlier than the one kept;
+        the status moves to ``status`` only from one of ``promote_from`` (never backwards)."""
+        if column not in self._OUTCOME_COLUMNS:
+            raise ValueError(f"not an outcome column: {column}")
+        params: dict[str, Any] = {"id": followup_id, "at": at, "now": now}
+        sets = f"{column} = :at, updated_at = :now"
+        if status is not None and promote_from:
+            names = {f"f{i}": s for i, s in enumerate(promote_from)}
+            inlist = ", ".join(f":{k}" for k in names)
+            sets += f", status = CASE WHEN status IN ({inlist}) THEN :to ELSE status END"
+            params.update(names, to=status)
+        sql = (
+            f"UPDATE followup_tracking SET {sets} "
+            f"WHERE id = :id AND ({column} IS NULL OR {column} > :at)"
+        )
+        return self._run(sql, params) > 0
+
+    def set_enrollment_outcome(
+        self, lead_id: str, sequence_id: str, column: str, at: datetime
+    ) -> bool:
+        """``responded_at`` / ``converted_at`` of an enrollment: kept when earlier."""
+        if column not in ("responded_at", "converted_at"):
+            raise ValueError(f"not an enrollment outcome column: {column}")
+        sql = (
+            f"UPDATE followup_enrollments SET {column} = :at WHERE lead_id = :l "
+            f"AND sequence_id = :s AND ({column} IS NULL OR {column} > :at)"
+        )
+        return self._run(sql, {"at": at, "l": lead_id, "s": sequence_id}) > 0
+
+    def insert_event(self, row: dict[str, Any]) -> int | None:
+        """Record an ingested event; None when its key was seen before (a duplicate)."""
+        cols = (
+            "event_key", "type", "source", "lead_id", "account_id", "message_id", "at",
+            "outcome", "detail", "ingested_at",
+        )  # fmt: skip
+        sql = (
+            f"INSERT INTO followup_events ({', '.join(cols)}) VALUES "
+            f"({', '.join(':' + c for c in cols)}) "
+            "ON CONFLICT (event_key) DO NOTHING RETURNING id"
+        )
+        out = self._query(sql, {c: row.get(c) for c in cols})
+        return int(out[0]["id"]) if out else None
+
+    def set_event_outcome(self, event_id: int, outcome: str) -> None:
+        self._run(
+            "UPDATE followup_events SET outcome = :o WHERE id = :i", {"o": outcome, "i": event_id}
+        )
+
+    def events(self, lead_id: str | None = None) -> list[dict[str, Any]]:
+        where = "WHERE lead_id = :l" if lead_id else ""
+        return self.rows(f"SELECT * FROM followup_events {where} ORDER BY id", {"l": lead_id})
+
+    def followup_by_external_id(self, external_id: str) -> dict[str, Any] | None:
+        rows = self.rows(
+            "SELECT id, lead_id, sequence_id, account_id, status, sent_at FROM followup_tracking "
+            "WHERE external_id = :m ORDER BY id DESC LIMIT 1",
+            {"m": external_id},
+        )
+        return rows[0] if rows else None
+
+    def lead_for_recipient(self, recipient_id: str, account_id: str | None = None) -> str | None:
+        """The lead an IGSID belongs to: from our tracking rows, else from the lead store."""
+        acct = " AND account_id = :a" if account_id else ""
+        rows = self._query(
+            f"SELECT lead_id FROM followup_tracking WHERE recipient_id = :r{acct} "
+            "ORDER BY id DESC LIMIT 1",
+            {"r": recipient_id, "a": account_id},
+        )
+        if rows:
+            return str(rows[0]["lead_id"])
+        self.lead_columns()
+        acct = " AND l.account_id = :a" if account_id else ""
+        rows = self._query(
+            f"SELECT l.id FROM {self.lead_table} l WHERE l.recipient_id = :r{acct} "
+            "ORDER BY l.id LIMIT 1",
+            {"r": recipient_id, "a": account_id},
+        )
+        return str(rows[0]["id"]) if rows else None
+
+    def report_followups(
+        self, start: datetime, end: datetime, account_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Tracking rows (bodies left out) sent, or else claimed, in [start, end)."""
+        acct = " AND account_id = :a" if account_id else ""
+        cols = ", ".join(c for c in TRACKING_COLUMNS if c not in ("body", "body_encrypted"))
+        return self.rows(
+            f"SELECT id, {cols}, delivered_at, read_at, responded_at, converted_at "
+            "FROM followup_tracking WHERE ((sent_at >= :start AND sent_at < :end) OR "
+            f"(sent_at IS NULL AND claimed_at >= :start AND claimed_at < :end)){acct} ORDER BY id",
+            {"start": start, "end": end, "a": account_id},
+        )
+
+    def report_enrollments(
+        self, start: datetime, end: datetime, account_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Enrollments that started, or whose silence started, in [start, end)."""
+        acct = " AND account_id = :a" if account_id else ""
+        return self.rows(
+            "SELECT * FROM followup_enrollments WHERE "
+            "((started_at >= :start AND started_at < :end) "
+            f"OR (anchor_at >= :start AND anchor_at < :end)){acct} ORDER BY lead_id, sequence_id",
+            {"start": start, "end": end, "a": account_id},
+        )
+
+    def sent_steps(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Sent follow-ups of some (lead, sequence) enrollments, whenever they went out."""
+        out: list[dict[str, Any]] = []
+        leads = sorted({lead for lead, _ in pairs})
+        wanted = set(pairs)
+        for r in self.outcome_followups(lead_ids=leads):
+            if (r["lead_id"], r["sequence_id"]) in wanted:
+                out.append(r)
+        return out
+
+    def qualified_leads(self, account_id: str, min_score: int, max_score: int) -> tuple[int, int]:
+        """(qualified, followed up): leads of an account with a score in range, not converted
+        and not opted out; and how many of them ever received a follow-up."""
+        present = set(self.lead_columns())
+        where = ["l.account_id = :a", "l.score BETWEEN :lo AND :hi"]
+        if "converted_at" in present:
+            where.append("l.converted_at IS NULL")
+        if "status" in present:
+            where.append("(l.status IS NULL OR lower(l.status) <> 'converted')")
+        where.append("NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = l.id)")
+        rows = self._query(
+            "SELECT COUNT(*) AS qualified, COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM "
+            "followup_tracking t WHERE t.lead_id = l.id AND t.sent_at IS NOT NULL) THEN 1 ELSE 0 "
+            f"END), 0) AS followed_up FROM {self.lead_table} l WHERE {' AND '.join(where)}",
+            {"a": account_id, "lo": min_score, "hi": max_score},
+        )
+        return int(rows[0]["qualified"]), int(rows[0]["followed_up"])
+
+    def lead_labels(
+        self, sequence_id: str | None = None, account_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows of the ``followup_lead_labels`` view: leads in a sequence now."""
+        where, params = [], {}
+        if sequence_id:
+            where.append("sequence_id = :s")
+            params["s"] = sequence_id
+        if account_id:
+            where.append("account_id = :a")
+            params["a"] = account_id
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self.rows(
+            f"SELECT * FROM followup_lead_labels {clause} ORDER BY sequence_id, lead_id", params
+        )
+
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):

@@ -105,4 +105,56 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        # Outcomes (issue 4): enrollment-level outcomes (holdout lift), ingested events
+        # (unique key: re-ingesting changes nothing), the host app's "in follow-up" label.
+        "0002_outcomes",
+        [
+            "ALTER TABLE followup_enrollments ADD COLUMN responded_at {ts}",
+            "ALTER TABLE followup_enrollments ADD COLUMN converted_at {ts}",
+            """CREATE TABLE IF NOT EXISTS followup_events (
+                id {id},
+                event_key TEXT NOT NULL,
+                type TEXT NOT NULL,
+                source TEXT NOT NULL,
+                lead_id TEXT,
+                account_id TEXT,
+                message_id TEXT,
+                at {ts} NOT NULL,
+                outcome TEXT NOT NULL,
+                detail TEXT,
+                ingested_at {ts} NOT NULL,
+                CONSTRAINT followup_events_once UNIQUE (event_key)
+            )""",
+            """CREATE INDEX IF NOT EXISTS followup_events_lead ON followup_events (lead_id, at)""",
+            """CREATE INDEX IF NOT EXISTS followup_tracking_external
+                ON followup_tracking (external_id)""",
+            """CREATE INDEX IF NOT EXISTS followup_tracking_recipient
+                ON followup_tracking (recipient_id)""",
+            """CREATE VIEW followup_lead_labels AS
+            SELECT e.lead_id, e.sequence_id, e.account_id, e.started_at,
+                COALESCE((SELECT MAX(t.step) FROM followup_tracking t
+                    WHERE t.lead_id = e.lead_id AND t.sequence_id = e.sequence_id
+                      AND t.sent_at IS NOT NULL), 0) AS step,
+                CASE
+                    WHEN e.holdout THEN 'holdout'
+                    WHEN EXISTS (SELECT 1 FROM followup_tracking t
+                        WHERE t.lead_id = e.lead_id AND t.sequence_id = e.sequence_id
+                          AND t.status = 'pending') THEN 'sending'
+                    WHEN EXISTS (SELECT 1 FROM followup_tracking t
+                        WHERE t.lead_id = e.lead_id AND t.sequence_id = e.sequence_id
+                          AND t.status = 'unknown') THEN 'unknown'
+                    WHEN EXISTS (SELECT 1 FROM followup_tracking t
+                        WHERE t.lead_id = e.lead_id AND t.sequence_id = e.sequence_id
+                          AND t.sent_at IS NOT NULL) THEN 'in_progress'
+                    ELSE 'enrolled'
+                END AS state,
+                (SELECT t.next_followup_at FROM followup_tracking t
+                    WHERE t.lead_id = e.lead_id AND t.sequence_id = e.sequence_id
+                      AND t.status NOT IN ('failed', 'skipped')
+                    ORDER BY t.id DESC LIMIT 1) AS next_followup_at
+            FROM followup_enrollments e
+            WHERE e.ended_at IS NULL""",
+        ],
+    ),
 ]

@@ -1,0 +1,154 @@
+"""Outcomes: what happened after a follow-up went out.
+
+A response (an inbound message) or a conversion is attributed to the **last follow-up
+sent before it** (its sequence, message and variant), within ``ATTRIBUTION_DAYS``; the
+follow-up keeps the time (``responded_at`` / ``converted_at``) so response time and time
+to conversion can be computed. Enrollments (holdout ones included, which get no
+follow-up) keep the first response and the conversion after their silence started, so
+the report can compare messaged leads with the control group.
+
+Two sources feed it, and both are idempotent (a time is only ever replaced by an earlier
+one, a status only moves forward):
+
+* ``reconcile(store, config, now)``: the lead store's ``last_inbound_at`` and
+  ``converted_at``, at the start of every live run (and of ``followup report``);
+* ``events.py``: events from the host app or Instagram webhooks (``followup events ingest``).
+
+Nothing later than ``now`` is recorded: a replay with ``--now`` sees the past as it was.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .config import Config
+from .models import CONVERTED, DELIVERED, READ, RESPONDED, SENT, parse_time
+from .store.base import SqlStore
+
+ATTRIBUTION_DAYS = 30
+ATTRIBUTION = timedelta(days=ATTRIBUTION_DAYS)
+# How far back a reconcile looks: the attribution window plus a week of late data.
+LOOKBACK = ATTRIBUTION + timedelta(days=7)
+
+# Status moves: a later outcome never goes back to an earlier status.
+PROMOTE = {
+    "delivered_at": ((SENT,), DELIVERED),
+    "read_at": ((SENT, DELIVERED), READ),
+    "responded_at": ((SENT, DELIVERED, READ), RESPONDED),
+    "converted_at": ((SENT, DELIVERED, READ, RESPONDED), CONVERTED),
+}
+
+
+@dataclass
+class OutcomeCounts:
+    """What one reconcile (or one ingest) changed."""
+
+    responded: int = 0
+    converted: int = 0
+    delivered: int = 0
+    read: int = 0
+    enrollments_responded: int = 0
+    enrollments_converted: int = 0
+    leads_checked: int = 0
+    bad_times: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def last_before(rows: Sequence[Mapping[str, Any]], at: datetime, key: str = "sent_at") -> Any:
+    """The row with the latest ``key`` strictly before ``at`` and within the attribution
+    window, or None. ``rows`` need not be sorted."""
+    best = None
+    for r in rows:
+        t = r.get(key)
+        if t is None or t >= at or at - t > ATTRIBUTION:
+            continue
+        if best is None or (t, r.get("id", 0)) > (best[key], best.get("id", 0)):
+            best = r
+    return best
+
+
+def record_followup_outcome(
+    store: SqlStore, row: Mapping[str, Any], column: str, at: datetime, now: datetime
+) -> bool:
+    promote_from, status = PROMOTE[column]
+    return store.set_followup_outcome(row["id"], column, at, now, promote_from, status)
+
+
+def attribute(
+    store: SqlStore,
+    followups: Sequence[Mapping[str, Any]],
+    enrollments: Sequence[Mapping[str, Any]],
+    column: str,
+    at: datetime,
+    now: datetime,
+    counts: OutcomeCounts,
+) -> Mapping[str, Any] | None:
+    """Attribute a response (``responded_at``) or conversion (``converted_at``) at ``at`` to
+    the last follow-up and the last enrollment before it; returns that follow-up."""
+    target = last_before(followups, at)
+    if target is not None and record_followup_outcome(store, target, column, at, now):
+        if column == "responded_at":
+            counts.responded += 1
+        else:
+            counts.converted += 1
+    enrollment = last_before(enrollments, at, key="anchor_at")
+    if enrollment is not None and store.set_enrollment_outcome(
+        enrollment["lead_id"], enrollment["sequence_id"], column, at
+    ):
+        if column == "responded_at":
+            counts.enrollments_responded += 1
+        else:
+            counts.enrollments_converted += 1
+    return target
+
+
+def _time(row: Mapping[str, Any], col: str, counts: OutcomeCounts) -> datetime | None:
+    try:
+        return parse_time(row.get(col))
+    except (ValueError, TypeError):
+        counts.bad_times.append(f"lead {row.get('id')}: {col}: not an ISO 8601 timestamp")
+        return None
+
+
+def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
+    """Bring outcomes up to date from the lead store; safe to run any number of times."""
+    del config  # outcomes need only the lead store; the engine passes it for symmetry
+    counts = OutcomeCounts()
+    since = now - LOOKBACK
+    followups = store.outcome_followups(since=since)
+    enrollments = store.outcome_enrollments(since=since)
+    by_lead: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    enr_by_lead: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in followups:
+        by_lead[str(r["lead_id"])].append(r)
+    for e in enrollments:
+        enr_by_lead[str(e["lead_id"])].append(e)
+    lead_ids = sorted(set(by_lead) | set(enr_by_lead))
+    if not lead_ids:
+        return counts
+    leads = store.lead_rows(lead_ids)
+    counts.leads_checked = len(leads)
+    with store.transaction():
+        for lead in leads:
+            lid = str(lead["id"])
+            fu, en = by_lead.get(lid, []), enr_by_lead.get(lid, [])
+            inbound = _time(lead, "last_inbound_at", counts)
+            if inbound is not None and inbound <= now:
+                attribute(store, fu, en, "responded_at", inbound, now, counts)
+            converted = _time(lead, "converted_at", counts)
+            if converted is not None and converted <= now:
+                attribute(store, fu, en, "converted_at", converted, now, counts)
+    return counts
+
+
+def lead_outcome_rows(
+    store: SqlStore, lead_id: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A lead's sent follow-ups and enrollments (every one of them, for events)."""
+    return store.outcome_followups(lead_ids=[lead_id]), store.outcome_enrollments(lead_ids=[lead_id])
