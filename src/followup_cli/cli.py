@@ -85,9 +85,15 @@ def _load(config: str, strict: bool = True) -> LoadedConfig:
     return loaded
 
 
-def _store(loaded: LoadedConfig | None, db: str | None, config_path: str, migrate: bool = True) -> SqlStore:
+def _store(
+    loaded: LoadedConfig | None,
+    db: str | None,
+    config_path: str,
+    migrate: bool = True,
+    readonly: bool = False,
+) -> SqlStore:
     table = loaded.config.settings.lead_table if loaded else "leads"
-    return open_store(resolve_db(db, config_path), table, migrate=migrate)
+    return open_store(resolve_db(db, config_path), table, migrate=migrate, readonly=readonly)
 
 
 def _fmt(dt: datetime | None) -> str:
@@ -131,23 +137,23 @@ def run(
     if not dry_run and not target.startswith(("postgresql://", "postgres://")):
         path = target[len("sqlite:///") :] if target.startswith("sqlite:///") else target
         lock = RunLock(f"{path}.lock", wait_seconds=wait)
-    store = _store(loaded, db, config, migrate=not dry_run)
+    store = _store(loaded, db, config, migrate=not dry_run, readonly=dry_run)
     try:
-        if dry_run and _pending_migrations(store):
-            raise ConfigError(
-                f"{store.describe()}: the tool's tables are not created yet; run `followup run` "
-                "once (or `followup migrate`) before a dry run"
-            )
         store.lead_columns()
         # --json owns stdout: the console channel then prints to stderr
         channel = make_channel(loaded.config, stream=sys.stderr if as_json else None)
         progress = _progress() if sys.stderr.isatty() and not as_json and not dry_run else None
         engine = Engine(loaded, store, channel, Clock(fixed=when), cipher=cipher, progress=progress and progress[1])
+        options = RunOptions(now=when, dry_run=dry_run, account=account, limit=limit, budget_seconds=budget)
         if lock is not None:
             with lock:
-                summary = engine.run(RunOptions(now=when, dry_run=dry_run, account=account, limit=limit, budget_seconds=budget))
+                summary = engine.run(options)
+        elif dry_run and store.pending_migrations():
+            # A fresh store: create the tool's tables in a transaction that is rolled back.
+            with store.scratch():
+                summary = engine.run(options)
         else:
-            summary = engine.run(RunOptions(now=when, dry_run=dry_run, account=account, limit=limit, budget_seconds=budget))
+            summary = engine.run(options)
         if progress:
             progress[0].stop()
         channel.close()
@@ -171,13 +177,7 @@ def run(
 
 
 def _pending_migrations(store: SqlStore) -> bool:
-    from .store.migrations import MIGRATIONS
-
-    try:
-        done = set(store.applied_migrations())
-    except errors.StoreError:
-        return True
-    return any(name not in done for name, _ in MIGRATIONS)
+    return bool(store.pending_migrations())
 
 
 def _progress() -> tuple[Any, Any]:
@@ -283,7 +283,7 @@ def explain(
 
     loaded = _load(config, strict=False)
     when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config, migrate=False)
+    store = _store(loaded, db, config, migrate=False, readonly=True)
     try:
         if _pending_migrations(store):
             from .models import LeadState
@@ -654,6 +654,139 @@ def handoff(
         "Automation never messages outside the window. A human agent may reply within 7 days "
         "of the lead's last message (the HUMAN_AGENT tag); times are UTC."
     )
+
+
+# ------------------------------------------------------- report, events, leads (outcomes)
+
+events_app = typer.Typer(
+    help="Outcome events from the host app or Instagram webhooks.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
+
+
+@app.command("report")
+def report_command(
+    date_: Annotated[
+        str | None, typer.Option("--date", help="One day, YYYY-MM-DD (settings.timezone).")
+    ] = None,
+    days: Annotated[
+        int | None, typer.Option("--days", min=1, help="The N days ending today (default 7).")
+    ] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    now: NowOpt = None,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+) -> None:
+    """KPIs: sent, response and conversion rates, messages, progression, hours, A/B, lift."""
+    from .outcomes import reconcile
+    from .report import build_report, tables, to_csv
+
+    if fmt not in ("table", "json", "csv"):
+        raise ConfigError(f"--format {fmt!r}: use table, json or csv")
+    loaded = _load(config, strict=False)
+    when = _now(now) or datetime.now(UTC)
+    store = _store(loaded, db, config)
+    try:
+        reconcile(store, loaded.config, when)
+        data = build_report(store, loaded.config, when, on=date_, days=days, account=account)
+    finally:
+        store.close()
+    if fmt == "json":
+        _print_json(data)
+    elif fmt == "csv":
+        sys.stdout.write(to_csv(data))
+    else:
+        for part in tables(data):
+            out.print(part)
+
+
+@events_app.command("ingest")
+def events_ingest(
+    source: Annotated[str, typer.Argument(help="JSON lines or webhook payloads; - for stdin.")],
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record delivered, read, replied, converted and opted_out events (idempotent)."""
+    from .events import ingest
+    from .store.base import actor
+
+    loaded = _load(config, strict=False)
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read ({exc})") from None
+    when = _now(now) or datetime.now(UTC)
+    store = _store(loaded, db, config)
+    try:
+        name = "<stdin>" if source == "-" else source
+        result = ingest(store, loaded.config, text, name, when, actor())
+    finally:
+        store.close()
+    data = result.as_dict()
+    if as_json:
+        _print_json(data)
+    else:
+        applied = ", ".join(f"{k} {v}" for k, v in data["applied"].items()) or "nothing new"
+        out.print(
+            f"{data['new']} new event(s), {data['duplicates']} already ingested; applied: {applied}"
+            + (f"; {data['unmatched']} matched no lead" if data["unmatched"] else "")
+            + (f"; {data['optouts']} opt-out(s)" if data["optouts"] else "")
+        )
+    for problem in data["problems"][:20]:
+        err.print(f"followup: {problem}", markup=False)
+    if data["problems"]:
+        n = len(data["problems"])
+        err.print(f"followup: {n} document(s) rejected; the others were ingested")
+        raise typer.Exit(errors.EXIT_USAGE)
+
+
+@app.command("leads")
+def leads_command(
+    sequence: Annotated[str | None, typer.Option("--sequence", help="Only this sequence.")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Leads in a sequence now: step, next due time and state."""
+    from .report import leads_in_sequences
+
+    loaded = _load(config, strict=False)
+    when = _now(now) or datetime.now(UTC)
+    store = _store(loaded, db, config)
+    try:
+        rows = leads_in_sequences(store, loaded.config, when, sequence, account)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no lead is in a sequence")
+        return
+    table = Table(title=f"{len(rows)} lead(s) in a sequence at {when.isoformat()} (times UTC)")
+    for col in ("lead", "account", "sequence", "step", "state", "next", "due", "now"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        steps = f"{r['step']}/{r['steps']}" if r["steps"] else str(r["step"])
+        due = _fmt(parse_time(r["next_due_at"])) if r["next_due_at"] else "-"
+        verdict = f"{r['action']}: {r['reason']}" if r["action"] else "-"
+        cells = (
+            r["lead_id"],
+            r["account_id"] or "-",
+            r["sequence_id"],
+            steps,
+            r["state"],
+            r["next_message_id"] or "-",
+            due,
+            verdict,
+        )
+        table.add_row(*(Text(str(x)) for x in cells))
+    out.print(table)
 
 
 # ----------------------------------------------------------------------- main

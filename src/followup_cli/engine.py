@@ -207,6 +207,9 @@ class Engine:
             budget = self.default_budget_seconds(now)
         if not options.dry_run:
             self.store.start_run(run_id, socket.gethostname(), os.getpid(), self.actor, wall(), now)
+            from .outcomes import reconcile  # responses and conversions since the last run
+
+            reconcile(self.store, self.config, now)
             summary.stale_marked_unknown = self.expire_stale_claims(now, run_id)
             if self.store.config_seen(self.loaded.digest, self.loaded.path, self.actor, now):
                 summary.config_changed = True

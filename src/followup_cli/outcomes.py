@@ -151,4 +151,6 @@ def lead_outcome_rows(
     store: SqlStore, lead_id: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A lead's sent follow-ups and enrollments (every one of them, for events)."""
-    return store.outcome_followups(lead_ids=[lead_id]), store.outcome_enrollments(lead_ids=[lead_id])
+    return store.outcome_followups(lead_ids=[lead_id]), store.outcome_enrollments(
+        lead_ids=[lead_id]
+    )

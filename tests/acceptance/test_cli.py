@@ -93,6 +93,17 @@ def test_run__dry_run_sends_nothing_and_writes_nothing(setup: tuple[Path, LeadDB
     assert {m["lead_id"] for m in data["messages"]} == {"due1", "due2"}
 
 
+def test_run__dry_run_on_a_fresh_store_writes_nothing(setup: tuple[Path, LeadDB]) -> None:
+    cfg, db = setup
+    before = digest(Path(db.url))
+    r = followup("run", "--dry-run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    assert r.returncode == 0, r.stderr
+    assert "2 message(s) would be sent" in r.stdout
+    assert digest(Path(db.url)) == before
+    assert not _has_tracking(db)
+    assert not Path(db.url + "-wal").exists()
+
+
 def test_run__limit_and_account_filter(setup: tuple[Path, LeadDB]) -> None:
     cfg, db = setup
     r = followup(

@@ -87,7 +87,7 @@ def test_postgres__overlapping_runs_split_the_due_leads_and_serve_each_exactly_o
     tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
 ) -> None:
     workers = 5
-    ids = due_leads(db, 120)
+    ids = due_leads(db, 100)
     cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url, timeout_seconds=30)
     barrier = threading.Barrier(workers, timeout=30)
     seen = iter(range(1 << 30))
@@ -145,7 +145,7 @@ def test_sqlite__overlapping_runs_exit_75_naming_the_run_that_holds_the_lock(
     tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
 ) -> None:
     runs = 4
-    ids = due_leads(db, 60)
+    ids = due_leads(db, 40)
     cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url, timeout_seconds=30)
     others_gone = threading.Event()
     seen = iter(range(1 << 30))
@@ -181,7 +181,7 @@ def test_sqlite__overlapping_runs_with_wait_queue_up_and_never_overlap(
     tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
 ) -> None:
     runs = 4
-    ids = due_leads(db, 60)
+    ids = due_leads(db, 40)
     cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url, timeout_seconds=30)
     lock_file = f"{db.url}.lock"
     procs: list[Popen] = []

@@ -9,7 +9,13 @@ import time
 
 import pytest
 
-from followup_cli.channels.http import Attempt, HttpSender, classify_error, parse_retry_after, result_from
+from followup_cli.channels.http import (
+    Attempt,
+    HttpSender,
+    classify_error,
+    parse_retry_after,
+    result_from,
+)
 
 
 def err(code: int, subcode: int | None = None, **extra: object) -> dict[str, object]:
@@ -63,7 +69,9 @@ def err(code: int, subcode: int | None = None, **extra: object) -> dict[str, obj
         (403, None, "account"),
     ],
 )
-def test_classify_error__each_answer_has_one_class(status: int | None, error: dict | None, kind: str) -> None:
+def test_classify_error__each_answer_has_one_class(
+    status: int | None, error: dict | None, kind: str
+) -> None:
     assert classify_error(status, error) == kind
 
 
@@ -102,9 +110,13 @@ def test_parse_retry_after__seconds_fractions_and_http_dates() -> None:
 class ScriptedSender(HttpSender):
     """HttpSender whose network answers come from a list; records every sleep."""
 
-    def __init__(self, answers: list[Attempt], max_retries: int = 3, max_retry_wait: float = 60) -> None:
+    def __init__(
+        self, answers: list[Attempt], max_retries: int = 3, max_retry_wait: float = 60
+    ) -> None:
         self.slept: list[float] = []
-        super().__init__(1, 1, max_retries, max_retry_wait, sleep=self.slept.append, base_backoff=1.0)
+        super().__init__(
+            1, 1, max_retries, max_retry_wait, sleep=self.slept.append, base_backoff=1.0
+        )
         self.answers = list(answers)
         self.calls = 0
 
@@ -114,14 +126,18 @@ class ScriptedSender(HttpSender):
 
 
 def test_post__throttle_honours_retry_after_then_succeeds() -> None:
-    s = ScriptedSender([Attempt("throttle", status=429, retry_after=0.25), Attempt("ok", status=200)])
+    s = ScriptedSender(
+        [Attempt("throttle", status=429, retry_after=0.25), Attempt("ok", status=200)]
+    )
     last, n = s.post("http://x", {})
     assert (last.kind, n, s.calls) == ("ok", 2, 2)
     assert s.slept == [0.25]
 
 
 def test_post__retry_after_longer_than_the_allowed_wait_defers_without_sleeping() -> None:
-    s = ScriptedSender([Attempt("throttle", status=429, retry_after=3600), Attempt("ok")], max_retry_wait=60)
+    s = ScriptedSender(
+        [Attempt("throttle", status=429, retry_after=3600), Attempt("ok")], max_retry_wait=60
+    )
     last, n = s.post("http://x", {})
     assert (last.kind, n) == ("throttle", 1)
     assert s.slept == []
@@ -139,7 +155,9 @@ def test_post__transient_backs_off_exponentially_with_jitter_and_is_bounded() ->
 
 
 def test_post__exponential_wait_beyond_the_allowed_wait_stops_retrying() -> None:
-    s = ScriptedSender([Attempt("transient", status=500, code=2)] * 10, max_retries=10, max_retry_wait=3)
+    s = ScriptedSender(
+        [Attempt("transient", status=500, code=2)] * 10, max_retries=10, max_retry_wait=3
+    )
     last, n = s.post("http://x", {})
     # waits 1, 2 (each with jitter) fit in 3 s; the next one (2-4 s... then 4-8 s) does not
     assert last.kind == "transient"
@@ -157,6 +175,8 @@ def test_post__never_retries_what_may_have_gone_through_or_cannot_succeed(kind: 
 
 
 def test_post__zero_retries_means_one_call() -> None:
-    s = ScriptedSender([Attempt("throttle", status=429, retry_after=0.01), Attempt("ok")], max_retries=0)
+    s = ScriptedSender(
+        [Attempt("throttle", status=429, retry_after=0.01), Attempt("ok")], max_retries=0
+    )
     last, n = s.post("http://x", {})
     assert (last.kind, n) == ("throttle", 1)

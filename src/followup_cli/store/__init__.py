@@ -18,8 +18,14 @@ def resolve_db(db: str | None, config_path: str | Path | None) -> str:
     return str(base / DEFAULT_DB_NAME)
 
 
-def open_store(db: str, lead_table: str = "leads", migrate: bool = True) -> SqlStore:
-    """Open (and migrate) the store a URL names. Raises StoreConfigError with the fix."""
+def open_store(
+    db: str, lead_table: str = "leads", migrate: bool = True, readonly: bool = False
+) -> SqlStore:
+    """Open (and migrate) the store a URL names. Raises StoreConfigError with the fix.
+
+    ``readonly`` opens without changing anything on disk (dry runs, explain); pair it with
+    ``SqlStore.scratch()`` when the tool's tables may not exist yet.
+    """
     url = db.strip()
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
@@ -34,7 +40,7 @@ def open_store(db: str, lead_table: str = "leads", migrate: bool = True) -> SqlS
         path = rest[1:]  # sqlite:///x.db -> x.db ; sqlite:////abs.db -> /abs.db
         from .sqlite import SQLiteStore
 
-        store = SQLiteStore(path, lead_table)
+        store = SQLiteStore(path, lead_table, readonly)
     elif "://" in url:
         scheme = url.split("://", 1)[0]
         raise StoreConfigError(
@@ -46,8 +52,8 @@ def open_store(db: str, lead_table: str = "leads", migrate: bool = True) -> SqlS
     else:
         from .sqlite import SQLiteStore
 
-        store = SQLiteStore(url, lead_table)
-    if migrate:
+        store = SQLiteStore(url, lead_table, readonly)
+    if migrate and not readonly:
         store.migrate()
     return store
 

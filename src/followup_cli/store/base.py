@@ -205,6 +205,26 @@ class SqlStore:
                 applied.append(name)
         return applied
 
+    @contextmanager
+    def scratch(self) -> Iterator[None]:
+        """Everything inside runs in one transaction that is rolled back: the tool's tables
+        are created if missing, read, and nothing stays. How a dry run on a fresh store
+        writes nothing."""
+        try:
+            with self.transaction():
+                self.migrate()
+                yield
+                raise _Rollback
+        except _Rollback:
+            pass
+
+    def pending_migrations(self) -> list[str]:
+        try:
+            done = {r["name"] for r in self._query("SELECT name FROM followup_migrations")}
+        except Exception:  # noqa: BLE001 - no table yet: everything is pending
+            done = set()
+        return [name for name, _ in MIGRATIONS if name not in done]
+
     def applied_migrations(self) -> list[str]:
         return [r["name"] for r in self._query("SELECT name FROM followup_migrations ORDER BY name")]
 
@@ -765,6 +785,10 @@ class SqlStore:
         return self.rows(
             f"SELECT * FROM followup_lead_labels {clause} ORDER BY sequence_id, lead_id", params
         )
+
+
+class _Rollback(Exception):
+    """Ends a scratch transaction."""
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -22,10 +22,16 @@ BUSY_TIMEOUT_SECONDS = 30.0
 class SQLiteStore(SqlStore):
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, lead_table: str = "leads") -> None:
+    def __init__(self, path: str | Path, lead_table: str = "leads", readonly: bool = False) -> None:
+        """``readonly``: change nothing on disk (no WAL switch, no new file): dry runs, explain."""
         super().__init__(lead_table)
         self.path = Path(path)
         self.url = str(self.path)
+        self.readonly = readonly
+        if readonly and not self.path.exists():
+            raise StoreConfigError(
+                f"{self.path}: no such database file; pass --db with the lead store's path"
+            )
         if not self.path.parent.exists():
             raise StoreConfigError(
                 f"{self.path}: the folder {self.path.parent} does not exist; "
@@ -39,7 +45,8 @@ class SQLiteStore(SqlStore):
                 check_same_thread=False,
             )
             self.conn.row_factory = _dict_row
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            if not readonly:
+                self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
         except sqlite3.DatabaseError as exc:
@@ -50,7 +57,7 @@ class SQLiteStore(SqlStore):
         self._lock = threading.RLock()
 
     def clone(self) -> SQLiteStore:
-        return SQLiteStore(self.path, self.lead_table)
+        return SQLiteStore(self.path, self.lead_table, self.readonly)
 
     def close(self) -> None:
         self.conn.close()

@@ -1,0 +1,494 @@
+"""``followup events ingest``: outcome events from the host app or from Instagram webhooks.
+
+Two input shapes, mixed freely, one JSON document per line (a single pretty-printed
+document, or a JSON array of documents, is read whole):
+
+* the host app's events::
+
+    {"type": "replied", "lead_id": "L1", "at": "2026-03-02T10:00:00Z", "text": "yes!"}
+
+  ``type`` is one of delivered, read, replied, converted, opted_out; ``at`` is ISO 8601
+  (UTC when no offset) or epoch seconds; optional ``message_id`` (or ``mid``: the platform
+  id of our message, which also finds the lead), ``account_id``, ``text`` (replied: checked
+  for opt-out keywords, never stored) and ``reason`` (opted_out).
+
+* an Instagram webhook payload (``{"object": "instagram", "entry": [{"messaging": [...]}]}``):
+  a ``message`` from the lead is a reply, ``read`` marks our message read, ``delivery``
+  marks messages delivered, a ``postback`` is a reply; echoes of our own messages,
+  reactions and deletions are ignored. The lead is found from the sender's IGSID (our
+  tracking rows' ``recipient_id``, else the lead store) or from the message id
+  (``external_id``).
+
+Every event gets a unique key (the platform message id, or a digest of the event), kept in
+``followup_events``: re-ingesting the same events changes nothing. Outcomes go through
+``outcomes.py`` (attributed to the last follow-up before them). A reply ends the lead's
+active enrollment, a conversion too; ``opted_out`` and a reply with an opt-out keyword
+add an opt-out, end the enrollment and are audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .config import Config
+from .models import parse_time
+from .outcomes import OutcomeCounts, attribute, last_before, lead_outcome_rows
+from .outcomes import record_followup_outcome as record
+from .rules import keyword_optout
+from .store.base import SqlStore
+
+EVENT_TYPES = ("delivered", "read", "replied", "converted", "opted_out")
+WEBHOOK_OBJECTS = ("instagram", "page")
+
+
+class BadEvent(ValueError):
+    """An input document that is not an event; the message says where and why."""
+
+
+@dataclass
+class Event:
+    type: str
+    at: datetime
+    key: str
+    source: str  # "jsonl" or "instagram"
+    lead_id: str | None = None
+    message_id: str | None = None  # the platform id of our message (delivered / read)
+    recipient_id: str | None = None  # the lead's IGSID (webhooks)
+    account_id: str | None = None
+    text: str | None = None  # replied: checked for opt-out keywords, never stored
+    reason: str | None = None
+    where: str = ""
+
+
+@dataclass
+class IngestResult:
+    documents: int = 0
+    events: int = 0
+    new: int = 0
+    duplicates: int = 0
+    applied: Counter = field(default_factory=Counter)  # by type
+    no_change: int = 0
+    unmatched: int = 0
+    ignored: Counter = field(default_factory=Counter)  # webhook items that are not outcomes
+    optouts: int = 0
+    enrollments_ended: Counter = field(default_factory=Counter)  # by reason
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "documents": self.documents,
+            "events": self.events,
+            "new": self.new,
+            "duplicates": self.duplicates,
+            "applied": dict(sorted(self.applied.items())),
+            "no_change": self.no_change,
+            "unmatched": self.unmatched,
+            "ignored": dict(sorted(self.ignored.items())),
+            "optouts": self.optouts,
+            "enrollments_ended": dict(sorted(self.enrollments_ended.items())),
+            "problems": list(self.problems),
+        }
+
+
+# ------------------------------------------------------------------- parsing
+
+
+def _documents(text: str, name: str) -> Iterator[tuple[str, Any]]:
+    """(where, parsed JSON) for each document: the whole text when it is one JSON value,
+    else one per non-blank line. A line that is not JSON yields a BadEvent."""
+    stripped = text.strip()
+    if not stripped:
+        return
+    try:
+        whole = json.loads(stripped)
+    except ValueError:
+        whole = None
+    else:
+        items = whole if isinstance(whole, list) else [whole]
+        for i, item in enumerate(items, 1):
+            yield (f"{name}: document {i}" if isinstance(whole, list) else name), item
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{name}:{n}"
+        try:
+            yield where, json.loads(line)
+        except ValueError as exc:
+            yield where, BadEvent(f"{where}: not JSON ({exc.msg})")
+
+
+def _time(value: Any, what: str) -> datetime:
+    if isinstance(value, bool) or value is None or value == "":
+        raise BadEvent(f"{what} is missing")
+    if isinstance(value, int | float):
+        secs = value / 1000 if value > 1e11 else value  # epoch milliseconds or seconds
+        try:
+            return datetime.fromtimestamp(secs, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise BadEvent(f"{what} {value!r} is not a time") from None
+    try:
+        dt = parse_time(value)
+    except (ValueError, TypeError):
+        raise BadEvent(f"{what} {value!r} is not ISO 8601 (e.g. 2026-03-02T10:00:00Z)") from None
+    assert dt is not None
+    return dt
+
+
+def _str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value)
+    raise BadEvent(f"{value!r} is not a string")
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:40]
+
+
+def parse_event(doc: Mapping[str, Any], where: str) -> Event:
+    """One host-app event line -> Event; BadEvent naming the problem."""
+    kind = doc.get("type")
+    if kind not in EVENT_TYPES:
+        raise BadEvent(f"{where}: type {kind!r}: use one of {', '.join(EVENT_TYPES)}")
+    try:
+        lead_id = _str(doc.get("lead_id"))
+        mid = _str(doc.get("message_id") if doc.get("message_id") is not None else doc.get("mid"))
+        account = _str(doc.get("account_id"))
+        text = doc.get("text") if isinstance(doc.get("text"), str) else None
+        reason = doc.get("reason") if isinstance(doc.get("reason"), str) else None
+        at = _time(doc.get("at"), "at")
+    except BadEvent as exc:
+        raise BadEvent(f"{where}: {exc}") from None
+    if lead_id is None and mid is None:
+        raise BadEvent(f"{where}: give lead_id (or message_id, the id of our message)")
+    key = "jl:" + _digest(kind, lead_id, at.isoformat(), mid)
+    return Event(kind, at, key, "jsonl", lead_id, mid, None, account, text, reason, where)
+
+
+def parse_webhook(
+    doc: Mapping[str, Any], where: str, accounts_by_ig: Mapping[str, str], ignored: Counter
+) -> list[Event]:
+    """An Instagram (or Messenger) webhook payload -> the outcome events in it."""
+    entries = doc.get("entry")
+    if not isinstance(entries, list):
+        raise BadEvent(f"{where}: a webhook payload needs an `entry` list")
+    out: list[Event] = []
+    for e_i, entry in enumerate(entries, 1):
+        if not isinstance(entry, Mapping):
+            raise BadEvent(f"{where}: entry {e_i} is not an object")
+        items = entry.get("messaging") or []
+        if not isinstance(items, list):
+            raise BadEvent(f"{where}: entry {e_i}: `messaging` is not a list")
+        if not items:
+            ignored["no_messaging"] += 1
+        for m_i, item in enumerate(items, 1):
+            at_ = f"{where}: entry {e_i} messaging {m_i}"
+            if not isinstance(item, Mapping):
+                raise BadEvent(f"{at_}: not an object")
+            sender = _id(item.get("sender"))
+            business = _id(item.get("recipient")) or _str(entry.get("id"))
+            account = accounts_by_ig.get(business or "")
+            try:
+                at = _time(item.get("timestamp") or entry.get("time"), "timestamp")
+            except BadEvent as exc:
+                raise BadEvent(f"{at_}: {exc}") from None
+            message, read, delivery = item.get("message"), item.get("read"), item.get("delivery")
+            postback = item.get("postback")
+            if isinstance(message, Mapping):
+                if message.get("is_echo"):
+                    ignored["echo"] += 1
+                    continue
+                if message.get("is_deleted") or message.get("is_unsupported"):
+                    ignored["deleted_or_unsupported"] += 1
+                    continue
+                mid = _str(message.get("mid")) or _digest(sender, at.isoformat())
+                text = message.get("text") if isinstance(message.get("text"), str) else None
+                out.append(
+                    Event(
+                        "replied",
+                        at,
+                        f"ig:message:{mid}",
+                        "instagram",
+                        None,
+                        None,
+                        sender,
+                        account,
+                        text,
+                        None,
+                        at_,
+                    )
+                )
+            elif isinstance(postback, Mapping):
+                pid = _str(postback.get("mid")) or _digest(sender, at.isoformat())
+                title = postback.get("title") if isinstance(postback.get("title"), str) else None
+                out.append(
+                    Event(
+                        "replied",
+                        at,
+                        f"ig:postback:{pid}",
+                        "instagram",
+                        None,
+                        None,
+                        sender,
+                        account,
+                        title,
+                        None,
+                        at_,
+                    )
+                )
+            elif isinstance(read, Mapping):
+                mid = _str(read.get("mid"))
+                if mid is None:
+                    ignored["read_without_mid"] += 1
+                    continue
+                out.append(
+                    Event(
+                        "read",
+                        at,
+                        f"ig:read:{sender}:{mid}",
+                        "instagram",
+                        None,
+                        mid,
+                        sender,
+                        account,
+                        None,
+                        None,
+                        at_,
+                    )
+                )
+            elif isinstance(delivery, Mapping) and isinstance(delivery.get("mids"), list):
+                for mid in delivery["mids"]:
+                    m = _str(mid)
+                    if m:
+                        out.append(
+                            Event(
+                                "delivered",
+                                at,
+                                f"ig:delivery:{m}",
+                                "instagram",
+                                None,
+                                m,
+                                sender,
+                                account,
+                                None,
+                                None,
+                                at_,
+                            )
+                        )
+            else:
+                kinds = sorted(k for k in item if k not in ("sender", "recipient", "timestamp"))
+                ignored[kinds[0] if kinds else "empty"] += 1
+    return out
+
+
+def _id(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        try:
+            return _str(value.get("id"))
+        except BadEvent:
+            return None
+    return None
+
+
+def parse(text: str, name: str, config: Config, result: IngestResult) -> list[Event]:
+    """Every event in an input text; problems are collected in ``result.problems``."""
+    accounts_by_ig = {a.ig_user_id: a.id for a in config.accounts if a.ig_user_id}
+    events: list[Event] = []
+    for where, doc in _documents(text, name):
+        result.documents += 1
+        try:
+            if isinstance(doc, BadEvent):
+                raise doc
+            if not isinstance(doc, Mapping):
+                raise BadEvent(f"{where}: not a JSON object")
+            if doc.get("object") in WEBHOOK_OBJECTS or "entry" in doc:
+                events.extend(parse_webhook(doc, where, accounts_by_ig, result.ignored))
+            else:
+                events.append(parse_event(doc, where))
+        except BadEvent as exc:
+            result.problems.append(str(exc))
+    return events
+
+
+# -------------------------------------------------------------------- applying
+
+
+def ingest(
+    store: SqlStore, config: Config, text: str, name: str, now: datetime, who: str
+) -> IngestResult:
+    """Parse an input text and apply its new events; returns what changed. Problems
+    (documents that are not events) are listed in the result; the rest is applied."""
+    result = IngestResult()
+    events = parse(text, name, config, result)
+    return apply_events(store, config, events, now, who, result)
+
+
+def apply_events(
+    store: SqlStore,
+    config: Config,
+    events: Iterable[Event],
+    now: datetime,
+    who: str,
+    result: IngestResult,
+) -> IngestResult:
+    for ev in events:
+        result.events += 1
+        with store.transaction():
+            lead_id, row = _resolve(store, ev)
+            event_id = store.insert_event(
+                {
+                    "event_key": ev.key,
+                    "type": ev.type,
+                    "source": ev.source,
+                    "lead_id": lead_id,
+                    "account_id": ev.account_id or (row or {}).get("account_id"),
+                    "message_id": ev.message_id,
+                    "at": ev.at,
+                    "outcome": "pending",
+                    "detail": json.dumps({"where": ev.where}) if ev.where else None,
+                    "ingested_at": now,
+                }
+            )
+            if event_id is None:
+                result.duplicates += 1
+                continue
+            result.new += 1
+            if lead_id is None:
+                outcome = "unmatched"
+                result.unmatched += 1
+            else:
+                changed = _apply(store, config, ev, lead_id, row, now, who, result)
+                outcome = "applied" if changed else "no_change"
+                if changed:
+                    result.applied[ev.type] += 1
+                else:
+                    result.no_change += 1
+            store.set_event_outcome(event_id, outcome)
+    return result
+
+
+def _resolve(store: SqlStore, ev: Event) -> tuple[str | None, dict[str, Any] | None]:
+    """The event's lead, and the follow-up its message id names (if any)."""
+    row = store.followup_by_external_id(ev.message_id) if ev.message_id else None
+    if ev.lead_id:
+        return ev.lead_id, row if row is None or row["lead_id"] == ev.lead_id else None
+    if row is not None:
+        return str(row["lead_id"]), row
+    if ev.recipient_id:
+        return store.lead_for_recipient(ev.recipient_id, ev.account_id), None
+    return None, None
+
+
+def _apply(
+    store: SqlStore,
+    config: Config,
+    ev: Event,
+    lead_id: str,
+    row: dict[str, Any] | None,
+    now: datetime,
+    who: str,
+    result: IngestResult,
+) -> bool:
+    followups, enrollments = lead_outcome_rows(store, lead_id)
+    counts = OutcomeCounts()
+    changed = False
+    if ev.type in ("delivered", "read"):
+        target = row or last_before(followups, ev.at)
+        if target is None:
+            return False
+        changed = record(store, target, "delivered_at", ev.at, now)
+        if ev.type == "read":
+            changed = record(store, target, "read_at", ev.at, now) or changed
+        return changed
+    if ev.type == "replied":
+        attribute(store, followups, enrollments, "responded_at", ev.at, now, counts)
+        changed = bool(counts.responded or counts.enrollments_responded)
+        kw = keyword_optout(
+            ev.text, _settings(config, ev, followups, store, lead_id).optout_keywords
+        )
+        if kw:
+            changed = (
+                _optout(store, lead_id, f"keyword: {kw}", "keyword", ev, now, who, result)
+                or changed
+            )
+        changed = _end(store, lead_id, "replied", ev, now, who, result, after=ev.at) or changed
+        return changed
+    if ev.type == "converted":
+        attribute(store, followups, enrollments, "converted_at", ev.at, now, counts)
+        changed = bool(counts.converted or counts.enrollments_converted)
+        return _end(store, lead_id, "converted", ev, now, who, result) or changed
+    # opted_out
+    return _optout(store, lead_id, ev.reason or "opted out (event)", "event", ev, now, who, result)
+
+
+def _settings(
+    config: Config, ev: Event, followups: list[dict[str, Any]], store: SqlStore, lead_id: str
+) -> Any:
+    account = ev.account_id or next((f["account_id"] for f in reversed(followups)), None)
+    if account is None:
+        lead = store.lead_row(lead_id)
+        account = lead.get("account_id") if lead else None
+    return config.settings_for(config.account(account))
+
+
+def _optout(
+    store: SqlStore,
+    lead_id: str,
+    reason: str,
+    source: str,
+    ev: Event,
+    now: datetime,
+    who: str,
+    result: IngestResult,
+) -> bool:
+    added = store.add_optout(lead_id, reason, source, who, ev.at)
+    if added:
+        result.optouts += 1
+        store.audit(
+            "optout",
+            now,
+            who,
+            lead_id=lead_id,
+            account_id=ev.account_id,
+            detail={"reason": reason, "source": source, "event": ev.type, "at": ev.at.isoformat()},
+        )
+    ended = _end(store, lead_id, "opted_out", ev, now, who, result)
+    return added or ended
+
+
+def _end(
+    store: SqlStore,
+    lead_id: str,
+    reason: str,
+    ev: Event,
+    now: datetime,
+    who: str,
+    result: IngestResult,
+    after: datetime | None = None,
+) -> bool:
+    """End the lead's active enrollments (those whose silence started before ``after``)."""
+    ended = False
+    for e in store.lead_state(lead_id).enrollments:
+        if e.ended_at is not None or (after is not None and e.anchor_at >= after):
+            continue
+        if store.end_enrollment(lead_id, e.sequence_id, reason, now):
+            ended = True
+            result.enrollments_ended[reason] += 1
+            store.audit(
+                "enrollment_end",
+                now,
+                who,
+                lead_id=lead_id,
+                account_id=ev.account_id,
+                sequence_id=e.sequence_id,
+                detail={"reason": reason, "source": "event", "event": ev.type},
+            )
+    return ended
