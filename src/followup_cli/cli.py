@@ -554,6 +554,34 @@ def unknown_resolve(
     out.print(f"{followup_id}: {'marked sent' if sent else 'released: a later run may send this step'}")
 
 
+# ---------------------------------------------------------------- erase
+
+
+@app.command()
+def erase(
+    lead: Annotated[str, typer.Argument(help="Lead id.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do it (without it, nothing changes).")] = False,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+) -> None:
+    """Erase a lead's personal data from the tool's tables; it is never messaged again."""
+    from .store.base import actor, erase_lead
+
+    if not yes:
+        raise ConfigError(
+            f"erase {lead}: this removes the lead's message bodies and ids for good; "
+            "add --yes to do it"
+        )
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config)
+    try:
+        counts = erase_lead(store, lead, actor(), datetime.now(UTC))
+    finally:
+        store.close()
+    done = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())
+    out.print(f"{lead}: personal data erased ({done}); opted out for good")
+
+
 # ---------------------------------------------------------------- misc
 
 

@@ -141,3 +141,28 @@ def test_bodies_encrypted_at_rest_and_token_never_stored(
         "run", "--config", str(path), "--db", db.url, env={**env, "FOLLOWUP_ENCRYPTION_KEY": "nope"}
     )
     assert bad.returncode == 2 and "FOLLOWUP_ENCRYPTION_KEY" in bad.stderr
+
+
+def test_erase__scrubs_personal_data_and_the_lead_is_never_messaged_again(
+    tmp_path: Path, db: LeadDB
+) -> None:
+    path = write_config(tmp_path / "sequences.yaml", base_config())
+    t = NOW - timedelta(hours=5)
+    db.insert(lead("x1", last_inbound_at=t, last_outbound_at=t + timedelta(hours=1)))
+    assert (
+        followup("run", "--config", str(path), "--db", db.url, "--now", NOW.isoformat()).returncode
+        == 0
+    )
+    refused = followup("erase", "x1", "--config", str(path), "--db", db.url)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    r = followup("erase", "x1", "--yes", "--config", str(path), "--db", db.url)
+    assert r.returncode == 0, r.stderr
+    row = db.query("SELECT body, recipient_id, conversation_id, status FROM followup_tracking")[0]
+    assert (row["body"], row["recipient_id"], row["conversation_id"]) == (None, None, None)
+    assert row["status"] == "sent"  # the step stays taken
+    assert db.query("SELECT source FROM followup_optouts WHERE lead_id = 'x1'") == [
+        {"source": "erasure"}
+    ]
+    later = (NOW + timedelta(days=1)).isoformat()
+    again = followup("run", "--config", str(path), "--db", db.url, "--now", later)
+    assert again.returncode == 0 and "x1" not in again.stdout

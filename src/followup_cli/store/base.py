@@ -798,3 +798,33 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def hours_ago(now: datetime, hours: float) -> datetime:
     return now - timedelta(hours=hours)
+
+
+def erase_lead(store: SqlStore, lead_id: str, who: str, now: datetime) -> dict[str, int]:
+    """Erase a lead's personal data on request, keeping what prevents messaging it again.
+
+    Message bodies, recipient and conversation ids, error texts and event payloads are
+    removed; the tracking rows themselves stay (without them a step could be sent again),
+    and an opt-out with source ``erasure`` makes sure no sequence ever writes to the lead.
+    """
+    counts: dict[str, int] = {}
+    with store.transaction():
+        counts["tracking_rows_scrubbed"] = store._run(
+            "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, recipient_id = NULL, "
+            "conversation_id = NULL, error_message = NULL, updated_at = :now WHERE lead_id = :l",
+            {"f": False, "now": now, "l": lead_id},
+        )
+        counts["audit_rows_scrubbed"] = store._run(
+            "UPDATE followup_audit SET detail = NULL WHERE lead_id = :l", {"l": lead_id}
+        )
+        if "0002_outcomes" in store.applied_migrations():
+            counts["events_scrubbed"] = store._run(
+                "UPDATE followup_events SET detail = NULL WHERE lead_id = :l", {"l": lead_id}
+            )
+        store._run("DELETE FROM followup_optouts WHERE lead_id = :l", {"l": lead_id})
+        store.add_optout(lead_id, "erased on request", "erasure", who, now)
+        for e in store.enrollments():
+            if e["lead_id"] == lead_id:
+                store.end_enrollment(lead_id, e["sequence_id"], "opted_out", now)
+        store.audit("erase", now, who, lead_id=lead_id, detail=None)
+    return counts
