@@ -649,6 +649,17 @@ class _LiveExecutor(_Executor):
             **extra,
         }
 
+    def _complete(self, fid: int, fields: dict[str, Any]) -> None:
+        """Record the outcome on this run's claim. It is ``pending``, or ``unknown`` when
+        another run took this one for dead during the call: the real outcome beats the guess."""
+        if not self.store.update_followup(fid, fields, PENDING):
+            self.store.update_followup(fid, fields, UNKNOWN)
+
+    def _release(self, fid: int) -> None:
+        """The message surely did not go out: free the step for a later run."""
+        if not self.store.delete_followup(fid, PENDING):
+            self.store.delete_followup(fid, UNKNOWN)
+
     def _send(self, claim: dict[str, Any]) -> None:
         store, now, res = self.store, self.now, self.result
         lead: Lead = claim["lead"]
@@ -676,21 +687,21 @@ class _LiveExecutor(_Executor):
                         "subcode": result.error_subcode, "attempts": result.attempts}
         with store.transaction():
             if result.outcome == "sent":
-                store.update_followup(fid, {**common, "status": SENT, "sent_at": now, "external_id": result.message_id}, PENDING)
+                self._complete(fid, {**common, "status": SENT, "sent_at": now, "external_id": result.message_id})
                 res.sent += 1
                 res.attempts += 1
             elif result.outcome == "failed":
-                store.update_followup(fid, {**common, "status": FAILED, "reason": result.kind or "permanent"}, PENDING)
+                self._complete(fid, {**common, "status": FAILED, "reason": result.kind or "permanent"})
                 store.end_enrollment(lead.id, d.sequence.id, "failed", now)
                 res.failed[str(result.error_code or result.http_status or "error")] += 1
                 res.attempts += 1
                 res.breaker_failures += 1
             elif result.outcome == "unknown":
-                store.update_followup(fid, {**common, "status": UNKNOWN, "reason": result.error_message}, PENDING)
+                self._complete(fid, {**common, "status": UNKNOWN, "reason": result.error_message})
                 res.unknown += 1
                 res.attempts += 1
             elif result.outcome == "deferred":
-                store.delete_followup(fid, PENDING)
+                self._release(fid)
                 res.deferred["throttled" if result.kind == "throttle" else "transient"] += 1
                 if result.kind == "throttle":
                     res.stopped = res.stopped or (
@@ -698,7 +709,7 @@ class _LiveExecutor(_Executor):
                         "the rest waits for the next run"
                     )
             else:  # account_fatal
-                store.delete_followup(fid, PENDING)
+                self._release(fid)
                 res.deferred["account_stopped"] += 1
                 res.stopped = _account_stop_line(self.account, result)
             store.audit("send", now, self.engine.actor, self.run_id, lead.id, lead.account_id,

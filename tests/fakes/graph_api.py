@@ -210,6 +210,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "FakeGraphAPI/1.0"
     sys_version = ""
     timeout = 30  # abandoned keep-alive connections do not pin a thread forever
+    # Headers and body go out as separate writes: without TCP_NODELAY, Nagle's algorithm
+    # and the client's delayed ACK add ~40 ms to every answer.
+    disable_nagle_algorithm = True
     server: _Server
 
     # -- plumbing -----------------------------------------------------------------------------
