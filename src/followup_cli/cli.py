@@ -693,7 +693,8 @@ def handoff(
         out.print("no hand-offs: no lead's messaging window closed with a step still due")
         return
     table = Table(title=f"{len(rows)} lead(s) to hand to a human agent (the window closed)")
-    for col in ("account", "lead", "user", "step", "due", "window closed", "message"):
+    cols = ("account", "lead", "user", "step", "due", "window closed", "human until", "message")
+    for col in cols:
         table.add_column(col, overflow="fold")
     for r in rows:
         text = (r["text"] or "") + (f" [{r['media_url']}]" if r["media_url"] else "")
@@ -707,14 +708,15 @@ def handoff(
                     f"{r['sequence_id']}/{r['message_id']}",
                     _fmt(r["due_at"]),
                     _fmt(r["window_closed_at"]),
+                    _fmt(r["human_reply_until"]),
                     text,
                 )
             )
         )
     out.print(table)
     out.print(
-        "Automation never messages outside the window. A human agent may reply within 7 days "
-        "of the lead's last message (the HUMAN_AGENT tag); times are UTC."
+        "Automation never messages outside the window. A human agent may still reply until "
+        "'human until' (Meta's HUMAN_AGENT tag: 7 days after the lead's last message); times UTC."
     )
 
 

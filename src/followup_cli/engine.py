@@ -807,6 +807,11 @@ def handoff(
                 "due_at": r["scheduled_at"],
                 "last_inbound_at": lead.last_inbound_at,
                 "window_closed_at": closed,
+                # Meta's HUMAN_AGENT tag lets a person reply up to 7 days after the lead's
+                # last message; after that nobody can message the lead until it writes.
+                "human_reply_until": (
+                    lead.last_inbound_at + timedelta(days=7) if lead.last_inbound_at else None
+                ),
                 "skipped_at": r["claimed_at"],
                 "text": text,
                 "media_url": media,

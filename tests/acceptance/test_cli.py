@@ -218,7 +218,9 @@ def test_optout__stops_a_lead_and_undo_resumes(setup: tuple[Path, LeadDB]) -> No
     assert [a["action"] for a in audit][:1] == ["optout"] and audit[-1]["action"] == "optout_undo"
     assert all(a["actor"] for a in audit)
     log = followup("audit", "due1", "--config", str(cfg), "--db", db.url)
-    assert log.returncode == 0 and "optout_undo" in log.stdout and "send" in log.stdout
+    assert log.returncode == 0 and "optout_undo" in log.stdout and "send" not in log.stdout
+    sent_log = followup("audit", "due2", "--json", "--config", str(cfg), "--db", db.url)
+    assert {e["action"] for e in json.loads(sent_log.stdout)} >= {"claim", "send"}
 
 
 def test_run__second_run_on_a_locked_sqlite_store_exits_75(setup: tuple[Path, LeadDB]) -> None:

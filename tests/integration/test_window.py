@@ -129,7 +129,9 @@ def test_window__outside_it_no_api_call_a_skipped_row_counted(
     assert late["username"] == "user_late" and late["text"] == "Hi Ana, step one"
     closed = datetime.fromisoformat(late["window_closed_at"])
     assert closed == now - timedelta(hours=6)
+    assert datetime.fromisoformat(late["human_reply_until"]) == now + timedelta(days=7, hours=-30)
     assert items[0]["window_closed_at"] is None  # 'cold' never wrote: no window at all
+    assert items[0]["human_reply_until"] is None
 
     r = followup("handoff", "--config", str(path), "--db", db.url, "--now", now.isoformat())
     assert r.returncode == 0, r.stderr
@@ -176,6 +178,7 @@ def test_handoff__filters_and_leads_that_moved_on(
         store.close()
 
 
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 def test_handoff__nothing_to_hand_off_before_any_run(tmp_path: Path, db: LeadDB) -> None:
     path = write_config(tmp_path / "sequences.yaml", base_config())
     r = followup("handoff", "--config", str(path), "--db", db.url, "--account", "acct_a")
