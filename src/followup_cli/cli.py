@@ -214,7 +214,7 @@ def _print_summary(data: dict[str, Any]) -> None:
     deferred by reason (rate_limit, throttled, time_budget, ...); ended; waiting; time."""
     elapsed = data["elapsed_seconds"]
     head = f"[bold]followup run[/bold] {data['now']}: [green]{data['sent']} sent[/green]"
-    out.print(f"{head} in {elapsed:.1f}s")
+    out.print(f"{head} in {elapsed:.1f}s" if elapsed >= 1 else f"{head} in {elapsed:.2f}s")
     lines = (
         ("skipped", "skipped", "{k} {v}"),
         ("failed", "failed", "{v} with code {k}"),

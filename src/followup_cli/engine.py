@@ -376,10 +376,12 @@ class Engine:
             if self.clock.elapsed() > budget:
                 result.deferred["time_budget"] += sends_from(i)
                 break
+            if d.action == "send" and rate_blocked:
+                result.deferred["rate_limit"] += 1
+                if self.progress:
+                    self.progress(account.id, i + 1, total)
+                continue
             if d.action == "send":
-                if rate_blocked:
-                    result.deferred["rate_limit"] += 1
-                    continue
                 with self._lock:
                     if remaining[0] is not None and remaining[0] <= 0:
                         result.deferred["limit"] += sends_from(i)
@@ -852,4 +854,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["Engine", "RunOptions", "RunSummary", "AccountResult", "PlannedSend", "DELIVERED"]
+__all__ = [
+    "Engine",
+    "RunOptions",
+    "RunSummary",
+    "AccountResult",
+    "PlannedSend",
+    "DELIVERED",
+    "handoff",
+]

@@ -92,20 +92,34 @@ def attribute(
     """Attribute a response (``responded_at``) or conversion (``converted_at``) at ``at`` to
     the last follow-up and the last enrollment before it; returns that follow-up."""
     target = last_before(followups, at)
-    if target is not None and record_followup_outcome(store, target, column, at, now):
+    if (
+        target is not None
+        and _newer(target, column, at)
+        and record_followup_outcome(store, target, column, at, now)
+    ):
         if column == "responded_at":
             counts.responded += 1
         else:
             counts.converted += 1
     enrollment = last_before(enrollments, at, key="anchor_at")
-    if enrollment is not None and store.set_enrollment_outcome(
-        enrollment["lead_id"], enrollment["sequence_id"], column, at
+    if (
+        enrollment is not None
+        and _newer(enrollment, column, at)
+        and store.set_enrollment_outcome(
+            enrollment["lead_id"], enrollment["sequence_id"], column, at
+        )
     ):
         if column == "responded_at":
             counts.enrollments_responded += 1
         else:
             counts.enrollments_converted += 1
     return target
+
+
+def _newer(row: Mapping[str, Any], column: str, at: datetime) -> bool:
+    """Whether ``at`` would change the row (the store checks again, atomically)."""
+    kept = row.get(column)
+    return kept is None or kept > at
 
 
 def _time(row: Mapping[str, Any], col: str, counts: OutcomeCounts) -> datetime | None:

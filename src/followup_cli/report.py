@@ -477,11 +477,11 @@ def _ab_tests(sent: list[dict[str, Any]], config: Config, now: datetime) -> list
                 }
             )
         head = {"sequence_id": seq_id, "message_id": msg_id, "metric": "response_rate"}
-        out.append(head | {"alpha": ALPHA} | _ab_verdict(variants))
+        out.append(head | {"alpha": ALPHA} | ab_verdict(variants))
     return out
 
 
-def _ab_verdict(variants: list[dict[str, Any]]) -> dict[str, Any]:
+def ab_verdict(variants: list[dict[str, Any]]) -> dict[str, Any]:
     """The leader against every other variant (z-tests, Bonferroni-corrected when there are
     more than two); a winner only when every comparison is significant."""
     tested = [v for v in variants if v["sent"] > 0]

@@ -445,11 +445,6 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
         d.sequence = seq
         d.new_enrollment = True
         checks.append(Check("sequence", True, f"enters {seq.id} (priority {seq.priority})"))
-        if in_holdout(lead.id, seq):
-            checks.append(Check("holdout", False, f"in {seq.id}'s holdout group: never messaged"))
-            d.action, d.reason = "holdout", "holdout"
-            d.detail = f"enters {seq.id} as a control (holdout {seq.holdout:.0%}): never messaged"
-            return d
 
     # Within the sequence: failures, limits, the next step.
     seq_rows = [f for f in state.followups if f.sequence_id == seq.id]
@@ -580,6 +575,14 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
         )
         return wait("quiet_hours", f"quiet hours until {_fmt(quiet_end)}", quiet_end)
     checks.append(Check("quiet hours", True, "outside quiet hours"))
+
+    if d.new_enrollment and in_holdout(lead.id, seq):
+        # Decided only now, when step 1 would really go out, so the control group is
+        # comparable with the messaged group (same silence, same timing rules).
+        checks.append(Check("holdout", False, f"in {seq.id}'s holdout group: never messaged"))
+        d.action, d.reason = "holdout", "holdout"
+        d.detail = f"enters {seq.id} as a control (holdout {seq.holdout:.0%}): never messaged"
+        return d
 
     d.action = "send"
     d.reason = "pulled_forward" if pulled else "due"

@@ -320,3 +320,26 @@ def test_optout__during_a_run_in_progress_stops_a_later_lead(
     ]
     r = followup(*run_args(cfg, db), env=ENV)
     assert r.returncode == 0 and "ig_o006" not in delivered(graph)
+
+
+def test_unknown__a_run_taken_for_dead_mid_call_still_records_the_real_outcome(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    due_leads(db, 2, prefix="w")
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url, timeout_seconds=30)
+
+    @graph.on_request
+    def _another_run_gives_up_on_this_claim(call: Call) -> None:
+        # What a run on another host does when this one misses its heartbeats mid-call.
+        if call.recipient_id == "ig_w000":
+            db.query(
+                "UPDATE followup_tracking SET status = 'unknown', reason = 'its run stopped "
+                "heartbeating during the send' WHERE lead_id = 'w000' AND status = 'pending'"
+            )
+
+    r = followup(*run_args(cfg, db), env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sent"] == 2
+    rows = db.query("SELECT lead_id, status, external_id FROM followup_tracking ORDER BY lead_id")
+    assert [(x["lead_id"], x["status"]) for x in rows] == [("w000", "sent"), ("w001", "sent")]
+    assert rows[0]["external_id"] == graph.deliveries[0].message_id

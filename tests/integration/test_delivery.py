@@ -544,7 +544,7 @@ def test_output__terminal_summary_lists_every_outcome(
     args = ["run", "--config", str(path), "--db", db.url, "--now", NOW.isoformat()]
     code, out = run_on_a_terminal(args, env=TOKENS)
     assert code == 3
-    assert re.search(r"followup run \S+: 1 sent in \d+\.\ds\n", out), out
+    assert re.search(r"followup run \S+: 1 sent in \d+\.\d+s\n", out), out
     assert "skipped: outside_window 1" in out
     assert "failed: 1 with code 551" in out
     assert "unknown: 1" in out

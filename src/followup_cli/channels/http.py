@@ -1,20 +1,26 @@
 """HTTP sending shared by the Instagram and webhook channels: one POST with tenacity
 retries, and the error table that decides what each answer means.
 
-The error table (Graph API codes; see README "Delivery errors"):
+The error table (Graph API codes; docs/delivery.md and README "Delivery errors"):
 
-| class       | answers                                                 | what the tool does                          |
-|-------------|---------------------------------------------------------|---------------------------------------------|
-| throttle    | HTTP 429; codes 4, 17, 32, 613                          | back off (Retry-After, else exponential with |
-|             |                                                         | jitter); a long wait defers to the next run  |
-| transient   | codes 1, 2, 1200; is_transient; HTTP 500/503 with a     | bounded retry (it did not go through), then  |
-|             | Graph error object; connection refused / connect timeout| deferred to the next run                     |
-| ambiguous   | read timeout; connection reset after sending; 502/504 or| ``unknown``: never resent blindly            |
-|             | a 5xx without a Graph error object; unreadable 2xx      |                                              |
-| permanent   | 551; 10 with subcode 2534022 or 2018278 (outside the    | ``failed`` with the code, no retry; the      |
-|             | window); 100 (invalid parameter); other 4xx codes       | enrollment ends                              |
-| account     | 190 (token invalid/expired); 10 without subcode, 200-299| stop the account for this run; exit 3        |
-|             | (permissions); 3; 368 (blocked for policy); HTTP 401/403| naming the account and its token variable    |
+class      answers                                        what the tool does
+---------  ---------------------------------------------  ---------------------------------------
+throttle   HTTP 429; codes 4, 17, 32, 613                 retry after Retry-After (else exponential
+                                                          backoff with jitter), at most max_retries
+                                                          times; a wait over max_retry_wait_seconds
+                                                          or a storm defers: the claim is released,
+                                                          the account stops for this run
+transient  codes 1, 2, 1200; is_transient; HTTP 500/503   bounded retry (it did not go through),
+           with a Graph error; connection refused;        then deferred: the claim is released and
+           connect timeout                                the lead stays due for the next run
+ambiguous  read timeout; connection reset after sending;  ``unknown``: recorded, never resent
+           502/504 or a 5xx without a Graph error;        blindly (``followup unknown``)
+           an unreadable 2xx
+permanent  551; 10 with a subcode (2534022, 2018278:      ``failed`` with the code, no retry; the
+           outside the window); 100; other 4xx            enrollment ends
+account    190; 10 without subcode, 200-299               the account stops for this run (one line
+           (permissions); 3; 368 (blocked for policy);    naming it and its token variable, exit
+           HTTP 401/403 without a code                    3); other accounts go on
 """
 
 from __future__ import annotations
@@ -145,7 +151,8 @@ class HttpSender:
             return Attempt("ambiguous", message="read timeout: the request left, no answer came")
         except requests.exceptions.ConnectionError as exc:
             if _refused(exc):
-                return Attempt("transient", message="connection refused (the request did not leave)")
+                why = "connection refused (the request did not leave)"
+                return Attempt("transient", message=why)
             return Attempt("ambiguous", message="connection lost after sending: outcome unknown")
         except requests.exceptions.RequestException as exc:
             return Attempt("ambiguous", message=f"{type(exc).__name__}")
@@ -159,7 +166,7 @@ class HttpSender:
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         if 200 <= resp.status_code < 300 and error is None:
             if body is None and resp.content:
-                return Attempt("ambiguous", status=resp.status_code, message="unreadable 2xx answer")
+                return Attempt("ambiguous", status=resp.status_code, message="unreadable 2xx")
             return Attempt("ok", status=resp.status_code, body=body)
         kind = classify_error(resp.status_code, error)
         return Attempt(
@@ -232,7 +239,8 @@ def _refused(exc: BaseException) -> bool:
             return True
         if "NameResolutionError" in name or "Failed to resolve" in text:
             return True
-        cur = cur.__cause__ or cur.__context__ or (cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None)
+        inner = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
+        cur = cur.__cause__ or cur.__context__ or inner
     return False
 
 

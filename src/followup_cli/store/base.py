@@ -86,6 +86,10 @@ TRACKING_COLUMNS = (
     "attempts",
     "updated_at",
 )
+# The predicate of the partial index followup_tracking_open, repeated word for word in the
+# queries that want it: SQLite uses a partial index only when the query's WHERE contains its
+# predicate (``status = 'pending'`` alone does not imply ``status IN (...)`` for SQLite).
+OPEN_STATUSES = "status IN ('pending', 'unknown')"
 REQUIRED_LEAD_COLUMNS = ("id", "account_id", "recipient_id", "score", "last_outbound_at")
 OPTIONAL_LEAD_COLUMNS = (
     "user_id",
@@ -442,6 +446,8 @@ class SqlStore:
             if val is not None:
                 where.append(f"{col} = :{col}")
                 params[col] = val
+        if status in (PENDING, UNKNOWN):
+            where.append(OPEN_STATUSES)  # lets SQLite use the partial index (see below)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         return self.rows(f"SELECT * FROM followup_tracking {clause} ORDER BY id LIMIT :limit", params)
 
@@ -572,7 +578,8 @@ class SqlStore:
         return self.rows(
             "SELECT t.id, t.lead_id, t.sequence_id, t.message_id, t.account_id, t.claimed_at, "
             "t.run_id, r.host, r.pid, r.heartbeat_at, r.finished_at FROM followup_tracking t "
-            "LEFT JOIN followup_runs r ON r.run_id = t.run_id WHERE t.status = :p",
+            f"LEFT JOIN followup_runs r ON r.run_id = t.run_id WHERE t.{OPEN_STATUSES} "
+            "AND t.status = :p",
             {"p": PENDING},
         )
 
