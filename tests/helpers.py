@@ -223,8 +223,16 @@ def base_config(**over: Any) -> dict[str, Any]:
                 "priority": 1,
                 "trigger": [{"field": "score", "op": "between", "value": [2, 6]}],
                 "messages": [
-                    {"id": "m1", "delay_hours": 3, "template": "Hi {{ lead.first_name }}, step one"},
-                    {"id": "m2", "delay_hours": 20, "template": "Hi {{ lead.first_name }}, step two"},
+                    {
+                        "id": "m1",
+                        "delay_hours": 3,
+                        "template": "Hi {{ lead.first_name }}, step one",
+                    },
+                    {
+                        "id": "m2",
+                        "delay_hours": 20,
+                        "template": "Hi {{ lead.first_name }}, step two",
+                    },
                 ],
             }
         ],
@@ -242,7 +250,9 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
-def followup(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def followup(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """Run the installed command (``python -m followup_cli`` in this interpreter)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWUP_")}
     full_env.update(env or {})

@@ -35,7 +35,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 sequences_app = typer.Typer(help="Validate and show sequences.yaml.", no_args_is_help=True)
-unknown_app = typer.Typer(help="Follow-ups whose outcome nobody knows: list and resolve.", no_args_is_help=True)
+unknown_app = typer.Typer(
+    help="Follow-ups whose outcome nobody knows: list and resolve.", no_args_is_help=True
+)
 app.add_typer(sequences_app, name="sequences")
 app.add_typer(unknown_app, name="unknown")
 
@@ -48,7 +50,8 @@ DbOpt = Annotated[
     typer.Option(
         "--db",
         envvar="FOLLOWUP_DB",
-        help="Database: a file path, sqlite:///file.db or postgresql://… (default: followup.db beside the config).",
+        help="Database: a file path, sqlite:///file.db or postgresql://… "
+        "(default: followup.db beside the config).",
     ),
 ]
 NowOpt = Annotated[
@@ -70,7 +73,9 @@ def _now(value: str | None) -> datetime | None:
     try:
         return parse_time(value)
     except ValueError:
-        raise ConfigError(f"--now {value!r}: not an ISO 8601 time, e.g. 2026-11-28T09:00:00+01:00") from None
+        raise ConfigError(
+            f"--now {value!r}: not an ISO 8601 time, e.g. 2026-11-28T09:00:00+01:00"
+        ) from None
 
 
 def _load(config: str, strict: bool = True) -> LoadedConfig:
@@ -80,7 +85,8 @@ def _load(config: str, strict: bool = True) -> LoadedConfig:
         if problems:
             raise ConfigError(
                 "\n".join(p.format(loaded.path) for p in problems)
-                + f"\n{loaded.path}: {len(problems)} problem(s); fix them (`followup sequences check`)"
+                + f"\n{loaded.path}: {len(problems)} problem(s); "
+                "fix them (`followup sequences check`)"
             )
     return loaded
 
@@ -111,14 +117,26 @@ def _print_json(data: Any) -> None:
 def run(
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send and write nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be sent; send and write nothing.")
+    ] = False,
     now: NowOpt = None,
     account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Send at most N messages.")] = None,
-    budget: Annotated[
-        float | None, typer.Option("--budget", min=1, help="Run time budget in seconds (default: until the next cron slot).")
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=0, help="Send at most N messages.")
     ] = None,
-    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for another run's lock (SQLite).")] = 5.0,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget",
+            min=1,
+            help="Run time budget in seconds (default: until the next cron slot).",
+        ),
+    ] = None,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", min=0, help="Seconds to wait for another run's lock (SQLite)."),
+    ] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
     """The cron job: send every follow-up that is due now."""
@@ -143,8 +161,17 @@ def run(
         # --json owns stdout: the console channel then prints to stderr
         channel = make_channel(loaded.config, stream=sys.stderr if as_json else None)
         progress = _progress() if sys.stderr.isatty() and not as_json and not dry_run else None
-        engine = Engine(loaded, store, channel, Clock(fixed=when), cipher=cipher, progress=progress and progress[1])
-        options = RunOptions(now=when, dry_run=dry_run, account=account, limit=limit, budget_seconds=budget)
+        engine = Engine(
+            loaded,
+            store,
+            channel,
+            Clock(fixed=when),
+            cipher=cipher,
+            progress=progress and progress[1],
+        )
+        options = RunOptions(
+            now=when, dry_run=dry_run, account=account, limit=limit, budget_seconds=budget
+        )
         if lock is not None:
             with lock:
                 summary = engine.run(options)
@@ -183,7 +210,13 @@ def _pending_migrations(store: SqlStore) -> bool:
 def _progress() -> tuple[Any, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True)
+    p = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    )
     tasks: dict[str, Any] = {}
     p.start()
 
@@ -202,7 +235,9 @@ def _failure_line(data: dict[str, Any]) -> str:
         codes = ", ".join(f"code {k}: {v}" for k, v in data["failed"].items())
         parts.append(f"{n} send(s) failed ({codes})")
     if data["unknown"]:
-        parts.append(f"{data['unknown']} send(s) with unknown outcome (see `followup unknown list`)")
+        parts.append(
+            f"{data['unknown']} send(s) with unknown outcome (see `followup unknown list`)"
+        )
     for acct, why in data["stopped_accounts"].items():
         parts.append(why if acct in why else f"{acct}: {why}")
     parts.append(f"{data['sent']} sent")
@@ -250,17 +285,36 @@ def _print_summary(data: dict[str, Any]) -> None:
 
 def _print_dry_run(summary: Any) -> None:
     planned = summary.planned
-    table = Table(title=f"Dry run at {summary.now.isoformat()}: {len(planned)} message(s) would be sent", show_lines=False)
+    table = Table(
+        title=f"Dry run at {summary.now.isoformat()}: {len(planned)} message(s) would be sent",
+        show_lines=False,
+    )
     for col in ("account", "lead", "sequence", "step", "variant", "due", "message"):
         table.add_column(col, overflow="fold")
     for p in planned:
         text = (p.text or "") + (f" [{p.media_url}]" if p.media_url else "")
         table.add_row(
-            *(Text(x) for x in (p.account_id, p.lead_id, p.sequence_id, f"{p.step} {p.message_id}", p.variant_id or "-", _fmt(p.due_at), text))
+            *(
+                Text(x)
+                for x in (
+                    p.account_id,
+                    p.lead_id,
+                    p.sequence_id,
+                    f"{p.step} {p.message_id}",
+                    p.variant_id or "-",
+                    _fmt(p.due_at),
+                    text,
+                )
+            )
         )
     out.print(table)
     data = summary.as_dict()
-    for label, key in (("skipped", "skipped"), ("deferred", "deferred"), ("would end", "ended"), ("waiting", "waiting")):
+    for label, key in (
+        ("skipped", "skipped"),
+        ("deferred", "deferred"),
+        ("would end", "ended"),
+        ("waiting", "waiting"),
+    ):
         if data[key]:
             out.print(f"{label}: " + ", ".join(f"{k} {v}" for k, v in data[key].items()))
     out.print("Nothing was sent or written. Run without --dry-run to send.")
@@ -293,7 +347,9 @@ def explain(
             state = None
         row = store.lead_row(lead)
         if row is None:
-            raise ConfigError(f"no lead {lead!r} in table {store.lead_table!r} of {store.describe()}")
+            raise ConfigError(
+                f"no lead {lead!r} in table {store.lead_table!r} of {store.describe()}"
+            )
         try:
             parsed = parse_lead(row)
         except BadLead as exc:
@@ -308,7 +364,11 @@ def explain(
         data = d.as_dict()
         data["now"] = when.isoformat()
         data["history"] = [
-            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in h.items() if k not in ("body",)}
+            {
+                k: (v.isoformat() if isinstance(v, datetime) else v)
+                for k, v in h.items()
+                if k not in ("body",)
+            }
             for h in history
         ]
         _print_json(data)
@@ -328,7 +388,10 @@ def explain(
     if d.sequence:
         out.print(f"  sequence: {d.sequence.id} ({d.sequence.name or d.sequence.id})")
     if d.message:
-        out.print(f"  next step: {d.step} {d.message.id}{'/' + d.variant_id if d.variant_id else ''}, due {_fmt(d.due_at)} UTC")
+        out.print(
+            f"  next step: {d.step} {d.message.id}{'/' + d.variant_id if d.variant_id else ''}, "
+            f"due {_fmt(d.due_at)} UTC"
+        )
     if d.next_at:
         out.print(f"  re-check after: {_fmt(d.next_at)} UTC")
     if d.window_closes_at:
@@ -347,7 +410,9 @@ def explain(
 @app.command()
 def optout(
     lead: Annotated[str | None, typer.Argument(help="Lead id.")] = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the audit log).")] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (kept in the audit log).")
+    ] = None,
     undo: Annotated[bool, typer.Option("--undo", help="Resume the lead.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List opted-out leads.")] = False,
     config: ConfigOpt = "sequences.yaml",
@@ -366,12 +431,20 @@ def optout(
         if list_:
             rows = store.optouts()
             if as_json:
-                _print_json([{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows])
+                _print_json(
+                    [
+                        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+                        for r in rows
+                    ]
+                )
                 return
             if not rows:
                 out.print("no opted-out leads")
             for r in rows:
-                out.print(f"{r['lead_id']}\t{_fmt(r['created_at'])}\t{r['source']}\t{r['actor'] or '-'}\t{r['reason'] or ''}")
+                out.print(
+                    f"{r['lead_id']}\t{_fmt(r['created_at'])}\t{r['source']}\t"
+                    f"{r['actor'] or '-'}\t{r['reason'] or ''}"
+                )
             return
         assert lead is not None
         who = actor()
@@ -386,9 +459,16 @@ def optout(
             for e in store.enrollments():
                 if e["lead_id"] == lead:
                     store.end_enrollment(lead, e["sequence_id"], "opted_out", now)
-            store.audit("optout", now, who, lead_id=lead, detail={"reason": reason, "source": "cli"})
+            store.audit(
+                "optout", now, who, lead_id=lead, detail={"reason": reason, "source": "cli"}
+            )
         exists = store.lead_row(lead) is not None if _has_lead_table(store) else True
-        note = "" if exists else f" (note: no lead {lead!r} in the lead table yet; the opt-out holds when it appears)"
+        note = (
+            ""
+            if exists
+            else f" (note: no lead {lead!r} in the lead table yet; "
+            "the opt-out holds when it appears)"
+        )
         out.print((f"{lead}: opted out" if changed else f"{lead}: already opted out") + note)
     finally:
         store.close()
@@ -424,7 +504,13 @@ def sequences_check(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = Fal
             {
                 "ok": not errors_,
                 "problems": [
-                    {"line": p.line, "where": p.where, "what": p.what, "level": p.level, "text": p.format(loaded.path)}
+                    {
+                        "line": p.line,
+                        "where": p.where,
+                        "what": p.what,
+                        "level": p.level,
+                        "text": p.format(loaded.path),
+                    }
                     for p in problems
                 ],
             }
@@ -457,7 +543,8 @@ def sequences_show(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = Fals
     window = cfg.channel.window_hours
     tree = Tree(
         f"[bold]{loaded.path}[/bold] — channel {cfg.channel.type}"
-        f"{f', window {window:g}h' if window else ', no window'}, {cfg.channel.messages_per_hour}/h per account"
+        f"{f', window {window:g}h' if window else ', no window'}, "
+        f"{cfg.channel.messages_per_hour}/h per account"
     )
     for seq in cfg.sequences_by_priority():
         state = "" if seq.active else " [red](inactive)[/red]"
@@ -470,7 +557,9 @@ def sequences_show(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = Fals
             trig.add(line)
         steps = node.add("messages")
         for i, m in enumerate(seq.messages, 1):
-            late = " [yellow]⚠ outside window[/yellow]" if window and m.delay_hours >= window else ""
+            late = (
+                " [yellow]⚠ outside window[/yellow]" if window and m.delay_hours >= window else ""
+            )
             off = " [red](inactive)[/red]" if not m.active else ""
             step = steps.add(f"{i}. {m.id} — +{m.delay_hours:g}h {m.type}{off}{late}")
             if m.media_url:
@@ -478,7 +567,10 @@ def sequences_show(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = Fals
             if m.variants:
                 total = sum(v.weight for v in m.variants)
                 for v in m.variants:
-                    step.add(f"variant {v.id} ({v.weight / total:.0%}): {_one_line(v.template or m.template)}")
+                    step.add(
+                        f"variant {v.id} ({v.weight / total:.0%}): "
+                        f"{_one_line(v.template or m.template)}"
+                    )
             elif m.template:
                 step.add(_one_line(m.template))
     out.print(tree)
@@ -493,7 +585,9 @@ def _one_line(text: str | None, width: int = 80) -> str:
 
 
 @unknown_app.command("list")
-def unknown_list(config: ConfigOpt = "sequences.yaml", db: DbOpt = None, as_json: JsonOpt = False) -> None:
+def unknown_list(
+    config: ConfigOpt = "sequences.yaml", db: DbOpt = None, as_json: JsonOpt = False
+) -> None:
     """Follow-ups whose outcome is unknown (and claims still pending)."""
     loaded = _load_optional(config)
     store = _store(loaded, db, config)
@@ -503,7 +597,14 @@ def unknown_list(config: ConfigOpt = "sequences.yaml", db: DbOpt = None, as_json
         store.close()
     if as_json:
         _print_json(
-            [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items() if k != "body"} for r in rows]
+            [
+                {
+                    k: (v.isoformat() if isinstance(v, datetime) else v)
+                    for k, v in r.items()
+                    if k != "body"
+                }
+                for r in rows
+            ]
         )
         return
     if not rows:
@@ -514,14 +615,21 @@ def unknown_list(config: ConfigOpt = "sequences.yaml", db: DbOpt = None, as_json
             f"{_fmt(r['claimed_at'])}\t{r.get('reason') or r.get('error_message') or ''}"
         )
     if rows:
-        out.print("Check the conversation in Instagram, then `followup unknown resolve ID --sent` or `--release`.")
+        out.print(
+            "Check the conversation in Instagram, then "
+            "`followup unknown resolve ID --sent` or `--release`."
+        )
 
 
 @unknown_app.command("resolve")
 def unknown_resolve(
-    followup_id: Annotated[int, typer.Argument(help="Tracking row id (from `followup unknown list`).")],
+    followup_id: Annotated[
+        int, typer.Argument(help="Tracking row id (from `followup unknown list`).")
+    ],
     sent: Annotated[bool, typer.Option("--sent", help="It did go out: mark it sent.")] = False,
-    release: Annotated[bool, typer.Option("--release", help="It did not go out: free the step for a later run.")] = False,
+    release: Annotated[
+        bool, typer.Option("--release", help="It did not go out: free the step for a later run.")
+    ] = False,
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
 ) -> None:
@@ -537,21 +645,33 @@ def unknown_resolve(
         with store.transaction():
             row = store.followup(followup_id)
             if row is None or row["status"] != "unknown":
-                raise ConfigError(f"tracking row {followup_id} is not an unknown follow-up (see `followup unknown list`)")
+                raise ConfigError(
+                    f"tracking row {followup_id} is not an unknown follow-up "
+                    "(see `followup unknown list`)"
+                )
             if sent:
                 store.update_followup(
-                    followup_id, {"status": "sent", "sent_at": row["claimed_at"], "updated_at": now}, "unknown"
+                    followup_id,
+                    {"status": "sent", "sent_at": row["claimed_at"], "updated_at": now},
+                    "unknown",
                 )
             else:
                 store.delete_followup(followup_id, "unknown")
             store.audit(
-                "unknown_resolved", now, actor(), lead_id=row["lead_id"], account_id=row["account_id"],
-                sequence_id=row["sequence_id"], message_id=row["message_id"],
+                "unknown_resolved",
+                now,
+                actor(),
+                lead_id=row["lead_id"],
+                account_id=row["account_id"],
+                sequence_id=row["sequence_id"],
+                message_id=row["message_id"],
                 detail={"followup_id": followup_id, "as": "sent" if sent else "released"},
             )
     finally:
         store.close()
-    out.print(f"{followup_id}: {'marked sent' if sent else 'released: a later run may send this step'}")
+    out.print(
+        f"{followup_id}: {'marked sent' if sent else 'released: a later run may send this step'}"
+    )
 
 
 # ---------------------------------------------------------------- erase
@@ -560,7 +680,9 @@ def unknown_resolve(
 @app.command()
 def erase(
     lead: Annotated[str, typer.Argument(help="Lead id.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Do it (without it, nothing changes).")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do it (without it, nothing changes).")
+    ] = False,
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
 ) -> None:
@@ -602,15 +724,23 @@ def audit(
         store.close()
     if as_json:
         _print_json(
-            [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+            [
+                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+                for r in rows
+            ]
         )
         return
     if not rows:
         out.print("no audit entries")
     for r in reversed(rows):
-        step = f"{r['sequence_id']}/{r['message_id']}" if r.get("message_id") else (r.get("sequence_id") or "")
+        step = (
+            f"{r['sequence_id']}/{r['message_id']}"
+            if r.get("message_id")
+            else (r.get("sequence_id") or "")
+        )
         out.print(
-            f"{_fmt(r['at'])}  {r['action']:<16} {r['actor'] or '-':<10} {r.get('lead_id') or '-':<12} "
+            f"{_fmt(r['at'])}  {r['action']:<16} {r['actor'] or '-':<10} "
+            f"{r.get('lead_id') or '-':<12} "
             f"{step:<20} {r.get('detail') or ''}",
             markup=False,
         )
@@ -641,12 +771,14 @@ def keygen() -> None:
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="Where to put the demo's config and database.")] = Path("followup-demo"),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to put the demo's config and database.")
+    ] = Path("followup-demo"),
     leads: Annotated[int, typer.Option("--leads", min=10, max=100_000)] = 200,
     days: Annotated[int, typer.Option("--days", min=1, max=30)] = 3,
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print each message.")] = False,
 ) -> None:
-    """Seed a local SQLite store with realistic leads and run a full cycle on the console channel."""
+    """Seed a local SQLite store with realistic leads; run a full cycle on the console channel."""
     from .demo import run_demo
 
     run_demo(directory, n_leads=leads, days=days, out=out, quiet=quiet)
@@ -877,7 +1009,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         if debug:
             traceback.print_exc()
-        err.print(f"followup: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)", markup=False)
+        err.print(
+            f"followup: unexpected error: {type(exc).__name__}: {exc} "
+            "(run with --debug for details)",
+            markup=False,
+        )
         code = errors.EXIT_UNEXPECTED
     sys.stdout.flush()
     sys.exit(code)

@@ -107,7 +107,11 @@ class RunSummary:
         out = 0
         for a in self.accounts:
             v = getattr(a, attr)
-            out += sum(v.values()) if isinstance(v, Counter) else (len(v) if isinstance(v, list) else v)
+            out += (
+                sum(v.values())
+                if isinstance(v, Counter)
+                else (len(v) if isinstance(v, list) else v)
+            )
         return out
 
     def merged(self, attr: str) -> dict[str, int]:
@@ -214,7 +218,11 @@ class Engine:
             if self.store.config_seen(self.loaded.digest, self.loaded.path, self.actor, now):
                 summary.config_changed = True
                 self.store.audit(
-                    "config_seen", now, self.actor, run_id, detail={"digest": self.loaded.digest, "path": self.loaded.path}
+                    "config_seen",
+                    now,
+                    self.actor,
+                    run_id,
+                    detail={"digest": self.loaded.digest, "path": self.loaded.path},
                 )
         remaining = [options.limit]  # shared across accounts, guarded by self._lock
         results: list[AccountResult] = []
@@ -255,7 +263,9 @@ class Engine:
         summary.elapsed_seconds = self.clock.elapsed()
         if not options.dry_run:
             summary.unknown_open = len(self.store.followups(status=UNKNOWN))
-            self.store.finish_run(run_id, wall(), summary.exit_code, summary.as_dict() | {"messages": []})
+            self.store.finish_run(
+                run_id, wall(), summary.exit_code, summary.as_dict() | {"messages": []}
+            )
         return summary
 
     def default_budget_seconds(self, now: datetime) -> float:
@@ -306,7 +316,9 @@ class Engine:
         bookkeeping: list[tuple[Lead, Decision]] = []
         after = ""
         while True:
-            page = store.candidate_leads(account.id, st.min_score, st.max_score, after, CANDIDATE_PAGE)
+            page = store.candidate_leads(
+                account.id, st.min_score, st.max_score, after, CANDIDATE_PAGE
+            )
             if not page:
                 break
             after = str(page[-1]["id"])
@@ -329,7 +341,9 @@ class Engine:
                 break
         far = datetime.max.replace(tzinfo=now.tzinfo)
         # Windows closing soonest first, then the longest-overdue step, then lead id.
-        actionable.sort(key=lambda ld: (ld[1].window_closes_at or far, ld[1].due_at or far, ld[0].id))
+        actionable.sort(
+            key=lambda ld: (ld[1].window_closes_at or far, ld[1].due_at or far, ld[0].id)
+        )
         return actionable, bookkeeping
 
     # ---------------------------------------------------------------- account
@@ -429,7 +443,15 @@ class Engine:
                 store.heartbeat(run_id, wall())
 
     # ------------------------------------------------------------- helpers
-    def outgoing(self, account: Account, lead: Lead, d: Decision, text: str | None, media: str | None, key: str) -> OutgoingMessage:
+    def outgoing(
+        self,
+        account: Account,
+        lead: Lead,
+        d: Decision,
+        text: str | None,
+        media: str | None,
+        key: str,
+    ) -> OutgoingMessage:
         assert d.message is not None and d.sequence is not None
         return OutgoingMessage(
             account_id=account.id,
@@ -489,10 +511,14 @@ class _Executor:
     def render(self, lead: Lead, d: Decision) -> tuple[str | None, str | None] | None:
         assert d.sequence is not None and d.message is not None
         try:
-            r = self.engine.renderer.render(d.sequence, d.message, d.variant_id, lead.context(), self.account, self.now)
+            r = self.engine.renderer.render(
+                d.sequence, d.message, d.variant_id, lead.context(), self.account, self.now
+            )
         except TemplateProblem as tp:
             self.result.skipped["template_error"] += 1
-            self.result.bad_leads.append(f"lead {lead.id}: {d.sequence.id}/{d.message.id}: {tp.what}")
+            self.result.bad_leads.append(
+                f"lead {lead.id}: {d.sequence.id}/{d.message.id}: {tp.what}"
+            )
             return None
         if not r.text and not r.media_url:
             self.result.skipped["empty_message"] += 1
@@ -529,8 +555,18 @@ class _DryExecutor(_Executor):
         self.result.sent += 0
         self.result.planned.append(
             PlannedSend(
-                lead.id, self.account.id, lead.recipient_id, lead.username, d.sequence.id, d.message.id,
-                d.step or 0, d.variant_id, rendered[0], rendered[1], d.due_at, d.reason,
+                lead.id,
+                self.account.id,
+                lead.recipient_id,
+                lead.username,
+                d.sequence.id,
+                d.message.id,
+                d.step or 0,
+                d.variant_id,
+                rendered[0],
+                rendered[1],
+                d.due_at,
+                d.reason,
             )
         )
 
@@ -556,20 +592,46 @@ class _LiveExecutor(_Executor):
     def _bookkeep_locked(self, lead: Lead, d: Decision) -> None:
         store, now = self.store, self.now
         if d.keyword_optout and not store.is_opted_out(lead.id):
-            store.add_optout(lead.id, f"keyword: {d.keyword_optout}", "keyword", self.engine.actor, now)
-            store.audit("optout", now, self.engine.actor, self.run_id, lead.id, lead.account_id,
-                        detail={"source": "keyword", "keyword": d.keyword_optout})
+            store.add_optout(
+                lead.id, f"keyword: {d.keyword_optout}", "keyword", self.engine.actor, now
+            )
+            store.audit(
+                "optout",
+                now,
+                self.engine.actor,
+                self.run_id,
+                lead.id,
+                lead.account_id,
+                detail={"source": "keyword", "keyword": d.keyword_optout},
+            )
             self.result.optouts += 1
         if d.action == "end" and d.sequence is not None:
             if store.end_enrollment(lead.id, d.sequence.id, d.reason, now):
                 self.result.ended[d.reason] += 1
-                store.audit("enrollment_end", now, self.engine.actor, self.run_id, lead.id,
-                            lead.account_id, d.sequence.id, detail={"reason": d.reason})
+                store.audit(
+                    "enrollment_end",
+                    now,
+                    self.engine.actor,
+                    self.run_id,
+                    lead.id,
+                    lead.account_id,
+                    d.sequence.id,
+                    detail={"reason": d.reason},
+                )
         elif d.action == "holdout" and d.sequence is not None and d.anchor_at is not None:
-            if store.start_enrollment(lead.id, d.sequence.id, lead.account_id, d.anchor_at, now, holdout=True):
+            if store.start_enrollment(
+                lead.id, d.sequence.id, lead.account_id, d.anchor_at, now, holdout=True
+            ):
                 self.result.holdout += 1
-                store.audit("holdout", now, self.engine.actor, self.run_id, lead.id, lead.account_id,
-                            d.sequence.id)
+                store.audit(
+                    "holdout",
+                    now,
+                    self.engine.actor,
+                    self.run_id,
+                    lead.id,
+                    lead.account_id,
+                    d.sequence.id,
+                )
 
     def execute(self, lead: Lead, d: Decision) -> str | None:
         if self.real_time:
@@ -599,13 +661,24 @@ class _LiveExecutor(_Executor):
             assert d.sequence is not None and d.message is not None
             if d.action == "skip":
                 if d.new_enrollment and d.anchor_at is not None:
-                    store.start_enrollment(fresh.id, d.sequence.id, fresh.account_id, d.anchor_at, now)
+                    store.start_enrollment(
+                        fresh.id, d.sequence.id, fresh.account_id, d.anchor_at, now
+                    )
                 fid = store.insert_followup(self._row(fresh, d, SKIPPED, reason=d.reason))
                 if fid is not None:
                     res.skipped[d.reason] += 1
                     store.end_enrollment(fresh.id, d.sequence.id, "window_closed", now)
-                    store.audit("skip", now, self.engine.actor, self.run_id, fresh.id, fresh.account_id,
-                                d.sequence.id, d.message.id, {"reason": d.reason, "detail": d.detail})
+                    store.audit(
+                        "skip",
+                        now,
+                        self.engine.actor,
+                        self.run_id,
+                        fresh.id,
+                        fresh.account_id,
+                        d.sequence.id,
+                        d.message.id,
+                        {"reason": d.reason, "detail": d.detail},
+                    )
                 return
             since = now - timedelta(hours=1)
             if store.recent_sends(self.account.id, since) >= self.rate_limit:
@@ -623,8 +696,17 @@ class _LiveExecutor(_Executor):
                 res.skipped["already_claimed"] += 1
                 return
             claim = {"id": fid, "lead": fresh, "d": d, "text": text, "media": media}
-            store.audit("claim", now, self.engine.actor, self.run_id, fresh.id, fresh.account_id,
-                        d.sequence.id, d.message.id, {"followup_id": fid, "variant": d.variant_id})
+            store.audit(
+                "claim",
+                now,
+                self.engine.actor,
+                self.run_id,
+                fresh.id,
+                fresh.account_id,
+                d.sequence.id,
+                d.message.id,
+                {"followup_id": fid, "variant": d.variant_id},
+            )
         # committed: the claim exists before the API call
         self._send(claim)
 
@@ -667,16 +749,32 @@ class _LiveExecutor(_Executor):
         lead: Lead = claim["lead"]
         d: Decision = claim["d"]
         assert d.sequence is not None and d.message is not None
-        msg = self.engine.outgoing(self.account, lead, d, claim["text"], claim["media"], str(claim["id"]))
+        msg = self.engine.outgoing(
+            self.account, lead, d, claim["text"], claim["media"], str(claim["id"])
+        )
         try:
             result = self.engine.channel.send(msg)
         except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the claim
-            result = SendResult("unknown", error_message=f"channel error: {type(exc).__name__}: {exc}")
+            result = SendResult(
+                "unknown", error_message=f"channel error: {type(exc).__name__}: {exc}"
+            )
         fid = claim["id"]
         planned = PlannedSend(
-            lead.id, self.account.id, lead.recipient_id, lead.username, d.sequence.id, d.message.id,
-            d.step or 0, d.variant_id, claim["text"], claim["media"], d.due_at, d.reason,
-            outcome=result.outcome, error_code=result.error_code, error=result.error_message,
+            lead.id,
+            self.account.id,
+            lead.recipient_id,
+            lead.username,
+            d.sequence.id,
+            d.message.id,
+            d.step or 0,
+            d.variant_id,
+            claim["text"],
+            claim["media"],
+            d.due_at,
+            d.reason,
+            outcome=result.outcome,
+            error_code=result.error_code,
+            error=result.error_message,
         )
         common = {
             "attempts": result.attempts,
@@ -685,15 +783,22 @@ class _LiveExecutor(_Executor):
             "error_message": result.error_message,
             "updated_at": now,
         }
-        audit_detail = {"followup_id": fid, "outcome": result.outcome, "code": result.error_code,
-                        "subcode": result.error_subcode, "attempts": result.attempts}
+        audit_detail = {
+            "followup_id": fid,
+            "outcome": result.outcome,
+            "code": result.error_code,
+            "subcode": result.error_subcode,
+            "attempts": result.attempts,
+        }
         with store.transaction():
             if result.outcome == "sent":
-                self._complete(fid, {**common, "status": SENT, "sent_at": now, "external_id": result.message_id})
+                sent = {"status": SENT, "sent_at": now, "external_id": result.message_id}
+                self._complete(fid, {**common, **sent})
                 res.sent += 1
                 res.attempts += 1
             elif result.outcome == "failed":
-                self._complete(fid, {**common, "status": FAILED, "reason": result.kind or "permanent"})
+                failed = {"status": FAILED, "reason": result.kind or "permanent"}
+                self._complete(fid, {**common, **failed})
                 store.end_enrollment(lead.id, d.sequence.id, "failed", now)
                 res.failed[str(result.error_code or result.http_status or "error")] += 1
                 res.attempts += 1
@@ -714,8 +819,17 @@ class _LiveExecutor(_Executor):
                 self._release(fid)
                 res.deferred["account_stopped"] += 1
                 res.stopped = _account_stop_line(self.account, result)
-            store.audit("send", now, self.engine.actor, self.run_id, lead.id, lead.account_id,
-                        d.sequence.id, d.message.id, audit_detail)
+            store.audit(
+                "send",
+                now,
+                self.engine.actor,
+                self.run_id,
+                lead.id,
+                lead.account_id,
+                d.sequence.id,
+                d.message.id,
+                audit_detail,
+            )
         if self.engine.on_sent:
             self.engine.on_sent(planned)
         res.planned.append(planned)
@@ -727,7 +841,8 @@ class _LiveExecutor(_Executor):
         ):
             res.stopped = (
                 f"circuit breaker: {res.breaker_failures} of {res.attempts} sends failed "
-                f"(over {st.breaker_failure_rate:.0%}); account {self.account.id} stopped for this run"
+                f"(over {st.breaker_failure_rate:.0%}); "
+                f"account {self.account.id} stopped for this run"
             )
 
 

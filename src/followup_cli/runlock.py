@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from .errors import LockHeld
+from .errors import LockHeld, StoreConfigError
 
 
 class RunLock:
@@ -26,7 +26,13 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreConfigError(
+                f"{self.path}: cannot open the run lock file ({exc.strerror}); the folder of "
+                "the database must be writable by the user cron runs as"
+            ) from None
         deadline = time.monotonic() + self.wait_seconds
         while True:
             try:

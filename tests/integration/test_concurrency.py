@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
@@ -131,7 +132,7 @@ def open_paths(pid: int) -> set[str]:
     return out
 
 
-def wait_until(predicate, timeout: float = 30) -> bool:  # noqa: ANN001
+def wait_until(predicate: Callable[[], bool], timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -96,9 +96,10 @@ def test_migrate__records_every_step_and_a_second_run_applies_nothing(db: LeadDB
 
 def test_migrate__names_are_numbered_unique_and_in_order() -> None:
     names = [name for name, _ in MIGRATIONS]
-    assert names == sorted(names)
-    assert len(set(names)) == len(names)
     assert all(name[:4].isdigit() and name[4] == "_" for name in names)
+    numbers = [int(name[:4]) for name in names]
+    # applied in list order, listed by name: one number per step, in order, no gaps
+    assert numbers == list(range(1, len(names) + 1)), names
 
 
 # ---------------------------------------------------------------------- claims

@@ -54,7 +54,10 @@ class InstagramChannel:
             )
         if not message.ig_user_id:
             return SendResult(
-                "account_fatal", error_message="the account has no ig_user_id", attempts=0, kind="account"
+                "account_fatal",
+                error_message="the account has no ig_user_id",
+                attempts=0,
+                kind="account",
             )
         url = self.url_for(message.ig_user_id)
         headers = {"Authorization": f"Bearer {token}"}
@@ -63,7 +66,12 @@ class InstagramChannel:
             parts.append({"text": message.text})
         if message.media_url:
             parts.append(
-                {"attachment": {"type": message.media_type or "image", "payload": {"url": message.media_url}}}
+                {
+                    "attachment": {
+                        "type": message.media_type or "image",
+                        "payload": {"url": message.media_url},
+                    }
+                }
             )
         total_attempts = 0
         first: SendResult | None = None

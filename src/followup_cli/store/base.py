@@ -168,6 +168,12 @@ class SqlStore:
     def _adapt(self, value: Any) -> Any:
         return value
 
+    def _in_list(self, column: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+        """``column IN (...)`` for one chunk of values, and its parameters (the tool's own
+        TEXT columns; Postgres passes one text[] instead)."""
+        names = {f"p{i}": v for i, v in enumerate(values)}
+        return f"{column} IN ({', '.join(':' + k for k in names)})", names
+
     # ------------------------------------------------------------- helpers
     def _params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         return {k: self._adapt(v) for k, v in (params or {}).items()}
@@ -230,7 +236,9 @@ class SqlStore:
         return [name for name, _ in MIGRATIONS if name not in done]
 
     def applied_migrations(self) -> list[str]:
-        return [r["name"] for r in self._query("SELECT name FROM followup_migrations ORDER BY name")]
+        return [
+            r["name"] for r in self._query("SELECT name FROM followup_migrations ORDER BY name")
+        ]
 
     # ----------------------------------------------------------- lead table
     def lead_columns(self) -> tuple[str, ...]:
@@ -293,19 +301,19 @@ class SqlStore:
 
     def lead_row(self, lead_id: str) -> dict[str, Any] | None:
         rows = self._query(
-            f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE l.id = :id", {"id": lead_id}
+            f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE l.id = :id",
+            {"id": lead_id},
         )
         return rows[0] if rows else None
 
     def lead_rows(self, lead_ids: Sequence[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for chunk in _chunks(list(lead_ids), 500):
-            names = {f"p{i}": v for i, v in enumerate(chunk)}
-            inlist = ", ".join(f":{k}" for k in names)
+            # the generic IN list: the host's id column may be uuid or integer on Postgres
+            where, names = SqlStore._in_list(self, "l.id", chunk)
             out.extend(
                 self._query(
-                    f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE l.id IN ({inlist})",
-                    names,
+                    f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE {where}", names
                 )
             )
         return out
@@ -317,11 +325,10 @@ class SqlStore:
         enrollments: dict[str, list[EnrollmentRecord]] = {}
         optouts: dict[str, str | None] = {}
         for chunk in _chunks(list(lead_ids), 500):
-            names = {f"p{i}": v for i, v in enumerate(chunk)}
-            inlist = ", ".join(f":{k}" for k in names)
+            where, names = self._in_list("lead_id", chunk)
             for r in self.rows(
                 "SELECT lead_id, sequence_id, message_id, variant_id, status, reason, sent_at, "
-                f"claimed_at FROM followup_tracking WHERE lead_id IN ({inlist}) ORDER BY id",
+                f"claimed_at FROM followup_tracking WHERE {where} ORDER BY id",
                 names,
             ):
                 followups.setdefault(r["lead_id"], []).append(
@@ -335,8 +342,9 @@ class SqlStore:
                     )
                 )
             for r in self.rows(
-                "SELECT lead_id, sequence_id, anchor_at, started_at, ended_at, ended_reason, holdout "
-                f"FROM followup_enrollments WHERE lead_id IN ({inlist})",
+                "SELECT lead_id, sequence_id, anchor_at, started_at, ended_at, ended_reason, "
+                "holdout "
+                f"FROM followup_enrollments WHERE {where}",
                 names,
             ):
                 enrollments.setdefault(r["lead_id"], []).append(
@@ -350,7 +358,7 @@ class SqlStore:
                     )
                 )
             for r in self._query(
-                f"SELECT lead_id, reason FROM followup_optouts WHERE lead_id IN ({inlist})", names
+                f"SELECT lead_id, reason FROM followup_optouts WHERE {where}", names
             ):
                 optouts[r["lead_id"]] = r["reason"]
         return {
@@ -449,7 +457,9 @@ class SqlStore:
         if status in (PENDING, UNKNOWN):
             where.append(OPEN_STATUSES)  # lets SQLite use the partial index (see below)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        return self.rows(f"SELECT * FROM followup_tracking {clause} ORDER BY id LIMIT :limit", params)
+        return self.rows(
+            f"SELECT * FROM followup_tracking {clause} ORDER BY id LIMIT :limit", params
+        )
 
     # --------------------------------------------------------- enrollments
     def start_enrollment(
@@ -465,7 +475,14 @@ class SqlStore:
             "INSERT INTO followup_enrollments (lead_id, sequence_id, account_id, anchor_at, "
             "started_at, holdout) VALUES (:l, :s, :a, :anchor, :now, :h) "
             "ON CONFLICT (lead_id, sequence_id) DO NOTHING",
-            {"l": lead_id, "s": sequence_id, "a": account_id, "anchor": anchor_at, "now": now, "h": holdout},
+            {
+                "l": lead_id,
+                "s": sequence_id,
+                "a": account_id,
+                "anchor": anchor_at,
+                "now": now,
+                "h": holdout,
+            },
         )
         return n > 0
 
@@ -493,7 +510,9 @@ class SqlStore:
         return self.rows(f"SELECT * FROM followup_enrollments {clause} ORDER BY lead_id", params)
 
     # -------------------------------------------------------------- opt-out
-    def add_optout(self, lead_id: str, reason: str | None, source: str, who: str, now: datetime) -> bool:
+    def add_optout(
+        self, lead_id: str, reason: str | None, source: str, who: str, now: datetime
+    ) -> bool:
         n = self._run(
             "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
             "VALUES (:l, :r, :s, :a, :now) ON CONFLICT (lead_id) DO NOTHING",
@@ -508,7 +527,9 @@ class SqlStore:
         return self.rows("SELECT * FROM followup_optouts ORDER BY created_at, lead_id")
 
     def is_opted_out(self, lead_id: str) -> bool:
-        return bool(self._query("SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l", {"l": lead_id}))
+        return bool(
+            self._query("SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l", {"l": lead_id})
+        )
 
     # ----------------------------------------------------------------- audit
     def audit(
@@ -543,7 +564,8 @@ class SqlStore:
     def audit_log(self, lead_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         where = "WHERE lead_id = :l" if lead_id else ""
         return self.rows(
-            f"SELECT * FROM followup_audit {where} ORDER BY id DESC LIMIT :n", {"l": lead_id, "n": limit}
+            f"SELECT * FROM followup_audit {where} ORDER BY id DESC LIMIT :n",
+            {"l": lead_id, "n": limit},
         )
 
     def config_seen(self, digest: str, path: str, who: str, now: datetime) -> bool:
@@ -556,7 +578,9 @@ class SqlStore:
         return n > 0
 
     # ------------------------------------------------------------------ runs
-    def start_run(self, run_id: str, host: str, pid: int, who: str, wall: datetime, now: datetime) -> None:
+    def start_run(
+        self, run_id: str, host: str, pid: int, who: str, wall: datetime, now: datetime
+    ) -> None:
         self._run(
             "INSERT INTO followup_runs (run_id, host, pid, actor, started_at, heartbeat_at, "
             "business_now) VALUES (:r, :h, :p, :a, :w, :w, :n)",
@@ -564,9 +588,13 @@ class SqlStore:
         )
 
     def heartbeat(self, run_id: str, wall: datetime) -> None:
-        self._run("UPDATE followup_runs SET heartbeat_at = :w WHERE run_id = :r", {"w": wall, "r": run_id})
+        self._run(
+            "UPDATE followup_runs SET heartbeat_at = :w WHERE run_id = :r", {"w": wall, "r": run_id}
+        )
 
-    def finish_run(self, run_id: str, wall: datetime, exit_code: int, summary: dict[str, Any]) -> None:
+    def finish_run(
+        self, run_id: str, wall: datetime, exit_code: int, summary: dict[str, Any]
+    ) -> None:
         self._run(
             "UPDATE followup_runs SET finished_at = :w, heartbeat_at = :w, exit_code = :c, "
             "summary = :s WHERE run_id = :r",

@@ -132,16 +132,16 @@ WHERE l.account_id = :account_id AND l.id > :after_id
   AND (
     EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL)
     OR (
-      ({col['score']} BETWEEN :min_score AND :max_score OR typeof({col['score']}) = 'text')
-      AND {col['converted_at']} IS NULL
-      AND ({col['status']} IS NULL OR lower({col['status']}) <> 'converted')
+      ({col["score"]} BETWEEN :min_score AND :max_score OR typeof({col["score"]}) = 'text')
+      AND {col["converted_at"]} IS NULL
+      AND ({col["status"]} IS NULL OR lower({col["status"]}) <> 'converted')
       AND l.last_outbound_at IS NOT NULL
       AND COALESCE({inbound} > julianday(l.last_outbound_at), 0) = 0
       AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = l.id)
       AND NOT EXISTS (
         SELECT 1 FROM followup_enrollments e
         WHERE e.lead_id = l.id AND e.ended_at IS NOT NULL
-          AND ({col['last_inbound_at']} IS NULL OR julianday(e.anchor_at) >= {inbound}))
+          AND ({col["last_inbound_at"]} IS NULL OR julianday(e.anchor_at) >= {inbound}))
     )
   )
 ORDER BY l.id
