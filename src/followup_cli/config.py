@@ -149,6 +149,8 @@ class Channel(_Model):
     type: Literal["instagram", "webhook", "console"] = "console"
     api_base: str = "https://graph.instagram.com"
     api_version: str = "v21.0"
+    # Instagram's 24-hour window by default; a console or webhook channel has none unless
+    # the file gives one (a host app relaying to Instagram should say `window_hours: 24`).
     window_hours: float | None = Field(24, gt=0)
     messages_per_hour: int = Field(200, ge=1)
     timeout_seconds: float = Field(10, gt=0)
@@ -157,6 +159,17 @@ class Channel(_Model):
     max_retry_wait_seconds: float = Field(60, ge=0)
     url: str | None = None  # webhook
     secret_env: str | None = None  # webhook signing secret, from the environment
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_window(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and data.get("type", "console") != "instagram"
+            and "window_hours" not in data
+        ):
+            return {**data, "window_hours": None}
+        return data
 
     @model_validator(mode="after")
     def _webhook(self) -> Channel:

@@ -180,3 +180,19 @@ def test_account_overrides_merge_with_global_settings() -> None:
     st = loaded.config.settings_for(loaded.config.accounts[0])
     assert st.max_followups_per_lead == 3
     assert st.timezone == "Europe/Madrid"
+
+
+@pytest.mark.parametrize(
+    ("channel", "window"),
+    [
+        ({"type": "instagram"}, 24),
+        ({"type": "console"}, None),
+        ({"type": "webhook", "url": "http://127.0.0.1:9/hook"}, None),
+        ({"type": "console", "window_hours": 24}, 24),
+        ({"type": "instagram", "window_hours": None}, None),
+    ],
+)
+def test_the_messaging_window_defaults_by_channel(channel: dict[str, Any], window: Any) -> None:
+    cfg = base_config()
+    cfg["channel"] = channel
+    assert parse_config(text_of(cfg), "seq.yaml").config.channel.window_hours == window
