@@ -282,16 +282,40 @@ def measure(store: SqlStore, label: str) -> None:
 
 
 def time_reconcile(store: SqlStore) -> None:
-    """The outcome reconcile every live run does first (outcomes.py), for scale."""
+    """The outcome reconcile every live run does first (outcomes.py), for scale: the first
+    one (no lead marked yet: every lead with follow-ups or enrollments in the look-back is
+    read), a steady-state one (nothing changed), and one after 1% of those leads replied."""
     from followup_cli.outcomes import reconcile
 
-    t = time.perf_counter()
-    counts = reconcile(store, None, NOW)  # type: ignore[arg-type]  # it ignores the config
-    took = time.perf_counter() - t
-    print(
-        f"\n({store.dialect}: run-start reconcile over {counts.leads_checked} leads with "
-        f"follow-ups or enrollments in its look-back took {took:.1f} s)"
-    )
+    def once(label: str) -> None:
+        t = time.perf_counter()
+        counts = reconcile(store, None, NOW)  # type: ignore[arg-type]  # it ignores the config
+        took = time.perf_counter() - t
+        print(
+            f"({store.dialect}: reconcile, {label}: {counts.leads_checked} leads read, "
+            f"{counts.responded} responses attributed, {took:.2f} s)"
+        )
+
+    print()
+    once("first run, no marks")
+    once("next run, nothing changed")
+    reply = NOW - timedelta(minutes=5)
+    with store.transaction():
+        store._run(  # noqa: SLF001
+            "UPDATE leads SET last_inbound_at = :t WHERE id IN (SELECT lead_id FROM "
+            "followup_enrollments WHERE ended_at IS NULL ORDER BY lead_id LIMIT :n)",
+            {
+                "t": reply,
+                "n": max(
+                    1,
+                    store._query(  # noqa: SLF001
+                        "SELECT COUNT(*) AS n FROM followup_enrollments"
+                    )[0]["n"]
+                    // 100,
+                ),
+            },
+        )
+    once("after 1% of the enrolled leads replied")
 
 
 def rounds(store: SqlStore, analyze: str) -> None:

@@ -456,9 +456,8 @@ def optout(
             return
         with store.transaction():
             changed = store.add_optout(lead, reason, "cli", who, now)
-            for e in store.enrollments():
-                if e["lead_id"] == lead:
-                    store.end_enrollment(lead, e["sequence_id"], "opted_out", now)
+            for e in store.enrollments(lead_id=lead):
+                store.end_enrollment(lead, e["sequence_id"], "opted_out", now)
             store.audit(
                 "optout", now, who, lead_id=lead, detail={"reason": reason, "source": "cli"}
             )
@@ -641,31 +640,11 @@ def unknown_resolve(
     loaded = _load_optional(config)
     store = _store(loaded, db, config)
     try:
-        now = datetime.now(UTC)
-        with store.transaction():
-            row = store.followup(followup_id)
-            if row is None or row["status"] != "unknown":
-                raise ConfigError(
-                    f"tracking row {followup_id} is not an unknown follow-up "
-                    "(see `followup unknown list`)"
-                )
-            if sent:
-                store.update_followup(
-                    followup_id,
-                    {"status": "sent", "sent_at": row["claimed_at"], "updated_at": now},
-                    "unknown",
-                )
-            else:
-                store.delete_followup(followup_id, "unknown")
-            store.audit(
-                "unknown_resolved",
-                now,
-                actor(),
-                lead_id=row["lead_id"],
-                account_id=row["account_id"],
-                sequence_id=row["sequence_id"],
-                message_id=row["message_id"],
-                detail={"followup_id": followup_id, "as": "sent" if sent else "released"},
+        row = store.resolve_unknown(followup_id, sent, actor(), datetime.now(UTC))
+        if row is None:
+            raise ConfigError(
+                f"tracking row {followup_id} is not an unknown follow-up "
+                "(see `followup unknown list`)"
             )
     finally:
         store.close()

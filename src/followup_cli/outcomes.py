@@ -33,6 +33,8 @@ ATTRIBUTION_DAYS = 30
 ATTRIBUTION = timedelta(days=ATTRIBUTION_DAYS)
 # How far back a reconcile looks: the attribution window plus a week of late data.
 LOOKBACK = ATTRIBUTION + timedelta(days=7)
+# Leads read and written per transaction while reconciling.
+RECONCILE_CHUNK = 500
 
 # Status moves: a later outcome never goes back to an earlier status.
 PROMOTE = {
@@ -131,33 +133,50 @@ def _time(row: Mapping[str, Any], col: str, counts: OutcomeCounts) -> datetime |
 
 
 def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
-    """Bring outcomes up to date from the lead store; safe to run any number of times."""
+    """Bring outcomes up to date from the lead store; safe to run any number of times.
+
+    Incremental: only leads whose ``last_inbound_at`` / ``converted_at`` changed since the
+    last reconcile are read (``followup_outcome_marks`` keeps what was seen). A lead whose
+    times are later than ``now`` (a replay) or unreadable gets no mark and is looked at
+    again next time.
+    """
     del config  # outcomes need only the lead store; the engine passes it for symmetry
     counts = OutcomeCounts()
     since = now - LOOKBACK
-    followups = store.outcome_followups(since=since)
-    enrollments = store.outcome_enrollments(since=since)
-    by_lead: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    enr_by_lead: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in followups:
-        by_lead[str(r["lead_id"])].append(r)
-    for e in enrollments:
-        enr_by_lead[str(e["lead_id"])].append(e)
-    lead_ids = sorted(set(by_lead) | set(enr_by_lead))
-    if not lead_ids:
-        return counts
-    leads = store.lead_rows(lead_ids)
-    counts.leads_checked = len(leads)
-    with store.transaction():
-        for lead in leads:
-            lid = str(lead["id"])
-            fu, en = by_lead.get(lid, []), enr_by_lead.get(lid, [])
-            inbound = _time(lead, "last_inbound_at", counts)
-            if inbound is not None and inbound <= now:
-                attribute(store, fu, en, "responded_at", inbound, now, counts)
-            converted = _time(lead, "converted_at", counts)
-            if converted is not None and converted <= now:
-                attribute(store, fu, en, "converted_at", converted, now, counts)
+    changed = store.changed_outcome_leads(since)
+    for start in range(0, len(changed), RECONCILE_CHUNK):
+        chunk = changed[start : start + RECONCILE_CHUNK]
+        ids = [str(r["lead_id"]) for r in chunk]
+        by_lead: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        enr_by_lead: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in store.outcome_followups(since=since, lead_ids=ids):
+            by_lead[str(r["lead_id"])].append(r)
+        for e in store.outcome_enrollments(since=since, lead_ids=ids):
+            enr_by_lead[str(e["lead_id"])].append(e)
+        leads = {str(lead["id"]): lead for lead in store.lead_rows(ids)}
+        counts.leads_checked += len(leads)
+        settled_marks: list[tuple[str, str | None, str | None]] = []
+        with store.transaction():
+            for mark in chunk:
+                lid = str(mark["lead_id"])
+                lead = leads.get(lid)
+                if lead is None:
+                    continue
+                fu, en = by_lead.get(lid, []), enr_by_lead.get(lid, [])
+                settled = True
+                for column, lead_column in (
+                    ("responded_at", "last_inbound_at"),
+                    ("converted_at", "converted_at"),
+                ):
+                    bad = len(counts.bad_times)
+                    at = _time(lead, lead_column, counts)
+                    if at is not None and at <= now:
+                        attribute(store, fu, en, column, at, now, counts)
+                    elif at is not None or len(counts.bad_times) > bad:
+                        settled = False  # in the future of a replay, or unreadable
+                if settled:
+                    settled_marks.append((lid, mark["inbound_seen"], mark["converted_seen"]))
+            store.save_outcome_marks(settled_marks, now)
     return counts
 
 

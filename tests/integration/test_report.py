@@ -288,6 +288,27 @@ def test_reconcile__attributes_each_outcome_to_the_last_followup_before_it_once(
     assert enr["H3"]["responded_at"] is not None and enr["H2"]["converted_at"] is None
 
 
+def test_reconcile__reads_only_leads_whose_times_changed(
+    seeded: tuple[SqlStore, Config, Path], db: LeadDB
+) -> None:
+    store, config, _ = seeded
+    first = reconcile(store, config, NOW)
+    assert first.leads_checked > 5
+    # L3 replied after `now`: no mark, so it is looked at again; nobody else is.
+    assert reconcile(store, config, NOW).leads_checked == 1
+    db.update("L5", last_inbound_at=NOW - timedelta(minutes=30))
+    again = reconcile(store, config, NOW)
+    assert again.leads_checked == 2 and again.responded == 1
+    status = db.query(
+        "SELECT status FROM followup_tracking WHERE lead_id = 'L5' AND message_id = 'm1'"
+    )[0]["status"]
+    assert status == "responded"
+    # The replay reaches L3's reply: it is attributed then, and L3 is settled.
+    later = reconcile(store, config, NOW + timedelta(days=2))
+    assert later.responded == 1
+    assert reconcile(store, config, NOW + timedelta(days=2)).leads_checked == 0
+
+
 # ------------------------------------------------------------------ report
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from ..models import (
     COUNTED,
     PENDING,
+    SENT,
     UNKNOWN,
     EnrollmentRecord,
     FollowupRecord,
@@ -495,11 +496,18 @@ class SqlStore:
         return n > 0
 
     def enrollments(
-        self, sequence_id: str | None = None, account_id: str | None = None, active: bool = True
+        self,
+        sequence_id: str | None = None,
+        account_id: str | None = None,
+        active: bool = True,
+        lead_id: str | None = None,
     ) -> list[dict[str, Any]]:
         where, params = [], {}
         if active:
             where.append("ended_at IS NULL")
+        if lead_id is not None:
+            where.append("lead_id = :l")
+            params["l"] = lead_id
         if sequence_id:
             where.append("sequence_id = :s")
             params["s"] = sequence_id
@@ -702,6 +710,90 @@ class SqlStore:
         )
         return self._run(sql, {"at": at, "l": lead_id, "s": sequence_id}) > 0
 
+    def _as_text(self, expr: str) -> str:
+        """An SQL expression as text, the way the database prints it (for change marks)."""
+        return f"CAST({expr} AS TEXT)"
+
+    def _lead_id_join(self) -> str:
+        """How the host's id column compares with the tool's TEXT lead ids."""
+        return "l.id"
+
+    def changed_outcome_leads(self, since: datetime) -> list[dict[str, Any]]:
+        """Leads with a follow-up sent or an enrollment started since ``since`` whose
+        ``last_inbound_at`` / ``converted_at`` differ from what the last reconcile saw (or
+        that no reconcile has seen): the only leads whose outcomes can have changed. One
+        query; its cost is a join, not a Python loop over every follow-up."""
+        present = set(self.lead_columns())
+        inbound = "l.last_inbound_at" if "last_inbound_at" in present else "NULL"
+        converted = "l.converted_at" if "converted_at" in present else "NULL"
+        sql = f"""
+SELECT a.lead_id AS lead_id, {self._as_text(inbound)} AS inbound_seen,
+       {self._as_text(converted)} AS converted_seen
+FROM (SELECT lead_id FROM followup_tracking WHERE sent_at >= :since
+      UNION SELECT lead_id FROM followup_enrollments WHERE anchor_at >= :since) a
+JOIN {self.lead_table} l ON {self._lead_id_join()} = a.lead_id
+LEFT JOIN followup_outcome_marks m ON m.lead_id = a.lead_id
+WHERE m.lead_id IS NULL
+   OR COALESCE(m.inbound_seen, '') <> COALESCE({self._as_text(inbound)}, '')
+   OR COALESCE(m.converted_seen, '') <> COALESCE({self._as_text(converted)}, '')
+ORDER BY a.lead_id"""
+        return self._query(sql, {"since": since})
+
+    def save_outcome_marks(
+        self, marks: Sequence[tuple[str, str | None, str | None]], now: datetime
+    ) -> None:
+        """Remember (lead id, inbound as text, conversion as text) as reconciled: one
+        statement per chunk, not a round trip per lead."""
+        for chunk in _chunks(list(marks), 300):
+            params: dict[str, Any] = {"now": now}
+            values = []
+            for i, (lead_id, inbound, converted) in enumerate(chunk):
+                params.update({f"l{i}": lead_id, f"i{i}": inbound, f"c{i}": converted})
+                values.append(f"(:l{i}, :i{i}, :c{i}, :now)")
+            self._run(
+                "INSERT INTO followup_outcome_marks (lead_id, inbound_seen, converted_seen, "
+                f"checked_at) VALUES {', '.join(values)} ON CONFLICT (lead_id) DO UPDATE SET "
+                "inbound_seen = excluded.inbound_seen, converted_seen = excluded.converted_seen, "
+                "checked_at = excluded.checked_at",
+                params,
+            )
+
+    def forget_outcome_mark(self, lead_id: str) -> None:
+        """The next reconcile looks at this lead again (its follow-ups changed)."""
+        self._run("DELETE FROM followup_outcome_marks WHERE lead_id = :l", {"l": lead_id})
+
+    def resolve_unknown(
+        self, followup_id: int, sent: bool, who: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """An operator's verdict on an unknown follow-up: it went out (``sent``, at its
+        claim time) or it did not (the row is deleted, so a later run may send the step).
+        None when the row is not unknown."""
+        with self.transaction():
+            row = self.followup(followup_id)
+            if row is None or row["status"] != UNKNOWN:
+                return None
+            if sent:
+                self.update_followup(
+                    followup_id,
+                    {"status": SENT, "sent_at": row["claimed_at"], "updated_at": now},
+                    UNKNOWN,
+                )
+                # a reply or conversion seen earlier may now belong to this follow-up
+                self.forget_outcome_mark(row["lead_id"])
+            else:
+                self.delete_followup(followup_id, UNKNOWN)
+            self.audit(
+                "unknown_resolved",
+                now,
+                who,
+                lead_id=row["lead_id"],
+                account_id=row["account_id"],
+                sequence_id=row["sequence_id"],
+                message_id=row["message_id"],
+                detail={"followup_id": followup_id, "as": "sent" if sent else "released"},
+            )
+        return row
+
     def insert_event(self, row: dict[str, Any]) -> int | None:
         """Record an ingested event; None when its key was seen before (a duplicate)."""
         cols = (
@@ -858,8 +950,9 @@ def erase_lead(store: SqlStore, lead_id: str, who: str, now: datetime) -> dict[s
             )
         store._run("DELETE FROM followup_optouts WHERE lead_id = :l", {"l": lead_id})
         store.add_optout(lead_id, "erased on request", "erasure", who, now)
-        for e in store.enrollments():
-            if e["lead_id"] == lead_id:
-                store.end_enrollment(lead_id, e["sequence_id"], "opted_out", now)
+        for e in store.enrollments(lead_id=lead_id):
+            store.end_enrollment(lead_id, e["sequence_id"], "opted_out", now)
+        if "0003_outcome_marks" in store.applied_migrations():
+            store.forget_outcome_mark(lead_id)
         store.audit("erase", now, who, lead_id=lead_id, detail=None)
     return counts

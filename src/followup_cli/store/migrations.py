@@ -157,4 +157,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             WHERE e.ended_at IS NULL""",
         ],
     ),
+    (
+        # What each lead's last_inbound_at / converted_at looked like at the last reconcile,
+        # as the database prints them: a run reconciles only the leads that changed.
+        "0003_outcome_marks",
+        [
+            """CREATE TABLE IF NOT EXISTS followup_outcome_marks (
+                lead_id TEXT PRIMARY KEY,
+                inbound_seen TEXT,
+                converted_seen TEXT,
+                checked_at {ts} NOT NULL
+            )""",
+        ],
+    ),
 ]

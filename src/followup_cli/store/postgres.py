@@ -114,6 +114,13 @@ class PostgresStore(SqlStore):
         # every call (half the time of lead_states at a million leads).
         return f"{column} = ANY(:ids)", {"ids": list(values)}
 
+    def _as_text(self, expr: str) -> str:
+        return f"({expr})::text"
+
+    def _lead_id_join(self) -> str:
+        # the host's id may be uuid or bigint; a text id keeps its index (a no-op cast)
+        return "l.id::text"
+
     def _try_lock_lead(self, lead_id: str) -> bool:
         rows = self._query(
             "SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0)) AS ok",
