@@ -262,7 +262,7 @@ class Engine:
         summary.accounts = sorted(results, key=lambda r: order.get(r.account_id, 1 << 30))
         summary.elapsed_seconds = self.clock.elapsed()
         if not options.dry_run:
-            summary.unknown_open = len(self.store.followups(status=UNKNOWN))
+            summary.unknown_open = self.store.count_open(UNKNOWN)
             self.store.finish_run(
                 run_id, wall(), summary.exit_code, summary.as_dict() | {"messages": []}
             )
