@@ -589,16 +589,18 @@ def window_warnings(loaded: LoadedConfig) -> list[Problem]:
     out: list[Problem] = []
     if window is None:
         return out
-    settings_list = [("settings", cfg.settings)] + [
-        (f"accounts[{i}].settings", cfg.settings_for(a)) for i, a in enumerate(cfg.accounts)
+    # The global value once, then only accounts that set their own (no repeats).
+    settings_list = [(("settings", "no_response_hours"), cfg.settings)] + [
+        (("accounts", i, "settings", "no_response_hours"), cfg.settings_for(a))
+        for i, a in enumerate(cfg.accounts)
+        if a.settings.no_response_hours is not None
     ]
-    for where, st in settings_list:
+    for loc, st in settings_list:
         if st.no_response_hours >= window:
-            loc = ("settings", "no_response_hours")
             out.append(
                 Problem(
                     loaded.line_of(*loc),
-                    f"{where}.no_response_hours",
+                    _where(loc),
                     f"{st.no_response_hours:g}h of silence before a follow-up is not less than the "
                     f"channel's {window:g}h messaging window: no lead can ever be messaged. "
                     f"Use no_response_hours below {window:g} (e.g. {max(window / 6, 1):g})",

@@ -155,8 +155,27 @@ def test_window_warning_for_no_response_hours() -> None:
     cfg = base_config()
     cfg["settings"]["no_response_hours"] = 24
     loaded = parse_config(text_of(cfg), "seq.yaml")
-    warnings = [p.what for p in check_config(loaded) if p.level == "warning"]
-    assert any("no lead can ever be messaged" in w for w in warnings)
+    warnings = [p for p in check_config(loaded) if p.level == "warning"]
+    never = [p.where for p in warnings if "no lead can ever be messaged" in p.what]
+    assert never == ["settings.no_response_hours"], "once, not again for every account"
+
+
+def test_window_warning_names_the_account_that_overrides_no_response_hours() -> None:
+    cfg = base_config()
+    cfg["accounts"][0]["settings"] = {"no_response_hours": 30}
+    text = text_of(cfg)
+    loaded = parse_config(text, "seq.yaml")
+    never = [
+        p.format("seq.yaml")
+        for p in check_config(loaded)
+        if p.level == "warning" and "no lead can ever be messaged" in p.what
+    ]
+    assert never == [
+        f"seq.yaml:{line_of(text, 'no_response_hours: 30')}: warning: "
+        "accounts[0].settings.no_response_hours: 30h of silence before a follow-up is not "
+        "less than the channel's 24h messaging window: no lead can ever be messaged. "
+        "Use no_response_hours below 24 (e.g. 4)"
+    ]
 
 
 def test_duplicate_keys_and_bad_yaml() -> None:
