@@ -175,6 +175,10 @@ class SqlStore:
         names = {f"p{i}": v for i, v in enumerate(values)}
         return f"{column} IN ({', '.join(':' + k for k in names)})", names
 
+    def _lead_id_in(self, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+        """``l.id IN (...)`` on the host's lead table, whose id may not be text."""
+        return SqlStore._in_list(self, "l.id", values)
+
     # ------------------------------------------------------------- helpers
     def _params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         return {k: self._adapt(v) for k, v in (params or {}).items()}
@@ -310,8 +314,7 @@ class SqlStore:
     def lead_rows(self, lead_ids: Sequence[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for chunk in _chunks(list(lead_ids), 500):
-            # the generic IN list: the host's id column may be uuid or integer on Postgres
-            where, names = SqlStore._in_list(self, "l.id", chunk)
+            where, names = self._lead_id_in(chunk)
             out.extend(
                 self._query(
                     f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE {where}", names

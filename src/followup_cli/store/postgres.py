@@ -9,6 +9,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -143,12 +144,37 @@ class PostgresStore(SqlStore):
     def _table_columns(self, table: str) -> tuple[str, ...] | None:
         schema, _, name = table.rpartition(".")
         rows = self._query(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = :t "
-            "AND table_schema = COALESCE(NULLIF(:s, ''), current_schema()) "
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = :t AND table_schema = COALESCE(NULLIF(:s, ''), current_schema()) "
             "ORDER BY ordinal_position",
             {"t": name, "s": schema},
         )
+        if table == self.lead_table:
+            types = {r["column_name"]: r["data_type"] for r in rows}
+            self._text_lead_ids = types.get("id") in ("text", "character varying")
         return tuple(r["column_name"] for r in rows) if rows else None
+
+    def _lead_id_in(self, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+        self.lead_columns()  # learns the id column's type
+        if getattr(self, "_text_lead_ids", False):
+            return "l.id = ANY(:ids)", {"ids": list(values)}
+        return super()._lead_id_in(values)  # a uuid or integer id: a plain IN list
+
+    def save_outcome_marks(
+        self, marks: Sequence[tuple[str, str | None, str | None]], now: datetime
+    ) -> None:
+        # Three arrays instead of a thousand parameters (psycopg parses those anew each time).
+        if not marks:
+            return
+        ids, inbound, converted = (list(col) for col in zip(*marks, strict=True))
+        self._run(
+            "INSERT INTO followup_outcome_marks (lead_id, inbound_seen, converted_seen, "
+            "checked_at) SELECT m.l, m.i, m.c, :now FROM unnest(CAST(:ids AS text[]), "
+            "CAST(:inb AS text[]), CAST(:conv AS text[])) AS m(l, i, c) "
+            "ON CONFLICT (lead_id) DO UPDATE SET inbound_seen = excluded.inbound_seen, "
+            "converted_seen = excluded.converted_seen, checked_at = excluded.checked_at",
+            {"ids": ids, "inb": inbound, "conv": converted, "now": now},
+        )
 
     def _candidate_sql(self, select: str, col: dict[str, str]) -> str:
         c = {k: (_TYPED_NULL.get(k, v) if v == "NULL" else v) for k, v in col.items()}
