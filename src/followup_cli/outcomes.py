@@ -124,6 +124,10 @@ def _newer(row: Mapping[str, Any], column: str, at: datetime) -> bool:
     return kept is None or kept > at
 
 
+def _status_converted(lead: Mapping[str, Any]) -> bool:
+    return str(lead.get("status") or "").lower() == "converted"
+
+
 def _time(row: Mapping[str, Any], col: str, counts: OutcomeCounts) -> datetime | None:
     try:
         return parse_time(row.get(col))
@@ -170,6 +174,10 @@ def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
                 ):
                     bad = len(counts.bad_times)
                     at = _time(lead, lead_column, counts)
+                    if at is None and column == "converted_at" and _status_converted(lead):
+                        # converted by status alone: first seen now (a conversion time
+                        # known only to within a run; the kept time never moves later)
+                        at = now
                     if at is not None and at <= now:
                         attribute(store, fu, en, column, at, now, counts)
                     elif at is not None or len(counts.bad_times) > bad:

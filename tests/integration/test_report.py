@@ -309,6 +309,22 @@ def test_reconcile__reads_only_leads_whose_times_changed(
     assert reconcile(store, config, NOW + timedelta(days=2)).leads_checked == 0
 
 
+def test_reconcile__a_conversion_by_status_alone_counts_from_when_it_is_first_seen(
+    seeded: tuple[SqlStore, Config, Path], db: LeadDB
+) -> None:
+    store, config, _ = seeded
+    reconcile(store, config, NOW)
+    db.update("L5", status="converted")  # the host app sets no converted_at
+    assert reconcile(store, config, NOW).converted == 1
+    row = db.query(
+        "SELECT status, converted_at FROM followup_tracking "
+        "WHERE lead_id = 'L5' AND message_id = 'm1'"
+    )[0]
+    assert row["status"] == "converted" and row["converted_at"] is not None
+    later = reconcile(store, config, NOW + timedelta(hours=5))
+    assert later.converted == 0 and later.leads_checked <= 1, "seen once, kept"
+
+
 # ------------------------------------------------------------------ report
 
 

@@ -739,6 +739,12 @@ class SqlStore:
         present = set(self.lead_columns())
         inbound = self._as_text("l.last_inbound_at" if "last_inbound_at" in present else "NULL")
         converted = self._as_text("l.converted_at" if "converted_at" in present else "NULL")
+        if "status" in present:
+            # A host app that marks a conversion by status alone: the mark records it too.
+            converted = (
+                f"COALESCE({converted}, CASE WHEN lower(l.status) = 'converted' "
+                "THEN 'status:converted' END)"
+            )
         changed = (
             f"(m.lead_id IS NULL OR COALESCE(m.inbound_seen, '') <> COALESCE({inbound}, '') "
             f"OR COALESCE(m.converted_seen, '') <> COALESCE({converted}, ''))"
