@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -749,8 +749,13 @@ class _LiveExecutor(_Executor):
         lead: Lead = claim["lead"]
         d: Decision = claim["d"]
         assert d.sequence is not None and d.message is not None
-        msg = self.engine.outgoing(
-            self.account, lead, d, claim["text"], claim["media"], str(claim["id"])
+        msg = replace(
+            self.engine.outgoing(
+                self.account, lead, d, claim["text"], claim["media"], str(claim["id"])
+            ),
+            # asked again right before each attempt: an opt-out that lands after the claim
+            # (or while a retry waits for Retry-After) still stops the message
+            still_wanted=lambda: not store.is_opted_out(lead.id),
         )
         try:
             result = self.engine.channel.send(msg)
@@ -815,6 +820,9 @@ class _LiveExecutor(_Executor):
                         f"throttled by the API (code {result.error_code or result.http_status}); "
                         "the rest waits for the next run"
                     )
+            elif result.outcome == "cancelled":
+                self._release(fid)
+                res.skipped["opted_out_during_send"] += 1
             else:  # account_fatal
                 self._release(fid)
                 res.deferred["account_stopped"] += 1

@@ -136,6 +136,51 @@ def test_throttle__retry_after_is_honoured_then_the_send_succeeds(
     assert_no_tag(graph)
 
 
+def test_throttle__an_opt_out_during_the_retry_wait_cancels_the_send(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator runs `followup optout` while the send waits for Retry-After: the retry
+    never goes out, the claim is released, and the next lead is served as usual."""
+    for k, v in TOKENS.items():
+        monkeypatch.setenv(k, v)
+    db.insert(due("l1"), due("l2"))
+    graph.throttle(retry_after=0.05, recipient_id="ig_l1")
+    loaded = load_config(write_config(tmp_path / "sequences.yaml", ig_config(graph.base_url)))
+
+    def operator_opts_out_while_waiting(seconds: float) -> None:
+        other = open_store(db.url, "leads")
+        try:
+            with other.transaction():
+                other.add_optout("l1", "asked by phone", "cli", "operator", NOW)
+        finally:
+            other.close()
+
+    store = open_store(db.url, "leads")
+    channel = make_channel(loaded.config, sleep=operator_opts_out_while_waiting)
+    try:
+        s = Engine(loaded, store, channel, Clock(fixed=NOW)).run(RunOptions(now=NOW))
+    finally:
+        channel.close()
+        store.close()
+    assert calls_to(graph, "ig_l1") == 1, "the throttled first call only: no retry"
+    assert [c.recipient_id for c in graph.deliveries] == ["ig_l2"]
+    assert statuses(db) == {("l2", "m1"): "sent"}, "l1's claim was released, not sent"
+    assert s.as_dict()["skipped"] == {"opted_out_during_send": 1}
+    again = runner_free_run(tmp_path, db, loaded)
+    assert again.as_dict()["sent"] == 0 and calls_to(graph, "ig_l1") == 1, "nor any later run"
+
+
+def runner_free_run(tmp_path: Path, db: LeadDB, loaded: Any) -> RunSummary:
+    store = open_store(db.url, "leads")
+    channel = make_channel(loaded.config, sleep=lambda s: None)
+    try:
+        later = NOW + timedelta(hours=1)
+        return Engine(loaded, store, channel, Clock(fixed=later)).run(RunOptions(now=later))
+    finally:
+        channel.close()
+        store.close()
+
+
 def test_throttle__every_rate_limit_code_is_retried(
     runner: Runner, db: LeadDB, graph: FakeGraphAPI
 ) -> None:

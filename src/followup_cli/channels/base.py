@@ -5,6 +5,8 @@ Outcomes:
     failed         permanent for this lead (error code kept); never retried
     unknown        nobody can know whether it went out (timeout after the request left,
                    connection reset): recorded, never resent blindly
+    cancelled      not sent because ``still_wanted()`` said no before an attempt (the lead
+                   opted out while the send waited): nothing went out
     deferred       it surely did not go out and may be tried at a later run (throttled,
                    transient errors that outlived the retries, refused connections)
     account_fatal  the account cannot send at all (bad token, permissions, blocked): stop
@@ -13,10 +15,11 @@ Outcomes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-Outcome = Literal["sent", "failed", "unknown", "deferred", "account_fatal"]
+Outcome = Literal["sent", "failed", "unknown", "deferred", "account_fatal", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,12 @@ class OutgoingMessage:
     message_id: str = ""
     variant_id: str | None = None
     idempotency_key: str = ""
+    # Asked before every attempt (retries included): False cancels the send. How an opt-out
+    # that lands while a send waits for Retry-After stops it.
+    still_wanted: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
+
+    def wanted(self) -> bool:
+        return self.still_wanted is None or self.still_wanted()
 
 
 @dataclass(frozen=True)

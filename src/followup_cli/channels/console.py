@@ -20,6 +20,8 @@ class ConsoleChannel:
         self._lock = threading.Lock()
 
     def send(self, message: OutgoingMessage) -> SendResult:
+        if not message.wanted():
+            return SendResult("cancelled", attempts=0, kind="cancelled")
         with self._lock:
             n = next(self._ids)
             if not self.quiet:

@@ -49,7 +49,7 @@ ACCOUNT_CODES = {190, 3, 368}
 class Attempt:
     """One HTTP answer (or its absence), classified."""
 
-    kind: str  # ok | throttle | transient | ambiguous | permanent | account
+    kind: str  # ok | throttle | transient | ambiguous | permanent | account | cancelled
     status: int | None = None
     body: Any = None
     code: int | None = None
@@ -186,9 +186,15 @@ class HttpSender:
         return self.base_backoff * (2 ** (number - 1)) * (0.5 + random.random() / 2)
 
     def post(
-        self, url: str, headers: dict[str, str], payload: Any = None, data: bytes | None = None
+        self,
+        url: str,
+        headers: dict[str, str],
+        payload: Any = None,
+        data: bytes | None = None,
+        proceed: Callable[[], bool] | None = None,
     ) -> tuple[Attempt, int]:
-        """POST with retries for throttle/transient answers; returns the last attempt and count."""
+        """POST with retries for throttle/transient answers; returns the last attempt and count.
+        ``proceed`` is asked before every attempt; False ends it as ``cancelled``."""
         planned: dict[int, float] = {}
 
         def should_retry(a: Attempt) -> bool:
@@ -221,6 +227,8 @@ class HttpSender:
 
         def once() -> Attempt:
             nonlocal count
+            if proceed is not None and not proceed():
+                return Attempt("cancelled", message="no longer wanted (opted out meanwhile)")
             count += 1
             return self.post_once(url, headers, payload, data)
 
@@ -253,6 +261,7 @@ def result_from(attempt: Attempt, attempts: int, message_id: str | None = None) 
         "ambiguous": "unknown",
         "permanent": "failed",
         "account": "account_fatal",
+        "cancelled": "cancelled",
     }[attempt.kind]
     return SendResult(
         outcome,  # type: ignore[arg-type]

@@ -77,7 +77,7 @@ class InstagramChannel:
         first: SendResult | None = None
         for i, part in enumerate(parts):
             payload = {"recipient": {"id": message.recipient_id}, "message": part}
-            attempt, n = self.http.post(url, headers, payload)
+            attempt, n = self.http.post(url, headers, payload, proceed=message.still_wanted)
             total_attempts += n
             mid = attempt.body.get("message_id") if isinstance(attempt.body, dict) else None
             result = result_from(attempt, total_attempts, mid)

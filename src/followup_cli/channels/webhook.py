@@ -67,7 +67,7 @@ class WebhookChannel:
         if secret:
             sig = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
             headers["X-Followup-Signature"] = f"sha256={sig}"
-        attempt, n = self.http.post(self.url, headers, data=body)
+        attempt, n = self.http.post(self.url, headers, data=body, proceed=message.still_wanted)
         mid = attempt.body.get("message_id") if isinstance(attempt.body, dict) else None
         return result_from(attempt, n, mid)
 
