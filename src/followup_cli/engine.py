@@ -317,7 +317,12 @@ class Engine:
         after = ""
         while True:
             page = store.candidate_leads(
-                account.id, st.min_score, st.max_score, after, CANDIDATE_PAGE
+                account.id,
+                st.min_score,
+                st.max_score,
+                after,
+                CANDIDATE_PAGE,
+                keywords=st.optout_keywords,
             )
             if not page:
                 break

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from .config import Condition, Config, Message, Sequence, Settings
-from .models import FAILED, Lead, LeadState
+from .models import FAILED, PENDING, UNKNOWN, Lead, LeadState
 
 Action = Literal["send", "wait", "skip", "end", "holdout", "none"]
 
@@ -452,6 +452,22 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
     if failed:
         checks.append(Check("step", False, f"{failed[-1].message_id} failed permanently"))
         return stop("failed", f"a message of {seq.id} failed permanently")
+    # A step nobody knows went out (unknown), or that another run is sending right now
+    # (pending), holds the sequence: no later step jumps ahead of it, and once an operator
+    # resolves it the sequence goes on in order.
+    open_rows = [f for f in seq_rows if f.status in (PENDING, UNKNOWN)]
+    if open_rows:
+        f = open_rows[-1]
+        if f.status == UNKNOWN:
+            checks.append(Check("step", False, f"{f.message_id}'s outcome is unknown"))
+            return wait(
+                "unknown_outcome",
+                f"{f.message_id}'s outcome is unknown: check the conversation, then "
+                "`followup unknown resolve ID --sent` or `--release` (`followup unknown list`)",
+                None,
+            )
+        checks.append(Check("step", False, f"{f.message_id} is being sent by a run"))
+        return wait("in_flight", f"{f.message_id} is being sent by a run right now", None)
     done_ids = {f.message_id for f in seq_rows}
     step = None
     for i, msg in enumerate(seq.messages, start=1):

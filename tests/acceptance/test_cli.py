@@ -223,6 +223,29 @@ def test_optout__stops_a_lead_and_undo_resumes(setup: tuple[Path, LeadDB]) -> No
     assert {e["action"] for e in json.loads(sent_log.stdout)} >= {"claim", "send"}
 
 
+def test_optout__a_stop_from_a_lead_who_wrote_last_is_recorded_for_good(
+    setup: tuple[Path, LeadDB],
+) -> None:
+    """The lead writes "Stop." (so it wrote last and waits for a human): the next run
+    records the opt-out; after a human answers and the lead writes again, no follow-up."""
+    cfg, db = setup
+    db.update("waiting", last_inbound_text="Stop.")
+    r = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    assert r.returncode == 0, r.stderr
+    listed = followup("optout", "--list", "--config", str(cfg), "--db", db.url)
+    assert "waiting" in listed.stdout and "keyword" in listed.stdout
+    later = NOW + timedelta(days=1)
+    db.update(
+        "waiting",
+        last_inbound_text="ok tell me more",
+        last_inbound_at=later - timedelta(hours=6),
+        last_outbound_at=later - timedelta(hours=5),
+    )
+    again = followup("run", "--config", str(cfg), "--db", db.url, "--now", later.isoformat())
+    assert again.returncode == 0, again.stderr
+    assert "waiting" not in again.stdout
+
+
 def test_run__second_run_on_a_locked_sqlite_store_exits_75(setup: tuple[Path, LeadDB]) -> None:
     cfg, db = setup
     holder = subprocess.Popen(

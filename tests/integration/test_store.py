@@ -362,6 +362,28 @@ def test_candidates__keep_what_the_rules_could_act_on_and_drop_the_rest(
     ]
 
 
+def test_candidates__a_stop_is_kept_even_when_the_lead_wrote_last(
+    db: LeadDB, store: SqlStore
+) -> None:
+    """The opt-out keyword must be seen at once, also from a lead who wrote last (who is
+    otherwise waiting for a human and filtered out), and only until it is recorded."""
+    t = NOW - timedelta(hours=6)
+    wrote_last = {"last_inbound_at": t + timedelta(hours=1), "last_outbound_at": t}
+    db.insert(
+        lead("said_stop", last_inbound_text="Stop.", **wrote_last),
+        lead("said_unsubscribe", last_inbound_text="pls UNSUBSCRIBE me", score=9, **wrote_last),
+        lead("said_no_more", last_inbound_text="No more messages!", **wrote_last),
+        lead("said_hello", last_inbound_text="hello, price?", **wrote_last),
+        lead("percent_is_not_a_wildcard", last_inbound_text="50% off?", **wrote_last),
+        lead("already_out", last_inbound_text="stop", **wrote_last),
+    )
+    store.add_optout("already_out", "keyword: stop", "keyword", "ops", NOW)
+    keywords = ("stop", "unsubscribe", "no more messages", "100%")
+    got = [r["id"] for r in store.candidate_leads("acct_a", 2, 6, keywords=keywords)]
+    assert got == ["said_no_more", "said_stop", "said_unsubscribe"]
+    assert store.candidate_leads("acct_a", 2, 6) == [], "without keywords: waiting for a human"
+
+
 def test_candidates__page_through_by_id(db: LeadDB, store: SqlStore) -> None:
     t = NOW - timedelta(hours=6)
     ids = [f"p{i:03d}" for i in range(25)]

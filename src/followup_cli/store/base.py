@@ -153,7 +153,7 @@ class SqlStore:
     def _table_columns(self, table: str) -> tuple[str, ...] | None:
         raise NotImplementedError
 
-    def _candidate_sql(self, select: str, col: dict[str, str]) -> str:
+    def _candidate_sql(self, select: str, col: dict[str, str], keyword: str = "1 = 0") -> str:
         raise NotImplementedError
 
     def _migration_lock(self) -> Any:
@@ -278,31 +278,50 @@ class SqlStore:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
 
     def candidate_leads(
-        self, account_id: str, min_score: int, max_score: int, after_id: str = "", page: int = 1000
+        self,
+        account_id: str,
+        min_score: int,
+        max_score: int,
+        after_id: str = "",
+        page: int = 1000,
+        keywords: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
         """One page (by id) of an account's leads that may be due; the SQL prefilter.
 
         Conservative: it keeps every lead the decision function could act on (including
         rows with unparseable values, so they are reported) and drops the rest: other
         accounts, out-of-range scores, converted, opted out, the lead wrote last, and
-        leads whose current silence an ended enrollment already covered.
+        leads whose current silence an ended enrollment already covered. A lead not yet
+        opted out whose last message may hold an opt-out ``keyword`` is always kept, even
+        when it wrote last, so its "stop" is recorded at once (the decision function checks
+        whole words; this is a coarse, case-folded LIKE).
         """
         present = set(self.lead_columns())
         col = {
             c: (f"l.{c}" if c in present else "NULL")
             for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
         }
-        sql = self._candidate_sql(self._select_list(), col)
-        return self._query(
-            sql,
-            {
-                "account_id": account_id,
-                "min_score": min_score,
-                "max_score": max_score,
-                "after_id": after_id,
-                "page": page,
-            },
+        params: dict[str, Any] = {
+            "account_id": account_id,
+            "min_score": min_score,
+            "max_score": max_score,
+            "after_id": after_id,
+            "page": page,
+        }
+        likes = []
+        for i, kw in enumerate(k.strip().lower() for k in keywords):
+            if kw and col["last_inbound_text"] != "NULL":
+                escaped = kw.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                params[f"kw{i}"] = f"%{escaped}%"
+                likes.append(f"lower({col['last_inbound_text']}) LIKE :kw{i} ESCAPE '\\'")
+        keyword = (
+            f"(({' OR '.join(likes)}) "
+            "AND NOT EXISTS (SELECT 1 FROM followup_optouts o2 WHERE o2.lead_id = l.id))"
+            if likes
+            else "1 = 0"
         )
+        sql = self._candidate_sql(self._select_list(), col, keyword)
+        return self._query(sql, params)
 
     def lead_row(self, lead_id: str) -> dict[str, Any] | None:
         rows = self._query(

@@ -176,7 +176,7 @@ class PostgresStore(SqlStore):
             {"ids": ids, "inb": inbound, "conv": converted, "now": now},
         )
 
-    def _candidate_sql(self, select: str, col: dict[str, str]) -> str:
+    def _candidate_sql(self, select: str, col: dict[str, str], keyword: str = "1 = 0") -> str:
         c = {k: (_TYPED_NULL.get(k, v) if v == "NULL" else v) for k, v in col.items()}
         # OFFSET 0 keeps each (NOT) EXISTS a per-row primary-key probe. Without it, under the
         # OR, the planner hashes every active enrollment and opt-out of every account for
@@ -188,6 +188,7 @@ WHERE l.account_id = :account_id AND l.id > :after_id
   AND (
     EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL
             OFFSET 0)
+    OR {keyword}
     OR (
       {c["score"]} BETWEEN :min_score AND :max_score
       AND {c["converted_at"]} IS NULL
