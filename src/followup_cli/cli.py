@@ -734,6 +734,7 @@ def migrate(config: ConfigOpt = "sequences.yaml", db: DbOpt = None) -> None:
     loaded = _load_optional(config)
     store = _store(loaded, db, config, migrate=False)
     try:
+        store.lead_columns()  # the tool's tables go beside the lead table, nowhere else
         applied = store.migrate()
     finally:
         store.close()

@@ -566,6 +566,8 @@ def check_config(loaded: LoadedConfig) -> list[Problem]:
         lead = sample_lead(cfg, seq)
         for msg in seq.messages:
             for vid in [v.id for v in msg.variants] if msg.variants else [None]:
+                if renderer.compile_problem(seq.id, msg.id, vid) is not None:
+                    continue  # reported above, once, with Jinja's message
                 try:
                     renderer.render(
                         seq, msg, vid, lead, account=cfg.accounts[0] if cfg.accounts else None

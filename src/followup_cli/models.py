@@ -118,6 +118,54 @@ def _text(v: Any) -> str | None:
     return str(v)
 
 
+def _json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words, for error messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
+def _parse_attributes(lead_id: str, raw: Any) -> dict[str, Any]:
+    """The attributes column -> dict. It holds a JSON object: as text (SQLite TEXT) or
+    already decoded by the driver (Postgres JSONB). Valid JSON that is not an object is
+    named for what it is, not called invalid JSON."""
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if isinstance(raw, bytes | bytearray):
+        try:
+            raw = raw.decode()
+        except UnicodeDecodeError:
+            raise BadLead(lead_id, "attributes", "not valid JSON (not UTF-8 text)") from None
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            if text.startswith(("{", "[")):
+                raise BadLead(lead_id, "attributes", f"not valid JSON: {exc}") from None
+            # Either text that is not JSON at all, or a JSON string a JSONB driver decoded.
+            raise BadLead(
+                lead_id, "attributes", "must be a JSON object ({...}), got a string"
+            ) from None
+    else:
+        value = raw  # a JSON value the driver already decoded (list, number, boolean)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadLead(
+            lead_id, "attributes", f"must be a JSON object ({{...}}), got {_json_kind(value)}"
+        )
+    return value
+
+
 def parse_lead(row: Mapping[str, Any]) -> Lead:
     """A lead-store row -> Lead; raises BadLead naming the column and the problem."""
     lead_id = _text(row.get("id"))
@@ -145,20 +193,7 @@ def parse_lead(row: Mapping[str, Any]) -> Lead:
                 raise ValueError
         except (ValueError, TypeError):
             raise BadLead(lead_id, "score", f"not an integer: {score_raw!r}") from None
-    attrs_raw = row.get("attributes")
-    if attrs_raw is None or attrs_raw == "":
-        attrs: dict[str, Any] = {}
-    elif isinstance(attrs_raw, Mapping):
-        attrs = dict(attrs_raw)
-    else:
-        try:
-            attrs = json.loads(attrs_raw)
-        except (ValueError, TypeError):
-            raise BadLead(lead_id, "attributes", "not valid JSON") from None
-        if attrs is None:
-            attrs = {}
-        if not isinstance(attrs, dict):
-            raise BadLead(lead_id, "attributes", "must be a JSON object")
+    attrs = _parse_attributes(lead_id, row.get("attributes"))
     tz = _text(row.get("timezone"))
     if tz:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

@@ -53,6 +53,8 @@ class Renderer:
         self.problems: list[TemplateProblem] = []
         self._compiled: dict[tuple[str, str, str | None], Any] = {}
         self._loc: dict[tuple[str, str, str | None], tuple] = {}
+        # Templates that failed to compile, by key: the one problem that names why.
+        self._failed: dict[tuple[str, str, str | None], TemplateProblem] = {}
         for si, seq in enumerate(config.sequences):
             for mi, msg in enumerate(seq.messages):
                 base = ("sequences", si, "messages", mi)
@@ -78,8 +80,18 @@ class Renderer:
         except TemplateError as exc:
             line = getattr(exc, "lineno", None)
             where = f" (template line {line})" if line and line > 1 else ""
-            self.problems.append(TemplateProblem(loc, f"template does not compile{where}: {exc}"))
+            problem = TemplateProblem(loc, f"template does not compile{where}: {exc}")
+            # Variants without their own template share the message's: one problem per place.
+            if not any(p.loc == loc for p in self.problems):
+                self.problems.append(problem)
+            self._failed[key] = problem
             self._compiled[key] = None
+
+    def compile_problem(
+        self, sequence_id: str, message_id: str, variant_id: str | None
+    ) -> TemplateProblem | None:
+        """The compile problem of this template, or None when it compiled (or has none)."""
+        return self._failed.get((sequence_id, message_id, variant_id))
 
     def render(
         self,
@@ -98,8 +110,11 @@ class Renderer:
         variant = next((v for v in message.variants or () if v.id == variant_id), None)
         media = (variant.media_url if variant else None) or message.media_url
         if template is None:
-            if any(p.loc == loc for p in self.problems):
-                raise TemplateProblem(loc, "template does not compile")
+            failed = self._failed.get(key)
+            if failed is not None:
+                # The same problem (with Jinja's message) that compiling reported, not a vaguer
+                # second one: callers that collect both see one problem per template.
+                raise TemplateProblem(failed.loc, failed.what)
             return Rendered(None, media, message.type, variant_id)
         context = {
             "lead": lead,

@@ -173,10 +173,33 @@ def test_bad_template_is_caught_before_any_send(setup: tuple[Path, LeadDB], tmp_
     assert check.returncode == 2 and "frist_name" in check.stderr
 
 
-def test_missing_lead_table_is_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run",),
+        ("optout", "lead_x"),
+        ("optout", "--list"),
+        ("report",),
+        ("unknown", "list"),
+        ("migrate",),
+    ],
+)
+def test_a_mistyped_db_is_exit_2_and_creates_or_changes_nothing(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """A --db without the lead table (a typo, another app's file) must not collect opt-outs
+    or runs while the real store goes on being messaged."""
     cfg = write_config(tmp_path / "sequences.yaml", base_config())
-    r = followup("run", "--config", str(cfg), "--db", str(tmp_path / "empty.db"))
-    assert r.returncode == 2 and "no table or view 'leads'" in r.stderr
+    missing = tmp_path / "typo.db"
+    r = followup(*args, "--config", str(cfg), "--db", str(missing))
+    assert r.returncode == 2 and "no such database file" in r.stderr, r.stderr
+    assert not missing.exists()
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE notes (x TEXT)").connection.commit()
+    r = followup(*args, "--config", str(cfg), "--db", str(other))
+    assert r.returncode == 2 and "no table or view 'leads'" in r.stderr, r.stderr
+    tables = {row[0] for row in sqlite3.connect(other).execute("SELECT name FROM sqlite_master")}
+    assert tables == {"notes"}, "nothing written to a database without the lead table"
 
 
 def test_explain__says_why_in_words_and_json(setup: tuple[Path, LeadDB]) -> None:

@@ -157,8 +157,11 @@ def test_erase__scrubs_personal_data_and_the_lead_is_never_messaged_again(
     assert refused.returncode == 2 and "--yes" in refused.stderr
     r = followup("erase", "x1", "--yes", "--config", str(path), "--db", db.url)
     assert r.returncode == 0, r.stderr
-    row = db.query("SELECT body, recipient_id, conversation_id, status FROM followup_tracking")[0]
+    row = db.query(
+        "SELECT body, recipient_id, conversation_id, external_id, status FROM followup_tracking"
+    )[0]
     assert (row["body"], row["recipient_id"], row["conversation_id"]) == (None, None, None)
+    assert row["external_id"] is None, "the channel's message id can name the recipient"
     assert row["status"] == "sent"  # the step stays taken
     assert db.query("SELECT source FROM followup_optouts WHERE lead_id = 'x1'") == [
         {"source": "erasure"}

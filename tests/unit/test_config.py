@@ -215,3 +215,24 @@ def test_the_messaging_window_defaults_by_channel(channel: dict[str, Any], windo
     cfg = base_config()
     cfg["channel"] = channel
     assert parse_config(text_of(cfg), "seq.yaml").config.channel.window_hours == window
+
+
+@pytest.mark.parametrize(
+    "variants",
+    [None, [{"id": "a"}, {"id": "b"}]],
+    ids=["plain", "variants-sharing-the-template"],
+)
+def test_template_syntax_error_is_one_error_with_line_and_jinja_message(
+    variants: list[dict[str, Any]] | None,
+) -> None:
+    cfg = base_config()
+    msg = cfg["sequences"][0]["messages"][0]
+    msg["template"] = "Hi {{ lead.first_name "
+    if variants:
+        msg["variants"] = variants
+    found = problems(cfg)
+    assert len(found) == 1, found
+    line = line_of(text_of(cfg), "Hi {{ lead.first_name ")
+    assert found[0].startswith(f"seq.yaml:{line}:"), found
+    assert "template does not compile" in found[0]
+    assert "unexpected end of template" in found[0], found

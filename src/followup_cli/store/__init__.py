@@ -54,7 +54,12 @@ def open_store(
 
         store = SQLiteStore(url, lead_table, readonly)
     if migrate and not readonly:
-        store.migrate()
+        try:
+            store.lead_columns()  # the right database: it holds the lead table
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
     return store
 
 

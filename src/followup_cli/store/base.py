@@ -982,7 +982,8 @@ def erase_lead(store: SqlStore, lead_id: str, who: str, now: datetime) -> dict[s
     with store.transaction():
         counts["tracking_rows_scrubbed"] = store._run(
             "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, recipient_id = NULL, "
-            "conversation_id = NULL, error_message = NULL, updated_at = :now WHERE lead_id = :l",
+            "conversation_id = NULL, error_message = NULL, external_id = NULL, "
+            "updated_at = :now WHERE lead_id = :l",
             {"f": False, "now": now, "l": lead_id},
         )
         counts["audit_rows_scrubbed"] = store._run(

@@ -28,14 +28,17 @@ class SQLiteStore(SqlStore):
         self.path = Path(path)
         self.url = str(self.path)
         self.readonly = readonly
-        if readonly and not self.path.exists():
-            raise StoreConfigError(
-                f"{self.path}: no such database file; pass --db with the lead store's path"
-            )
         if not self.path.parent.exists():
             raise StoreConfigError(
                 f"{self.path}: the folder {self.path.parent} does not exist; "
                 "create it or pass another --db"
+            )
+        if not self.path.exists():
+            # Never a new, empty file: a mistyped --db must not collect opt-outs or runs
+            # while the real lead store goes on being messaged.
+            raise StoreConfigError(
+                f"{self.path}: no such database file; pass --db with the lead store's path "
+                "(the host app's SQLite file that holds the leads table)"
             )
         try:
             self.conn = sqlite3.connect(
