@@ -193,10 +193,13 @@ def run(
         _print_dry_run(summary)
     elif sys.stdout.isatty():
         _print_summary(data)
-    for bad in data["bad_leads"][:20]:
-        err.print(f"followup: warning: skipped {bad}")
-    if len(data["bad_leads"]) > 20:
-        err.print(f"followup: warning: … and {len(data['bad_leads']) - 20} more bad lead rows")
+    # On a terminal (and in a dry run) every bad row; under cron only those not reported
+    # before, so a row that stays bad is mailed once rather than three times a day.
+    bad = data["bad_leads"] if dry_run or sys.stderr.isatty() else data["bad_leads_new"]
+    for line in bad[:20]:
+        err.print(f"followup: warning: skipped {line}")
+    if len(bad) > 20:
+        err.print(f"followup: warning: … and {len(bad) - 20} more bad lead rows")
     code = summary.exit_code
     if code == errors.EXIT_SEND_FAILURES:
         err.print(f"followup: {_failure_line(data)}")
@@ -492,16 +495,30 @@ def _load_optional(config: str) -> LoadedConfig | None:
 
 
 @sequences_app.command("check")
-def sequences_check(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = False) -> None:
-    """Validate everything before deploy: schema, ids, conditions, templates, window fit."""
+def sequences_check(
+    config: ConfigOpt = "sequences.yaml", db: DbOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Validate everything before deploy: schema, ids, conditions, templates, window fit;
+    with --db (or FOLLOWUP_DB) also that the lead store opens and has the lead table."""
     loaded = load_config(config)
     problems = check_config(loaded)
+    store_problem: str | None = None  # about the database, not a line of the file
+    if db:
+        try:
+            store = _store(loaded, db, config, migrate=False, readonly=True)
+            try:
+                store.lead_columns()
+            finally:
+                store.close()
+        except errors.StoreConfigError as exc:
+            store_problem = str(exc)
     errors_ = [p for p in problems if p.level == "error"]
     warnings = [p for p in problems if p.level == "warning"]
     if as_json:
         _print_json(
             {
-                "ok": not errors_,
+                "ok": not errors_ and not store_problem,
+                "store": store_problem,
                 "problems": [
                     {
                         "line": p.line,
@@ -514,12 +531,15 @@ def sequences_check(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = Fal
                 ],
             }
         )
-        raise typer.Exit(2 if errors_ else 0)
+        raise typer.Exit(2 if errors_ or store_problem else 0)
     for p in errors_ + warnings:
         err.print(p.format(loaded.path))
+    if store_problem:
+        err.print(store_problem)
     cfg = loaded.config
-    if errors_:
-        err.print(f"{loaded.path}: {len(errors_)} error(s); nothing was changed")
+    if errors_ or store_problem:
+        n = len(errors_) + bool(store_problem)
+        err.print(f"{loaded.path}: {n} error(s); nothing was changed")
         raise typer.Exit(2)
     n_msgs = sum(len(s.messages) for s in cfg.sequences)
     out.print(

@@ -576,6 +576,18 @@ def check_config(loaded: LoadedConfig) -> list[Problem]:
                     problems.append(_template_problem(tp, line))
 
     problems.extend(window_warnings(loaded))
+    if cfg.channel.type == "webhook" and not cfg.channel.secret_env:
+        loc = ("channel", "type")
+        problems.append(
+            Problem(
+                line(*loc),
+                "channel.secret_env",
+                "the webhook's POSTs go out unsigned: the host app cannot tell them from a "
+                "forgery. Add `secret_env: NAME` (an environment variable holding the secret; "
+                "the body's HMAC-SHA256 goes in X-Followup-Signature)",
+                "warning",
+            )
+        )
     return _dedupe(problems)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from .channels.base import Channel, OutgoingMessage, SendResult
+from .channels.base import Channel, OutgoingMessage, SendResult, idempotency_key
 from .clock import Clock, wall
 from .config import Account, Config, LoadedConfig
 from .crypto import BodyCipher
@@ -86,10 +86,16 @@ class AccountResult:
     holdout: int = 0
     optouts: int = 0
     bad_leads: list[str] = field(default_factory=list)
+    bad_lead_ids: list[str] = field(default_factory=list)  # the lead of each bad_leads line
     stopped: str | None = None
     planned: list[PlannedSend] = field(default_factory=list)
     attempts: int = 0
     breaker_failures: int = 0
+
+    def bad(self, lead_id: str, problem: str) -> None:
+        """A lead row skipped for a problem in it (named, counted, reported once)."""
+        self.bad_leads.append(problem)
+        self.bad_lead_ids.append(lead_id)
 
 
 @dataclass
@@ -100,6 +106,7 @@ class RunSummary:
     accounts: list[AccountResult] = field(default_factory=list)
     stale_marked_unknown: int = 0
     unknown_open: int = 0
+    bad_leads_new: list[str] = field(default_factory=list)  # first seen by this run
     elapsed_seconds: float = 0.0
     config_changed: bool = False
 
@@ -152,6 +159,7 @@ class RunSummary:
             "holdout": self.total("holdout"),
             "optouts": self.total("optouts"),
             "bad_leads": [b for a in self.accounts for b in a.bad_leads],
+            "bad_leads_new": list(self.bad_leads_new),
             "stopped_accounts": self.stopped_accounts,
             "stale_claims_marked_unknown": self.stale_marked_unknown,
             "unknown_open": self.unknown_open,
@@ -263,6 +271,12 @@ class Engine:
         summary.elapsed_seconds = self.clock.elapsed()
         if not options.dry_run:
             summary.unknown_open = self.store.count_open(UNKNOWN)
+            summary.bad_leads_new = self.store.note_bad_leads(
+                [(i, b) for a in results for i, b in zip(a.bad_lead_ids, a.bad_leads, strict=True)],
+                now,
+                self.actor,
+                run_id,
+            )
             self.store.finish_run(
                 run_id, wall(), summary.exit_code, summary.as_dict() | {"messages": []}
             )
@@ -332,7 +346,7 @@ class Engine:
                 try:
                     leads.append(parse_lead(row))
                 except BadLead as exc:
-                    result.bad_leads.append(str(exc))
+                    result.bad(exc.lead_id, str(exc))
             states = store.lead_states([lead.id for lead in leads])
             for lead in leads:
                 d = decide(lead, states[lead.id], self.config, now)
@@ -455,7 +469,6 @@ class Engine:
         d: Decision,
         text: str | None,
         media: str | None,
-        key: str,
     ) -> OutgoingMessage:
         assert d.message is not None and d.sequence is not None
         return OutgoingMessage(
@@ -471,7 +484,7 @@ class Engine:
             sequence_id=d.sequence.id,
             message_id=d.message.id,
             variant_id=d.variant_id,
-            idempotency_key=key,
+            idempotency_key=idempotency_key(account.id, lead.id, d.sequence.id, d.message.id),
         )
 
     def next_followup_at(self, d: Decision) -> datetime | None:
@@ -521,9 +534,7 @@ class _Executor:
             )
         except TemplateProblem as tp:
             self.result.skipped["template_error"] += 1
-            self.result.bad_leads.append(
-                f"lead {lead.id}: {d.sequence.id}/{d.message.id}: {tp.what}"
-            )
+            self.result.bad(lead.id, f"lead {lead.id}: {d.sequence.id}/{d.message.id}: {tp.what}")
             return None
         if not r.text and not r.media_url:
             self.result.skipped["empty_message"] += 1
@@ -654,7 +665,7 @@ class _LiveExecutor(_Executor):
             try:
                 fresh = parse_lead(row)
             except BadLead as exc:
-                res.bad_leads.append(str(exc))
+                res.bad(exc.lead_id, str(exc))
                 return
             d = decide(fresh, store.lead_state(lead.id), self.config, now)
             if d.action not in ("send", "skip"):
@@ -755,9 +766,7 @@ class _LiveExecutor(_Executor):
         d: Decision = claim["d"]
         assert d.sequence is not None and d.message is not None
         msg = replace(
-            self.engine.outgoing(
-                self.account, lead, d, claim["text"], claim["media"], str(claim["id"])
-            ),
+            self.engine.outgoing(self.account, lead, d, claim["text"], claim["media"]),
             # asked again right before each attempt: an opt-out that lands after the claim
             # (or while a retry waits for Retry-After) still stops the message
             still_wanted=lambda: not store.is_opted_out(lead.id),

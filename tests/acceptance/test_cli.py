@@ -73,6 +73,17 @@ def test_run__console_channel_sends_due_leads_and_names_bad_rows(
     ]
     again = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
     assert again.returncode == 0 and "step one" not in again.stdout
+    # under cron a row that stays bad is reported once, not at every run
+    assert again.stderr == ""
+    summary = json.loads(
+        followup(
+            "run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat(), "--json"
+        ).stdout
+    )
+    assert len(summary["bad_leads"]) == 2 and summary["bad_leads_new"] == []
+    db.update("garbage", last_inbound_at="next friday")  # a new problem: reported
+    third = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    assert "garbage" in third.stderr and "norecipient" not in third.stderr
 
 
 def test_run__dry_run_sends_nothing_and_writes_nothing(setup: tuple[Path, LeadDB]) -> None:
@@ -200,6 +211,18 @@ def test_a_mistyped_db_is_exit_2_and_creates_or_changes_nothing(
     assert r.returncode == 2 and "no table or view 'leads'" in r.stderr, r.stderr
     tables = {row[0] for row in sqlite3.connect(other).execute("SELECT name FROM sqlite_master")}
     assert tables == {"notes"}, "nothing written to a database without the lead table"
+
+
+def test_sequences_check__with_db_checks_the_lead_store_too(
+    setup: tuple[Path, LeadDB], tmp_path: Path
+) -> None:
+    cfg, db = setup
+    ok = followup("sequences", "check", "--config", str(cfg), "--db", db.url)
+    assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr
+    missing = tmp_path / "nothere.db"
+    bad = followup("sequences", "check", "--config", str(cfg), "--db", str(missing))
+    assert bad.returncode == 2 and "no such database file" in bad.stderr
+    assert not missing.exists()
 
 
 def test_explain__says_why_in_words_and_json(setup: tuple[Path, LeadDB]) -> None:

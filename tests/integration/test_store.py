@@ -517,23 +517,15 @@ def create_table(db: LeadDB, ddl: str) -> None:
 
 def test_lead_table__a_missing_required_column_is_named(db: LeadDB) -> None:
     create_table(db, "CREATE TABLE crm_leads (id TEXT PRIMARY KEY, account_id TEXT, score INTEGER)")
-    s = open_store(db.url, lead_table="crm_leads")
-    try:
-        with pytest.raises(StoreConfigError) as info:
-            s.lead_columns()
-        msg = str(info.value)
-        assert "crm_leads" in msg and "recipient_id" in msg and "last_outbound_at" in msg
-    finally:
-        s.close()
+    with pytest.raises(StoreConfigError) as info:
+        open_store(db.url, lead_table="crm_leads")  # before any of the tool's tables exist
+    msg = str(info.value)
+    assert "crm_leads" in msg and "recipient_id" in msg and "last_outbound_at" in msg
 
 
 def test_lead_table__a_missing_table_says_how_to_fix_it(db: LeadDB) -> None:
-    s = open_store(db.url, lead_table="prospects")
-    try:
-        with pytest.raises(StoreConfigError, match="'prospects'.*lead_table"):
-            s.lead_columns()
-    finally:
-        s.close()
+    with pytest.raises(StoreConfigError, match="'prospects'.*lead_table"):
+        open_store(db.url, lead_table="prospects")
 
 
 def test_lead_table__optional_columns_may_be_absent(db: LeadDB) -> None:

@@ -236,3 +236,13 @@ def test_template_syntax_error_is_one_error_with_line_and_jinja_message(
     assert found[0].startswith(f"seq.yaml:{line}:"), found
     assert "template does not compile" in found[0]
     assert "unexpected end of template" in found[0], found
+
+
+def test_an_unsigned_webhook_is_a_warning_naming_the_fix() -> None:
+    cfg = base_config()
+    cfg["channel"] = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
+    found = [p for p in check_config(parse_config(text_of(cfg), "seq.yaml"))]
+    assert [(p.level, p.where) for p in found] == [("warning", "channel.secret_env")]
+    assert "secret_env" in found[0].what
+    cfg["channel"]["secret_env"] = "HOOK_SECRET"
+    assert check_config(parse_config(text_of(cfg), "seq.yaml")) == []

@@ -15,6 +15,7 @@ Outcomes:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -43,6 +44,13 @@ class OutgoingMessage:
 
     def wanted(self) -> bool:
         return self.still_wanted is None or self.still_wanted()
+
+
+def idempotency_key(account_id: str, lead_id: str, sequence_id: str, message_id: str) -> str:
+    """One key per (account, lead, sequence, message): the never-twice key, the same on
+    every retry, host and database, so a receiver can drop a duplicate delivery."""
+    raw = "\x1f".join((account_id, lead_id, sequence_id, message_id))
+    return "fu-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

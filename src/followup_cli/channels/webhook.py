@@ -1,9 +1,11 @@
 """The webhook channel: POST the message as JSON to the host app, signed.
 
 Headers: ``X-Followup-Signature: sha256=<hex HMAC-SHA256 of the body>`` (key from the
-environment variable ``channel.secret_env``), ``Idempotency-Key`` (the tracking row id) so
-the host app can drop a duplicate delivery. Answers follow the same error table as the
-Graph API (429 throttles, 5xx with an error object is transient, 4xx is permanent).
+environment variable ``channel.secret_env``), ``Idempotency-Key`` (a hash of account, lead,
+sequence and message: the tool's own never-twice key, the same for any retry or re-send of
+one step, from any host or database) so the host app can drop a duplicate delivery.
+Answers follow the same error table as the Graph API (429 throttles, 5xx with an error
+object is transient, 4xx is permanent).
 """
 
 from __future__ import annotations

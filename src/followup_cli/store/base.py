@@ -38,6 +38,8 @@ from ..models import (
 )
 from .migrations import MIGRATIONS
 
+BAD_LEADS_NOTED = 1000  # bad rows remembered per run; beyond it they are always reported
+
 TS_COLUMNS = {
     "started_at",
     "heartbeat_at",
@@ -600,6 +602,25 @@ class SqlStore:
                 "detail": json.dumps(detail, default=str, sort_keys=True) if detail else None,
             },
         )
+
+    def note_bad_leads(
+        self, problems: Sequence[tuple[str, str]], now: datetime, who: str, run_id: str
+    ) -> list[str]:
+        """Record (lead id, problem) pairs in the audit log; returns the problems not recorded
+        before, so that cron mails a bad row once, not three times a day."""
+        new: list[str] = []
+        with self.transaction():
+            for lead_id, problem in problems[:BAD_LEADS_NOTED]:
+                detail = {"problem": problem}
+                seen = self._query(
+                    "SELECT 1 AS x FROM followup_audit WHERE lead_id = :l AND action = 'bad_lead' "
+                    "AND detail = :d",
+                    {"l": lead_id, "d": json.dumps(detail, sort_keys=True)},
+                )
+                if not seen:
+                    self.audit("bad_lead", now, who, run_id, lead_id, detail=detail)
+                    new.append(problem)
+        return new + [p for _, p in problems[BAD_LEADS_NOTED:]]
 
     def audit_log(self, lead_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         where = "WHERE lead_id = :l" if lead_id else ""
