@@ -72,6 +72,34 @@ class PlannedSend:
         d["due_at"] = self.due_at.isoformat() if self.due_at else None
         return d
 
+    @classmethod
+    def of(
+        cls,
+        lead: Lead,
+        account_id: str,
+        d: Decision,
+        text: str | None,
+        media: str | None,
+        **outcome: Any,
+    ) -> PlannedSend:
+        """The send a decision makes (``outcome``, ``error_code``, ``error`` once known)."""
+        assert d.sequence is not None and d.message is not None
+        return cls(
+            lead.id,
+            account_id,
+            lead.recipient_id,
+            lead.username,
+            d.sequence.id,
+            d.message.id,
+            d.step or 0,
+            d.variant_id,
+            text,
+            media,
+            d.due_at,
+            d.reason,
+            **outcome,
+        )
+
 
 @dataclass
 class AccountResult:
@@ -568,23 +596,7 @@ class _DryExecutor(_Executor):
         if rendered is None:
             return
         self.window_used += 1
-        self.result.sent += 0
-        self.result.planned.append(
-            PlannedSend(
-                lead.id,
-                self.account.id,
-                lead.recipient_id,
-                lead.username,
-                d.sequence.id,
-                d.message.id,
-                d.step or 0,
-                d.variant_id,
-                rendered[0],
-                rendered[1],
-                d.due_at,
-                d.reason,
-            )
-        )
+        self.result.planned.append(PlannedSend.of(lead, self.account.id, d, *rendered))
 
 
 class _LiveExecutor(_Executor):
@@ -778,19 +790,12 @@ class _LiveExecutor(_Executor):
                 "unknown", error_message=f"channel error: {type(exc).__name__}: {exc}"
             )
         fid = claim["id"]
-        planned = PlannedSend(
-            lead.id,
+        planned = PlannedSend.of(
+            lead,
             self.account.id,
-            lead.recipient_id,
-            lead.username,
-            d.sequence.id,
-            d.message.id,
-            d.step or 0,
-            d.variant_id,
+            d,
             claim["text"],
             claim["media"],
-            d.due_at,
-            d.reason,
             outcome=result.outcome,
             error_code=result.error_code,
             error=result.error_message,
