@@ -820,6 +820,10 @@ class _LiveExecutor(_Executor):
                 self._complete(fid, {**common, **sent})
                 res.sent += 1
                 res.attempts += 1
+                if _last_active_step(d) and store.end_enrollment(
+                    lead.id, d.sequence.id, "completed", now
+                ):
+                    res.ended["completed"] += 1  # now, not at the next run
             elif result.outcome == "failed":
                 failed = {"status": FAILED, "reason": result.kind or "permanent"}
                 self._complete(fid, {**common, **failed})
@@ -978,6 +982,13 @@ def _account_stop_line(account: Account, result: SendResult) -> str:
     else:
         hint = f"check its token in {var}"
     return f"account {account.id} stopped: {what}; {hint}"
+
+
+def _last_active_step(d: Decision) -> bool:
+    """Whether ``d``'s message is the last active one of its sequence."""
+    assert d.sequence is not None and d.message is not None
+    active = [m.id for m in d.sequence.messages if m.active]
+    return bool(active) and active[-1] == d.message.id
 
 
 def _body(text: str | None, media: str | None) -> str | None:

@@ -105,3 +105,25 @@ def test_lead_labels__one_row_per_lead_in_a_sequence_with_step_state_and_next_ti
     table = followup("leads", *common, "--account", "acct_a", "--now", "2026-03-02T14:00:00+01:00")
     assert table.returncode == 0, table.stderr
     assert "6 lead(s) in a sequence" in table.stdout and "in_progress" in table.stdout
+
+
+def test_lead_labels__the_last_step_ends_the_enrollment_in_the_same_run(
+    tmp_path: Path, db: LeadDB
+) -> None:
+    """After its last step a lead leaves the "in follow-up" label at once, not a run later."""
+    raw = base_config()
+    raw["sequences"][0]["messages"][1]["delay_hours"] = 8  # 14:00 Madrid, inside the window
+    cfg = write_config(tmp_path / "sequences.yaml", raw)
+    common = ("--config", str(cfg), "--db", db.url)
+    db.insert(silent("z1"))
+    first = followup("run", *common, "--now", "2026-03-02T09:00:00+01:00", "--json")
+    assert json.loads(first.stdout)["sent"] == 1
+    assert [r["lead_id"] for r in db.query("SELECT lead_id FROM followup_lead_labels")] == ["z1"]
+    last = followup("run", *common, "--now", "2026-03-02T14:00:00+01:00", "--json")
+    summary = json.loads(last.stdout)
+    assert summary["sent"] == 1 and summary["ended"] == {"completed": 1}, summary
+    assert db.query("SELECT lead_id FROM followup_lead_labels") == []
+    ended = db.query("SELECT ended_reason FROM followup_enrollments WHERE lead_id = 'z1'")
+    assert ended == [{"ended_reason": "completed"}]
+    again = followup("run", *common, "--now", "2026-03-02T18:00:00+01:00", "--json")
+    assert json.loads(again.stdout)["sent"] == 0 and json.loads(again.stdout)["ended"] == {}
