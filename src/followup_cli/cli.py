@@ -241,6 +241,11 @@ def _failure_line(data: dict[str, Any]) -> str:
         parts.append(
             f"{data['unknown']} send(s) with unknown outcome (see `followup unknown list`)"
         )
+    if data["stale_claims_marked_unknown"]:
+        parts.append(
+            f"{data['stale_claims_marked_unknown']} send(s) of a run that died mid-call marked "
+            "unknown (check them: `followup unknown list`)"
+        )
     for acct, why in data["stopped_accounts"].items():
         parts.append(why if acct in why else f"{acct}: {why}")
     parts.append(f"{data['sent']} sent")

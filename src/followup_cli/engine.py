@@ -167,7 +167,14 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.dry_run:
             return 0
-        if self.total("failed") or self.total("unknown") or self.stopped_accounts:
+        # A dead run's claims this run found and marked unknown are news for the operator
+        # too (someone has to resolve them): the same exit 3 and one line as its own.
+        if (
+            self.total("failed")
+            or self.total("unknown")
+            or self.stale_marked_unknown
+            or self.stopped_accounts
+        ):
             return 3
         return 0
 
