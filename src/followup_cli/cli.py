@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import traceback
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -923,7 +923,9 @@ def events_ingest(
     store = _store(loaded, db, config)
     try:
         name = "<stdin>" if source == "-" else source
-        result = ingest(store, loaded.config, text, name, when, actor())
+        # A replay (--now) sees nothing after its instant; real time allows clock skew.
+        skew = timedelta(0) if now else timedelta(minutes=5)
+        result = ingest(store, loaded.config, text, name, when, actor(), skew)
     finally:
         store.close()
     data = result.as_dict()
@@ -936,6 +938,14 @@ def events_ingest(
             + (f"; {data['unmatched']} matched no lead" if data["unmatched"] else "")
             + (f"; {data['optouts']} opt-out(s)" if data["optouts"] else "")
         )
+    if data["after_now"]:
+        err.print(
+            f"followup: warning: {data['after_now']} event(s) dated after {when.isoformat()} "
+            "were not recorded; ingest them again once their time has come"
+        )
+    if data["events"] == 0 and data["ignored"] and not data["problems"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in data["ignored"].items())
+        err.print(f"followup: warning: no outcome event in {name} (ignored: {kinds})")
     for problem in data["problems"][:20]:
         err.print(f"followup: {problem}", markup=False)
     if data["problems"]:

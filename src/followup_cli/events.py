@@ -33,7 +33,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .config import Config
@@ -45,6 +45,8 @@ from .store.base import SqlStore
 
 EVENT_TYPES = ("delivered", "read", "replied", "converted", "opted_out")
 WEBHOOK_OBJECTS = ("instagram", "page")
+# `changes` fields that carry a messaging item (the same shape as an entry of `messaging`)
+CHANGE_FIELDS = ("messages", "messaging_seen", "message_reads", "messaging_postbacks")
 
 
 class BadEvent(ValueError):
@@ -76,6 +78,7 @@ class IngestResult:
     no_change: int = 0
     unmatched: int = 0
     ignored: Counter = field(default_factory=Counter)  # webhook items that are not outcomes
+    after_now: int = 0  # dated after now: not recorded (ingest again later)
     optouts: int = 0
     enrollments_ended: Counter = field(default_factory=Counter)  # by reason
     problems: list[str] = field(default_factory=list)
@@ -90,6 +93,7 @@ class IngestResult:
             "no_change": self.no_change,
             "unmatched": self.unmatched,
             "ignored": dict(sorted(self.ignored.items())),
+            "after_now": self.after_now,
             "optouts": self.optouts,
             "enrollments_ended": dict(sorted(self.enrollments_ended.items())),
             "problems": list(self.problems),
@@ -127,6 +131,8 @@ def _documents(text: str, name: str) -> Iterator[tuple[str, Any]]:
 def _time(value: Any, what: str) -> datetime:
     if isinstance(value, bool) or value is None or value == "":
         raise BadEvent(f"{what} is missing")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())  # epoch time as a string (the webhook `changes` shape)
     if isinstance(value, int | float):
         secs = value / 1000 if value > 1e11 else value  # epoch milliseconds or seconds
         try:
@@ -184,13 +190,25 @@ def parse_webhook(
     for e_i, entry in enumerate(entries, 1):
         if not isinstance(entry, Mapping):
             raise BadEvent(f"{where}: entry {e_i} is not an object")
-        items = entry.get("messaging") or []
-        if not isinstance(items, list):
+        messaging = entry.get("messaging") or []
+        if not isinstance(messaging, list):
             raise BadEvent(f"{where}: entry {e_i}: `messaging` is not a list")
+        items = [(f"{where}: entry {e_i} messaging {m_i}", m) for m, m_i in _numbered(messaging)]
+        # The `changes` shape (the App Dashboard's test button, some subscriptions):
+        # {"field": "messages", "value": {sender, recipient, timestamp, message}}.
+        changes = entry.get("changes") or []
+        if not isinstance(changes, list):
+            raise BadEvent(f"{where}: entry {e_i}: `changes` is not a list")
+        for change, c_i in _numbered(changes):
+            value = change.get("value") if isinstance(change, Mapping) else None
+            field_ = change.get("field") if isinstance(change, Mapping) else None
+            if field_ in CHANGE_FIELDS and isinstance(value, Mapping):
+                items.append((f"{where}: entry {e_i} changes {c_i}", value))
+            else:
+                ignored[f"change:{field_}"] += 1
         if not items:
             ignored["no_messaging"] += 1
-        for m_i, item in enumerate(items, 1):
-            at_ = f"{where}: entry {e_i} messaging {m_i}"
+        for at_, item in items:
             if not isinstance(item, Mapping):
                 raise BadEvent(f"{at_}: not an object")
             sender = _id(item.get("sender"))
@@ -289,6 +307,10 @@ def parse_webhook(
     return out
 
 
+def _numbered(items: list[Any]) -> list[tuple[Any, int]]:
+    return [(item, i) for i, item in enumerate(items, 1)]
+
+
 def _id(value: Any) -> str | None:
     if isinstance(value, Mapping):
         try:
@@ -322,13 +344,21 @@ def parse(text: str, name: str, config: Config, result: IngestResult) -> list[Ev
 
 
 def ingest(
-    store: SqlStore, config: Config, text: str, name: str, now: datetime, who: str
+    store: SqlStore,
+    config: Config,
+    text: str,
+    name: str,
+    now: datetime,
+    who: str,
+    future_tolerance: timedelta = timedelta(0),
 ) -> IngestResult:
     """Parse an input text and apply its new events; returns what changed. Problems
-    (documents that are not events) are listed in the result; the rest is applied."""
+    (documents that are not events) are listed in the result; the rest is applied, except
+    events dated after ``now`` (+ ``future_tolerance`` for clock skew), which are left out
+    and counted (``after_now``)."""
     result = IngestResult()
     events = parse(text, name, config, result)
-    return apply_events(store, config, events, now, who, result)
+    return apply_events(store, config, events, now, who, result, future_tolerance)
 
 
 def apply_events(
@@ -338,9 +368,15 @@ def apply_events(
     now: datetime,
     who: str,
     result: IngestResult,
+    future_tolerance: timedelta = timedelta(0),
 ) -> IngestResult:
     for ev in events:
         result.events += 1
+        if ev.at > now + future_tolerance:
+            # Not yet, as far as this run knows (a replay with --now, or a clock ahead):
+            # not recorded, so ingesting it again once its time has come applies it.
+            result.after_now += 1
+            continue
         with store.transaction():
             lead_id, row = _resolve(store, ev)
             event_id = store.insert_event(

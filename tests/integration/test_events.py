@@ -196,6 +196,40 @@ def test_parse__webhook_payloads_and_lines_mixed() -> None:
     assert whole.documents == 2 and not whole.problems
 
 
+def test_parse__the_changes_shape_of_a_webhook_is_a_reply_too() -> None:
+    """`entry[].changes[{field: messages, value: {...}}]`, as the App Dashboard's test
+    button sends it: the same item as in `messaging`."""
+    config = load_config_dict(base_config())
+    doc = {
+        "object": "instagram",
+        "entry": [
+            {
+                "id": IG,
+                "time": ms(t(3, 10)),
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "sender": {"id": "u7"},
+                            "recipient": {"id": IG},
+                            "timestamp": str(ms(t(3, 10)) // 1000),
+                            "message": {"mid": "m.7", "text": "interested!"},
+                        },
+                    },
+                    {"field": "comments", "value": {"text": "nice"}},
+                ],
+            }
+        ],
+    }
+    result = IngestResult()
+    events = parse(json.dumps(doc), "hook.json", config, result)
+    assert [(e.type, e.recipient_id, e.account_id, e.at) for e in events] == [
+        ("replied", "u7", "acct_a", t(3, 10))
+    ]
+    assert events[0].key == "ig:message:m.7" and events[0].where.endswith("changes 1")
+    assert result.ignored == Counter({"change:comments": 1}) and not result.problems
+
+
 def load_config_dict(cfg: dict[str, Any]) -> Any:
     path = write_config(Path("cfg.yaml"), cfg)
     return load_config(str(path)).config
@@ -406,3 +440,26 @@ def test_ingest__bad_documents_are_named_and_the_rest_is_ingested(
         "events", "ingest", str(tmp_path / "nope.jsonl"), "--config", str(cfg), "--db", db.url
     )
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_ingest__events_after_now_wait_until_their_time(cfg: Path, db: LeadDB) -> None:
+    """A replay sees nothing after its --now: a reply dated later is not recorded (nor
+    does it end the enrollment); ingested again once its time has come, it applies."""
+    db.insert(lead("F1", last_outbound_at=t(3, 5), last_inbound_at=t(3, 4)))
+    store = open_store(db.url)
+    try:
+        assert store.start_enrollment("F1", "s1", "acct_a", t(3, 5), t(3, 8))
+        sent(store, "F1", "m1", t(3, 8))
+    finally:
+        store.close()
+    path = cfg.parent / "later.jsonl"
+    path.write_text(json.dumps({"type": "replied", "lead_id": "F1", "at": "2026-03-05T10:00:00Z"}))
+    common = ("events", "ingest", str(path), "--config", str(cfg), "--db", db.url)
+    early = followup(*common, "--now", "2026-03-03T15:00:00Z", "--json")
+    assert early.returncode == 0, early.stderr
+    assert json.loads(early.stdout)["after_now"] == 1 and "not recorded" in early.stderr
+    assert db.query("SELECT status FROM followup_tracking") == [{"status": "sent"}]
+    assert db.query("SELECT ended_at FROM followup_enrollments") == [{"ended_at": None}]
+    late = followup(*common, "--now", "2026-03-05T11:00:00Z", "--json")
+    assert json.loads(late.stdout)["applied"] == {"replied": 1}, late.stdout
+    assert db.query("SELECT status FROM followup_tracking") == [{"status": "responded"}]
