@@ -552,3 +552,50 @@ def test_lead_table__optional_columns_may_be_absent(db: LeadDB) -> None:
         assert (parsed.id, parsed.last_outbound_at, parsed.attributes) == ("s1", at, {})
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("id_type", ["BIGINT", "INTEGER"])
+def test_lead_table__an_integer_id_column_works_like_a_text_one(
+    db: LeadDB, tmp_path: Any, id_type: str
+) -> None:
+    """A host app whose leads.id is an integer (bigint on Postgres): selection, paging,
+    claims, opt-outs and the run all work, comparing the id as text."""
+    from tests.helpers import base_config, followup, write_config
+
+    ts = "TIMESTAMPTZ" if db.backend == "postgres" else "TEXT"
+    create_table(
+        db,
+        f"CREATE TABLE crm_int (id {id_type} PRIMARY KEY, account_id TEXT, recipient_id TEXT, "
+        f"first_name TEXT, score INTEGER, last_inbound_at {ts}, last_outbound_at {ts})",
+    )
+    inbound, outbound = (NOW - timedelta(hours=5)).isoformat(), (NOW - timedelta(hours=4))
+    for lead_id in (7, 42, 1001):
+        args = (lead_id, f"ig_{lead_id}", inbound, outbound.isoformat())
+        sql = "INSERT INTO crm_int VALUES (?, 'acct_a', ?, 'Ana', 4, ?, ?)"
+        if db.backend == "sqlite":
+            conn = sqlite3.connect(db.url)
+            conn.execute(sql, args)
+            conn.commit()
+            conn.close()
+        else:
+            db.query(sql, args)
+    s = open_store(db.url, lead_table="crm_int")
+    try:
+        s.add_optout("1001", None, "cli", "ops", NOW)
+        seen, after = [], ""
+        while page := s.candidate_leads("acct_a", 2, 6, after, 1):
+            seen += [str(r["id"]) for r in page]
+            after = str(page[-1]["id"])
+        assert sorted(seen) == ["42", "7"], "each lead once, the opted-out one dropped"
+    finally:
+        s.close()
+    raw = base_config()
+    raw["settings"]["lead_table"] = "crm_int"
+    cfg = write_config(tmp_path / "sequences.yaml", raw)
+    common = ("--config", str(cfg), "--db", db.url, "--now", NOW.isoformat(), "--json")
+    r = followup("run", *common)
+    assert r.returncode == 0, r.stderr
+    rows = db.query("SELECT lead_id, status FROM followup_tracking ORDER BY lead_id")
+    assert rows == [{"lead_id": "42", "status": "sent"}, {"lead_id": "7", "status": "sent"}]
+    again = followup("run", *common)
+    assert again.returncode == 0 and '"sent": 0' in again.stdout, again.stdout

@@ -155,7 +155,11 @@ class SqlStore:
     def _table_columns(self, table: str) -> tuple[str, ...] | None:
         raise NotImplementedError
 
-    def _candidate_sql(self, select: str, col: dict[str, str], keyword: str = "1 = 0") -> str:
+    def _candidate_sql(
+        self, select: str, col: dict[str, str], keyword: str = "1 = 0", paged: bool = True
+    ) -> str:
+        """The prefilter; ``paged``: after ``:after_id`` (the first page has no bound, which
+        also keeps an integer id column from comparing with an empty text)."""
         raise NotImplementedError
 
     def _migration_lock(self) -> Any:
@@ -176,6 +180,10 @@ class SqlStore:
         TEXT columns; Postgres passes one text[] instead)."""
         names = {f"p{i}": v for i, v in enumerate(values)}
         return f"{column} IN ({', '.join(':' + k for k in names)})", names
+
+    def _lid(self) -> str:
+        """The host's lead id as the tool's TEXT lead ids compare with it."""
+        return "l.id"
 
     def _lead_id_in(self, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
         """``l.id IN (...)`` on the host's lead table, whose id may not be text."""
@@ -318,11 +326,11 @@ class SqlStore:
                 likes.append(f"lower({col['last_inbound_text']}) LIKE :kw{i} ESCAPE '\\'")
         keyword = (
             f"(({' OR '.join(likes)}) "
-            "AND NOT EXISTS (SELECT 1 FROM followup_optouts o2 WHERE o2.lead_id = l.id))"
+            f"AND NOT EXISTS (SELECT 1 FROM followup_optouts o2 WHERE o2.lead_id = {self._lid()}))"
             if likes
             else "1 = 0"
         )
-        sql = self._candidate_sql(self._select_list(), col, keyword)
+        sql = self._candidate_sql(self._select_list(), col, keyword, paged=bool(after_id))
         return self._query(sql, params)
 
     def lead_row(self, lead_id: str) -> dict[str, Any] | None:
@@ -953,10 +961,11 @@ ORDER BY a.lead_id"""
             where.append("l.converted_at IS NULL")
         if "status" in present:
             where.append("(l.status IS NULL OR lower(l.status) <> 'converted')")
-        where.append("NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = l.id)")
+        lid = self._lid()
+        where.append(f"NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid})")
         rows = self._query(
             "SELECT COUNT(*) AS qualified, COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM "
-            "followup_tracking t WHERE t.lead_id = l.id AND t.sent_at IS NOT NULL) THEN 1 ELSE 0 "
+            f"followup_tracking t WHERE t.lead_id = {lid} AND t.sent_at IS NOT NULL) THEN 1 ELSE 0 "
             f"END), 0) AS followed_up FROM {self.lead_table} l WHERE {' AND '.join(where)}",
             {"a": account_id, "lo": min_score, "hi": max_score},
         )

@@ -122,6 +122,12 @@ class PostgresStore(SqlStore):
         # the host's id may be uuid or bigint; a text id keeps its index (a no-op cast)
         return "l.id::text"
 
+    def _lid(self) -> str:
+        self.lead_columns()  # learns the id column's type
+        # A text id compares with the tool's TEXT lead ids as it is (and keeps its index);
+        # a bigint or uuid id is compared (and paged) as its text.
+        return "l.id" if getattr(self, "_text_lead_ids", False) else "(l.id::text)"
+
     def _try_lock_lead(self, lead_id: str) -> bool:
         rows = self._query(
             "SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0)) AS ok",
@@ -176,17 +182,20 @@ class PostgresStore(SqlStore):
             {"ids": ids, "inb": inbound, "conv": converted, "now": now},
         )
 
-    def _candidate_sql(self, select: str, col: dict[str, str], keyword: str = "1 = 0") -> str:
+    def _candidate_sql(
+        self, select: str, col: dict[str, str], keyword: str = "1 = 0", paged: bool = True
+    ) -> str:
         c = {k: (_TYPED_NULL.get(k, v) if v == "NULL" else v) for k, v in col.items()}
+        lid = self._lid()
         # OFFSET 0 keeps each (NOT) EXISTS a per-row primary-key probe. Without it, under the
         # OR, the planner hashes every active enrollment and opt-out of every account for
         # each page: 72 ms instead of 29 ms a page at a million leads, growing with the
         # tool's tables rather than with the page (bench/RESULTS-selection.md).
         return f"""
 SELECT {select} FROM {self.lead_table} l
-WHERE l.account_id = :account_id AND l.id > :after_id
+WHERE l.account_id = :account_id{" AND " + lid + " > :after_id" if paged else ""}
   AND (
-    EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL
+    EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = {lid} AND e.ended_at IS NULL
             OFFSET 0)
     OR {keyword}
     OR (
@@ -195,13 +204,13 @@ WHERE l.account_id = :account_id AND l.id > :after_id
       AND ({c["status"]} IS NULL OR lower({c["status"]}) <> 'converted')
       AND l.last_outbound_at IS NOT NULL
       AND COALESCE({c["last_inbound_at"]} > l.last_outbound_at, false) = false
-      AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = l.id OFFSET 0)
+      AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid} OFFSET 0)
       AND NOT EXISTS (
         SELECT 1 FROM followup_enrollments e
-        WHERE e.lead_id = l.id AND e.ended_at IS NOT NULL
+        WHERE e.lead_id = {lid} AND e.ended_at IS NOT NULL
           AND ({c["last_inbound_at"]} IS NULL OR e.anchor_at >= {c["last_inbound_at"]})
         OFFSET 0)
     )
   )
-ORDER BY l.id
+ORDER BY {lid}
 LIMIT :page"""

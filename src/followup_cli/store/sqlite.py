@@ -141,11 +141,13 @@ WHERE {changed}
                   WHERE e.lead_id = l.id AND e.anchor_at >= :since))
 ORDER BY l.id"""
 
-    def _candidate_sql(self, select: str, col: dict[str, str], keyword: str = "1 = 0") -> str:
+    def _candidate_sql(
+        self, select: str, col: dict[str, str], keyword: str = "1 = 0", paged: bool = True
+    ) -> str:
         inbound = f"julianday({col['last_inbound_at']})"
         return f"""
 SELECT {select} FROM {self.lead_table} l
-WHERE l.account_id = :account_id AND l.id > :after_id
+WHERE l.account_id = :account_id{" AND l.id > :after_id" if paged else ""}
   AND (
     EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL)
     OR {keyword}
