@@ -365,6 +365,14 @@ def explain(
         if state is None:
             state = store.lead_state(lead)
         d = decide(parsed, state, loaded.config, when)
+        if d.action == "send" and not _pending_migrations(store):
+            # Every rule of the lead holds; the account's own windows may still hold it back.
+            from .engine import account_windows
+
+            checks, blocked = account_windows(loaded.config, store, parsed.account_id, when)
+            d.checks.extend(checks)
+            if blocked is not None:
+                d.action, d.reason, d.detail, d.next_at = "wait", *blocked
         history = [] if _pending_migrations(store) else store.followups(lead_id=lead)
     finally:
         store.close()
@@ -568,7 +576,9 @@ def sequences_show(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = Fals
     tree = Tree(
         f"[bold]{loaded.path}[/bold] — channel {cfg.channel.type}"
         f"{f', window {window:g}h' if window else ', no window'}, "
-        f"{cfg.channel.messages_per_hour}/h per account"
+        f"{cfg.channel.messages_per_hour}/h"
+        f"{f', {cfg.channel.messages_per_day}/day' if cfg.channel.messages_per_day else ''}"
+        " per account"
     )
     for seq in cfg.sequences_by_priority():
         state = "" if seq.active else " [red](inactive)[/red]"

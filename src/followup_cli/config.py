@@ -122,7 +122,9 @@ class Settings(_Model):
 
 
 class SettingsOverride(_Model):
-    """Per-account overrides: any Settings field, all optional."""
+    """Per-account overrides: any Settings field except the store-wide ones (lead_table,
+    run_times, run_budget_minutes, account_workers: one run serves every account), plus the
+    channel's per-account caps (messages_per_hour, messages_per_day). All optional."""
 
     timezone: str | None = None
     min_score: int | None = None
@@ -138,11 +140,29 @@ class SettingsOverride(_Model):
     pull_forward_hours: float | None = Field(None, ge=0)
     breaker_min_sends: int | None = Field(None, ge=1)
     breaker_failure_rate: float | None = Field(None, gt=0, le=1)
+    messages_per_hour: int | None = Field(None, ge=1)
+    messages_per_day: int | None = Field(None, ge=1)
 
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str | None) -> str | None:
         return _check_zone(v)
+
+    @model_validator(mode="after")
+    def _range(self) -> SettingsOverride:
+        if (
+            self.min_score is not None
+            and self.max_score is not None
+            and self.min_score > self.max_score
+        ):
+            raise ValueError(
+                f"@min_score min_score {self.min_score} is above max_score {self.max_score}"
+            )
+        return self
+
+
+# Keys of SettingsOverride that are not Settings fields: the channel's per-account caps.
+CHANNEL_OVERRIDES = ("messages_per_hour", "messages_per_day")
 
 
 class Channel(_Model):
@@ -153,6 +173,9 @@ class Channel(_Model):
     # the file gives one (a host app relaying to Instagram should say `window_hours: 24`).
     window_hours: float | None = Field(24, gt=0)
     messages_per_hour: int = Field(200, ge=1)
+    messages_per_day: int | None = Field(
+        None, ge=1
+    )  # per account, the operator's day; None: no cap
     timeout_seconds: float = Field(10, gt=0)
     connect_timeout_seconds: float = Field(5, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
@@ -315,9 +338,19 @@ class Config(_Model):
         if account is None:
             return self.settings
         overrides = account.settings.model_dump(exclude_none=True)
+        for key in CHANNEL_OVERRIDES:
+            overrides.pop(key, None)
         if not overrides:
             return self.settings
         return self.settings.model_copy(update=overrides)
+
+    def rate_limits(self, account: Account | None) -> tuple[int, int | None]:
+        """(messages per hour, messages per day or None) for an account: its override, else
+        the channel's."""
+        o = account.settings if account is not None else SettingsOverride()
+        hour = o.messages_per_hour or self.channel.messages_per_hour
+        day = o.messages_per_day or self.channel.messages_per_day
+        return hour, day
 
     def sequences_by_priority(self) -> list[Sequence]:
         order = {s.id: i for i, s in enumerate(self.sequences)}
@@ -540,6 +573,19 @@ def check_config(loaded: LoadedConfig) -> list[Problem]:
                         "so they must not decrease",
                     )
                 )
+
+    for i, acct in enumerate(cfg.accounts):
+        st = cfg.settings_for(acct)
+        if st.min_score > st.max_score:
+            loc = ("accounts", i, "settings")
+            problems.append(
+                Problem(
+                    line(*loc),
+                    _where(loc),
+                    f"min_score {st.min_score} is above max_score {st.max_score} for account "
+                    f"{acct.id} (its overrides merged with the global settings)",
+                )
+            )
 
     if cfg.channel.type == "instagram":
         for i, acct in enumerate(cfg.accounts):

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .channels.base import Channel, OutgoingMessage, SendResult, idempotency_key
@@ -33,10 +33,11 @@ from .config import Account, Config, LoadedConfig
 from .crypto import BodyCipher
 from .models import DELIVERED, FAILED, PENDING, SENT, SKIPPED, UNKNOWN, BadLead, Lead, parse_lead
 from .render import Renderer, TemplateProblem
-from .rules import Decision, decide, next_run_slot
+from .rules import Check, Decision, decide, local_midnight, next_local_midnight, next_run_slot
 from .store.base import SqlStore, actor
 
 STALE_HEARTBEAT_SECONDS = 300
+_TICK = timedelta(microseconds=1)  # ``claimed_at > since - tick``: the day's first instant counts
 CANDIDATE_PAGE = 1000
 
 
@@ -427,6 +428,7 @@ class Engine:
         total = len(actionable)
         batch_size = self.config.settings_for(account).batch_size
         rate_blocked = False  # the account is at its hourly limit and cannot wait for it
+        day_blocked = False  # the account's daily cap is reached
 
         def sends_from(i: int) -> int:
             return sum(1 for _, x in actionable[i:] if x.action == "send")
@@ -444,8 +446,8 @@ class Engine:
             if self.clock.elapsed() > budget:
                 result.deferred["time_budget"] += sends_from(i)
                 break
-            if d.action == "send" and rate_blocked:
-                result.deferred["rate_limit"] += 1
+            if d.action == "send" and (rate_blocked or day_blocked):
+                result.deferred["daily_cap" if day_blocked else "rate_limit"] += 1
                 if self.progress:
                     self.progress(account.id, i + 1, total)
                 continue
@@ -456,7 +458,15 @@ class Engine:
                         break
                     if remaining[0] is not None:
                         remaining[0] -= 1
-            while executor.execute(lead, d) == "rate_limit":
+            while (verdict := executor.execute(lead, d)) in ("rate_limit", "daily_cap"):
+                if verdict == "daily_cap":
+                    # The account's day is used up: nothing to wait for in this run.
+                    day_blocked = True
+                    result.deferred["daily_cap"] += 1
+                    with self._lock:
+                        if remaining[0] is not None:
+                            remaining[0] += 1
+                    break
                 # At the limit: wait for the sliding window only when time is real and the
                 # run's budget allows; otherwise the rest of the account waits for a later run.
                 can_wait = live and real_time
@@ -479,7 +489,7 @@ class Engine:
         False (without sleeping) when the wait would overrun the run's time budget. Sleeps
         in slices of at most 30 s, heartbeating between them.
         """
-        limit = self.config.channel.messages_per_hour
+        limit, _ = self.config.rate_limits(account)
         while True:
             now = self.clock.now()
             since = now - timedelta(hours=1)
@@ -551,15 +561,20 @@ class _Executor:
         self.run_id = run_id
         self.result = result
         self.config = engine.config
-        self.rate_limit = engine.config.channel.messages_per_hour
+        self.rate_limit, self.day_limit = engine.config.rate_limits(account)
+        self.day_tz = engine.config.settings_for(account).timezone
 
     def bookkeep(self, lead: Lead, d: Decision) -> None:
         raise NotImplementedError
 
     def execute(self, lead: Lead, d: Decision) -> str | None:
-        """Handle one due lead; returns "rate_limit" when the account's hourly window is full
-        (nothing was claimed: the caller waits or defers)."""
+        """Handle one due lead; returns "rate_limit" when the account's hourly window is full,
+        "daily_cap" when its day is (nothing was claimed: the caller waits or defers)."""
         raise NotImplementedError
+
+    def day_start(self) -> datetime:
+        """The start of the account's current day (its settings.timezone)."""
+        return local_midnight(self.now, self.day_tz)
 
     def render(self, lead: Lead, d: Decision) -> tuple[str | None, str | None] | None:
         assert d.sequence is not None and d.message is not None
@@ -583,6 +598,7 @@ class _DryExecutor(_Executor):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.window_used = self.store.recent_sends(self.account.id, self.now - timedelta(hours=1))
+        self.day_used = self.store.recent_sends(self.account.id, self.day_start() - _TICK)
 
     def bookkeep(self, lead: Lead, d: Decision) -> None:
         if d.keyword_optout:
@@ -599,10 +615,13 @@ class _DryExecutor(_Executor):
             return None
         if self.window_used >= self.rate_limit:
             return "rate_limit"
+        if self.day_limit is not None and self.day_used >= self.day_limit:
+            return "daily_cap"
         rendered = self.render(lead, d)
         if rendered is None:
             return
         self.window_used += 1
+        self.day_used += 1
         self.result.planned.append(PlannedSend.of(lead, self.account.id, d, *rendered))
 
 
@@ -718,6 +737,11 @@ class _LiveExecutor(_Executor):
             since = now - timedelta(hours=1)
             if store.recent_sends(self.account.id, since) >= self.rate_limit:
                 return "rate_limit"
+            if (
+                self.day_limit is not None
+                and store.recent_sends(self.account.id, self.day_start() - _TICK) >= self.day_limit
+            ):
+                return "daily_cap"
             rendered = self.render(fresh, d)
             if rendered is None:
                 return
@@ -973,6 +997,70 @@ def handoff(
             }
         )
     return out
+
+
+def account_windows(
+    config: Config, store: SqlStore, account_id: str | None, now: datetime
+) -> tuple[list[Check], tuple[str, str, datetime | None] | None]:
+    """The account's hourly and daily windows as ``explain`` shows them: a check line each,
+    and (reason, detail, room again at) when one of them is full: what holds a due lead back
+    even though every rule of its own holds."""
+    account = config.account(account_id)
+    if account is None:
+        return [], None
+    hour, day = config.rate_limits(account)
+    checks: list[Check] = []
+    blocked: tuple[str, str, datetime | None] | None = None
+    since = now - timedelta(hours=1)
+    used = store.recent_sends(account.id, since)
+    if used >= hour:
+        oldest = store.oldest_recent_send(account.id, since)
+        again = oldest + timedelta(hours=1) if oldest else None
+        when = f"; room again at {_fmt_utc(again)}" if again else ""
+        checks.append(
+            Check(
+                "account hourly cap",
+                False,
+                f"{account.id} sent {used} of {hour} in the last hour{when}",
+            )
+        )
+        blocked = (
+            "account_hourly_cap",
+            f"account {account.id}'s hourly cap is full ({used} of {hour}){when}",
+            again,
+        )
+    else:
+        checks.append(
+            Check("account hourly cap", True, f"{account.id}: {used} of {hour} in the last hour")
+        )
+    if day is not None:
+        tz = config.settings_for(account).timezone
+        used_day = store.recent_sends(account.id, local_midnight(now, tz) - _TICK)
+        if used_day >= day:
+            again = next_local_midnight(now, tz)
+            checks.append(
+                Check(
+                    "account daily cap",
+                    False,
+                    f"{account.id} sent {used_day} of {day} today ({tz}); "
+                    f"room again at {_fmt_utc(again)}",
+                )
+            )
+            blocked = blocked or (
+                "account_daily_cap",
+                f"account {account.id}'s daily cap is full ({used_day} of {day} today, {tz}); "
+                f"room again at {_fmt_utc(again)}",
+                again,
+            )
+        else:
+            checks.append(
+                Check("account daily cap", True, f"{account.id}: {used_day} of {day} today ({tz})")
+            )
+    return checks, blocked
+
+
+def _fmt_utc(dt: datetime | None) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if dt else "never"
 
 
 def _account_stop_line(account: Account, result: SendResult) -> str:

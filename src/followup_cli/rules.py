@@ -277,6 +277,13 @@ def local_day(dt: datetime, tz_name: str) -> date:
     return dt.astimezone(ZoneInfo(tz_name)).date()
 
 
+def local_midnight(now: datetime, tz_name: str) -> datetime:
+    """The start of ``now``'s day in ``tz_name``."""
+    tz = ZoneInfo(tz_name)
+    d = now.astimezone(tz).date()
+    return datetime.combine(d, time(0, 0), tzinfo=tz).astimezone(now.tzinfo)
+
+
 def next_local_midnight(now: datetime, tz_name: str) -> datetime:
     tz = ZoneInfo(tz_name)
     d = now.astimezone(tz).date() + timedelta(days=1)

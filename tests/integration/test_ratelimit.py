@@ -291,3 +291,88 @@ def test_budget__the_default_ends_before_the_next_cron_slot(
     engine = Engine(loaded, None, None)  # type: ignore[arg-type]
     hh, mm = map(int, local.split(":"))
     assert engine.default_budget_seconds(T.replace(hour=hh, minute=mm)) == expected
+
+
+# ------------------------------------------------ per-account caps (issue 9, point 6)
+
+
+def test_daily_cap__holds_across_runs_and_resets_at_the_accounts_midnight(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    db.insert(*due_leads(5))
+    cfg = config(graph, per_hour=100)
+    cfg["channel"].update(messages_per_day=3, window_hours=48)
+    cfg["sequences"][0]["messages"] = cfg["sequences"][0]["messages"][:1]  # one step each
+    path = write_config(tmp_path / "sequences.yaml", cfg)
+    got = []
+    for at in (T, T.replace(hour=18), T + timedelta(days=1)):
+        r = followup(
+            "run", "--config", str(path), "--db", db.url, "--now", at.isoformat(), "--json",
+            env=ENV,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        got.append((data["sent"], data["deferred"]))
+    assert got == [
+        (3, {"daily_cap": 2}),  # three a day; the rest waits for tomorrow
+        (0, {"daily_cap": 2}),  # another run the same day: the day is still used up
+        (2, {}),  # midnight in Madrid opened a new day
+    ]
+    assert len(graph.deliveries) == 5
+
+
+def test_account_overrides__hourly_and_daily_caps_per_account(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db.insert(*due_leads(4))
+    cfg = config(graph, per_hour=100)
+    cfg["accounts"][0]["settings"] = {"messages_per_hour": 2}
+    s = run_engine(tmp_path, db, cfg, Clock(fixed=T), monkeypatch, now=T)
+    assert (s.total("sent"), s.as_dict()["deferred"]) == (2, {"rate_limit": 2})
+    cfg["accounts"][0]["settings"] = {"messages_per_hour": 50, "messages_per_day": 3}
+    later = T + timedelta(minutes=61)
+    s = run_engine(tmp_path, db, cfg, Clock(fixed=later), monkeypatch, now=later)
+    assert (s.total("sent"), s.as_dict()["deferred"]) == (1, {"daily_cap": 1})
+
+
+def test_daily_cap__a_dry_run_shows_it_and_writes_nothing(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    db.insert(*due_leads(3))
+    cfg = config(graph, per_hour=100)
+    cfg["channel"]["messages_per_day"] = 2
+    path = write_config(tmp_path / "sequences.yaml", cfg)
+    run = ["run", "--config", str(path), "--db", db.url, "--now", T.isoformat(), "--json"]
+    data = json.loads(followup(*run, "--dry-run", env=ENV).stdout)
+    assert (data["would_send"], data["deferred"]) == (2, {"daily_cap": 1})
+    assert graph.calls == []  # and nothing was written: not even the tool's tables
+
+
+@pytest.mark.parametrize("cap", ["hour", "day"])
+def test_explain__names_the_accounts_full_window_instead_of_due_now(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI, cap: str
+) -> None:
+    db.insert(*due_leads(2))
+    cfg = config(graph, per_hour=1 if cap == "hour" else 100)
+    if cap == "day":
+        cfg["accounts"][0]["settings"] = {"messages_per_day": 1}
+    path = write_config(tmp_path / "sequences.yaml", cfg)
+    common = ["--config", str(path), "--db", db.url]
+    before = followup("explain", "l1", *common, "--now", T.isoformat())
+    assert "DUE NOW" in before.stdout, before.stdout + before.stderr
+    assert followup("run", *common, "--now", T.isoformat(), env=ENV).returncode == 0
+    at = T + timedelta(minutes=10)
+    r = followup("explain", "l1", *common, "--now", at.isoformat())
+    assert r.returncode == 0, r.stderr
+    assert "DUE NOW" not in r.stdout and "WAITING" in r.stdout
+    if cap == "hour":
+        assert "acct_a's hourly cap is full (1 of 1)" in r.stdout
+        assert "room again at 2026-03-02 10:00 UTC" in r.stdout  # T (09:00 UTC) + 1 h
+    else:
+        assert "acct_a's daily cap is full (1 of 1 today, Europe/Madrid)" in r.stdout
+        assert "room again at 2026-03-02 23:00 UTC" in r.stdout  # Madrid's midnight
+    data = json.loads(followup("explain", "l1", *common, "--now", at.isoformat(), "--json").stdout)
+    assert data["action"] == "wait"
+    assert data["reason"] == ("account_hourly_cap" if cap == "hour" else "account_daily_cap")
+    rules = {c["rule"]: c["ok"] for c in data["checks"]}
+    assert rules["account hourly cap"] is (cap != "hour")

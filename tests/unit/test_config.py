@@ -246,3 +246,45 @@ def test_an_unsigned_webhook_is_a_warning_naming_the_fix() -> None:
     assert "secret_env" in found[0].what
     cfg["channel"]["secret_env"] = "HOOK_SECRET"
     assert check_config(parse_config(text_of(cfg), "seq.yaml")) == []
+
+
+# ------------------------------------------------ per-account overrides (issue 9, point 6)
+
+
+def test_account_settings__may_override_the_channels_caps() -> None:
+    from tests.helpers import base_config
+
+    cfg = base_config()
+    cfg["channel"]["messages_per_day"] = 500
+    cfg["accounts"][0]["settings"] = {
+        "messages_per_hour": 20,
+        "messages_per_day": 100,
+        "max_per_lead_per_day": 1,
+    }
+    cfg["accounts"].append({"id": "acct_b", "user_id": "u_2"})
+    loaded = parse_config(yaml.safe_dump(cfg))
+    a, b = loaded.config.accounts
+    assert loaded.config.rate_limits(a) == (20, 100)
+    assert loaded.config.rate_limits(b) == (200, 500)
+    assert loaded.config.settings_for(a).max_per_lead_per_day == 1
+    assert not hasattr(loaded.config.settings_for(a), "messages_per_hour")
+
+
+def test_account_settings__unknown_keys_and_store_wide_settings_are_errors() -> None:
+    from tests.helpers import base_config
+
+    for key, value in (("messages_per_hr", 5), ("lead_table", "x"), ("run_times", ["09:00"])):
+        cfg = base_config()
+        cfg["accounts"][0]["settings"] = {key: value}
+        with pytest.raises(ConfigError, match=rf"accounts\[0\]\.settings\.{key}: unknown key"):
+            parse_config(yaml.safe_dump(cfg))
+
+
+def test_account_settings__a_score_range_broken_by_an_override_is_an_error() -> None:
+    from tests.helpers import base_config
+
+    cfg = base_config()
+    cfg["accounts"][0]["settings"] = {"min_score": 7}
+    loaded = parse_config(yaml.safe_dump(cfg))
+    problems = [p for p in check_config(loaded) if p.level == "error"]
+    assert any("min_score 7 is above max_score 6 for account acct_a" in p.what for p in problems)
