@@ -9,10 +9,12 @@ that cannot fit the channel's messaging window) live in ``check_config``.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -41,9 +43,56 @@ OPERATORS = ("eq", "ne", "in", "not_in", "between", "gt", "gte", "lt", "lte", "e
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
+# The documented ranges (README, "Configuration"). Every number in the file is finite
+# (`.inf` and `.nan` are errors) and within these bounds, so no value can overflow a date,
+# a counter or the database at 9:00.
+HOURS_MAX = 8760  # delays, silences, intervals, windows: at most a year
+SCORE_BOUND = 1_000_000  # min_score, max_score, priority: within +-1e6
+COUNT_MAX = 1000  # follow-ups per lead, per day, per sequence
+WEIGHT_MAX = 1_000_000
+RATE_MAX = 1_000_000  # messages_per_hour (Instagram allows about 300 a second)
+TEXT_BYTES_MAX = 100_000  # channel.max_text_bytes
+# The file itself: its size, and how many YAML nodes it expands to (anchors and aliases
+# count once per use, so an "alias bomb" stops here instead of eating the memory).
+FILE_BYTES_MAX = 1_000_000
+NODES_MAX = 100_000
+DEPTH_MAX = 64
+# The channel's own limit on a text message, in UTF-8 bytes (Instagram refuses longer ones
+# with code 100). None: no limit but the template sandbox's.
+TEXT_LIMITS: dict[str, int | None] = {"instagram": 1000, "webhook": None, "console": None}
+LOOPBACK_HOSTS = ("localhost",)
+
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _check_url(value: str, what: str) -> str:
+    """An absolute https:// URL; plain http:// only to this machine (tests, a local relay)."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        host, parts = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise ValueError(
+            f"{what} {value!r} is not an absolute URL; write it as https://host[/path]"
+        )
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ValueError(
+            f"{what} {value!r}: plain http:// sends tokens and messages in clear text; use "
+            "https:// (http:// is allowed only to localhost/127.0.0.1, for tests)"
+        )
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_zone(value: str | None) -> str | None:
@@ -74,21 +123,21 @@ class Settings(_Model):
     """Global settings; an account may override any of them."""
 
     timezone: str = "UTC"
-    min_score: int = 2
-    max_score: int = 6
-    no_response_hours: float = Field(24, ge=0)
-    min_interval_hours: float = Field(24, ge=0)
-    max_followups_per_lead: int = Field(5, ge=0)
-    max_per_lead_per_day: int = Field(1, ge=0)
+    min_score: int = Field(2, ge=-SCORE_BOUND, le=SCORE_BOUND)
+    max_score: int = Field(6, ge=-SCORE_BOUND, le=SCORE_BOUND)
+    no_response_hours: float = Field(24, ge=0, le=HOURS_MAX)
+    min_interval_hours: float = Field(24, ge=0, le=HOURS_MAX)
+    max_followups_per_lead: int = Field(5, ge=0, le=COUNT_MAX)
+    max_per_lead_per_day: int = Field(1, ge=0, le=COUNT_MAX)
     quiet_hours: QuietHours | None = None
     batch_size: int = Field(100, ge=1, le=10_000)
     optout_keywords: tuple[str, ...] = ("stop", "unsubscribe", "no more messages")
     lead_table: str = "leads"
-    run_budget_minutes: float = Field(240, gt=0)
+    run_budget_minutes: float = Field(240, gt=0, le=24 * 60)
     pull_forward: bool = False
-    pull_forward_hours: float = Field(6, ge=0)
+    pull_forward_hours: float = Field(6, ge=0, le=HOURS_MAX)
     run_times: tuple[str, ...] = ("09:00", "14:00", "18:00")
-    breaker_min_sends: int = Field(10, ge=1)
+    breaker_min_sends: int = Field(10, ge=1, le=100_000)
     breaker_failure_rate: float = Field(0.5, gt=0, le=1)
     account_workers: int = Field(4, ge=1, le=64)
 
@@ -127,21 +176,21 @@ class SettingsOverride(_Model):
     channel's per-account caps (messages_per_hour, messages_per_day). All optional."""
 
     timezone: str | None = None
-    min_score: int | None = None
-    max_score: int | None = None
-    no_response_hours: float | None = Field(None, ge=0)
-    min_interval_hours: float | None = Field(None, ge=0)
-    max_followups_per_lead: int | None = Field(None, ge=0)
-    max_per_lead_per_day: int | None = Field(None, ge=0)
+    min_score: int | None = Field(None, ge=-SCORE_BOUND, le=SCORE_BOUND)
+    max_score: int | None = Field(None, ge=-SCORE_BOUND, le=SCORE_BOUND)
+    no_response_hours: float | None = Field(None, ge=0, le=HOURS_MAX)
+    min_interval_hours: float | None = Field(None, ge=0, le=HOURS_MAX)
+    max_followups_per_lead: int | None = Field(None, ge=0, le=COUNT_MAX)
+    max_per_lead_per_day: int | None = Field(None, ge=0, le=COUNT_MAX)
     quiet_hours: QuietHours | None = None
     batch_size: int | None = Field(None, ge=1, le=10_000)
     optout_keywords: tuple[str, ...] | None = None
     pull_forward: bool | None = None
-    pull_forward_hours: float | None = Field(None, ge=0)
-    breaker_min_sends: int | None = Field(None, ge=1)
+    pull_forward_hours: float | None = Field(None, ge=0, le=HOURS_MAX)
+    breaker_min_sends: int | None = Field(None, ge=1, le=100_000)
     breaker_failure_rate: float | None = Field(None, gt=0, le=1)
-    messages_per_hour: int | None = Field(None, ge=1)
-    messages_per_day: int | None = Field(None, ge=1)
+    messages_per_hour: int | None = Field(None, ge=1, le=RATE_MAX)
+    messages_per_day: int | None = Field(None, ge=1, le=24 * RATE_MAX)
 
     @field_validator("timezone")
     @classmethod
@@ -171,33 +220,60 @@ class Channel(_Model):
     api_version: str = "v21.0"
     # Instagram's 24-hour window by default; a console or webhook channel has none unless
     # the file gives one (a host app relaying to Instagram should say `window_hours: 24`).
-    window_hours: float | None = Field(24, gt=0)
-    messages_per_hour: int = Field(200, ge=1)
+    window_hours: float | None = Field(24, gt=0, le=HOURS_MAX)
+    # The longest text the channel takes, in UTF-8 bytes: 1000 on Instagram; none by
+    # default for console and webhook (a host app relaying to Instagram should say 1000).
+    max_text_bytes: int | None = Field(None, ge=1, le=TEXT_BYTES_MAX)
+    messages_per_hour: int = Field(200, ge=1, le=RATE_MAX)
     messages_per_day: int | None = Field(
-        None, ge=1
+        None, ge=1, le=24 * RATE_MAX
     )  # per account, the operator's day; None: no cap
-    timeout_seconds: float = Field(10, gt=0)
-    connect_timeout_seconds: float = Field(5, gt=0)
+    timeout_seconds: float = Field(10, gt=0, le=300)
+    connect_timeout_seconds: float = Field(5, gt=0, le=300)
     max_retries: int = Field(3, ge=0, le=10)
-    max_retry_wait_seconds: float = Field(60, ge=0)
+    max_retry_wait_seconds: float = Field(60, ge=0, le=3600)
     url: str | None = None  # webhook
     secret_env: str | None = None  # webhook signing secret, from the environment
 
     @model_validator(mode="before")
     @classmethod
     def _default_window(cls, data: Any) -> Any:
-        if (
-            isinstance(data, dict)
-            and data.get("type", "console") != "instagram"
-            and "window_hours" not in data
-        ):
-            return {**data, "window_hours": None}
+        if not isinstance(data, dict):
+            return data
+        kind = data.get("type", "console")
+        if kind != "instagram" and "window_hours" not in data:
+            data = {**data, "window_hours": None}
+        if "max_text_bytes" not in data and isinstance(kind, str):
+            data = {**data, "max_text_bytes": TEXT_LIMITS.get(kind)}
         return data
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base(cls, v: str) -> str:
+        return _check_url(v, "api_base")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v, "url")
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not re.match(r"^v\d{1,3}\.\d{1,3}$", v):
+            raise ValueError(f"{v!r} is not a Graph API version; write it like v21.0")
+        return v
 
     @model_validator(mode="after")
     def _webhook(self) -> Channel:
         if self.type == "webhook" and not self.url:
             raise ValueError("@type a webhook channel needs `url:` (where to POST the messages)")
+        limit = TEXT_LIMITS.get(self.type)
+        if limit is not None and self.max_text_bytes is not None and self.max_text_bytes > limit:
+            raise ValueError(
+                f"@max_text_bytes {self.type} refuses texts over {limit} UTF-8 bytes; "
+                f"use at most {limit}"
+            )
         return self
 
 
@@ -247,6 +323,19 @@ class Condition(_Model):
         if self.op == "between":
             if not isinstance(self.value, list | tuple) or len(self.value) != 2:
                 raise ValueError("@value `between` takes a list of two values: value: [low, high]")
+            low, high = (_comparable(self.field, self.op, v) for v in self.value)
+            if type(low) is not type(high):
+                raise ValueError(
+                    f"@value `between` compares like with like: {self.value[0]!r} and "
+                    f"{self.value[1]!r} are not both numbers or both texts"
+                )
+            if low > high:
+                raise ValueError(
+                    f"@value `between` [{self.value[0]!r}, {self.value[1]!r}]: the low value "
+                    "comes first, so nothing could match; swap them"
+                )
+        elif self.op in ("gt", "gte", "lt", "lte"):
+            _comparable(self.field, self.op, self.value)
         elif self.op in ("in", "not_in"):
             if not isinstance(self.value, list | tuple):
                 raise ValueError(f"@value `{self.op}` takes a list: value: [a, b]")
@@ -258,16 +347,39 @@ class Condition(_Model):
         return self
 
 
+def _comparable(field: str, op: str, value: Any) -> float | str:
+    """A value an ordering operator can compare: a number (a number-like text counts as one,
+    as in the rules) or a text; on ``score`` a number. Raises ValueError naming the fix."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"@value `{op}` compares with a number or a text, not {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            if field == "score":
+                raise ValueError(
+                    f"@value score is a number: `{op}` cannot compare it with {value!r}"
+                ) from None
+            return value
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"@value `{op}` needs a finite number, not {value!r}")
+    return float(value)
+
+
+def _blank(template: str | None) -> bool:
+    return template is not None and not template.strip()
+
+
 class Variant(_Model):
     id: str
-    weight: float = Field(1, gt=0)
+    weight: float = Field(1, ge=0, le=WEIGHT_MAX)
     template: str | None = None
     media_url: str | None = None
 
 
 class Message(_Model):
     id: str
-    delay_hours: float = Field(ge=0)
+    delay_hours: float = Field(ge=0, le=HOURS_MAX)
     type: Literal["text", "image", "video"] = "text"
     template: str | None = None
     media_url: str | None = None
@@ -280,30 +392,36 @@ class Message(_Model):
             raise ValueError(
                 "@variants `variants:` is empty; remove it or add at least one variant"
             )
+        if self.variants and not any(v.weight > 0 for v in self.variants):
+            raise ValueError("@variants every variant has weight 0: give one a positive weight")
         parts = self.variants or (
             Variant(id="-", template=self.template, media_url=self.media_url),
         )
         for v in parts:
             template = v.template if v.template is not None else self.template
             media = v.media_url or self.media_url
-            if self.type == "text" and not template:
+            if self.type == "text" and not (template or "").strip():
+                where = "variants" if self.variants and v.template is not None else "template"
                 raise ValueError(
-                    "@type a text message needs `template:` (on the message or each variant)"
+                    f"@{where} a text message needs a non-blank `template:` (on the message "
+                    "or each variant); a blank one would be skipped at every run"
                 )
             if self.type in ("image", "video"):
                 if not media:
                     raise ValueError(f"@type an {self.type} message needs `media_url:`")
-                if not re.match(r"^https?://", media):
-                    raise ValueError(f"@media_url media_url {media!r} must be an http(s) URL")
+                if not re.match(r"^https?://[^/\s]+", media):
+                    raise ValueError(
+                        f"@media_url media_url {media!r} must be an absolute http(s) URL"
+                    )
         return self
 
 
 class Sequence(_Model):
     id: str
     name: str | None = None
-    priority: int = 0
+    priority: int = Field(0, ge=-SCORE_BOUND, le=SCORE_BOUND)
     active: bool = True
-    max_followups: int | None = Field(None, ge=1)
+    max_followups: int | None = Field(None, ge=1, le=COUNT_MAX)
     holdout: float = Field(0, ge=0, lt=1)
     trigger: tuple[Condition, ...] = ()
     messages: tuple[Message, ...]
@@ -415,8 +533,21 @@ def _compose(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
             return None, {}
         lines: dict[tuple, int] = {}
         dupes: list[Problem] = []
+        visited = [0]
 
         def walk(n: yaml.Node, loc: tuple) -> None:
+            # Aliases are expanded here as the schema would see them: bound the work first.
+            visited[0] += 1
+            if visited[0] > NODES_MAX or len(loc) > DEPTH_MAX:
+                what = (
+                    f"nested deeper than {DEPTH_MAX} levels"
+                    if len(loc) > DEPTH_MAX
+                    else f"expands to more than {NODES_MAX} values (anchors and aliases "
+                    "count once per use); simplify it"
+                )
+                top = loc[:1]  # an alias points into another key: name the key that uses it
+                at = lines.get(top, n.start_mark.line + 1)
+                raise ConfigError(f"{path}:{at}: {_where(top) or 'the file'}: {what}")
             lines.setdefault(loc, n.start_mark.line + 1)
             if isinstance(n, yaml.MappingNode):
                 seen: set[str] = set()
@@ -445,8 +576,17 @@ def _compose(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
 
 def parse_config(text: str, path: str = "sequences.yaml") -> LoadedConfig:
     """Parse and validate the text of a sequences.yaml; raise ConfigError on the first problems."""
+    if len(text) > FILE_BYTES_MAX:
+        raise ConfigError(
+            f"{path}: {len(text)} characters; a sequences.yaml may hold at most "
+            f"{FILE_BYTES_MAX} (is this the right file?)"
+        )
     try:
         data, lines = _compose(text, path)
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: nested too deeply to read (at most {DEPTH_MAX} levels)"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -471,6 +611,11 @@ def parse_config(text: str, path: str = "sequences.yaml") -> LoadedConfig:
 def load_config(path: str | Path) -> LoadedConfig:
     p = Path(path)
     try:
+        if p.is_file() and p.stat().st_size > FILE_BYTES_MAX * 4:  # UTF-8: up to 4 bytes a char
+            raise ConfigError(
+                f"{p}: {p.stat().st_size} bytes; a sequences.yaml may hold at most "
+                f"{FILE_BYTES_MAX} characters (is this the right file?)"
+            )
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
@@ -615,11 +760,22 @@ def check_config(loaded: LoadedConfig) -> list[Problem]:
                 if renderer.compile_problem(seq.id, msg.id, vid) is not None:
                     continue  # reported above, once, with Jinja's message
                 try:
-                    renderer.render(
+                    r = renderer.render(
                         seq, msg, vid, lead, account=cfg.accounts[0] if cfg.accounts else None
                     )
                 except TemplateProblem as tp:
                     problems.append(_template_problem(tp, line))
+                    continue
+                if not r.text and not r.media_url:
+                    loc = renderer.location(seq.id, msg.id, vid)
+                    problems.append(
+                        Problem(
+                            line(*loc),
+                            _where(loc),
+                            "renders to blank text for the sample lead and the message has no "
+                            "media: it would be skipped (empty_message) at every run",
+                        )
+                    )
 
     problems.extend(window_warnings(loaded))
     if cfg.channel.type == "webhook" and not cfg.channel.secret_env:

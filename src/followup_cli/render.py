@@ -87,6 +87,10 @@ class Renderer:
             self._failed[key] = problem
             self._compiled[key] = None
 
+    def location(self, sequence_id: str, message_id: str, variant_id: str | None) -> tuple:
+        """The template's place in sequences.yaml (for Problem lines)."""
+        return self._loc.get((sequence_id, message_id, variant_id), ())
+
     def compile_problem(
         self, sequence_id: str, message_id: str, variant_id: str | None
     ) -> TemplateProblem | None:
