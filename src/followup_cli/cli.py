@@ -513,18 +513,27 @@ def sequences_check(
 ) -> None:
     """Validate everything before deploy: schema, ids, conditions, templates, window fit;
     with --db (or FOLLOWUP_DB) also that the lead store opens and has the lead table."""
+    from .storecheck import SAMPLE_ROWS, check_against_leads
+
     loaded = load_config(config)
-    problems = check_config(loaded)
     store_problem: str | None = None  # about the database, not a line of the file
+    rows: list[dict[str, Any]] = []
     if db:
         try:
             store = _store(loaded, db, config, migrate=False, readonly=True)
             try:
                 store.lead_columns()
+                rows = store.sample_leads(SAMPLE_ROWS)
             finally:
                 store.close()
         except errors.StoreConfigError as exc:
             store_problem = str(exc)
+    # Custom attributes are data: with leads to look at, their figures replace the guesses.
+    problems = check_config(loaded, check_attributes=not rows)
+    stats = []
+    if rows:
+        found, stats = check_against_leads(loaded, rows)
+        problems += found
     errors_ = [p for p in problems if p.level == "error"]
     warnings = [p for p in problems if p.level == "warning"]
     if as_json:
@@ -532,6 +541,8 @@ def sequences_check(
             {
                 "ok": not errors_ and not store_problem,
                 "store": store_problem,
+                "sampled_leads": len(rows) if db else None,
+                "templates": [t.as_dict() for t in stats],
                 "problems": [
                     {
                         "line": p.line,
@@ -546,10 +557,19 @@ def sequences_check(
         )
         raise typer.Exit(2 if errors_ or store_problem else 0)
     for p in errors_ + warnings:
-        err.print(p.format(loaded.path))
+        err.print(p.format(loaded.path), markup=False)
     if store_problem:
         err.print(store_problem)
     cfg = loaded.config
+    limit = cfg.channel.max_text_bytes
+    for t in stats:  # what each template does with the store's leads
+        out.print(
+            f"{t.name}: {t.eligible} eligible of {len(rows)} sampled leads; longest "
+            f"{t.longest} bytes"
+            + (f" (lead {t.longest_lead})" if t.longest_lead else "")
+            + (f"; {t.too_long} over {limit}" if limit else "; no channel limit"),
+            markup=False,
+        )
     if errors_ or store_problem:
         n = len(errors_) + bool(store_problem)
         err.print(f"{loaded.path}: {n} error(s); nothing was changed")

@@ -444,7 +444,21 @@ class Config(_Model):
     channel: Channel = Channel()
     accounts: tuple[Account, ...] = ()
     sequences: tuple[Sequence, ...] = ()
+    # Custom attributes the host app fills (`lead.attributes.<key>`): templates may use them
+    # without a `sample_lead:` value; `sequences check --db` checks them against the store.
+    attributes: tuple[str, ...] = ()
     sample_lead: dict[str, Any] | None = None
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(
+                    f"{name!r} is not an attribute name a template can use "
+                    "(letters, digits, _; as in lead.attributes.name)"
+                )
+        return v
 
     def account(self, account_id: str | None) -> Account | None:
         for a in self.accounts:
@@ -660,8 +674,18 @@ def _problem_from_pydantic(err: dict, lines: dict[tuple, int]) -> Problem:
 # ----------------------------------------------------------------------- checking
 
 
-def check_config(loaded: LoadedConfig) -> list[Problem]:
-    """Semantic checks beyond the schema: ids, zones, templates, window fit. Errors and warnings."""
+def declared_attributes(config: Config) -> set[str]:
+    """Custom attributes the file declares: named by a trigger, `attributes:`, `sample_lead:`."""
+    from .render import sample_lead  # local: render imports config
+
+    return set(sample_lead(config)["attributes"])
+
+
+def check_config(loaded: LoadedConfig, check_attributes: bool = True) -> list[Problem]:
+    """Semantic checks beyond the schema: ids, zones, templates, window fit. Errors and warnings.
+
+    ``check_attributes=False`` leaves out the warnings about undeclared custom attributes
+    (`sequences check --db` replaces them with figures from the lead store)."""
     from .render import Renderer, TemplateProblem, sample_lead  # local: render imports config
 
     cfg = loaded.config
@@ -754,18 +778,45 @@ def check_config(loaded: LoadedConfig) -> list[Problem]:
     for tp in renderer.problems:
         problems.append(_template_problem(tp, line))
     for seq in cfg.sequences:
-        lead = sample_lead(cfg, seq)
         for msg in seq.messages:
             for vid in [v.id for v in msg.variants] if msg.variants else [None]:
                 if renderer.compile_problem(seq.id, msg.id, vid) is not None:
                     continue  # reported above, once, with Jinja's message
+                lead = sample_lead(cfg, seq)
+                account = cfg.accounts[0] if cfg.accounts else None
+                undeclared: list[str] = []
                 try:
-                    r = renderer.render(
-                        seq, msg, vid, lead, account=cfg.accounts[0] if cfg.accounts else None
-                    )
+                    for _ in range(20):
+                        try:
+                            r = renderer.render(seq, msg, vid, lead, account=account)
+                            break
+                        except TemplateProblem as tp:
+                            if not tp.reason.startswith("missing_attribute:"):
+                                raise
+                            # Data, not configuration: a warning, and look for the next one.
+                            undeclared.append(tp.reason.split(":", 1)[1])
+                            lead["attributes"][undeclared[-1]] = "sample"
+                    else:
+                        continue
                 except TemplateProblem as tp:
                     problems.append(_template_problem(tp, line))
                     continue
+                finally:
+                    if undeclared and check_attributes:
+                        loc = renderer.location(seq.id, msg.id, vid)
+                        names = ", ".join(undeclared)
+                        problems.append(
+                            Problem(
+                                line(*loc),
+                                _where(loc),
+                                f"uses lead.attributes.{', lead.attributes.'.join(undeclared)}"
+                                ", which no trigger, `attributes:` or `sample_lead:` declares: a "
+                                "lead without one is skipped (missing_attribute) while the others "
+                                f"are served. Declare it (`attributes: [{names}]`), guard it "
+                                "with | default('…'), or check it against the leads with --db",
+                                "warning",
+                            )
+                        )
                 if not r.text and not r.media_url:
                     loc = renderer.location(seq.id, msg.id, vid)
                     problems.append(

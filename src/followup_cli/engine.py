@@ -582,8 +582,8 @@ class _Executor:
             r = self.engine.renderer.render(
                 d.sequence, d.message, d.variant_id, lead.context(), self.account, self.now
             )
-        except TemplateProblem as tp:
-            self.result.skipped["template_error"] += 1
+        except TemplateProblem as tp:  # template_error, too_long, missing_attribute:<key>
+            self.result.skipped[tp.reason] += 1
             self.result.bad(lead.id, f"lead {lead.id}: {d.sequence.id}/{d.message.id}: {tp.what}")
             return None
         if not r.text and not r.media_url:

@@ -1,30 +1,77 @@
-"""Templates: sandboxed Jinja2 with StrictUndefined, every template compiled once.
+"""Templates: a bounded Jinja2 sandbox with StrictUndefined, every template compiled once.
 
 Templates see ``lead`` (every lead column; ``lead.attributes.x`` for custom fields),
 ``account``, ``sequence``, ``message`` and ``now``. ``None`` renders as an empty string so
 ``{{ lead.first_name or lead.username }}`` reads naturally.
+
+A typo in a column (``lead.frist_name``) is an error. A custom attribute is data: a lead
+that lacks one is skipped with ``missing_attribute:<key>`` while the others are served, and
+a missing attribute is falsy, so ``{{ lead.attributes.product | default('our product') }}``,
+``{{ lead.attributes.product or 'our product' }}`` and ``{% if lead.attributes.product %}``
+guard it.
+
+Nothing a template does can flood a person or the machine: every string, list or printed
+value it builds is at most ``MAX_CHARS`` characters (``'a' * 10**9`` is refused before it is
+built), ``range`` gives at most ``MAX_ITEMS`` numbers, a rendering takes at most ``MAX_STEPS``
+loop steps and calls, and ``{{ lead }}`` or ``{{ account }}`` never print a whole record.
+The channel's own limit (Instagram: 1000 UTF-8 bytes) is checked on the result
+(``too_long``).
 """
 
 from __future__ import annotations
 
+import re
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial, wraps
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.runtime import Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing, pass_context
 
 if TYPE_CHECKING:
     from .config import Account, Config, Message, Sequence
 
+MAX_CHARS = 10_000  # any string, list or printed value a template builds, and its output
+MAX_ITEMS = 1_000  # range(), batch(), slice()
+MAX_STEPS = 50_000  # loop steps, calls, filters and operators in one rendering
+MAX_POWER_BITS = 4_000  # 2 ** 4000 is fine, 10 ** 10 ** 8 is not
+
 
 class TemplateProblem(Exception):
-    """A template failed to compile or render; ``loc`` is its place in sequences.yaml."""
+    """A template failed to compile or render; ``loc`` is its place in sequences.yaml and
+    ``reason`` the skip reason a run records (``template_error``, ``too_long``,
+    ``missing_attribute:<key>``)."""
 
-    def __init__(self, loc: tuple, what: str) -> None:
+    def __init__(
+        self, loc: tuple, what: str, reason: str = "template_error", size: int | None = None
+    ) -> None:
         super().__init__(what)
         self.loc = loc
         self.what = what
+        self.reason = reason
+        self.size = size  # UTF-8 bytes of a rendering over the channel's limit
+
+
+class TemplateLimit(SecurityError):
+    """A template went past one of the sandbox's bounds."""
+
+    def __init__(self, message: str, reason: str = "template_error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class MissingAttribute(UndefinedError):
+    """The lead has no such custom attribute (``lead.attributes.<name>``)."""
+
+    def __init__(self, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"no attribute {name!r}")
+        self.name = name
 
 
 @dataclass(frozen=True)
@@ -35,14 +82,401 @@ class Rendered:
     variant_id: str | None
 
 
-def _finalize(value: Any) -> Any:
-    return "" if value is None else value
+# ------------------------------------------------------------------- what templates see
 
 
-def make_env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, finalize=_finalize, keep_trailing_newline=False
+class Record:
+    """A lead or an account as a template sees it: fields by name (``lead.first_name``,
+    ``lead['first_name']``, ``lead.get('x', 'y')``), never the whole record at once."""
+
+    __slots__ = ("_fields", "_name")
+
+    def __init__(self, name: str, fields: Mapping[str, Any]) -> None:
+        self._fields = fields
+        self._name = name
+
+    def __getitem__(self, key: str) -> Any:
+        return self._fields[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._fields
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._fields.get(key, default)
+
+    def _whole(self, *_: Any) -> Any:
+        example = "first_name" if self._name == "lead" else "id"
+        raise TemplateLimit(
+            f"`{self._name}` is a whole record and is never printed or listed; use one of "
+            f"its fields, e.g. {{{{ {self._name}.{example} }}}}"
+        )
+
+    __str__ = __iter__ = __format__ = __len__ = _whole
+
+    def __repr__(self) -> str:
+        return f"<{self._name}>"
+
+
+class Attributes(dict):
+    """``lead.attributes``: a key this lead lacks is a ``MissingAttribute`` when used, and
+    falsy when tested, so ``or``, ``if`` and ``default`` guard it."""
+
+
+class _Undefined(StrictUndefined):
+    __slots__ = ()
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: Any = UndefinedError,
+    ) -> None:
+        if isinstance(obj, Attributes) and isinstance(name, str) and exc is UndefinedError:
+            exc = partial(MissingAttribute, name)
+        super().__init__(hint, obj, name, exc)
+
+    def __bool__(self) -> bool:
+        if isinstance(self._undefined_obj, Attributes):
+            return False  # `lead.attributes.x or 'y'`, `{% if lead.attributes.x %}`
+        return self._fail_with_undefined_error()  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- bounds
+
+_budget = threading.local()
+
+
+def _step(n: int = 1) -> None:
+    left = getattr(_budget, "left", None)
+    if left is None:  # compile-time constant folding: nothing to count
+        return
+    _budget.left = left - n
+    if left - n < 0:
+        raise TemplateLimit(
+            f"takes more than {MAX_STEPS} loop steps and calls to render; simplify it"
+        )
+
+
+def _size(obj: Any, limit: int = MAX_CHARS) -> int:
+    """About how many characters ``obj`` prints as; stops counting once over ``limit``
+    (so it is cheap on anything, however big or deeply shared)."""
+    total = 0
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, str | bytes):
+            total += len(o)
+        elif isinstance(o, bool) or o is None:
+            total += 5
+        elif isinstance(o, int):
+            total += o.bit_length() // 3 + 1
+        elif isinstance(o, list | tuple | set | frozenset | dict):
+            total += 2 + 2 * len(o)
+            if total > limit:
+                return total
+            if isinstance(o, dict):
+                stack.extend(o.keys())
+                stack.extend(o.values())
+            else:
+                stack.extend(o)
+        else:
+            total += 24  # numbers, dates, records, undefined: small
+        if total > limit:
+            return total
+    return total
+
+
+def _too_big(what: str, limit: int = MAX_CHARS) -> TemplateLimit:
+    return TemplateLimit(
+        f"{what} would be over {limit} characters; a template may not build more", "too_long"
     )
+
+
+def _check(value: Any, what: str = "a value") -> Any:
+    if _size(value) > MAX_CHARS:
+        raise _too_big(what)
+    return value
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _check_repeat(left: Any, right: Any) -> None:
+    for seq, times in ((left, right), (right, left)):
+        n = _int(times)
+        if n is not None and isinstance(seq, str | bytes | list | tuple):
+            if n > 0 and _size(seq) * n > MAX_CHARS:
+                raise _too_big("repeating it")
+    a, b = _int(left), _int(right)
+    if a is not None and b is not None and a.bit_length() + b.bit_length() > MAX_POWER_BITS:
+        raise _too_big("that number")
+
+
+def _check_power(base: Any, exp: Any) -> None:
+    a, b = _int(base), _int(exp)
+    if a is not None and b is not None and abs(a) > 1 and b * a.bit_length() > MAX_POWER_BITS:
+        raise _too_big("that power")
+
+
+_PERCENT = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
+
+
+def _check_percent_format(fmt: Any) -> None:
+    if not isinstance(fmt, str):
+        return
+    for width, precision in _PERCENT.findall(fmt):
+        for n in (width, precision):
+            if n == "*" or (n and int(n) > MAX_CHARS):
+                raise _too_big(f"the format {fmt[:40]!r}")
+
+
+def _check_brace_format(fmt: str) -> None:
+    plain = fmt.replace("{{", "").replace("}}", "")
+    if re.search(r"\{[^{}]*\{", plain):
+        raise TemplateLimit("nested {…{…}} format fields are not allowed in templates")
+    for field_ in re.findall(r"\{([^{}]*)\}", plain):
+        spec = field_.partition(":")[2]
+        if any(int(n) > MAX_CHARS for n in re.findall(r"\d+", spec)):
+            raise _too_big(f"the format {fmt[:40]!r}")
+
+
+def _check_method(obj: Any, args: tuple, kwargs: dict) -> None:
+    """Bounds for the str methods whose arguments say how big their result is."""
+    owner = getattr(obj, "__self__", None)
+    if not isinstance(owner, str | bytes):
+        return
+    name = getattr(obj, "__name__", "")
+    if name in ("center", "ljust", "rjust", "zfill"):
+        width = _int(args[0] if args else kwargs.get("width"))
+        if width is not None and width > MAX_CHARS:
+            raise _too_big(f"{name}({width})")
+    elif name == "expandtabs":
+        tab = _int(args[0] if args else kwargs.get("tabsize", 8)) or 0
+        if tab * owner.count("\t" if isinstance(owner, str) else b"\t") > MAX_CHARS:
+            raise _too_big("expandtabs")
+    elif name == "replace" and len(args) >= 2:
+        _check_replace(owner, args[0], args[1], args[2] if len(args) > 2 else -1)
+    elif name == "join" and args and isinstance(args[0], list | tuple):
+        if _size(args[0]) + len(owner) * len(args[0]) > MAX_CHARS:
+            raise _too_big("join")
+    elif name in ("translate", "maketrans"):
+        raise TemplateLimit(f"str.{name} is not allowed in templates")
+
+
+def _check_replace(s: Any, old: Any, new: Any, count: Any = -1) -> None:
+    if not isinstance(s, str) or not isinstance(old, str) or not isinstance(new, str):
+        return
+    hits = s.count(old) if old else len(s) + 1
+    n = _int(count)
+    if n is not None and n >= 0:
+        hits = min(hits, n)
+    if len(s) + hits * (len(new) - len(old)) > MAX_CHARS:
+        raise _too_big("replace")
+
+
+def _range(*args: Any) -> range:
+    r = range(*args)
+    if len(r) > MAX_ITEMS:
+        raise TemplateLimit(f"range() gives at most {MAX_ITEMS} numbers in a template")
+    return r
+
+
+@pass_context
+def _loop_step(context: Any, iterable: Any) -> Any:
+    """Wraps every ``{% for %}``'s iterable: each step counts against the budget."""
+    for item in iterable:
+        _step()
+        yield item
+
+
+@pass_context
+def _piece(context: Any, value: Any) -> Any:
+    """Wraps every operand of ``~``: a record is never printed, no piece is too big."""
+    return _finalize(value)
+
+
+# Filters whose arguments say how big their result is: (value position after any
+# context/environment argument) -> a check of the value and the other arguments.
+def _filter_checks(name: str, args: tuple, kwargs: dict) -> None:
+    value = args[0] if args else None
+    rest = args[1:]
+    if name == "center":
+        width = _int(rest[0] if rest else kwargs.get("width", 80))
+        if width is not None and width > MAX_CHARS:
+            raise _too_big(f"center({width})")
+    elif name == "indent":
+        width = rest[0] if rest else kwargs.get("width", 4)
+        lines = str(value).count("\n") + 1 if isinstance(value, str) else 1
+        each = len(width) if isinstance(width, str) else (_int(width) or 0)
+        if each * lines > MAX_CHARS:
+            raise _too_big("indent")
+    elif name == "format":
+        _check_percent_format(value)
+    elif name in ("batch", "slice"):
+        n = _int(rest[0] if rest else kwargs.get("linecount", kwargs.get("slices")))
+        if n is not None and n > MAX_ITEMS:
+            raise TemplateLimit(f"{name}({n}): at most {MAX_ITEMS} in a template")
+    elif name == "replace" and len(rest) >= 2:
+        _check_replace(value, rest[0], rest[1], rest[2] if len(rest) > 2 else -1)
+    elif name == "join":
+        sep = rest[0] if rest else kwargs.get("d", "")
+        if isinstance(value, list | tuple) and isinstance(sep, str):
+            if _size(value) + len(sep) * len(value) > MAX_CHARS:
+                raise _too_big("join")
+    elif name == "wordwrap":
+        width = _int(rest[0] if rest else kwargs.get("width", 79)) or 1
+        wrap = rest[2] if len(rest) > 2 else kwargs.get("wrapstring") or "\n"
+        if isinstance(value, str) and isinstance(wrap, str):
+            if len(value) + (len(value) // max(width, 1) + 1) * len(wrap) > MAX_CHARS:
+                raise _too_big("wordwrap")
+
+
+def _guard_filter(name: str, func: Any) -> Any:
+    skip = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0
+
+    @wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _step()
+        for a in args[skip:]:
+            _check(a, f"the input of |{name}")
+        for a in kwargs.values():
+            _check(a, f"an argument of |{name}")
+        _filter_checks(name, args[skip:], kwargs)
+        return _checked_result(func(*args, **kwargs), f"|{name}")
+
+    return guarded
+
+
+def _checked_result(value: Any, what: str) -> Any:
+    if isinstance(value, str | bytes | list | tuple | dict | set) and _size(value) > MAX_CHARS:
+        raise _too_big(f"the result of {what}")
+    return value
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ … }}`` passes here before it is printed."""
+    if value is None:
+        return ""
+    if isinstance(value, Undefined):
+        return value  # StrictUndefined names itself when printed
+    if isinstance(value, Record):
+        value._whole()
+    if isinstance(value, Mapping):
+        raise TemplateLimit(
+            "a whole mapping (e.g. {{ lead.attributes }}) is never printed; print one of its "
+            "keys, e.g. {{ lead.attributes.interest }}"
+        )
+    if _size(value) > MAX_CHARS:
+        raise _too_big("printing it")
+    return value
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox with bounds on what a template can build."""
+
+    intercepted_binops = frozenset({"*", "+", "**", "%", "//"})
+
+    def __init__(self) -> None:
+        super().__init__(
+            undefined=_Undefined,
+            autoescape=False,
+            finalize=_finalize,
+            keep_trailing_newline=False,
+        )
+        self.globals["range"] = _range
+        self.globals.pop("lipsum", None)
+        self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
+        self.filters["_loop_step"] = _loop_step
+        self.filters["_piece"] = _piece
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _step()
+        if operator == "*":
+            _check_repeat(left, right)
+        elif operator == "+":
+            if isinstance(left, str | bytes | list | tuple) and isinstance(
+                right, str | bytes | list | tuple
+            ):
+                if _size(left) + _size(right) > MAX_CHARS:
+                    raise _too_big("joining them")
+        elif operator == "**":
+            _check_power(left, right)
+        elif operator == "%" and isinstance(left, str):
+            _check(right, "the values of %")
+            _check_percent_format(left)
+        return _checked_result(super().call_binop(context, operator, left, right), operator)
+
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _step()
+        for a in (*args, *kwargs.values()):
+            _check(a, "an argument")
+        _check_method(obj, args, kwargs)
+        return _checked_result(super().call(context, obj, *args, **kwargs), "a call")
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_brace_format(value.__self__)
+        return wrapped
+
+    def compile_bounded(self, source: str) -> Any:
+        """Parse, wrap every loop and ``~`` in the bounds, compile."""
+        tree = self.parse(source)
+        for loop in list(tree.find_all(nodes.For)):
+            if loop.recursive:
+                raise TemplateSyntaxError(
+                    "recursive loops are not allowed in templates", loop.lineno
+                )
+            loop.iter = nodes.Filter(
+                loop.iter, "_loop_step", [], [], None, None, lineno=loop.lineno
+            )
+        for concat in list(tree.find_all(nodes.Concat)):
+            concat.nodes = [
+                nodes.Filter(n, "_piece", [], [], None, None, lineno=n.lineno) for n in concat.nodes
+            ]
+        return self.from_string(tree)
+
+
+def make_env() -> BoundedSandbox:
+    return BoundedSandbox()
+
+
+def render_bounded(template: Any, context: dict[str, Any]) -> str:
+    """Render with a fresh step budget, stopping as soon as the output is too long."""
+    _budget.left = MAX_STEPS
+    try:
+        parts: list[str] = []
+        size = 0
+        for chunk in template.generate(context):
+            size += len(chunk)
+            if size > MAX_CHARS:
+                raise _too_big("the message")
+            parts.append(chunk)
+        return "".join(parts)
+    finally:
+        _budget.left = None
+
+
+def template_context(
+    lead: Mapping[str, Any],
+    account: Account | None,
+    sequence: Sequence,
+    message: Message,
+    variant_id: str | None,
+    now: datetime | None,
+) -> dict[str, Any]:
+    fields = dict(lead)
+    attrs = fields.get("attributes")
+    fields["attributes"] = Attributes(attrs if isinstance(attrs, Mapping) else {})
+    return {
+        "lead": Record("lead", fields),
+        "account": Record("account", account.model_dump() if account else {}),
+        "sequence": {"id": sequence.id, "name": sequence.name or sequence.id},
+        "message": {"id": message.id, "type": message.type, "variant": variant_id},
+        "now": now or datetime.now(UTC),
+    }
 
 
 class Renderer:
@@ -50,6 +484,9 @@ class Renderer:
 
     def __init__(self, config: Config) -> None:
         self.env = make_env()
+        # The channel's own limit on a text, in UTF-8 bytes (Instagram: 1000).
+        self.max_text_bytes: int | None = config.channel.max_text_bytes
+        self.channel_type = config.channel.type
         self.problems: list[TemplateProblem] = []
         self._compiled: dict[tuple[str, str, str | None], Any] = {}
         self._loc: dict[tuple[str, str, str | None], tuple] = {}
@@ -76,11 +513,12 @@ class Renderer:
             self._compiled[key] = None
             return
         try:
-            self._compiled[key] = self.env.from_string(source)
-        except TemplateError as exc:
+            self._compiled[key] = self.env.compile_bounded(source)
+        except (TemplateError, RecursionError) as exc:
             line = getattr(exc, "lineno", None)
             where = f" (template line {line})" if line and line > 1 else ""
-            problem = TemplateProblem(loc, f"template does not compile{where}: {exc}")
+            why = str(exc) if isinstance(exc, TemplateError) else "nested too deeply"
+            problem = TemplateProblem(loc, f"template does not compile{where}: {why}")
             # Variants without their own template share the message's: one problem per place.
             if not any(p.loc == loc for p in self.problems):
                 self.problems.append(problem)
@@ -120,23 +558,39 @@ class Renderer:
                 # second one: callers that collect both see one problem per template.
                 raise TemplateProblem(failed.loc, failed.what)
             return Rendered(None, media, message.type, variant_id)
-        context = {
-            "lead": lead,
-            "account": account.model_dump() if account else {},
-            "sequence": {"id": sequence.id, "name": sequence.name or sequence.id},
-            "message": {"id": message.id, "type": message.type, "variant": variant_id},
-            "now": now or datetime.now(UTC),
-        }
+        context = template_context(lead, account, sequence, message, variant_id, now)
         try:
-            text = template.render(context).strip()
+            text = render_bounded(template, context).strip()
+        except MissingAttribute as exc:
+            raise TemplateProblem(
+                loc,
+                f"lead.attributes.{exc.name} is missing for this lead: such leads are skipped "
+                f"(missing_attribute:{exc.name}); guard it with "
+                f"{{{{ lead.attributes.{exc.name} | default('…') }}}} to serve them too",
+                f"missing_attribute:{exc.name}",
+            ) from None
         except UndefinedError as exc:
             raise TemplateProblem(
                 loc,
-                f"{exc.message}: the template uses a variable the lead does not have; guard it "
-                "with `{{ x or '' }}`/`{% if x is defined %}` or fix the name",
+                f"{exc.message}: the template uses a variable the lead does not have; fix the "
+                "name, or guard it with `| default('…')` or `{% if x is defined %}`",
             ) from None
+        except TemplateLimit as exc:
+            raise TemplateProblem(loc, f"template refused: {exc.message}", exc.reason) from None
+        except RecursionError:
+            raise TemplateProblem(loc, "template failed: it calls itself too deeply") from None
         except Exception as exc:  # noqa: BLE001 - any template runtime error is a template problem
             raise TemplateProblem(loc, f"template failed: {type(exc).__name__}: {exc}") from None
+        limit = self.max_text_bytes
+        size = len(text.encode("utf-8"))
+        if limit is not None and size > limit:
+            raise TemplateProblem(
+                loc,
+                f"renders {size} UTF-8 bytes; the {self.channel_type} channel takes at most "
+                f"{limit}: shorten it",
+                "too_long",
+                size,
+            )
         return Rendered(text, media, message.type, variant_id)
 
 
@@ -147,6 +601,8 @@ def sample_lead(config: Config, sequence: Sequence | None = None) -> dict[str, A
     seqs = [sequence] if sequence else list(config.sequences)
     for seq in seqs:
         _attributes_from(seq.trigger, attrs)
+    for name in config.attributes:
+        attrs.setdefault(name, "sample")
     lead: dict[str, Any] = {
         "id": "lead_sample",
         "account_id": config.accounts[0].id if config.accounts else "acct",

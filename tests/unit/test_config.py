@@ -103,12 +103,6 @@ def test_schema_errors_name_the_line(mutate: Any, needle: str, expect: str) -> N
             lambda c: c["sequences"][0]["messages"][0].update(template="Hi {{ lead.first_name "),
             "does not compile",
         ),
-        (
-            lambda c: c["sequences"][0]["messages"][0].update(
-                template="{{ lead.attributes.colour }}"
-            ),
-            "colour",
-        ),
         (lambda c: c["sequences"][0]["messages"][1].update(delay_hours=1), "must not decrease"),
         (
             lambda c: c.update(channel={"type": "instagram"}, accounts=[{"id": "acct_a"}]),
@@ -131,6 +125,20 @@ def test_template_may_use_attributes_the_trigger_names() -> None:
     )
     cfg["sequences"][0]["messages"][0]["template"] = "About {{ lead.attributes.interest }}?"
     assert problems(cfg) == []
+
+
+def test_an_undeclared_attribute_is_a_warning_naming_the_fix_not_an_error() -> None:
+    # Custom attributes are data (issue 8): without a store, an attribute nothing declares
+    # is a warning; `run` skips the leads that lack it and serves the others.
+    cfg = base_config()
+    cfg["sequences"][0]["messages"][0]["template"] = "{{ lead.attributes.colour }}"
+    assert problems(cfg) == []
+    loaded = parse_config(text_of(cfg), "seq.yaml")
+    warnings = [p.format("seq.yaml") for p in check_config(loaded) if p.level == "warning"]
+    assert len(warnings) == 1 and "lead.attributes.colour" in warnings[0], warnings
+    assert "attributes: [colour]" in warnings[0] and "--db" in warnings[0]
+    cfg["attributes"] = ["colour"]
+    assert check_config(parse_config(text_of(cfg), "seq.yaml")) == []
 
 
 def test_sample_lead_supplies_extra_attributes() -> None:

@@ -333,6 +333,13 @@ class SqlStore:
         sql = self._candidate_sql(self._select_list(), col, keyword, paged=bool(after_id))
         return self._query(sql, params)
 
+    def sample_leads(self, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` raw lead rows, any ones (`sequences check --db` measures templates
+        and attributes on them; unparsed, so bad rows are only skipped there)."""
+        return self._query(
+            f"SELECT {self._select_list()} FROM {self.lead_table} l LIMIT :n", {"n": limit}
+        )
+
     def lead_row(self, lead_id: str) -> dict[str, Any] | None:
         rows = self._query(
             f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE l.id = :id",

@@ -1,0 +1,145 @@
+"""Templates cannot flood: whatever a template (or the lead data it prints) tries to build,
+rendering stays small and fast, and a whole record is never printed to a lead."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from followup_cli.config import check_config, parse_config
+from followup_cli.render import MAX_CHARS, Renderer, TemplateProblem, sample_lead
+from tests.helpers import base_config
+
+
+def renderer_for(template: str, **channel: Any) -> tuple[Renderer, Any]:
+    cfg = base_config()
+    if channel:
+        cfg["channel"] = {"type": "console", **channel}
+    cfg["sequences"][0]["messages"][0]["template"] = template
+    loaded = parse_config(yaml.safe_dump(cfg, sort_keys=False), "seq.yaml")
+    return Renderer(loaded.config), loaded.config
+
+
+def render(template: str, lead_over: dict[str, Any] | None = None, **channel: Any) -> str | None:
+    r, cfg = renderer_for(template, **channel)
+    seq = cfg.sequences[0]
+    lead = sample_lead(cfg, seq)
+    lead.update(lead_over or {})
+    return r.render(seq, seq.messages[0], None, lead, cfg.accounts[0]).text
+
+
+def refused(
+    template: str, lead_over: dict[str, Any] | None = None, **channel: Any
+) -> TemplateProblem:
+    started = time.monotonic()
+    with pytest.raises(TemplateProblem) as exc:
+        render(template, lead_over, **channel)
+    assert time.monotonic() - started < 2.0, f"{template} took too long to refuse"
+    return exc.value
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ 'a' * 10**9 }}",
+        "{{ 10**9 * 'a' }}",
+        "{{ 'a' * 10**7 }}",
+        "{{ lead.first_name * 100000000 }}",
+        "{{ [lead.first_name] * 10**9 }}",
+        "{{ ['x' * 5000] * 3 }}",
+        "{{ 'a'|center(10**9) }}",
+        "{{ 'a'.ljust(10**9) }}",
+        "{{ 'a'.zfill(10**9) }}",
+        "{{ ('a' * 9000).replace('a', 'aaaa') }}",
+        "{{ 'a'|indent(10**9) }}",
+        "{{ '%0999999999d'|format(1) }}",
+        "{{ '%0999999999d' % 1 }}",
+        "{{ '{:>999999999}'.format(1) }}",
+        "{{ '{:>{}}'.format(1, 10**9) }}",
+        "{{ [1]|batch(10**9, 'x')|list }}",
+        "{{ range(10**9)|list }}",
+        "{{ 10 ** (10 ** 8) }}",
+        "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l }}",
+        "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+        "{% for i in range(1000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}",
+        "{% macro f() %}{{ f() }}{{ f() }}{% endmacro %}{{ f() }}",
+        "{{ (['x' * 9000] * 1)|join('y' * 2000) }}",
+        "{{ ('x' * 100)|wordwrap(1, wrapstring='y' * 500) }}",
+    ],
+)
+def test_templates_cannot_build_huge_values(template: str) -> None:
+    problem = refused(template)
+    assert problem.reason in ("too_long", "template_error")
+
+
+def test_lipsum_is_gone_and_range_is_bounded() -> None:
+    assert render("{{ range(3)|join(',') }}") == "0,1,2"
+    refused("{{ lipsum(10**6) }}")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ lead }}",
+        "{{ account }}",
+        "{{ '%s'|format(lead) }}",
+        "{{ lead|string }}",
+        "{{ 'x' ~ lead }}",
+        "{{ lead|tojson }}",
+        "{{ lead.attributes }}",
+        "{{ lead|list }}",
+        "{{ '{}'.format(account) }}",
+        "{% for k in lead %}{{ k }}{% endfor %}",
+        "{{ lead|dictsort }}",
+    ],
+)
+def test_a_whole_record_is_never_printed(template: str) -> None:
+    problem = refused(template)
+    assert "Sam" not in problem.what and "1234567890" not in problem.what
+
+
+def test_fields_still_work_every_way() -> None:
+    assert (
+        render("{{ lead.first_name }} {{ lead['username'] }} {{ lead.get('nope', 'x') }}")
+        == "Sam sample.user x"
+    )
+    assert render("{{ account.id }}: {{ 'first_name' in lead }}") == "acct_a: True"
+    assert (
+        render("{{ '%s and %d'|format(lead.first_name, 3) }} {{ '{} {}'.format(1, 'b') }}")
+        == "Sam and 3 1 b"
+    )
+    assert render("{% for c in lead.first_name %}{{ c }}.{% endfor %}") == "S.a.m."
+    assert render("{{ lead.first_name * 3 }}") == "SamSamSam"
+    assert render("{{ ['a', 'b']|join(', ') }} {{ 'x'|center(5) }}|") == "a, b   x  |"
+
+
+def test_printed_lead_data_is_bounded_too() -> None:
+    problem = refused("Hi {{ lead.first_name }}", {"first_name": "x" * (MAX_CHARS + 1)})
+    assert problem.reason == "too_long"
+
+
+def test_the_channel_limit_is_utf8_bytes() -> None:
+    assert render("{{ 'é' * 500 }}", max_text_bytes=1000) == "é" * 500
+    problem = refused("{{ 'é' * 501 }}", max_text_bytes=1000)
+    assert problem.reason == "too_long" and "1002 UTF-8 bytes" in problem.what
+
+
+def test_instagram_refuses_a_long_template_at_check_time() -> None:
+    cfg = base_config(channel={"type": "instagram"})
+    cfg["sequences"][0]["messages"][0]["template"] = "x" * 1001
+    found = [p.format("s.yaml") for p in check_config(parse_config(yaml.safe_dump(cfg), "s.yaml"))]
+    assert any("1001 UTF-8 bytes" in p and "at most 1000" in p for p in found), found
+
+
+def test_a_template_that_calls_itself_is_refused_at_check_time() -> None:
+    cfg = base_config()
+    cfg["sequences"][0]["messages"][0]["template"] = (
+        "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"
+    )
+    found = [p.format("s.yaml") for p in check_config(parse_config(yaml.safe_dump(cfg), "s.yaml"))]
+    assert found and all(p.startswith("s.yaml:") for p in found), found
