@@ -20,6 +20,7 @@ The channel's own limit (Instagram: 1000 UTF-8 bytes) is checked on the result
 
 from __future__ import annotations
 
+import difflib
 import re
 import threading
 from collections.abc import Mapping
@@ -135,6 +136,15 @@ class _Undefined(StrictUndefined):
         if isinstance(obj, Attributes) and isinstance(name, str) and exc is UndefinedError:
             exc = partial(MissingAttribute, name)
         super().__init__(hint, obj, name, exc)
+
+    @property
+    def _undefined_message(self) -> str:
+        obj, name = self._undefined_obj, self._undefined_name
+        if isinstance(obj, Record) and self._undefined_hint is None:
+            near = difflib.get_close_matches(str(name), list(obj._fields), n=1)
+            hint = f" (did you mean {obj._name}.{near[0]}?)" if near else ""
+            return f"{obj._name} has no field {name!r}{hint}"
+        return super()._undefined_message
 
     def __bool__(self) -> bool:
         if isinstance(self._undefined_obj, Attributes):

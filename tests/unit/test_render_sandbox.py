@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from followup_cli.config import check_config, parse_config
 from followup_cli.render import MAX_CHARS, Renderer, TemplateProblem, sample_lead
@@ -143,3 +145,97 @@ def test_a_template_that_calls_itself_is_refused_at_check_time() -> None:
     )
     found = [p.format("s.yaml") for p in check_config(parse_config(yaml.safe_dump(cfg), "s.yaml"))]
     assert found and all(p.startswith("s.yaml:") for p in found), found
+
+
+def test_a_mistyped_field_is_named_with_the_likely_fix() -> None:
+    problem = refused("Hi {{ lead.frist_name }}")
+    assert problem.reason == "template_error"
+    assert "lead has no field 'frist_name' (did you mean lead.first_name?)" in problem.what
+    assert "account has no field 'nme'" in refused("{{ account.nme }}").what
+
+
+def test_a_missing_attribute_is_falsy_and_named_when_printed() -> None:
+    assert render("{{ lead.attributes.product or 'our product' }}") == "our product"
+    assert render("{% if lead.attributes.product %}x{% else %}y{% endif %}") == "y"
+    assert render("{{ lead.attributes.product | default('our product') }}") == "our product"
+    assert render("{{ 'a' if lead.attributes.product is defined else 'b' }}") == "b"
+    problem = refused("Still keen on {{ lead.attributes.product }}?")
+    assert problem.reason == "missing_attribute:product"
+    assert refused("{{ lead.attributes.product.name }}").reason == "missing_attribute:product"
+
+
+# ------------------------------------------------------------- property: no template floods
+
+ATOMS = st.sampled_from(
+    [
+        "'ab'",
+        "lead.first_name",
+        "7",
+        "10**6",
+        "range(50)",
+        "[1, 'x']",
+        "lead",
+        "account",
+        "lead.attributes.interest",
+        "lead.attributes.nope",
+        "now",
+        "'%09999d'",
+        "'{:>99}'",
+        "''",
+    ]
+)
+
+
+def _grow(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.tuples(inner, st.sampled_from(["*", "+", "~", "%", "**"]), inner).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        ),
+        st.tuples(
+            inner,
+            st.sampled_from(
+                [
+                    "|center(5000)",
+                    "|join('-' * 500)",
+                    "|list",
+                    "|string",
+                    "|format(lead)",
+                    "|indent(900)",
+                    "|replace('a', 'aaaa')",
+                    "|batch(3)|list",
+                    "|tojson",
+                    "|default('d')",
+                    "|sum(start=[])",
+                    ".ljust(9000)",
+                    ".replace('', 'xx')",
+                    "|wordwrap(1)",
+                ]
+            ),
+        ).map(lambda t: f"({t[0]}{t[1]})"),
+        inner.map(lambda e: f"[{e}, {e}, {e}]"),
+    )
+
+
+EXPRESSIONS = st.recursive(ATOMS, _grow, max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(expr=EXPRESSIONS, loop=st.booleans())
+def test_no_template_builds_more_than_the_bound_or_runs_long(expr: str, loop: bool) -> None:
+    template = (
+        f"{{% for i in range(100) %}}{{{{ {expr} }}}}{{% endfor %}}"
+        if loop
+        else f"{{{{ {expr} }}}}"
+    )
+    started = time.monotonic()
+    try:
+        text = render(template)
+    except TemplateProblem as problem:
+        assert problem.reason in ("template_error", "too_long") or problem.reason.startswith(
+            "missing_attribute:"
+        )
+        assert "Sam" not in problem.what.replace("{{ lead.first_name }}", "")
+    else:
+        assert text is not None and len(text) <= MAX_CHARS
+        assert "1234567890" not in text  # the sample lead's recipient id: no record printed
+    assert time.monotonic() - started < 2.0, template
