@@ -161,6 +161,7 @@ def run(
         # --json owns stdout: the console channel then prints to stderr
         channel = make_channel(loaded.config, stream=sys.stderr if as_json else None)
         progress = _progress() if sys.stderr.isatty() and not as_json and not dry_run else None
+        plan = _PlanSink(spool=as_json) if dry_run else None
         engine = Engine(
             loaded,
             store,
@@ -168,6 +169,7 @@ def run(
             Clock(fixed=when),
             cipher=cipher,
             progress=progress and progress[1],
+            on_planned=plan.add if plan else None,
         )
         options = RunOptions(
             now=when, dry_run=dry_run, account=account, limit=limit, budget_seconds=budget
@@ -187,10 +189,12 @@ def run(
     finally:
         store.close()
     data = summary.as_dict()
-    if as_json:
+    if as_json and plan is not None:
+        plan.print_json(data)
+    elif as_json:
         _print_json(data)
-    elif dry_run:
-        _print_dry_run(summary)
+    elif dry_run and plan is not None:
+        _print_dry_run(summary, plan)
     elif sys.stdout.isatty():
         _print_summary(data)
     # On a terminal (and in a dry run) every bad row; under cron only those not reported
@@ -291,10 +295,44 @@ def _print_summary(data: dict[str, Any]) -> None:
         out.print("  nothing was due; `followup explain LEAD` shows why a lead waits")
 
 
-def _print_dry_run(summary: Any) -> None:
-    planned = summary.planned
+DRY_RUN_ROWS = 50  # rows of the dry-run table; --json lists every planned message
+
+
+class _PlanSink:
+    """A dry run's planned messages, streamed: the first rows for the table and, for
+    --json, every one spooled to a temporary file (memory stays flat at any size)."""
+
+    def __init__(self, spool: bool) -> None:
+        import tempfile
+
+        self.first: list[Any] = []
+        self.count = 0
+        self.spool = tempfile.TemporaryFile("w+", encoding="utf-8") if spool else None
+
+    def add(self, planned: Any) -> None:
+        self.count += 1
+        if len(self.first) < DRY_RUN_ROWS:
+            self.first.append(planned)
+        if self.spool is not None:
+            self.spool.write(json.dumps(planned.as_dict(), default=str) + "\n")
+
+    def print_json(self, data: dict[str, Any]) -> None:
+        """``data`` as _print_json prints it, its "messages" read back from the spool."""
+        head = json.dumps({k: v for k, v in data.items() if k != "messages"}, indent=2, default=str)
+        w = sys.stdout.write
+        w(head[: head.rindex("}")].rstrip() + ',\n  "messages": [')
+        assert self.spool is not None
+        self.spool.seek(0)
+        for i, line in enumerate(self.spool):
+            w(("," if i else "") + "\n    " + line.rstrip("\n"))
+        w("\n  ]\n}\n" if self.count else "]\n}\n")
+        self.spool.close()
+
+
+def _print_dry_run(summary: Any, plan: _PlanSink) -> None:
+    planned = plan.first
     table = Table(
-        title=f"Dry run at {summary.now.isoformat()}: {len(planned)} message(s) would be sent",
+        title=f"Dry run at {summary.now.isoformat()}: {plan.count} message(s) would be sent",
         show_lines=False,
     )
     for col in ("account", "lead", "sequence", "step", "variant", "due", "message"):
@@ -316,6 +354,11 @@ def _print_dry_run(summary: Any) -> None:
             )
         )
     out.print(table)
+    if plan.count > len(planned):
+        out.print(
+            f"… and {plan.count - len(planned)} more (the first {len(planned)} are shown; "
+            "--json lists every one)"
+        )
     data = summary.as_dict()
     for label, key in (
         ("skipped", "skipped"),

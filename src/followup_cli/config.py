@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -469,12 +470,20 @@ class Config(_Model):
     def settings_for(self, account: Account | None) -> Settings:
         if account is None:
             return self.settings
+        # Asked for every lead a run decides: merged once per account (the config is frozen).
+        cached = self._merged_settings.get(account.id)
+        if cached is not None and cached[0] is account:
+            return cached[1]
         overrides = account.settings.model_dump(exclude_none=True)
         for key in CHANNEL_OVERRIDES:
             overrides.pop(key, None)
-        if not overrides:
-            return self.settings
-        return self.settings.model_copy(update=overrides)
+        merged = self.settings.model_copy(update=overrides) if overrides else self.settings
+        self._merged_settings[account.id] = (account, merged)
+        return merged
+
+    @cached_property
+    def _merged_settings(self) -> dict[str, tuple[Account, Settings]]:
+        return {}
 
     def rate_limits(self, account: Account | None) -> tuple[int, int | None]:
         """(messages per hour, messages per day or None) for an account: its override, else
@@ -485,6 +494,10 @@ class Config(_Model):
         return hour, day
 
     def sequences_by_priority(self) -> list[Sequence]:
+        return self._by_priority
+
+    @cached_property
+    def _by_priority(self) -> list[Sequence]:
         order = {s.id: i for i, s in enumerate(self.sequences)}
         return sorted(self.sequences, key=lambda s: (-s.priority, order[s.id]))
 

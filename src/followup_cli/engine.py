@@ -118,6 +118,7 @@ class AccountResult:
     bad_lead_ids: list[str] = field(default_factory=list)  # the lead of each bad_leads line
     stopped: str | None = None
     planned: list[PlannedSend] = field(default_factory=list)
+    would_send: int = 0  # a dry run's planned sends (streamed to ``on_planned`` when set)
     attempts: int = 0
     breaker_failures: int = 0
 
@@ -137,7 +138,6 @@ class RunSummary:
     unknown_open: int = 0
     bad_leads_new: list[str] = field(default_factory=list)  # first seen by this run
     elapsed_seconds: float = 0.0
-    config_changed: bool = False
 
     def total(self, attr: str) -> int:
         out = 0
@@ -185,7 +185,7 @@ class RunSummary:
             "now": self.now.isoformat(),
             "dry_run": self.dry_run,
             "sent": self.total("sent"),
-            "would_send": len(self.planned) if self.dry_run else None,
+            "would_send": self.total("would_send") if self.dry_run else None,
             "failed": self.merged("failed"),
             "unknown": self.total("unknown"),
             "skipped": self.merged("skipped"),
@@ -231,6 +231,7 @@ class Engine:
         cipher: BodyCipher | None = None,
         progress: ProgressFn | None = None,
         on_sent: Callable[[PlannedSend], None] | None = None,
+        on_planned: Callable[[PlannedSend], None] | None = None,
     ) -> None:
         self.loaded = loaded
         self.config: Config = loaded.config
@@ -241,6 +242,9 @@ class Engine:
         self.renderer = Renderer(self.config)
         self.progress = progress
         self.on_sent = on_sent
+        # A dry run hands each planned send here instead of holding them all (the CLI
+        # streams them); without it they are kept in ``AccountResult.planned``.
+        self.on_planned = on_planned
         self.actor = actor()
         self._lock = threading.Lock()
 
@@ -260,7 +264,6 @@ class Engine:
             reconcile(self.store, self.config, now)
             summary.stale_marked_unknown = self.expire_stale_claims(now, run_id)
             if self.store.config_seen(self.loaded.digest, self.loaded.path, self.actor, now):
-                summary.config_changed = True
                 self.store.audit(
                     "config_seen",
                     now,
@@ -358,12 +361,22 @@ class Engine:
 
     # ---------------------------------------------------------------- planning
     def plan_account(
-        self, account: Account, store: SqlStore, now: datetime, result: AccountResult
+        self,
+        account: Account,
+        store: SqlStore,
+        now: datetime,
+        result: AccountResult,
+        live: bool = False,
     ) -> tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]:
-        """All decisions for an account: (actions to execute in order, bookkeeping actions)."""
+        """All decisions for an account: (actions to execute in order, bookkeeping actions).
+
+        Only leads that may be due are read (see ``SqlStore.candidate_leads``); a ``live``
+        run stores, for each active enrollment it finds not due yet, when it can be due at
+        the earliest, so the next runs leave it out until then."""
         st = self.config.settings_for(account)
         actionable: list[tuple[Lead, Decision]] = []
         bookkeeping: list[tuple[Lead, Decision]] = []
+        digest = self.loaded.digest
         after = ""
         while True:
             page = store.candidate_leads(
@@ -373,6 +386,9 @@ class Engine:
                 after,
                 CANDIDATE_PAGE,
                 keywords=st.optout_keywords,
+                now=now,
+                config=digest,
+                new_due_before=self.new_leads_due_before(account, now),
             )
             if not page:
                 break
@@ -383,15 +399,26 @@ class Engine:
                     leads.append(parse_lead(row))
                 except BadLead as exc:
                     result.bad(exc.lead_id, str(exc))
-            states = store.lead_states([lead.id for lead in leads])
+            ids = [lead.id for lead in leads]
+            versions = store.enrollment_versions(ids) if live else {}  # before the state
+            states = store.lead_states(ids)
+            hints: list[tuple[str, str, int, datetime]] = []
             for lead in leads:
                 d = decide(lead, states[lead.id], self.config, now)
                 if d.action in ("send", "skip"):
+                    d.checks = []  # explain's business; a run holds many decisions
                     actionable.append((lead, d))
                 elif d.action in ("end", "holdout") or d.keyword_optout:
                     bookkeeping.append((lead, d))
                 elif d.action == "wait":
                     result.waiting[d.reason] += 1
+                version = versions.get((lead.id, d.sequence_id or ""))
+                if version is not None:
+                    hint = self.next_due_hint(d, st)
+                    if hint is not None and hint > now:
+                        hints.append((lead.id, d.sequence_id or "", version, hint))
+            if hints:
+                store.set_next_due(hints, digest)
             if len(page) < CANDIDATE_PAGE:
                 break
         far = datetime.max.replace(tzinfo=now.tzinfo)
@@ -400,6 +427,33 @@ class Engine:
             key=lambda ld: (ld[1].window_closes_at or far, ld[1].due_at or far, ld[0].id)
         )
         return actionable, bookkeeping
+
+    def new_leads_due_before(self, account: Account, now: datetime) -> datetime:
+        """A lead not in a sequence can be due only if we wrote to it before this time: the
+        shortest delay of any active step of any active sequence (less the pull-forward
+        allowance) before ``now``."""
+        delays = [
+            m.delay_hours for s in self.config.sequences if s.active for m in s.messages if m.active
+        ]
+        if not delays:
+            return now - timedelta(days=365 * 100)
+        st = self.config.settings_for(account)
+        earliest = min(delays) - (st.pull_forward_hours if st.pull_forward else 0)
+        return now - timedelta(hours=earliest)
+
+    def next_due_hint(self, d: Decision, st: Any) -> datetime | None:
+        """For an enrolled lead that is not due: the earliest time a run can act on it
+        (send, skip or end a holdout), as long as its tracking rows and the config stay
+        the same; None when a run must look again every time (a step in flight or unknown,
+        a cap, quiet hours...). A terminal change (reply, conversion, score, opt-out) is
+        caught by the candidate query itself."""
+        if d.action == "wait" and d.reason == "not_due" and d.due_at is not None:
+            pull = st.pull_forward_hours if st.pull_forward else 0
+            return d.due_at - timedelta(hours=pull)
+        if d.action == "none" and d.reason == "holdout" and d.anchor_at and d.sequence:
+            last = max((m.delay_hours for m in d.sequence.messages), default=0)
+            return d.anchor_at + timedelta(hours=last)
+        return None
 
     # ---------------------------------------------------------------- account
     def _run_account(
@@ -413,8 +467,8 @@ class Engine:
         remaining: list[int | None],
     ) -> AccountResult:
         result = AccountResult(account.id)
-        actionable, bookkeeping = self.plan_account(account, store, now, result)
         live = not options.dry_run
+        actionable, bookkeeping = self.plan_account(account, store, now, result, live)
         # Real time moves during a run (a send takes time, a wait takes longer); with --now
         # the run happens at one instant and never waits.
         real_time = options.now is None and not self.clock.simulated
@@ -622,7 +676,12 @@ class _DryExecutor(_Executor):
             return
         self.window_used += 1
         self.day_used += 1
-        self.result.planned.append(PlannedSend.of(lead, self.account.id, d, *rendered))
+        self.result.would_send += 1
+        planned = PlannedSend.of(lead, self.account.id, d, *rendered)
+        if self.engine.on_planned is not None:
+            self.engine.on_planned(planned)
+        else:
+            self.result.planned.append(planned)
 
 
 class _LiveExecutor(_Executor):

@@ -13,7 +13,6 @@ exceptions: see ``channels/base.py``. Exceptions are for what stops a whole comm
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_SEND_FAILURES = 3

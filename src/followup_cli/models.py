@@ -22,7 +22,6 @@ CONVERTED = "converted"
 FAILED = "failed"
 UNKNOWN = "unknown"
 SKIPPED = "skipped"
-STATUSES = (PENDING, SENT, DELIVERED, READ, RESPONDED, CONVERTED, FAILED, UNKNOWN, SKIPPED)
 # Statuses that count as a follow-up the lead (may have) received: caps, intervals, rate limits.
 COUNTED = (PENDING, SENT, DELIVERED, READ, RESPONDED, CONVERTED, UNKNOWN)
 

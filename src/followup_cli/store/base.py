@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ..models import (
@@ -156,7 +156,12 @@ class SqlStore:
         raise NotImplementedError
 
     def _candidate_sql(
-        self, select: str, col: dict[str, str], keyword: str = "1 = 0", paged: bool = True
+        self,
+        select: str,
+        col: dict[str, str],
+        keyword: str = "1 = 0",
+        paged: bool = True,
+        due: bool = False,
     ) -> str:
         """The prefilter; ``paged``: after ``:after_id`` (the first page has no bound, which
         also keeps an integer id column from comparing with an empty text)."""
@@ -222,6 +227,10 @@ class SqlStore:
                 if name in done:
                     continue
                 for stmt in statements:
+                    if isinstance(stmt, tuple):  # (dialect, statement): that store only
+                        if stmt[0] != self.dialect:
+                            continue
+                        stmt = stmt[1]
                     self._run(self._ddl(stmt))
                 self._run(
                     "INSERT INTO followup_migrations (name, applied_at) VALUES (:name, :at)",
@@ -295,8 +304,18 @@ class SqlStore:
         after_id: str = "",
         page: int = 1000,
         keywords: Sequence[str] = (),
+        *,
+        now: datetime | None = None,
+        config: str | None = None,
+        new_due_before: datetime | None = None,
     ) -> list[dict[str, Any]]:
         """One page (by id) of an account's leads that may be due; the SQL prefilter.
+
+        With ``now`` (and the ``config`` digest), work in proportion to what is due: an
+        active enrollment is left out while the next-due time a run stored for it (under
+        this config) is still ahead and nothing terminal happened to the lead (a reply, a
+        conversion, a score out of range, an opt-out); a lead in no sequence is left out
+        when we wrote to it after ``new_due_before`` (no step can be due yet).
 
         Conservative: it keeps every lead the decision function could act on (including
         rows with unparseable values, so they are reported) and drops the rest: other
@@ -330,7 +349,11 @@ class SqlStore:
             if likes
             else "1 = 0"
         )
-        sql = self._candidate_sql(self._select_list(), col, keyword, paged=bool(after_id))
+        if now is not None:
+            params.update(now=now, config=config or "", new_due=new_due_before or now)
+        sql = self._candidate_sql(
+            self._select_list(), col, keyword, paged=bool(after_id), due=now is not None
+        )
         return self._query(sql, params)
 
     def sample_leads(self, limit: int) -> list[dict[str, Any]]:
@@ -410,6 +433,37 @@ class SqlStore:
             )
             for lid in lead_ids
         }
+
+    def enrollment_versions(self, lead_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        """``state_version`` of each active enrollment of these leads, by (lead, sequence).
+
+        Read *before* the state a decision uses: a next-due time stored under this version
+        is then never older than the tracking rows it was decided from."""
+        out: dict[tuple[str, str], int] = {}
+        for chunk in _chunks(list(lead_ids), 500):
+            where, names = self._in_list("lead_id", chunk)
+            for r in self._query(
+                "SELECT lead_id, sequence_id, state_version FROM followup_enrollments "
+                f"WHERE {where} AND ended_at IS NULL",
+                names,
+            ):
+                out[(r["lead_id"], r["sequence_id"])] = int(r["state_version"])
+        return out
+
+    def set_next_due(self, rows: Sequence[tuple[str, str, int, datetime]], config: str) -> int:
+        """Store (lead, sequence, version, next due) for active enrollments whose version is
+        unchanged since it was read; a run then leaves them out of its candidates until
+        then (or until their tracking rows change, or the config does). Returns rows set."""
+        n = 0
+        with self.transaction():
+            for lead_id, sequence_id, version, due in rows:
+                n += self._run(
+                    "UPDATE followup_enrollments SET next_due_at = :due, next_due_config = :cfg "
+                    "WHERE lead_id = :l AND sequence_id = :s AND state_version = :v "
+                    "AND ended_at IS NULL",
+                    {"due": due, "cfg": config, "l": lead_id, "s": sequence_id, "v": version},
+                )
+        return n
 
     def lead_state(self, lead_id: str) -> LeadState:
         return self.lead_states([lead_id])[lead_id]
@@ -1002,10 +1056,6 @@ class _Rollback(Exception):
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def hours_ago(now: datetime, hours: float) -> datetime:
-    return now - timedelta(hours=hours)
 
 
 def erase_lead(store: SqlStore, lead_id: str, who: str, now: datetime) -> dict[str, int]:

@@ -3,12 +3,13 @@
 
 Each step is a list of statements written once, with two placeholders the dialect fills:
 ``{ts}`` (a timestamp column: ISO text on SQLite, timestamptz on Postgres), ``{id}`` (an
-auto-increment primary key) and ``{bool}``.
+auto-increment primary key) and ``{bool}``. A ``(dialect, statement)`` pair runs on that
+store only (triggers are spelled differently).
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[str, list[str]]] = [
+MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
     (
         "0001_initial",
         [
@@ -168,6 +169,60 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 converted_seen TEXT,
                 checked_at {ts} NOT NULL
             )""",
+        ],
+    ),
+    (
+        # Issue 11: a run looks only at leads that may be due. For an active enrollment the
+        # planner stores when its next step can be due at the earliest (``next_due_at``,
+        # under the config digest it was computed with). Any change to the lead's tracking
+        # rows (a claim, an outcome, a release, an operator's resolve, an erasure) bumps
+        # ``state_version`` and clears the stored time, in the database itself, so no
+        # writer can forget it; the planner stores a time only if the version it read is
+        # still current.
+        "0004_next_due",
+        [
+            "ALTER TABLE followup_enrollments ADD COLUMN next_due_at {ts}",
+            "ALTER TABLE followup_enrollments ADD COLUMN next_due_config TEXT",
+            "ALTER TABLE followup_enrollments ADD COLUMN state_version INTEGER NOT NULL DEFAULT 0",
+            *(
+                (
+                    "sqlite",
+                    f"""CREATE TRIGGER IF NOT EXISTS followup_tracking_{op.lower()}
+                    AFTER {op} ON followup_tracking BEGIN
+                    UPDATE followup_enrollments SET state_version = state_version + 1,
+                        next_due_at = NULL WHERE lead_id = {row}.lead_id; END""",
+                )
+                for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
+            ),
+            (
+                "sqlite",
+                """CREATE TRIGGER IF NOT EXISTS followup_tracking_update_lead
+                AFTER UPDATE OF lead_id ON followup_tracking BEGIN
+                UPDATE followup_enrollments SET state_version = state_version + 1,
+                    next_due_at = NULL WHERE lead_id = OLD.lead_id; END""",
+            ),
+            (
+                "postgres",
+                """CREATE OR REPLACE FUNCTION followup_tracking_changed() RETURNS trigger
+                LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF TG_OP <> 'INSERT' THEN
+                        UPDATE followup_enrollments SET state_version = state_version + 1,
+                            next_due_at = NULL WHERE lead_id = OLD.lead_id;
+                    END IF;
+                    IF TG_OP <> 'DELETE' THEN
+                        UPDATE followup_enrollments SET state_version = state_version + 1,
+                            next_due_at = NULL WHERE lead_id = NEW.lead_id;
+                    END IF;
+                    RETURN NULL;
+                END $$""",
+            ),
+            (
+                "postgres",
+                """CREATE TRIGGER followup_tracking_changed
+                AFTER INSERT OR UPDATE OR DELETE ON followup_tracking
+                FOR EACH ROW EXECUTE FUNCTION followup_tracking_changed()""",
+            ),
         ],
     ),
 ]

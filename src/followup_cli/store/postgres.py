@@ -48,7 +48,6 @@ class PostgresStore(SqlStore):
                 "running and that the database exists"
             ) from None
         self._depth = 0
-        self._tx: Any = None
         self._lock = threading.RLock()
         self._sql_cache: dict[str, str] = {}
 
@@ -135,6 +134,20 @@ class PostgresStore(SqlStore):
         )
         return bool(rows[0]["ok"])
 
+    def set_next_due(self, rows: Sequence[tuple[str, str, int, datetime]], config: str) -> int:
+        # one statement for the page instead of a round trip per enrollment
+        if not rows:
+            return 0
+        lead_ids, seq_ids, versions, dues = (list(x) for x in zip(*rows, strict=True))
+        return self._run(
+            "UPDATE followup_enrollments e SET next_due_at = v.due, next_due_config = :cfg "
+            "FROM unnest(CAST(:l AS text[]), CAST(:s AS text[]), CAST(:v AS integer[]), "
+            "CAST(:d AS timestamptz[])) AS v(l, s, ver, due) "
+            "WHERE e.lead_id = v.l AND e.sequence_id = v.s AND e.state_version = v.ver "
+            "AND e.ended_at IS NULL",
+            {"cfg": config, "l": lead_ids, "s": seq_ids, "v": versions, "d": dues},
+        )
+
     def _lock_account(self, account_id: str) -> None:
         self._query(
             "SELECT pg_advisory_xact_lock(hashtextextended(:k, 0)) AS ok",
@@ -183,10 +196,35 @@ class PostgresStore(SqlStore):
         )
 
     def _candidate_sql(
-        self, select: str, col: dict[str, str], keyword: str = "1 = 0", paged: bool = True
+        self,
+        select: str,
+        col: dict[str, str],
+        keyword: str = "1 = 0",
+        paged: bool = True,
+        due: bool = False,
     ) -> str:
         c = {k: (_TYPED_NULL.get(k, v) if v == "NULL" else v) for k, v in col.items()}
         lid = self._lid()
+        enrolled_due = new_due = ""
+        if due:
+            # an active enrollment whose stored next-due time is ahead, and nothing terminal
+            # happened to the lead since (what would end it now), cannot be acted on
+            quiet = (
+                f"{c['score']} BETWEEN :min_score AND :max_score "
+                f"AND {c['converted_at']} IS NULL "
+                f"AND ({c['status']} IS NULL OR lower({c['status']}) <> 'converted') "
+                f"AND ({c['last_inbound_at']} IS NULL OR {c['last_inbound_at']} <= e.anchor_at) "
+                f"AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid})"
+            )
+            enrolled_due = f"""
+            AND (e.next_due_at IS NULL OR e.next_due_config IS DISTINCT FROM :config
+                 OR e.next_due_at <= :now OR NOT COALESCE({quiet}, false))"""
+            # a lead in no sequence: not before the shortest delay after our last message
+            new_due = f"""
+      AND l.last_outbound_at <= :new_due
+      AND NOT EXISTS (
+        SELECT 1 FROM followup_enrollments e WHERE e.lead_id = {lid} AND e.ended_at IS NULL
+        OFFSET 0)"""
         # OFFSET 0 keeps each (NOT) EXISTS a per-row primary-key probe. Without it, under the
         # OR, the planner hashes every active enrollment and opt-out of every account for
         # each page: 72 ms instead of 29 ms a page at a million leads, growing with the
@@ -195,7 +233,9 @@ class PostgresStore(SqlStore):
 SELECT {select} FROM {self.lead_table} l
 WHERE l.account_id = :account_id{" AND " + lid + " > :after_id" if paged else ""}
   AND (
-    EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = {lid} AND e.ended_at IS NULL
+    EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = {lid} AND e.ended_at IS NULL{
+            enrolled_due
+        }
             OFFSET 0)
     OR {keyword}
     OR (
@@ -203,7 +243,7 @@ WHERE l.account_id = :account_id{" AND " + lid + " > :after_id" if paged else ""
       AND {c["converted_at"]} IS NULL
       AND ({c["status"]} IS NULL OR lower({c["status"]}) <> 'converted')
       AND l.last_outbound_at IS NOT NULL
-      AND COALESCE({c["last_inbound_at"]} > l.last_outbound_at, false) = false
+      AND COALESCE({c["last_inbound_at"]} > l.last_outbound_at, false) = false{new_due}
       AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid} OFFSET 0)
       AND NOT EXISTS (
         SELECT 1 FROM followup_enrollments e

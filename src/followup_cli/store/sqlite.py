@@ -142,21 +142,48 @@ WHERE {changed}
 ORDER BY l.id"""
 
     def _candidate_sql(
-        self, select: str, col: dict[str, str], keyword: str = "1 = 0", paged: bool = True
+        self,
+        select: str,
+        col: dict[str, str],
+        keyword: str = "1 = 0",
+        paged: bool = True,
+        due: bool = False,
     ) -> str:
         inbound = f"julianday({col['last_inbound_at']})"
+        enrolled_due = new_due = ""
+        if due:
+            # an active enrollment whose stored next-due time is ahead, and nothing terminal
+            # happened to the lead since (what would end it now), cannot be acted on
+            quiet = (
+                f"{col['score']} BETWEEN :min_score AND :max_score "
+                f"AND {col['converted_at']} IS NULL "
+                f"AND ({col['status']} IS NULL OR lower({col['status']}) <> 'converted') "
+                f"AND ({col['last_inbound_at']} IS NULL OR {inbound} <= julianday(e.anchor_at)) "
+                "AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = l.id)"
+            )
+            enrolled_due = f"""
+      AND (e.next_due_at IS NULL OR e.next_due_config IS NOT :config
+           OR e.next_due_at <= :now OR NOT COALESCE({quiet}, 0))"""
+            # a lead in no sequence: not before the shortest delay after our last message
+            new_due = """
+      AND (julianday(l.last_outbound_at) <= julianday(:new_due)
+           OR julianday(l.last_outbound_at) IS NULL)
+      AND NOT EXISTS (
+        SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL)"""
         return f"""
 SELECT {select} FROM {self.lead_table} l
 WHERE l.account_id = :account_id{" AND l.id > :after_id" if paged else ""}
   AND (
-    EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL)
+    EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL{
+            enrolled_due
+        })
     OR {keyword}
     OR (
       ({col["score"]} BETWEEN :min_score AND :max_score OR typeof({col["score"]}) = 'text')
       AND {col["converted_at"]} IS NULL
       AND ({col["status"]} IS NULL OR lower({col["status"]}) <> 'converted')
       AND l.last_outbound_at IS NOT NULL
-      AND COALESCE({inbound} > julianday(l.last_outbound_at), 0) = 0
+      AND COALESCE({inbound} > julianday(l.last_outbound_at), 0) = 0{new_due}
       AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = l.id)
       AND NOT EXISTS (
         SELECT 1 FROM followup_enrollments e
