@@ -547,7 +547,7 @@ class Engine:
         while True:
             now = self.clock.now()
             since = now - timedelta(hours=1)
-            if store.recent_sends(account.id, since) < limit:
+            if store.recent_sends(account.id, since, limit) < limit:
                 return True
             oldest = store.oldest_recent_send(account.id, since)
             wait = (oldest + timedelta(hours=1) - now).total_seconds() if oldest else 1.0
@@ -794,11 +794,12 @@ class _LiveExecutor(_Executor):
                     )
                 return
             since = now - timedelta(hours=1)
-            if store.recent_sends(self.account.id, since) >= self.rate_limit:
+            if store.recent_sends(self.account.id, since, self.rate_limit) >= self.rate_limit:
                 return "rate_limit"
             if (
                 self.day_limit is not None
-                and store.recent_sends(self.account.id, self.day_start() - _TICK) >= self.day_limit
+                and store.recent_sends(self.account.id, self.day_start() - _TICK, self.day_limit)
+                >= self.day_limit
             ):
                 return "daily_cap"
             rendered = self.render(fresh, d)

@@ -483,14 +483,23 @@ class SqlStore:
                 self._lock_account(account_id)
             yield True
 
-    def recent_sends(self, account_id: str, since: datetime) -> int:
-        """Follow-ups claimed for an account since ``since``: the sliding rate window."""
+    def recent_sends(self, account_id: str, since: datetime, cap: int | None = None) -> int:
+        """Follow-ups claimed for an account since ``since``: the sliding rate window.
+
+        With ``cap``, counted up to ``cap`` only (all a limit check needs): the count then
+        stops at the limit instead of growing with the run's own claims."""
         placeholders = ", ".join(f"'{s}'" for s in COUNTED)
-        rows = self._query(
-            "SELECT COUNT(*) AS n FROM followup_tracking WHERE account_id = :a "
-            f"AND claimed_at > :since AND status IN ({placeholders})",
-            {"a": account_id, "since": since},
+        where = (
+            "FROM followup_tracking WHERE account_id = :a "
+            f"AND claimed_at > :since AND status IN ({placeholders})"
         )
+        if cap is None:
+            rows = self._query(f"SELECT COUNT(*) AS n {where}", {"a": account_id, "since": since})
+        else:
+            rows = self._query(
+                f"SELECT COUNT(*) AS n FROM (SELECT 1 {where} LIMIT :cap) capped",
+                {"a": account_id, "since": since, "cap": max(cap, 0)},
+            )
         return int(rows[0]["n"])
 
     def oldest_recent_send(self, account_id: str, since: datetime) -> datetime | None:
