@@ -140,7 +140,7 @@ class Settings(_Model):
     run_times: tuple[str, ...] = ("09:00", "14:00", "18:00")
     breaker_min_sends: int = Field(10, ge=1, le=100_000)
     breaker_failure_rate: float = Field(0.5, gt=0, le=1)
-    account_workers: int = Field(4, ge=1, le=64)
+    account_workers: int = Field(16, ge=1, le=64)
 
     @field_validator("timezone")
     @classmethod
