@@ -81,7 +81,7 @@ def config(accounts: int, channel: dict[str, Any] | None = None, **settings: Any
             "quiet_hours": None,
             **settings,
         },
-        "channel": channel or {"type": "console", "window_hours": 24, "messages_per_hour": 10**7},
+        "channel": channel or {"type": "console", "window_hours": 24, "messages_per_hour": 10**6},
         "accounts": [
             {
                 "id": f"acct_{a}",
