@@ -1,6 +1,6 @@
 """The engine at scale: every row of issue 11's table, one command each.
 
-    python bench/bench_engine.py dryrun --leads 1000000 --due 100000 [--text] [--store both]
+    python bench/bench_engine.py dryrun --leads 1000000 --due 100000 [--text] [--warm]
     python bench/bench_engine.py idle   --leads 1000000            # a real run, nothing due
     python bench/bench_engine.py send   --due 2000 --accounts 4     # loopback fake, no latency
     python bench/bench_engine.py inflight --accounts 50 --per-account 20 --latency 0.15
@@ -353,6 +353,9 @@ def cmd_dryrun(args: argparse.Namespace, tmp: Path) -> None:
         s = build(dialect, tmp, args.pg, args.leads, args.due, args.accounts, config(args.accounts))
         base = ["run", "--dry-run", "--now", NOW.isoformat(), "--config", str(s.cfg)]
         base += ["--db", s.url] + ([] if args.text else ["--json"])
+        if args.warm:
+            # the store as cron leaves it: a live run before (sends nothing with --limit 0)
+            cli("run", "--limit", "0", *base[2:6], "--db", s.url, ok=(0, 3))
         runs = [cli(*base) for _ in range(args.repeat)]
         sec, rss = median_of(runs)
         if args.text:
@@ -553,6 +556,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--leads", type=int, default=100_000)
     p.add_argument("--due", type=int, default=100_000)
     p.add_argument("--text", action="store_true", help="without --json (the table)")
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="one live run with --limit 0 first, untimed (what the cron runs leave behind)",
+    )
     p = sub.add_parser("idle")
     common(p, 10)
     p.add_argument("--leads", type=int, default=1_000_000)
