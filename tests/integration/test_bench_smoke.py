@@ -59,8 +59,9 @@ def test_dryrun_json_and_text(tmp_path, capsys, store) -> None:
     out = run(tmp_path, capsys, "dryrun", "--leads", "300", "--due", "30", "--store", store)
     assert "would_send 30," in out
     out = run(
-        tmp_path, capsys, "dryrun", "--text", "--leads", "300", "--due", "30", "--store", store
-    )
+        tmp_path, capsys, "dryrun", "--text", "--warm", "--leads", "300", "--due", "30",
+        "--store", store,
+    )  # fmt: skip
     assert f"dryrun (text) {store}: leads=300 due=30" in out
 
 
