@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from followup_cli.store import open_store
 from tests.helpers import LeadDB, base_config, followup, lead, write_config
 
@@ -184,3 +186,32 @@ def test_new_leads_we_wrote_to_too_recently_are_not_read(tmp_path: Path, db: Lea
     assert sent(db) == [("ready", "m1")]
     # two hours on, the other one is due and sent
     assert run(cfg, db, now + timedelta(hours=1))["sent"] == 1
+
+
+def test_storing_next_due_never_waits_for_a_lead_another_transaction_holds(
+    tmp_path: Path, db: LeadDB
+) -> None:
+    """Postgres: another run's transaction holding a lead's enrollment (a claim, a reconcile
+    over many leads) makes the planner skip that lead's stored time, not wait for it (two
+    runs locking many leads in different orders would deadlock)."""
+    if db.backend != "postgres":
+        pytest.skip("row locks: Postgres (SQLite serialises writers)")
+    import psycopg
+
+    store = open_store(db.url, "leads")
+    try:
+        store.start_enrollment("L1", "s1", "acct_a", ANCHOR, ANCHOR)
+        store.start_enrollment("L2", "s1", "acct_a", ANCHOR, ANCHOR)
+        with psycopg.connect(db.url) as other:  # a transaction, left open
+            other.execute("SET lock_timeout = '5s'")
+            other.execute("SELECT 1 FROM followup_enrollments WHERE lead_id = 'L1' FOR UPDATE")
+            store._run("SET lock_timeout = '2s'")  # noqa: SLF001 - a wait would fail, not hang
+            rows = [("L1", "s1", 0, M2_DUE), ("L2", "s1", 0, M2_DUE)]
+            assert store.set_next_due(rows, "digest") == 1
+        due = {
+            r["lead_id"]: r["next_due_at"]
+            for r in db.query("SELECT lead_id, next_due_at FROM followup_enrollments")
+        }
+        assert due["L1"] is None and due["L2"] is not None
+    finally:
+        store.close()

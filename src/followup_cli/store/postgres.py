@@ -135,16 +135,21 @@ class PostgresStore(SqlStore):
         return bool(rows[0]["ok"])
 
     def set_next_due(self, rows: Sequence[tuple[str, str, int, datetime]], config: str) -> int:
-        # one statement for the page instead of a round trip per enrollment
+        # One statement for the page instead of a round trip per enrollment. SKIP LOCKED:
+        # a row another transaction is changing (a claim, another run's reconcile) is left
+        # for the next run rather than waited for, so this never waits on, or deadlocks
+        # with, a transaction that locks many leads' enrollments in another order.
         if not rows:
             return 0
         lead_ids, seq_ids, versions, dues = (list(x) for x in zip(*rows, strict=True))
         return self._run(
             "UPDATE followup_enrollments e SET next_due_at = v.due, next_due_config = :cfg "
-            "FROM unnest(CAST(:l AS text[]), CAST(:s AS text[]), CAST(:v AS integer[]), "
+            "FROM (SELECT e2.lead_id, e2.sequence_id, v.due FROM followup_enrollments e2 "
+            "JOIN unnest(CAST(:l AS text[]), CAST(:s AS text[]), CAST(:v AS integer[]), "
             "CAST(:d AS timestamptz[])) AS v(l, s, ver, due) "
-            "WHERE e.lead_id = v.l AND e.sequence_id = v.s AND e.state_version = v.ver "
-            "AND e.ended_at IS NULL",
+            "ON e2.lead_id = v.l AND e2.sequence_id = v.s AND e2.state_version = v.ver "
+            "AND e2.ended_at IS NULL FOR UPDATE OF e2 SKIP LOCKED) v "
+            "WHERE e.lead_id = v.lead_id AND e.sequence_id = v.sequence_id",
             {"cfg": config, "l": lead_ids, "s": seq_ids, "v": versions, "d": dues},
         )
 
