@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import traceback
@@ -59,6 +60,27 @@ NowOpt = Annotated[
     typer.Option("--now", help="Pretend it is this time (ISO 8601; UTC when no offset)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+VerboseOpt = Annotated[
+    int,
+    typer.Option("--verbose", "-v", count=True, help="Log to stderr too (-v info, -vv debug)."),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only errors on stderr (no warnings).")
+]
+LogFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-format", envvar="FOLLOWUP_LOG_FORMAT", help="text, or json (one object a line)."
+    ),
+]
+LogFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-file",
+        envvar="FOLLOWUP_LOG_FILE",
+        help="Append the full log here (time, level, run id, account on every line).",
+    ),
+]
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -138,14 +160,66 @@ def run(
         typer.Option("--wait", min=0, help="Seconds to wait for another run's lock (SQLite)."),
     ] = 5.0,
     as_json: JsonOpt = False,
+    on_schedule: Annotated[
+        bool,
+        typer.Option(
+            "--on-schedule",
+            help="For a frequent cron tick or timer: run only when a slot of settings.run_times "
+            "(settings.timezone) is due and no run took it; otherwise exit 0 at once, writing "
+            "nothing.",
+        ),
+    ] = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = "text",
+    log_file: LogFileOpt = None,
+    metrics_file: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-file",
+            envvar="FOLLOWUP_METRICS_FILE",
+            help="Write Prometheus metrics of the run here (node_exporter textfile collector).",
+        ),
+    ] = None,
+    ping_url: Annotated[
+        str | None,
+        typer.Option(
+            "--ping-url",
+            envvar="FOLLOWUP_PING_URL",
+            help="Healthchecks-style URL pinged at start (/start) and end (/<exit code>).",
+        ),
+    ] = None,
+    ping_timeout: Annotated[
+        float,
+        typer.Option("--ping-timeout", min=0.1, help="Seconds a run waits for its pings at most."),
+    ] = 5.0,
 ) -> None:
     """The cron job: send every follow-up that is due now."""
+    from . import operate
     from .channels import make_channel
     from .crypto import BodyCipher
     from .engine import Engine, RunOptions
     from .runlock import RunLock
 
+    ops = operate.begin(
+        operate.RunOps(
+            config,
+            db,
+            dry_run=dry_run,
+            on_schedule=on_schedule,
+            account=account,
+            metrics_file=metrics_file,
+            ping_url=ping_url,
+            ping_timeout=ping_timeout,
+            quiet=quiet,
+            printer=lambda line: err.print(f"followup: {line}", markup=False),
+        ),
+        verbose,
+        _log_format(log_format),
+        log_file,
+    )
     loaded = _load(config)
+    ops.lead_table = loaded.config.settings.lead_table
     if account is not None and loaded.config.account(account) is None:
         raise ConfigError(f"--account {account}: no such account in {loaded.path}")
     when = _now(now)
@@ -158,6 +232,9 @@ def run(
     store = _store(loaded, db, config, migrate=not dry_run, readonly=dry_run)
     try:
         store.lead_columns()
+        if on_schedule and not ops.take_slot(store, loaded.config.settings, when or _wall()):
+            raise typer.Exit(0)  # no slot due, or another run took it: nothing to do
+        ops.started(when or _wall())
         # --json owns stdout: the console channel then prints to stderr
         channel = make_channel(loaded.config, stream=sys.stderr if as_json else None)
         progress = _progress() if sys.stderr.isatty() and not as_json and not dry_run else None
@@ -170,9 +247,15 @@ def run(
             cipher=cipher,
             progress=progress and progress[1],
             on_planned=plan.add if plan else None,
+            on_sent=ops.on_sent,
         )
         options = RunOptions(
-            now=when, dry_run=dry_run, account=account, limit=limit, budget_seconds=budget
+            now=when,
+            dry_run=dry_run,
+            account=account,
+            limit=limit,
+            budget_seconds=budget,
+            run_id=ops.run_id,
         )
         if lock is not None:
             with lock:
@@ -186,6 +269,7 @@ def run(
         if progress:
             progress[0].stop()
         channel.close()
+        code = ops.done(summary, store, loaded)
     finally:
         store.close()
     data = summary.as_dict()
@@ -201,13 +285,22 @@ def run(
     # before, so a row that stays bad is mailed once rather than three times a day.
     bad = data["bad_leads"] if dry_run or sys.stderr.isatty() else data["bad_leads_new"]
     for line in bad[:20]:
-        err.print(f"followup: warning: skipped {line}")
+        ops.say(logging.WARNING, f"warning: skipped {line}")
     if len(bad) > 20:
-        err.print(f"followup: warning: … and {len(bad) - 20} more bad lead rows")
-    code = summary.exit_code
-    if code == errors.EXIT_SEND_FAILURES:
-        err.print(f"followup: {_failure_line(data)}")
+        ops.say(logging.WARNING, f"warning: … and {len(bad) - 20} more bad lead rows")
+    if summary.exit_code == errors.EXIT_SEND_FAILURES:
+        ops.say(logging.ERROR, _failure_line(data))
     raise typer.Exit(code)
+
+
+def _wall() -> datetime:
+    return datetime.now(UTC)
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ConfigError(f"--log-format {value!r}: use text or json")
+    return value
 
 
 def _pending_migrations(store: SqlStore) -> bool:
@@ -369,6 +462,28 @@ def _print_dry_run(summary: Any, plan: _PlanSink) -> None:
         if data[key]:
             out.print(f"{label}: " + ", ".join(f"{k} {v}" for k, v in data[key].items()))
     out.print("Nothing was sent or written. Run without --dry-run to send.")
+
+
+@app.command("schedule")
+def schedule_command(
+    config: ConfigOpt = "sequences.yaml",
+    now: NowOpt = None,
+    count: Annotated[int, typer.Option("--count", min=1, max=100, help="Slots to show.")] = 6,
+) -> None:
+    """The schedule (settings.run_times in settings.timezone): the next slots, and the
+    systemd OnCalendar= line that wakes the tool at them."""
+    from .schedule import latest_slot, on_calendar, slots_between
+
+    loaded = _load(config, strict=False)
+    st = loaded.config.settings
+    when = _now(now) or datetime.now(UTC)
+    last = latest_slot(when, st)
+    out.print(f"run_times {', '.join(st.run_times) or '(none)'} in {st.timezone}")
+    if last:
+        out.print(f"  latest slot: {last.key} ({_fmt(last.at)} UTC)")
+    for s in slots_between(when, when + timedelta(days=max(2, count)), st)[:count]:
+        out.print(f"  next: {s.key} ({_fmt(s.at)} UTC)")
+    out.print(on_calendar(st))
 
 
 # ------------------------------------------------------------------- explain
@@ -1077,32 +1192,37 @@ def leads_command(
 
 
 def main(argv: list[str] | None = None) -> None:
+    from . import operate
+
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("FOLLOWUP_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    lines: list[str] = []
     try:
         # Standalone mode handles usage errors (exit 2), --help and typer.Exit itself and
         # always ends in SystemExit; our own errors and bugs come out here.
         app(args=args, prog_name="followup")
         code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except FollowupError as exc:
         if debug:
             traceback.print_exc()
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            err.print(f"followup: {line}", markup=False)
+        lines = str(exc).splitlines() or [type(exc).__name__]
         code = exc.exit_code
     except KeyboardInterrupt:
-        err.print("followup: interrupted")
+        lines = ["interrupted"]
         code = 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         if debug:
             traceback.print_exc()
-        err.print(
-            f"followup: unexpected error: {type(exc).__name__}: {exc} "
-            "(run with --debug for details)",
-            markup=False,
-        )
+        lines = [f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)"]
         code = errors.EXIT_UNEXPECTED
+    # A run records itself, writes its metrics and pings the end whatever way it ended.
+    code, repeated = operate.finish_current(code, "; ".join(lines) if lines else None)
+    if not repeated:
+        for line in lines:
+            err.print(f"followup: {line}", markup=False)
     sys.stdout.flush()
     sys.exit(code)
 

@@ -48,6 +48,7 @@ class RunOptions:
     account: str | None = None
     limit: int | None = None
     budget_seconds: float | None = None
+    run_id: str | None = None  # chosen by the caller, so that its logs carry it from the start
 
 
 @dataclass
@@ -251,7 +252,7 @@ class Engine:
     # ------------------------------------------------------------------ run
     def run(self, options: RunOptions) -> RunSummary:
         now = options.now or self.clock.now()
-        run_id = uuid.uuid4().hex[:12]
+        run_id = options.run_id or uuid.uuid4().hex[:12]
         summary = RunSummary(run_id=run_id, now=now, dry_run=options.dry_run)
         accounts = [a for a in self.config.accounts if options.account in (None, a.id)]
         budget = options.budget_seconds

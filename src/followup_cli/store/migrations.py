@@ -225,4 +225,18 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
             ),
         ],
     ),
+    (
+        # The schedule in one place (issue 10): the slot a run took (`run --on-schedule`),
+        # claimed once in followup_slots whatever the number of ticks, hosts or processes.
+        "0005_run_slots",
+        [
+            "ALTER TABLE followup_runs ADD COLUMN slot TEXT",
+            """CREATE TABLE IF NOT EXISTS followup_slots (
+                slot TEXT PRIMARY KEY,
+                run_id TEXT NOT NULL,
+                claimed_at {ts} NOT NULL
+            )""",
+            """CREATE INDEX IF NOT EXISTS followup_runs_started ON followup_runs (started_at)""",
+        ],
+    ),
 ]

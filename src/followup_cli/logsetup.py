@@ -1,0 +1,141 @@
+"""Logging: Python's ``logging`` under the ``followup`` logger, readable or JSON lines.
+
+Every record carries time (UTC, ISO 8601), level, run id and account (``-`` when a line is
+about the whole run). Where records go:
+
+* ``--log-file PATH``: the full record (INFO and up; DEBUG with ``-vv``), appended; the file
+  is reopened when logrotate moves it (``WatchedFileHandler``);
+* stderr: only with ``-v`` (INFO; ``-vv`` DEBUG), or with ``--log-format json`` and no log
+  file (systemd: journald keeps stderr). Otherwise stderr carries only the few human lines
+  cron mails (see ``operate.RunOps.say``), and ``-q`` keeps even those to errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+LOGGER = "followup"
+_HANDLER_MARK = "_followup_handler"
+
+_context: dict[str, str] = {"run_id": "-"}
+
+
+def set_run_id(run_id: str) -> None:
+    _context["run_id"] = run_id
+
+
+class _Context(logging.Filter):
+    """Fills ``run_id`` and ``account`` on records that do not carry them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "run_id", None):
+            record.run_id = _context["run_id"]
+        if not getattr(record, "account", None):
+            record.account = "-"
+        return True
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        line = (
+            f"{when} {record.levelname} run={record.run_id} "  # type: ignore[attr-defined]
+            f"account={record.account} {record.getMessage()}"  # type: ignore[attr-defined]
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _json_formatter() -> logging.Formatter:
+    from pythonjsonlogger.core import RESERVED_ATTRS
+    from pythonjsonlogger.json import JsonFormatter
+
+    class _Json(JsonFormatter):
+        def add_fields(
+            self, log_record: dict[str, Any], record: logging.LogRecord, message: dict[str, Any]
+        ) -> None:
+            super().add_fields(log_record, record, message)
+            log_record["time"] = datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            )
+            log_record["level"] = record.levelname
+            log_record["run_id"] = record.run_id  # type: ignore[attr-defined]
+            log_record["account"] = record.account  # type: ignore[attr-defined]
+            log_record["logger"] = record.name
+
+    return _Json(
+        "%(message)s",
+        reserved_attrs=[
+            *RESERVED_ATTRS,
+            "run_id",
+            "account",
+        ],
+        json_ensure_ascii=False,
+    )
+
+
+def configure(
+    verbose: int = 0,
+    quiet: bool = False,
+    fmt: str = "text",
+    log_file: str | None = None,
+    stream: TextIO | None = None,
+) -> bool:
+    """Install the handlers (replacing ours from an earlier call). Returns True when stderr
+    is a log destination (then human lines need not be printed twice)."""
+    logger = logging.getLogger(LOGGER)
+    for h in list(logger.handlers):
+        if getattr(h, _HANDLER_MARK, False):
+            logger.removeHandler(h)
+            h.close()
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    formatter = _json_formatter() if fmt == "json" else _TextFormatter()
+    level = logging.DEBUG if verbose >= 2 else logging.INFO
+    if log_file:
+        from logging.handlers import WatchedFileHandler
+
+        fh = WatchedFileHandler(log_file, encoding="utf-8")
+        fh.setLevel(level)
+        fh.setFormatter(formatter)
+        fh.addFilter(_Context())
+        setattr(fh, _HANDLER_MARK, True)
+        logger.addHandler(fh)
+    to_stderr = verbose > 0 or (fmt == "json" and not log_file)
+    if to_stderr:
+        sh = logging.StreamHandler(stream or sys.stderr)
+        sh.setLevel(logging.ERROR if quiet else level)
+        sh.setFormatter(formatter)
+        sh.addFilter(_Context())
+        setattr(sh, _HANDLER_MARK, True)
+        logger.addHandler(sh)
+    if not logger.handlers:
+        logger.addHandler(_null())
+    return to_stderr
+
+
+def _null() -> logging.Handler:
+    h = logging.NullHandler()
+    setattr(h, _HANDLER_MARK, True)
+    return h
+
+
+def reset() -> None:
+    """Remove our handlers (tests run many commands in one process)."""
+    logger = logging.getLogger(LOGGER)
+    for h in list(logger.handlers):
+        if getattr(h, _HANDLER_MARK, False):
+            logger.removeHandler(h)
+            h.close()
+    _context["run_id"] = "-"
+
+
+def get(name: str = "") -> logging.Logger:
+    return logging.getLogger(f"{LOGGER}.{name}" if name else LOGGER)
+
+
+__all__ = ["configure", "reset", "get", "set_run_id", "LOGGER"]

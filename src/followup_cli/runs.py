@@ -1,0 +1,162 @@
+"""The runs record: every ``followup run`` that starts leaves a row in ``followup_runs``,
+whatever its exit code (0, 3, and also 2, 75 and 1, which stop before the engine), and a
+run ``--on-schedule`` takes its slot in ``followup_slots`` once.
+
+Plain functions over a store (both dialects); ``status`` and the metrics read from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import datetime
+from typing import Any
+
+from .store.base import SqlStore, actor
+
+SLOT_MIGRATION = "0005_run_slots"
+
+
+def has_runs_table(store: SqlStore) -> bool:
+    return "0001_initial" not in store.pending_migrations()
+
+
+def has_slots(store: SqlStore) -> bool:
+    return SLOT_MIGRATION not in store.pending_migrations()
+
+
+def claim_slot(store: SqlStore, slot_key: str, run_id: str, at: datetime) -> bool:
+    """Take a slot for this run; False when another run (any host, any process) took it."""
+    with store.transaction():
+        n = store._run(
+            "INSERT INTO followup_slots (slot, run_id, claimed_at) VALUES (:s, :r, :at) "
+            "ON CONFLICT (slot) DO NOTHING",
+            {"s": slot_key, "r": run_id, "at": at},
+        )
+    return n > 0
+
+
+def release_slot(store: SqlStore, slot_key: str, run_id: str) -> None:
+    """Give a slot back (the run could not start, e.g. another run held the lock): the next
+    tick tries it again."""
+    with store.transaction():
+        store._run(
+            "DELETE FROM followup_slots WHERE slot = :s AND run_id = :r",
+            {"s": slot_key, "r": run_id},
+        )
+
+
+def slot_taken_by(store: SqlStore, slot_key: str) -> str | None:
+    rows = store._query("SELECT run_id FROM followup_slots WHERE slot = :s", {"s": slot_key})
+    return rows[0]["run_id"] if rows else None
+
+
+def record(
+    store: SqlStore,
+    run_id: str,
+    *,
+    started: datetime,
+    finished: datetime,
+    now: datetime | None,
+    exit_code: int,
+    slot: str | None,
+    summary: dict[str, Any] | None,
+) -> None:
+    """Finish this run's row with its final exit code and slot; insert the row when the
+    run stopped before the engine wrote one (exit 2, 75, 1)."""
+    slot_col = has_slots(store)
+    with store.transaction():
+        rows = store._query("SELECT summary FROM followup_runs WHERE run_id = :r", {"r": run_id})
+        if rows:
+            merged: dict[str, Any] = {}
+            if rows[0]["summary"]:
+                try:
+                    merged = json.loads(rows[0]["summary"])
+                except ValueError:
+                    merged = {}
+            merged.update(summary or {})
+            merged["exit_code"] = exit_code
+            sets = "finished_at = COALESCE(finished_at, :w), exit_code = :c, summary = :s"
+            if slot_col:
+                sets += ", slot = :slot"
+            store._run(
+                f"UPDATE followup_runs SET {sets} WHERE run_id = :r",
+                {
+                    "w": finished,
+                    "c": exit_code,
+                    "s": json.dumps(merged, default=str),
+                    "slot": slot,
+                    "r": run_id,
+                },
+            )
+            return
+        cols = (
+            "run_id, host, pid, actor, started_at, heartbeat_at, finished_at, business_now, "
+            "exit_code, summary"
+        )
+        vals = ":r, :h, :p, :a, :st, :w, :w, :n, :c, :s"
+        if slot_col:
+            cols += ", slot"
+            vals += ", :slot"
+        store._run(
+            f"INSERT INTO followup_runs ({cols}) VALUES ({vals})",
+            {
+                "r": run_id,
+                "h": socket.gethostname(),
+                "p": os.getpid(),
+                "a": actor(),
+                "st": started,
+                "w": finished,
+                "n": now or started,
+                "c": exit_code,
+                "s": json.dumps({**(summary or {}), "exit_code": exit_code}, default=str),
+                "slot": slot,
+            },
+        )
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    raw = row.get("summary")
+    try:
+        row["summary"] = json.loads(raw) if raw else {}
+    except ValueError:
+        row["summary"] = {}
+    return row
+
+
+def runs(store: SqlStore, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest runs first, summaries decoded."""
+    slot = ", slot" if has_slots(store) else ", NULL AS slot"
+    return [
+        _decode(r)
+        for r in store.rows(
+            "SELECT run_id, host, pid, actor, started_at, heartbeat_at, finished_at, "
+            f"business_now, exit_code, summary{slot} FROM followup_runs "
+            "ORDER BY started_at DESC, run_id DESC LIMIT :n",
+            {"n": limit},
+        )
+    ]
+
+
+def last_success(store: SqlStore) -> dict[str, Any] | None:
+    """The newest run that finished with exit 0."""
+    slot = ", slot" if has_slots(store) else ", NULL AS slot"
+    rows = store.rows(
+        "SELECT run_id, started_at, finished_at, business_now, exit_code, summary"
+        f"{slot} FROM followup_runs WHERE exit_code = 0 "
+        "ORDER BY finished_at DESC, run_id DESC LIMIT 1"
+    )
+    return _decode(rows[0]) if rows else None
+
+
+__all__ = [
+    "claim_slot",
+    "release_slot",
+    "slot_taken_by",
+    "record",
+    "runs",
+    "last_success",
+    "has_runs_table",
+    "has_slots",
+]

@@ -1,0 +1,446 @@
+"""Cron you can trust, on both stores: `run --on-schedule` runs each slot once (DST
+included, a missed slot caught up once, nothing written when no slot is due), every run
+that starts leaves a row in followup_runs whatever its exit code, logs carry the run id and
+the account, metrics parse with prometheus-client, pings reach a real loopback server and
+never hold the run."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from followup_cli import operate
+from followup_cli.config import Settings
+from followup_cli.store import open_store
+from tests.helpers import LeadDB, base_config, followup, graph_config, lead, write_config
+
+MADRID = Settings(timezone="Europe/Madrid", run_times=("02:30", "09:00", "14:00", "18:00"))
+
+
+def runs_table(db: LeadDB) -> list[dict[str, Any]]:
+    return db.query(
+        "SELECT run_id, exit_code, slot, summary FROM followup_runs ORDER BY started_at, run_id"
+    )
+
+
+def tick_all_day(db: LeadDB, day: datetime, every_minutes: int = 5) -> list[tuple[str, str]]:
+    """A cron tick every few minutes for 24 hours; (UTC time, slot) of the ticks that ran."""
+    store = open_store(db.url)
+    ran: list[tuple[str, str]] = []
+    try:
+        t = day
+        while t < day + timedelta(hours=24):
+            ops = operate.RunOps("sequences.yaml", db.url, on_schedule=True)
+            if ops.take_slot(store, MADRID, t):
+                ran.append((t.strftime("%H:%M"), ops.slot_label or ""))
+            t += timedelta(minutes=every_minutes)
+    finally:
+        store.close()
+    return ran
+
+
+# ------------------------------------------------------------------ the schedule
+
+
+def test_on_schedule__spring_dst_day_runs_each_slot_once_at_its_local_time(db):
+    # The first tick catches up the day before's 18:00 slot (no run took it yet).
+    ran = tick_all_day(db, datetime(2026, 3, 29, tzinfo=UTC))
+    assert ran == [
+        ("00:00", "2026-03-28 18:00 Europe/Madrid"),
+        ("01:30", "2026-03-29 02:30 Europe/Madrid"),  # not a wall time that day: 03:30 CEST
+        ("07:00", "2026-03-29 09:00 Europe/Madrid"),
+        ("12:00", "2026-03-29 14:00 Europe/Madrid"),
+        ("16:00", "2026-03-29 18:00 Europe/Madrid"),
+    ]
+
+
+def test_on_schedule__autumn_dst_day_runs_the_repeated_hour_once(db):
+    # The day before's 18:00 slot is caught up by the first tick; then each slot once.
+    ran = tick_all_day(db, datetime(2026, 10, 25, tzinfo=UTC))
+    assert ran == [
+        ("00:00", "2026-10-24 18:00 Europe/Madrid"),
+        ("00:30", "2026-10-25 02:30 Europe/Madrid"),  # 02:30 CEST; 02:30 CET is not run again
+        ("08:00", "2026-10-25 09:00 Europe/Madrid"),
+        ("13:00", "2026-10-25 14:00 Europe/Madrid"),
+        ("17:00", "2026-10-25 18:00 Europe/Madrid"),
+    ]
+
+
+def test_on_schedule__missed_slots_are_caught_up_once(db):
+    store = open_store(db.url)
+    try:
+        ran = []
+        # Host down from before 09:00 to 19:40: the 09:00, 14:00 and 18:00 slots were missed.
+        for t in (
+            datetime(2026, 3, 2, 19, 40, tzinfo=UTC),
+            datetime(2026, 3, 2, 19, 45, tzinfo=UTC),
+        ):
+            ops = operate.RunOps("sequences.yaml", db.url, on_schedule=True)
+            if ops.take_slot(store, MADRID, t):
+                ran.append(ops.slot_label)
+        assert ran == ["2026-03-02 18:00 Europe/Madrid"]
+    finally:
+        store.close()
+
+
+def scheduled_setup(tmp_path: Path, db: LeadDB) -> Path:
+    cfg = base_config()
+    cfg["settings"]["run_times"] = ["09:00", "14:00", "18:00"]
+    now = datetime(2026, 3, 2, 9, 5, tzinfo=UTC)
+    db.insert(
+        lead(
+            "l1",
+            last_inbound_at=now - timedelta(hours=5),
+            last_outbound_at=now - timedelta(hours=4),
+        )
+    )
+    return write_config(tmp_path / "sequences.yaml", cfg)
+
+
+def test_run_on_schedule__once_per_slot_and_a_tick_with_nothing_due_writes_nothing(tmp_path, db):
+    cfg = scheduled_setup(tmp_path, db)
+    args = ("run", "--on-schedule", "--config", str(cfg), "--db", db.url)
+    first = followup(*args, "--now", "2026-03-02T09:05:00+01:00")
+    assert (first.returncode, first.stderr) == (0, "")  # (the console channel prints)
+    assert [r["slot"] for r in runs_table(db)] == ["2026-03-02 09:00 Europe/Madrid"]
+    assert [t["status"] for t in db.tracking()] == ["sent"]
+    before = (db.query("SELECT COUNT(*) AS n FROM followup_audit")[0]["n"], runs_table(db))
+    again = followup(*args, "--now", "2026-03-02T09:10:00+01:00")
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    assert (db.query("SELECT COUNT(*) AS n FROM followup_audit")[0]["n"], runs_table(db)) == before
+    later = followup(*args, "--now", "2026-03-02T14:00:00+01:00")
+    assert later.returncode == 0, later.stderr
+    assert [r["slot"] for r in runs_table(db)][-1] == "2026-03-02 14:00 Europe/Madrid"
+
+
+def test_run_on_schedule__dry_run_takes_no_slot(tmp_path, db):
+    cfg = scheduled_setup(tmp_path, db)
+    args = ("run", "--on-schedule", "--config", str(cfg), "--db", db.url)
+    followup("migrate", "--config", str(cfg), "--db", db.url)
+    dry = followup(*args, "--dry-run", "--now", "2026-03-02T09:05:00+01:00")
+    assert dry.returncode == 0, dry.stderr
+    assert "would be sent" in dry.stdout
+    assert db.query("SELECT COUNT(*) AS n FROM followup_slots")[0]["n"] == 0
+    assert runs_table(db) == []
+
+
+# ------------------------------------------------------------------ the runs record
+
+
+def test_every_run_that_starts_leaves_a_row__exit_0_2_and_3(tmp_path, db, graph, monkeypatch):
+    cfg_path = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    db.insert(
+        lead(
+            "l1",
+            last_inbound_at=now - timedelta(hours=5),
+            last_outbound_at=now - timedelta(hours=4),
+        ),
+        lead(
+            "l2",
+            last_inbound_at=now - timedelta(hours=5),
+            last_outbound_at=now - timedelta(hours=4),
+        ),
+    )
+    env = {"FOLLOWUP_TOKEN_A": "tok-a"}
+    graph.fail(551, recipient_id="ig_l2")
+    three = followup(
+        "run", "--config", str(cfg_path), "--db", db.url, "--now", now.isoformat(), env=env
+    )
+    assert three.returncode == 3, three.stderr
+    assert three.stdout == "" and len(three.stderr.strip().splitlines()) == 1
+    ok = followup(
+        "run", "--config", str(cfg_path), "--db", db.url, "--now", now.isoformat(), env=env
+    )
+    assert ok.returncode == 0, ok.stderr
+    # A broken config: exit 2, nothing sent, and still a row saying why.
+    broken = base_config()
+    broken["sequences"][0]["messages"][0]["template"] = "{{ lead.first_name "
+    bad = write_config(tmp_path / "broken.yaml", broken)
+    two = followup("run", "--config", str(bad), "--db", db.url, "--now", now.isoformat())
+    assert two.returncode == 2
+    rows = runs_table(db)
+    assert [r["exit_code"] for r in rows] == [3, 0, 2]
+    assert "broken.yaml" in json.loads(rows[2]["summary"])["error"]
+
+
+def test_a_held_lock__exit_75_leaves_a_row_and_gives_the_slot_back(tmp_path):
+    from followup_cli.runlock import RunLock
+
+    db = LeadDB.sqlite(tmp_path)
+    cfg = scheduled_setup(tmp_path, db)
+    followup("migrate", "--config", str(cfg), "--db", db.url)
+    args = ("run", "--on-schedule", "--config", str(cfg), "--db", db.url, "--wait", "0")
+    with RunLock(f"{db.url}.lock"):
+        held = followup(*args, "--now", "2026-03-02T09:05:00+01:00")
+    assert held.returncode == 75
+    assert [(r["exit_code"], r["slot"]) for r in runs_table(db)] == [
+        (75, "2026-03-02 09:00 Europe/Madrid")
+    ]
+    retry = followup(*args, "--now", "2026-03-02T09:10:00+01:00")
+    assert retry.returncode == 0, retry.stderr
+    assert [r["exit_code"] for r in runs_table(db)] == [75, 0]
+    assert [t["status"] for t in db.tracking()] == ["sent"]
+
+
+def test_on_schedule__a_broken_config_is_said_once_not_at_every_tick(tmp_path, db):
+    scheduled_setup(tmp_path, db)
+    broken = base_config()
+    broken["sequences"][0]["messages"][0]["template"] = "{{ lead.first_name "
+    bad = write_config(tmp_path / "broken.yaml", broken)
+    followup("migrate", "--config", str(tmp_path / "sequences.yaml"), "--db", db.url)
+    args = ("run", "--on-schedule", "--config", str(bad), "--db", db.url)
+    first = followup(*args, "--now", "2026-03-02T09:05:00+01:00")
+    second = followup(*args, "--now", "2026-03-02T09:10:00+01:00")
+    assert (first.returncode, second.returncode) == (2, 2)
+    assert "broken.yaml" in first.stderr
+    assert second.stderr == ""
+    assert [r["exit_code"] for r in runs_table(db)] == [2]
+
+
+# ------------------------------------------------------------------ logs
+
+
+def test_json_logs__every_line_has_time_level_run_id_and_account(tmp_path, db, graph):
+    cfg_path = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    db.insert(
+        lead(
+            "l1",
+            last_inbound_at=now - timedelta(hours=5),
+            last_outbound_at=now - timedelta(hours=4),
+        )
+    )
+    log = tmp_path / "run.log"
+    r = followup(
+        "run",
+        "--config",
+        str(cfg_path),
+        "--db",
+        db.url,
+        "--now",
+        now.isoformat(),
+        "--log-format",
+        "json",
+        "--log-file",
+        str(log),
+        env={"FOLLOWUP_TOKEN_A": "tok-a"},
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    run_id = runs_table(db)[0]["run_id"]
+    assert lines and all({"time", "level", "run_id", "account", "message"} <= set(x) for x in lines)
+    assert {x["run_id"] for x in lines} == {run_id}
+    sent = [x for x in lines if x["message"].startswith("sent ")]
+    assert [(x["account"], x["lead"], x["level"]) for x in sent] == [("acct_a", "l1", "INFO")]
+    assert "tok-a" not in log.read_text()
+
+
+def test_text_logs_and_verbosity(tmp_path, db):
+    cfg = scheduled_setup(tmp_path, db)
+    r = followup(
+        "run", "--config", str(cfg), "--db", db.url, "--now", "2026-03-02T09:05:00+01:00", "-v"
+    )
+    assert r.returncode == 0
+    lines = r.stderr.strip().splitlines()
+    assert lines and all(" run=" in x and " account=" in x for x in lines)
+    assert any("account=acct_a" in x and "INFO" in x for x in lines)
+
+
+def test_bad_row_warning__mailed_once_per_problem_and_kept_in_the_log(tmp_path, db):
+    cfg = scheduled_setup(tmp_path, db)
+    db.insert(lead("bad", recipient_id=None, last_outbound_at="2026-03-02T05:00:00Z"))
+    log = tmp_path / "run.log"
+    args = ("run", "--config", str(cfg), "--db", db.url, "--log-file", str(log))
+    first = followup(*args, "--now", "2026-03-02T09:05:00+01:00")
+    second = followup(*args, "--now", "2026-03-02T14:05:00+01:00")
+    assert first.returncode == second.returncode == 0
+    assert "bad" in first.stderr and second.stderr == ""
+    assert log.read_text().count("warning: skipped") == 1
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_metrics_file__parses_and_counts_per_account(tmp_path, db, graph):
+    cfg_path = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    db.insert(
+        lead(
+            "l1",
+            last_inbound_at=now - timedelta(hours=5),
+            last_outbound_at=now - timedelta(hours=4),
+        ),
+        lead(
+            "l2",
+            last_inbound_at=now - timedelta(hours=5),
+            last_outbound_at=now - timedelta(hours=4),
+        ),
+    )
+    graph.fail(551, recipient_id="ig_l2")
+    prom = tmp_path / "followup.prom"
+    r = followup(
+        "run",
+        "--config",
+        str(cfg_path),
+        "--db",
+        db.url,
+        "--now",
+        now.isoformat(),
+        "--metrics-file",
+        str(prom),
+        env={"FOLLOWUP_TOKEN_A": "tok-a"},
+    )
+    assert r.returncode == 3
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(prom.read_text())
+        for s in fam.samples
+    }
+    assert samples[("followup_sent", (("account", "acct_a"),))] == 1
+    assert samples[("followup_failed", (("account", "acct_a"), ("code", "551")))] == 1
+    assert samples[("followup_unknown", (("account", "acct_a"),))] == 0
+    assert samples[("followup_run_exit_code", ())] == 3
+    assert samples[("followup_last_success_timestamp_seconds", ())] == 0
+    assert samples[("followup_run_duration_seconds", ())] > 0
+    assert not list(tmp_path.glob("followup.prom.*"))  # written via a temporary, renamed
+    ok = followup(
+        "run",
+        "--config",
+        str(cfg_path),
+        "--db",
+        db.url,
+        "--now",
+        now.isoformat(),
+        "--metrics-file",
+        str(prom),
+        env={"FOLLOWUP_TOKEN_A": "tok-a"},
+    )
+    assert ok.returncode == 0
+    fams = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+    assert fams["followup_last_success_timestamp_seconds"].samples[0].value > time.time() - 60
+
+
+# ------------------------------------------------------------------ pings
+
+
+class PingServer:
+    def __init__(self, hang: float = 0.0) -> None:
+        self.hits: list[tuple[str, str, str]] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n).decode() if n else ""
+                outer.hits.append((self.command, self.path, body))
+                if hang:
+                    outer.release.wait(hang)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"OK")
+                except OSError:
+                    pass  # the client gave up waiting, as it should
+
+            do_GET = do_POST = _any
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.release = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> PingServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/ping/abc-123"
+
+
+def test_ping__start_and_end_with_the_exit_code_and_run_id(tmp_path, db):
+    cfg = scheduled_setup(tmp_path, db)
+    with PingServer() as ps:
+        r = followup(
+            "run",
+            "--config",
+            str(cfg),
+            "--db",
+            db.url,
+            "--now",
+            "2026-03-02T09:05:00+01:00",
+            "--ping-url",
+            ps.url,
+        )
+    assert r.returncode == 0, r.stderr
+    run_id = runs_table(db)[0]["run_id"]
+    paths = sorted((m, p) for m, p, _ in ps.hits)
+    assert paths == [
+        ("GET", f"/ping/abc-123/start?rid={run_id}"),
+        ("POST", f"/ping/abc-123/0?rid={run_id}"),
+    ]
+    assert "1 sent" in next(b for m, _, b in ps.hits if m == "POST")
+
+
+def test_ping__a_server_that_hangs_never_holds_the_run(tmp_path, db):
+    cfg = scheduled_setup(tmp_path, db)
+    with PingServer(hang=30) as ps:
+        t0 = time.monotonic()
+        r = followup(
+            "run",
+            "--config",
+            str(cfg),
+            "--db",
+            db.url,
+            "--now",
+            "2026-03-02T09:05:00+01:00",
+            "--ping-url",
+            ps.url,
+            "--ping-timeout",
+            "1",
+            "--log-file",
+            str(tmp_path / "log"),
+        )
+        took = time.monotonic() - t0
+    assert r.returncode == 0 and r.stderr == ""
+    assert took < 10
+    assert [t["status"] for t in db.tracking()] == ["sent"]
+    assert "ping to 127.0.0.1" in (tmp_path / "log").read_text()
+
+
+def test_ping__unreachable_url_is_a_logged_warning_not_a_failure(tmp_path, db):
+    cfg = scheduled_setup(tmp_path, db)
+    r = followup(
+        "run",
+        "--config",
+        str(cfg),
+        "--db",
+        db.url,
+        "--now",
+        "2026-03-02T09:05:00+01:00",
+        "--ping-url",
+        "http://127.0.0.1:9/x",
+        "--ping-timeout",
+        "1",
+        "--log-file",
+        str(tmp_path / "log"),
+    )
+    assert (r.returncode, r.stderr) == (0, "")
+    assert "ping to 127.0.0.1:9 failed" in (tmp_path / "log").read_text()
