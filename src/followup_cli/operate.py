@@ -58,10 +58,11 @@ class RunOps:
 
     # ---------------------------------------------------------------- lines
     def say(self, level: int, line: str, account: str | None = None) -> None:
-        """A line for the operator: logged; printed on stderr unless stderr is already a log
-        destination; ``-q`` keeps only errors."""
+        """A line for the operator: logged; a warning or an error is also printed on stderr
+        (what cron mails) unless stderr is already a log destination; ``-q`` keeps only
+        errors there."""
         log.log(level, line, extra={"account": account or "-"})
-        if self.stderr_logs or self.printer is None:
+        if self.stderr_logs or self.printer is None or level < logging.WARNING:
             return
         if self.quiet and level < logging.ERROR:
             return

@@ -174,7 +174,10 @@ def test_sqlite__overlapping_runs_exit_75_naming_the_run_that_holds_the_lock(
         assert lines[0].startswith("followup: another run holds the lock on ")
         assert f"(pid {holder.pid} on " in lines[0]
     assert_each_once(graph, db, ids)
-    assert len(db.query("SELECT run_id FROM followup_runs")) == 1  # the others did nothing
+    # The others sent nothing, and each left a row saying exit 75 (issue 10: every run that
+    # starts is recorded, whatever its exit code).
+    codes = sorted(r["exit_code"] for r in db.query("SELECT exit_code FROM followup_runs"))
+    assert codes == [0] + [75] * (runs - 1)
 
 
 @SQLITE_ONLY
