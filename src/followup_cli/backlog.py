@@ -50,11 +50,13 @@ def estimate(
         key=lambda c: (c is None, c or now),
     )
     due = len(closes)
+    rate, per_day = cfg.rate_limits(account)
     out: dict[str, Any] = {
         "due": due,
         "servable": due,
         "lost": 0,
-        "messages_per_hour": cfg.channel.messages_per_hour,
+        "messages_per_hour": rate,
+        "messages_per_day": per_day,
         "next_run": None,
     }
     if not due:
@@ -65,7 +67,12 @@ def estimate(
     slots = slots_between(now, horizon + timedelta(days=1), st)
     if slots:
         out["next_run"] = slots[0].at.isoformat()
-    rate = cfg.channel.messages_per_hour
+    tz = ZoneInfo(st.timezone)
+    day_left: dict[Any, float] = {}
+    if per_day is not None:
+        today = now.astimezone(tz).date()
+        start = datetime.combine(today, time(0), tzinfo=tz)
+        day_left[today] = max(0, per_day - store.recent_sends(account.id, start))
     # Sending chunks: (start time, capacity): one per hour of each run's budget.
     chunks: list[list[Any]] = []
     for i, s in enumerate(slots):
@@ -78,8 +85,16 @@ def estimate(
                 chunks.append([at, rate])
     servable = 0
     ci = 0
+
+    def room(chunk: list[Any]) -> bool:
+        if chunk[1] <= 0:
+            return False
+        if per_day is None:
+            return True
+        return day_left.setdefault(chunk[0].astimezone(tz).date(), per_day) > 0
+
     for close in closes:
-        while ci < len(chunks) and chunks[ci][1] <= 0:
+        while ci < len(chunks) and not room(chunks[ci]):
             ci += 1
         if ci >= len(chunks):
             break
@@ -87,6 +102,8 @@ def estimate(
         if close is not None and at >= close:
             continue  # its window closes before any run can send it
         chunks[ci][1] -= 1
+        if per_day is not None:
+            day_left[at.astimezone(tz).date()] -= 1
         servable += 1
     out["servable"] = servable
     out["lost"] = due - servable
@@ -122,7 +139,8 @@ def say_backlog(
             continue
         line = (
             f"account {acct.id}: {est['lost']} of {est['due']} due follow-up(s) will miss their "
-            f"messaging window: {est['messages_per_hour']}/h lets out {est['servable']} in time; "
+            f"messaging window: the account's limits ({_limits(est)}) let out {est['servable']} in "
+            "time; "
             "raise channel.messages_per_hour if Meta allows it, add run_times, or narrow the "
             "triggers (`followup handoff` lists them for humans)"
         )
@@ -141,6 +159,13 @@ def say_backlog(
         news.append(line)
         ops.say(logging.ERROR, line, acct.id)
     return backlog, news
+
+
+def _limits(est: dict[str, Any]) -> str:
+    out = f"{est['messages_per_hour']}/h"
+    if est.get("messages_per_day"):
+        out += f", {est['messages_per_day']}/day"
+    return out
 
 
 def _said_today(store: SqlStore, zone: str, account_id: str, now: datetime) -> bool:

@@ -443,3 +443,77 @@ def test_ping__unreachable_url_is_a_logged_warning_not_a_failure(tmp_path, db):
     )
     assert (r.returncode, r.stderr) == (0, "")
     assert "ping to 127.0.0.1:9 failed" in (tmp_path / "log").read_text()
+
+
+# ------------------------------------------------------------------ the backlog
+
+
+def backlog_setup(tmp_path: Path, db: LeadDB, per_hour: int, n: int = 5) -> Path:
+    cfg = base_config(
+        channel={"type": "console", "window_hours": 24, "messages_per_hour": per_hour}
+    )
+    cfg["settings"]["run_times"] = ["09:00", "14:00", "18:00"]
+    now = datetime(2026, 3, 2, 8, 5, tzinfo=UTC)  # 09:05 Madrid
+    # Windows close at 10:05 UTC, before the 14:00 slot: only this run can serve them.
+    db.insert(
+        *(
+            lead(
+                f"l{i}",
+                last_inbound_at=now - timedelta(hours=22),
+                last_outbound_at=now - timedelta(hours=21),
+            )
+            for i in range(n)
+        )
+    )
+    return write_config(tmp_path / "sequences.yaml", cfg)
+
+
+def test_backlog__losses_are_said_with_exit_3_once_a_day_per_account(tmp_path, db):
+    cfg = backlog_setup(tmp_path, db, per_hour=1)
+    prom = tmp_path / "f.prom"
+    args = ("run", "--config", str(cfg), "--db", db.url, "--metrics-file", str(prom))
+    first = followup(*args, "--now", "2026-03-02T09:05:00+01:00")
+    assert first.returncode == 3, first.stderr
+    lines = first.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "account acct_a: 4 of 4 due follow-up(s) will miss their messaging window" in lines[0]
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(prom.read_text())
+        for s in fam.samples
+    }
+    assert samples[("followup_backlog", (("account", "acct_a"),))] == 4
+    assert samples[("followup_backlog_lost", (("account", "acct_a"),))] == 4
+    # The same day: still lost, said in the summary and the log, but no second exit 3.
+    again = followup(*args, "--now", "2026-03-02T09:35:00+01:00", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["accounts"]["acct_a"]["deferred"] == {"rate_limit": 4}
+    rows = runs_table(db)
+    assert [r["exit_code"] for r in rows] == [3, 0]
+    assert json.loads(rows[1]["summary"])["backlog"]["acct_a"]["lost"] == 4
+
+
+def test_backlog__that_fits_before_the_windows_close_is_not_news(tmp_path, db):
+    cfg = base_config(channel={"type": "console", "window_hours": 24, "messages_per_hour": 1})
+    cfg["settings"]["run_times"] = ["09:00", "14:00", "18:00"]
+    now = datetime(2026, 3, 2, 8, 5, tzinfo=UTC)
+    # Windows close 19 hours from now: the 14:00 run serves what this one cannot.
+    db.insert(
+        *(
+            lead(
+                f"l{i}",
+                last_inbound_at=now - timedelta(hours=5),
+                last_outbound_at=now - timedelta(hours=4),
+            )
+            for i in range(3)
+        )
+    )
+    path = write_config(tmp_path / "sequences.yaml", cfg)
+    r = followup("run", "--config", str(path), "--db", db.url, "--now", now.isoformat(), "--json")
+    assert r.returncode == 0
+    assert "will miss" not in r.stderr  # (the console channel prints its message there)
+    data = json.loads(r.stdout)
+    assert data["deferred"] == {"rate_limit": 2}
+    summary = json.loads(runs_table(db)[0]["summary"])
+    assert summary["backlog"]["acct_a"]["due"] == 2
+    assert summary["backlog"]["acct_a"]["lost"] == 0
