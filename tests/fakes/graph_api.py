@@ -23,6 +23,21 @@ What it covers
   still deliver (:meth:`FakeGraphAPI.delay`) and connections closed without an answer
   (:meth:`FakeGraphAPI.drop`). A hook (:meth:`FakeGraphAPI.on_request`) runs mid-request.
 
+* Token endpoints (Instagram API with Instagram Login), in the documented wire format:
+
+  - ``GET /{api_version}/me?fields=user_id,username`` (Bearer or ``access_token``) answers
+    the requested fields of the token's account plus ``id``;
+  - ``GET /{api_version}/debug_token?input_token=T`` answers ``{"data": {"is_valid",
+    "expires_at", "issued_at", "scopes", "user_id", "type", "application"}}``
+    (``is_valid: false`` with an ``error`` object for a token it does not know);
+  - ``GET /refresh_access_token?grant_type=ig_refresh_token&access_token=T`` (unversioned)
+    answers ``{"access_token", "token_type": "bearer", "expires_in"}`` with a new token
+    valid 60 days. The fake retires the old token at once (stricter than Meta, which lets
+    it run to its expiry), so a test sees which one the tool uses.
+
+  Expiry times per token: :attr:`FakeGraphAPI.expires_at` (Unix time; 60 days from start by
+  default; ``0`` = never). An expired token answers code 190 like a bad one.
+
 What it does not cover
 ----------------------
 * Real messaging semantics: the 24-hour window, opt-outs, blocked users, per-account rate
@@ -57,6 +72,7 @@ from urllib.parse import parse_qs, urlsplit
 __all__ = ["Call", "FakeGraphAPI", "Script", "DEFAULT_MESSAGES", "MAX_TEXT_CHARS"]
 
 MAX_TEXT_CHARS = 1000
+LONG_LIVED_SECONDS = 5_183_944  # what Meta answers as expires_in for a 60-day token
 ATTACHMENT_TYPES = frozenset({"image", "video", "audio", "file"})
 HUMAN_AGENT = "HUMAN_AGENT"
 
@@ -333,6 +349,10 @@ class FakeGraphAPI:
         self._thread: threading.Thread | None = None
         #: Exceptions raised by ``on_request``/``on_response`` hooks (answered as HTTP 500).
         self.hook_errors: list[BaseException] = []
+        #: Token -> Unix time it expires (0 = never); unknown tokens get 60 days from now.
+        self.expires_at: dict[str, int] = {}
+        self.issued_at: dict[str, int] = {}
+        self.refreshes: list[str] = []  # new tokens handed out by /refresh_access_token
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -635,10 +655,107 @@ class FakeGraphAPI:
                 ok = False
         return ok
 
+    # -- token endpoints ------------------------------------------------------------------
+
+    def _expiry(self, token: str) -> int:
+        return self.expires_at.setdefault(token, int(time.time()) + LONG_LIVED_SECONDS)
+
+    def _token_owner(self, token: str | None) -> str | None:
+        """The ig_user_id a valid, unexpired token belongs to (any id when tokens is None)."""
+        if not token:
+            return None
+        exp = self._expiry(token)
+        if exp and exp <= time.time():
+            return None
+        if self.tokens is None:
+            return "17841400000000000"
+        for ig_user_id, valid in self.tokens.items():
+            if valid == token:
+                return ig_user_id
+        return None
+
+    def _handle_token_endpoint(self, handler: _Handler, call: Call, path: str, query: dict) -> bool:
+        """``/me``, ``/debug_token``, ``/refresh_access_token`` (GET); False for other paths."""
+        me = re.match(r"^/(v\d+\.\d+)/me/?$", path)
+        debug = re.match(r"^/(v\d+\.\d+)/debug_token/?$", path)
+        refresh = path.rstrip("/") == "/refresh_access_token"
+        if handler.command != "GET" or not (me or debug or refresh):
+            return False
+        call.body = handler.read_body()
+        token = _bearer_token(call.headers) or _first(query.get("access_token"))
+        self._record(call)
+        owner = self._token_owner(token)
+        if owner is None:
+            self._finish(handler, call, 400, graph_error(190))
+            return True
+        call.ig_user_id = owner
+        if me:
+            fields = (_first(query.get("fields")) or "id").split(",")
+            known = {"id": owner, "user_id": owner, "username": f"user_{owner[-4:]}"}
+            body = {f: known[f] for f in fields if f in known}
+            body["id"] = owner
+            self._finish(handler, call, 200, body)
+        elif debug:
+            inspected = _first(query.get("input_token")) or ""
+            who = self._token_owner(inspected)
+            if who is None:
+                data: dict[str, Any] = {
+                    "is_valid": False,
+                    "error": {"code": 190, "message": "Invalid OAuth access token"},
+                    "scopes": [],
+                }
+            else:
+                data = {
+                    "type": "USER",
+                    "application": "followup-fake",
+                    "is_valid": True,
+                    "issued_at": self.issued_at.get(inspected, int(time.time()) - 86_400 * 2),
+                    "expires_at": self._expiry(inspected),
+                    "scopes": ["instagram_business_basic", "instagram_business_manage_messages"],
+                    "user_id": who,
+                }
+            self._finish(handler, call, 200, {"data": data})
+        else:
+            if _first(query.get("grant_type")) != "ig_refresh_token":
+                self._finish(
+                    handler,
+                    call,
+                    400,
+                    graph_error(100, "(#100) grant_type must be ig_refresh_token"),
+                )
+                return True
+            new = "tok-" + secrets.token_urlsafe(12)
+            assert token is not None
+            if self.tokens is not None:
+                self.tokens[owner] = new
+            self.expires_at[new] = int(time.time()) + LONG_LIVED_SECONDS
+            self.issued_at[new] = int(time.time())
+            self.refreshes.append(new)
+            self._finish(
+                handler,
+                call,
+                200,
+                {"access_token": new, "token_type": "bearer", "expires_in": LONG_LIVED_SECONDS},
+            )
+        return True
+
     def _handle(self, handler: _Handler) -> None:
         split = urlsplit(handler.path)
         headers = dict(handler.headers.items())
         match = _PATH_RE.match(split.path)
+        if match is None:
+            token_call = Call(
+                method=handler.command,
+                path=handler.path,
+                ig_user_id=None,
+                headers=headers,
+                json=None,
+                recipient_id=None,
+                text=None,
+                attachment=None,
+            )
+            if self._handle_token_endpoint(handler, token_call, split.path, parse_qs(split.query)):
+                return
         call = Call(
             method=handler.command,
             path=handler.path,
@@ -770,6 +887,8 @@ class FakeGraphAPI:
     def _check_token(self, owner: str, token: str | None) -> dict[str, Any] | None:
         if not token:
             return graph_error(190)
+        if self.expires_at.get(token) and self.expires_at[token] <= time.time():
+            return graph_error(190, "Error validating access token: Session has expired")
         if self.tokens is None:
             return None
         if token not in self.tokens.values():

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from followup_cli import operate
@@ -517,3 +518,124 @@ def test_backlog__that_fits_before_the_windows_close_is_not_news(tmp_path, db):
     summary = json.loads(runs_table(db)[0]["summary"])
     assert summary["backlog"]["acct_a"]["due"] == 2
     assert summary["backlog"]["acct_a"]["lost"] == 0
+
+
+# ------------------------------------------------------------------ status
+
+
+def status(cfg: Path, db: LeadDB, now: str, *extra: str, env: dict[str, str] | None = None):
+    r = followup(
+        "status", "--config", str(cfg), "--db", db.url, "--now", now, "--json", *extra, env=env
+    )
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_status__healthy_after_a_success_and_unhealthy_when_it_is_too_old(tmp_path, db):
+    cfg = scheduled_setup(tmp_path, db)
+    run = followup(
+        "run",
+        "--on-schedule",
+        "--config",
+        str(cfg),
+        "--db",
+        db.url,
+        "--now",
+        "2026-03-02T09:05:00+01:00",
+    )
+    assert run.returncode == 0, run.stderr
+    code, data = status(cfg, db, "2026-03-02T12:00:00+01:00")
+    assert code == 0 and data["healthy"] is True
+    assert data["slots"]["09:00"]["exit_code"] == 0
+    assert data["slots"]["09:00"]["slot"] == "2026-03-02 09:00 Europe/Madrid"
+    assert data["slots"]["14:00"] is None
+    assert data["last_success_age_hours"] == pytest.approx(2.92, abs=0.01)
+    code, data = status(cfg, db, "2026-03-03T12:00:00+01:00", "--max-age-hours", "26")
+    assert code == 3 and data["healthy"] is False
+    assert "more than 26 h" in data["problems"][0]
+    screen = followup(
+        "status", "--config", str(cfg), "--db", db.url, "--now", "2026-03-03T12:00:00+01:00"
+    )
+    assert screen.returncode == 3 and "UNHEALTHY" in screen.stdout and "slot 09:00" in screen.stdout
+
+
+def test_status__says_the_backlog_that_will_be_lost_and_the_failed_slot(tmp_path, db):
+    cfg = backlog_setup(tmp_path, db, per_hour=1)
+    run = followup(
+        "run",
+        "--on-schedule",
+        "--config",
+        str(cfg),
+        "--db",
+        db.url,
+        "--now",
+        "2026-03-02T09:05:00+01:00",
+    )
+    assert run.returncode == 3
+    code, data = status(cfg, db, "2026-03-02T09:30:00+01:00")
+    assert code == 3  # no success yet
+    a = data["accounts"]["acct_a"]
+    assert (a["backlog"]["due"], a["backlog"]["servable"], a["backlog"]["lost"]) == (4, 0, 4)
+    assert data["slots"]["09:00"]["exit_code"] == 3
+    assert any("4 of 4 due follow-up(s) will miss" in p for p in data["problems"])
+    assert a["token"] is None  # the console channel has no token
+
+
+def test_status__stopped_account_unknown_followups_and_token_state(tmp_path, db, graph):
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    db.insert(
+        lead(
+            "l1",
+            last_inbound_at=now - timedelta(hours=5),
+            last_outbound_at=now - timedelta(hours=4),
+        ),
+        lead(
+            "l2",
+            last_inbound_at=now - timedelta(hours=5),
+            last_outbound_at=now - timedelta(hours=4),
+        ),
+    )
+    graph.drop(recipient_id="ig_l1", delivered=True)  # the answer never comes: unknown
+    r = followup(
+        "run",
+        "--config",
+        str(cfg),
+        "--db",
+        db.url,
+        "--now",
+        now.isoformat(),
+        env={"FOLLOWUP_TOKEN_A": "tok-a"},
+    )
+    assert r.returncode == 3
+    db.insert(
+        lead(
+            "l3",
+            last_inbound_at=now - timedelta(hours=5),
+            last_outbound_at=now - timedelta(hours=4),
+        )
+    )
+    r = followup(
+        "run",
+        "--config",
+        str(cfg),
+        "--db",
+        db.url,
+        "--now",
+        (now + timedelta(minutes=5)).isoformat(),
+        env={"FOLLOWUP_TOKEN_A": "bad"},
+    )
+    assert r.returncode == 3 and "stopped" in r.stderr
+    code, data = status(cfg, db, (now + timedelta(minutes=10)).isoformat())
+    a = data["accounts"]["acct_a"]
+    assert a["unknown"] == 1
+    assert a["stopped"].startswith("by the last run: account acct_a stopped")
+    assert (a["token"]["is_set"], a["token"]["problem"]) == (False, "FOLLOWUP_TOKEN_A is not set")
+    code, data = status(
+        cfg,
+        db,
+        (now + timedelta(minutes=10)).isoformat(),
+        "--check-tokens",
+        env={"FOLLOWUP_TOKEN_A": "tok-a"},
+    )
+    assert data["accounts"]["acct_a"]["token"]["accepted"] is True
+    assert data["accounts"]["acct_a"]["token"]["days_left"] > 59
