@@ -360,7 +360,14 @@ def test_explain__names_the_accounts_full_window_instead_of_due_now(
     common = ["--config", str(path), "--db", db.url]
     before = followup("explain", "l1", *common, "--now", T.isoformat())
     assert "DUE NOW" in before.stdout, before.stdout + before.stderr
-    assert followup("run", *common, "--now", T.isoformat(), env=ENV).returncode == 0
+    ran = followup("run", *common, "--now", T.isoformat(), env=ENV)
+    if cap == "hour":
+        assert ran.returncode == 0, ran.stderr
+    else:
+        # l1's window closes at 05:00 tomorrow, before tomorrow's first send: the run says
+        # the loss and exits 3 for it (issue 10: a backlog that is said).
+        assert ran.returncode == 3, ran.stderr
+        assert "account acct_a: 1 of 1 due follow-up(s) will miss" in ran.stderr
     at = T + timedelta(minutes=10)
     r = followup("explain", "l1", *common, "--now", at.isoformat())
     assert r.returncode == 0, r.stderr
