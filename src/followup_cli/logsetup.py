@@ -99,7 +99,15 @@ def configure(
     if log_file:
         from logging.handlers import WatchedFileHandler
 
-        fh = WatchedFileHandler(log_file, encoding="utf-8")
+        try:
+            fh = WatchedFileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"--log-file {log_file}: cannot open it ({exc.strerror}); create its folder "
+                "or give a writable path"
+            ) from None
         fh.setLevel(level)
         fh.setFormatter(formatter)
         fh.addFilter(_Context())

@@ -639,3 +639,42 @@ def test_status__stopped_account_unknown_followups_and_token_state(tmp_path, db,
     )
     assert data["accounts"]["acct_a"]["token"]["accepted"] is True
     assert data["accounts"]["acct_a"]["token"]["days_left"] > 59
+
+
+def test_logs__json_to_stderr_without_a_log_file_and_quiet_keeps_only_errors(tmp_path, db):
+    cfg = scheduled_setup(tmp_path, db)
+    db.insert(lead("bad", recipient_id=None, last_outbound_at="2026-03-02T05:00:00Z"))
+    r = followup(
+        "run",
+        "--config",
+        str(cfg),
+        "--db",
+        db.url,
+        "--now",
+        "2026-03-02T09:05:00+01:00",
+        "--log-format",
+        "json",
+    )
+    assert r.returncode == 0
+    lines = [json.loads(x) for x in r.stderr.splitlines()]  # the journal gets JSON only
+    assert any(x["level"] == "WARNING" and "skipped" in x["message"] for x in lines)
+    db.insert(lead("bad2", recipient_id=None, last_outbound_at="2026-03-02T05:00:00Z"))
+    q = followup(
+        "run", "--config", str(cfg), "--db", db.url, "--now", "2026-03-02T14:05:00+01:00", "-q"
+    )
+    assert (q.returncode, q.stderr) == (0, "")  # a new bad row is a warning: -q keeps it off
+
+
+def test_log_file_that_cannot_be_opened__exit_2_one_line(tmp_path, db):
+    cfg = scheduled_setup(tmp_path, db)
+    r = followup(
+        "run",
+        "--config",
+        str(cfg),
+        "--db",
+        db.url,
+        "--log-file",
+        str(tmp_path / "no" / "such" / "run.log"),
+    )
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--log-file" in r.stderr
+    assert r.stdout == ""  # it stopped before the store was touched: nothing sent
