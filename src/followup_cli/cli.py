@@ -32,7 +32,7 @@ app = typer.Typer(
     name="followup",
     help="Automated follow-up DMs to sales leads who went silent.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 sequences_app = typer.Typer(help="Validate and show sequences.yaml.", no_args_is_help=True)
@@ -1340,51 +1340,8 @@ def events_ingest(
         raise typer.Exit(errors.EXIT_USAGE)
 
 
-@app.command("leads")
-def leads_command(
-    sequence: Annotated[str | None, typer.Option("--sequence", help="Only this sequence.")] = None,
-    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
-    config: ConfigOpt = "sequences.yaml",
-    db: DbOpt = None,
-    now: NowOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Leads in a sequence now: step, next due time and state."""
-    from .report import leads_in_sequences
-
-    loaded = _load(config, strict=False)
-    when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config)
-    try:
-        rows = leads_in_sequences(store, loaded.config, when, sequence, account)
-    finally:
-        store.close()
-    if as_json:
-        _print_json(rows)
-        return
-    if not rows:
-        out.print("no lead is in a sequence")
-        return
-    table = Table(title=f"{len(rows)} lead(s) in a sequence at {when.isoformat()} (times UTC)")
-    for col in ("lead", "account", "sequence", "step", "state", "next", "due", "now"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        steps = f"{r['step']}/{r['steps']}" if r["steps"] else str(r["step"])
-        due = _fmt(parse_time(r["next_due_at"])) if r["next_due_at"] else "-"
-        verdict = f"{r['action']}: {r['reason']}" if r["action"] else "-"
-        cells = (
-            r["lead_id"],
-            r["account_id"] or "-",
-            r["sequence_id"],
-            steps,
-            r["state"],
-            r["next_message_id"] or "-",
-            due,
-            verdict,
-        )
-        table.add_row(*(Text(str(x)) for x in cells))
-    out.print(table)
-
+# Command families that live in their own modules register themselves on ``app``.
+from . import cli_leads, cli_plan  # noqa: E402, F401
 
 # ----------------------------------------------------------------------- main
 

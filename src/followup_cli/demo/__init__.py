@@ -19,16 +19,12 @@ from ..channels.console import ConsoleChannel
 from ..clock import Clock
 from ..config import load_config
 from ..engine import Engine, RunOptions
+from ..leadstore import COLUMN_NAMES, lead_table_ddl
 from ..store import open_store
 
 START = datetime(2026, 3, 2, tzinfo=ZoneInfo("Europe/Madrid"))  # a Monday
 FIRST = ["Ana", "Luis", "Marta", "Jorge", "Lucia", "Pablo", "Sara", "Diego", "Elena", "Hugo", None]
 INTERESTS = ["pricing", "demo", "catalog", "shipping", None]
-LEAD_DDL = """CREATE TABLE leads (
-  id TEXT PRIMARY KEY, account_id TEXT, user_id TEXT, conversation_id TEXT,
-  recipient_id TEXT, username TEXT, first_name TEXT, score INTEGER, status TEXT,
-  last_inbound_at TEXT, last_inbound_text TEXT, last_outbound_at TEXT,
-  converted_at TEXT, timezone TEXT, attributes TEXT)"""
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -38,7 +34,8 @@ def _iso(dt: datetime | None) -> str | None:
 def seed_leads(db_path: Path, n: int, rng: random.Random) -> None:
     """Write ``n`` realistic leads (plus two broken rows) into a fresh ``leads`` table."""
     conn = sqlite3.connect(db_path)
-    conn.execute(LEAD_DDL)
+    for statement in lead_table_ddl("sqlite"):  # the lead-store columns, defined once
+        conn.execute(statement)
     t0 = START.replace(hour=9).astimezone(UTC)
     rows = []
     for i in range(1, n + 1):
@@ -117,7 +114,8 @@ def seed_leads(db_path: Path, n: int, rng: random.Random) -> None:
             None,
         )
     )
-    conn.executemany(f"INSERT INTO leads VALUES ({', '.join('?' * 15)})", rows)
+    marks = ", ".join("?" * len(COLUMN_NAMES))
+    conn.executemany(f"INSERT INTO leads ({', '.join(COLUMN_NAMES)}) VALUES ({marks})", rows)
     conn.commit()
     conn.close()
 

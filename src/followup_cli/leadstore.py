@@ -1,0 +1,425 @@
+"""The lead store from the tool's side: create it, load it from CSV, check it.
+
+The lead table belongs to the host application; the tool only reads it. For a user who
+has none yet (after the demo, before the host app is wired in) ``followup leads init``
+creates one with the columns below, ``followup leads import FILE.csv`` upserts rows into a
+SQLite one (with sqlite-utils), and ``followup leads check`` says what a run would trip on
+in any store: a missing table or column, rows the run would skip, the missing index.
+
+The columns are defined once, here; the demo seeds its store with the same DDL, and every
+CSV row is validated with ``models.parse_lead``, the parser the run itself uses.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, StoreConfigError
+from .models import BadLead, parse_lead
+from .store.base import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS, SqlStore
+
+
+@dataclass(frozen=True)
+class LeadColumn:
+    name: str
+    sqlite: str
+    postgres: str
+    meaning: str
+
+
+# (name, SQLite type, Postgres type, meaning): the lead-store contract, in one place.
+COLUMNS: tuple[LeadColumn, ...] = (
+    LeadColumn("id", "TEXT PRIMARY KEY", "TEXT PRIMARY KEY", "lead id"),
+    LeadColumn("account_id", "TEXT", "TEXT", "the Instagram account that owns the conversation"),
+    LeadColumn("user_id", "TEXT", "TEXT", "owner in the host app"),
+    LeadColumn("conversation_id", "TEXT", "TEXT", "the conversation"),
+    LeadColumn("recipient_id", "TEXT", "TEXT", "Instagram-scoped id (IGSID) to message"),
+    LeadColumn("username", "TEXT", "TEXT", "for templates"),
+    LeadColumn("first_name", "TEXT", "TEXT", "for templates"),
+    LeadColumn("score", "INTEGER", "INTEGER", "lead score; 2-6: qualified, not converted"),
+    LeadColumn("status", "TEXT", "TEXT", "new, qualified, converted, lost, ..."),
+    LeadColumn("last_inbound_at", "TEXT", "TIMESTAMPTZ", "last message from the lead"),
+    LeadColumn("last_inbound_text", "TEXT", "TEXT", "its text, for opt-out keywords"),
+    LeadColumn("last_outbound_at", "TEXT", "TIMESTAMPTZ", "last message to the lead, by anyone"),
+    LeadColumn("converted_at", "TEXT", "TIMESTAMPTZ", "when the lead converted"),
+    LeadColumn("timezone", "TEXT", "TEXT", "IANA zone, for quiet hours"),
+    LeadColumn("attributes", "TEXT", "JSONB", "custom fields as a JSON object"),
+)
+COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+INDEX_NAME = "{table}_account_id_id"
+INTEGER_COLUMNS = ("score",)
+
+
+def lead_table_ddl(dialect: str, table: str = "leads") -> list[str]:
+    """CREATE TABLE and the recommended index, for ``sqlite`` or ``postgres``."""
+    cols = ",\n  ".join(
+        f"{c.name} {c.postgres if dialect == 'postgres' else c.sqlite}" for c in COLUMNS
+    )
+    index = INDEX_NAME.format(table=table.replace(".", "_"))
+    return [
+        f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}\n)",
+        f"CREATE INDEX IF NOT EXISTS {index} ON {table} (account_id, id)",
+    ]
+
+
+# ------------------------------------------------------------------------ init
+
+
+@dataclass
+class InitResult:
+    where: str
+    table: str
+    created_file: bool = False
+    created_table: bool = False
+    created_index: bool = False
+    rows: int = 0
+    migrations: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.created_file:
+            out.append(f"{self.where}: new SQLite database")
+        if self.created_table:
+            out.append(f"{self.where}: created lead table {self.table!r} (empty)")
+        else:
+            out.append(f"{self.where}: lead table {self.table!r} exists ({self.rows} rows), kept")
+        index = INDEX_NAME.format(table=self.table.replace(".", "_"))
+        out.append(
+            f"{self.where}: created index {index} (account_id, id)"
+            if self.created_index
+            else f"{self.where}: index on (account_id, id) present"
+        )
+        if self.migrations:
+            out.append(f"{self.where}: the tool's tables: applied {', '.join(self.migrations)}")
+        return out
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a --db value names when it is SQLite; None for Postgres."""
+    url = url.strip()
+    if url.startswith(("postgresql://", "postgres://")):
+        return None
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://") :]
+        if not rest.startswith("/") or rest == "/":
+            raise StoreConfigError(
+                f"{url}: write sqlite:///relative.db or sqlite:////absolute/path.db"
+            )
+        return Path(rest[1:])
+    if "://" in url:
+        raise StoreConfigError(
+            f"{url}: unsupported database scheme {url.split('://', 1)[0]!r}; use a file path, "
+            "sqlite:///file.db or postgresql://user@host/db"
+        )
+    if not url:
+        raise StoreConfigError("empty --db; use a file path or postgresql://…")
+    return Path(url)
+
+
+def init_lead_store(url: str, table: str = "leads") -> InitResult:
+    """Create the lead table and its index (a new SQLite file, or an existing Postgres
+    database), then the tool's own tables. Running it again changes nothing."""
+    from .store import open_store
+
+    path = sqlite_path(url)
+    created_file = False
+    if path is not None:
+        if not path.parent.exists():
+            raise StoreConfigError(
+                f"{path}: the folder {path.parent} does not exist; create it or pass another --db"
+            )
+        created_file = not path.exists()
+        try:
+            conn = sqlite3.connect(path)
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+            conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreConfigError(f"{path}: not a usable SQLite database ({exc})") from None
+    store = open_store(url, table, migrate=False)
+    try:
+        result = InitResult(store.describe(), table, created_file=created_file)
+        had_table = store._table_columns(table) is not None
+        had_index = had_table and has_lead_index(store)
+        with store.transaction():
+            for stmt in lead_table_ddl(store.dialect, table):
+                if had_table and stmt.startswith("CREATE INDEX") and had_index:
+                    continue
+                store._run(stmt)
+        store._lead_columns = None
+        store.lead_columns()  # a pre-existing table must still have the required columns
+        result.created_table = not had_table
+        result.created_index = not had_index
+        result.rows = int(store._query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
+        result.migrations = store.migrate()
+    finally:
+        store.close()
+    return result
+
+
+def has_lead_index(store: SqlStore) -> bool | None:
+    """Whether an index on the lead table starts with (account_id, id); None for a view."""
+    table = store.lead_table
+    if store.dialect == "sqlite":
+        kind = store._query(
+            "SELECT type FROM sqlite_master WHERE name = :t AND type IN ('table', 'view')",
+            {"t": table},
+        )
+        if kind and kind[0]["type"] == "view":
+            return None
+        for ix in store._query(f"PRAGMA index_list({_quote(table)})"):
+            cols = [r["name"] for r in store._query(f"PRAGMA index_info({_quote(ix['name'])})")]
+            if cols[:2] == ["account_id", "id"]:
+                return True
+        return False
+    rows = store._query(
+        "SELECT c.relkind AS kind FROM pg_class c WHERE c.oid = to_regclass(:t)", {"t": table}
+    )
+    if rows and rows[0]["kind"] in ("v", "m"):
+        return None if rows[0]["kind"] == "v" else _pg_index(store, table)
+    return _pg_index(store, table)
+
+
+def _pg_index(store: SqlStore, table: str) -> bool:
+    rows = store._query(
+        "SELECT ARRAY(SELECT a.attname::text FROM unnest(ix.indkey) WITH ORDINALITY k(n, o) "
+        "JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.n ORDER BY k.o) "
+        "AS cols FROM pg_index ix WHERE ix.indrelid = to_regclass(:t)",
+        {"t": table},
+    )
+    return any(list(r["cols"])[:2] == ["account_id", "id"] for r in rows)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# ---------------------------------------------------------------------- import
+
+
+@dataclass
+class ImportResult:
+    source: str
+    target: str
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def read_csv_leads(text: str, name: str) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """(line, row, problem) per CSV record: the row as the store will hold it, validated
+    with the run's own parser; ``problem`` names the column and the fix when it is bad."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames
+    if not header:
+        raise ConfigError(f"{name}: empty file; the first line must name the columns")
+    header = [h.strip() for h in header]
+    reader.fieldnames = header
+    missing = [c for c in REQUIRED_LEAD_COLUMNS if c not in header]
+    if missing:
+        raise ConfigError(
+            f"{name}:1: missing column(s) {', '.join(missing)}; the header needs "
+            f"{', '.join(REQUIRED_LEAD_COLUMNS)} (optional: {', '.join(OPTIONAL_LEAD_COLUMNS)})"
+        )
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise ConfigError(f"{name}:1: column(s) named twice: {', '.join(dup)}")
+    start = 2
+    for record in reader:
+        line = start
+        start = reader.line_num + 1
+        if None in record:
+            yield line, None, f"{len(header)} columns in the header, more values on this line"
+            continue
+        row: dict[str, Any] = {}
+        for col in COLUMN_NAMES:
+            if col not in record:
+                continue
+            value = record[col]
+            value = value.strip() if isinstance(value, str) else value
+            row[col] = value if value not in ("", None) else None
+        if all(v is None for v in row.values()):
+            continue  # a blank line
+        try:
+            lead = parse_lead(row)
+        except BadLead as exc:
+            yield line, None, f"lead {exc.lead_id}: {exc.column}: {exc.what}"
+            continue
+        if lead.score is not None:
+            row["score"] = lead.score
+        if row.get("attributes") is not None:
+            row["attributes"] = json.dumps(lead.attributes, ensure_ascii=False)
+        yield line, row, None
+
+
+def import_csv(source: str, text: str, url: str, table: str = "leads") -> ImportResult:
+    """Upsert a CSV's valid rows into a SQLite lead table (sqlite-utils), by ``id``.
+
+    Every row is checked with the run's parser first; a bad line is named (line number and
+    reason) and left out, the others go in. Importing the same file twice changes nothing.
+    """
+    import sqlite_utils
+
+    path = sqlite_path(url)
+    if path is None:
+        raise ConfigError(
+            f"{url}: `followup leads import` loads SQLite lead stores; on Postgres the host "
+            "app owns the table (load it with COPY leads FROM ... CSV HEADER, then run "
+            "`followup leads check`)"
+        )
+    if not path.exists():
+        raise StoreConfigError(
+            f"{path}: no such database file; create it first with `followup leads init --db {url}`"
+        )
+    result = ImportResult(source, str(path))
+    rows: dict[str, dict[str, Any]] = {}
+    first_line: dict[str, int] = {}
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip() for h in next(reader, [])]
+    result.ignored_columns = [h for h in header if h and h not in COLUMN_NAMES]
+    for line, row, problem in read_csv_leads(text, source):
+        if problem is not None:
+            result.rejected.append(f"{source}:{line}: {problem}")
+            continue
+        assert row is not None
+        lid = str(row["id"])
+        if lid in rows:
+            result.duplicates.append(
+                f"{source}:{line}: lead {lid} also on line {first_line[lid]}; the later line wins"
+            )
+        else:
+            first_line[lid] = line
+        rows[lid] = row
+    result.rows = len(rows)
+    db = sqlite_utils.Database(path)
+    try:
+        if not db[table].exists():
+            raise StoreConfigError(
+                f"{path}: no table {table!r}; create it with `followup leads init --db {url}`"
+            )
+        cols = set(db[table].columns_dict)
+        missing = [c for c in REQUIRED_LEAD_COLUMNS if c not in cols]
+        if missing:
+            raise StoreConfigError(
+                f"{path}: table {table!r} lacks column(s) {', '.join(missing)}; "
+                "see `followup leads check`"
+            )
+        existing: dict[str, dict[str, Any]] = {}
+        ids = list(rows)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for r in db.query(
+                f"SELECT * FROM {_quote(table)} WHERE CAST(id AS TEXT) IN ({marks})", chunk
+            ):
+                existing[str(r["id"])] = r
+        changed = []
+        for lid, row in rows.items():
+            row = {k: v for k, v in row.items() if k in cols}
+            old = existing.get(lid)
+            if old is None:
+                result.inserted += 1
+            elif all(_same(old.get(k), v) for k, v in row.items()):
+                result.unchanged += 1
+                continue
+            else:
+                result.updated += 1
+            changed.append(row)
+        with db.conn:
+            db[table].upsert_all(changed, pk="id", alter=False)
+    finally:
+        db.close()
+    return result
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    return str(a) == str(b)
+
+
+# ----------------------------------------------------------------------- check
+
+
+@dataclass
+class CheckResult:
+    where: str
+    table: str
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    bad_rows: list[str] = field(default_factory=list)
+    rows: int = 0
+    missing_optional: list[str] = field(default_factory=list)
+    index: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.bad_rows
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "ok": self.ok}
+
+
+def check_lead_store(store: SqlStore, limit_bad: int = 1000) -> CheckResult:
+    """Everything a run would trip on in the lead store, without changing it."""
+    table = store.lead_table
+    result = CheckResult(store.describe(), table)
+    cols = store._table_columns(table)
+    if cols is None:
+        result.errors.append(
+            f"{result.where}: no table or view {table!r}; create it with `followup leads init` "
+            "or set settings.lead_table in sequences.yaml"
+        )
+        return result
+    missing = [c for c in REQUIRED_LEAD_COLUMNS if c not in cols]
+    if missing:
+        result.errors.append(
+            f"{result.where}: table {table!r} lacks required column(s) {', '.join(missing)}; "
+            "add them (`followup leads init` shows the columns on a new database)"
+        )
+        return result
+    result.missing_optional = [c for c in OPTIONAL_LEAD_COLUMNS if c not in cols]
+    if result.missing_optional:
+        result.warnings.append(
+            f"{result.where}: table {table!r} has no {', '.join(result.missing_optional)} "
+            "(optional: read as empty)"
+        )
+    result.index = has_lead_index(store)
+    index = INDEX_NAME.format(table=table.replace(".", "_"))
+    if result.index is False:
+        result.warnings.append(
+            f"{result.where}: no index on {table} (account_id, id); a run pages candidates by "
+            f"it: CREATE INDEX {index} ON {table} (account_id, id);"
+        )
+    select = store._select_list()
+    after: str | None = None
+    while True:
+        where = "" if after is None else f"WHERE {store._as_text('l.id')} > :after "
+        page = store._query(
+            f"SELECT {select} FROM {table} l {where}ORDER BY {store._as_text('l.id')} LIMIT 1000",
+            {"after": after},
+        )
+        for row in page:
+            result.rows += 1
+            try:
+                parse_lead(row)
+            except BadLead as exc:
+                if len(result.bad_rows) < limit_bad:
+                    result.bad_rows.append(str(exc))
+        if len(page) < 1000:
+            break
+        after = str(page[-1]["id"])
+    return result

@@ -1,0 +1,236 @@
+"""`followup leads init / import / check`: a lead store in one command, loaded from CSV
+with the run's own parser, checked on both stores; the README's three commands work."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from followup_cli.config import LEAD_COLUMNS
+from followup_cli.leadstore import COLUMN_NAMES
+from followup_cli.store.base import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
+from tests.helpers import PG_BASE, LeadDB, base_config, followup, lead, pg_available, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+HEADER = "id,account_id,recipient_id,first_name,score,status,last_inbound_at,last_outbound_at,timezone,attributes\n"
+GOOD = [
+    'l1,acct_a,ig_1,Ana,4,qualified,2026-03-02T08:00:00Z,2026-03-02T08:10:00Z,Europe/Madrid,"{""interest"": ""pricing""}"',
+    "l2,acct_a,ig_2,Luis,5,new,2026-03-02T07:00:00Z,2026-03-02T07:05:00Z,,",
+]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no lead table: a new SQLite path, or an empty Postgres schema."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "new.db")
+        return
+    why = pg_available()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {why}")
+        pytest.skip(why)
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    conn = psycopg.connect(PG_BASE, autocommit=True)
+    conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_BASE else "?"
+    try:
+        yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.close()
+
+
+def test_lead_columns__defined_once_and_agreeing_with_the_run() -> None:
+    assert COLUMN_NAMES == LEAD_COLUMNS
+    assert set(COLUMN_NAMES) == set(REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS)
+
+
+def test_leads_init__creates_table_index_and_tool_tables_then_changes_nothing(
+    empty_db: str, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.yaml", base_config())
+    r = followup("leads", "init", "--config", str(cfg), "--db", empty_db)
+    assert r.returncode == 0, r.stderr
+    assert "created lead table 'leads'" in r.stdout
+    assert "created index leads_account_id_id" in r.stdout and "applied 0001" in r.stdout
+    # the store is usable at once: check is clean, migrate has nothing to do, a run works
+    check = followup("leads", "check", "--config", str(cfg), "--db", empty_db)
+    assert check.returncode == 0, check.stderr
+    assert "0 rows" in check.stdout and "missing" not in check.stdout + check.stderr
+    assert "up to date" in followup("migrate", "--config", str(cfg), "--db", empty_db).stdout
+    again = followup("leads", "init", "--config", str(cfg), "--db", empty_db)
+    assert again.returncode == 0, again.stderr
+    assert (
+        "exists (0 rows), kept" in again.stdout
+        and "index on (account_id, id) present" in again.stdout
+    )
+    run = followup(
+        "run", "--config", str(cfg), "--db", empty_db, "--now", "2026-03-02T14:00:00+01:00"
+    )
+    assert run.returncode == 0, run.stderr
+
+
+def test_leads_init__a_missing_folder_is_exit_2_and_creates_nothing(tmp_path: Path) -> None:
+    r = followup("leads", "init", "--db", str(tmp_path / "nope" / "x.db"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    assert not (tmp_path / "nope").exists()
+
+
+def _csv(tmp_path: Path, *lines: str, name: str = "leads.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(HEADER + "\n".join(lines) + "\n", encoding="utf-8")
+    return p
+
+
+def test_leads_import__bad_lines_named_by_line_and_reason_same_parser_as_the_run(
+    tmp_path: Path,
+) -> None:
+    dbp = tmp_path / "l.db"
+    assert followup("leads", "init", "--db", str(dbp)).returncode == 0
+    path = _csv(
+        tmp_path,
+        GOOD[0],
+        "l3,acct_a,ig_3,Eva,4,new,yesterday-ish,2026-03-02T07:05:00Z,,",  # line 3
+        "l4,acct_a,,Eva,4,new,,2026-03-02T07:05:00Z,,",  # line 4: no recipient
+        "l5,acct_a,ig_5,Eva,four,new,,2026-03-02T07:05:00Z,,",  # line 5: score
+        "l6,acct_a,ig_6,Eva,4,new,,2026-03-02T07:05:00Z,Mars/Olympus,",  # line 6: zone
+        'l7,acct_a,ig_7,Eva,4,new,,2026-03-02T07:05:00Z,,"[1, 2]"',  # line 7: attributes
+        GOOD[1],
+    )
+    r = followup("leads", "import", str(path), "--db", str(dbp))
+    assert r.returncode == 2
+    assert "2 new, 0 updated, 0 unchanged, 5 line(s) rejected" in r.stdout
+    err = r.stderr
+    assert f"{path}:3: lead l3: last_inbound_at: not an ISO 8601 timestamp" in err
+    assert f"{path}:4: lead l4: recipient_id: missing recipient" in err
+    assert f"{path}:5: lead l5: score: not an integer" in err
+    assert f"{path}:6: lead l6: timezone: unknown IANA time zone" in err
+    assert f"{path}:7: lead l7: attributes: must be a JSON object" in err
+    conn = sqlite3.connect(dbp)
+    got = conn.execute(
+        "SELECT id, score, typeof(score), attributes FROM leads ORDER BY id"
+    ).fetchall()
+    conn.close()
+    assert got == [("l1", 4, "integer", '{"interest": "pricing"}'), ("l2", 5, "integer", None)]
+
+
+def test_leads_import__idempotent_and_upserts_by_id(tmp_path: Path) -> None:
+    dbp = tmp_path / "l.db"
+    assert followup("leads", "init", "--db", str(dbp)).returncode == 0
+    path = _csv(tmp_path, *GOOD)
+    first = followup("leads", "import", str(path), "--db", str(dbp))
+    assert first.returncode == 0, first.stderr
+    assert "2 new, 0 updated, 0 unchanged" in first.stdout
+
+    def dump() -> list[tuple]:
+        conn = sqlite3.connect(dbp)
+        try:
+            return conn.execute("SELECT * FROM leads ORDER BY id").fetchall()
+        finally:
+            conn.close()
+
+    before = dump()
+    again = followup("leads", "import", str(path), "--db", str(dbp))
+    assert again.returncode == 0 and "0 new, 0 updated, 2 unchanged" in again.stdout
+    assert dump() == before
+    changed = _csv(tmp_path, GOOD[0].replace(",4,", ",6,"), name="changed.csv")
+    r = followup("leads", "import", str(changed), "--db", str(dbp))
+    assert "0 new, 1 updated, 0 unchanged" in r.stdout
+    rows = {row[0]: row for row in dump()}
+    assert len(rows) == 2 and 6 in rows["l1"]
+
+
+def test_leads_import__missing_columns_and_wrong_stores_are_one_line_exit_2(
+    tmp_path: Path,
+) -> None:
+    dbp = tmp_path / "l.db"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,account_id\nx,acct_a\n")
+    r = followup("leads", "import", str(bad), "--db", str(dbp))
+    assert r.returncode == 2 and "leads init" in r.stderr and not dbp.exists()
+    assert followup("leads", "init", "--db", str(dbp)).returncode == 0
+    r = followup("leads", "import", str(bad), "--db", str(dbp))
+    assert r.returncode == 2
+    assert f"{bad}:1: missing column(s) recipient_id, score, last_outbound_at" in r.stderr
+    r = followup("leads", "import", str(bad), "--db", "postgresql://nobody@127.0.0.1:1/x")
+    assert r.returncode == 2 and "COPY" in r.stderr and "Traceback" not in r.stderr
+
+
+def _exec(db: LeadDB, sql: str) -> None:
+    if db.backend == "sqlite":
+        conn = sqlite3.connect(db.url)
+        conn.execute(sql)
+        conn.commit()
+        conn.close()
+    else:
+        db.query(sql)
+
+
+def test_leads_check__bad_rows_missing_index_and_columns_on_both_stores(
+    db: LeadDB, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "c.yaml", base_config())
+    db.insert(
+        lead("ok", last_outbound_at="2026-03-02T08:00:00Z"),
+        lead("garbage", last_outbound_at="2026-03-02T08:00:00Z", recipient_id=None),
+    )
+    r = followup("leads", "check", "--config", str(cfg), "--db", db.url)
+    assert r.returncode == 2
+    assert "2 rows, 1 a run would skip" in r.stdout
+    assert "lead garbage: recipient_id: missing recipient" in r.stderr
+    assert "CREATE INDEX leads_account_id_id ON leads (account_id, id)" in r.stderr
+    as_json = json.loads(
+        followup("leads", "check", "--config", str(cfg), "--db", db.url, "--json").stdout
+    )
+    assert as_json["index"] is False and as_json["rows"] == 2 and len(as_json["bad_rows"]) == 1
+    _exec(db, "CREATE INDEX leads_by_account ON leads (account_id, id)")
+    _exec(db, "DELETE FROM leads WHERE id = 'garbage'")
+    ok = followup("leads", "check", "--config", str(cfg), "--db", db.url)
+    assert ok.returncode == 0, ok.stderr
+    assert "1 rows, 0 a run would skip" in ok.stdout and "index" not in ok.stdout + ok.stderr
+    _exec(db, "ALTER TABLE leads DROP COLUMN recipient_id")
+    gone = followup("leads", "check", "--config", str(cfg), "--db", db.url)
+    assert gone.returncode == 2 and "lacks required column(s) recipient_id" in gone.stderr
+
+
+def test_leads__plain_and_list_still_show_leads_in_a_sequence(db: LeadDB, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", base_config())
+    db.insert(
+        lead("l1", last_inbound_at="2026-03-02T07:00:00Z", last_outbound_at="2026-03-02T07:05:00Z")
+    )
+    now = "2026-03-02T14:00:00+01:00"
+    assert followup("run", "--config", str(cfg), "--db", db.url, "--now", now).returncode == 0
+    plain = followup("leads", "--config", str(cfg), "--db", db.url, "--now", now, "--json")
+    listed = followup("leads", "list", "--config", str(cfg), "--db", db.url, "--now", now, "--json")
+    assert plain.returncode == 0 and listed.returncode == 0, plain.stderr + listed.stderr
+    assert json.loads(plain.stdout) == json.loads(listed.stdout)
+    assert [r["lead_id"] for r in json.loads(plain.stdout)] == ["l1"]
+
+
+def test_readme__the_three_own_data_commands_work_as_copied(tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- own-data:")[1].split("```sh\n")[1].split("```")[0]
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert len(commands) == 3 and all(c.startswith("followup ") for c in commands)
+    shutil.copy(ROOT / "sequences.yaml", tmp_path / "sequences.yaml")
+    (tmp_path / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "leads.csv", tmp_path / "examples" / "leads.csv")
+    outputs = []
+    for command in commands:
+        r = followup(*command.split()[1:], cwd=tmp_path)
+        assert r.returncode == 0, f"{command}: {r.stderr}"
+        outputs.append(r.stdout)
+    assert "created lead table" in outputs[0]
+    assert re.search(r"\d+ new, 0 updated", outputs[1])
+    assert "would be sent" in outputs[2] and "lead_001" in outputs[2]
