@@ -1260,17 +1260,24 @@ def report_command(
         int | None, typer.Option("--days", min=1, help="The N days ending today (default 7).")
     ] = None,
     account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or html.")] = "table",
     now: NowOpt = None,
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (html: required).")
+    ] = None,
+    section: Annotated[
+        str | None,
+        typer.Option("--section", help="csv: one tidy table (summary, per_day, ab_tests, ...)."),
+    ] = None,
 ) -> None:
     """KPIs: sent, response and conversion rates, messages, progression, hours, A/B, lift."""
     from .outcomes import reconcile
     from .report import build_report, tables, to_csv
+    from .report_formats import check_format_options, write_output
 
-    if fmt not in ("table", "json", "csv"):
-        raise ConfigError(f"--format {fmt!r}: use table, json or csv")
+    check_format_options(fmt, output, section)
     loaded = _load(config, strict=False)
     when = _now(now) or datetime.now(UTC)
     store = _store(loaded, db, config)
@@ -1279,7 +1286,9 @@ def report_command(
         data = build_report(store, loaded.config, when, on=date_, days=days, account=account)
     finally:
         store.close()
-    if fmt == "json":
+    if fmt in ("html", "csv") and (output or section):
+        write_output(data, fmt, output, section, sys.stdout, err)
+    elif fmt == "json":
         _print_json(data)
     elif fmt == "csv":
         sys.stdout.write(to_csv(data))
@@ -1342,6 +1351,9 @@ def events_ingest(
 
 # Command families that live in their own modules register themselves on ``app``.
 from . import cli_leads, cli_plan  # noqa: E402, F401
+from .cli_examples import add_examples  # noqa: E402
+
+add_examples(app)
 
 # ----------------------------------------------------------------------- main
 

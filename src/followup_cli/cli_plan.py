@@ -37,10 +37,7 @@ def root(
         ),
     ] = False,
 ) -> None:
-    """Automated follow-up DMs to sales leads who went silent.
-
-    Example: followup demo, then followup run --dry-run --config followup-demo/sequences.yaml
-    """
+    """Automated follow-up DMs to sales leads who went silent."""
 
 
 @app.command("plan")

@@ -109,8 +109,14 @@ def _check_zone(value: str | None) -> str | None:
 
 
 class QuietHours(_Model):
-    start: str
-    end: str
+    start: str = Field(
+        description=(
+            "When quiet hours begin, in the lead's own zone (`timezone` column, else "
+            "settings.timezone)."
+        ),
+        examples=["21:00"],
+    )
+    end: str = Field(description="When they end; may be the next morning.", examples=["09:00"])
 
     @field_validator("start", "end")
     @classmethod
@@ -123,24 +129,126 @@ class QuietHours(_Model):
 class Settings(_Model):
     """Global settings; an account may override any of them."""
 
-    timezone: str = "UTC"
-    min_score: int = Field(2, ge=-SCORE_BOUND, le=SCORE_BOUND)
-    max_score: int = Field(6, ge=-SCORE_BOUND, le=SCORE_BOUND)
-    no_response_hours: float = Field(24, ge=0, le=HOURS_MAX)
-    min_interval_hours: float = Field(24, ge=0, le=HOURS_MAX)
-    max_followups_per_lead: int = Field(5, ge=0, le=COUNT_MAX)
-    max_per_lead_per_day: int = Field(1, ge=0, le=COUNT_MAX)
-    quiet_hours: QuietHours | None = None
-    batch_size: int = Field(100, ge=1, le=10_000)
-    optout_keywords: tuple[str, ...] = ("stop", "unsubscribe", "no more messages")
-    lead_table: str = "leads"
-    run_budget_minutes: float = Field(240, gt=0, le=24 * 60)
-    pull_forward: bool = False
-    pull_forward_hours: float = Field(6, ge=0, le=HOURS_MAX)
-    run_times: tuple[str, ...] = ("09:00", "14:00", "18:00")
-    breaker_min_sends: int = Field(10, ge=1, le=100_000)
-    breaker_failure_rate: float = Field(0.5, gt=0, le=1)
-    account_workers: int = Field(16, ge=1, le=64)
+    timezone: str = Field(
+        "UTC",
+        description="The operator's IANA zone: report days, cron slots (`run_times`), daily caps.",
+        examples=["Europe/Madrid"],
+    )
+    min_score: int = Field(
+        2,
+        ge=-SCORE_BOUND,
+        le=SCORE_BOUND,
+        description="Lowest lead score that gets follow-ups.",
+        examples=[2],
+    )
+    max_score: int = Field(
+        6,
+        ge=-SCORE_BOUND,
+        le=SCORE_BOUND,
+        description="Highest lead score that gets follow-ups (above: hot, left to humans).",
+        examples=[6],
+    )
+    no_response_hours: float = Field(
+        24,
+        ge=0,
+        le=HOURS_MAX,
+        description=(
+            "Hours the lead must have been silent before any follow-up. On Instagram it must fit "
+            "in the 24 h window."
+        ),
+        examples=[4],
+    )
+    min_interval_hours: float = Field(
+        24,
+        ge=0,
+        le=HOURS_MAX,
+        description="Hours between two follow-ups to one person.",
+        examples=[12],
+    )
+    max_followups_per_lead: int = Field(
+        5,
+        ge=0,
+        le=COUNT_MAX,
+        description="Follow-ups a person gets in total, across sequences.",
+        examples=[5],
+    )
+    max_per_lead_per_day: int = Field(
+        1,
+        ge=0,
+        le=COUNT_MAX,
+        description="Follow-ups a person gets per day (operator's days).",
+        examples=[1],
+    )
+    quiet_hours: QuietHours | None = Field(
+        None,
+        description=(
+            "No follow-up in this span of the lead's local time (`start`, `end`); none when absent."
+        ),
+        examples=[{"start": "21:00", "end": "09:00"}],
+    )
+    batch_size: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Sends per batch; the run heartbeats between batches.",
+        examples=[100],
+    )
+    optout_keywords: tuple[str, ...] = Field(
+        ("stop", "unsubscribe", "no more messages"),
+        description="Whole words in the lead's last message that opt it out (case-insensitive).",
+        examples=[["stop", "unsubscribe", "no more messages"]],
+    )
+    lead_table: str = Field(
+        "leads",
+        description="The host app's lead table or view (optionally schema.table).",
+        examples=["leads"],
+    )
+    run_budget_minutes: float = Field(
+        240,
+        gt=0,
+        le=24 * 60,
+        description=(
+            "Longest a run may take; by default a run also stops 5 minutes before the next slot."
+        ),
+        examples=[240],
+    )
+    pull_forward: bool = Field(
+        False,
+        description="Send a step due after the window closes at the last slot before it closes.",
+        examples=[True],
+    )
+    pull_forward_hours: float = Field(
+        6,
+        ge=0,
+        le=HOURS_MAX,
+        description="At most this many hours early, with pull_forward.",
+        examples=[6],
+    )
+    run_times: tuple[str, ...] = Field(
+        ("09:00", "14:00", "18:00"),
+        description=(
+            "The cron slots, in settings.timezone: budgets, pull-forward and `followup plan` use "
+            "them."
+        ),
+        examples=[["09:00", "14:00", "18:00"]],
+    )
+    breaker_min_sends: int = Field(
+        10,
+        ge=1,
+        le=100_000,
+        description="Sends before the circuit breaker may stop an account.",
+        examples=[10],
+    )
+    breaker_failure_rate: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of permanent failures that stops an account for the run.",
+        examples=[0.5],
+    )
+    account_workers: int = Field(
+        16, ge=1, le=64, description="Accounts served in parallel by one run.", examples=[4]
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -216,25 +324,102 @@ CHANNEL_OVERRIDES = ("messages_per_hour", "messages_per_day")
 
 
 class Channel(_Model):
-    type: Literal["instagram", "webhook", "console"] = "console"
-    api_base: str = "https://graph.instagram.com"
-    api_version: str = "v21.0"
+    type: Literal["instagram", "webhook", "console"] = Field(
+        "console",
+        description=(
+            "Where messages go: the Instagram Graph API, a webhook of the host app, or the "
+            "terminal."
+        ),
+        examples=["instagram"],
+    )
+    api_base: str = Field(
+        "https://graph.instagram.com",
+        description="Graph API base URL (point it at a local fake for tests or staging).",
+        examples=["https://graph.instagram.com"],
+    )
+    api_version: str = Field(
+        "v21.0", description="Graph API version in the URL path.", examples=["v21.0"]
+    )
     # Instagram's 24-hour window by default; a console or webhook channel has none unless
     # the file gives one (a host app relaying to Instagram should say `window_hours: 24`).
-    window_hours: float | None = Field(24, gt=0, le=HOURS_MAX)
+    window_hours: float | None = Field(
+        24,
+        gt=0,
+        le=HOURS_MAX,
+        description=(
+            "Messaging window after the lead's last message; null for none. Default 24 on "
+            "instagram, none on console and webhook."
+        ),
+        examples=[24],
+    )
     # The longest text the channel takes, in UTF-8 bytes: 1000 on Instagram; none by
     # default for console and webhook (a host app relaying to Instagram should say 1000).
-    max_text_bytes: int | None = Field(None, ge=1, le=TEXT_BYTES_MAX)
-    messages_per_hour: int = Field(200, ge=1, le=RATE_MAX)
+    max_text_bytes: int | None = Field(
+        None,
+        ge=1,
+        le=TEXT_BYTES_MAX,
+        description=(
+            "Longest text the channel takes, in UTF-8 bytes; null for none. Default 1000 on "
+            "instagram, none on console and webhook."
+        ),
+        examples=[1000],
+    )
+    messages_per_hour: int = Field(
+        200,
+        ge=1,
+        le=RATE_MAX,
+        description="Per account, over a sliding 60 minutes that holds across runs and hosts.",
+        examples=[200],
+    )
     messages_per_day: int | None = Field(
-        None, ge=1, le=24 * RATE_MAX
-    )  # per account, the operator's day; None: no cap
-    timeout_seconds: float = Field(10, gt=0, le=300)
-    connect_timeout_seconds: float = Field(5, gt=0, le=300)
-    max_retries: int = Field(3, ge=0, le=10)
-    max_retry_wait_seconds: float = Field(60, ge=0, le=3600)
-    url: str | None = None  # webhook
-    secret_env: str | None = None  # webhook signing secret, from the environment
+        None,
+        ge=1,
+        le=24 * RATE_MAX,
+        description="Per account, per operator's day (settings.timezone); null for no daily cap.",
+        examples=[1000],
+    )
+    timeout_seconds: float = Field(
+        10,
+        gt=0,
+        le=300,
+        description="Read timeout of one API call; a timed-out send is `unknown`, never resent.",
+        examples=[10],
+    )
+    connect_timeout_seconds: float = Field(
+        5,
+        gt=0,
+        le=300,
+        description="Connect timeout (a refused or timed-out connect is retried: nothing left).",
+        examples=[5],
+    )
+    max_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Retries of throttled or transient errors, with backoff and jitter.",
+        examples=[3],
+    )
+    max_retry_wait_seconds: float = Field(
+        60,
+        ge=0,
+        le=3600,
+        description=(
+            "Longest wait for one retry (Retry-After included); longer defers to the next run."
+        ),
+        examples=[60],
+    )
+    url: str | None = Field(
+        None,
+        description=(
+            "Webhook channel: where to POST each message as JSON (required for type webhook)."
+        ),
+        examples=["https://app.example.com/hooks/followup"],
+    )
+    secret_env: str | None = Field(
+        None,
+        description="Webhook channel: environment variable holding the HMAC signing secret.",
+        examples=["FOLLOWUP_WEBHOOK_SECRET"],
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -279,12 +464,34 @@ class Channel(_Model):
 
 
 class Account(_Model):
-    id: str
-    user_id: str | None = None
-    enabled: bool = True
-    ig_user_id: str | None = None
-    token_env: str | None = None
-    settings: SettingsOverride = SettingsOverride()
+    id: str = Field(description="Matches leads.account_id.", examples=["acct_shop"])
+    user_id: str | None = Field(
+        None,
+        description="Owner in the host app, recorded on tracking rows when the lead has none.",
+        examples=["u_1"],
+    )
+    enabled: bool = Field(
+        True,
+        description="false: the account's leads get nothing (its runs are skipped).",
+        examples=[True],
+    )
+    ig_user_id: str | None = Field(
+        None,
+        description="The Instagram professional account's id, for the Send API URL.",
+        examples=["17841400000000001"],
+    )
+    token_env: str | None = Field(
+        None,
+        description=(
+            "Environment variable holding the account's access token (never the token itself)."
+        ),
+        examples=["FOLLOWUP_TOKEN_ACCT_SHOP"],
+    )
+    settings: SettingsOverride = Field(
+        SettingsOverride(),
+        description="Overrides of `settings` for this account.",
+        examples=[{"max_followups_per_lead": 3}],
+    )
 
     @field_validator("ig_user_id", mode="before")
     @classmethod
@@ -295,11 +502,25 @@ class Account(_Model):
 class Condition(_Model):
     """Either one test (``field``, ``op``, ``value``) or ``any:`` / ``all:`` of conditions."""
 
-    field: str | None = None
-    op: str | None = None
-    value: Any = None
-    any: tuple[Condition, ...] | None = None
-    all: tuple[Condition, ...] | None = None
+    field: str | None = Field(
+        None, description="A lead column or attributes.<key>.", examples=["score"]
+    )
+    op: str | None = Field(None, description="One of the operators below.", examples=["between"])
+    value: Any = Field(
+        None,
+        description="What to compare with: a list for in, not_in and between.",
+        examples=[[4, 6]],
+    )
+    any: tuple[Condition, ...] | None = Field(
+        None,
+        description="Alternatives: at least one of these conditions holds.",
+        examples=[[{"field": "status", "op": "eq", "value": "new"}]],
+    )
+    all: tuple[Condition, ...] | None = Field(
+        None,
+        description="Every one of these conditions holds (to nest inside any).",
+        examples=[[{"field": "score", "op": "gte", "value": 4}]],
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> Condition:
@@ -372,20 +593,56 @@ def _blank(template: str | None) -> bool:
 
 
 class Variant(_Model):
-    id: str
-    weight: float = Field(1, ge=0, le=WEIGHT_MAX)
-    template: str | None = None
-    media_url: str | None = None
+    id: str = Field(description="Variant id, reported in A/B results.", examples=["a"])
+    weight: float = Field(
+        1, ge=0, le=WEIGHT_MAX, description="Relative share of leads.", examples=[1]
+    )
+    template: str | None = Field(
+        None,
+        description="This variant's text (else the message's template).",
+        examples=["Here is our catalogue, {{ lead.first_name }}."],
+    )
+    media_url: str | None = Field(
+        None,
+        description="This variant's media (else the message's media_url).",
+        examples=["https://cdn.example.com/b.jpg"],
+    )
 
 
 class Message(_Model):
-    id: str
-    delay_hours: float = Field(ge=0, le=HOURS_MAX)
-    type: Literal["text", "image", "video"] = "text"
-    template: str | None = None
-    media_url: str | None = None
-    active: bool = True
-    variants: tuple[Variant, ...] | None = None
+    id: str = Field(
+        description="Step id, unique in the sequence; tracking rows and reports name it.",
+        examples=["warm-1"],
+    )
+    delay_hours: float = Field(
+        ge=0,
+        le=HOURS_MAX,
+        description=(
+            "Hours after the trigger (the start of the lead's silence) when the step is due."
+        ),
+        examples=[4],
+    )
+    type: Literal["text", "image", "video"] = Field(
+        "text", description="text, or an image or video with media_url.", examples=["text"]
+    )
+    template: str | None = Field(
+        None,
+        description="Jinja2 text; sees lead, account, sequence, message and now.",
+        examples=["Hi {{ lead.first_name or lead.username }}!"],
+    )
+    media_url: str | None = Field(
+        None,
+        description="http(s) URL of the image or video.",
+        examples=["https://cdn.example.com/catalog.jpg"],
+    )
+    active: bool = Field(
+        True, description="false: the step is skipped (later steps still follow).", examples=[True]
+    )
+    variants: tuple[Variant, ...] | None = Field(
+        None,
+        description="A/B variants of this step.",
+        examples=[[{"id": "a", "weight": 1, "template": "Hi!"}]],
+    )
 
     @model_validator(mode="after")
     def _content(self) -> Message:
@@ -418,14 +675,43 @@ class Message(_Model):
 
 
 class Sequence(_Model):
-    id: str
-    name: str | None = None
-    priority: int = Field(0, ge=-SCORE_BOUND, le=SCORE_BOUND)
-    active: bool = True
-    max_followups: int | None = Field(None, ge=1, le=COUNT_MAX)
-    holdout: float = Field(0, ge=0, lt=1)
-    trigger: tuple[Condition, ...] = ()
-    messages: tuple[Message, ...]
+    id: str = Field(
+        description="Sequence id, unique; tracking rows and reports name it.", examples=["warm"]
+    )
+    name: str | None = Field(None, description="A name for people.", examples=["Warm leads"])
+    priority: int = Field(
+        0,
+        ge=-SCORE_BOUND,
+        le=SCORE_BOUND,
+        description="Higher wins when several sequences match a lead.",
+        examples=[10],
+    )
+    active: bool = Field(
+        True, description="false: no lead enters it; enrolled leads wait in it.", examples=[True]
+    )
+    max_followups: int | None = Field(
+        None,
+        ge=1,
+        le=COUNT_MAX,
+        description="Follow-ups a lead gets from this sequence (default: its number of steps).",
+        examples=[3],
+    )
+    holdout: float = Field(
+        0,
+        ge=0,
+        lt=1,
+        description="Share of eligible leads kept as a control group: enrolled, never messaged.",
+        examples=[0.1],
+    )
+    trigger: tuple[Condition, ...] = Field(
+        (),
+        description="Conditions a lead must meet to enter (and stay in) the sequence.",
+        examples=[[{"field": "score", "op": "between", "value": [4, 6]}]],
+    )
+    messages: tuple[Message, ...] = Field(
+        description="The steps, in order.",
+        examples=[[{"id": "warm-1", "delay_hours": 4, "template": "Hi {{ lead.first_name }}"}]],
+    )
 
     @field_validator("messages")
     @classmethod
@@ -440,15 +726,40 @@ class Sequence(_Model):
 
 
 class Config(_Model):
-    version: Literal[1] = 1
-    settings: Settings = Settings()
-    channel: Channel = Channel()
-    accounts: tuple[Account, ...] = ()
-    sequences: tuple[Sequence, ...] = ()
+    version: Literal[1] = Field(1, description="The file format's version.", examples=[1])
+    settings: Settings = Field(
+        Settings(), description="Global settings (below).", examples=[{"timezone": "Europe/Madrid"}]
+    )
+    channel: Channel = Field(
+        Channel(), description="The channel (below).", examples=[{"type": "instagram"}]
+    )
+    accounts: tuple[Account, ...] = Field(
+        (),
+        description="The accounts (below).",
+        examples=[[{"id": "acct_shop", "token_env": "FOLLOWUP_TOKEN_ACCT_SHOP"}]],
+    )
+    sequences: tuple[Sequence, ...] = Field(
+        (),
+        description="The sequences (below).",
+        examples=[
+            [{"id": "warm", "messages": [{"id": "warm-1", "delay_hours": 4, "template": "Hi"}]}]
+        ],
+    )
     # Custom attributes the host app fills (`lead.attributes.<key>`): templates may use them
     # without a `sample_lead:` value; `sequences check --db` checks them against the store.
-    attributes: tuple[str, ...] = ()
-    sample_lead: dict[str, Any] | None = None
+    attributes: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Custom attributes the host app fills (lead.attributes.<key>): templates may use "
+            "them; `sequences check --db` checks them against the store."
+        ),
+        examples=[["interest", "coupon"]],
+    )
+    sample_lead: dict[str, Any] | None = Field(
+        None,
+        description="Extra lead fields for `sequences check` to render templates with.",
+        examples=[{"first_name": "Ana", "attributes": {"interest": "pricing"}}],
+    )
 
     @field_validator("attributes")
     @classmethod

@@ -26,7 +26,7 @@ from .config import LoadedConfig
 from .engine import AccountResult, Engine
 from .models import SENT, SKIPPED, EnrollmentRecord, FollowupRecord, LeadState
 from .render import TemplateProblem
-from .rules import next_run_slot
+from .rules import local_midnight, next_run_slot
 from .store.base import SqlStore
 
 ASSUMPTIONS = (
@@ -42,7 +42,7 @@ class SlotAccount:
     due: int = 0  # steps due at this slot (sendable or lost to the window)
     sent: int = 0  # would go out
     window_lost: int = 0  # due but outside the messaging window: never sent
-    deferred: int = 0  # left for a later slot by the hourly rate limit
+    deferred: int = 0  # left for a later slot by the account's hourly (or daily) cap
     unsendable: int = 0  # a template that cannot render for the lead, an empty message
     ended: int = 0  # enrollments that would end (completed, limits, ...)
 
@@ -210,7 +210,6 @@ def build_plan(
     plan.slots = plan_slots(now, days, st)
     engine = Engine(loaded, store, ConsoleChannel(stream=io.StringIO(), quiet=True))
     overlay = _Overlay(store)
-    limit = config.channel.messages_per_hour
     accounts = [a for a in config.accounts if a.enabled and account in (None, a.id)]
     bad_seen: set[str] = set()
     for slot in plan.slots:
@@ -231,7 +230,10 @@ def build_plan(
                     row.ended += 1
                 elif d.action == "holdout" and d.sequence is not None and d.anchor_at:
                     overlay.enroll(lead.id, d.sequence.id, d.anchor_at, slot, holdout=True)
+            limit, day_limit = config.rate_limits(acct)
+            day_start = local_midnight(slot, config.settings_for(acct).timezone)
             used = overlay.recent_sends(acct.id, slot - timedelta(hours=1))
+            used_today = overlay.recent_sends(acct.id, day_start - timedelta(microseconds=1))
             for lead, d in actionable:
                 assert d.sequence is not None and d.message is not None
                 row.due += 1
@@ -245,8 +247,8 @@ def build_plan(
                     )
                     overlay.end(lead.id, d.sequence.id, "window_closed", slot)
                     continue
-                if used >= limit:
-                    row.deferred += 1
+                if used >= limit or (day_limit is not None and used_today >= day_limit):
+                    row.deferred += 1  # the account's hourly or daily cap: a later slot
                     continue
                 try:
                     rendered = engine.renderer.render(
@@ -259,6 +261,7 @@ def build_plan(
                     row.unsendable += 1
                     continue
                 used += 1
+                used_today += 1
                 row.sent += 1
                 if d.new_enrollment and d.anchor_at is not None:
                     overlay.enroll(lead.id, d.sequence.id, d.anchor_at, slot)

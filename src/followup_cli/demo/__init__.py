@@ -20,6 +20,8 @@ from ..clock import Clock
 from ..config import load_config
 from ..engine import Engine, RunOptions
 from ..leadstore import COLUMN_NAMES, lead_table_ddl
+from ..outcomes import reconcile
+from ..report import build_report
 from ..store import open_store
 
 START = datetime(2026, 3, 2, tzinfo=ZoneInfo("Europe/Madrid"))  # a Monday
@@ -31,20 +33,30 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if dt else None
 
 
-def seed_leads(db_path: Path, n: int, rng: random.Random) -> None:
-    """Write ``n`` realistic leads (plus two broken rows) into a fresh ``leads`` table."""
+def seed_leads(
+    db_path: Path,
+    n: int,
+    rng: random.Random,
+    morning: datetime | None = None,
+    first_id: int = 1,
+    broken: bool = True,
+) -> None:
+    """Write ``n`` realistic leads (plus two broken rows) into the ``leads`` table, each
+    with a conversation that went quiet before ``morning``'s first run: in the day before
+    it for the first batch, overnight (after the last run) for the batches that follow."""
     conn = sqlite3.connect(db_path)
     for statement in lead_table_ddl("sqlite"):  # the lead-store columns, defined once
         conn.execute(statement)
-    t0 = START.replace(hour=9).astimezone(UTC)
+    t0 = (morning or START.replace(hour=9)).astimezone(UTC)
+    span = 22 * 60 if first_id == 1 else 14 * 60
     rows = []
-    for i in range(1, n + 1):
+    for i in range(first_id, first_id + n):
         account = rng.choices(["acct_shop", "acct_studio", "acct_paused"], [6, 3, 1])[0]
         first = rng.choice(FIRST)
         username = f"{(first or 'user').lower()}.{i:03d}"
         score = rng.choices([1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 3, 3, 2, 1])[0]
         status = rng.choices(["new", "qualified", "lost", "converted"], [4, 5, 1, 1])[0]
-        outbound = t0 - timedelta(minutes=rng.randint(60, 22 * 60))
+        outbound = t0 - timedelta(minutes=rng.randint(60, span))
         kind = rng.random()
         if kind < 0.08:
             inbound, text = None, None  # we wrote first; they never answered: no window
@@ -76,6 +88,9 @@ def seed_leads(db_path: Path, n: int, rng: random.Random) -> None:
                 json.dumps({k: v for k, v in attrs.items() if v}),
             )
         )
+    if not broken:
+        _insert(conn, rows)
+        return
     rows.append(
         (
             "lead_bad_time",
@@ -114,6 +129,10 @@ def seed_leads(db_path: Path, n: int, rng: random.Random) -> None:
             None,
         )
     )
+    _insert(conn, rows)
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     marks = ", ".join("?" * len(COLUMN_NAMES))
     conn.executemany(f"INSERT INTO leads ({', '.join(COLUMN_NAMES)}) VALUES ({marks})", rows)
     conn.commit()
@@ -166,15 +185,23 @@ def run_demo(
     for suffix in ("", "-wal", "-shm", ".lock"):
         Path(str(db_path) + suffix).unlink(missing_ok=True)
     rng = random.Random(42)
-    seed_leads(db_path, n_leads, rng)
+    # A third of the leads (or so) is there at the start; the host app records the others
+    # overnight, a batch before each morning's first run, the last one after the demo's end.
+    per_day = n_leads // (days + 1)
+    batches = [n_leads - per_day * days] + [per_day] * days
+    seed_leads(db_path, batches[0], rng)
     loaded = load_config(config_path)
     store = open_store(str(db_path), "leads")
     stream = None if not quiet else open("/dev/null", "w")  # noqa: SIM115
     engine = Engine(loaded, store, ConsoleChannel(stream=stream))
-    printer(f"Seeded {n_leads} leads (+2 broken rows) in {db_path}; config {config_path}")
+    printer(
+        f"Seeded {n_leads} leads (+2 broken rows) in {db_path}; config {config_path}: "
+        f"{batches[0]} at the start, {per_day} more arriving overnight before each morning"
+    )
     totals: Counter = Counter()
     host_events: Counter = Counter()
     tz = ZoneInfo(loaded.config.settings.timezone)
+    next_id = batches[0] + 1
     for day in range(days):
         for hour in (9, 14, 18):
             at = (START + timedelta(days=day)).replace(hour=hour, tzinfo=tz).astimezone(UTC)
@@ -195,6 +222,9 @@ def run_demo(
                 + (f", {len(data['bad_leads'])} bad rows skipped" if data["bad_leads"] else "")
             )
             host_events.update(simulate_host_app(db_path, sent, at, rng))
+        morning = (START + timedelta(days=day + 1)).replace(hour=9, tzinfo=tz)
+        seed_leads(db_path, per_day, rng, morning, first_id=next_id, broken=False)
+        next_id += per_day
     rows = store.followups(limit=100_000)
     by_step = Counter(
         (r["sequence_id"], r["message_id"], r["variant_id"] or "-", r["status"]) for r in rows
@@ -202,11 +232,34 @@ def run_demo(
     printer("\nWhat happened, by step (sequence / message / variant: status count):")
     for (seq, msg, var, status), n in sorted(by_step.items()):
         printer(f"  {seq} / {msg} / {var}: {status} {n}")
+    # The report's numbers for the demo's days, counted the way `followup report` counts
+    # them (the same call): what the summary below says must agree with it.
+    report_now = (START + timedelta(days=days - 1)).replace(hour=23, tzinfo=tz)
+    reconcile(store, loaded.config, report_now.astimezone(UTC))
+    report = build_report(store, loaded.config, report_now.astimezone(UTC), days=days)
+    s = report["summary"]
+    answered = host_events["replied"] + host_events["wrote stop"]
     printer(
-        f"\nTotals: {totals['sent']} follow-ups sent; the leads replied "
-        f"{host_events['replied']} times, converted {host_events['converted']} times, and "
-        f"{host_events['wrote stop']} wrote 'stop' after a follow-up (opt-outs recorded, "
-        f"including leads whose last message already said stop: {totals['opt-outs']})."
+        f"\nTotals: {totals['sent']} follow-ups sent to {s['leads_messaged']} leads. The host "
+        f"app recorded {answered} answers to them ({host_events['replied']} asking how to "
+        f"order, {host_events['wrote stop']} saying 'stop') and {host_events['converted']} "
+        f"conversions; opt-outs recorded: {totals['opt-outs']} (also from leads whose last "
+        "message already said stop)."
+    )
+    agree = (s["followups_responded"], s["followups_converted"]) == (
+        answered,
+        host_events["converted"],
+    )
+    printer(
+        f"The report for these days counts {s['followups_responded']} follow-ups responded "
+        f"({s['leads_responded']} leads: any message after a follow-up is a response, 'stop' "
+        f"too) and {s['followups_converted']} converted"
+        + (
+            ": the same."
+            if agree
+            else "; it credits each answer to the last follow-up sent before it within "
+            f"{report['attribution_days']} days, which is why it differs."
+        )
     )
     skipped = {k: v for k, v in totals.items() if k.startswith("skipped")}
     if skipped:
@@ -214,13 +267,24 @@ def run_demo(
             "Why some were not sent: "
             + ", ".join(f"{k.split(': ')[1]} {v}" for k, v in skipped.items())
         )
+    cfg = f"--config {config_path}"
+    morning = (START + timedelta(days=days)).replace(hour=9)
     printer(
-        f"\nTry: followup explain lead_004 --config {config_path} "
-        f"--now {START.replace(hour=14).isoformat()}"
-        f"\n     followup run --dry-run --config {config_path} --now "
-        f"{(START + timedelta(days=days)).replace(hour=9).isoformat()}"
+        "\nNext, on the demo's store (the demo's days are in March 2026: keep --now):"
+        f"\n  followup report {cfg} --now {report_now.isoformat()} --days {days}"
+        f"\n  followup report {cfg} --now {report_now.isoformat()} --days {days} "
+        f"--format html -o {directory / 'report.html'}"
+        f"\n  followup explain lead_004 {cfg} --now {START.replace(hour=14).isoformat()}"
+        f"\n  followup run --dry-run {cfg} --now {morning.isoformat()}"
+        f"\n  followup plan {cfg} --now {morning.replace(hour=8).isoformat()} --days 2"
+        f"\n  followup leads {cfg} --now {morning.isoformat()}"
     )
     store.close()
     if stream is not None:
         stream.close()
-    return {"sent": totals["sent"], **host_events}
+    return {
+        "sent": totals["sent"],
+        **host_events,
+        "report_responded": s["followups_responded"],
+        "report_converted": s["followups_converted"],
+    }
