@@ -116,3 +116,23 @@ def test_plan__table_names_slots_and_the_backlog_and_refuses_bad_days(
     bad = followup("plan", "--config", str(cfg), "--db", db.url, "--days", "0")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert _tool_rows(db) == 0
+
+
+def test_plan__the_account_daily_cap_holds_until_the_next_day(db: LeadDB, tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        base_config(channel={"type": "console", "window_hours": 48, "messages_per_day": 3}),
+    )
+    db.insert(
+        *(
+            lead(
+                f"l{i}",
+                last_inbound_at="2026-03-02T06:50:00Z",
+                last_outbound_at="2026-03-02T07:00:00Z",
+            )
+            for i in range(5)
+        )
+    )
+    data = _plan(cfg, db, "--days", "2")
+    assert _column(data, "acct_a", "sent")[:4] == [0, 3, 0, 3]  # a new day, a new cap
+    assert _column(data, "acct_a", "deferred")[:3] == [0, 2, 2]
