@@ -113,8 +113,11 @@ class Plan:
             ],
             "accounts": {
                 a: {
-                    **self.totals(a).as_dict(),
-                    "backlog_at_start": (self.rows[self.slots[0]][a].deferred if self.slots else 0),
+                    "sent": (t := self.totals(a)).sent,
+                    "window_lost": t.window_lost,
+                    "unsendable": t.unsendable,
+                    "ended": t.ended,
+                    "waiting_at_end": t.deferred,
                     "backlog_clears_at": _iso(self.backlog_clears_at(a)),
                 }
                 for a in accounts
@@ -147,6 +150,7 @@ class _Overlay:
         self.followups: dict[str, list[FollowupRecord]] = {}
         self.new_enrollments: dict[str, list[EnrollmentRecord]] = {}
         self.ends: dict[tuple[str, str], tuple[datetime, str]] = {}
+        self.ended_leads: set[str] = set()
         self.optouts: set[str] = set()
         self.sends: dict[str, list[datetime]] = {}
 
@@ -165,7 +169,7 @@ class _Overlay:
     def _merge(self, lead_id: str, state: LeadState) -> LeadState:
         extra = self.followups.get(lead_id)
         new = self.new_enrollments.get(lead_id)
-        ended = any(k[0] == lead_id for k in self.ends)
+        ended = lead_id in self.ended_leads
         if not extra and not new and not ended and lead_id not in self.optouts:
             return state
         enrollments = [self._ended(lead_id, e) for e in (*state.enrollments, *(new or ()))]
@@ -191,6 +195,7 @@ class _Overlay:
 
     def end(self, lead_id: str, sequence_id: str, reason: str, at: datetime) -> None:
         self.ends.setdefault((lead_id, sequence_id), (at, reason))
+        self.ended_leads.add(lead_id)
 
     def record(self, lead_id: str, rec: FollowupRecord) -> None:
         self.followups.setdefault(lead_id, []).append(rec)
