@@ -24,6 +24,11 @@ EXAMPLES: dict[str, str] = {
     "demo": "followup demo --dir followup-demo --leads 200 --days 3",
     "handoff": "followup handoff --account acct_shop --since 24",
     "leads": "followup leads --sequence warm   (set up a store: followup leads init --help)",
+    "schedule": "followup schedule --now 2026-03-02T08:00:00+01:00",
+    "status": "followup status --json",
+    "tokens": "followup tokens check",
+    "tokens check": "followup tokens check --warn-days 14",
+    "tokens refresh": "followup tokens refresh acct_shop",
     "events": "followup events ingest webhook-payloads.jsonl",
     "events ingest": "followup events ingest - < events.jsonl",
     "report": (
