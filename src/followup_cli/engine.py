@@ -31,7 +31,18 @@ from .channels.base import Channel, OutgoingMessage, SendResult, idempotency_key
 from .clock import Clock, wall
 from .config import Account, Config, LoadedConfig
 from .crypto import BodyCipher
-from .models import DELIVERED, FAILED, PENDING, SENT, SKIPPED, UNKNOWN, BadLead, Lead, parse_lead
+from .models import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    SENT,
+    SKIPPED,
+    UNKNOWN,
+    BadLead,
+    Lead,
+    parse_lead,
+    printable,
+)
 from .render import Renderer, TemplateProblem
 from .rules import Check, Decision, decide, local_midnight, next_local_midnight, next_run_slot
 from .store.base import SqlStore, actor
@@ -378,7 +389,10 @@ class Engine:
         actionable: list[tuple[Lead, Decision]] = []
         bookkeeping: list[tuple[Lead, Decision]] = []
         digest = self.loaded.digest
-        after = ""
+        nameless = store.leads_without_id(account.id)
+        if nameless:
+            result.bad("?", f"lead rows of account {account.id} without an id: {nameless}")
+        after: Any = None
         while True:
             page = store.candidate_leads(
                 account.id,
@@ -393,7 +407,10 @@ class Engine:
             )
             if not page:
                 break
-            after = str(page[-1]["id"])
+            last = store.page_key(page[-1]["id"])
+            if last == after:
+                break  # rows without an id filled a page: no way past them (named below)
+            after = last
             leads: list[Lead] = []
             for row in page:
                 try:
@@ -405,7 +422,9 @@ class Engine:
             states = store.lead_states(ids)
             hints: list[tuple[str, str, int, datetime]] = []
             for lead in leads:
-                d = decide(lead, states[lead.id], self.config, now)
+                d = decide_or_name(lead, states[lead.id], self.config, now, result)
+                if d is None:
+                    continue
                 if d.action in ("send", "skip"):
                     d.checks = []  # explain's business; a run holds many decisions
                     actionable.append((lead, d))
@@ -700,8 +719,9 @@ class _LiveExecutor(_Executor):
                 fresh = parse_lead(row)
             except BadLead:
                 return
-            d = decide(fresh, store.lead_state(lead.id), self.config, now)
-            self._bookkeep_locked(fresh, d)
+            d = decide_or_name(fresh, store.lead_state(lead.id), self.config, now, None)
+            if d is not None:
+                self._bookkeep_locked(fresh, d)
 
     def _bookkeep_locked(self, lead: Lead, d: Decision) -> None:
         store, now = self.store, self.now
@@ -765,7 +785,9 @@ class _LiveExecutor(_Executor):
             except BadLead as exc:
                 res.bad(exc.lead_id, str(exc))
                 return
-            d = decide(fresh, store.lead_state(lead.id), self.config, now)
+            d = decide_or_name(fresh, store.lead_state(lead.id), self.config, now, res)
+            if d is None:
+                return
             if d.action not in ("send", "skip"):
                 # Something changed since planning (opt-out, reply, another run): obey it.
                 self._bookkeep_locked(fresh, d)
@@ -1122,6 +1144,21 @@ def account_windows(
 
 def _fmt_utc(dt: datetime | None) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if dt else "never"
+
+
+def decide_or_name(
+    lead: Lead, state: Any, config: Config, now: datetime, result: AccountResult | None
+) -> Decision | None:
+    """``decide`` for one lead, isolated: a value in the row that the rules cannot compute
+    with (a date that overflows once hours are added, a structure too deep to compare) skips
+    that lead, named, instead of ending the run for everyone (None)."""
+    try:
+        return decide(lead, state, config, now)
+    except Exception as exc:  # noqa: BLE001 - one row must not stop the run for the others
+        if result is not None:
+            what = f"{type(exc).__name__}: {printable(str(exc), 120)}"
+            result.bad(lead.id, f"lead {printable(lead.id, 200)}: cannot be decided ({what})")
+        return None
 
 
 def _account_stop_line(account: Account, result: SendResult) -> str:

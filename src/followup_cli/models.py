@@ -5,6 +5,7 @@ own tracking state for one lead. Parsing a lead row never raises anything but ``
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ class BadLead(Exception):
     """A lead row that cannot be used; the run skips it with a counted, named warning."""
 
     def __init__(self, lead_id: str, column: str, what: str) -> None:
-        super().__init__(f"lead {lead_id}: {column}: {what}")
+        super().__init__(f"lead {printable(lead_id, 200)}: {column}: {what}")
         self.lead_id = lead_id
         self.column = column
         self.what = what
@@ -111,10 +112,95 @@ class Lead:
         return getattr(self, path, None)
 
 
-def _text(v: Any) -> str | None:
+# What a lead row may hold. Outside these bounds a value is garbage (a "never" sentinel
+# such as 9999-12-31 or Go's zero time, a runaway text): the lead is skipped, named, and
+# every date the rules compute from it (silence + delay, window, hand-off) stays in range.
+LEAD_TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+LEAD_TIME_MAX = datetime(3000, 1, 1, tzinfo=UTC)
+SCORE_LIMIT = 2**63  # |score| below it: a BIGINT, and a number templates can print
+MAX_ID_CHARS = 1000  # ids, names, status, time zone
+MAX_TEXT_CHARS = 1_000_000  # last_inbound_text, attributes (as JSON text)
+# Times Postgres holds and Python cannot (read back as their text): infinity, BC, year 10000+
+_BEYOND_PYTHON = re.compile(r"\s*([+-]?infinity|\d{5,}-|.*\bBC\s*$)", re.IGNORECASE)
+ID_COLUMNS = ("id", "account_id", "recipient_id", "user_id", "conversation_id")
+TEXT_COLUMNS = ("username", "first_name", "status", "timezone", "last_inbound_text")
+
+
+def printable(value: Any, limit: int = 80) -> str:
+    """A value as it can be named in one line of a warning: escaped (undecodable bytes
+    and control characters included), and cut to ``limit`` characters."""
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _utf8(lead_id: str, column: str, value: str) -> str:
+    """A text column's value; text that was not valid UTF-8 in the database arrives with
+    surrogate escapes (see the stores) and is named here."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadLead(lead_id, column, "not UTF-8 text (undecodable bytes)") from None
+    return value
+
+
+def _column_text(lead_id: str, column: str, v: Any, limit: int = MAX_ID_CHARS) -> str | None:
+    """A text (or, for ids, integer) column -> str; BadLead for blobs that are not UTF-8,
+    floats in an id, undecodable text and runaway lengths."""
     if v is None:
         return None
-    return str(v)
+    if isinstance(v, bytes | bytearray | memoryview):
+        if column == "id":  # a blob never compares equal to the text the tool keeps
+            raise BadLead(lead_id, column, f"a blob, not text: {printable(bytes(v))}")
+        try:
+            v = bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadLead(lead_id, column, "not UTF-8 text (a blob of other bytes)") from None
+    elif isinstance(v, bool) or (column in ID_COLUMNS and not isinstance(v, str | int)):
+        raise BadLead(lead_id, column, f"not text: {printable(v)}")
+    text = _utf8(lead_id, column, v if isinstance(v, str) else str(v))
+    if len(text) > limit:
+        raise BadLead(lead_id, column, f"too long ({len(text)} characters; at most {limit})")
+    return text
+
+
+def _lead_time(lead_id: str, column: str, value: Any) -> datetime | None:
+    try:
+        dt = parse_time(value)
+    except (ValueError, TypeError, OverflowError):
+        beyond = isinstance(value, str) and _BEYOND_PYTHON.match(value)
+        what = "out of range" if beyond else "not an ISO 8601 timestamp"
+        raise BadLead(lead_id, column, f"{what}: {printable(value)}") from None
+    if dt is not None and not (LEAD_TIME_MIN <= dt < LEAD_TIME_MAX):
+        raise BadLead(
+            lead_id,
+            column,
+            f"out of range: {printable(value)} (a time in the years 1900-2999, or NULL)",
+        )
+    return dt
+
+
+def _score(lead_id: str, raw: Any) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        if isinstance(raw, bool):
+            raise TypeError
+        if isinstance(raw, str):
+            raw = raw.strip()
+            score = int(raw)  # "4"; not "4.0", "four" or a 5000-digit number
+        else:
+            score = int(raw)  # int, integral float or Decimal; NaN and inf raise
+            if score != raw:
+                raise ValueError
+    except (ValueError, TypeError, OverflowError, ArithmeticError):
+        raise BadLead(lead_id, "score", f"not an integer: {printable(raw)}") from None
+    if not -SCORE_LIMIT < score < SCORE_LIMIT:
+        raise BadLead(lead_id, "score", f"out of range: {printable(raw)}")
+    return score
 
 
 def _json_kind(value: Any) -> str:
@@ -138,15 +224,22 @@ def _parse_attributes(lead_id: str, raw: Any) -> dict[str, Any]:
         return {}
     if isinstance(raw, Mapping):
         return dict(raw)
-    if isinstance(raw, bytes | bytearray):
+    if isinstance(raw, bytes | bytearray | memoryview):
         try:
-            raw = raw.decode()
+            raw = bytes(raw).decode()
         except UnicodeDecodeError:
             raise BadLead(lead_id, "attributes", "not valid JSON (not UTF-8 text)") from None
     if isinstance(raw, str):
+        _utf8(lead_id, "attributes", raw)
+        if len(raw) > MAX_TEXT_CHARS:
+            raise BadLead(
+                lead_id, "attributes", f"too long ({len(raw)} characters; at most {MAX_TEXT_CHARS})"
+            )
         text = raw.strip()
         try:
             value = json.loads(text)
+        except RecursionError:
+            raise BadLead(lead_id, "attributes", "JSON nested too deeply") from None
         except ValueError as exc:
             if text.startswith(("{", "[")):
                 raise BadLead(lead_id, "attributes", f"not valid JSON: {exc}") from None
@@ -167,52 +260,53 @@ def _parse_attributes(lead_id: str, raw: Any) -> dict[str, Any]:
 
 def parse_lead(row: Mapping[str, Any]) -> Lead:
     """A lead-store row -> Lead; raises BadLead naming the column and the problem."""
-    lead_id = _text(row.get("id"))
-    if not lead_id:
+    raw_id = row.get("id")
+    if raw_id is None or raw_id == "":
         raise BadLead("?", "id", "missing lead id")
-    recipient = _text(row.get("recipient_id"))
+    if isinstance(raw_id, str):
+        named = printable(raw_id, MAX_ID_CHARS)
+    else:
+        named = printable(raw_id)
+    lead_id = _column_text(named, "id", raw_id)
+    assert lead_id is not None
+    ids = {c: _column_text(lead_id, c, row.get(c)) for c in ID_COLUMNS[1:]}
+    texts = {
+        c: _column_text(
+            lead_id, c, row.get(c), MAX_TEXT_CHARS if c == "last_inbound_text" else MAX_ID_CHARS
+        )
+        for c in TEXT_COLUMNS
+    }
+    recipient = ids["recipient_id"]
     if not recipient or not recipient.strip():
         raise BadLead(
             lead_id, "recipient_id", "missing recipient (IGSID); the lead cannot be messaged"
         )
-    times: dict[str, datetime | None] = {}
-    for col in ("last_inbound_at", "last_outbound_at", "converted_at"):
-        try:
-            times[col] = parse_time(row.get(col))
-        except (ValueError, TypeError):
-            raise BadLead(lead_id, col, f"not an ISO 8601 timestamp: {row.get(col)!r}") from None
-    score_raw = row.get("score")
-    score: int | None
-    if score_raw is None or score_raw == "":
-        score = None
-    else:
-        try:
-            score = int(score_raw)
-            if isinstance(score_raw, float) and score_raw != score:
-                raise ValueError
-        except (ValueError, TypeError):
-            raise BadLead(lead_id, "score", f"not an integer: {score_raw!r}") from None
+    times = {
+        col: _lead_time(lead_id, col, row.get(col))
+        for col in ("last_inbound_at", "last_outbound_at", "converted_at")
+    }
+    score = _score(lead_id, row.get("score"))
     attrs = _parse_attributes(lead_id, row.get("attributes"))
-    tz = _text(row.get("timezone"))
+    tz = texts["timezone"]
     if tz:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         try:
             ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise BadLead(lead_id, "timezone", f"unknown IANA time zone {tz!r}") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise BadLead(lead_id, "timezone", f"unknown IANA time zone {printable(tz)}") from None
     return Lead(
         id=lead_id,
-        account_id=_text(row.get("account_id")),
+        account_id=ids["account_id"],
         recipient_id=recipient.strip(),
-        user_id=_text(row.get("user_id")),
-        conversation_id=_text(row.get("conversation_id")),
-        username=_text(row.get("username")),
-        first_name=_text(row.get("first_name")),
+        user_id=ids["user_id"],
+        conversation_id=ids["conversation_id"],
+        username=texts["username"],
+        first_name=texts["first_name"],
         score=score,
-        status=_text(row.get("status")),
+        status=texts["status"],
         last_inbound_at=times["last_inbound_at"],
-        last_inbound_text=_text(row.get("last_inbound_text")),
+        last_inbound_text=texts["last_inbound_text"],
         last_outbound_at=times["last_outbound_at"],
         converted_at=times["converted_at"],
         timezone=tz or None,

@@ -301,7 +301,7 @@ class SqlStore:
         account_id: str,
         min_score: int,
         max_score: int,
-        after_id: str = "",
+        after_id: Any = "",
         page: int = 1000,
         keywords: Sequence[str] = (),
         *,
@@ -351,8 +351,9 @@ class SqlStore:
         )
         if now is not None:
             params.update(now=now, config=config or "", new_due=new_due_before or now)
+        paged = after_id is not None and after_id != ""
         sql = self._candidate_sql(
-            self._select_list(), col, keyword, paged=bool(after_id), due=now is not None
+            self._select_list(), col, keyword, paged=paged, due=now is not None
         )
         return self._query(sql, params)
 
@@ -362,6 +363,20 @@ class SqlStore:
         return self._query(
             f"SELECT {self._select_list()} FROM {self.lead_table} l LIMIT :n", {"n": limit}
         )
+
+    def page_key(self, lead_id: Any) -> Any:
+        """What the next candidate page starts after, given the last row's id."""
+        return str(lead_id)
+
+    def leads_without_id(self, account_id: str) -> int:
+        """An account's lead rows whose id is NULL: never candidates (nothing could track
+        them), counted so that the run names them."""
+        rows = self._query(
+            f"SELECT COUNT(*) AS n FROM {self.lead_table} l "
+            "WHERE l.account_id = :a AND l.id IS NULL",
+            {"a": account_id},
+        )
+        return int(rows[0]["n"])
 
     def lead_row(self, lead_id: str) -> dict[str, Any] | None:
         rows = self._query(

@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+from psycopg.types.json import JsonbLoader, JsonLoader
 
 from ..errors import StoreConfigError, StoreError
 from .base import SqlStore
@@ -24,6 +26,38 @@ _TYPED_NULL = {
     "converted_at": "NULL::timestamptz",
     "last_inbound_at": "NULL::timestamptz",
     "status": "NULL::text",
+}
+
+
+_TIME_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
+_NUMBER_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
+_LEAD_TYPES = (
+    ("last_outbound_at", _TIME_TYPES, "timestamptz"),
+    ("last_inbound_at", _TIME_TYPES, "timestamptz"),
+    ("converted_at", _TIME_TYPES, "timestamptz"),
+    ("score", _NUMBER_TYPES, "an integer type"),
+)
+
+
+def _lenient(base: type) -> type:
+    """A loader that gives a value it cannot convert back as its text."""
+
+    class Lenient(base):  # type: ignore[misc, valid-type]
+        def load(self, data: Any) -> Any:
+            try:
+                return super().load(data)
+            except (psycopg.DataError, ValueError, RecursionError):
+                return bytes(data).decode("utf-8", "replace")
+
+    return Lenient
+
+
+_LENIENT = {
+    "timestamptz": _lenient(TimestamptzLoader),
+    "timestamp": _lenient(TimestampLoader),
+    "date": _lenient(DateLoader),
+    "jsonb": _lenient(JsonbLoader),
+    "json": _lenient(JsonLoader),
 }
 
 
@@ -67,9 +101,26 @@ class PostgresStore(SqlStore):
         try:
             with self._lock:
                 cur = self.conn.execute(self._sql(sql), params or {})
-                return cur.fetchall() if cur.description else []
+                if not cur.description:
+                    return []
+                try:
+                    return cur.fetchall()
+                except (psycopg.DataError, RecursionError):
+                    if not sql.lstrip().upper().startswith("SELECT"):
+                        raise
+                    # A host row holds a value Python cannot hold (a timestamp at infinity
+                    # or after year 9999, JSON nested too deeply): read the page again with
+                    # such values as text, for the lead parser to name the row.
+                    lenient = self.conn.cursor()
+                    for oid in _LENIENT:
+                        lenient.adapters.register_loader(oid, _LENIENT[oid])
+                    lenient.execute(self._sql(sql), params or {})
+                    return lenient.fetchall()
         except psycopg.Error as exc:
             raise StoreError(f"{self.describe()}: {str(exc).strip().splitlines()[0]}") from exc
+
+    def page_key(self, lead_id: Any) -> Any:
+        return str(lead_id)  # pages compare the id as text (``_lid``)
 
     def _run(self, sql: str, params: dict[str, Any] | None = None) -> int:
         try:
@@ -176,6 +227,13 @@ class PostgresStore(SqlStore):
         if table == self.lead_table:
             types = {r["column_name"]: r["data_type"] for r in rows}
             self._text_lead_ids = types.get("id") in ("text", "character varying")
+            for column, allowed, want in _LEAD_TYPES:
+                if column in types and types[column] not in allowed:
+                    raise StoreConfigError(
+                        f"{self.describe()}: {table}.{column} is {types[column]}; the rules "
+                        f"compare it in SQL and need {want} (change the column's type, or "
+                        f"point settings.lead_table at a view that casts it)"
+                    )
         return tuple(r["column_name"] for r in rows) if rows else None
 
     def _lead_id_in(self, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
@@ -225,8 +283,9 @@ class PostgresStore(SqlStore):
             AND (e.next_due_at IS NULL OR e.next_due_config IS DISTINCT FROM :config
                  OR e.next_due_at <= :now OR NOT COALESCE({quiet}, false))"""
             # a lead in no sequence: not before the shortest delay after our last message
+            # (a time from year 3000 on is garbage: kept, for the run to name the row)
             new_due = f"""
-      AND l.last_outbound_at <= :new_due
+      AND (l.last_outbound_at <= :new_due OR l.last_outbound_at >= '3000-01-01Z')
       AND NOT EXISTS (
         SELECT 1 FROM followup_enrollments e WHERE e.lead_id = {lid} AND e.ended_at IS NULL
         OFFSET 0)"""
@@ -236,7 +295,7 @@ class PostgresStore(SqlStore):
         # tool's tables rather than with the page (bench/RESULTS-selection.md).
         return f"""
 SELECT {select} FROM {self.lead_table} l
-WHERE l.account_id = :account_id{" AND " + lid + " > :after_id" if paged else ""}
+WHERE l.account_id = :account_id AND {lid + " > :after_id" if paged else "l.id IS NOT NULL"}
   AND (
     EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = {lid} AND e.ended_at IS NULL{
             enrolled_due

@@ -4,6 +4,7 @@ transaction that may write (a read that leads to a write must not be upgraded la
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -74,19 +75,46 @@ class SQLiteStore(SqlStore):
             return json.dumps(value)
         return value
 
+    def _bind(self, sql: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        """Parameters for sqlite3. A text holding undecodable bytes (a lead id read with
+        surrogate escapes, see ``_query``) goes back as those bytes, cast to TEXT, so that
+        it compares with the column as the same text."""
+        bound = self._params(params)
+        for k, v in bound.items():
+            if isinstance(v, str) and _has_surrogates(v):
+                bound[k] = v.encode("utf-8", "surrogateescape")
+                sql = re.sub(rf":{k}\b", f"CAST(:{k} AS TEXT)", sql)
+        return sql, bound
+
     def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        sql, bound = self._bind(sql, params)
         try:
             with self._lock:
-                return self.conn.execute(sql, self._params(params)).fetchall()
+                try:
+                    return self.conn.execute(sql, bound).fetchall()
+                except sqlite3.OperationalError as exc:
+                    if "decode" not in str(exc) or not sql.lstrip().upper().startswith("SELECT"):
+                        raise
+                    # A host row holds text that is not UTF-8: read again with the bad
+                    # bytes escaped, for the lead parser to name the row (not the page).
+                    self.conn.text_factory = _lenient_text
+                    try:
+                        return self.conn.execute(sql, bound).fetchall()
+                    finally:
+                        self.conn.text_factory = str
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
     def _run(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        sql, bound = self._bind(sql, params)
         try:
             with self._lock:
-                return self.conn.execute(sql, self._params(params)).rowcount
+                return self.conn.execute(sql, bound).rowcount
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
+
+    def page_key(self, lead_id: Any) -> Any:
+        return lead_id  # as stored: an integer id pages as an integer, text as text
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -165,21 +193,24 @@ ORDER BY l.id"""
       AND (e.next_due_at IS NULL OR e.next_due_config IS NOT :config
            OR e.next_due_at <= :now OR NOT COALESCE({quiet}, 0))"""
             # a lead in no sequence: not before the shortest delay after our last message
+            # (a time from year 3000 on is garbage: kept, for the run to name the row)
             new_due = """
       AND (julianday(l.last_outbound_at) <= julianday(:new_due)
-           OR julianday(l.last_outbound_at) IS NULL)
+           OR julianday(l.last_outbound_at) IS NULL
+           OR julianday(l.last_outbound_at) >= julianday('3000-01-01'))
       AND NOT EXISTS (
         SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL)"""
         return f"""
 SELECT {select} FROM {self.lead_table} l
-WHERE l.account_id = :account_id{" AND l.id > :after_id" if paged else ""}
+WHERE l.account_id = :account_id AND {"l.id > :after_id" if paged else "l.id IS NOT NULL"}
   AND (
     EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL{
             enrolled_due
         })
     OR {keyword}
     OR (
-      ({col["score"]} BETWEEN :min_score AND :max_score OR typeof({col["score"]}) = 'text')
+      ({col["score"]} BETWEEN :min_score AND :max_score
+       OR typeof({col["score"]}) IN ('text', 'blob'))
       AND {col["converted_at"]} IS NULL
       AND ({col["status"]} IS NULL OR lower({col["status"]}) <> 'converted')
       AND l.last_outbound_at IS NOT NULL
@@ -193,6 +224,18 @@ WHERE l.account_id = :account_id{" AND l.id > :after_id" if paged else ""}
   )
 ORDER BY l.id
 LIMIT :page"""
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
