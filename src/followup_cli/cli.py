@@ -878,8 +878,10 @@ def sequences_check(
         try:
             store = _store(loaded, db, config, migrate=False, readonly=True)
             try:
-                store.lead_columns()
-                rows = store.sample_leads(SAMPLE_ROWS)
+                store_problem = store.quick_check()  # a file corrupted in the middle
+                if store_problem is None:
+                    store.lead_columns()
+                    rows = store.sample_leads(SAMPLE_ROWS)
             finally:
                 store.close()
         except errors.StoreConfigError as exc:

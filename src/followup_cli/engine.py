@@ -48,6 +48,7 @@ from .rules import Check, Decision, decide, local_midnight, next_local_midnight,
 from .store.base import SqlStore, actor
 
 STALE_HEARTBEAT_SECONDS = 300
+UNREACHABLE_STREAK = 3  # sends in a row that found no API stop an account that it once reached
 _TICK = timedelta(microseconds=1)  # ``claimed_at > since - tick``: the day's first instant counts
 CANDIDATE_PAGE = 1000
 
@@ -133,6 +134,8 @@ class AccountResult:
     would_send: int = 0  # a dry run's planned sends (streamed to ``on_planned`` when set)
     attempts: int = 0
     breaker_failures: int = 0
+    reached: bool = False  # some attempt of this run got an answer from the API
+    unreachable_streak: int = 0  # sends in a row whose every attempt found no API
 
     def bad(self, lead_id: str, problem: str) -> None:
         """A lead row skipped for a problem in it (named, counted, reported once)."""
@@ -928,6 +931,8 @@ class _LiveExecutor(_Executor):
             "subcode": result.error_subcode,
             "attempts": result.attempts,
         }
+        if result.kind != "unreachable" and result.outcome != "cancelled" and result.attempts:
+            res.reached, res.unreachable_streak = True, 0
         with store.transaction():
             if result.outcome == "sent":
                 sent = {"status": SENT, "sent_at": now, "external_id": result.message_id}
@@ -949,6 +954,12 @@ class _LiveExecutor(_Executor):
                 self._complete(fid, {**common, "status": UNKNOWN, "reason": result.error_message})
                 res.unknown += 1
                 res.attempts += 1
+            elif result.outcome == "deferred" and result.kind == "unreachable":
+                self._release(fid)
+                res.deferred["unreachable"] += 1
+                res.unreachable_streak += 1
+                if not res.reached or res.unreachable_streak >= UNREACHABLE_STREAK:
+                    res.stopped = res.stopped or _unreachable_line(self.account, res, result)
             elif result.outcome == "deferred":
                 self._release(fid)
                 res.deferred["throttled" if result.kind == "throttle" else "transient"] += 1
@@ -1159,6 +1170,20 @@ def decide_or_name(
             what = f"{type(exc).__name__}: {printable(str(exc), 120)}"
             result.bad(lead.id, f"lead {printable(lead.id, 200)}: cannot be decided ({what})")
         return None
+
+
+def _unreachable_line(account: Account, res: AccountResult, result: SendResult) -> str:
+    """One line naming the account and the URL nothing answered at."""
+    what = result.error_message or "no connection"
+    if res.reached:
+        return (
+            f"account {account.id} stopped: the API became unreachable ({what}) for "
+            f"{res.unreachable_streak} sends in a row; the rest waits for the next run"
+        )
+    return (
+        f"account {account.id} stopped: the API was unreachable on every attempt of this run "
+        f"({what}); check channel.api_base and the network; its due follow-ups wait"
+    )
 
 
 def _account_stop_line(account: Account, result: SendResult) -> str:

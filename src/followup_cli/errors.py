@@ -4,7 +4,8 @@ exit codes and one-line messages in one place (``cli.py``).
     FollowupError                 exit 1  anything unexpected
     ├── ConfigError               exit 2  bad sequences.yaml, template, option or setting
     │   └── StoreConfigError      exit 2  bad --db URL, unreachable database, bad lead table
-    ├── StoreError                exit 1  the database failed mid-run
+    │       └── StoreCorrupt      exit 2  corrupt or foreign file, unwritable file or folder
+    ├── StoreError                exit 1  the database failed mid-run (StoreCorrupt is one too)
     └── LockHeld                  exit 75 another run holds the run lock
 
 Channel outcomes (sent, failed, unknown, throttled, account-fatal) are *results*, not
@@ -37,6 +38,11 @@ class StoreConfigError(ConfigError):
 
 class StoreError(FollowupError):
     """The database failed while a command was running."""
+
+
+class StoreCorrupt(StoreConfigError, StoreError):
+    """The database file is corrupt, not a database, or cannot be written where it must be
+    (file, folder): named with the fix, exit 2, at open or in the middle of a command."""
 
 
 class LockHeld(FollowupError):

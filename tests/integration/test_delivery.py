@@ -276,22 +276,28 @@ def test_transient__retries_are_bounded_then_the_lead_waits_for_the_next_run(
     assert statuses(db) == {("l1", "m1"): "sent", ("l2", "m1"): "sent"}
 
 
-def test_transient__connection_refused_defers_and_the_next_run_sends(
+def test_unreachable__a_refused_api_stops_the_account_with_exit_3_and_the_next_run_sends(
     runner: Runner, db: LeadDB, graph: FakeGraphAPI
 ) -> None:
-    db.insert(due("l1"))
+    """Issue 8: a dead api_base was deferred silently with exit 0 at every run, for ever.
+    Now: retried (the request surely did not leave), counted, and an account that nothing
+    answered for the whole run stops with one line naming it and the URL (exit 3)."""
+    db.insert(due("l1"), due("l2"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
     summary = runner.run(ig_config(closed))
-    assert summary.as_dict()["deferred"] == {"transient": 1}
-    assert len(runner.slept) == 2  # bounded retries: the request surely did not leave
-    assert statuses(db) == {}
-    assert summary.exit_code == 0
+    assert summary.as_dict()["deferred"] == {"unreachable": 1, "account_stopped": 1}
+    assert len(runner.slept) == 2  # bounded retries for l1; l2 is not tried against it
+    assert statuses(db) == {}  # both claims released: nothing went out
+    assert summary.exit_code == 3
+    line = summary.stopped_accounts["acct_a"]
+    assert "acct_a" in line and closed in line and "connection refused" in line
+    assert "unreachable on every attempt" in line
 
     runner.run(ig_config(graph.base_url), now=NOW + timedelta(minutes=30))
-    assert [c.recipient_id for c in graph.deliveries] == ["ig_l1"]
-    assert statuses(db) == {("l1", "m1"): "sent"}
+    assert sorted(c.recipient_id for c in graph.deliveries) == ["ig_l1", "ig_l2"]
+    assert statuses(db) == {("l1", "m1"): "sent", ("l2", "m1"): "sent"}
 
 
 # -------------------------------------------------------------------- ambiguous

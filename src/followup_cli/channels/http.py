@@ -11,8 +11,12 @@ throttle   HTTP 429; codes 4, 17, 32, 613                 retry after Retry-Afte
                                                           or a storm defers: the claim is released,
                                                           the account stops for this run
 transient  codes 1, 2, 1200; is_transient; HTTP 500/503   bounded retry (it did not go through),
-           with a Graph error; connection refused;        then deferred: the claim is released and
-           connect timeout                                the lead stays due for the next run
+           with a Graph error                             then deferred: the claim is released and
+                                                          the lead stays due for the next run
+unreachable connection refused, connect timeout, unknown  as transient, counted per account; an
+           host (no connection ever opened)               account that nothing reached for a whole
+                                                          run stops: one line naming it and the
+                                                          URL, exit 3
 ambiguous  read timeout; connection reset after sending;  ``unknown``: recorded, never resent
            502/504 or a 5xx without a Graph error;        blindly (``followup unknown``)
            an unreadable 2xx
@@ -32,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
@@ -49,7 +54,9 @@ ACCOUNT_CODES = {190, 3, 368}
 class Attempt:
     """One HTTP answer (or its absence), classified."""
 
-    kind: str  # ok | throttle | transient | ambiguous | permanent | account | cancelled
+    kind: (
+        str  # ok | throttle | transient | unreachable | ambiguous | permanent | account | cancelled
+    )
     status: int | None = None
     body: Any = None
     code: int | None = None
@@ -146,13 +153,15 @@ class HttpSender:
             else:
                 resp = self.session.post(url, json=payload, headers=headers, timeout=self.timeout)
         except requests.exceptions.ConnectTimeout:
-            return Attempt("transient", message="connect timeout (the request did not leave)")
+            why = f"connect timeout to {origin(url)} (the request did not leave)"
+            return Attempt("unreachable", message=why)
         except requests.exceptions.ReadTimeout:
             return Attempt("ambiguous", message="read timeout: the request left, no answer came")
         except requests.exceptions.ConnectionError as exc:
-            if _refused(exc):
-                why = "connection refused (the request did not leave)"
-                return Attempt("transient", message=why)
+            refused = _refused(exc)
+            if refused:
+                why = f"{refused} {origin(url)} (the request did not leave)"
+                return Attempt("unreachable", message=why)
             return Attempt("ambiguous", message="connection lost after sending: outcome unknown")
         except requests.exceptions.RequestException as exc:
             return Attempt("ambiguous", message=f"{type(exc).__name__}")
@@ -198,7 +207,7 @@ class HttpSender:
         planned: dict[int, float] = {}
 
         def should_retry(a: Attempt) -> bool:
-            return a.kind in ("throttle", "transient")
+            return a.kind in ("throttle", "transient", "unreachable")
 
         def planned_wait(state: RetryCallState) -> float:
             # One draw per attempt, whichever of wait/stop tenacity asks first (it runs
@@ -236,20 +245,33 @@ class HttpSender:
         return result, count
 
 
-def _refused(exc: BaseException) -> bool:
+def origin(url: str) -> str:
+    """scheme://host[:port] of a URL: where a request goes, without path or credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def _refused(exc: BaseException) -> str | None:
+    """Why a connection never opened (refused, no route, unknown host), or None when it
+    may have opened (the request may have left)."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         name = type(cur).__name__
         text = str(cur)
-        if name in ("NewConnectionError", "ConnectionRefusedError") or "Connection refused" in text:
-            return True
         if "NameResolutionError" in name or "Failed to resolve" in text:
-            return True
+            return "cannot resolve the host of"
+        if name == "ConnectionRefusedError" or "Connection refused" in text:
+            return "connection refused by"
+        if name == "NewConnectionError":
+            return "cannot connect to"
         inner = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
         cur = cur.__cause__ or cur.__context__ or inner
-    return False
+    return None
 
 
 def result_from(attempt: Attempt, attempts: int, message_id: str | None = None) -> SendResult:
@@ -258,6 +280,7 @@ def result_from(attempt: Attempt, attempts: int, message_id: str | None = None) 
         "ok": "sent",
         "throttle": "deferred",
         "transient": "deferred",
+        "unreachable": "deferred",
         "ambiguous": "unknown",
         "permanent": "failed",
         "account": "account_fatal",

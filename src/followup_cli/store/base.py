@@ -244,6 +244,7 @@ class SqlStore:
         """Everything inside runs in one transaction that is rolled back: the tool's tables
         are created if missing, read, and nothing stays. How a dry run on a fresh store
         writes nothing."""
+        self._scratch_schema()
         try:
             with self.transaction():
                 self.migrate()
@@ -251,6 +252,13 @@ class SqlStore:
                 raise _Rollback
         except _Rollback:
             pass
+
+    def _scratch_schema(self) -> None:
+        """Where ``scratch`` creates the tool's tables (SQLite read-only: in TEMP)."""
+
+    def quick_check(self) -> str | None:
+        """A cheap integrity check of the database file; None when sound (or not a file)."""
+        return None
 
     def pending_migrations(self) -> list[str]:
         try:

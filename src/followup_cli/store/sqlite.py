@@ -4,6 +4,7 @@ transaction that may write (a read that leads to a write must not be upgraded la
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -12,8 +13,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from ..errors import StoreConfigError, StoreError
+from ..errors import StoreConfigError, StoreCorrupt, StoreError
 from ..models import format_time
 from .base import SqlStore
 
@@ -41,24 +43,117 @@ class SQLiteStore(SqlStore):
                 f"{self.path}: no such database file; pass --db with the lead store's path "
                 "(the host app's SQLite file that holds the leads table)"
             )
-        try:
-            self.conn = sqlite3.connect(
-                str(self.path),
-                timeout=BUSY_TIMEOUT_SECONDS,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self.conn.row_factory = _dict_row
-            if not readonly:
-                self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        except sqlite3.DatabaseError as exc:
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take an empty file for a new database and write one into it.
             raise StoreConfigError(
-                f"{self.path}: not a usable SQLite database ({exc}); pass another --db"
-            ) from None
+                f"{self.path}: an empty file (0 bytes), not a lead store; pass --db with the "
+                "host app's SQLite file that holds the leads table"
+            )
+        if not os.access(self.path, os.R_OK):
+            raise StoreConfigError(
+                f"{self.path}: the database file is not readable by {_user()}; give read access"
+            )
+        if not readonly:
+            self._check_writable()
+        self._temp_tables = False  # a dry run on a read-only fresh store: tables in TEMP
+        self.conn = self._connect()
         self._depth = 0
         self._lock = threading.RLock()
+
+    def _check_writable(self) -> None:
+        """A run writes the file and, beside it, the journal (``-wal``, ``-shm``) and the
+        run lock: say which of them it cannot, before SQLite calls it a bad database."""
+        who = _user()
+        folder = self.path.resolve().parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreConfigError(
+                f"{folder}: the folder of {self.path.name} is not writable by {who}; SQLite "
+                f"keeps its journal and the run lock beside the database: give {who} write "
+                "access to the folder (a --dry-run needs none)"
+            )
+        if not os.access(self.path, os.R_OK | os.W_OK):
+            raise StoreConfigError(
+                f"{self.path}: the database file is not writable by {who}; give {who} read and "
+                "write access to it (a --dry-run needs only read access)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        """Read-write (WAL), or read-only: ``mode=ro`` writes nothing; a database in WAL
+        mode whose folder is read-only is opened ``immutable`` (nobody can write it then)."""
+        uri = "file:" + quote(str(self.path.resolve()))
+        attempts = [uri + "?mode=ro", uri + "?mode=ro&immutable=1"] if self.readonly else [uri]
+        last: sqlite3.Error | None = None
+        for target in attempts:
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = sqlite3.connect(
+                    target,
+                    uri=True,
+                    timeout=BUSY_TIMEOUT_SECONDS,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.row_factory = _dict_row
+                conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchall()  # reads the file
+                if not self.readonly:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                return conn
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                last = exc
+                if _code(exc) not in ("SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN"):
+                    break
+        assert last is not None
+        raise self._translate(last, opening=True) from None
+
+    def _translate(self, exc: sqlite3.Error, opening: bool = False) -> StoreError:
+        """A driver error -> the project's error: a corrupt or foreign file, or a file or
+        folder the tool cannot write, is named with the fix (exit 2); anything else is a
+        store failure."""
+        code = _code(exc)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else code
+        if code == "SQLITE_CORRUPT" or (code == "SQLITE_NOTADB" and not opening):
+            return StoreCorrupt(
+                f"{self.path}: the database file is corrupt ({first}); restore it from a "
+                f"backup or rebuild it (`sqlite3 {self.path} .recover`); "
+                f"`followup sequences check --db {self.path}` runs the full check"
+            )
+        if code == "SQLITE_NOTADB" or opening and code not in _READONLY:
+            return StoreCorrupt(
+                f"{self.path}: not a usable SQLite database ({first}); pass --db with the "
+                "host app's SQLite file that holds the leads table"
+            )
+        if code in _READONLY:
+            folder = self.path.resolve().parent
+            if code == "SQLITE_READONLY_DIRECTORY" or not os.access(folder, os.W_OK):
+                where = f"{folder}: the folder of {self.path.name} is not writable"
+            else:
+                where = f"{self.path}: the database file is not writable"
+            return StoreCorrupt(
+                f"{where} by {_user()} ({first}); give write access (a --dry-run needs none)"
+            )
+        return StoreError(f"{self.path}: {first}")
+
+    def quick_check(self) -> str | None:
+        """``PRAGMA quick_check``: None when the file is sound, else its first finding."""
+        try:
+            rows = self.conn.execute("PRAGMA quick_check(5)").fetchall()
+            found = [str(next(iter(r.values()))) for r in rows]
+        except sqlite3.Error as exc:
+            if _code(exc) not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+                return str(self._translate(exc))
+            found = [str(exc)]
+        if found == ["ok"]:
+            return None
+        lines = [x.strip() for f in found for x in f.splitlines() if x.strip()]
+        first = next((x for x in lines if not x.startswith("***")), "not ok")
+        return (
+            f"{self.path}: the database file is corrupt (PRAGMA quick_check: {first[:120]}); "
+            f"restore it from a backup or rebuild it (`sqlite3 {self.path} .recover`)"
+        )
 
     def clone(self) -> SQLiteStore:
         return SQLiteStore(self.path, self.lead_table, self.readonly)
@@ -103,7 +198,7 @@ class SQLiteStore(SqlStore):
                     finally:
                         self.conn.text_factory = str
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from exc
+            raise self._translate(exc) from exc
 
     def _run(self, sql: str, params: dict[str, Any] | None = None) -> int:
         sql, bound = self._bind(sql, params)
@@ -111,7 +206,7 @@ class SQLiteStore(SqlStore):
             with self._lock:
                 return self.conn.execute(sql, bound).rowcount
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from exc
+            raise self._translate(exc) from exc
 
     def page_key(self, lead_id: Any) -> Any:
         return lead_id  # as stored: an integer id pages as an integer, text as text
@@ -127,9 +222,12 @@ class SQLiteStore(SqlStore):
                     self._depth -= 1
                 return
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot start a write transaction: {exc}") from exc
+                err = self._translate(exc)
+                if type(err) is StoreError:
+                    err = StoreError(f"{self.path}: cannot start a write transaction: {exc}")
+                raise err from exc
             self._depth = 1
             try:
                 yield
@@ -144,12 +242,29 @@ class SQLiteStore(SqlStore):
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+                err = self._translate(exc)
+                if type(err) is StoreError:
+                    err = StoreError(f"{self.path}: commit failed: {exc}")
+                raise err from exc
 
     def _ddl(self, statement: str) -> str:
-        return statement.format(
+        out = statement.format(
             ts="TEXT", id="INTEGER PRIMARY KEY AUTOINCREMENT", bool="INTEGER"
         ).replace("DEFAULT FALSE", "DEFAULT 0")
+        if self._temp_tables:  # indexes on a TEMP table go to TEMP by themselves
+            out = re.sub(r"^\s*CREATE\s+(TABLE|VIEW)\b", r"CREATE TEMP \1", out, flags=re.I)
+        return out
+
+    def _scratch_schema(self) -> None:
+        if not self.readonly:
+            return
+        if self._table_columns("followup_migrations") is not None:
+            pending = ", ".join(self.pending_migrations())
+            raise StoreConfigError(
+                f"{self.path}: the tool's tables need an upgrade ({pending}) that a dry run "
+                "cannot write; run `followup migrate` (or a run) first"
+            )
+        self._temp_tables = True  # a fresh store: the tool's tables, empty, in TEMP
 
     def _table_columns(self, table: str) -> tuple[str, ...] | None:
         rows = self._query(f"PRAGMA table_info({table})")
@@ -224,6 +339,27 @@ WHERE l.account_id = :account_id AND {"l.id > :after_id" if paged else "l.id IS 
   )
 ORDER BY l.id
 LIMIT :page"""
+
+
+_READONLY = (
+    "SQLITE_READONLY",
+    "SQLITE_READONLY_DIRECTORY",
+    "SQLITE_READONLY_DBMOVED",
+    "SQLITE_READONLY_CANTINIT",
+    "SQLITE_READONLY_CANTLOCK",
+    "SQLITE_READONLY_RECOVERY",
+    "SQLITE_CANTOPEN",
+)
+
+
+def _code(exc: sqlite3.Error) -> str:
+    return str(getattr(exc, "sqlite_errorname", "") or "")
+
+
+def _user() -> str:
+    from .base import actor
+
+    return actor()
 
 
 def _lenient_text(raw: bytes) -> str:
