@@ -719,7 +719,13 @@ def explain(
             raise ConfigError(f"{exc}; fix the row in the lead store") from None
         if state is None:
             state = store.lead_state(lead)
-        d = decide(parsed, state, loaded.config, when)
+        try:
+            d = decide(parsed, state, loaded.config, when)
+        except Exception as exc:  # noqa: BLE001 - a value the rules cannot compute with
+            raise ConfigError(
+                f"lead {lead}: cannot be decided ({type(exc).__name__}: {exc}); "
+                "fix the row in the lead store"
+            ) from None
         if d.action == "send" and not _pending_migrations(store):
             # Every rule of the lead holds; the account's own windows may still hold it back.
             from .engine import account_windows

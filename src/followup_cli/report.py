@@ -692,6 +692,8 @@ def leads_in_sequences(
                 d = decide(parse_lead(row), states[lid], config, now)
             except BadLead as exc:
                 item.update(action="none", reason=f"bad_row: {exc.column}")
+            except Exception as exc:  # noqa: BLE001 - one row must not stop the view
+                item.update(action="none", reason=f"bad_row: {type(exc).__name__}")
             else:
                 item.update(action=d.action, reason=d.reason, next_message_id=d.message_id)
                 nxt = d.due_at if d.message is not None else None

@@ -388,3 +388,31 @@ def test_cli__every_command_survives_every_garbage_row(backend: str, tmp_path: P
             out = followup(*cmd, *common)
             assert out.returncode == 0, (cmd, out.stderr)
             assert "Traceback" not in out.stderr and "unexpected" not in out.stderr
+        # A lead that was messaged turns to garbage: the reconcile of outcomes (every run,
+        # every report) reads it again and must not stop either.
+        later = (NOW + timedelta(hours=2)).isoformat()
+        spoiled = {"last_inbound_at": "infinity", "converted_at": "-infinity"}
+        if backend == "sqlite":
+            spoiled = {"last_inbound_at": NotUtf8(b"\xff"), "converted_at": "9999-12-31"}
+        update(backend, url, "good_a", spoiled)
+        for cmd in (["run"], ["report", "--format", "json"], ["leads"]):
+            out = followup(*cmd, "--config", str(cfg), "--db", url, "--now", later)
+            assert out.returncode == 0, (cmd, out.stderr)
+            assert "Traceback" not in out.stderr and "unexpected" not in out.stderr
+
+
+def update(backend: str, url: str, lead_id: str, values: dict[str, Any]) -> None:
+    if backend == "sqlite":
+        conn = sqlite3.connect(url)
+        for column, value in values.items():
+            mark = "CAST(? AS TEXT)" if isinstance(value, NotUtf8) else "?"
+            raw = value.raw if isinstance(value, NotUtf8) else value
+            conn.execute(f"UPDATE leads SET {column} = {mark} WHERE id = ?", (raw, lead_id))
+        conn.commit()
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for column, value in values.items():
+            conn.execute(f"UPDATE leads SET {column} = %s WHERE id = %s", (value, lead_id))

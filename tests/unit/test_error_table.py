@@ -180,3 +180,21 @@ def test_post__zero_retries_means_one_call() -> None:
     )
     last, n = s.post("http://x", {})
     assert (last.kind, n) == ("throttle", 1)
+
+
+def test_post_once__a_closed_port_is_unreachable_and_names_where_without_secrets() -> None:
+    """A real closed loopback port: no connection ever opened, so the request surely did not
+    leave (retried as transient) and the attempt says where, without path or credentials."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sender = HttpSender(1, 1, max_retries=2, max_retry_wait=60, sleep=lambda _: None)
+    attempt, calls = sender.post(f"http://user:secret@127.0.0.1:{port}/v21.0/1/messages", {}, {})
+    assert (attempt.kind, calls) == ("unreachable", 3)
+    assert (
+        attempt.message
+        == f"connection refused by http://127.0.0.1:{port} (the request did not leave)"
+    )
+    assert result_from(attempt, calls).outcome == "deferred"
