@@ -210,3 +210,23 @@ def test_unreachable_api__run_exits_3_with_one_line_naming_the_account_and_the_u
     line = one_line(r.stderr)
     assert "acct_a" in line and closed in line and "unreachable" in line
     assert db.tracking() == []  # both claims released: nothing went out, both stay due
+
+
+# ------------------------------------------------------------------ column types (Postgres)
+
+
+def test_postgres_column_of_a_type_the_rules_cannot_compare_is_exit_2_naming_it(
+    db: LeadDB, tmp_path: Path
+) -> None:
+    """A text ``last_outbound_at`` on Postgres failed every candidate query (timestamptz
+    compared with text): exit 1 for everyone. It is the schema, not a row: exit 2, named."""
+    if db.backend != "postgres":
+        pytest.skip("SQLite columns take any value; rows are checked one by one there")
+    db.query("ALTER TABLE leads ALTER COLUMN last_outbound_at TYPE text")
+    db.insert(due("t1"))
+    cfg = write_config(tmp_path / "sequences.yaml", base_config())
+    for args in (["run"], ["run", "--dry-run"]):
+        r = followup(*args, "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+        assert r.returncode == 2, r.stderr
+        line = one_line(r.stderr)
+        assert "leads.last_outbound_at is text" in line and "timestamptz" in line

@@ -61,6 +61,9 @@ _LENIENT = {
 }
 
 
+_LOCK_KEY = "hashtextextended(COALESCE(current_schema(), '') || :k, 0)"
+
+
 def _convert(sql: str) -> str:
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
@@ -178,10 +181,13 @@ class PostgresStore(SqlStore):
         # a bigint or uuid id is compared (and paged) as its text.
         return "l.id" if getattr(self, "_text_lead_ids", False) else "(l.id::text)"
 
+    # Advisory locks are database-wide: the key names the schema that holds the tool's
+    # tables, so that two deployments (or two test schemas) in one database never take each
+    # other's lead "l1" for claimed by another run.
     def _try_lock_lead(self, lead_id: str) -> bool:
         rows = self._query(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0)) AS ok",
-            {"k": "lead:" + lead_id},
+            f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS ok",
+            {"k": ":lead:" + lead_id},
         )
         return bool(rows[0]["ok"])
 
@@ -206,8 +212,8 @@ class PostgresStore(SqlStore):
 
     def _lock_account(self, account_id: str) -> None:
         self._query(
-            "SELECT pg_advisory_xact_lock(hashtextextended(:k, 0)) AS ok",
-            {"k": "acct:" + account_id},
+            f"SELECT pg_advisory_xact_lock({_LOCK_KEY}) AS ok",
+            {"k": ":acct:" + account_id},
         )
 
     def _migration_lock(self) -> None:
