@@ -249,6 +249,7 @@ class PersonEnrollment:
     lead_id: str
     sequence_id: str
     ended_at: datetime | None = None
+    gone: bool = False  # that lead row is no longer in the lead table (the host re-imported)
 
 
 @dataclass(frozen=True)

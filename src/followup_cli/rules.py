@@ -438,7 +438,7 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
     )
 
     # One sequence at a time per person, whatever lead row carries it.
-    elsewhere = [e for e in state.person_enrollments if e.ended_at is None]
+    elsewhere = [e for e in state.person_enrollments if e.ended_at is None and not e.gone]
     if enrollment is None and elsewhere:
         e = elsewhere[0]
         checks.append(

@@ -83,8 +83,6 @@ def test_a_reinserted_lead_of_a_person_who_said_stop_gets_nothing(
     assert graph.deliveries_to("ig_person") == []
     explained = followup("explain", "p2", *common, "--now", later.isoformat())
     assert "opt-out" in explained.stdout and "DUE NOW" not in explained.stdout
-    # the same recipient under another account is another person
-    db.insert(due("p3", "ig_person", account_id="acct_b"))
 
 
 def test_two_lead_rows_of_one_person_get_what_one_row_would(
@@ -141,9 +139,7 @@ def test_optout_undo_never_lifts_an_erasure_only_erase_lift_does(
     assert lifted.returncode == 0, lifted.stderr
     assert "erasure lifted" in lifted.stdout
     audit = json.loads(followup("audit", "u1", *common, "--json").stdout)
-    assert [a["action"] for a in audit][:2] == ["erase_lift", "optout_undo"] or any(
-        a["action"] == "erase_lift" for a in audit
-    )
+    assert audit[0]["action"] == "erase_lift" and audit[0]["actor"]
     assert run(cfg, db, NOW + timedelta(minutes=1)).returncode == 0
     assert len(graph.deliveries_to("ig_undo")) == 1  # lifted: messaged again
     again = followup("erase", "--lift", "u1", "--yes", *common)
@@ -245,7 +241,7 @@ def test_optout_import_names_the_bad_line_and_records_nothing(tmp_path: Path, db
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("lead,why\nj1,x\n")
     r = followup("optout", "--import", str(wrong), *common)
-    assert r.returncode == 2 and ":1:" in r.stderr or "columns" in r.stderr
+    assert r.returncode == 2 and f"{wrong}:1: recipient lead: which account?" in r.stderr
 
 
 # ------------------------------------------------------------- keywords
@@ -378,3 +374,38 @@ def test_erase__nothing_identifying_survives_in_a_dump_or_the_raw_file(
     again = followup("events", "ingest", str(events), *common, "--now", NOW.isoformat())
     assert again.returncode == 0, again.stderr
     assert "ZOLTMID" not in _dump_tool_tables(db)
+
+
+def test_a_reimported_person_goes_on_without_repeating_a_sequence(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    """The host deletes a lead mid-sequence and re-imports the person under a new id: the new
+    row is neither stuck behind the old row's open enrollment nor sent the same sequence
+    again; the person's interval still counts the old row's message."""
+    import copy
+
+    import yaml
+
+    cfg_path = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    raw = yaml.safe_load(cfg_path.read_text())
+    s2 = copy.deepcopy(raw["sequences"][0])
+    s2.update(id="s2", priority=0)
+    s2["messages"][0]["template"] = "Hi {{ lead.first_name }}, second sequence"
+    raw["sequences"].append(s2)
+    raw["settings"]["min_interval_hours"] = 8
+    cfg = write_config(cfg_path, raw)
+    db.insert(due("A", "ig_re"))
+    assert run(cfg, db, NOW).returncode == 0
+    delete_lead(db, "A")
+    db.insert(
+        due(
+            "B",
+            "ig_re",
+            last_inbound_at=NOW + timedelta(hours=1),
+            last_outbound_at=NOW + timedelta(hours=2),
+        )
+    )
+    assert run(cfg, db, NOW + timedelta(hours=6)).returncode == 0  # interval: 8 h since A's
+    assert run(cfg, db, NOW + timedelta(hours=8)).returncode == 0
+    texts = [c.text for c in graph.deliveries_to("ig_re")]
+    assert texts == ["Hi Ana, step one", "Hi Ana, second sequence"]

@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -501,6 +502,21 @@ class SqlStore:
                 f"SELECT person_key, kind, reason FROM followup_suppressions WHERE {where}", names
             ):
                 p_supp[r["person_key"]] = (r["kind"], r["reason"])
+        # An active enrollment of a lead row the host has since deleted holds nobody back.
+        open_ids = sorted(
+            {e.lead_id for es in p_enrol.values() for e in es if e.ended_at is None} - set(lead_ids)
+        )
+        if open_ids:
+            present = set(self._present_lead_ids(open_ids))
+            p_enrol = {
+                k: [
+                    replace(e, gone=True)
+                    if e.ended_at is None and e.lead_id not in present and e.lead_id in open_ids
+                    else e
+                    for e in es
+                ]
+                for k, es in p_enrol.items()
+            }
         out: dict[str, LeadState] = {}
         for lid in lead_ids:
             key = keys.get(lid)
@@ -551,6 +567,23 @@ class SqlStore:
                     {"due": due, "cfg": config, "l": lead_id, "s": sequence_id, "v": version},
                 )
         return n
+
+    def _present_lead_ids(self, lead_ids: Sequence[str]) -> list[str]:
+        """Which of these lead ids the lead table holds (all of them when it cannot say)."""
+        from ..errors import ConfigError
+
+        try:
+            self.lead_columns()
+        except ConfigError:
+            return list(lead_ids)
+        out: list[str] = []
+        for chunk in _chunks(list(lead_ids), 500):
+            where, names = self._lead_id_in(chunk)
+            out.extend(
+                str(r["id"])
+                for r in self._query(f"SELECT l.id FROM {self.lead_table} l WHERE {where}", names)
+            )
+        return out
 
     def lead_state(self, lead_id: str, person: str | None = None) -> LeadState:
         """One lead's state; ``person``: its person key (``person_key``), for the person's

@@ -167,15 +167,20 @@ class PostgresStore(SqlStore):
         new files. It needs the table's owner (or MAINTAIN); the WAL, its archive, replicas
         and backups are the operator's (docs/erasure.md)."""
         done, failed = [], []
-        for table in tables:
-            if self._table_columns(table) is None:
-                continue
+        with self._lock:
+            # a running cron job holds its tables: wait a little, never for its whole run
+            self.conn.execute("SET lock_timeout = '15s'")
             try:
-                with self._lock:
-                    self.conn.execute(f"VACUUM (FULL) {table}")
-                done.append(table)
-            except psycopg.Error as exc:
-                failed.append(f"{table} ({str(exc).strip().splitlines()[0]})")
+                for table in tables:
+                    if self._table_columns(table) is None:
+                        continue
+                    try:
+                        self.conn.execute(f"VACUUM (FULL) {table}")
+                        done.append(table)
+                    except psycopg.Error as exc:
+                        failed.append(f"{table} ({str(exc).strip().splitlines()[0]})")
+            finally:
+                self.conn.execute("RESET lock_timeout")
         note = (
             "; the WAL archive, replicas and backups still hold old versions until they age "
             "out (docs/erasure.md)"
