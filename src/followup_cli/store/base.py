@@ -953,9 +953,10 @@ class SqlStore:
 
     def is_opted_out(self, lead_id: str, person_key: str | None = None) -> bool:
         """The lead, or the person behind it (``person_key``), opted out or was erased."""
-        if self._query("SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l", {"l": lead_id}):
-            return True
-        return person_key is not None and self.suppression(person_key) is not None
+        sql = "SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l"
+        if person_key is not None:  # one round trip: asked before every API attempt
+            sql += " UNION ALL SELECT 1 AS x FROM followup_suppressions WHERE person_key = :k"
+        return bool(self._query(sql, {"l": lead_id, "k": person_key}))
 
     # ----------------------------------------------------------------- audit
     def audit(
@@ -1462,7 +1463,7 @@ def erase_lead(
             except ConfigError:
                 pass
         ids = sorted(lead_ids)
-        counts["lead_ids"] = len(ids)
+        counts["lead_rows"] = len(ids)
         scrubbed = {"tracking_rows_scrubbed": 0, "audit_rows_scrubbed": 0, "events_scrubbed": 0}
         secret = store.person_secret()
         for chunk in _chunks(ids, 500):
