@@ -409,3 +409,25 @@ def test_a_reimported_person_goes_on_without_repeating_a_sequence(
     assert run(cfg, db, NOW + timedelta(hours=8)).returncode == 0
     texts = [c.text for c in graph.deliveries_to("ig_re")]
     assert texts == ["Hi Ana, step one", "Hi Ana, second sequence"]
+
+
+def test_erase_after_the_host_deleted_its_row_finds_the_person_by_key_not_by_stored_id(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    """Once the host row is gone the person is found from the key the tool's rows carry, so
+    it works when stored recipient ids are encrypted (or otherwise unreadable)."""
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    common = ["--config", str(cfg), "--db", db.url]
+    db.insert(due("e1", "ig_enc"))
+    assert run(cfg, db, NOW).returncode == 0
+    assert len(graph.deliveries_to("ig_enc")) == 1
+    db.query("UPDATE followup_tracking SET recipient_id = 'gAAAAB-sealed-by-a-key'")
+    delete_lead(db, "e1")
+    r = followup("erase", "e1", "--yes", *common)
+    assert r.returncode == 0 and "person suppressed by a keyed hash" in r.stdout, r.stdout
+    db.insert(due("e2", "ig_enc"))  # due now, inside the window: only the erasure stops it
+    assert run(cfg, db, NOW + timedelta(minutes=5)).returncode == 0
+    assert len(graph.deliveries_to("ig_enc")) == 1
+    db.insert(due("e3", "ig_control"))  # the same run would have sent it: the test can fail
+    assert run(cfg, db, NOW + timedelta(minutes=6)).returncode == 0
+    assert len(graph.deliveries_to("ig_control")) == 1

@@ -662,9 +662,35 @@ class SqlStore:
             return rows[0]["account_id"], str(rows[0]["recipient_id"])
         return None
 
+    def person_ref(self, lead_id: str) -> tuple[str, str | None, str | None] | None:
+        """(person key, account, recipient or None) of a lead: computed from the lead table's
+        row, else the key the tool's own rows carry (the host may have deleted its row; the
+        key, unlike a stored recipient id, needs no decryption); None when nothing knows it."""
+        from ..errors import ConfigError
+
+        try:
+            row = self.lead_row(lead_id)
+        except ConfigError:
+            row = None
+        if row is not None and row.get("recipient_id") not in (None, ""):
+            account = None if row.get("account_id") is None else str(row["account_id"])
+            recipient = str(row["recipient_id"]).strip()
+            key = self.person_key(account, recipient)
+            return (key, account, recipient) if key else None
+        for table in ("followup_tracking", "followup_enrollments"):
+            order = "id" if table == "followup_tracking" else "started_at"
+            rows = self._query(
+                f"SELECT person_key, account_id FROM {table} WHERE lead_id = :l "
+                f"AND person_key IS NOT NULL ORDER BY {order} DESC LIMIT 1",
+                {"l": lead_id},
+            )
+            if rows:
+                return str(rows[0]["person_key"]), rows[0]["account_id"], None
+        return None
+
     def person_key_of(self, lead_id: str) -> str | None:
-        p = self.person_of(lead_id)
-        return self.person_key(*p) if p else None
+        ref = self.person_ref(lead_id)
+        return ref[0] if ref else None
 
     def add_suppression(
         self,
@@ -920,19 +946,22 @@ class SqlStore:
             "VALUES (:l, :r, :s, :a, :now) ON CONFLICT (lead_id) DO NOTHING",
             {"l": lead_id, "r": reason, "s": source, "a": who, "now": now},
         )
-        person = person or self.person_of(lead_id)
-        key = self.person_key(*person) if person else None
-        if key is None or person is None:
+        if person is not None:
+            key = self.person_key(*person)
+            ref = (key, person[0], person[1]) if key else None
+        else:
+            ref = self.person_ref(lead_id)
+        if ref is None:
             return n > 0
         kind = suppress.ERASURE if source == suppress.ERASURE else suppress.OPTOUT
         m = self.add_suppression(
-            key,
-            person[0],
+            ref[0],
+            ref[1],
             kind,
             source,
             who,
             now,
-            recipient_id=person[1] if kind == suppress.OPTOUT else None,
+            recipient_id=ref[2] if kind == suppress.OPTOUT else None,
             lead_id=lead_id if kind == suppress.OPTOUT else None,
             reason=reason if kind == suppress.OPTOUT else None,
         )
@@ -1433,10 +1462,11 @@ def erase_lead(
     store.begin_erase()
     counts: dict[str, Any] = {}
     with store.transaction():
-        person = store.person_of(lead_id)
-        key = store.person_key(*person) if person else None
+        ref = store.person_ref(lead_id)
+        key, account, recipient = ref if ref else (None, None, None)
+        person = (account, recipient) if recipient is not None else None
         lead_ids = {lead_id}
-        if key is not None and person is not None:
+        if key is not None:
             for table in ("followup_tracking", "followup_enrollments"):
                 lead_ids |= {
                     str(r["lead_id"])
@@ -1444,6 +1474,7 @@ def erase_lead(
                         f"SELECT DISTINCT lead_id FROM {table} WHERE person_key = :k", {"k": key}
                     )
                 }
+        if person is not None:
             lead_ids |= {
                 str(r["lead_id"])
                 for r in store._query(
@@ -1496,7 +1527,7 @@ def erase_lead(
             store._run(f"UPDATE followup_enrollments SET person_key = NULL WHERE {where}", names)
             store._run(f"DELETE FROM followup_outcome_marks WHERE {where}", names)
             store._run(f"DELETE FROM followup_optouts WHERE {where}", names)
-        if key is not None and person is not None:
+        if key is not None:
             # any tracking row of the person under a lead id the host no longer has
             scrubbed["tracking_rows_scrubbed"] += store._run(
                 "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
@@ -1515,8 +1546,8 @@ def erase_lead(
             )
             for e in store.enrollments(lead_id=lid):
                 store.end_enrollment(lid, e["sequence_id"], "opted_out", now)
-        if key is not None and person is not None:
-            store.add_suppression(key, person[0], suppress.ERASURE, suppress.ERASURE, who, now)
+        if key is not None:
+            store.add_suppression(key, account, suppress.ERASURE, suppress.ERASURE, who, now)
             counts["person"] = "suppressed by a keyed hash"
         else:
             counts["person"] = "unknown (no recipient on record): only the lead id is suppressed"
@@ -1539,14 +1570,16 @@ def lift_erasure(
     messaged again by sequences. Their erased data does not come back. None when no erasure
     holds for them."""
     with store.transaction():
-        person = store.person_of(target)  # a lead id the lead table or tracking rows know
-        known_lead = person is not None or bool(
+        ref = store.person_ref(target)  # a lead id the lead table or the tool's rows know
+        known_lead = ref is not None or bool(
             store._query("SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l", {"l": target})
         )
         lead_id = target if known_lead else None
-        if person is None and lead_id is None and account_id is not None:
-            person = (account_id, target)  # a recipient id of that account
-        key = store.person_key(*person) if person else None
+        key = ref[0] if ref else None
+        person_account = ref[1] if ref else None
+        if ref is None and lead_id is None and account_id is not None:
+            key = store.person_key(account_id, target)  # a recipient id of that account
+            person_account = account_id
         lifted_person = store.remove_suppression(key, suppress.ERASURE) if key else False
         lifted_lead = False
         if lead_id is not None:
@@ -1564,7 +1597,7 @@ def lift_erasure(
             now,
             who,
             lead_id=lead_id,
-            account_id=person[0] if person else None,
+            account_id=person_account,
             detail={"person": lifted_person, "lead": lifted_lead},
         )
     return {"person": lifted_person, "lead": lifted_lead}
