@@ -669,7 +669,7 @@ def test_migration_0004__backfills_person_keys_and_per_lead_optouts(
     import followup_cli.store.base as base
 
     db.insert(lead("o1", recipient_id="ig_o"), lead("e1", recipient_id="ig_e"))
-    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS[:4])  # before 0005_person
+    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS[:5])  # before 0006_person
     old = open_store(db.url)
     try:
         old.insert_followup(claim_row("o1", status=SENT, sent_at=NOW, recipient_id="ig_o"))
