@@ -718,7 +718,8 @@ def explain(
         except BadLead as exc:
             raise ConfigError(f"{exc}; fix the row in the lead store") from None
         if state is None:
-            state = store.lead_state(lead)
+            person = store.person_key(parsed.account_id, parsed.recipient_id)
+            state = store.lead_state(lead, person)
         try:
             d = decide(parsed, state, loaded.config, when)
         except Exception as exc:  # noqa: BLE001 - a value the rules cannot compute with
@@ -786,46 +787,86 @@ def explain(
 
 @app.command()
 def optout(
-    lead: Annotated[str | None, typer.Argument(help="Lead id.")] = None,
+    lead: Annotated[
+        str | None, typer.Argument(help="Lead id (with --export: the file to write).")
+    ] = None,
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why (kept in the audit log).")
     ] = None,
-    undo: Annotated[bool, typer.Option("--undo", help="Resume the lead.")] = False,
-    list_: Annotated[bool, typer.Option("--list", help="List opted-out leads.")] = False,
+    undo: Annotated[
+        bool, typer.Option("--undo", help="Resume the lead (never lifts an erasure).")
+    ] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List opted-out leads and people.")] = False,
+    import_: Annotated[
+        str | None,
+        typer.Option(
+            "--import",
+            help="Record the opt-outs of a CSV file: a lead id or recipient id per line "
+            "(columns lead_id / recipient_id / id, account_id, reason; or id,reason).",
+        ),
+    ] = None,
+    export: Annotated[
+        bool,
+        typer.Option(
+            "--export", help="Write every opt-out as CSV to FILE (the argument) or stdout."
+        ),
+    ] = False,
+    account: Annotated[
+        str | None,
+        typer.Option("--account", help="Account of --import recipient ids without one."),
+    ] = None,
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop (or resume) a lead at once, including a run already in progress."""
+    """Stop (or resume) a lead at once, including a run already in progress. The opt-out
+    holds for the person (account and recipient), whatever lead row carries them."""
     from .store.base import actor
 
-    if list_ == bool(lead):
-        raise ConfigError("give a LEAD id, or --list")
+    modes = sum((bool(list_), bool(undo), bool(import_), bool(export)))
+    if modes > 1:
+        raise ConfigError("choose one of LEAD [--undo], --list, --import FILE, --export [FILE]")
+    if not (list_ or import_ or export) and not lead:
+        raise ConfigError("give a LEAD id, or --list, --import FILE or --export [FILE]")
+    if (list_ or import_) and lead:
+        raise ConfigError(f"{lead}: --list and --import take no LEAD")
     loaded = _load_optional(config)
     store = _store(loaded, db, config)
     try:
         now = datetime.now(UTC)
         if list_:
-            rows = store.optouts()
-            if as_json:
-                _print_json(
-                    [
-                        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
-                        for r in rows
-                    ]
-                )
-                return
-            if not rows:
-                out.print("no opted-out leads")
-            for r in rows:
-                out.print(
-                    f"{r['lead_id']}\t{_fmt(r['created_at'])}\t{r['source']}\t"
-                    f"{r['actor'] or '-'}\t{r['reason'] or ''}"
+            _print_optouts(store, as_json)
+            return
+        if import_:
+            from .optouts import import_optouts
+
+            result = import_optouts(store, loaded, import_, account, actor(), now)
+            out.print(result.line())
+            return
+        if export:
+            from .optouts import export_optouts
+
+            target = lead or "-"
+            text, n, erased = export_optouts(store)
+            if target == "-":
+                sys.stdout.write(text)
+            else:
+                Path(target).write_text(text, encoding="utf-8")
+                out.print(f"{target}: {n} opt-out(s) written")
+            if erased:
+                err.print(
+                    f"followup: {erased} erasure(s) not exported: they hold no identifier "
+                    "(a keyed hash only)"
                 )
             return
         assert lead is not None
         who = actor()
         if undo:
+            if store.is_erased(lead):
+                raise ConfigError(
+                    f"{lead}: erased on request; `optout --undo` never lifts an erasure. "
+                    f"`followup erase --lift {lead} --yes` does (audited); nothing was changed"
+                )
             with store.transaction():
                 changed = store.remove_optout(lead)
                 store.audit("optout_undo", now, who, lead_id=lead, detail={"reason": reason})
@@ -848,6 +889,47 @@ def optout(
         out.print((f"{lead}: opted out" if changed else f"{lead}: already opted out") + note)
     finally:
         store.close()
+
+
+def _print_optouts(store: SqlStore, as_json: bool) -> None:
+    """Opted-out leads, then people recorded without a listed lead (imports, erasures)."""
+    rows = store.optouts()
+    listed = {r["lead_id"] for r in rows}
+    people = [
+        p for p in store.suppressions() if p["kind"] == "erasure" or p["lead_id"] not in listed
+    ]
+    if as_json:
+
+        def plain(r: dict[str, Any]) -> dict[str, Any]:
+            return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+
+        _print_json(
+            [plain(r) for r in rows]
+            + [
+                plain({k: v for k, v in p.items() if k not in ("person_key", "key_id")})
+                for p in people
+            ]
+        )
+        return
+    if not rows and not people:
+        out.print("no opted-out leads")
+    for r in rows:
+        out.print(
+            f"{r['lead_id']}\t{_fmt(r['created_at'])}\t{r['source']}\t"
+            f"{r['actor'] or '-'}\t{r['reason'] or ''}",
+            markup=False,
+        )
+    for p in people:
+        who = (
+            f"erased person of {p['account_id'] or '-'} (keyed hash {p['person_key'][:8]}…)"
+            if p["kind"] == "erasure"
+            else f"recipient {p['recipient_id']} of {p['account_id'] or '-'}"
+        )
+        out.print(
+            f"{who}\t{_fmt(p['created_at'])}\t{p['source']}\t{p['actor'] or '-'}\t"
+            f"{p['reason'] or ''}",
+            markup=False,
+        )
 
 
 def _has_lead_table(store: SqlStore) -> bool:
@@ -1077,29 +1159,72 @@ def unknown_resolve(
 
 @app.command()
 def erase(
-    lead: Annotated[str, typer.Argument(help="Lead id.")],
+    lead: Annotated[
+        str, typer.Argument(help="Lead id (with --lift: a lead id or a recipient id).")
+    ],
     yes: Annotated[
         bool, typer.Option("--yes", help="Do it (without it, nothing changes).")
     ] = False,
+    lift: Annotated[
+        bool,
+        typer.Option("--lift", help="Lift an erasure: the person may be messaged again (audited)."),
+    ] = False,
+    account: Annotated[
+        str | None,
+        typer.Option("--account", help="With --lift: the account of a recipient id."),
+    ] = None,
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
 ) -> None:
-    """Erase a lead's personal data from the tool's tables; it is never messaged again."""
-    from .store.base import actor, erase_lead
+    """Erase the person behind a lead from the tool's tables; never messaged again (the
+    host app's own lead table is not the tool's to erase)."""
+    from .store.base import actor, erase_lead, lift_erasure
 
+    loaded = _load_optional(config)
+    if lift:
+        if not yes:
+            raise ConfigError(
+                f"erase --lift {lead}: this lets sequences message the erased person again "
+                "(their erased data does not come back); add --yes to do it"
+            )
+        if account is None and loaded is not None and len(loaded.config.accounts) == 1:
+            account = loaded.config.accounts[0].id
+        store = _store(loaded, db, config)
+        try:
+            lifted = lift_erasure(store, lead, account, actor(), datetime.now(UTC))
+        finally:
+            store.close()
+        if lifted is None:
+            raise ConfigError(
+                f"{lead}: no erasure holds for this lead or recipient"
+                + ("" if account else " (for a recipient id, give --account)")
+            )
+        out.print(
+            f"{lead}: erasure lifted; sequences may message this person again. Their erased "
+            "data does not come back. To keep them from being messaged: `followup optout`"
+        )
+        return
     if not yes:
         raise ConfigError(
-            f"erase {lead}: this removes the lead's message bodies and ids for good; "
-            "add --yes to do it"
+            f"erase {lead}: this removes, for good, the message bodies, ids and notes of the "
+            "person behind this lead from the tool's tables and stops messaging them; add --yes "
+            "to do it"
         )
-    loaded = _load_optional(config)
     store = _store(loaded, db, config)
     try:
         counts = erase_lead(store, lead, actor(), datetime.now(UTC))
     finally:
         store.close()
+    purge = counts.pop("purge", "")
+    person = counts.pop("person", "")
     done = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())
-    out.print(f"{lead}: personal data erased ({done}); opted out for good")
+    out.print(f"{lead}: personal data erased from the tool's tables ({done}); person {person}")
+    out.print(f"  {purge}")
+    out.print(
+        "  The host app's own lead table is not the tool's: delete or anonymise the lead row "
+        "there too (doing that first lets this command's purge also clear what the deletion "
+        "left in a SQLite file)."
+    )
 
 
 # ---------------------------------------------------------------- audit

@@ -41,6 +41,34 @@ LEAD_COLUMNS = (
     "attributes",
 )
 OPERATORS = ("eq", "ne", "in", "not_in", "between", "gt", "gte", "lt", "lte", "exists", "contains")
+# Opt-out keywords matched as whole words or phrases in a lead's last message, after
+# Unicode normalisation (NFKC, case-folded, accents and repeated spaces ignored): "ＳＴＯＰ",
+# "Stop!" and "no  mas mensajes" all match. Single words only where they are unambiguous in
+# a sales conversation: "cancelar" ("posso cancelar a qualquer momento?"), "basta" ("basta
+# clicar"), "sair" or "plus de messages" ("more messages" in French) would opt out people
+# asking ordinary questions, so those languages get phrases instead.
+DEFAULT_OPTOUT_KEYWORDS: tuple[str, ...] = (
+    # English
+    "stop", "unsubscribe", "no more messages", "remove me from your list",
+    "do not message me", "don't message me", "do not contact me", "don't contact me",
+    "leave me alone",
+    # Spanish
+    "baja", "darme de baja", "no más mensajes", "no quiero más mensajes", "no me escribas",
+    "deja de escribirme", "dejen de escribirme", "desuscribir", "desuscribirme",
+    "cancelar suscripción",
+    # Portuguese
+    "parar", "pare", "não quero mais mensagens", "chega de mensagens", "não me mande mais",
+    "descadastrar", "descadastre", "cancelar inscrição",
+    # French
+    "arrêter", "arrêtez", "désabonner", "désinscrire", "désinscription", "ne plus recevoir",
+    "plus aucun message", "ne m'écrivez plus",
+    # German
+    "stopp", "abmelden", "abbestellen", "keine nachrichten mehr", "keine weiteren nachrichten",
+    "nicht mehr schreiben",
+    # Italian
+    "disiscrivimi", "disiscrivere", "cancellami", "basta messaggi", "non scrivermi più",
+    "non voglio più messaggi", "annulla iscrizione",
+)  # fmt: skip
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -194,9 +222,18 @@ class Settings(_Model):
         examples=[100],
     )
     optout_keywords: tuple[str, ...] = Field(
-        ("stop", "unsubscribe", "no more messages"),
-        description="Whole words in the lead's last message that opt it out (case-insensitive).",
+        DEFAULT_OPTOUT_KEYWORDS,
+        description=(
+            "Whole words or phrases in the lead's last message that opt it out (Unicode-"
+            "normalised, case- and accent-insensitive); setting it replaces the defaults "
+            "(English, Spanish, Portuguese, French, German, Italian)."
+        ),
         examples=[["stop", "unsubscribe", "no more messages"]],
+    )
+    optout_keywords_extra: tuple[str, ...] = Field(
+        (),
+        description="Opt-out words or phrases added to optout_keywords (keeps the defaults).",
+        examples=[["basta ya"]],
     )
     lead_table: str = Field(
         "leads",
@@ -270,6 +307,21 @@ class Settings(_Model):
                 raise ValueError(f'{t!r} is not a time of day; write it as "HH:MM"')
         return v
 
+    @property
+    def all_optout_keywords(self) -> tuple[str, ...]:
+        """``optout_keywords`` and ``optout_keywords_extra``: every keyword that opts out."""
+        return self.optout_keywords + tuple(
+            k for k in self.optout_keywords_extra if k not in self.optout_keywords
+        )
+
+    @field_validator("optout_keywords", "optout_keywords_extra")
+    @classmethod
+    def _keywords(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for k in v:
+            if not str(k).split():
+                raise ValueError("an opt-out keyword is empty; remove it")
+        return v
+
     @model_validator(mode="after")
     def _range(self) -> Settings:
         if self.min_score > self.max_score:
@@ -294,6 +346,7 @@ class SettingsOverride(_Model):
     quiet_hours: QuietHours | None = None
     batch_size: int | None = Field(None, ge=1, le=10_000)
     optout_keywords: tuple[str, ...] | None = None
+    optout_keywords_extra: tuple[str, ...] | None = None
     pull_forward: bool | None = None
     pull_forward_hours: float | None = Field(None, ge=0, le=HOURS_MAX)
     breaker_min_sends: int | None = Field(None, ge=1, le=100_000)

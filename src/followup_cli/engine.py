@@ -403,7 +403,7 @@ class Engine:
                 st.max_score,
                 after,
                 CANDIDATE_PAGE,
-                keywords=st.optout_keywords,
+                keywords=st.all_optout_keywords,
                 now=now,
                 config=digest,
                 new_due_before=self.new_leads_due_before(account, now),
@@ -422,7 +422,10 @@ class Engine:
                     result.bad(exc.lead_id, str(exc))
             ids = [lead.id for lead in leads]
             versions = store.enrollment_versions(ids) if live else {}  # before the state
-            states = store.lead_states(ids)
+            states = store.lead_states(
+                ids,
+                {lead.id: store.person_key(lead.account_id, lead.recipient_id) for lead in leads},
+            )
             hints: list[tuple[str, str, int, datetime]] = []
             for lead in leads:
                 d = decide_or_name(lead, states[lead.id], self.config, now, result)
@@ -722,16 +725,21 @@ class _LiveExecutor(_Executor):
                 fresh = parse_lead(row)
             except BadLead:
                 return
-            d = decide_or_name(fresh, store.lead_state(lead.id), self.config, now, None)
+            person = store.person_key(fresh.account_id, fresh.recipient_id)
+            d = decide_or_name(fresh, store.lead_state(lead.id, person), self.config, now, None)
             if d is not None:
                 self._bookkeep_locked(fresh, d)
 
     def _bookkeep_locked(self, lead: Lead, d: Decision) -> None:
         store, now = self.store, self.now
-        if d.keyword_optout and not store.is_opted_out(lead.id):
-            store.add_optout(
-                lead.id, f"keyword: {d.keyword_optout}", "keyword", self.engine.actor, now
-            )
+        if d.keyword_optout and store.add_optout(
+            lead.id,
+            f"keyword: {d.keyword_optout}",
+            "keyword",
+            self.engine.actor,
+            now,
+            person=(lead.account_id, lead.recipient_id),
+        ):
             store.audit(
                 "optout",
                 now,
@@ -757,7 +765,13 @@ class _LiveExecutor(_Executor):
                 )
         elif d.action == "holdout" and d.sequence is not None and d.anchor_at is not None:
             if store.start_enrollment(
-                lead.id, d.sequence.id, lead.account_id, d.anchor_at, now, holdout=True
+                lead.id,
+                d.sequence.id,
+                lead.account_id,
+                d.anchor_at,
+                now,
+                holdout=True,
+                person_key=store.person_key(lead.account_id, lead.recipient_id),
             ):
                 self.result.holdout += 1
                 store.audit(
@@ -788,7 +802,11 @@ class _LiveExecutor(_Executor):
             except BadLead as exc:
                 res.bad(exc.lead_id, str(exc))
                 return
-            d = decide_or_name(fresh, store.lead_state(lead.id), self.config, now, res)
+            # The person's state too, inside the claim transaction: on Postgres the account
+            # lock (taken by lead_tx) serialises every claim of the account, so two lead rows
+            # of one person cannot both pass the person's caps.
+            person = store.person_key(fresh.account_id, fresh.recipient_id)
+            d = decide_or_name(fresh, store.lead_state(lead.id, person), self.config, now, res)
             if d is None:
                 return
             if d.action not in ("send", "skip"):
@@ -801,9 +819,11 @@ class _LiveExecutor(_Executor):
             if d.action == "skip":
                 if d.new_enrollment and d.anchor_at is not None:
                     store.start_enrollment(
-                        fresh.id, d.sequence.id, fresh.account_id, d.anchor_at, now
-                    )
-                fid = store.insert_followup(self._row(fresh, d, SKIPPED, reason=d.reason))
+                        fresh.id, d.sequence.id, fresh.account_id, d.anchor_at, now,
+                        person_key=person,
+                    )  # fmt: skip
+                row = self._row(fresh, d, SKIPPED, reason=d.reason, person_key=person)
+                fid = store.insert_followup(row)
                 if fid is not None:
                     res.skipped[d.reason] += 1
                     store.end_enrollment(fresh.id, d.sequence.id, "window_closed", now)
@@ -833,9 +853,13 @@ class _LiveExecutor(_Executor):
                 return
             text, media = rendered
             if d.new_enrollment and d.anchor_at is not None:
-                store.start_enrollment(fresh.id, d.sequence.id, fresh.account_id, d.anchor_at, now)
+                store.start_enrollment(
+                    fresh.id, d.sequence.id, fresh.account_id, d.anchor_at, now, person_key=person
+                )
             body, encrypted = self.engine.cipher.seal(_body(text, media))
-            row_data = self._row(fresh, d, PENDING, body=body, body_encrypted=encrypted)
+            row_data = self._row(
+                fresh, d, PENDING, body=body, body_encrypted=encrypted, person_key=person
+            )
             fid = store.insert_followup(row_data)
             if fid is None:
                 res.skipped["already_claimed"] += 1
@@ -894,11 +918,12 @@ class _LiveExecutor(_Executor):
         lead: Lead = claim["lead"]
         d: Decision = claim["d"]
         assert d.sequence is not None and d.message is not None
+        person = store.person_key(lead.account_id, lead.recipient_id)
         msg = replace(
             self.engine.outgoing(self.account, lead, d, claim["text"], claim["media"]),
             # asked again right before each attempt: an opt-out that lands after the claim
             # (or while a retry waits for Retry-After) still stops the message
-            still_wanted=lambda: not store.is_opted_out(lead.id),
+            still_wanted=lambda: not store.is_opted_out(lead.id, person),
         )
         try:
             result = self.engine.channel.send(msg)
@@ -1037,6 +1062,7 @@ def handoff(
             continue
         leads[parsed.id] = parsed
     opted_out = {o["lead_id"] for o in store.optouts()}
+    suppressed = {o["person_key"] for o in store.suppressions()}
     renderer = Renderer(config)
     window = config.channel.window_hours
     out: list[dict[str, Any]] = []
@@ -1044,6 +1070,8 @@ def handoff(
         lead = leads.get(r["lead_id"])
         if lead is None or lead.id in opted_out:
             continue
+        if store.person_key(lead.account_id, lead.recipient_id) in suppressed:
+            continue  # the person opted out or was erased under another lead row
         if lead.converted_at is not None or (lead.status or "").lower() == "converted":
             continue
         if lead.last_inbound_at is not None and lead.last_inbound_at > r["claimed_at"]:

@@ -379,6 +379,10 @@ def apply_events(
             continue
         with store.transaction():
             lead_id, row = _resolve(store, ev)
+            if _erased(store, ev, lead_id):
+                # Nothing of an erased person is stored again (not even the event's key).
+                result.ignored["erased_person"] += 1
+                continue
             event_id = store.insert_event(
                 {
                     "event_key": ev.key,
@@ -409,6 +413,16 @@ def apply_events(
                     result.no_change += 1
             store.set_event_outcome(event_id, outcome)
     return result
+
+
+def _erased(store: SqlStore, ev: Event, lead_id: str | None) -> bool:
+    """Whether the event is about a person who was erased (by lead, or by recipient id)."""
+    if lead_id is not None and store.is_erased(lead_id):
+        return True
+    if ev.recipient_id:
+        row = store.suppression(store.person_key(ev.account_id, ev.recipient_id))
+        return row is not None and row["kind"] == "erasure"
+    return False
 
 
 def _resolve(store: SqlStore, ev: Event) -> tuple[str | None, dict[str, Any] | None]:
@@ -448,7 +462,7 @@ def _apply(
         attribute(store, followups, enrollments, "responded_at", ev.at, now, counts)
         changed = bool(counts.responded or counts.enrollments_responded)
         kw = keyword_optout(
-            ev.text, _settings(config, ev, followups, store, lead_id).optout_keywords
+            ev.text, _settings(config, ev, followups, store, lead_id).all_optout_keywords
         )
         if kw:
             changed = (

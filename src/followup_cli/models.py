@@ -337,21 +337,38 @@ class EnrollmentRecord:
 
 
 @dataclass(frozen=True)
+class PersonEnrollment:
+    """An enrollment of the same person under another lead row."""
+
+    lead_id: str
+    sequence_id: str
+    ended_at: datetime | None = None
+    gone: bool = False  # that lead row is no longer in the lead table (the host re-imported)
+
+
+@dataclass(frozen=True)
 class LeadState:
-    """Everything the tool itself knows about one lead."""
+    """Everything the tool itself knows about one lead, and about the person behind it:
+    ``person_followups`` / ``person_enrollments`` come from the person's *other* lead rows
+    (same account and recipient), ``suppression`` is the person's opt-out or erasure."""
 
     followups: tuple[FollowupRecord, ...] = ()
     enrollments: tuple[EnrollmentRecord, ...] = ()
     optout_reason: str | None = None
     opted_out: bool = False
+    suppression: str | None = None  # "optout" | "erasure" recorded for the person
+    suppression_reason: str | None = None
+    person_followups: tuple[FollowupRecord, ...] = ()
+    person_enrollments: tuple[PersonEnrollment, ...] = ()
 
     def active_enrollment(self) -> EnrollmentRecord | None:
         active = [e for e in self.enrollments if e.ended_at is None]
         return max(active, key=lambda e: e.started_at) if active else None
 
     def counted(self, sequence_id: str | None = None) -> list[FollowupRecord]:
+        """Follow-ups the person (may have) received, under this lead row or another."""
         return [
             f
-            for f in self.followups
+            for f in self.followups + self.person_followups
             if f.status in COUNTED and (sequence_id is None or f.sequence_id == sequence_id)
         ]

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -113,16 +115,59 @@ def _fmt(dt: datetime | None) -> str:
     return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else "never"
 
 
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+
+
+def normalize_text(text: str) -> str:
+    """Text as opt-out keywords are compared: NFKC (full-width letters, ligatures), case-folded,
+    accents dropped, typographic apostrophes made plain, runs of whitespace one space."""
+    t = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
+    t = "".join(c for c in unicodedata.normalize("NFKD", t) if not unicodedata.combining(c))
+    return " ".join(t.split())
+
+
+@lru_cache(maxsize=64)
+def _keyword_patterns(keywords: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    out = []
+    for kw in keywords:
+        k = normalize_text(kw)
+        if k:
+            out.append((kw, re.compile(r"(?<!\w)" + re.escape(k) + r"(?!\w)")))
+    return tuple(out)
+
+
 def keyword_optout(text: str | None, keywords: tuple[str, ...]) -> str | None:
-    """The opt-out keyword found in an inbound text, as a whole word or phrase, or None."""
+    """The opt-out keyword (as configured) found in an inbound text, as a whole word or
+    phrase after ``normalize_text``, or None."""
     if not text:
         return None
-    low = text.lower()
-    for kw in keywords:
-        k = kw.strip().lower()
-        if k and re.search(r"(?<!\w)" + re.escape(k) + r"(?!\w)", low):
+    norm = normalize_text(text)
+    for kw, pattern in _keyword_patterns(tuple(keywords)):
+        if pattern.search(norm):
             return kw
     return None
+
+
+def keyword_like_pattern(keyword: str) -> str | None:
+    """A coarse SQL LIKE pattern (``ESCAPE '\\'``) that every text ``keyword_optout`` matches
+    with this keyword matches too, as far as SQL's ``lower()`` allows: words joined by ``%``
+    (any spacing), vowels and non-ASCII letters as ``_`` (accents either way). The store's
+    prefilter uses it to keep leads whose last message may opt out."""
+    words = normalize_text(keyword).split()
+    if not words:
+        return None
+    out = []
+    for w in words:
+        chars = []
+        for c in w:
+            if c in "aeiouy'" or not c.isascii():
+                chars.append("_")
+            elif c in "%_\\":
+                chars.append("\\" + c)
+            else:
+                chars.append(c)
+        out.append("".join(chars))
+    return "%" + "%".join(out) + "%"
 
 
 def stable_fraction(*parts: str) -> float:
@@ -342,12 +387,21 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
     st = config.settings_for(account)
 
     # Opt-out: recorded, or a keyword in the lead's last message.
-    kw = keyword_optout(lead.last_inbound_text, st.optout_keywords)
+    kw = keyword_optout(lead.last_inbound_text, st.all_optout_keywords)
+    if state.suppression == "erasure":
+        checks.append(Check("opt-out", False, "the person was erased on request"))
+        return stop("opted_out", "the person was erased on request: never messaged again")
     if state.opted_out:
         checks.append(
             Check("opt-out", False, f"opted out ({state.optout_reason or 'no reason given'})")
         )
         return stop("opted_out", "the lead opted out")
+    if state.suppression is not None:
+        why = state.suppression_reason or "no reason given"
+        checks.append(
+            Check("opt-out", False, f"the person opted out ({why}), under another lead row")
+        )
+        return stop("opted_out", "the person behind this lead opted out")
     if kw:
         d.keyword_optout = kw
         checks.append(Check("opt-out", False, f"last message contains the opt-out keyword {kw!r}"))
@@ -382,6 +436,17 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
     checks.append(
         Check("lead limit", True, f"{len(counted)} of {st.max_followups_per_lead} follow-ups used")
     )
+
+    # One sequence at a time per person, whatever lead row carries it.
+    elsewhere = [e for e in state.person_enrollments if e.ended_at is None and not e.gone]
+    if enrollment is None and elsewhere:
+        e = elsewhere[0]
+        checks.append(
+            Check("sequence", False, f"the person is in {e.sequence_id} as lead {e.lead_id}")
+        )
+        return stop(
+            "person_in_sequence", f"the same person is in {e.sequence_id} as lead {e.lead_id}"
+        )
 
     # Sequence and the start of the silence.
     if enrollment is not None:
@@ -440,7 +505,10 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
                     "sequence_done", f"{last_prev.sequence_id} ended: {last_prev.ended_reason}"
                 )
         checks.append(Check("silence", True, f"silent since {_fmt(d.anchor_at)} (we wrote last)"))
-        done = {e.sequence_id for e in state.enrollments}
+        # never the same sequence twice, for the person (under any lead row)
+        done = {e.sequence_id for e in state.enrollments} | {
+            e.sequence_id for e in state.person_enrollments
+        }
         seq = None
         for candidate in config.sequences_by_priority():
             if candidate.active and candidate.id not in done and trigger_holds(candidate, lead):

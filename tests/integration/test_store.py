@@ -599,3 +599,93 @@ def test_lead_table__an_integer_id_column_works_like_a_text_one(
     assert rows == [{"lead_id": "42", "status": "sent"}, {"lead_id": "7", "status": "sent"}]
     again = followup("run", *common)
     assert again.returncode == 0 and '"sent": 0' in again.stdout, again.stdout
+
+
+# ------------------------------------------------ the person, not the row (issue 9)
+
+
+def test_person_key__per_account_and_recipient_and_keyed(
+    db: LeadDB, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = store.person_key("acct_a", "ig_1")
+    assert a and len(a) == 64 and "ig_1" not in a
+    assert a == store.person_key("acct_a", " ig_1 ")
+    assert a != store.person_key("acct_b", "ig_1")  # an IGSID is per account
+    assert store.person_key("acct_a", None) is None and store.person_key("acct_a", "") is None
+    monkeypatch.setenv("FOLLOWUP_SUPPRESSION_KEY", "x" * 40)
+    other = open_store(db.url)
+    try:
+        assert other.person_key("acct_a", "ig_1") not in (None, a)
+    finally:
+        other.close()
+
+
+def test_suppressions__an_erasure_replaces_an_optout_and_nothing_downgrades_it(
+    db: LeadDB, store: SqlStore
+) -> None:
+    db.insert(lead("a1", recipient_id="ig_x"), lead("a2", recipient_id="ig_x"))
+    assert store.add_optout("a1", "keyword: stop", "keyword", "ops", NOW)
+    key = store.person_key("acct_a", "ig_x")
+    row = store.suppression(key)
+    assert row is not None
+    assert (row["kind"], row["recipient_id"], row["lead_id"]) == ("optout", "ig_x", "a1")
+    state = store.lead_states(["a2"], {"a2": key})["a2"]
+    assert (state.opted_out, state.suppression) == (False, "optout")  # the person, not a2
+    assert store.add_suppression(key, "acct_a", "erasure", "erasure", "ops", NOW)
+    row = store.suppression(key)
+    assert row is not None and (row["kind"], row["recipient_id"], row["lead_id"]) == (
+        "erasure",
+        None,
+        None,
+    )
+    assert store.add_optout("a2", "again", "cli", "ops", NOW)  # a2's own row is new
+    assert store.suppression(key)["kind"] == "erasure"  # type: ignore[index]
+    assert store.remove_optout("a1")  # a1's own opt-out goes
+    assert store.suppression(key)["kind"] == "erasure"  # type: ignore[index]  # not this
+    assert store.is_opted_out("a2", key) and store.is_erased("a2")
+
+
+def test_lead_states__the_persons_other_rows(db: LeadDB, store: SqlStore) -> None:
+    key = store.person_key("acct_a", "ig_p")
+    other = store.person_key("acct_a", "ig_q")
+    store.insert_followup(claim_row("old", status=SENT, sent_at=NOW, person_key=key))
+    store.insert_followup(claim_row("new", "m2", status=SENT, sent_at=NOW, person_key=key))
+    store.insert_followup(claim_row("q", status=SENT, sent_at=NOW, person_key=other))
+    store.start_enrollment("old", "s1", "acct_a", NOW, NOW, person_key=key)
+    states = store.lead_states(["new", "q"], {"new": key, "q": other})
+    new, q = states["new"], states["q"]
+    assert [f.message_id for f in new.followups] == ["m2"]
+    assert [f.message_id for f in new.person_followups] == ["m1"]  # under "old"
+    assert [f.message_id for f in new.counted()] == ["m2", "m1"]
+    assert [(e.lead_id, e.sequence_id) for e in new.person_enrollments] == [("old", "s1")]
+    assert q.person_followups == () and q.person_enrollments == ()
+
+
+def test_migration_0004__backfills_person_keys_and_per_lead_optouts(
+    db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store used before people were tracked: its opt-outs and erasures hold for the
+    person from the upgrade on, and its rows count toward the person's caps."""
+    import followup_cli.store.base as base
+
+    db.insert(lead("o1", recipient_id="ig_o"), lead("e1", recipient_id="ig_e"))
+    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS[:5])  # before 0006_person
+    old = open_store(db.url)
+    try:
+        old.insert_followup(claim_row("o1", status=SENT, sent_at=NOW, recipient_id="ig_o"))
+        old.add_optout("o1", "keyword: stop", "keyword", "ops", NOW)
+        old.add_optout("e1", "erased on request", "erasure", "ops", NOW)
+    finally:
+        old.close()
+    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS)
+    new = open_store(db.url)
+    try:
+        key_o = new.person_key("acct_a", "ig_o")
+        key_e = new.person_key("acct_a", "ig_e")
+        assert new.suppression(key_o)["kind"] == "optout"  # type: ignore[index]
+        assert new.suppression(key_e)["kind"] == "erasure"  # type: ignore[index]
+        assert new.suppression(key_e)["recipient_id"] is None  # type: ignore[index]
+        rows = db.query("SELECT person_key FROM followup_tracking WHERE lead_id = 'o1'")
+        assert rows == [{"person_key": key_o}]
+    finally:
+        new.close()

@@ -657,6 +657,68 @@ def test_keyword_optout(text: str | None, expected: str | None) -> None:
     assert keyword_optout(text, ("stop", "unsubscribe", "no more messages")) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ＳＴＯＰ", "stop"),  # full-width letters (NFKC)
+        ("no more  messages", "no more messages"),  # two spaces
+        ("No more\nmessages please", "no more messages"),
+        ("No mas mensajes", "no más mensajes"),  # typed without the accent
+        ("NO MÁS MENSAJES", "no más mensajes"),
+        ("BAJA", "baja"),
+        ("quero parar de receber", "parar"),
+        ("Pare!", "pare"),
+        ("Arrêtez, merci", "arrêtez"),
+        ("ne m’écrivez plus", "ne m'écrivez plus"),  # a typographic apostrophe
+        ("Bitte abmelden", "abmelden"),
+        ("STOPP", "stopp"),
+        ("disiscrivimi grazie", "disiscrivimi"),
+        ("non scrivermi piu", "non scrivermi più"),
+        # ordinary questions from interested leads are not opt-outs
+        ("posso cancelar a qualquer momento?", None),
+        ("basta clicar no link?", None),
+        ("quiero más información", None),
+        ("can you send more messages about pricing?", None),
+        ("unstoppable deal", None),
+        ("bajamos el precio?", None),
+    ],
+)
+def test_keyword_optout__normalised_text_and_the_default_languages(
+    text: str, expected: str | None
+) -> None:
+    from followup_cli.config import DEFAULT_OPTOUT_KEYWORDS
+
+    assert keyword_optout(text, DEFAULT_OPTOUT_KEYWORDS) == expected
+
+
+def test_keyword_like_pattern__keeps_every_text_the_rule_matches() -> None:
+    """The store's coarse prefilter is a superset of the rule (as far as SQL lower() goes)."""
+    import re as _re
+
+    from followup_cli.config import DEFAULT_OPTOUT_KEYWORDS
+    from followup_cli.rules import keyword_like_pattern
+
+    def like(pattern: str, text: str) -> bool:
+        rx = ""
+        i = 0
+        while i < len(pattern):
+            c = pattern[i]
+            if c == "\\":
+                rx += _re.escape(pattern[i + 1])
+                i += 2
+                continue
+            rx += ".*" if c == "%" else "." if c == "_" else _re.escape(c)
+            i += 1
+        return _re.fullmatch(rx, text, _re.S) is not None
+
+    for text in ("No  más mensajes", "no mas mensajes", "ne m’écrivez plus", "Quero PARAR"):
+        kw = keyword_optout(text, DEFAULT_OPTOUT_KEYWORDS)
+        assert kw is not None
+        pattern = keyword_like_pattern(kw)
+        assert pattern is not None and like(pattern, text.lower()), (kw, pattern)
+    assert keyword_like_pattern("100%_off") == "%100\\%\\__ff%"
+
+
 def test_quiet_until__wraps_midnight() -> None:
     config = cfg()
     late = datetime(2026, 3, 2, 23, 30, tzinfo=MADRID)
@@ -664,3 +726,97 @@ def test_quiet_until__wraps_midnight() -> None:
     assert until == datetime(2026, 3, 3, 9, 0, tzinfo=MADRID)
     assert quiet_until(datetime(2026, 3, 2, 9, 0, tzinfo=MADRID), config.settings, None) is None
     assert quiet_until(datetime(2026, 3, 2, 20, 59, tzinfo=MADRID), config.settings, None) is None
+
+
+# ------------------------------------------------ the person, not the row (issue 9)
+
+
+def _person(**kw: Any) -> LeadState:
+    """A fresh lead row (nothing recorded under it) of a person with a history elsewhere."""
+    return LeadState(**kw)
+
+
+@pytest.mark.parametrize(
+    ("name", "state", "over", "action", "reason"),
+    [
+        ("nothing elsewhere", _person(), {}, "send", "due"),
+        (
+            "the person was erased",
+            _person(suppression="erasure"),
+            {},
+            "none",
+            "opted_out",
+        ),
+        (
+            "the person opted out under another row",
+            _person(suppression="optout", suppression_reason="keyword: stop"),
+            {},
+            "none",
+            "opted_out",
+        ),
+        (
+            "the person's daily allowance is used under another row",
+            _person(person_followups=(sent("m1", NOW - 5 * H, seq="s_other"),)),
+            {"settings": {"max_per_lead_per_day": 1, "min_interval_hours": 1}},
+            "wait",
+            "daily_cap",
+        ),
+        (
+            "the person's interval runs under another row",
+            _person(person_followups=(sent("m1", NOW - 2 * H, seq="s_other"),)),
+            {},
+            "wait",
+            "min_interval",
+        ),
+        (
+            "the person's lifetime count is used under other rows",
+            _person(
+                person_followups=tuple(
+                    sent(f"m{i}", NOW - (48 + i) * H, seq=f"old{i}") for i in range(5)
+                )
+            ),
+            {},
+            "none",
+            "lead_limit",
+        ),
+        (
+            "a failed or skipped step elsewhere is not counted",
+            _person(person_followups=(sent("m1", NOW - 2 * H, status="skipped"),)),
+            {},
+            "send",
+            "due",
+        ),
+    ],
+)
+def test_decide__caps_and_suppressions_belong_to_the_person(
+    name: str, state: LeadState, over: dict, action: str, reason: str
+) -> None:
+    d = decide(mk_lead(), state, cfg(**over), NOW)
+    assert (d.action, d.reason) == (action, reason), (name, d.detail)
+
+
+def test_decide__the_person_in_a_sequence_under_another_row_is_not_enrolled_again() -> None:
+    from followup_cli.models import PersonEnrollment
+
+    active = _person(person_enrollments=(PersonEnrollment("L0", "s1"),))
+    d = decide(mk_lead(), active, cfg(), NOW)
+    assert (d.action, d.reason) == ("none", "person_in_sequence")
+    assert "as lead L0" in d.detail
+    # a sequence the person went through under another row is never entered again
+    done = _person(person_enrollments=(PersonEnrollment("L0", "s1", ended_at=NOW - 48 * H),))
+    d = decide(mk_lead(), done, cfg(), NOW)
+    assert (d.action, d.reason) == ("none", "no_sequence")
+
+
+def test_decide__the_sequence_limit_counts_the_persons_steps() -> None:
+    """Sends in the sequence under another row count toward the sequence's limit."""
+    raw = base_config()
+    raw["sequences"][0]["max_followups"] = 1
+    config = Config.model_validate(raw)
+    state = LeadState(
+        enrollments=(enrolled(NOW - 30 * H),),
+        followups=(),
+        person_followups=(sent("m1", NOW - 27 * H),),
+    )
+    d = decide(mk_lead(last_inbound_at=NOW - 31 * H), state, config, NOW)
+    assert (d.action, d.reason) == ("end", "sequence_limit")

@@ -23,9 +23,11 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from .. import suppress
 from ..models import (
     COUNTED,
     PENDING,
@@ -34,8 +36,10 @@ from ..models import (
     EnrollmentRecord,
     FollowupRecord,
     LeadState,
+    PersonEnrollment,
     parse_time,
 )
+from ..rules import keyword_like_pattern
 from .migrations import MIGRATIONS
 
 BAD_LEADS_NOTED = 1000  # bad rows remembered per run; beyond it they are always reported
@@ -88,6 +92,7 @@ TRACKING_COLUMNS = (
     "run_id",
     "attempts",
     "updated_at",
+    "person_key",
 )
 # The predicate of the partial index followup_tracking_open, repeated word for word in the
 # queries that want it: SQLite uses a partial index only when the query's WHERE contains its
@@ -130,6 +135,7 @@ class SqlStore:
     def __init__(self, lead_table: str = "leads") -> None:
         self.lead_table = lead_table
         self._lead_columns: tuple[str, ...] | None = None
+        self._secret: str | None = None
 
     # ----------------------------------------------------------- backend hooks
     def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -169,6 +175,15 @@ class SqlStore:
 
     def _migration_lock(self) -> Any:
         return None
+
+    def begin_erase(self) -> None:
+        """Before an erasure: deleted content is overwritten, not just unlinked (SQLite)."""
+        return None
+
+    def purge_old_versions(self, tables: Sequence[str]) -> str:
+        """After an erasure: rewrite what the database keeps of old row versions; returns
+        what was done (and what an operator still has to do)."""
+        return "nothing to do"
 
     def clone(self) -> SqlStore:
         """A new connection to the same database (one per worker thread)."""
@@ -232,12 +247,56 @@ class SqlStore:
                             continue
                         stmt = stmt[1]
                     self._run(self._ddl(stmt))
+                if name == "0006_person_suppressions":
+                    self._backfill_persons()
                 self._run(
                     "INSERT INTO followup_migrations (name, applied_at) VALUES (:name, :at)",
                     {"name": name, "at": datetime.now().astimezone()},
                 )
                 applied.append(name)
         return applied
+
+    def _backfill_persons(self) -> None:
+        """Person keys for the rows written before people were tracked, and the opt-outs and
+        erasures recorded per lead until then, now per person too."""
+        self._secret = None
+        secret = self.person_secret()
+        if secret is None:
+            return
+        for r in self._query(
+            "SELECT DISTINCT account_id, recipient_id FROM followup_tracking "
+            "WHERE recipient_id IS NOT NULL AND account_id IS NOT NULL AND person_key IS NULL"
+        ):
+            self._run(
+                "UPDATE followup_tracking SET person_key = :k WHERE account_id = :a "
+                "AND recipient_id = :r AND person_key IS NULL",
+                {
+                    "k": suppress.person_key(secret, r["account_id"], str(r["recipient_id"])),
+                    "a": r["account_id"],
+                    "r": r["recipient_id"],
+                },
+            )
+        self._run(
+            "UPDATE followup_enrollments SET person_key = (SELECT MAX(t.person_key) FROM "
+            "followup_tracking t WHERE t.lead_id = followup_enrollments.lead_id) "
+            "WHERE person_key IS NULL"
+        )
+        for o in self.rows("SELECT * FROM followup_optouts ORDER BY created_at"):
+            person = self.person_of(o["lead_id"])
+            if person is None:
+                continue
+            erased = o["source"] == suppress.ERASURE
+            self.add_suppression(
+                suppress.person_key(secret, *person),
+                person[0],
+                suppress.ERASURE if erased else suppress.OPTOUT,
+                o["source"],
+                o["actor"] or "migration",
+                o["created_at"],
+                recipient_id=None if erased else person[1],
+                lead_id=None if erased else o["lead_id"],
+                reason=None if erased else o["reason"],
+            )
 
     @contextmanager
     def scratch(self) -> Iterator[None]:
@@ -346,10 +405,10 @@ class SqlStore:
             "page": page,
         }
         likes = []
-        for i, kw in enumerate(k.strip().lower() for k in keywords):
-            if kw and col["last_inbound_text"] != "NULL":
-                escaped = kw.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                params[f"kw{i}"] = f"%{escaped}%"
+        patterns = sorted({p for p in map(keyword_like_pattern, keywords) if p})
+        for i, pattern in enumerate(patterns):
+            if col["last_inbound_text"] != "NULL":
+                params[f"kw{i}"] = pattern
                 likes.append(f"lower({col['last_inbound_text']}) LIKE :kw{i} ESCAPE '\\'")
         keyword = (
             f"(({' OR '.join(likes)}) "
@@ -405,8 +464,12 @@ class SqlStore:
         return out
 
     # --------------------------------------------------------- lead states
-    def lead_states(self, lead_ids: Sequence[str]) -> dict[str, LeadState]:
-        """Tracking rows, enrollments and opt-outs for many leads, in three queries a chunk."""
+    def lead_states(
+        self, lead_ids: Sequence[str], persons: dict[str, str | None] | None = None
+    ) -> dict[str, LeadState]:
+        """Tracking rows, enrollments and opt-outs for many leads, a few queries a chunk; with
+        ``persons`` (lead id -> person key, ``person_key``) also what the person received
+        under other lead rows, and the person's opt-out or erasure."""
         followups: dict[str, list[FollowupRecord]] = {}
         enrollments: dict[str, list[EnrollmentRecord]] = {}
         optouts: dict[str, str | None] = {}
@@ -417,16 +480,7 @@ class SqlStore:
                 f"claimed_at FROM followup_tracking WHERE {where} ORDER BY id",
                 names,
             ):
-                followups.setdefault(r["lead_id"], []).append(
-                    FollowupRecord(
-                        sequence_id=r["sequence_id"],
-                        message_id=r["message_id"],
-                        status=r["status"],
-                        at=r["sent_at"] or r["claimed_at"],
-                        variant_id=r["variant_id"],
-                        reason=r["reason"],
-                    )
-                )
+                followups.setdefault(r["lead_id"], []).append(_followup_record(r))
             for r in self.rows(
                 "SELECT lead_id, sequence_id, anchor_at, started_at, ended_at, ended_reason, "
                 "holdout "
@@ -447,15 +501,64 @@ class SqlStore:
                 f"SELECT lead_id, reason FROM followup_optouts WHERE {where}", names
             ):
                 optouts[r["lead_id"]] = r["reason"]
-        return {
-            lid: LeadState(
+        keys = {lid: k for lid, k in (persons or {}).items() if k}
+        p_follow: dict[str, list[tuple[str, FollowupRecord]]] = {}
+        p_enrol: dict[str, list[PersonEnrollment]] = {}
+        p_supp: dict[str, tuple[str, str | None]] = {}
+        for chunk in _chunks(sorted(set(keys.values())), 500):
+            where, names = self._in_list("person_key", chunk)
+            for r in self.rows(
+                "SELECT lead_id, person_key, sequence_id, message_id, variant_id, status, "
+                f"reason, sent_at, claimed_at FROM followup_tracking WHERE {where} ORDER BY id",
+                names,
+            ):
+                p_follow.setdefault(r["person_key"], []).append((r["lead_id"], _followup_record(r)))
+            for r in self.rows(
+                "SELECT lead_id, person_key, sequence_id, ended_at FROM followup_enrollments "
+                f"WHERE {where}",
+                names,
+            ):
+                p_enrol.setdefault(r["person_key"], []).append(
+                    PersonEnrollment(r["lead_id"], r["sequence_id"], r["ended_at"])
+                )
+            for r in self._query(
+                f"SELECT person_key, kind, reason FROM followup_suppressions WHERE {where}", names
+            ):
+                p_supp[r["person_key"]] = (r["kind"], r["reason"])
+        # An active enrollment of a lead row the host has since deleted holds nobody back.
+        open_ids = sorted(
+            {e.lead_id for es in p_enrol.values() for e in es if e.ended_at is None} - set(lead_ids)
+        )
+        if open_ids:
+            present = set(self._present_lead_ids(open_ids))
+            p_enrol = {
+                k: [
+                    replace(e, gone=True)
+                    if e.ended_at is None and e.lead_id not in present and e.lead_id in open_ids
+                    else e
+                    for e in es
+                ]
+                for k, es in p_enrol.items()
+            }
+        out: dict[str, LeadState] = {}
+        for lid in lead_ids:
+            key = keys.get(lid)
+            kind, why = p_supp.get(key, (None, None)) if key else (None, None)
+            out[lid] = LeadState(
                 followups=tuple(followups.get(lid, ())),
                 enrollments=tuple(enrollments.get(lid, ())),
                 optout_reason=optouts.get(lid),
                 opted_out=lid in optouts,
+                suppression=kind,
+                suppression_reason=why,
+                person_followups=tuple(f for other, f in p_follow.get(key, ()) if other != lid)
+                if key
+                else (),
+                person_enrollments=tuple(e for e in p_enrol.get(key, ()) if e.lead_id != lid)
+                if key
+                else (),
             )
-            for lid in lead_ids
-        }
+        return out
 
     def enrollment_versions(self, lead_ids: Sequence[str]) -> dict[tuple[str, str], int]:
         """``state_version`` of each active enrollment of these leads, by (lead, sequence).
@@ -488,8 +591,202 @@ class SqlStore:
                 )
         return n
 
-    def lead_state(self, lead_id: str) -> LeadState:
-        return self.lead_states([lead_id])[lead_id]
+    def _present_lead_ids(self, lead_ids: Sequence[str]) -> list[str]:
+        """Which of these lead ids the lead table holds (all of them when it cannot say)."""
+        from ..errors import ConfigError
+
+        try:
+            self.lead_columns()
+        except ConfigError:
+            return list(lead_ids)
+        out: list[str] = []
+        for chunk in _chunks(list(lead_ids), 500):
+            where, names = self._lead_id_in(chunk)
+            out.extend(
+                str(r["id"])
+                for r in self._query(f"SELECT l.id FROM {self.lead_table} l WHERE {where}", names)
+            )
+        return out
+
+    def lead_state(self, lead_id: str, person: str | None = None) -> LeadState:
+        """One lead's state; ``person``: its person key (``person_key``), for the person's
+        opt-outs and what the person received under other lead rows."""
+        return self.lead_states([lead_id], {lead_id: person} if person else None)[lead_id]
+
+    # ------------------------------------------------------- the person (issue 9)
+    def person_secret(self) -> str | None:
+        """The secret of person keys: $FOLLOWUP_SUPPRESSION_KEY, else the database's own
+        (None before the tool's tables exist). Refuses a key other than the one the
+        suppressions were written with: an erased person must never be missed."""
+        if self._secret is not None:
+            return self._secret
+        from ..errors import StoreConfigError
+
+        env = suppress.env_secret()
+        if self._table_columns("followup_meta") is None:
+            return env
+        if env is not None:
+            if len(env) < suppress.MIN_KEY_CHARS:
+                raise StoreConfigError(
+                    f"${suppress.SUPPRESSION_KEY_ENV} is shorter than {suppress.MIN_KEY_CHARS} "
+                    "characters; use a long random value (e.g. `followup keygen`)"
+                )
+            secret = env
+        else:
+            rows = self._query("SELECT value FROM followup_meta WHERE name = 'person_key_secret'")
+            if not rows:
+                return None
+            secret = str(rows[0]["value"])
+        kid = suppress.key_id(secret)
+        other = self._query(
+            "SELECT key_id FROM followup_suppressions WHERE key_id <> :k LIMIT 1", {"k": kid}
+        )
+        if other:
+            using = (
+                f"${suppress.SUPPRESSION_KEY_ENV} has key id {kid}"
+                if env is not None
+                else f"${suppress.SUPPRESSION_KEY_ENV} is not set (the database's key, id {kid})"
+            )
+            raise StoreConfigError(
+                f"{self.describe()}: opt-outs and erasures were recorded with key id "
+                f"{other[0]['key_id']}, but {using}; set ${suppress.SUPPRESSION_KEY_ENV} to the "
+                "key they were recorded with, or an erased person could be messaged again"
+            )
+        self._secret = secret
+        return secret
+
+    def person_key(self, account_id: str | None, recipient_id: str | None) -> str | None:
+        """The person a lead row names (keyed hash of account and recipient), or None."""
+        if not recipient_id or not str(recipient_id).strip():
+            return None
+        secret = self.person_secret()
+        return suppress.person_key(secret, account_id, str(recipient_id)) if secret else None
+
+    def person_of(self, lead_id: str) -> tuple[str | None, str] | None:
+        """(account, recipient) of a lead: from the lead table, else from the tool's tracking
+        rows (the host may have deleted the row); None when neither knows it."""
+        from ..errors import ConfigError
+
+        try:
+            row = self.lead_row(lead_id)
+        except ConfigError:
+            row = None
+        if row is not None and row.get("recipient_id") not in (None, ""):
+            return (
+                None if row.get("account_id") is None else str(row["account_id"]),
+                str(row["recipient_id"]).strip(),
+            )
+        rows = self._query(
+            "SELECT account_id, recipient_id FROM followup_tracking WHERE lead_id = :l "
+            "AND recipient_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+            {"l": lead_id},
+        )
+        if rows:
+            return rows[0]["account_id"], str(rows[0]["recipient_id"])
+        return None
+
+    def person_ref(self, lead_id: str) -> tuple[str, str | None, str | None] | None:
+        """(person key, account, recipient or None) of a lead: computed from the lead table's
+        row, else the key the tool's own rows carry (the host may have deleted its row; the
+        key, unlike a stored recipient id, needs no decryption); None when nothing knows it."""
+        from ..errors import ConfigError
+
+        try:
+            row = self.lead_row(lead_id)
+        except ConfigError:
+            row = None
+        if row is not None and row.get("recipient_id") not in (None, ""):
+            account = None if row.get("account_id") is None else str(row["account_id"])
+            recipient = str(row["recipient_id"]).strip()
+            key = self.person_key(account, recipient)
+            return (key, account, recipient) if key else None
+        for table in ("followup_tracking", "followup_enrollments"):
+            order = "id" if table == "followup_tracking" else "started_at"
+            rows = self._query(
+                f"SELECT person_key, account_id FROM {table} WHERE lead_id = :l "
+                f"AND person_key IS NOT NULL ORDER BY {order} DESC LIMIT 1",
+                {"l": lead_id},
+            )
+            if rows:
+                return str(rows[0]["person_key"]), rows[0]["account_id"], None
+        return None
+
+    def person_key_of(self, lead_id: str) -> str | None:
+        ref = self.person_ref(lead_id)
+        return ref[0] if ref else None
+
+    def add_suppression(
+        self,
+        key: str,
+        account_id: str | None,
+        kind: str,
+        source: str,
+        who: str,
+        now: datetime,
+        recipient_id: str | None = None,
+        lead_id: str | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """Record a person's opt-out (idempotent; an erasure stays an erasure) or erasure
+        (replaces an opt-out, keeping nothing but the key). True when something changed."""
+        secret = self.person_secret()
+        assert secret is not None
+        params = {
+            "k": key,
+            "kid": suppress.key_id(secret),
+            "a": account_id or "",
+            "r": recipient_id,
+            "l": lead_id,
+            "kind": kind,
+            "why": reason,
+            "s": source,
+            "who": who,
+            "now": now,
+        }
+        sql = (
+            "INSERT INTO followup_suppressions (person_key, key_id, account_id, recipient_id, "
+            "lead_id, kind, reason, source, actor, created_at) VALUES (:k, :kid, :a, :r, :l, "
+            ":kind, :why, :s, :who, :now) ON CONFLICT (person_key) DO "
+        )
+        if kind == suppress.ERASURE:
+            sql += (
+                "UPDATE SET kind = excluded.kind, recipient_id = NULL, lead_id = NULL, "
+                "reason = NULL, source = excluded.source, actor = excluded.actor, "
+                "created_at = excluded.created_at, key_id = excluded.key_id "
+                f"WHERE followup_suppressions.kind <> '{suppress.ERASURE}'"
+            )
+        else:
+            sql += "NOTHING"
+        return self._run(sql, params) > 0
+
+    def remove_suppression(self, key: str, kind: str) -> bool:
+        return (
+            self._run(
+                "DELETE FROM followup_suppressions WHERE person_key = :k AND kind = :kind",
+                {"k": key, "kind": kind},
+            )
+            > 0
+        )
+
+    def suppression(self, key: str | None) -> dict[str, Any] | None:
+        if not key:
+            return None
+        rows = self.rows("SELECT * FROM followup_suppressions WHERE person_key = :k", {"k": key})
+        return rows[0] if rows else None
+
+    def suppressions(self) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM followup_suppressions ORDER BY created_at, person_key")
+
+    def is_erased(self, lead_id: str, key: str | None = None) -> bool:
+        """An erasure holds for the lead id or for its person."""
+        if self._query(
+            "SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l AND source = :s",
+            {"l": lead_id, "s": suppress.ERASURE},
+        ):
+            return True
+        key = key or self.person_key_of(lead_id)
+        row = self.suppression(key)
+        return row is not None and row["kind"] == suppress.ERASURE
 
     # -------------------------------------------------------------- claims
     @contextmanager
@@ -606,10 +903,11 @@ class SqlStore:
         anchor_at: datetime,
         now: datetime,
         holdout: bool = False,
+        person_key: str | None = None,
     ) -> bool:
         n = self._run(
             "INSERT INTO followup_enrollments (lead_id, sequence_id, account_id, anchor_at, "
-            "started_at, holdout) VALUES (:l, :s, :a, :anchor, :now, :h) "
+            "started_at, holdout, person_key) VALUES (:l, :s, :a, :anchor, :now, :h, :p) "
             "ON CONFLICT (lead_id, sequence_id) DO NOTHING",
             {
                 "l": lead_id,
@@ -618,6 +916,7 @@ class SqlStore:
                 "anchor": anchor_at,
                 "now": now,
                 "h": holdout,
+                "p": person_key,
             },
         )
         return n > 0
@@ -654,25 +953,62 @@ class SqlStore:
 
     # -------------------------------------------------------------- opt-out
     def add_optout(
-        self, lead_id: str, reason: str | None, source: str, who: str, now: datetime
+        self,
+        lead_id: str,
+        reason: str | None,
+        source: str,
+        who: str,
+        now: datetime,
+        person: tuple[str | None, str] | None = None,
     ) -> bool:
+        """Opt a lead out, and the person behind it (``person``: its account and recipient,
+        else looked up): a new lead row for the same person stays opted out. True when
+        something new was recorded."""
         n = self._run(
             "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
             "VALUES (:l, :r, :s, :a, :now) ON CONFLICT (lead_id) DO NOTHING",
             {"l": lead_id, "r": reason, "s": source, "a": who, "now": now},
         )
-        return n > 0
+        if person is not None:
+            key = self.person_key(*person)
+            ref = (key, person[0], person[1]) if key else None
+        else:
+            ref = self.person_ref(lead_id)
+        if ref is None:
+            return n > 0
+        kind = suppress.ERASURE if source == suppress.ERASURE else suppress.OPTOUT
+        m = self.add_suppression(
+            ref[0],
+            ref[1],
+            kind,
+            source,
+            who,
+            now,
+            recipient_id=ref[2] if kind == suppress.OPTOUT else None,
+            lead_id=lead_id if kind == suppress.OPTOUT else None,
+            reason=reason if kind == suppress.OPTOUT else None,
+        )
+        return n > 0 or m
 
     def remove_optout(self, lead_id: str) -> bool:
-        return self._run("DELETE FROM followup_optouts WHERE lead_id = :l", {"l": lead_id}) > 0
+        """Lift a lead's opt-out and its person's, never an erasure (``erase --lift`` does)."""
+        n = self._run(
+            "DELETE FROM followup_optouts WHERE lead_id = :l AND source <> :e",
+            {"l": lead_id, "e": suppress.ERASURE},
+        )
+        key = self.person_key_of(lead_id)
+        m = self.remove_suppression(key, suppress.OPTOUT) if key else False
+        return n > 0 or m
 
     def optouts(self) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM followup_optouts ORDER BY created_at, lead_id")
 
-    def is_opted_out(self, lead_id: str) -> bool:
-        return bool(
-            self._query("SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l", {"l": lead_id})
-        )
+    def is_opted_out(self, lead_id: str, person_key: str | None = None) -> bool:
+        """The lead, or the person behind it (``person_key``), opted out or was erased."""
+        sql = "SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l"
+        if person_key is not None:  # one round trip: asked before every API attempt
+            sql += " UNION ALL SELECT 1 AS x FROM followup_suppressions WHERE person_key = :k"
+        return bool(self._query(sql, {"l": lead_id, "k": person_key}))
 
     # ----------------------------------------------------------------- audit
     def audit(
@@ -971,6 +1307,16 @@ ORDER BY a.lead_id"""
             f"({', '.join(':' + c for c in cols)}) "
             "ON CONFLICT (event_key) DO NOTHING RETURNING id"
         )
+        secret = self.person_secret()
+        if (
+            secret
+            and row.get("event_key")
+            and self._query(
+                "SELECT 1 AS x FROM followup_events WHERE event_key = :k",
+                {"k": suppress.erased_token(secret, str(row["event_key"]))},
+            )
+        ):
+            return None  # seen before, and erased since: a duplicate all the same
         out = self._query(sql, {c: row.get(c) for c in cols})
         return int(out[0]["id"]) if out else None
 
@@ -1015,7 +1361,9 @@ ORDER BY a.lead_id"""
     ) -> list[dict[str, Any]]:
         """Tracking rows (bodies left out) sent, or else claimed, in [start, end)."""
         acct = " AND account_id = :a" if account_id else ""
-        cols = ", ".join(c for c in TRACKING_COLUMNS if c not in ("body", "body_encrypted"))
+        cols = ", ".join(
+            c for c in TRACKING_COLUMNS if c not in ("body", "body_encrypted", "person_key")
+        )
         return self.rows(
             f"SELECT id, {cols}, delivered_at, read_at, responded_at, converted_at "
             "FROM followup_tracking WHERE ((sent_at >= :start AND sent_at < :end) OR "
@@ -1081,6 +1429,17 @@ ORDER BY a.lead_id"""
         )
 
 
+def _followup_record(r: dict[str, Any]) -> FollowupRecord:
+    return FollowupRecord(
+        sequence_id=r["sequence_id"],
+        message_id=r["message_id"],
+        status=r["status"],
+        at=r["sent_at"] or r["claimed_at"],
+        variant_id=r["variant_id"],
+        reason=r["reason"],
+    )
+
+
 class _Rollback(Exception):
     """Ends a scratch transaction."""
 
@@ -1090,33 +1449,203 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
-def erase_lead(store: SqlStore, lead_id: str, who: str, now: datetime) -> dict[str, int]:
-    """Erase a lead's personal data on request, keeping what prevents messaging it again.
+# The tool's tables an erasure rewrites (the ones to purge of old row versions afterwards).
+ERASE_TABLES = (
+    "followup_tracking",
+    "followup_events",
+    "followup_audit",
+    "followup_optouts",
+    "followup_suppressions",
+    "followup_enrollments",
+    "followup_outcome_marks",
+    "followup_runs",
+)
 
-    Message bodies, recipient and conversation ids, error texts and event payloads are
-    removed; the tracking rows themselves stay (without them a step could be sent again),
-    and an opt-out with source ``erasure`` makes sure no sequence ever writes to the lead.
+
+def erase_lead(
+    store: SqlStore, lead_id: str, who: str, now: datetime, purge: bool = True
+) -> dict[str, Any]:
+    """Erase the person behind a lead from the tool's tables, keeping what prevents messaging
+    them again.
+
+    The person is (account, recipient) as the lead table or, once the host app deleted its
+    row, the tool's tracking rows know it; every lead row of that person is erased. Message
+    bodies, recipient and conversation ids, error texts, channel message ids, event keys and
+    payloads, audit details and bad-row notes are removed; the tracking rows stay without
+    them (so no step is sent twice) and a suppression record holding only a keyed hash of
+    the person makes sure no lead row of theirs is ever messaged again. The host app's own
+    lead table is not the tool's: it is left as it is.
+
+    ``purge``: afterwards, rewrite what the database keeps of old row versions (SQLite: with
+    ``secure_delete`` on, a WAL checkpoint and VACUUM; Postgres: VACUUM FULL of the tool's
+    tables when the role may).
     """
-    counts: dict[str, int] = {}
+    from ..errors import ConfigError
+
+    store.begin_erase()
+    counts: dict[str, Any] = {}
     with store.transaction():
-        counts["tracking_rows_scrubbed"] = store._run(
-            "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, recipient_id = NULL, "
-            "conversation_id = NULL, error_message = NULL, external_id = NULL, "
-            "updated_at = :now WHERE lead_id = :l",
-            {"f": False, "now": now, "l": lead_id},
-        )
-        counts["audit_rows_scrubbed"] = store._run(
-            "UPDATE followup_audit SET detail = NULL WHERE lead_id = :l", {"l": lead_id}
-        )
-        if "0002_outcomes" in store.applied_migrations():
-            counts["events_scrubbed"] = store._run(
-                "UPDATE followup_events SET detail = NULL WHERE lead_id = :l", {"l": lead_id}
+        ref = store.person_ref(lead_id)
+        key, account, recipient = ref if ref else (None, None, None)
+        person = (account, recipient) if recipient is not None else None
+        lead_ids = {lead_id}
+        if key is not None:
+            for table in ("followup_tracking", "followup_enrollments"):
+                lead_ids |= {
+                    str(r["lead_id"])
+                    for r in store._query(
+                        f"SELECT DISTINCT lead_id FROM {table} WHERE person_key = :k", {"k": key}
+                    )
+                }
+        if person is not None:
+            lead_ids |= {
+                str(r["lead_id"])
+                for r in store._query(
+                    "SELECT DISTINCT lead_id FROM followup_tracking WHERE account_id = :a "
+                    "AND recipient_id = :r",
+                    {"a": person[0], "r": person[1]},
+                )
+            }
+            try:
+                store.lead_columns()
+                for r in store._query(
+                    f"SELECT l.id FROM {store.lead_table} l WHERE l.account_id = :a "
+                    "AND l.recipient_id = :r",
+                    {"a": person[0], "r": person[1]},
+                ):
+                    lead_ids.add(str(r["id"]))
+            except ConfigError:
+                pass
+        ids = sorted(lead_ids)
+        counts["lead_rows"] = len(ids)
+        scrubbed = {"tracking_rows_scrubbed": 0, "audit_rows_scrubbed": 0, "events_scrubbed": 0}
+        secret = store.person_secret()
+        for chunk in _chunks(ids, 500):
+            where, names = SqlStore._in_list(store, "lead_id", chunk)
+            scrubbed["tracking_rows_scrubbed"] += store._run(
+                "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
+                "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
+                f"external_id = NULL, person_key = NULL, updated_at = :now WHERE {where}",
+                {**names, "f": False, "now": now},
             )
-        store._run("DELETE FROM followup_optouts WHERE lead_id = :l", {"l": lead_id})
-        store.add_optout(lead_id, "erased on request", "erasure", who, now)
-        for e in store.enrollments(lead_id=lead_id):
-            store.end_enrollment(lead_id, e["sequence_id"], "opted_out", now)
-        if "0003_outcome_marks" in store.applied_migrations():
-            store.forget_outcome_mark(lead_id)
-        store.audit("erase", now, who, lead_id=lead_id, detail=None)
+            scrubbed["audit_rows_scrubbed"] += store._run(
+                f"UPDATE followup_audit SET detail = NULL WHERE {where} AND detail IS NOT NULL",
+                names,
+            )
+            for ev in store._query(
+                f"SELECT id, event_key FROM followup_events WHERE {where}", names
+            ):
+                token = (
+                    suppress.erased_token(secret, str(ev["event_key"]))
+                    if secret
+                    else f"erased:{ev['id']}"
+                )
+                if str(ev["event_key"]).startswith("erased:"):
+                    token = str(ev["event_key"])
+                scrubbed["events_scrubbed"] += store._run(
+                    "UPDATE followup_events SET event_key = :k, detail = NULL, message_id = NULL "
+                    "WHERE id = :i",
+                    {"k": token, "i": ev["id"]},
+                )
+            store._run(f"UPDATE followup_enrollments SET person_key = NULL WHERE {where}", names)
+            store._run(f"DELETE FROM followup_outcome_marks WHERE {where}", names)
+            store._run(f"DELETE FROM followup_optouts WHERE {where}", names)
+        if key is not None:
+            # any tracking row of the person under a lead id the host no longer has
+            scrubbed["tracking_rows_scrubbed"] += store._run(
+                "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
+                "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
+                "external_id = NULL, person_key = NULL, updated_at = :now "
+                "WHERE person_key = :k",
+                {"f": False, "now": now, "k": key},
+            )
+        counts.update(scrubbed)
+        counts["run_notes_scrubbed"] = _scrub_run_notes(store, ids)
+        for lid in ids:
+            store._run(
+                "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
+                "VALUES (:l, :r, :s, :a, :now)",
+                {"l": lid, "r": None, "s": suppress.ERASURE, "a": who, "now": now},
+            )
+            for e in store.enrollments(lead_id=lid):
+                store.end_enrollment(lid, e["sequence_id"], "opted_out", now)
+        if key is not None:
+            store.add_suppression(key, account, suppress.ERASURE, suppress.ERASURE, who, now)
+            counts["person"] = "suppressed by a keyed hash"
+        else:
+            counts["person"] = "unknown (no recipient on record): only the lead id is suppressed"
+        store.audit(
+            "erase",
+            now,
+            who,
+            lead_id=lead_id,
+            detail={"lead_rows": len(ids), "person_suppressed": key is not None},
+        )
+    if purge:
+        counts["purge"] = store.purge_old_versions(ERASE_TABLES)
     return counts
+
+
+def lift_erasure(
+    store: SqlStore, target: str, account_id: str | None, who: str, now: datetime
+) -> dict[str, Any] | None:
+    """Lift an erasure: the person (a lead id, or a recipient id of ``account_id``) may be
+    messaged again by sequences. Their erased data does not come back. None when no erasure
+    holds for them."""
+    with store.transaction():
+        ref = store.person_ref(target)  # a lead id the lead table or the tool's rows know
+        known_lead = ref is not None or bool(
+            store._query("SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l", {"l": target})
+        )
+        lead_id = target if known_lead else None
+        key = ref[0] if ref else None
+        person_account = ref[1] if ref else None
+        if ref is None and lead_id is None and account_id is not None:
+            key = store.person_key(account_id, target)  # a recipient id of that account
+            person_account = account_id
+        lifted_person = store.remove_suppression(key, suppress.ERASURE) if key else False
+        lifted_lead = False
+        if lead_id is not None:
+            lifted_lead = (
+                store._run(
+                    "DELETE FROM followup_optouts WHERE lead_id = :l AND source = :s",
+                    {"l": lead_id, "s": suppress.ERASURE},
+                )
+                > 0
+            )
+        if not (lifted_person or lifted_lead):
+            return None
+        store.audit(
+            "erase_lift",
+            now,
+            who,
+            lead_id=lead_id,
+            account_id=person_account,
+            detail={"person": lifted_person, "lead": lifted_lead},
+        )
+    return {"person": lifted_person, "lead": lifted_lead}
+
+
+def _scrub_run_notes(store: SqlStore, lead_ids: list[str]) -> int:
+    """Bad-row notes of these leads in the runs' summaries (they may quote row values)."""
+    changed = 0
+    for lid in lead_ids:
+        needle = f"lead {lid}: "
+        like = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        for r in store._query(
+            "SELECT run_id, summary FROM followup_runs WHERE summary LIKE :n ESCAPE '\\'",
+            {"n": like},
+        ):
+            try:
+                data = json.loads(r["summary"])
+            except (TypeError, ValueError):
+                continue
+            for k in ("bad_leads", "bad_leads_new"):
+                if isinstance(data.get(k), list):
+                    data[k] = [x for x in data[k] if not str(x).startswith(needle)]
+            store._run(
+                "UPDATE followup_runs SET summary = :s WHERE run_id = :r",
+                {"s": json.dumps(data, default=str), "r": r["run_id"]},
+            )
+            changed += 1
+    return changed

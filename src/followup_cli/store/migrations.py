@@ -3,8 +3,9 @@
 
 Each step is a list of statements written once, with two placeholders the dialect fills:
 ``{ts}`` (a timestamp column: ISO text on SQLite, timestamptz on Postgres), ``{id}`` (an
-auto-increment primary key) and ``{bool}``. A ``(dialect, statement)`` pair runs on that
-store only (triggers are spelled differently).
+auto-increment primary key), ``{bool}`` and ``{random_hex}`` (64 random hex digits from the
+database's own generator). A ``(dialect, statement)`` pair runs on that store only (triggers
+are spelled differently).
 """
 
 from __future__ import annotations
@@ -237,6 +238,39 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
                 claimed_at {ts} NOT NULL
             )""",
             """CREATE INDEX IF NOT EXISTS followup_runs_started ON followup_runs (started_at)""",
+        ],
+    ),
+    (
+        # The person, not the row (issue 9): a lead row's person is (account, recipient) as a
+        # keyed hash (HMAC-SHA256; the key from FOLLOWUP_SUPPRESSION_KEY, else the random
+        # secret below). Opt-outs and erasures of a person, and the person key on tracking rows
+        # and enrollments so that caps count per person whatever lead row carries them.
+        "0006_person_suppressions",
+        [
+            """CREATE TABLE IF NOT EXISTS followup_meta (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            )""",
+            """INSERT INTO followup_meta (name, value) VALUES ('person_key_secret', {random_hex})
+                ON CONFLICT (name) DO NOTHING""",
+            """CREATE TABLE IF NOT EXISTS followup_suppressions (
+                person_key TEXT PRIMARY KEY,
+                key_id TEXT NOT NULL,
+                account_id TEXT NOT NULL,
+                recipient_id TEXT,
+                lead_id TEXT,
+                kind TEXT NOT NULL,
+                reason TEXT,
+                source TEXT NOT NULL,
+                actor TEXT,
+                created_at {ts} NOT NULL
+            )""",
+            "ALTER TABLE followup_tracking ADD COLUMN person_key TEXT",
+            """CREATE INDEX IF NOT EXISTS followup_tracking_person
+                ON followup_tracking (person_key)""",
+            "ALTER TABLE followup_enrollments ADD COLUMN person_key TEXT",
+            """CREATE INDEX IF NOT EXISTS followup_enrollments_person
+                ON followup_enrollments (person_key)""",
         ],
     ),
 ]

@@ -219,8 +219,44 @@ class PostgresStore(SqlStore):
     def _migration_lock(self) -> None:
         self._query("SELECT pg_advisory_xact_lock(hashtextextended('followup:migrate', 0)) AS ok")
 
+    def purge_old_versions(self, tables: Sequence[str]) -> str:
+        """Postgres keeps old row versions until VACUUM; VACUUM FULL rewrites each table into
+        new files. It needs the table's owner (or MAINTAIN); the WAL, its archive, replicas
+        and backups are the operator's (docs/erasure.md)."""
+        done, failed = [], []
+        with self._lock:
+            # a running cron job holds its tables: wait a little, never for its whole run
+            self.conn.execute("SET lock_timeout = '15s'")
+            try:
+                for table in tables:
+                    if self._table_columns(table) is None:
+                        continue
+                    try:
+                        self.conn.execute(f"VACUUM (FULL) {table}")
+                        done.append(table)
+                    except psycopg.Error as exc:
+                        failed.append(f"{table} ({str(exc).strip().splitlines()[0]})")
+            finally:
+                self.conn.execute("RESET lock_timeout")
+        note = (
+            "; the WAL archive, replicas and backups still hold old versions until they age "
+            "out (docs/erasure.md)"
+        )
+        if failed:
+            return (
+                f"VACUUM FULL done for {len(done)} table(s), not for {', '.join(failed)}: "
+                f"have the tables' owner run `VACUUM (FULL) {', '.join(tables)};`" + note
+            )
+        return f"VACUUM FULL of the tool's {len(done)} tables done" + note
+
     def _ddl(self, statement: str) -> str:
-        return statement.format(ts="TIMESTAMPTZ", id="BIGSERIAL PRIMARY KEY", bool="BOOLEAN")
+        return statement.format(
+            ts="TIMESTAMPTZ",
+            id="BIGSERIAL PRIMARY KEY",
+            bool="BOOLEAN",
+            # 244 random bits from the built-in CSPRNG (no pgcrypto needed)
+            random_hex="replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')",
+        )
 
     def _table_columns(self, table: str) -> tuple[str, ...] | None:
         schema, _, name = table.rpartition(".")

@@ -8,7 +8,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -247,9 +247,37 @@ class SQLiteStore(SqlStore):
                     err = StoreError(f"{self.path}: commit failed: {exc}")
                 raise err from exc
 
+    def begin_erase(self) -> None:
+        # Freed cells and pages are zeroed rather than left for a file reader to find.
+        self._run("PRAGMA secure_delete = ON")
+
+    def purge_old_versions(self, tables: Sequence[str]) -> str:
+        """Old page versions live in the WAL until a checkpoint, and pages the host app freed
+        without secure_delete stay in the file until VACUUM: checkpoint, VACUUM (which
+        rewrites the whole file), checkpoint again and truncate the WAL."""
+        try:
+            with self._lock:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.conn.execute("VACUUM")
+                busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            return (
+                f"VACUUM failed ({exc}): run `sqlite3 {self.path} 'PRAGMA secure_delete=ON; "
+                "VACUUM; PRAGMA wal_checkpoint(TRUNCATE);'` when no run is active"
+            )
+        if busy and list(busy.values())[0]:
+            return (
+                "VACUUM done, but another connection kept the WAL from being truncated: run "
+                f"`sqlite3 {self.path} 'PRAGMA wal_checkpoint(TRUNCATE);'` when no run is active"
+            )
+        return "SQLite file rewritten (secure_delete, VACUUM, WAL checkpointed and truncated)"
+
     def _ddl(self, statement: str) -> str:
         out = statement.format(
-            ts="TEXT", id="INTEGER PRIMARY KEY AUTOINCREMENT", bool="INTEGER"
+            ts="TEXT",
+            id="INTEGER PRIMARY KEY AUTOINCREMENT",
+            bool="INTEGER",
+            random_hex="lower(hex(randomblob(32)))",
         ).replace("DEFAULT FALSE", "DEFAULT 0")
         if self._temp_tables:  # indexes on a TEMP table go to TEMP by themselves
             out = re.sub(r"^\s*CREATE\s+(TABLE|VIEW)\b", r"CREATE TEMP \1", out, flags=re.I)

@@ -1,0 +1,46 @@
+"""The person behind a lead row, as a keyed hash.
+
+An Instagram-scoped id is per account, so a person is (account id, recipient id). The tool
+records opt-outs and erasures of people, and tags its tracking rows and enrollments with the
+person, as ``HMAC-SHA256(secret, account \\x1f recipient)``: a re-inserted lead row (a new
+lead id for the same person) is recognised, while an erasure's record names nobody.
+
+The secret: ``FOLLOWUP_SUPPRESSION_KEY`` when set (recommended: then the database alone cannot
+tell whether a given recipient id was erased), else a random secret the first migration
+stores in ``followup_meta``. Every suppression records the id of the key it was written with;
+a run with another key is refused (exit 2) rather than silently forgetting erasures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+SUPPRESSION_KEY_ENV = "FOLLOWUP_SUPPRESSION_KEY"
+MIN_KEY_CHARS = 16
+
+OPTOUT = "optout"
+ERASURE = "erasure"
+
+
+def env_secret() -> str | None:
+    """The secret from the environment, or None when the variable is unset or empty."""
+    value = os.environ.get(SUPPRESSION_KEY_ENV, "").strip()
+    return value or None
+
+
+def person_key(secret: str, account_id: str | None, recipient_id: str) -> str:
+    msg = f"person\x1f{account_id or ''}\x1f{recipient_id.strip()}".encode()
+    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def key_id(secret: str) -> str:
+    """A short public fingerprint of the secret (which key wrote a record)."""
+    return hmac.new(secret.encode(), b"followup key id", hashlib.sha256).hexdigest()[:12]
+
+
+def erased_token(secret: str, value: str) -> str:
+    """What an erased identifier (an event key) becomes: stable, so a re-ingested event is
+    still a duplicate, and meaningless without the secret."""
+    return "erased:" + hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
