@@ -158,8 +158,10 @@ class _Overlay:
         return getattr(self._store, name)
 
     # what the engine reads
-    def lead_states(self, lead_ids: list[str]) -> dict[str, LeadState]:
-        base = self._store.lead_states(lead_ids)
+    def lead_states(
+        self, lead_ids: list[str], persons: dict[str, str | None] | None = None
+    ) -> dict[str, LeadState]:
+        base = self._store.lead_states(lead_ids, persons)
         return {lid: self._merge(lid, state) for lid, state in base.items()}
 
     def recent_sends(self, account_id: str, since: datetime) -> int:
