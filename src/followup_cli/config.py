@@ -299,6 +299,11 @@ class Settings(_Model):
             raise ValueError(f"{v!r} is not a plain table name (letters, digits, _)")
         return v
 
+    @field_validator("optout_keywords")
+    @classmethod
+    def _keywords(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_keywords(v)
+
     @field_validator("run_times")
     @classmethod
     def _times(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -331,6 +336,13 @@ class Settings(_Model):
         return self
 
 
+def _check_keywords(v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    for kw in v or ():
+        if not kw.strip():
+            raise ValueError("a blank opt-out keyword matches nothing; remove it")
+    return v
+
+
 class SettingsOverride(_Model):
     """Per-account overrides: any Settings field except the store-wide ones (lead_table,
     run_times, run_budget_minutes, account_workers: one run serves every account), plus the
@@ -358,6 +370,11 @@ class SettingsOverride(_Model):
     @classmethod
     def _zone(cls, v: str | None) -> str | None:
         return _check_zone(v)
+
+    @field_validator("optout_keywords")
+    @classmethod
+    def _keywords(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return _check_keywords(v)
 
     @model_validator(mode="after")
     def _range(self) -> SettingsOverride:
@@ -1154,6 +1171,8 @@ def check_config(loaded: LoadedConfig, check_attributes: bool = True) -> list[Pr
     renderer = Renderer(cfg)
     for tp in renderer.problems:
         problems.append(_template_problem(tp, line))
+    given = (cfg.sample_lead or {}).get("attributes")
+    placeholders = [a for a in cfg.attributes if not isinstance(given, dict) or a not in given]
     for seq in cfg.sequences:
         for msg in seq.messages:
             for vid in [v.id for v in msg.variants] if msg.variants else [None]:
@@ -1176,7 +1195,18 @@ def check_config(loaded: LoadedConfig, check_attributes: bool = True) -> list[Pr
                     else:
                         continue
                 except TemplateProblem as tp:
-                    problems.append(_template_problem(tp, line))
+                    problem = _template_problem(tp, line)
+                    guessed = [*undeclared, *placeholders]
+                    if guessed and tp.reason == "template_error":
+                        # The sample value "sample" is a guess at a type the data may not
+                        # have (e.g. a number): name the guess instead of refusing the file.
+                        problem.level = "warning"
+                        problem.what += (
+                            f" (with the placeholder 'sample' for lead.attributes."
+                            f"{', lead.attributes.'.join(guessed)}; give typed examples in "
+                            "`sample_lead: {attributes: {...}}`, or check with --db)"
+                        )
+                    problems.append(problem)
                     continue
                 finally:
                     if undeclared and check_attributes:

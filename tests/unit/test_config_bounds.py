@@ -108,6 +108,11 @@ def trigger(c: dict[str, Any]) -> dict[str, Any]:
             "non-blank `template:`",
         ),
         (
+            lambda c: c["settings"].update(optout_keywords=["stop", "  "]),
+            "optout_keywords",
+            "blank opt-out keyword",
+        ),
+        (
             lambda c: c["channel"].update(type="instagram", api_base="graph.instagram.com"),
             "api_base",
             "not an absolute URL",
@@ -234,3 +239,17 @@ def test_deep_nesting_and_huge_files_are_errors() -> None:
         parse_config("version: 1\nsettings: " + "[" * 3000 + "]" * 3000 + "\n", "seq.yaml")
     with pytest.raises(ConfigError, match="at most 1000000"):
         parse_config("# " + "x" * 1_000_001, "seq.yaml")
+
+
+def test_a_type_error_from_a_placeholder_attribute_is_a_warning_not_a_refusal() -> None:
+    # `sequences check` cannot know an undeclared attribute's type: "sample" + 1 fails, but
+    # that is its guess, not the admin's mistake; the run must not be refused for it.
+    cfg = base_config()
+    first_message(cfg)["template"] = "Only {{ lead.attributes.price + 1 }} euros"
+    found = check_config(parse_config(text_of(cfg), "seq.yaml"))
+    assert [p.level for p in found] == ["warning", "warning"], found
+    assert any("placeholder 'sample'" in p.what and "sample_lead" in p.what for p in found)
+    cfg["sample_lead"] = {"attributes": {"price": 20}}
+    assert check_config(parse_config(text_of(cfg), "seq.yaml")) == []
+    cfg["sequences"][0]["messages"][0]["template"] = "Only {{ lead.first_name + 1 }} euros"
+    assert [p.level for p in check_config(parse_config(text_of(cfg), "seq.yaml"))] == ["error"]
