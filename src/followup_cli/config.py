@@ -299,11 +299,6 @@ class Settings(_Model):
             raise ValueError(f"{v!r} is not a plain table name (letters, digits, _)")
         return v
 
-    @field_validator("optout_keywords")
-    @classmethod
-    def _keywords(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_keywords(v)
-
     @field_validator("run_times")
     @classmethod
     def _times(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -322,10 +317,7 @@ class Settings(_Model):
     @field_validator("optout_keywords", "optout_keywords_extra")
     @classmethod
     def _keywords(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for k in v:
-            if not str(k).split():
-                raise ValueError("an opt-out keyword is empty; remove it")
-        return v
+        return _check_keywords(v)
 
     @model_validator(mode="after")
     def _range(self) -> Settings:

@@ -220,11 +220,13 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 """
 
 
-def test_a_yaml_alias_bomb_is_an_error_in_well_under_a_second() -> None:
+def test_a_yaml_alias_bomb_is_an_error_at_once_not_after_minutes() -> None:
+    # A guard against the blow-up (26 s and MemoryError before), not a benchmark: the
+    # bound leaves room for a loaded CI machine.
     started = time.monotonic()
     with pytest.raises(ConfigError, match=r"seq.yaml:\d+: \w+: expands to more than 100000 values"):
         parse_config(BOMB, "seq.yaml")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10.0
 
 
 def test_anchors_and_aliases_within_bounds_still_work() -> None:

