@@ -139,6 +139,10 @@ def init_lead_store(url: str, table: str = "leads") -> InitResult:
         try:
             conn = sqlite3.connect(path)
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+            if created_file:
+                # Write the database header now: a zero-byte file is not a lead store for
+                # every other command (open_store refuses it rather than rewrite it).
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.close()
         except sqlite3.DatabaseError as exc:
             raise StoreConfigError(f"{path}: not a usable SQLite database ({exc})") from None
