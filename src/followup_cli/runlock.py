@@ -27,7 +27,7 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreConfigError(
                 f"{self.path}: cannot open the run lock file ({exc.strerror}); the folder of "
@@ -40,7 +40,7 @@ class RunLock:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = _read_holder(fd)
+                    holder = _read_holder(fd, settle_seconds=0.5)
                     os.close(fd)
                     raise LockHeld(
                         f"another run holds the lock on {self.path.name.removesuffix('.lock')}"
@@ -52,8 +52,9 @@ class RunLock:
             "host": socket.gethostname(),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        data = json.dumps(info).encode()
+        os.pwrite(fd, data, 0)  # written before the truncate, so a reader never sees it empty
+        os.ftruncate(fd, len(data))
         self._fd = fd
         return self
 
@@ -72,11 +73,20 @@ class RunLock:
                 self._fd = None
 
 
-def _read_holder(fd: int) -> str:
-    try:
-        data = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
-        return ""
-    if not data:
+def _read_holder(fd: int, settle_seconds: float = 0.0) -> str:
+    """Who holds the lock, as a phrase; "" if unknown.
+
+    The holder writes its name just after it takes the lock, so an empty or half-written
+    file is read again for up to ``settle_seconds`` before giving up on naming it."""
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        try:
+            data = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        except (OSError, ValueError, UnicodeDecodeError):
+            data = {}
+        if isinstance(data, dict) and data.get("pid") or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    if not isinstance(data, dict) or not data:
         return ""
     return f" (pid {data.get('pid')} on {data.get('host')}, started {data.get('started_at')})"
