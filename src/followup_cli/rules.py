@@ -352,181 +352,217 @@ def next_run_slot(now: datetime, settings: Settings) -> datetime:
 # ---------------------------------------------------------------------- decision
 
 
-def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decision:
-    """The verdict for one lead at ``now``: the rules of PRODUCT.md, in order, with reasons."""
-    d = Decision(lead_id=lead.id, account_id=lead.account_id)
-    checks = d.checks
-    account = config.account(lead.account_id)
-    enrollment = state.active_enrollment()
-    counted = state.counted()
-    d.followup_number = len(counted) + 1
-    d.last_followup_at = max((f.at for f in counted), default=None)
+@dataclass
+class _Gate:
+    """What the gates of ``decide`` share: the inputs, and the decision being built."""
 
-    def stop(reason: str, detail: str) -> Decision:
+    lead: Lead
+    state: LeadState
+    config: Config
+    now: datetime
+    d: Decision
+    enrollment: Any  # the active Enrollment, or None
+    counted: list[Any]
+    st: Settings | None = None  # the account's settings, once the account gate has passed
+    seq: Sequence | None = None
+    next_step: tuple[int, Message] | None = None
+    pulled: bool = False
+
+    def check(self, rule: str, ok: bool, detail: str) -> None:
+        self.d.checks.append(Check(rule, ok, detail))
+
+    def stop(self, reason: str, detail: str) -> Decision:
         """A rule failed: end the active enrollment if the reason is terminal."""
-        if enrollment is not None and reason in TERMINAL:
+        d = self.d
+        if self.enrollment is not None and reason in TERMINAL:
             d.action = "end"
-            d.sequence = config_sequence(config, enrollment.sequence_id)
-            d.anchor_at = enrollment.anchor_at
+            d.sequence = config_sequence(self.config, self.enrollment.sequence_id)
+            d.anchor_at = self.enrollment.anchor_at
         else:
             d.action = "none"
         d.reason, d.detail = reason, detail
         return d
 
-    def wait(reason: str, detail: str, until: datetime | None) -> Decision:
+    def wait(self, reason: str, detail: str, until: datetime | None) -> Decision:
+        d = self.d
         d.action, d.reason, d.detail, d.next_at = "wait", reason, detail, until
         return d
 
-    if account is None:
-        checks.append(Check("account", False, f"account {lead.account_id!r} is not in the config"))
-        return stop("unknown_account", f"account {lead.account_id!r} is not configured")
-    if not account.enabled:
-        checks.append(Check("account", False, f"account {account.id} is disabled"))
-        return stop("account_disabled", f"account {account.id} is disabled in the config")
-    checks.append(Check("account", True, f"{account.id} is enabled"))
-    st = config.settings_for(account)
+    def verdict(self, action: Action, reason: str, detail: str) -> Decision:
+        self.d.action, self.d.reason, self.d.detail = action, reason, detail
+        return self.d
 
-    # Opt-out: recorded, or a keyword in the lead's last message.
-    kw = keyword_optout(lead.last_inbound_text, st.all_optout_keywords)
+    @property
+    def settings(self) -> Settings:
+        assert self.st is not None  # set by the account gate, which runs first
+        return self.st
+
+
+def _gate_account(g: _Gate) -> Decision | None:
+    """The lead's account is configured and enabled."""
+    lead = g.lead
+    account = g.config.account(lead.account_id)
+    if account is None:
+        g.check("account", False, f"account {lead.account_id!r} is not in the config")
+        return g.stop("unknown_account", f"account {lead.account_id!r} is not configured")
+    if not account.enabled:
+        g.check("account", False, f"account {account.id} is disabled")
+        return g.stop("account_disabled", f"account {account.id} is disabled in the config")
+    g.check("account", True, f"{account.id} is enabled")
+    g.st = g.config.settings_for(account)
+    return None
+
+
+def _gate_optout(g: _Gate) -> Decision | None:
+    """Opt-out: an erasure, a recorded opt-out (the lead's or the person's), or a keyword."""
+    state = g.state
+    kw = keyword_optout(g.lead.last_inbound_text, g.settings.all_optout_keywords)
     if state.suppression == "erasure":
-        checks.append(Check("opt-out", False, "the person was erased on request"))
-        return stop("opted_out", "the person was erased on request: never messaged again")
+        g.check("opt-out", False, "the person was erased on request")
+        return g.stop("opted_out", "the person was erased on request: never messaged again")
     if state.opted_out:
-        checks.append(
-            Check("opt-out", False, f"opted out ({state.optout_reason or 'no reason given'})")
-        )
-        return stop("opted_out", "the lead opted out")
+        g.check("opt-out", False, f"opted out ({state.optout_reason or 'no reason given'})")
+        return g.stop("opted_out", "the lead opted out")
     if state.suppression is not None:
         why = state.suppression_reason or "no reason given"
-        checks.append(
-            Check("opt-out", False, f"the person opted out ({why}), under another lead row")
-        )
-        return stop("opted_out", "the person behind this lead opted out")
+        g.check("opt-out", False, f"the person opted out ({why}), under another lead row")
+        return g.stop("opted_out", "the person behind this lead opted out")
     if kw:
-        d.keyword_optout = kw
-        checks.append(Check("opt-out", False, f"last message contains the opt-out keyword {kw!r}"))
-        return stop("opted_out", f"the lead wrote {kw!r}: opted out")
-    checks.append(Check("opt-out", True, "not opted out"))
+        g.d.keyword_optout = kw
+        g.check("opt-out", False, f"last message contains the opt-out keyword {kw!r}")
+        return g.stop("opted_out", f"the lead wrote {kw!r}: opted out")
+    g.check("opt-out", True, "not opted out")
+    return None
 
+
+def _gate_conversion(g: _Gate) -> Decision | None:
+    lead = g.lead
     if lead.converted_at is not None or (lead.status or "").lower() == "converted":
-        checks.append(Check("conversion", False, f"converted {_fmt(lead.converted_at)}"))
-        return stop("converted", "the lead converted")
-    checks.append(Check("conversion", True, "not converted"))
+        g.check("conversion", False, f"converted {_fmt(lead.converted_at)}")
+        return g.stop("converted", "the lead converted")
+    g.check("conversion", True, "not converted")
+    return None
 
-    if lead.score is None or not (st.min_score <= lead.score <= st.max_score):
-        checks.append(
-            Check("score", False, f"score {lead.score} is outside {st.min_score}-{st.max_score}")
-        )
-        return stop(
-            "score_out_of_range", f"score {lead.score} is outside {st.min_score}-{st.max_score}"
-        )
-    checks.append(
-        Check("score", True, f"score {lead.score} is within {st.min_score}-{st.max_score}")
-    )
 
-    if len(counted) >= st.max_followups_per_lead:
-        checks.append(
-            Check(
-                "lead limit",
-                False,
-                f"{len(counted)} of {st.max_followups_per_lead} follow-ups used",
-            )
-        )
-        return stop("lead_limit", f"the lead already had {len(counted)} follow-ups (the limit)")
-    checks.append(
-        Check("lead limit", True, f"{len(counted)} of {st.max_followups_per_lead} follow-ups used")
-    )
+def _gate_score(g: _Gate) -> Decision | None:
+    score, st = g.lead.score, g.settings
+    span = f"{st.min_score}-{st.max_score}"
+    if score is None or not (st.min_score <= score <= st.max_score):
+        g.check("score", False, f"score {score} is outside {span}")
+        return g.stop("score_out_of_range", f"score {score} is outside {span}")
+    g.check("score", True, f"score {score} is within {span}")
+    return None
 
-    # One sequence at a time per person, whatever lead row carries it.
-    elsewhere = [e for e in state.person_enrollments if e.ended_at is None and not e.gone]
-    if enrollment is None and elsewhere:
+
+def _gate_lead_limit(g: _Gate) -> Decision | None:
+    used, limit = len(g.counted), g.settings.max_followups_per_lead
+    if used >= limit:
+        g.check("lead limit", False, f"{used} of {limit} follow-ups used")
+        return g.stop("lead_limit", f"the lead already had {used} follow-ups (the limit)")
+    g.check("lead limit", True, f"{used} of {limit} follow-ups used")
+    return None
+
+
+def _gate_one_sequence_per_person(g: _Gate) -> Decision | None:
+    """One sequence at a time per person, whatever lead row carries it."""
+    elsewhere = [e for e in g.state.person_enrollments if e.ended_at is None and not e.gone]
+    if g.enrollment is None and elsewhere:
         e = elsewhere[0]
-        checks.append(
-            Check("sequence", False, f"the person is in {e.sequence_id} as lead {e.lead_id}")
-        )
-        return stop(
+        g.check("sequence", False, f"the person is in {e.sequence_id} as lead {e.lead_id}")
+        return g.stop(
             "person_in_sequence", f"the same person is in {e.sequence_id} as lead {e.lead_id}"
         )
+    return None
 
-    # Sequence and the start of the silence.
-    if enrollment is not None:
-        seq = config_sequence(config, enrollment.sequence_id)
-        d.anchor_at = enrollment.anchor_at
-        if seq is None:
-            checks.append(Check("sequence", False, f"{enrollment.sequence_id} was removed"))
-            return stop(
-                "sequence_removed", f"sequence {enrollment.sequence_id} is no longer configured"
-            )
-        d.sequence = seq
-        if lead.last_inbound_at is not None and lead.last_inbound_at > enrollment.anchor_at:
-            checks.append(Check("silence", False, f"the lead replied {_fmt(lead.last_inbound_at)}"))
-            return stop("replied", f"the lead replied at {_fmt(lead.last_inbound_at)}")
-        checks.append(Check("silence", True, f"silent since {_fmt(enrollment.anchor_at)}"))
-        if not seq.active:
-            checks.append(Check("sequence", False, f"{seq.id} is inactive (paused)"))
-            return stop("sequence_inactive", f"sequence {seq.id} is inactive; the lead waits in it")
-        if not trigger_holds(seq, lead):
-            checks.append(Check("trigger", False, f"{seq.id}'s trigger no longer matches"))
-            return stop("trigger_mismatch", f"sequence {seq.id}'s trigger no longer matches")
-        checks.append(
-            Check("sequence", True, f"enrolled in {seq.id} since {_fmt(enrollment.started_at)}")
+
+def _gate_sequence(g: _Gate) -> Decision | None:
+    """The sequence the lead is in, or enters, and the start of its silence."""
+    return _enrolled_sequence(g) if g.enrollment is not None else _new_sequence(g)
+
+
+def _enrolled_sequence(g: _Gate) -> Decision | None:
+    lead, d, enrollment = g.lead, g.d, g.enrollment
+    seq = config_sequence(g.config, enrollment.sequence_id)
+    d.anchor_at = enrollment.anchor_at
+    if seq is None:
+        g.check("sequence", False, f"{enrollment.sequence_id} was removed")
+        return g.stop(
+            "sequence_removed", f"sequence {enrollment.sequence_id} is no longer configured"
         )
-        if enrollment.holdout:
-            checks.append(Check("holdout", False, f"in {seq.id}'s holdout group: never messaged"))
-            last = max((m.delay_hours for m in seq.messages), default=0)
-            if now >= enrollment.anchor_at + _h(last):
-                d.action, d.reason, d.detail = "end", "completed", "holdout period is over"
-                return d
-            return stop("holdout", "control group: enrolled but never messaged")
-    else:
-        if lead.last_outbound_at is None:
-            checks.append(Check("silence", False, "we never wrote to this lead"))
-            return stop("never_contacted", "no outbound message yet: nothing to follow up")
-        if lead.last_inbound_at is not None and lead.last_inbound_at > lead.last_outbound_at:
-            checks.append(
-                Check("silence", False, f"the lead wrote last ({_fmt(lead.last_inbound_at)})")
-            )
-            return stop("waiting_for_human", "the lead wrote last and waits for a human reply")
-        d.anchor_at = lead.last_outbound_at
-        # A new enrollment needs a new conversation round since the previous one.
-        previous = [e for e in state.enrollments]
-        if previous:
-            last_prev = max(previous, key=lambda e: e.anchor_at)
-            if lead.last_inbound_at is None or lead.last_inbound_at <= last_prev.anchor_at:
-                checks.append(
-                    Check(
-                        "silence",
-                        False,
-                        f"{last_prev.sequence_id} ended ({last_prev.ended_reason}); "
-                        "no new conversation since",
-                    )
-                )
-                return stop(
-                    "sequence_done", f"{last_prev.sequence_id} ended: {last_prev.ended_reason}"
-                )
-        checks.append(Check("silence", True, f"silent since {_fmt(d.anchor_at)} (we wrote last)"))
-        # never the same sequence twice, for the person (under any lead row)
-        done = {e.sequence_id for e in state.enrollments} | {
-            e.sequence_id for e in state.person_enrollments
-        }
-        seq = None
-        for candidate in config.sequences_by_priority():
-            if candidate.active and candidate.id not in done and trigger_holds(candidate, lead):
-                seq = candidate
-                break
-        if seq is None:
-            checks.append(Check("sequence", False, "no active sequence's trigger matches"))
-            return stop("no_sequence", "no active sequence's trigger matches this lead")
-        d.sequence = seq
-        d.new_enrollment = True
-        checks.append(Check("sequence", True, f"enters {seq.id} (priority {seq.priority})"))
+    d.sequence = g.seq = seq
+    if lead.last_inbound_at is not None and lead.last_inbound_at > enrollment.anchor_at:
+        g.check("silence", False, f"the lead replied {_fmt(lead.last_inbound_at)}")
+        return g.stop("replied", f"the lead replied at {_fmt(lead.last_inbound_at)}")
+    g.check("silence", True, f"silent since {_fmt(enrollment.anchor_at)}")
+    if not seq.active:
+        g.check("sequence", False, f"{seq.id} is inactive (paused)")
+        return g.stop("sequence_inactive", f"sequence {seq.id} is inactive; the lead waits in it")
+    if not trigger_holds(seq, lead):
+        g.check("trigger", False, f"{seq.id}'s trigger no longer matches")
+        return g.stop("trigger_mismatch", f"sequence {seq.id}'s trigger no longer matches")
+    g.check("sequence", True, f"enrolled in {seq.id} since {_fmt(enrollment.started_at)}")
+    if enrollment.holdout:
+        g.check("holdout", False, f"in {seq.id}'s holdout group: never messaged")
+        last = max((m.delay_hours for m in seq.messages), default=0)
+        if g.now >= enrollment.anchor_at + _h(last):
+            return g.verdict("end", "completed", "holdout period is over")
+        return g.stop("holdout", "control group: enrolled but never messaged")
+    return None
 
-    # Within the sequence: failures, limits, the next step.
-    seq_rows = [f for f in state.followups if f.sequence_id == seq.id]
+
+def _new_sequence(g: _Gate) -> Decision | None:
+    lead, d, state = g.lead, g.d, g.state
+    if lead.last_outbound_at is None:
+        g.check("silence", False, "we never wrote to this lead")
+        return g.stop("never_contacted", "no outbound message yet: nothing to follow up")
+    if lead.last_inbound_at is not None and lead.last_inbound_at > lead.last_outbound_at:
+        g.check("silence", False, f"the lead wrote last ({_fmt(lead.last_inbound_at)})")
+        return g.stop("waiting_for_human", "the lead wrote last and waits for a human reply")
+    d.anchor_at = lead.last_outbound_at
+    # A new enrollment needs a new conversation round since the previous one.
+    if state.enrollments:
+        last_prev = max(state.enrollments, key=lambda e: e.anchor_at)
+        if lead.last_inbound_at is None or lead.last_inbound_at <= last_prev.anchor_at:
+            g.check(
+                "silence",
+                False,
+                f"{last_prev.sequence_id} ended ({last_prev.ended_reason}); "
+                "no new conversation since",
+            )
+            return g.stop(
+                "sequence_done", f"{last_prev.sequence_id} ended: {last_prev.ended_reason}"
+            )
+    g.check("silence", True, f"silent since {_fmt(d.anchor_at)} (we wrote last)")
+    # never the same sequence twice, for the person (under any lead row)
+    done = {e.sequence_id for e in state.enrollments} | {
+        e.sequence_id for e in state.person_enrollments
+    }
+    seq = next(
+        (
+            c
+            for c in g.config.sequences_by_priority()
+            if c.active and c.id not in done and trigger_holds(c, lead)
+        ),
+        None,
+    )
+    if seq is None:
+        g.check("sequence", False, "no active sequence's trigger matches")
+        return g.stop("no_sequence", "no active sequence's trigger matches this lead")
+    d.sequence = g.seq = seq
+    d.new_enrollment = True
+    g.check("sequence", True, f"enters {seq.id} (priority {seq.priority})")
+    return None
+
+
+def _gate_step(g: _Gate) -> Decision | None:
+    """The next step of the sequence: none failed, none open, one left."""
+    seq = g.seq
+    assert seq is not None
+    seq_rows = [f for f in g.state.followups if f.sequence_id == seq.id]
     failed = [f for f in seq_rows if f.status == FAILED]
     if failed:
-        checks.append(Check("step", False, f"{failed[-1].message_id} failed permanently"))
-        return stop("failed", f"a message of {seq.id} failed permanently")
+        g.check("step", False, f"{failed[-1].message_id} failed permanently")
+        return g.stop("failed", f"a message of {seq.id} failed permanently")
     # A step nobody knows went out (unknown), or that another run is sending right now
     # (pending), holds the sequence: no later step jumps ahead of it, and once an operator
     # resolves it the sequence goes on in order.
@@ -534,152 +570,194 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
     if open_rows:
         f = open_rows[-1]
         if f.status == UNKNOWN:
-            checks.append(Check("step", False, f"{f.message_id}'s outcome is unknown"))
-            return wait(
+            g.check("step", False, f"{f.message_id}'s outcome is unknown")
+            return g.wait(
                 "unknown_outcome",
                 f"{f.message_id}'s outcome is unknown: check the conversation, then "
                 "`followup unknown resolve ID --sent` or `--release` (`followup unknown list`)",
                 None,
             )
-        checks.append(Check("step", False, f"{f.message_id} is being sent by a run"))
-        return wait("in_flight", f"{f.message_id} is being sent by a run right now", None)
+        g.check("step", False, f"{f.message_id} is being sent by a run")
+        return g.wait("in_flight", f"{f.message_id} is being sent by a run right now", None)
     done_ids = {f.message_id for f in seq_rows}
-    step = None
-    for i, msg in enumerate(seq.messages, start=1):
-        if msg.active and msg.id not in done_ids:
-            step = (i, msg)
-            break
+    step = next(
+        ((i, m) for i, m in enumerate(seq.messages, start=1) if m.active and m.id not in done_ids),
+        None,
+    )
     if step is None:
-        checks.append(Check("step", False, f"every message of {seq.id} is done"))
-        return stop("completed", f"{seq.id} is complete")
-    seq_counted = state.counted(seq.id)
-    if len(seq_counted) >= seq.limit:
-        checks.append(Check("sequence limit", False, f"{len(seq_counted)} of {seq.limit} sent"))
-        return stop("sequence_limit", f"{seq.id}'s limit of {seq.limit} follow-ups is reached")
-    checks.append(Check("sequence limit", True, f"{len(seq_counted)} of {seq.limit} sent"))
-    d.step, d.message = step
-    d.variant_id = choose_variant(lead.id, seq.id, d.message)
+        g.check("step", False, f"every message of {seq.id} is done")
+        return g.stop("completed", f"{seq.id} is complete")
+    g.next_step = step
+    return None
+
+
+def _gate_sequence_limit(g: _Gate) -> Decision | None:
+    seq = g.seq
+    assert seq is not None
+    sent = len(g.state.counted(seq.id))
+    if sent >= seq.limit:
+        g.check("sequence limit", False, f"{sent} of {seq.limit} sent")
+        return g.stop("sequence_limit", f"{seq.id}'s limit of {seq.limit} follow-ups is reached")
+    g.check("sequence limit", True, f"{sent} of {seq.limit} sent")
+    return None
+
+
+def _gate_due(g: _Gate) -> Decision | None:
+    """The step is due, or pulled forward because the messaging window closes first."""
+    d, now, st = g.d, g.now, g.settings
+    assert g.seq is not None and g.next_step is not None and d.anchor_at is not None
+    d.step, d.message = g.next_step
+    d.variant_id = choose_variant(g.lead.id, g.seq.id, d.message)
     d.due_at = d.anchor_at + _h(d.message.delay_hours)
+    window = g.config.channel.window_hours
+    if window is not None and g.lead.last_inbound_at:
+        d.window_closes_at = g.lead.last_inbound_at + _h(window)
+    if now >= d.due_at:
+        g.check("due", True, f"step {d.step} ({d.message.id}) was due {_fmt(d.due_at)}")
+        return None
+    if (
+        st.pull_forward
+        and d.window_closes_at is not None
+        and now < d.window_closes_at
+        and d.due_at - now <= _h(st.pull_forward_hours)
+        and next_run_slot(now, st) >= d.window_closes_at
+    ):
+        g.pulled = True
+        g.check("due", True, f"due {_fmt(d.due_at)}, pulled forward: the window closes first")
+        return None
+    g.check("due", False, f"step {d.step} ({d.message.id}) is due {_fmt(d.due_at)}")
+    note = ""
+    if d.window_closes_at is not None and d.window_closes_at <= d.due_at:
+        note = f"; the messaging window closes earlier ({_fmt(d.window_closes_at)})"
+    return g.wait("not_due", f"{d.message.id} is due {_fmt(d.due_at)}{note}", d.due_at)
 
-    # Timing rules.
-    window = config.channel.window_hours
-    if window is not None:
-        d.window_closes_at = lead.last_inbound_at + _h(window) if lead.last_inbound_at else None
-    pulled = False
-    if now < d.due_at:
-        if (
-            st.pull_forward
-            and d.window_closes_at is not None
-            and now < d.window_closes_at
-            and d.due_at - now <= _h(st.pull_forward_hours)
-            and next_run_slot(now, st) >= d.window_closes_at
-        ):
-            pulled = True
-            checks.append(
-                Check("due", True, f"due {_fmt(d.due_at)}, pulled forward: the window closes first")
+
+def _gate_no_response(g: _Gate) -> Decision | None:
+    inbound, hours = g.lead.last_inbound_at, g.settings.no_response_hours
+    if inbound is not None:
+        quiet_ok = inbound + _h(hours)
+        if g.now < quiet_ok:
+            g.check(
+                "no response",
+                False,
+                f"the lead wrote {_fmt(inbound)}; silent {hours:g}h at {_fmt(quiet_ok)}",
             )
-        else:
-            checks.append(
-                Check("due", False, f"step {d.step} ({d.message.id}) is due {_fmt(d.due_at)}")
+            return g.wait(
+                "not_silent_long_enough", f"silent for {hours:g}h at {_fmt(quiet_ok)}", quiet_ok
             )
-            note = ""
-            if d.window_closes_at is not None and d.window_closes_at <= d.due_at:
-                note = f"; the messaging window closes earlier ({_fmt(d.window_closes_at)})"
-            return wait("not_due", f"{d.message.id} is due {_fmt(d.due_at)}{note}", d.due_at)
-    else:
-        checks.append(
-            Check("due", True, f"step {d.step} ({d.message.id}) was due {_fmt(d.due_at)}")
+    g.check("no response", True, f"no inbound for {hours:g}h or more")
+    return None
+
+
+def _gate_window(g: _Gate) -> Decision | None:
+    """The channel's messaging window (Instagram: 24 h after the lead's last message)."""
+    window, closes = g.config.channel.window_hours, g.d.window_closes_at
+    if window is None:
+        g.check("window", True, "the channel has no messaging window")
+        return None
+    if closes is None or g.now >= closes:
+        why = "the lead never wrote to us" if closes is None else f"it closed {_fmt(closes)}"
+        g.check("window", False, f"outside the {window:g}h messaging window: {why}")
+        return g.verdict(
+            "skip",
+            "outside_window",
+            f"outside the {window:g}h messaging window ({why}); hand off to a human",
         )
+    g.check("window", True, f"inside the messaging window until {_fmt(closes)}")
+    return None
 
-    if lead.last_inbound_at is not None:
-        quiet_ok = lead.last_inbound_at + _h(st.no_response_hours)
-        if now < quiet_ok:
-            checks.append(
-                Check(
-                    "no response",
-                    False,
-                    f"the lead wrote {_fmt(lead.last_inbound_at)}; "
-                    f"silent {st.no_response_hours:g}h at {_fmt(quiet_ok)}",
-                )
-            )
-            return wait(
-                "not_silent_long_enough",
-                f"silent for {st.no_response_hours:g}h at {_fmt(quiet_ok)}",
-                quiet_ok,
-            )
-    checks.append(Check("no response", True, f"no inbound for {st.no_response_hours:g}h or more"))
 
-    if window is not None:
-        if d.window_closes_at is None or now >= d.window_closes_at:
-            why = (
-                "the lead never wrote to us"
-                if d.window_closes_at is None
-                else f"it closed {_fmt(d.window_closes_at)}"
-            )
-            checks.append(
-                Check("window", False, f"outside the {window:g}h messaging window: {why}")
-            )
-            d.action, d.reason = "skip", "outside_window"
-            d.detail = f"outside the {window:g}h messaging window ({why}); hand off to a human"
-            return d
-        checks.append(
-            Check("window", True, f"inside the messaging window until {_fmt(d.window_closes_at)}")
-        )
-    else:
-        checks.append(Check("window", True, "the channel has no messaging window"))
-
-    if d.last_followup_at is not None:
-        ok_at = d.last_followup_at + _h(st.min_interval_hours)
-        if now < ok_at:
-            checks.append(
-                Check(
-                    "interval",
-                    False,
-                    f"last follow-up {_fmt(d.last_followup_at)}; next allowed {_fmt(ok_at)}",
-                )
-            )
-            return wait(
+def _gate_interval(g: _Gate) -> Decision | None:
+    last, hours = g.d.last_followup_at, g.settings.min_interval_hours
+    if last is not None:
+        ok_at = last + _h(hours)
+        if g.now < ok_at:
+            g.check("interval", False, f"last follow-up {_fmt(last)}; next allowed {_fmt(ok_at)}")
+            return g.wait(
                 "min_interval", f"min interval: next follow-up allowed {_fmt(ok_at)}", ok_at
             )
-    checks.append(
-        Check("interval", True, f"at least {st.min_interval_hours:g}h since the last follow-up")
-    )
+    g.check("interval", True, f"at least {hours:g}h since the last follow-up")
+    return None
 
+
+def _gate_daily_cap(g: _Gate) -> Decision | None:
+    st, now = g.settings, g.now
     today = local_day(now, st.timezone)
-    today_count = sum(1 for f in counted if local_day(f.at, st.timezone) == today)
+    today_count = sum(1 for f in g.counted if local_day(f.at, st.timezone) == today)
     if today_count >= st.max_per_lead_per_day:
         until = next_local_midnight(now, st.timezone)
-        checks.append(
-            Check("daily cap", False, f"{today_count} of {st.max_per_lead_per_day} today")
-        )
-        return wait("daily_cap", f"daily cap reached; next day starts {_fmt(until)}", until)
-    checks.append(Check("daily cap", True, f"{today_count} of {st.max_per_lead_per_day} today"))
+        g.check("daily cap", False, f"{today_count} of {st.max_per_lead_per_day} today")
+        return g.wait("daily_cap", f"daily cap reached; next day starts {_fmt(until)}", until)
+    g.check("daily cap", True, f"{today_count} of {st.max_per_lead_per_day} today")
+    return None
 
-    quiet_end = quiet_until(now, st, lead.timezone)
+
+def _gate_quiet_hours(g: _Gate) -> Decision | None:
+    st, tz = g.settings, g.lead.timezone
+    quiet_end = quiet_until(g.now, st, tz)
     if quiet_end is not None:
-        checks.append(
-            Check(
-                "quiet hours",
-                False,
-                f"quiet hours in {lead.timezone or st.timezone} until {_fmt(quiet_end)}",
-            )
+        g.check("quiet hours", False, f"quiet hours in {tz or st.timezone} until {_fmt(quiet_end)}")
+        return g.wait("quiet_hours", f"quiet hours until {_fmt(quiet_end)}", quiet_end)
+    g.check("quiet hours", True, "outside quiet hours")
+    return None
+
+
+def _gate_holdout(g: _Gate) -> Decision | None:
+    # Decided only now, when step 1 would really go out, so the control group is
+    # comparable with the messaged group (same silence, same timing rules).
+    seq = g.seq
+    assert seq is not None
+    if g.d.new_enrollment and in_holdout(g.lead.id, seq):
+        g.check("holdout", False, f"in {seq.id}'s holdout group: never messaged")
+        return g.verdict(
+            "holdout",
+            "holdout",
+            f"enters {seq.id} as a control (holdout {seq.holdout:.0%}): never messaged",
         )
-        return wait("quiet_hours", f"quiet hours until {_fmt(quiet_end)}", quiet_end)
-    checks.append(Check("quiet hours", True, "outside quiet hours"))
+    return None
 
-    if d.new_enrollment and in_holdout(lead.id, seq):
-        # Decided only now, when step 1 would really go out, so the control group is
-        # comparable with the messaged group (same silence, same timing rules).
-        checks.append(Check("holdout", False, f"in {seq.id}'s holdout group: never messaged"))
-        d.action, d.reason = "holdout", "holdout"
-        d.detail = f"enters {seq.id} as a control (holdout {seq.holdout:.0%}): never messaged"
-        return d
 
-    d.action = "send"
-    d.reason = "pulled_forward" if pulled else "due"
-    d.detail = (
-        f"send {seq.id} step {d.step} ({d.message.id}{'/' + d.variant_id if d.variant_id else ''})"
+# The rules of PRODUCT.md, in order. Each gate either lets the lead through (None, after
+# recording a passed check) or returns the decision; the first that decides wins.
+GATES = (
+    _gate_account,
+    _gate_optout,
+    _gate_conversion,
+    _gate_score,
+    _gate_lead_limit,
+    _gate_one_sequence_per_person,
+    _gate_sequence,
+    _gate_step,
+    _gate_sequence_limit,
+    _gate_due,
+    _gate_no_response,
+    _gate_window,
+    _gate_interval,
+    _gate_daily_cap,
+    _gate_quiet_hours,
+    _gate_holdout,
+)
+
+
+def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decision:
+    """The verdict for one lead at ``now``: the gates of PRODUCT.md, in order, with reasons."""
+    counted = state.counted()
+    d = Decision(
+        lead_id=lead.id,
+        account_id=lead.account_id,
+        followup_number=len(counted) + 1,
+        last_followup_at=max((f.at for f in counted), default=None),
     )
+    g = _Gate(lead, state, config, now, d, state.active_enrollment(), counted)
+    for gate in GATES:
+        verdict = gate(g)
+        if verdict is not None:
+            return verdict
+    assert g.seq is not None and d.message is not None
+    d.action = "send"
+    d.reason = "pulled_forward" if g.pulled else "due"
+    variant = f"/{d.variant_id}" if d.variant_id else ""
+    d.detail = f"send {g.seq.id} step {d.step} ({d.message.id}{variant})"
     return d
 
 
