@@ -1227,48 +1227,6 @@ def erase(
     )
 
 
-# ---------------------------------------------------------------- audit
-
-
-@app.command()
-def audit(
-    lead: Annotated[str | None, typer.Argument(help="Only this lead.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N entries.")] = 50,
-    config: ConfigOpt = "sequences.yaml",
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """The audit log: every claim, send, skip, opt-out, erasure and config change, with who."""
-    loaded = _load_optional(config)
-    store = _store(loaded, db, config)
-    try:
-        rows = store.audit_log(lead, limit)
-    finally:
-        store.close()
-    if as_json:
-        _print_json(
-            [
-                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
-                for r in rows
-            ]
-        )
-        return
-    if not rows:
-        out.print("no audit entries")
-    for r in reversed(rows):
-        step = (
-            f"{r['sequence_id']}/{r['message_id']}"
-            if r.get("message_id")
-            else (r.get("sequence_id") or "")
-        )
-        out.print(
-            f"{_fmt(r['at'])}  {r['action']:<16} {r['actor'] or '-':<10} "
-            f"{r.get('lead_id') or '-':<12} "
-            f"{step:<20} {r.get('detail') or ''}",
-            markup=False,
-        )
-
-
 # ---------------------------------------------------------------- misc
 
 
@@ -1483,7 +1441,7 @@ def events_ingest(
 
 
 # Command families that live in their own modules register themselves on ``app``.
-from . import cli_leads, cli_plan  # noqa: E402, F401
+from . import cli_audit, cli_leads, cli_plan  # noqa: E402, F401
 from .cli_examples import add_examples  # noqa: E402
 
 add_examples(app)

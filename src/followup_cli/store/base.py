@@ -19,7 +19,6 @@ Concurrency contract (see README "Never twice"):
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from .. import suppress
+from .. import auditchain, suppress
 from ..models import (
     COUNTED,
     PENDING,
@@ -114,16 +113,9 @@ OPTIONAL_LEAD_COLUMNS = (
 
 
 def actor() -> str:
-    """The acting OS user, for the audit log."""
-    for var in ("SUDO_USER", "USER", "LOGNAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except Exception:  # noqa: BLE001
-        return str(os.getuid())
+    """The acting OS user, for the audit log: the real uid's account, never $USER
+    (``auditchain.actor``)."""
+    return auditchain.actor()
 
 
 class SqlStore:
@@ -249,6 +241,8 @@ class SqlStore:
                     self._run(self._ddl(stmt))
                 if name == "0006_person_suppressions":
                     self._backfill_persons()
+                if name.endswith(auditchain.MIGRATION_SUFFIX):
+                    auditchain.backfill(self)
                 self._run(
                     "INSERT INTO followup_migrations (name, applied_at) VALUES (:name, :at)",
                     {"name": name, "at": datetime.now().astimezone()},
@@ -1023,21 +1017,9 @@ class SqlStore:
         message_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        self._run(
-            "INSERT INTO followup_audit (at, actor, action, run_id, lead_id, account_id, "
-            "sequence_id, message_id, detail) VALUES (:at, :actor, :action, :run, :lead, :acct, "
-            ":seq, :msg, :detail)",
-            {
-                "at": at,
-                "actor": who,
-                "action": action,
-                "run": run_id,
-                "lead": lead_id,
-                "acct": account_id,
-                "seq": sequence_id,
-                "msg": message_id,
-                "detail": json.dumps(detail, default=str, sort_keys=True) if detail else None,
-            },
+        """Add a row to the audit log, chained to the one before (``auditchain``)."""
+        auditchain.append(
+            self, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
         )
 
     def note_bad_leads(
@@ -1519,6 +1501,7 @@ def erase_lead(
         ids = sorted(lead_ids)
         counts["lead_rows"] = len(ids)
         scrubbed = {"tracking_rows_scrubbed": 0, "audit_rows_scrubbed": 0, "events_scrubbed": 0}
+        audit_scrubbed: list[int] = []  # chain places, recorded in the erasure's own row
         secret = store.person_secret()
         for chunk in _chunks(ids, 500):
             where, names = SqlStore._in_list(store, "lead_id", chunk)
@@ -1528,10 +1511,7 @@ def erase_lead(
                 f"external_id = NULL, person_key = NULL, updated_at = :now WHERE {where}",
                 {**names, "f": False, "now": now},
             )
-            scrubbed["audit_rows_scrubbed"] += store._run(
-                f"UPDATE followup_audit SET detail = NULL WHERE {where} AND detail IS NOT NULL",
-                names,
-            )
+            audit_scrubbed += auditchain.scrub(store, where, names)
             for ev in store._query(
                 f"SELECT id, event_key FROM followup_events WHERE {where}", names
             ):
@@ -1559,6 +1539,7 @@ def erase_lead(
                 "WHERE person_key = :k",
                 {"f": False, "now": now, "k": key},
             )
+        scrubbed["audit_rows_scrubbed"] = len(audit_scrubbed)
         counts.update(scrubbed)
         counts["run_notes_scrubbed"] = _scrub_run_notes(store, ids)
         for lid in ids:
@@ -1579,7 +1560,11 @@ def erase_lead(
             now,
             who,
             lead_id=lead_id,
-            detail={"lead_rows": len(ids), "person_suppressed": key is not None},
+            detail={
+                "lead_rows": len(ids),
+                "person_suppressed": key is not None,
+                "audit_scrubbed": audit_scrubbed,
+            },
         )
     if purge:
         counts["purge"] = store.purge_old_versions(ERASE_TABLES)

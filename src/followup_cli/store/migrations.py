@@ -273,4 +273,30 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
                 ON followup_enrollments (person_key)""",
         ],
     ),
+    (
+        # An audit you can believe (issue 9, auditchain.py): each audit row is chained to the
+        # one before by a SHA-256 hash; the detail is covered through a salted digest so an
+        # erasure can remove it and the chain still verifies; the head (the last place and
+        # hash) is kept apart, so deleting the newest rows shows. The rows already there are
+        # chained in id order by the migration itself (``auditchain.backfill``).
+        "0007_audit_chain",
+        [
+            "ALTER TABLE followup_audit ADD COLUMN chain_seq BIGINT",
+            "ALTER TABLE followup_audit ADD COLUMN prev_hash TEXT",
+            "ALTER TABLE followup_audit ADD COLUMN row_hash TEXT",
+            "ALTER TABLE followup_audit ADD COLUMN detail_salt TEXT",
+            "ALTER TABLE followup_audit ADD COLUMN detail_digest TEXT",
+            "ALTER TABLE followup_audit ADD COLUMN db_role TEXT",
+            """CREATE UNIQUE INDEX IF NOT EXISTS followup_audit_chain
+                ON followup_audit (chain_seq)""",
+            """CREATE TABLE IF NOT EXISTS followup_audit_head (
+                id INTEGER PRIMARY KEY,
+                chain_seq BIGINT NOT NULL,
+                row_hash TEXT NOT NULL
+            )""",
+            """INSERT INTO followup_audit_head (id, chain_seq, row_hash)
+                VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000')
+                ON CONFLICT (id) DO NOTHING""",
+        ],
+    ),
 ]

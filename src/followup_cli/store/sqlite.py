@@ -385,9 +385,9 @@ def _code(exc: sqlite3.Error) -> str:
 
 
 def _user() -> str:
-    from .base import actor
+    from ..auditchain import os_account
 
-    return actor()
+    return os_account()  # the real uid's account: whose access the file checks name
 
 
 def _lenient_text(raw: bytes) -> str:

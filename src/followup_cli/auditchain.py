@@ -1,0 +1,467 @@
+"""An audit you can believe (issue 9): who acted, and whether the log changed since.
+
+Who. The actor is the OS account of the process's *real* uid, looked up in the password
+database (the number when it has no name). ``$USER``, ``$LOGNAME`` and ``$SUDO_USER`` are
+anyone's to set and are never taken for the actor. When the real uid is 0 and sudo's
+variables are set, the caller sudo names is added, marked as unverified::
+
+    root (sudo from alice, uid 1000, per $SUDO_USER/$SUDO_UID: unverified)
+
+On Postgres each row also records the database role (``db_role``: ``session_user``, and
+``current_user`` after ``as`` when a ``SET ROLE`` changed it).
+
+The chain. Every row of ``followup_audit`` carries its place in the chain (``chain_seq``:
+1, 2, 3 ... with no gaps), the previous row's hash (``prev_hash``; 64 zeros for the first)
+and its own: ``row_hash = SHA-256`` over a canonical encoding (:func:`row_hash`) of
+chain_seq, at, actor, action, run_id, lead_id, account_id, sequence_id, message_id,
+detail_digest, db_role and prev_hash. The detail text is covered through
+``detail_digest = SHA-256(detail_salt || detail)``, with a random salt per row, so that
+an erasure can remove the detail *and* its salt while the chain stays verifiable, and the
+digest left behind cannot be used to confirm a guess of what the detail said.
+``followup_audit_head`` (one row) holds the last chain_seq and row_hash: deleting the
+newest rows is found too.
+
+Writers are serialised: the head row is read ``FOR UPDATE`` on Postgres, inside the
+transaction that inserts the row (held until it commits); on SQLite every write
+transaction is ``BEGIN IMMEDIATE``. A unique index on ``chain_seq`` is the last guard:
+two rows can never take one place.
+
+What this proves, and what not: ``followup audit verify`` finds a row whose content was
+changed, rows deleted from the middle or the end, rows inserted by hand, and details
+removed by anything but an erasure. Someone who can write the database *and* recompute
+every hash after the change (the code is public, the hash is not keyed) can rewrite the
+chain consistently: keep the head that ``verify`` prints somewhere else (a ticket, a log
+shipped off the host) and pass it back with ``--head`` to prove the rows up to it are
+the ones you saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .models import format_time, parse_time
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store.base import SqlStore
+
+GENESIS = "0" * 64
+VERSION = "followup-audit-v1"
+# The migration that adds the chain (matched by suffix: renumbering keeps it working).
+MIGRATION_SUFFIX = "_audit_chain"
+# Actions whose detail holds no personal data and records an erasure: never scrubbed.
+KEPT_DETAIL_ACTIONS = ("erase", "erase_lift")
+HASHED_FIELDS = (
+    "chain_seq",
+    "at",
+    "actor",
+    "action",
+    "run_id",
+    "lead_id",
+    "account_id",
+    "sequence_id",
+    "message_id",
+    "detail_digest",
+    "db_role",
+    "prev_hash",
+)
+PAGE = 5000
+
+
+# ---------------------------------------------------------------------- who
+
+
+def os_account(uid: int | None = None) -> str:
+    """The name of an OS account (the real uid's by default), or its number."""
+    uid = os.getuid() if uid is None else uid
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
+
+
+def actor(environ: Mapping[str, str] | None = None, uid: int | None = None) -> str:
+    """The acting OS user for the audit log: the real uid's account; under sudo (real uid
+    0) the caller sudo names, marked unverified. $USER and $LOGNAME are ignored."""
+    env = os.environ if environ is None else environ
+    uid = os.getuid() if uid is None else uid
+    who = os_account(uid)
+    if uid != 0:
+        return who
+    sudo_user = (env.get("SUDO_USER") or "").strip()
+    sudo_uid = (env.get("SUDO_UID") or "").strip()
+    if not sudo_user and not sudo_uid:
+        return who
+    parts = [f"sudo from {sudo_user or '?'}"]
+    if sudo_uid:
+        parts.append(f"uid {sudo_uid}")
+    return f"{who} ({', '.join(parts)}, per $SUDO_USER/$SUDO_UID: unverified)"
+
+
+# -------------------------------------------------------------------- hashes
+
+
+def detail_text(detail: Mapping[str, Any] | None) -> str | None:
+    """The stored form of a detail: sorted JSON, or None."""
+    return json.dumps(detail, default=str, sort_keys=True) if detail else None
+
+
+def detail_digest(salt: str, text: str) -> str:
+    return hashlib.sha256(bytes.fromhex(salt) + text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _canon(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name == "chain_seq":
+        return int(value)
+    if name == "at":
+        return format_time(value if isinstance(value, datetime) else parse_time(value))
+    return str(value)
+
+
+def row_hash(row: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a row's canonical encoding: a JSON array of the version tag and
+    the hashed fields in a fixed order (times as UTC ISO text with microseconds)."""
+    payload = json.dumps(
+        [VERSION, *(_canon(f, row.get(f)) for f in HASHED_FIELDS)], separators=(",", ":")
+    )
+    return hashlib.sha256(payload.encode("ascii")).hexdigest()
+
+
+# -------------------------------------------------------------------- write
+
+
+def _head_sql(store: SqlStore) -> str:
+    if store.dialect == "postgres":
+        # the row lock serialises writers until this transaction commits
+        return (
+            "SELECT chain_seq, row_hash, session_user::text AS s_role, "
+            "current_user::text AS c_role FROM followup_audit_head WHERE id = 1 FOR UPDATE"
+        )
+    return (
+        "SELECT chain_seq, row_hash, NULL AS s_role, NULL AS c_role FROM followup_audit_head "
+        "WHERE id = 1"
+    )
+
+
+def _role(head: Mapping[str, Any]) -> str | None:
+    s, c = head.get("s_role"), head.get("c_role")
+    if s is None:
+        return None
+    return str(s) if c in (None, s) else f"{s} as {c}"
+
+
+def _head(store: SqlStore) -> dict[str, Any]:
+    rows = store._query(_head_sql(store))
+    if rows:
+        return dict(rows[0])
+    # The head row is gone (by hand): go on from the last chained row; verify says so.
+    last = store._query(
+        "SELECT chain_seq, row_hash FROM followup_audit WHERE chain_seq IS NOT NULL "
+        "ORDER BY chain_seq DESC LIMIT 1"
+    )
+    head = {"chain_seq": 0, "row_hash": GENESIS} if not last else dict(last[0])
+    store._run(
+        "INSERT INTO followup_audit_head (id, chain_seq, row_hash) VALUES (1, :s, :h) "
+        "ON CONFLICT (id) DO NOTHING",
+        {"s": head["chain_seq"], "h": head["row_hash"]},
+    )
+    return {**dict(store._query(_head_sql(store))[0]), **head}
+
+
+def append(
+    store: SqlStore,
+    action: str,
+    at: datetime,
+    who: str,
+    run_id: str | None = None,
+    lead_id: str | None = None,
+    account_id: str | None = None,
+    sequence_id: str | None = None,
+    message_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> int:
+    """Add one row at the end of the chain; returns its chain_seq."""
+    if at.tzinfo is None:  # the store would read a naive time in its own zone: fix it here
+        at = at.astimezone()
+    text = detail_text(detail)
+    salt = secrets.token_hex(16) if text is not None else None
+    with store.transaction():
+        head = _head(store)
+        row: dict[str, Any] = {
+            "chain_seq": int(head["chain_seq"]) + 1,
+            "at": at,
+            "actor": who,
+            "action": action,
+            "run_id": run_id,
+            "lead_id": lead_id,
+            "account_id": account_id,
+            "sequence_id": sequence_id,
+            "message_id": message_id,
+            "detail": text,
+            "detail_salt": salt,
+            "detail_digest": detail_digest(salt, text) if salt and text is not None else None,
+            "db_role": _role(head),
+            "prev_hash": head["row_hash"],
+        }
+        row["row_hash"] = row_hash(row)
+        cols = list(row)
+        store._run(
+            f"INSERT INTO followup_audit ({', '.join(cols)}) "
+            f"VALUES ({', '.join(':' + c for c in cols)})",
+            row,
+        )
+        store._run(
+            "UPDATE followup_audit_head SET chain_seq = :s, row_hash = :h WHERE id = 1",
+            {"s": row["chain_seq"], "h": row["row_hash"]},
+        )
+    return int(row["chain_seq"])
+
+
+def backfill(store: SqlStore) -> int:
+    """Chain the rows written before the chain existed, in id order (the migration)."""
+    head = _head(store)
+    seq, prev = int(head["chain_seq"]), str(head["row_hash"])
+    after, done = -1, 0
+    while True:
+        rows = store.rows(
+            "SELECT * FROM followup_audit WHERE chain_seq IS NULL AND id > :a ORDER BY id LIMIT :n",
+            {"a": after, "n": PAGE},
+        )
+        if not rows:
+            break
+        for r in rows:
+            seq += 1
+            text = r.get("detail")
+            salt = secrets.token_hex(16) if text is not None else None
+            r.update(
+                chain_seq=seq,
+                detail_salt=salt,
+                detail_digest=detail_digest(salt, text) if salt and text is not None else None,
+                db_role=None,
+                prev_hash=prev,
+            )
+            prev = r["row_hash"] = row_hash(r)
+            store._run(
+                "UPDATE followup_audit SET chain_seq = :chain_seq, detail_salt = :detail_salt, "
+                "detail_digest = :detail_digest, prev_hash = :prev_hash, row_hash = :row_hash "
+                "WHERE id = :id",
+                r,
+            )
+            after = r["id"]
+            done += 1
+    store._run(
+        "UPDATE followup_audit_head SET chain_seq = :s, row_hash = :h WHERE id = 1",
+        {"s": seq, "h": prev},
+    )
+    return done
+
+
+def scrub(store: SqlStore, where: str, params: dict[str, Any]) -> list[int]:
+    """Erasure: remove the detail (and its salt) of the audit rows ``where`` selects; the
+    chain stays verifiable. Returns their chain places, for the erasure's own row to
+    record (``verify`` then knows these rows were scrubbed, not tampered with)."""
+    keep = ", ".join(f"'{a}'" for a in KEPT_DETAIL_ACTIONS)
+    cond = f"{where} AND detail IS NOT NULL AND action NOT IN ({keep})"
+    seqs = [
+        int(r["chain_seq"])
+        for r in store._query(f"SELECT chain_seq FROM followup_audit WHERE {cond}", params)
+        if r["chain_seq"] is not None
+    ]
+    store._run(f"UPDATE followup_audit SET detail = NULL, detail_salt = NULL WHERE {cond}", params)
+    return sorted(seqs)
+
+
+# ------------------------------------------------------------------- verify
+
+
+@dataclass
+class Problem:
+    """One finding: what kind, the rows it names, and a line for a person."""
+
+    kind: str  # changed | deleted | truncated | relinked | unchained | scrubbed_unrecorded | head
+    ids: list[int]
+    message: str
+
+
+@dataclass
+class ChainReport:
+    rows: int = 0
+    scrubbed: int = 0  # rows whose detail an erasure removed (recorded as such)
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    problems: list[Problem] = field(default_factory=list)
+    anchor: str | None = None  # --head: the hash that was expected in the chain
+    anchor_found: bool | None = None
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems and self.anchor_found is not False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "intact": self.intact,
+            "rows": self.rows,
+            "scrubbed_by_erasure": self.scrubbed,
+            "head": {"chain_seq": self.head_seq, "row_hash": self.head_hash},
+            "anchor": None
+            if self.anchor is None
+            else {"row_hash": self.anchor, "found": self.anchor_found},
+            "problems": [
+                {"kind": p.kind, "ids": p.ids, "message": p.message} for p in self.problems
+            ],
+        }
+
+
+def verify(store: SqlStore, anchor: str | None = None) -> ChainReport:
+    """Walk the chain in order and report every place it does not hold. ``anchor``: a
+    row_hash noted earlier (a head ``verify`` printed) that must still be in the chain."""
+    rep = ChainReport(anchor=anchor.strip().lower() if anchor else None)
+    if rep.anchor is not None:
+        rep.anchor_found = rep.anchor == GENESIS
+    prev_seq, prev_hash, prev_id = 0, GENESIS, None
+    scrubbed: dict[int, int] = {}  # chain_seq -> id
+    recorded: set[int] = set()
+    after = 0
+    while True:
+        rows = store.rows(
+            "SELECT * FROM followup_audit WHERE chain_seq > :a ORDER BY chain_seq LIMIT :n",
+            {"a": after, "n": PAGE},
+        )
+        if not rows:
+            break
+        for r in rows:
+            seq, rid = int(r["chain_seq"]), int(r["id"])
+            after = seq
+            rep.rows += 1
+            where = f"after id {prev_id}" if prev_id is not None else "at the start"
+            if seq != prev_seq + 1:
+                n = seq - prev_seq - 1
+                rep.problems.append(
+                    Problem(
+                        "deleted",
+                        [rid] if prev_id is None else [prev_id, rid],
+                        f"{n} row(s) deleted {where}, before id {rid} "
+                        f"(chain places {prev_seq + 1}..{seq - 1})",
+                    )
+                )
+            elif r.get("prev_hash") != prev_hash:
+                rep.problems.append(
+                    Problem(
+                        "relinked",
+                        [rid] if prev_id is None else [prev_id, rid],
+                        f"row id {rid} does not follow the row before it ({where}): that row "
+                        "was rewritten with a new hash, or rows were replaced",
+                    )
+                )
+            changed = []
+            if row_hash(r) != r.get("row_hash"):
+                changed.append("its content does not match its hash")
+            text, salt, digest = r.get("detail"), r.get("detail_salt"), r.get("detail_digest")
+            if text is not None:
+                if salt is None or digest is None or detail_digest(salt, text) != digest:
+                    changed.append("its detail does not match its digest")
+                elif r.get("action") == "erase":
+                    recorded |= _recorded_scrubs(text)
+            elif digest is not None:
+                scrubbed[seq] = rid
+            elif salt is not None:
+                changed.append("it has a salt but no detail digest")
+            if changed:
+                rep.problems.append(
+                    Problem(
+                        "changed",
+                        [rid],
+                        f"row id {rid} ({r.get('action')}, {format_time(r['at'])}) was changed: "
+                        + "; ".join(changed),
+                    )
+                )
+            if rep.anchor is not None and r.get("row_hash") == rep.anchor:
+                rep.anchor_found = True
+            prev_seq, prev_hash, prev_id = seq, r.get("row_hash") or "", rid
+    rep.scrubbed = sum(1 for s in scrubbed if s in recorded)
+    lost = sorted(rid for s, rid in scrubbed.items() if s not in recorded)
+    if lost:
+        rep.problems.append(
+            Problem(
+                "scrubbed_unrecorded",
+                lost,
+                f"the detail of {len(lost)} row(s) was removed, but no erasure records it: "
+                f"id {_ids(lost)}",
+            )
+        )
+    outside = [
+        int(r["id"])
+        for r in store._query(
+            "SELECT id FROM followup_audit WHERE chain_seq IS NULL OR chain_seq <= 0 ORDER BY id"
+        )
+    ]
+    if outside:
+        rep.problems.append(
+            Problem(
+                "unchained",
+                outside,
+                f"{len(outside)} row(s) are not in the chain (inserted by hand, or by a tool "
+                f"that bypassed it): id {_ids(outside)}",
+            )
+        )
+    heads = store._query("SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1")
+    rep.head_seq, rep.head_hash = prev_seq, prev_hash
+    if not heads:
+        rep.problems.append(
+            Problem("head", [], "the chain's head record (followup_audit_head) was deleted")
+        )
+        return rep
+    h_seq, h_hash = int(heads[0]["chain_seq"]), str(heads[0]["row_hash"])
+    last = f"after id {prev_id}" if prev_id is not None else "(the log is empty now)"
+    if h_seq > prev_seq:
+        rep.problems.append(
+            Problem(
+                "truncated",
+                [] if prev_id is None else [prev_id],
+                f"the newest {h_seq - prev_seq} row(s) were deleted {last} "
+                f"(chain places {prev_seq + 1}..{h_seq})",
+            )
+        )
+    elif h_seq < prev_seq:
+        rep.problems.append(
+            Problem(
+                "head",
+                [] if prev_id is None else [prev_id],
+                f"the head record names chain place {h_seq}, but rows go on to {prev_seq}: "
+                "rows were added past it by hand",
+            )
+        )
+    elif h_hash != prev_hash:
+        rep.problems.append(
+            Problem(
+                "head",
+                [] if prev_id is None else [prev_id],
+                f"the newest row (id {prev_id}) is not the one the head record names: it "
+                "was replaced",
+            )
+        )
+    return rep
+
+
+def _recorded_scrubs(text: str) -> set[int]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return set()
+    seqs = data.get("audit_scrubbed") if isinstance(data, dict) else None
+    return {int(s) for s in seqs if isinstance(s, int)} if isinstance(seqs, list) else set()
+
+
+def _ids(ids: Sequence[int], limit: int = 20) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")

@@ -1,0 +1,117 @@
+"""``followup audit``: the audit log (``audit [LEAD]``, the same as ``audit show [LEAD]``)
+and ``audit verify``, which proves the log was not changed (``auditchain``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from . import errors
+from .auditchain import verify
+from .cli import ConfigOpt, DbOpt, JsonOpt, _fmt, _load_optional, _print_json, _store, app, out
+
+
+class _ShowByDefault(TyperGroup):
+    """``followup audit [LEAD] [options]`` keeps working: anything that is not a
+    subcommand (or --help) goes to ``show``. A lead named like a subcommand: ``audit show
+    verify``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+audit_app = typer.Typer(
+    cls=_ShowByDefault,
+    help="The audit log, and proof that it was not changed. `followup audit [LEAD]` is "
+    "`followup audit show [LEAD]`.",
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("show")
+def audit_show(
+    lead: Annotated[str | None, typer.Argument(help="Only this lead.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N entries.")] = 50,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit log: every claim, send, skip, opt-out, erasure and config change, with who.
+
+    Who is the OS account of the process's real uid (under sudo, the caller sudo names,
+    marked unverified); on Postgres each row also records the database role (--json)."""
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config)
+    try:
+        rows = store.audit_log(lead, limit)
+    finally:
+        store.close()
+    if as_json:
+        _print_json([_jsonable(r) for r in rows])
+        return
+    if not rows:
+        out.print("no audit entries")
+    for r in reversed(rows):
+        step = (
+            f"{r['sequence_id']}/{r['message_id']}"
+            if r.get("message_id")
+            else (r.get("sequence_id") or "")
+        )
+        out.print(
+            f"{_fmt(r['at'])}  {r['action']:<16} {r['actor'] or '-':<10} "
+            f"{r.get('lead_id') or '-':<12} "
+            f"{step:<20} {r.get('detail') or ''}",
+            markup=False,
+        )
+
+
+@audit_app.command("verify")
+def audit_verify(
+    head: Annotated[
+        str | None,
+        typer.Option("--head", help="A head hash noted earlier: it must still be in the chain."),
+    ] = None,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove the audit log was not changed: exit 0 when intact, 3 when not.
+
+    Walks the hash chain and names the rows changed, deleted (in the middle or at the end)
+    or added by hand; details removed by an erasure are counted, not reported. Keep the
+    head it prints somewhere else and pass it back with --head later."""
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config)
+    try:
+        report = verify(store, head)
+    finally:
+        store.close()
+    code = 0 if report.intact else errors.EXIT_SEND_FAILURES
+    if as_json:
+        _print_json(report.as_dict())
+        raise typer.Exit(code)
+    erased = f", {report.scrubbed} with details removed by erasure" if report.scrubbed else ""
+    if report.intact:
+        out.print(f"audit log intact: {report.rows} row(s){erased}", markup=False)
+    else:
+        out.print(
+            f"audit log BROKEN: {len(report.problems) or 1} problem(s) in {report.rows} row(s)",
+            markup=False,
+        )
+        for p in report.problems:
+            out.print(f"  {p.kind}: {p.message}", markup=False)
+    if report.anchor is not None:
+        found = "found" if report.anchor_found else "NOT found: the rows up to it were rewritten"
+        out.print(f"--head {report.anchor}: {found}", markup=False)
+    out.print(f"head: {report.head_seq} {report.head_hash}", markup=False)
+    raise typer.Exit(code)
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

@@ -1,0 +1,342 @@
+"""An audit you can believe (issue 9): the actor is the real uid's account, not $USER; the
+audit rows form a hash chain that ``followup audit verify`` walks, naming rows changed,
+deleted or added by hand; an erasure removes details and the chain still verifies. Both
+stores."""
+
+from __future__ import annotations
+
+import json
+import pwd
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from followup_cli import auditchain
+from followup_cli.cli import app
+from followup_cli.store import open_store
+from followup_cli.store.base import SqlStore, actor, erase_lead
+from followup_cli.store.migrations import MIGRATIONS
+from tests.helpers import LeadDB, followup, lead
+
+NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+ME = pwd.getpwuid(__import__("os").getuid()).pw_name
+POSTGRES_ONLY = pytest.mark.parametrize("db", ["postgres"], indirect=True)
+
+
+@pytest.fixture
+def store(db: LeadDB) -> Iterator[SqlStore]:
+    s = open_store(db.url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def tamper(db: LeadDB, sql: str, params: tuple = ()) -> None:
+    """Raw SQL from outside the tool, committed (what someone with the file or a role does)."""
+    if db.backend == "sqlite":
+        conn = sqlite3.connect(db.url)
+        conn.execute(sql, params)
+        conn.commit()
+        conn.close()
+    else:
+        db.query(sql, params)
+
+
+def write_rows(store: SqlStore, n: int = 5, lead_id: str = "l1") -> list[int]:
+    for i in range(n):
+        store.audit(
+            ["claim", "send", "optout", "bad_lead", "enrollment_end"][i % 5],
+            NOW + timedelta(seconds=i),
+            "ops",
+            "run1",
+            lead_id if i % 2 == 0 else f"other{i}",
+            "acct_a",
+            "s1",
+            "m1",
+            detail={"i": i, "note": f"detail {i}"} if i != 3 else None,
+        )
+    return [r["id"] for r in store.rows("SELECT id FROM followup_audit ORDER BY chain_seq")]
+
+
+def verify(db: LeadDB, *extra: str) -> tuple[int, dict[str, Any]]:
+    """``followup audit verify --json`` in this process (the installed command is run too,
+    by the tests that read its text)."""
+    r = CliRunner().invoke(app, ["audit", "verify", "--db", db.url, "--json", *extra])
+    return r.exit_code, json.loads(r.stdout)
+
+
+def kinds(report: dict[str, Any]) -> list[tuple[str, list[int]]]:
+    return [(p["kind"], p["ids"]) for p in report["problems"]]
+
+
+# ------------------------------------------------------------------ the chain
+
+
+def test_audit_verify__a_clean_log_is_intact_and_names_its_head(
+    db: LeadDB, store: SqlStore
+) -> None:
+    ids = write_rows(store, 6)
+    rows = store.rows("SELECT * FROM followup_audit ORDER BY chain_seq")
+    assert [r["chain_seq"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[0]["prev_hash"] == auditchain.GENESIS
+    assert all(b["prev_hash"] == a["row_hash"] for a, b in zip(rows, rows[1:], strict=False))
+    code, rep = verify(db)
+    assert code == 0 and rep["intact"] and rep["problems"] == [], rep
+    assert rep["rows"] == len(ids) == 6
+    assert rep["head"] == {"chain_seq": 6, "row_hash": rows[-1]["row_hash"]}
+    text = followup("audit", "verify", "--db", db.url)
+    assert text.returncode == 0 and "audit log intact: 6 row(s)" in text.stdout
+    # the log itself reads as before, with or without `show`
+    shown = followup("audit", "l1", "--db", db.url, "--json")
+    assert shown.returncode == 0 and {r["lead_id"] for r in json.loads(shown.stdout)} == {"l1"}
+    assert followup("audit", "show", "l1", "--db", db.url).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "column,value", [("detail", '{"i": 1, "note": "nothing to see"}'), ("actor", "nobody"),
+                     ("action", "skip"), ("at", "2026-03-01T00:00:00.000000Z")],
+)  # fmt: skip
+def test_audit_verify__names_the_row_whose_content_was_changed(
+    db: LeadDB, store: SqlStore, column: str, value: str
+) -> None:
+    ids = write_rows(store, 5)
+    if column == "at" and db.backend == "postgres":
+        value = "2026-03-01 00:00:00+00"
+    tamper(db, f"UPDATE followup_audit SET {column} = ? WHERE id = ?", (value, ids[1]))
+    code, rep = verify(db)
+    assert code == 3 and not rep["intact"]
+    assert kinds(rep) == [("changed", [ids[1]])], rep
+    assert f"row id {ids[1]}" in rep["problems"][0]["message"]
+    if column == "detail":  # the installed command's text, once
+        text = followup("audit", "verify", "--db", db.url)
+        assert text.returncode == 3 and "BROKEN" in text.stdout
+        assert f"row id {ids[1]}" in text.stdout
+
+
+def test_audit_verify__a_row_rewritten_with_a_new_hash_breaks_the_next_link(
+    db: LeadDB, store: SqlStore
+) -> None:
+    ids = write_rows(store, 4)
+    row = store.rows("SELECT * FROM followup_audit WHERE id = :i", {"i": ids[1]})[0]
+    row["actor"] = "nobody"
+    tamper(
+        db,
+        "UPDATE followup_audit SET actor = ?, row_hash = ? WHERE id = ?",
+        ("nobody", auditchain.row_hash(row), ids[1]),
+    )
+    code, rep = verify(db)
+    assert code == 3 and kinds(rep) == [("relinked", [ids[1], ids[2]])], rep
+
+
+def test_audit_verify__finds_a_deleted_middle_row(db: LeadDB, store: SqlStore) -> None:
+    ids = write_rows(store, 5)
+    tamper(db, "DELETE FROM followup_audit WHERE id = ?", (ids[2],))
+    code, rep = verify(db)
+    assert code == 3 and kinds(rep) == [("deleted", [ids[1], ids[3]])], rep
+    assert "1 row(s) deleted" in rep["problems"][0]["message"]
+
+
+def test_audit_verify__finds_deleted_newest_rows_by_the_head(db: LeadDB, store: SqlStore) -> None:
+    ids = write_rows(store, 5)
+    tamper(db, "DELETE FROM followup_audit WHERE id >= ?", (ids[3],))
+    code, rep = verify(db)
+    assert code == 3 and kinds(rep) == [("truncated", [ids[2]])], rep
+    assert "newest 2 row(s) were deleted" in rep["problems"][0]["message"]
+    tamper(db, "DELETE FROM followup_audit")
+    code, rep = verify(db)
+    assert code == 3 and [k for k, _ in kinds(rep)] == ["truncated"], rep
+
+
+def test_audit_verify__a_deleted_head_record_is_reported_and_writing_goes_on(
+    db: LeadDB, store: SqlStore
+) -> None:
+    write_rows(store, 2)
+    tamper(db, "DELETE FROM followup_audit_head")
+    code, rep = verify(db)
+    assert code == 3 and kinds(rep) == [("head", [])], rep
+    store.audit("send", NOW, "ops", lead_id="after")  # the chain goes on from its last row
+    code, rep = verify(db)
+    assert code == 0 and rep["rows"] == 3, rep
+
+
+def test_audit_verify__finds_a_row_added_by_hand(db: LeadDB, store: SqlStore) -> None:
+    write_rows(store, 2)
+    tamper(
+        db,
+        "INSERT INTO followup_audit (at, actor, action) VALUES (?, ?, ?)",
+        ("2026-03-02T09:00:00.000000Z" if db.backend == "sqlite" else NOW, "ops", "send"),
+    )
+    added = db.query("SELECT id FROM followup_audit WHERE chain_seq IS NULL")[0]["id"]
+    code, rep = verify(db)
+    assert code == 3 and kinds(rep) == [("unchained", [added])], rep
+
+
+def test_audit_verify__a_whole_rewritten_chain_misses_the_head_noted_before(
+    db: LeadDB, store: SqlStore
+) -> None:
+    write_rows(store, 3)
+    code, rep = verify(db)
+    noted = rep["head"]["row_hash"]
+    assert code == 0 and verify(db, "--head", noted)[0] == 0
+    # someone rewrites the actor of every row and recomputes the whole chain and the head
+    prev = auditchain.GENESIS
+    for r in store.rows("SELECT * FROM followup_audit ORDER BY chain_seq"):
+        r.update(actor="nobody", prev_hash=prev)
+        prev = auditchain.row_hash(r)
+        tamper(
+            db,
+            "UPDATE followup_audit SET actor = ?, prev_hash = ?, row_hash = ? WHERE id = ?",
+            ("nobody", r["prev_hash"], prev, r["id"]),
+        )
+    tamper(db, "UPDATE followup_audit_head SET row_hash = ?", (prev,))
+    assert verify(db)[0] == 0  # consistent: only an anchor kept elsewhere shows it
+    code, rep = verify(db, "--head", noted)
+    assert code == 3 and rep["anchor"] == {"row_hash": noted, "found": False}, rep
+
+
+def test_audit_chain__concurrent_writers_leave_one_valid_chain(db: LeadDB) -> None:
+    first = open_store(db.url)
+    stores = [first, first.clone(), first.clone()]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def write(s: SqlStore, k: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            for i in range(25):
+                with s.transaction():  # as the engine does: the audit row in a wider transaction
+                    s.audit("send", NOW, "ops", f"run{k}", f"lead{k}_{i}", detail={"i": i})
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s, k)) for k, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert not errors, errors
+        seqs = [r["chain_seq"] for r in first.rows("SELECT chain_seq FROM followup_audit")]
+        assert sorted(seqs) == list(range(1, 76))
+        rep = auditchain.verify(first)
+        assert rep.intact and rep.rows == 75, rep.problems
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_migration_0007__chains_the_rows_written_before_it(
+    db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import followup_cli.store.base as base
+
+    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS[:6])  # before 0007_audit_chain
+    old = open_store(db.url)
+    try:
+        for i in range(4):
+            old._run(
+                "INSERT INTO followup_audit (at, actor, action, lead_id, detail) "
+                "VALUES (:at, 'ops', 'send', :l, :d)",
+                {"at": NOW + timedelta(minutes=i), "l": f"o{i}", "d": None if i else '{"x": 1}'},
+            )
+    finally:
+        old.close()
+    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS)
+    new = open_store(db.url)
+    try:
+        rep = auditchain.verify(new)
+        assert rep.intact and rep.rows == 4 and rep.head_seq == 4, rep.problems
+        new.audit("send", NOW, "ops", lead_id="n1", detail={"y": 2})
+        rep = auditchain.verify(new)
+        assert rep.intact and rep.rows == 5, rep.problems
+    finally:
+        new.close()
+    tamper(db, "UPDATE followup_audit SET detail = ? WHERE lead_id = ?", ('{"x": 2}', "o0"))
+    assert [k for k, _ in kinds(verify(db)[1])] == ["changed"]
+
+
+# -------------------------------------------------------------------- erasure
+
+
+def test_erase__removes_the_persons_audit_details_and_the_chain_still_verifies(
+    db: LeadDB, store: SqlStore
+) -> None:
+    db.insert(lead("z1", recipient_id="ig_ZOLT"), lead("k1", recipient_id="ig_keep"))
+    for lid, who in (("z1", "Zoltana"), ("k1", "Kept")):
+        store.audit("optout", NOW, "ops", lead_id=lid, detail={"reason": f"{who} phoned"})
+        store.audit("bad_lead", NOW, "ops", lead_id=lid, detail={"problem": f"name {who}!"})
+    counts = erase_lead(store, "z1", "ops", NOW, purge=False)
+    assert counts["audit_rows_scrubbed"] == 2
+    dump = json.dumps(db.query("SELECT * FROM followup_audit"), default=str)
+    assert "Zoltana" not in dump and "Kept phoned" in dump
+    scrubbed = db.query(
+        "SELECT detail, detail_salt, detail_digest FROM followup_audit WHERE lead_id = 'z1' "
+        "AND action <> 'erase'"
+    )
+    assert all(r["detail"] is None and r["detail_salt"] is None for r in scrubbed)
+    assert all(r["detail_digest"] for r in scrubbed)  # the chain keeps its links
+    code, rep = verify(db)
+    assert code == 0 and rep["intact"] and rep["scrubbed_by_erasure"] == 2, rep
+    # a second erasure of the same person keeps the first one's record
+    erase_lead(store, "z1", "ops", NOW, purge=False)
+    code, rep = verify(db)
+    assert code == 0 and rep["scrubbed_by_erasure"] == 2, rep
+
+
+def test_audit_verify__a_detail_removed_without_an_erasure_is_tampering(
+    db: LeadDB, store: SqlStore
+) -> None:
+    ids = write_rows(store, 3)
+    tamper(
+        db, "UPDATE followup_audit SET detail = NULL, detail_salt = NULL WHERE id = ?", (ids[0],)
+    )
+    code, rep = verify(db)
+    assert code == 3 and kinds(rep) == [("scrubbed_unrecorded", [ids[0]])], rep
+
+
+# ---------------------------------------------------------------------- who
+
+
+def test_actor__is_the_real_uid_account_whatever_USER_says(
+    db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("SUDO_USER", "SUDO_UID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("USER", "mallory")
+    monkeypatch.setenv("LOGNAME", "mallory")
+    assert actor() == ME
+    db.insert(lead("a1"))
+    env = {"USER": "mallory", "LOGNAME": "mallory", "SUDO_USER": "", "SUDO_UID": ""}
+    r = followup("optout", "a1", "--db", db.url, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = db.query("SELECT actor FROM followup_audit WHERE lead_id = 'a1'")
+    assert [x["actor"] for x in rows] == [ME]
+
+
+def test_actor__sudo_caller_is_recorded_as_unverified() -> None:
+    root = auditchain.os_account(0)
+    env = {"SUDO_USER": "alice", "SUDO_UID": "1000", "USER": "mallory"}
+    assert (
+        auditchain.actor(env, uid=0)
+        == f"{root} (sudo from alice, uid 1000, per $SUDO_USER/$SUDO_UID: unverified)"
+    )
+    assert auditchain.actor({"USER": "mallory"}, uid=0) == root
+    # not root: sudo's variables are somebody's text, not the actor
+    assert auditchain.actor(env, uid=4242424) == "4242424"
+
+
+@POSTGRES_ONLY
+def test_postgres_records_the_database_role(db: LeadDB, store: SqlStore) -> None:
+    store.audit("send", NOW, "ops", lead_id="r1")
+    role = db.query("SELECT session_user::text AS r")[0]["r"]
+    assert db.query("SELECT db_role FROM followup_audit")[0]["db_role"] == role
+    rep = auditchain.verify(store)
+    assert rep.intact, rep.problems
+    tamper(db, "UPDATE followup_audit SET db_role = 'intruder'")
+    assert [k for k, _ in kinds(verify(db)[1])] == ["changed"]
