@@ -14,6 +14,8 @@ from . import errors
 from .auditchain import verify
 from .cli import ConfigOpt, DbOpt, JsonOpt, _fmt, _load_optional, _print_json, _store, app, out
 
+SHOWN = 50  # problems printed as text; --json has them all
+
 
 class _ShowByDefault(TyperGroup):
     """``followup audit [LEAD] [options]`` keeps working: anything that is not a
@@ -104,8 +106,10 @@ def audit_verify(
             f"audit log BROKEN: {len(report.problems) or 1} problem(s) in {report.rows} row(s)",
             markup=False,
         )
-        for p in report.problems:
+        for p in report.problems[:SHOWN]:
             out.print(f"  {p.kind}: {p.message}", markup=False)
+        if len(report.problems) > SHOWN:
+            out.print(f"  ... {len(report.problems) - SHOWN} more (--json lists all)", markup=False)
     if report.anchor is not None:
         found = "found" if report.anchor_found else "NOT found: the rows up to it were rewritten"
         out.print(f"--head {report.anchor}: {found}", markup=False)

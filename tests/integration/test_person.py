@@ -356,6 +356,10 @@ def test_erase__nothing_identifying_survives_in_a_dump_or_the_raw_file(
     dump = _dump_tool_tables(db)
     for needle in NEEDLES:
         assert needle not in dump, needle
+    # the audit log lost her details, and still proves it was not otherwise changed
+    verified = followup("audit", "verify", *common, "--json")
+    assert verified.returncode == 0, verified.stdout
+    assert json.loads(verified.stdout)["scrubbed_by_erasure"] > 0
     if db.backend == "sqlite":
         raw = db.path.read_bytes()  # type: ignore[union-attr]
         wal = Path(f"{db.path}-wal")
