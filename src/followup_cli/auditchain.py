@@ -77,9 +77,19 @@ PAGE = 5000
 # ---------------------------------------------------------------------- who
 
 
+def _real_uid() -> int | None:
+    getuid = getattr(os, "getuid", None)  # none on Windows
+    return getuid() if getuid is not None else None
+
+
 def os_account(uid: int | None = None) -> str:
     """The name of an OS account (the real uid's by default), or its number."""
-    uid = os.getuid() if uid is None else uid
+    uid = _real_uid() if uid is None else uid
+    if uid is None:  # no uids (Windows): the logon session's user, not an env variable
+        try:
+            return os.getlogin()
+        except OSError:
+            return "unknown"
     try:
         import pwd
 
@@ -92,7 +102,7 @@ def actor(environ: Mapping[str, str] | None = None, uid: int | None = None) -> s
     """The acting OS user for the audit log: the real uid's account; under sudo (real uid
     0) the caller sudo names, marked unverified. $USER and $LOGNAME are ignored."""
     env = os.environ if environ is None else environ
-    uid = os.getuid() if uid is None else uid
+    uid = _real_uid() if uid is None else uid
     who = os_account(uid)
     if uid != 0:
         return who

@@ -116,6 +116,9 @@ def test_person_caps_hold_when_runs_race_for_two_rows_of_one_person(
     outs = [p.communicate(timeout=90) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     assert len(graph.deliveries_to("ig_racer")) == 1
+    # three processes wrote the audit log at once: one chain, no fork, no gap
+    verified = followup("audit", "verify", "--config", str(cfg), "--db", db.url)
+    assert verified.returncode == 0, verified.stdout
 
 
 # -------------------------------------------------------- undo, erase, lift
