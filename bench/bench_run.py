@@ -5,6 +5,8 @@ API on loopback (real HTTP), on SQLite and (if reachable) Postgres. Run by hand:
 
 Prints the planning time, the send time, messages per second and the per-message cost of
 the claim/record transactions. The rate limit is raised so it does not cap the figure.
+With ``FOLLOWUP_ENCRYPTION_KEY=$(followup keygen)`` in the environment the store seals
+texts, ids and error texts as a keyed run does (bench/RESULTS-run.md has both figures).
 """
 
 from __future__ import annotations

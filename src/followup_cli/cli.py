@@ -201,7 +201,6 @@ def run(
     """The cron job: send every follow-up that is due now."""
     from . import operate
     from .channels import make_channel
-    from .crypto import BodyCipher
     from .engine import Engine, RunOptions
     from .runlock import RunLock
 
@@ -234,7 +233,6 @@ def run(
         raise ConfigError(f"--account {account}: no such account in {loaded.path}")
     when = _now(now)
     target = resolve_db(db, config)
-    cipher = BodyCipher.from_env()
     lock = None
     if not dry_run and not target.startswith(("postgresql://", "postgres://")):
         path = target[len("sqlite:///") :] if target.startswith("sqlite:///") else target
@@ -242,6 +240,9 @@ def run(
     store = _store(loaded, db, config, migrate=not dry_run, readonly=dry_run)
     try:
         store.lead_columns()
+        from .store.sealing import check_keys
+
+        check_keys(store)  # a key that cannot read the rows: exit 2 before anything is sent
         if on_schedule and not ops.take_slot(store, loaded.config.settings, when or _wall()):
             raise typer.Exit(0)  # no slot due, or another run took it: nothing to do
         ops.started(when or _wall())
@@ -254,7 +255,6 @@ def run(
             store,
             channel,
             Clock(fixed=when),
-            cipher=cipher,
             progress=progress and progress[1],
             on_planned=plan.add if plan else None,
             on_sent=ops.on_sent,
@@ -956,6 +956,7 @@ def sequences_check(
 ) -> None:
     """Validate everything before deploy: schema, ids, conditions, templates, window fit;
     with --db (or FOLLOWUP_DB) also that the lead store opens and has the lead table."""
+    from .crypto import storage_problems
     from .storecheck import SAMPLE_ROWS, check_against_leads
     from .tokens import unset_problems
 
@@ -975,7 +976,11 @@ def sequences_check(
         except errors.StoreConfigError as exc:
             store_problem = str(exc)
     # Custom attributes are data: with leads to look at, their figures replace the guesses.
-    problems = check_config(loaded, check_attributes=not rows) + unset_problems(loaded.config)
+    problems = (
+        check_config(loaded, check_attributes=not rows)
+        + unset_problems(loaded.config)
+        + storage_problems(loaded)
+    )
     stats = []
     if rows:
         found, stats = check_against_leads(loaded, rows)
@@ -1245,7 +1250,9 @@ def migrate(config: ConfigOpt = "sequences.yaml", db: DbOpt = None) -> None:
 
 @app.command()
 def keygen() -> None:
-    """Print a new key for FOLLOWUP_ENCRYPTION_KEY (encrypts message bodies at rest)."""
+    """Print a new key for FOLLOWUP_ENCRYPTION_KEY: message texts, recipient and
+    conversation ids and error texts are then stored encrypted. Several keys, comma-separated:
+    all read, the first writes (`followup keys rotate` moves everything to it)."""
     from .crypto import new_key
 
     out.print(new_key())
@@ -1441,7 +1448,7 @@ def events_ingest(
 
 
 # Command families that live in their own modules register themselves on ``app``.
-from . import cli_audit, cli_leads, cli_plan  # noqa: E402, F401
+from . import cli_audit, cli_keys, cli_leads, cli_plan  # noqa: E402, F401
 from .cli_examples import add_examples  # noqa: E402
 
 add_examples(app)

@@ -286,6 +286,15 @@ class Settings(_Model):
     account_workers: int = Field(
         16, ge=1, le=64, description="Accounts served in parallel by one run.", examples=[4]
     )
+    store_bodies: bool = Field(
+        False,
+        description=(
+            "Without FOLLOWUP_ENCRYPTION_KEY, keep each message's text in clear in the tracking "
+            "table (by default only its sequence, message and variant ids and a keyed hash of "
+            "it). With a key, texts are always kept, encrypted."
+        ),
+        examples=[True],
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -337,8 +346,9 @@ def _check_keywords(v: tuple[str, ...] | None) -> tuple[str, ...] | None:
 
 class SettingsOverride(_Model):
     """Per-account overrides: any Settings field except the store-wide ones (lead_table,
-    run_times, run_budget_minutes, account_workers: one run serves every account), plus the
-    channel's per-account caps (messages_per_hour, messages_per_day). All optional."""
+    run_times, run_budget_minutes, account_workers, store_bodies: one run serves every
+    account), plus the channel's per-account caps (messages_per_hour, messages_per_day). All
+    optional."""
 
     timezone: str | None = None
     min_score: int | None = Field(None, ge=-SCORE_BOUND, le=SCORE_BOUND)

@@ -30,7 +30,7 @@ from typing import Any
 from .channels.base import Channel, OutgoingMessage, SendResult, idempotency_key
 from .clock import Clock, wall
 from .config import Account, Config, LoadedConfig
-from .crypto import BodyCipher
+from .crypto import Cipher, stored_body
 from .models import (
     DELIVERED,
     FAILED,
@@ -243,7 +243,7 @@ class Engine:
         store: SqlStore,
         channel: Channel,
         clock: Clock | None = None,
-        cipher: BodyCipher | None = None,
+        cipher: Cipher | None = None,
         progress: ProgressFn | None = None,
         on_sent: Callable[[PlannedSend], None] | None = None,
         on_planned: Callable[[PlannedSend], None] | None = None,
@@ -253,7 +253,8 @@ class Engine:
         self.store = store
         self.channel = channel
         self.clock = clock or Clock()
-        self.cipher = cipher or BodyCipher(None)
+        if cipher is not None:  # else the store's: the keys of FOLLOWUP_ENCRYPTION_KEY
+            store.cipher = cipher
         self.renderer = Renderer(self.config)
         self.progress = progress
         self.on_sent = on_sent
@@ -302,6 +303,8 @@ class Engine:
                 results.append(work(a, self.store))
         else:
             stores = [self.store.clone() for _ in range(workers)]
+            for s in stores:
+                s.cipher = self.store.cipher
             free = list(stores)
             free_lock = threading.Lock()
 
@@ -856,7 +859,12 @@ class _LiveExecutor(_Executor):
                 store.start_enrollment(
                     fresh.id, d.sequence.id, fresh.account_id, d.anchor_at, now, person_key=person
                 )
-            body, encrypted = self.engine.cipher.seal(_body(text, media))
+            body, encrypted = stored_body(
+                store.cipher,
+                _body(text, media),
+                self.engine.config.settings.store_bodies,
+                store.person_secret(),
+            )
             row_data = self._row(
                 fresh, d, PENDING, body=body, body_encrypted=encrypted, person_key=person
             )

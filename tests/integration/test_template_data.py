@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from followup_cli.crypto import new_key
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.helpers import LeadDB, base_config, followup, graph_config, lead, write_config
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Madrid"))
+KEYED = {"FOLLOWUP_ENCRYPTION_KEY": new_key()}  # no "bodies are not stored" warning
 T = NOW - timedelta(hours=5)
 
 
@@ -72,7 +74,7 @@ def test_the_default_filter_serves_leads_that_lack_the_attribute(
     cfg = config_with(
         tmp_path, "Still keen on {{ lead.attributes.product | default('our product') }}?"
     )
-    check = followup("sequences", "check", "--config", str(cfg), "--db", db.url)
+    check = followup("sequences", "check", "--config", str(cfg), "--db", db.url, env=KEYED)
     assert check.returncode == 0 and "warning" not in check.stderr, check.stderr
     summary, _ = run_json(cfg, db)
     assert sorted(m["text"] for m in summary["messages"]) == [
@@ -120,7 +122,7 @@ def test_without_a_store_a_declared_attribute_passes(tmp_path: Path) -> None:
     cfg = base_config(attributes=["product"])
     cfg["sequences"][0]["messages"][0]["template"] = PRODUCT
     path = write_config(tmp_path / "sequences.yaml", cfg)
-    r = followup("sequences", "check", "--config", str(path))
+    r = followup("sequences", "check", "--config", str(path), env=KEYED)
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
 
 

@@ -16,6 +16,7 @@ import pytest
 from followup_cli.channels import make_channel
 from followup_cli.clock import Clock
 from followup_cli.config import load_config
+from followup_cli.crypto import new_key
 from followup_cli.engine import Engine, RunOptions, RunSummary, handoff
 from followup_cli.store import open_store
 from tests.fakes.graph_api import FakeGraphAPI
@@ -249,5 +250,6 @@ def test_check__warns_when_timing_can_never_fit_the_window_and_says_what_would(
 
 def test_check__timing_that_fits_gives_no_window_warning(tmp_path: Path) -> None:
     path = write_config(tmp_path / "sequences.yaml", base_config())
-    r = followup("sequences", "check", "--config", str(path))
+    keyed = {"FOLLOWUP_ENCRYPTION_KEY": new_key()}  # no "bodies are not stored" warning
+    r = followup("sequences", "check", "--config", str(path), env=keyed)
     assert r.returncode == 0 and "warning" not in r.stderr + r.stdout

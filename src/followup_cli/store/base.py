@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import auditchain, suppress
+from ..crypto import Cipher, UnreadableValue
 from ..models import (
     COUNTED,
     PENDING,
@@ -93,6 +94,9 @@ TRACKING_COLUMNS = (
     "updated_at",
     "person_key",
 )
+# Tracking columns sealed with FOLLOWUP_ENCRYPTION_KEY when it is set (the body is sealed by
+# the engine, which also decides whether it is stored at all; see crypto.py).
+SEALED_TRACKING = ("recipient_id", "conversation_id", "error_message")
 # The predicate of the partial index followup_tracking_open, repeated word for word in the
 # queries that want it: SQLite uses a partial index only when the query's WHERE contains its
 # predicate (``status = 'pending'`` alone does not imply ``status IN (...)`` for SQLite).
@@ -128,6 +132,29 @@ class SqlStore:
         self.lead_table = lead_table
         self._lead_columns: tuple[str, ...] | None = None
         self._secret: str | None = None
+        self._cipher: Cipher | None = None
+
+    @property
+    def cipher(self) -> Cipher:
+        """What seals personal data in the tool's tables: the keys of
+        $FOLLOWUP_ENCRYPTION_KEY unless set otherwise (``store.cipher = Cipher(keys)``)."""
+        if self._cipher is None:
+            self._cipher = Cipher.from_env()
+        return self._cipher
+
+    @cipher.setter
+    def cipher(self, value: Cipher) -> None:
+        self._cipher = value
+
+    def _seal(self, fields: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+        """``fields`` with ``columns`` sealed (without a key: as they are, escaped, see
+        crypto.CLEAR_PREFIX); records the key that sealed them."""
+        fields = dict(fields)
+        if self.cipher.seal_fields(fields, columns):
+            from .sealing import note_key
+
+            note_key(self, self.cipher)
+        return fields
 
     # ----------------------------------------------------------- backend hooks
     def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -676,7 +703,11 @@ class SqlStore:
             {"l": lead_id},
         )
         if rows:
-            return rows[0]["account_id"], str(rows[0]["recipient_id"])
+            try:
+                recipient = self.cipher.open(rows[0]["recipient_id"], strict=True)
+            except UnreadableValue:
+                return None  # sealed with a key not at hand: unknown, never a wrong person
+            return rows[0]["account_id"], str(recipient)
         return None
 
     def person_ref(self, lead_id: str) -> tuple[str, str | None, str | None] | None:
@@ -742,6 +773,7 @@ class SqlStore:
             "lead_id, kind, reason, source, actor, created_at) VALUES (:k, :kid, :a, :r, :l, "
             ":kind, :why, :s, :who, :now) ON CONFLICT (person_key) DO "
         )
+        params = self._seal(params, ("r",))
         if kind == suppress.ERASURE:
             sql += (
                 "UPDATE SET kind = excluded.kind, recipient_id = NULL, lead_id = NULL, "
@@ -766,10 +798,15 @@ class SqlStore:
         if not key:
             return None
         rows = self.rows("SELECT * FROM followup_suppressions WHERE person_key = :k", {"k": key})
-        return rows[0] if rows else None
+        return self.cipher.open_row(rows[0]) if rows else None
 
     def suppressions(self) -> list[dict[str, Any]]:
-        return self.rows("SELECT * FROM followup_suppressions ORDER BY created_at, person_key")
+        return [
+            self.cipher.open_row(r)
+            for r in self.rows(
+                "SELECT * FROM followup_suppressions ORDER BY created_at, person_key"
+            )
+        ]
 
     def is_erased(self, lead_id: str, key: str | None = None) -> bool:
         """An erasure holds for the lead id or for its person."""
@@ -826,7 +863,9 @@ class SqlStore:
         return rows[0]["claimed_at"] if rows else None
 
     def insert_followup(self, row: dict[str, Any]) -> int | None:
-        """Insert a tracking row; None when (lead, sequence, message) already has one."""
+        """Insert a tracking row; None when (lead, sequence, message) already has one.
+        Recipient and conversation ids and error texts are sealed here (with a key)."""
+        row = self._seal(row, SEALED_TRACKING)
         cols = [c for c in TRACKING_COLUMNS if c in row]
         sql = (
             f"INSERT INTO followup_tracking ({', '.join(cols)}) VALUES "
@@ -839,6 +878,9 @@ class SqlStore:
     def update_followup(
         self, followup_id: int, fields: dict[str, Any], only_status: str | None = None
     ) -> int:
+        # An unknown outcome's reason is the channel's error text: sealed like it.
+        error_reason = fields.get("status") == UNKNOWN and "error_message" in fields
+        fields = self._seal(fields, SEALED_TRACKING + (("reason",) if error_reason else ()))
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         sql = f"UPDATE followup_tracking SET {sets} WHERE id = :_id"
         params = dict(fields, _id=followup_id)
@@ -857,7 +899,7 @@ class SqlStore:
 
     def followup(self, followup_id: int) -> dict[str, Any] | None:
         rows = self.rows("SELECT * FROM followup_tracking WHERE id = :id", {"id": followup_id})
-        return rows[0] if rows else None
+        return self.cipher.open_row(rows[0]) if rows else None
 
     def followups(
         self,
@@ -874,9 +916,12 @@ class SqlStore:
         if status in (PENDING, UNKNOWN):
             where.append(OPEN_STATUSES)  # lets SQLite use the partial index (see below)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        return self.rows(
-            f"SELECT * FROM followup_tracking {clause} ORDER BY id LIMIT :limit", params
-        )
+        return [
+            self.cipher.open_row(r)
+            for r in self.rows(
+                f"SELECT * FROM followup_tracking {clause} ORDER BY id LIMIT :limit", params
+            )
+        ]
 
     def count_open(self, status: str = UNKNOWN) -> int:
         """How many follow-ups are ``pending`` or ``unknown`` (the partial index answers)."""
@@ -1320,7 +1365,30 @@ ORDER BY a.lead_id"""
         return rows[0] if rows else None
 
     def lead_for_recipient(self, recipient_id: str, account_id: str | None = None) -> str | None:
-        """The lead an IGSID belongs to: from our tracking rows, else from the lead store."""
+        """The lead an IGSID belongs to: from our tracking rows (by the person's keyed hash:
+        a sealed recipient id cannot be compared), else from the lead store."""
+        secret = self.person_secret()
+        if secret:
+            accounts = (
+                [account_id]
+                if account_id
+                else [
+                    r["account_id"]
+                    for r in self._query(
+                        "SELECT DISTINCT account_id FROM followup_tracking "
+                        "WHERE person_key IS NOT NULL"
+                    )
+                ]
+            )
+            keys = [suppress.person_key(secret, a, recipient_id) for a in accounts]
+            for chunk in _chunks(keys, 500):
+                where, names = self._in_list("person_key", chunk)
+                rows = self._query(
+                    f"SELECT lead_id FROM followup_tracking WHERE {where} ORDER BY id DESC LIMIT 1",
+                    names,
+                )
+                if rows:
+                    return str(rows[0]["lead_id"])
         acct = " AND account_id = :a" if account_id else ""
         rows = self._query(
             f"SELECT lead_id FROM followup_tracking WHERE recipient_id = :r{acct} "
@@ -1341,11 +1409,11 @@ ORDER BY a.lead_id"""
     def report_followups(
         self, start: datetime, end: datetime, account_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """Tracking rows (bodies left out) sent, or else claimed, in [start, end)."""
+        """Tracking rows (bodies, person and sealed columns left out) sent, or else claimed,
+        in [start, end)."""
         acct = " AND account_id = :a" if account_id else ""
-        cols = ", ".join(
-            c for c in TRACKING_COLUMNS if c not in ("body", "body_encrypted", "person_key")
-        )
+        left_out = ("body", "body_encrypted", "person_key", *SEALED_TRACKING)
+        cols = ", ".join(c for c in TRACKING_COLUMNS if c not in left_out)
         return self.rows(
             f"SELECT id, {cols}, delivered_at, read_at, responded_at, converted_at "
             "FROM followup_tracking WHERE ((sent_at >= :start AND sent_at < :end) OR "

@@ -1,0 +1,391 @@
+"""Encryption at rest (issue 9, point 5), on both stores: with FOLLOWUP_ENCRYPTION_KEY no
+message text, recipient id, conversation id or error text is in clear in the tool's tables
+(not in a dump, not in the database file or its WAL), yet the tool reads them; several keys
+read, the first writes; `keys rotate` moves everything to the first key; a key that cannot
+read the rows stops `run` (exit 2) before anything is sent; without a key texts are not
+stored unless `settings.store_bodies`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+
+from followup_cli.channels import make_channel
+from followup_cli.clock import Clock
+from followup_cli.config import parse_config
+from followup_cli.crypto import DIGEST_PREFIX, Cipher, key_id, new_key
+from followup_cli.engine import Engine, RunOptions
+from followup_cli.errors import ConfigError
+from followup_cli.events import ingest
+from followup_cli.store import open_store
+from followup_cli.store.sealing import check_keys, recorded_key_ids, rotate_keys
+from tests.fakes.graph_api import FakeGraphAPI
+from tests.helpers import LeadDB, base_config, followup, lead, write_config
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Madrid"))
+SILENT = NOW - timedelta(hours=5)
+IG = "17841000000000001"
+# What must never be found in clear in the tool's tables: a text, ids, an error text.
+RECIPIENT, CONVERSATION, TEXT = "IGSID-SECRET-4711", "CONV-SECRET-0815", "Hi Zebulon, step one"
+FAILING, ERROR = "IGSID-SECRET-9999", "ERRTEXT-SECRET-42"
+SECRETS = (RECIPIENT, CONVERSATION, TEXT, FAILING, ERROR)
+
+
+def secret_lead(lead_id: str = "k1", **over: Any) -> dict[str, Any]:
+    row = {
+        "recipient_id": RECIPIENT,
+        "conversation_id": CONVERSATION,
+        "first_name": "Zebulon",
+        "last_inbound_at": SILENT,
+        "last_outbound_at": SILENT + timedelta(hours=1),
+    }
+    return lead(lead_id, **{**row, **over})
+
+
+def due(lead_id: str, **over: Any) -> dict[str, Any]:
+    return lead(
+        lead_id, last_inbound_at=SILENT, last_outbound_at=SILENT + timedelta(hours=1), **over
+    )
+
+
+def cfg_dict(graph: FakeGraphAPI, **settings: Any) -> dict[str, Any]:
+    cfg = base_config(channel={"type": "instagram", "api_base": graph.base_url, "window_hours": 24})
+    cfg["settings"].update(settings)
+    return cfg
+
+
+def run_engine(
+    db: LeadDB, graph: FakeGraphAPI, keys: str | None, keep_open: bool = False, **settings: Any
+) -> Any:
+    """One run in this process (the store's cipher from ``keys``); returns the open store
+    with ``keep_open`` (the SQLite WAL is still there), else the summary."""
+    loaded = parse_config(yaml.safe_dump(cfg_dict(graph, **settings)), "sequences.yaml")
+    store = open_store(db.url)
+    engine = Engine(
+        loaded, store, make_channel(loaded.config), Clock(fixed=NOW), cipher=Cipher(keys)
+    )
+    summary = engine.run(RunOptions(now=NOW))
+    if keep_open:
+        return store
+    store.close()
+    return summary
+
+
+def cli_run(path: Path, db: LeadDB, keys: str | None) -> Any:
+    env = {"FOLLOWUP_TOKEN_A": "tok-a"}
+    if keys is not None:
+        env["FOLLOWUP_ENCRYPTION_KEY"] = keys
+    return followup("run", "--config", str(path), "--db", db.url, "--now", NOW.isoformat(), env=env)
+
+
+def tool_text(db: LeadDB, tables: str = "followup_") -> str:
+    """Every value the database holds in the named tables, as text: SQLite's dump (INSERT
+    lines), Postgres's every text and JSON column."""
+    if db.backend == "sqlite":
+        conn = sqlite3.connect(db.url)
+        try:
+            return "\n".join(
+                line for line in conn.iterdump() if line.startswith(f'INSERT INTO "{tables}')
+            )
+        finally:
+            conn.close()
+    cols = db.query(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ? "
+        "AND data_type IN ('text', 'character varying', 'jsonb', 'json')",
+        (db.schema,),
+    )
+    values = []
+    for c in cols:
+        if c["table_name"].startswith(tables):
+            values += [
+                r["v"]
+                for r in db.query(f"SELECT {c['column_name']}::text AS v FROM {c['table_name']}")
+            ]
+    return "\n".join(str(v) for v in values)
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOLLOWUP_TOKEN_A", "tok-a")
+
+
+def test_with_a_key__nothing_personal_in_clear_in_a_dump_or_the_file_yet_the_tool_reads_it(
+    db: LeadDB, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    key = new_key()
+    db.insert(
+        secret_lead(),
+        due("k2", recipient_id=FAILING, conversation_id="conv_k2", first_name="Zebulon"),
+    )
+    graph.fail(551, message=f"user gone ({ERROR})", recipient_id=FAILING)
+    store = run_engine(db, graph, key, keep_open=True)
+    try:
+        assert [c.recipient_id for c in graph.deliveries] == [RECIPIENT]
+        if db.backend == "sqlite":  # the WAL, while the run's connection still holds it
+            wal = Path(db.url + "-wal")
+            assert wal.exists() and wal.stat().st_size > 0
+            raw = wal.read_bytes()
+            assert not [s for s in SECRETS if s.encode() in raw]
+        # The tool reads its rows back, decrypted.
+        rows = {r["lead_id"]: r for r in store.followups()}
+        assert (rows["k1"]["recipient_id"], rows["k1"]["conversation_id"]) == (
+            RECIPIENT,
+            CONVERSATION,
+        )
+        assert rows["k1"]["body"] == TEXT and rows["k1"]["status"] == "sent"
+        assert rows["k2"]["status"] == "failed" and ERROR in rows["k2"]["error_message"]
+        check_keys(store)  # the key at hand reads them: no error
+    finally:
+        store.close()
+    dump = tool_text(db)
+    assert "followup_tracking" in dump or db.backend == "postgres"
+    assert not [s for s in SECRETS if s in dump], "found in clear in the tool's tables"
+    assert RECIPIENT in tool_text(db, "leads"), "the check can see clear values"
+    # The commands that read the rows still work with the key.
+    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    env = {"FOLLOWUP_ENCRYPTION_KEY": key}
+    rep = followup(
+        "report", "--config", str(path), "--db", db.url, "--date", "2026-03-02", "--format",
+        "json", env=env,
+    )  # fmt: skip
+    assert rep.returncode == 0, rep.stderr
+    assert '"sent"' in rep.stdout
+    exp = followup("explain", "k1", "--config", str(path), "--db", db.url, "--json", env=env)
+    assert exp.returncode == 0, exp.stderr
+    assert json.loads(exp.stdout)["history"][0]["recipient_id"] == RECIPIENT
+    if db.backend == "sqlite":
+        # The host deletes its own rows (zeroed): what is left in the file is the tool's.
+        conn = sqlite3.connect(db.url)
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("DELETE FROM leads")
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        raw = Path(db.url).read_bytes()
+        wal = Path(db.url + "-wal")
+        raw += wal.read_bytes() if wal.exists() else b""
+        assert b"followup_tracking" in raw
+        assert not [s for s in SECRETS if s.encode() in raw]
+
+
+def test_webhook_ingest_matches_a_sealed_recipient_by_its_keyed_hash(
+    db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    key = new_key()
+    db.insert(secret_lead())
+    run_engine(db, graph, key)
+    # The host deletes the lead row: only the tool's (sealed) rows know the recipient now.
+    db.query("DELETE FROM leads")
+    assert not db.query("SELECT 1 FROM followup_tracking WHERE recipient_id = ?", (RECIPIENT,))
+    loaded = parse_config(yaml.safe_dump(cfg_dict(graph)), "sequences.yaml")
+    at = NOW + timedelta(minutes=30)
+    payload = {
+        "object": "instagram",
+        "entry": [
+            {
+                "id": IG,
+                "time": int(at.timestamp() * 1000),
+                "messaging": [
+                    {
+                        "sender": {"id": RECIPIENT},
+                        "recipient": {"id": IG},
+                        "timestamp": int(at.timestamp() * 1000),
+                        "message": {"mid": "m_reply", "text": "tell me more"},
+                    }
+                ],
+            }
+        ],
+    }
+    store = open_store(db.url, migrate=False)
+    store.cipher = Cipher(key)
+    try:
+        res = ingest(
+            store, loaded.config, json.dumps(payload), "hook.json", NOW + timedelta(hours=1), "t"
+        )
+    finally:
+        store.close()
+    assert res.unmatched == 0 and res.applied == {"replied": 1}, res.as_dict()
+    assert db.query("SELECT status FROM followup_tracking") == [{"status": "responded"}]
+
+
+def test_two_keys__old_rows_read_new_rows_use_the_first__rotate_then_drop_the_old(
+    db: LeadDB, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    old, new = new_key(), new_key()
+    db.insert(secret_lead("k1"))
+    run_engine(db, graph, old)
+    db.insert(due("k2"))
+    run_engine(db, graph, f"{new}, {old}")  # comma and space: both separators
+    first = {r["lead_id"]: r for r in db.query("SELECT * FROM followup_tracking")}
+    assert first["k1"]["recipient_id"].startswith(f"enc1:{key_id(old)}:")
+    assert first["k2"]["recipient_id"].startswith(f"enc1:{key_id(new)}:")
+    assert first["k2"]["body"].startswith(f"enc1:{key_id(new)}:")
+    store = open_store(db.url)
+    try:
+        store.cipher = Cipher(f"{new},{old}")
+        assert {r["lead_id"]: r["recipient_id"] for r in store.followups()} == {
+            "k1": RECIPIENT,
+            "k2": "ig_k2",
+        }
+        check_keys(store)
+        assert recorded_key_ids(store) == sorted([key_id(old), key_id(new)])
+        # Dropping the old key before rotating is caught, naming it.
+        with pytest.raises(ConfigError, match=key_id(old)):
+            check_keys(store, Cipher(new))
+        dry = rotate_keys(store, store.cipher, NOW, dry_run=True, batch=1)
+        assert dry.rows == {"followup_tracking": 1} and dry.rotated == 3  # body, 2 ids
+        assert db.query("SELECT * FROM followup_tracking ORDER BY id") == sorted(
+            first.values(), key=lambda r: r["id"]
+        )
+        done = rotate_keys(store, store.cipher, NOW, batch=1)
+        assert done.rows == dry.rows and done.rotated == dry.rotated and not done.unreadable
+        again = rotate_keys(store, store.cipher, NOW, batch=1)
+        assert sum(again.rows.values()) == 0, "idempotent"
+        assert recorded_key_ids(store) == [key_id(new)]
+        assert [a["action"] for a in store.audit_log() if a["action"] == "keys_rotate"] == [
+            "keys_rotate",
+            "keys_rotate",
+        ]
+        # The old key is gone: everything reads with the new one alone.
+        store.cipher = Cipher(new)
+        check_keys(store)
+        rows = {r["lead_id"]: r for r in store.followups()}
+        assert (rows["k1"]["recipient_id"], rows["k1"]["body"]) == (RECIPIENT, TEXT)
+    finally:
+        store.close()
+
+
+def test_a_key_that_cannot_read_the_rows__run_exits_2_in_one_line_and_sends_nothing(
+    db: LeadDB, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    old = new_key()
+    db.insert(secret_lead("k1"))
+    run_engine(db, graph, old)
+    sent = len(graph.calls)
+    db.insert(due("k2"))
+    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    wrong = cli_run(path, db, new_key())
+    assert wrong.returncode == 2
+    lines = wrong.stderr.strip().splitlines()
+    assert len(lines) == 1 and key_id(old) in lines[0] and "keys rotate" in lines[0], lines
+    unset = cli_run(path, db, None)
+    assert unset.returncode == 2 and "FOLLOWUP_ENCRYPTION_KEY is not set" in unset.stderr
+    assert len(unset.stderr.strip().splitlines()) == 1
+    assert len(graph.calls) == sent, "the Graph API received nothing"
+    assert [r["lead_id"] for r in db.query("SELECT lead_id FROM followup_tracking")] == ["k1"]
+    # A lost key: `keys rotate` names it; --drop-unreadable lets the store go on without it.
+    env = {"FOLLOWUP_ENCRYPTION_KEY": new_key()}
+    stuck = followup("keys", "rotate", "--config", str(path), "--db", db.url, env=env)
+    assert stuck.returncode == 2 and key_id(old) in stuck.stderr
+    gone = followup(
+        "keys", "rotate", "--drop-unreadable", "--config", str(path), "--db", db.url, env=env
+    )
+    assert gone.returncode == 0, gone.stderr
+    assert "unreadable removed" in gone.stdout
+    ok = cli_run(path, db, env["FOLLOWUP_ENCRYPTION_KEY"])
+    assert ok.returncode == 0, ok.stderr
+    assert [c.recipient_id for c in graph.deliveries][-1] == "ig_k2"
+    row = db.query("SELECT recipient_id, person_key FROM followup_tracking WHERE lead_id = 'k1'")
+    assert row[0]["recipient_id"] is None and row[0]["person_key"], "the person stays known"
+
+
+def test_without_a_key__texts_are_not_stored_and_check_says_so_once(
+    db: LeadDB, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    db.insert(secret_lead("k1"))
+    run_engine(db, graph, None)
+    row = db.query("SELECT * FROM followup_tracking")[0]
+    assert row["body"].startswith(DIGEST_PREFIX) and TEXT not in json.dumps(row, default=str)
+    assert (row["sequence_id"], row["message_id"], bool(row["body_encrypted"])) == (
+        "s1",
+        "m1",
+        False,
+    )
+    assert "variant_id" in row
+    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    check = followup("sequences", "check", "--config", str(path), env={"FOLLOWUP_TOKEN_A": "x"})
+    assert check.returncode == 0, check.stderr
+    said = [ln for ln in check.stderr.splitlines() if "FOLLOWUP_ENCRYPTION_KEY" in ln]
+    assert len(said) == 1 and "not stored" in said[0] and "warning" in said[0], check.stderr
+    keyed = followup(
+        "sequences", "check", "--config", str(path),
+        env={"FOLLOWUP_TOKEN_A": "x", "FOLLOWUP_ENCRYPTION_KEY": new_key()},
+    )  # fmt: skip
+    assert "FOLLOWUP_ENCRYPTION_KEY" not in keyed.stderr
+    bad = followup(
+        "sequences", "check", "--config", str(path),
+        env={"FOLLOWUP_TOKEN_A": "x", "FOLLOWUP_ENCRYPTION_KEY": "not-a-key"},
+    )  # fmt: skip
+    assert bad.returncode == 2 and "not a valid Fernet key" in bad.stderr
+
+
+def test_store_bodies_without_a_key__stored_in_clear__then_rotate_encrypts_them(
+    db: LeadDB, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    db.insert(secret_lead("k1"))
+    run_engine(db, graph, None, store_bodies=True)
+    row = db.query("SELECT body, recipient_id, body_encrypted FROM followup_tracking")[0]
+    assert (row["body"], row["recipient_id"], bool(row["body_encrypted"])) == (
+        TEXT,
+        RECIPIENT,
+        False,
+    )
+    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph, store_bodies=True))
+    check = followup("sequences", "check", "--config", str(path), env={"FOLLOWUP_TOKEN_A": "x"})
+    said = [ln for ln in check.stderr.splitlines() if "FOLLOWUP_ENCRYPTION_KEY" in ln]
+    assert len(said) == 1 and "store_bodies" in said[0] and "in clear" in said[0], check.stderr
+    # A key is added later: `keys rotate` encrypts what was stored in clear.
+    key = new_key()
+    env = {"FOLLOWUP_ENCRYPTION_KEY": key}
+    dry = followup("keys", "rotate", "--dry-run", "--config", str(path), "--db", db.url, env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "1 row(s) would change" in dry.stdout and TEXT in tool_text(db)
+    done = followup("keys", "rotate", "--config", str(path), "--db", db.url, env=env)
+    assert done.returncode == 0 and "1 row(s) changed" in done.stdout, done.stdout + done.stderr
+    assert "3 encrypted that were in clear" in done.stdout
+    assert not [s for s in (TEXT, RECIPIENT, CONVERSATION) if s in tool_text(db)]
+    store = open_store(db.url)
+    try:
+        store.cipher = Cipher(key)
+        got = store.followups()[0]
+        assert (got["body"], got["recipient_id"], got["conversation_id"]) == (
+            TEXT,
+            RECIPIENT,
+            CONVERSATION,
+        )
+    finally:
+        store.close()
+
+
+def test_optout_of_a_person_keeps_the_recipient_sealed_and_exports_it_in_clear(
+    db: LeadDB, tmp_path: Path
+) -> None:
+    key = new_key()
+    db.insert(secret_lead("k1"))
+    path = write_config(tmp_path / "sequences.yaml", base_config())
+    env = {"FOLLOWUP_ENCRYPTION_KEY": key}
+    r = followup("optout", "k1", "--config", str(path), "--db", db.url, env=env)
+    assert r.returncode == 0, r.stderr
+    assert RECIPIENT not in tool_text(db)
+    listed = followup("optout", "--export", "--config", str(path), "--db", db.url, env=env)
+    assert listed.returncode == 0 and RECIPIENT in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_a_lead_value_that_looks_sealed_never_stops_a_run(db: LeadDB, graph: FakeGraphAPI) -> None:
+    odd = "enc1:deadbeef:not-a-token"
+    db.insert(secret_lead("k1", conversation_id=odd))
+    run_engine(db, graph, None)
+    store = open_store(db.url)
+    try:
+        check_keys(store, Cipher(None))  # no "rows are encrypted" from a host's odd value
+        check_keys(store, Cipher(new_key()))
+        assert store.followups()[0]["conversation_id"] == odd
+    finally:
+        store.close()
