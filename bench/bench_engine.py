@@ -477,7 +477,7 @@ def send_runs(
             text = config(
                 args.accounts,
                 graph_channel(fake.base_url),
-                **({"account_workers": args.workers} if args.workers else {}),
+                **({"max_in_flight": args.workers} if args.workers else {}),
             )
             s = build(dialect, tmp, args.pg, due, due, args.accounts, text)
             base = ["run", "--now", NOW.isoformat(), "--config", str(s.cfg), "--db", s.url]
@@ -569,7 +569,12 @@ def main(argv: list[str] | None = None) -> None:
         common(p, accounts)
         p.add_argument("--due", type=int, default=due)
         p.add_argument("--latency", type=float, default={"send": 0.0}.get(name, 0.15))
-        p.add_argument("--workers", type=int, default=0, help="settings.account_workers")
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            help="settings.max_in_flight (default: the config default)",
+        )
         if name == "inflight":
             p.add_argument("--per-account", type=int, default=20)
         if name == "scaleout":

@@ -43,7 +43,7 @@ def config_text(base_url: str, accounts: int) -> str:
             "messages_per_hour": 1_000_000,
             "max_retries": 0,
         },
-        settings={"account_workers": accounts, "quiet_hours": None, "timezone": "UTC"},
+        settings={"max_in_flight": accounts, "quiet_hours": None, "timezone": "UTC"},
     )
     cfg["accounts"] = [
         {"id": f"acct_{i}", "ig_user_id": f"1784100000000{i:04d}", "token_env": "BENCH_TOKEN"}

@@ -283,9 +283,26 @@ class Settings(_Model):
         description="Share of permanent failures that stops an account for the run.",
         examples=[0.5],
     )
-    account_workers: int = Field(
-        16, ge=1, le=64, description="Accounts served in parallel by one run.", examples=[4]
+    max_in_flight: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description=(
+            "Requests one run keeps in flight at most, across all accounts (each account "
+            "still sends one message at a time, in its own order, within its own caps)."
+        ),
+        examples=[16],
     )
+    account_workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description=(
+            "Deprecated: the old name of `max_in_flight`, used when that is not given. Rename it."
+        ),
+        examples=[4],
+    )
+
     store_bodies: bool = Field(
         False,
         description=(
@@ -295,6 +312,19 @@ class Settings(_Model):
         ),
         examples=[True],
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_account_workers(cls, data: Any) -> Any:
+        """A config of before `max_in_flight` keeps its bound: `account_workers` accounts
+        sending one message at a time were that many requests in flight."""
+        if (
+            isinstance(data, dict)
+            and data.get("account_workers") is not None
+            and data.get("max_in_flight") is None
+        ):
+            data = {**data, "max_in_flight": data["account_workers"]}
+        return data
 
     @field_validator("timezone")
     @classmethod
@@ -346,9 +376,9 @@ def _check_keywords(v: tuple[str, ...] | None) -> tuple[str, ...] | None:
 
 class SettingsOverride(_Model):
     """Per-account overrides: any Settings field except the store-wide ones (lead_table,
-    run_times, run_budget_minutes, account_workers, store_bodies: one run serves every
-    account), plus the channel's per-account caps (messages_per_hour, messages_per_day). All
-    optional."""
+    run_times, run_budget_minutes, max_in_flight, account_workers, store_bodies: one run
+    serves every account), plus the channel's per-account caps (messages_per_hour,
+    messages_per_day). All optional."""
 
     timezone: str | None = None
     min_score: int | None = Field(None, ge=-SCORE_BOUND, le=SCORE_BOUND)
@@ -1238,6 +1268,22 @@ def check_config(loaded: LoadedConfig, check_attributes: bool = True) -> list[Pr
                     )
 
     problems.extend(window_warnings(loaded))
+    if cfg.settings.account_workers is not None:
+        loc = ("settings", "account_workers")
+        problems.append(
+            Problem(
+                line(*loc),
+                "settings.account_workers",
+                "the old name of settings.max_in_flight (requests in flight across all "
+                "accounts); rename it"
+                + (
+                    " (max_in_flight is given too and wins)"
+                    if cfg.settings.max_in_flight != cfg.settings.account_workers
+                    else ""
+                ),
+                "warning",
+            )
+        )
     if cfg.channel.type == "webhook" and not cfg.channel.secret_env:
         loc = ("channel", "type")
         problems.append(

@@ -20,9 +20,8 @@ import os
 import socket
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +50,7 @@ STALE_HEARTBEAT_SECONDS = 300
 UNREACHABLE_STREAK = 3  # sends in a row that found no API stop an account that it once reached
 _TICK = timedelta(microseconds=1)  # ``claimed_at > since - tick``: the day's first instant counts
 CANDIDATE_PAGE = 1000
+DB_CONNECTIONS = 8  # store connections one run opens at most, however many sends in flight
 
 
 @dataclass
@@ -288,41 +288,20 @@ class Engine:
                     detail={"digest": self.loaded.digest, "path": self.loaded.path},
                 )
         remaining = [options.limit]  # shared across accounts, guarded by self._lock
-        results: list[AccountResult] = []
-
-        def work(acct: Account, store: SqlStore) -> AccountResult:
-            return self._run_account(acct, store, now, run_id, options, budget, remaining)
-
-        enabled = [a for a in accounts if a.enabled]
-        for a in accounts:
-            if not a.enabled:
-                results.append(AccountResult(a.id, stopped=None))
-        workers = min(self.config.settings.account_workers, len(enabled))
+        results = [AccountResult(a.id, stopped=None) for a in accounts if not a.enabled]
+        runs = [
+            _AccountRun(self, a, now, run_id, options, budget, remaining)
+            for a in accounts
+            if a.enabled
+        ]
+        workers = min(self.config.settings.max_in_flight, len(runs))
         if workers <= 1 or options.dry_run:
-            for a in enabled:
-                results.append(work(a, self.store))
+            for r in runs:
+                while r.step(self.store):
+                    pass
         else:
-            stores = [self.store.clone() for _ in range(workers)]
-            for s in stores:
-                s.cipher = self.store.cipher
-            free = list(stores)
-            free_lock = threading.Lock()
-
-            def pooled(a: Account) -> AccountResult:
-                with free_lock:
-                    s = free.pop()
-                try:
-                    return work(a, s)
-                finally:
-                    with free_lock:
-                        free.append(s)
-
-            try:
-                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="account") as pool:
-                    results.extend(pool.map(pooled, enabled))
-            finally:
-                for s in stores:
-                    s.close()
+            self._serve(runs, workers)
+        results.extend(r.result for r in runs)
         order = {a.id: i for i, a in enumerate(self.config.accounts)}
         summary.accounts = sorted(results, key=lambda r: order.get(r.account_id, 1 << 30))
         summary.elapsed_seconds = self.clock.elapsed()
@@ -344,6 +323,67 @@ class Engine:
         st = self.config.settings
         to_next = (next_run_slot(now, st) - now).total_seconds() - 300
         return max(60.0, min(st.run_budget_minutes * 60, to_next))
+
+    def _serve(self, runs: list[_AccountRun], workers: int) -> None:
+        """Step the accounts on ``workers`` threads, round robin: a thread takes the account
+        that has waited longest, handles its leads up to and including one API call, and
+        puts it back at the end of the line. An account is on one thread at a time, so its
+        sends stay one at a time and in its order, and at most ``workers`` requests are in
+        flight whatever the number of accounts. The threads share ``DB_CONNECTIONS`` store
+        connections at most (each store serialises its own use: a transaction holds its
+        connection, a send holds none)."""
+        stores = [self.store.clone() for _ in range(min(workers, DB_CONNECTIONS))]
+        for s in stores:
+            s.cipher = self.store.cipher
+        ready = deque(runs)
+        cond = threading.Condition()
+        state = {"busy": 0, "stop": False}
+        errors: list[BaseException] = []
+
+        def serve(store: SqlStore) -> None:
+            while True:
+                with cond:
+                    while not ready and state["busy"] and not state["stop"]:
+                        cond.wait()
+                    if not ready or state["stop"]:
+                        return
+                    r = ready.popleft()
+                    state["busy"] += 1
+                more = False
+                try:
+                    more = r.step(store)
+                except BaseException as exc:  # noqa: BLE001 - raised by run() once all stop
+                    errors.append(exc)
+                finally:
+                    with cond:
+                        state["busy"] -= 1
+                        if more:
+                            ready.append(r)
+                        cond.notify_all()
+
+        threads = [
+            threading.Thread(
+                target=serve, args=(stores[i % len(stores)],), name=f"send-{i}", daemon=True
+            )
+            for i in range(workers)
+        ]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            # Interrupted: each thread finishes the lead it holds (its claim gets its
+            # outcome), then takes no other.
+            with cond:
+                state["stop"] = True
+                cond.notify_all()
+            for t in threads:
+                t.join()
+            for s in stores:
+                s.close()
+        if errors:
+            raise errors[0]
 
     # ----------------------------------------------------------- stale claims
     def expire_stale_claims(self, now: datetime, run_id: str) -> int:
@@ -484,86 +524,6 @@ class Engine:
             return d.anchor_at + timedelta(hours=last)
         return None
 
-    # ---------------------------------------------------------------- account
-    def _run_account(
-        self,
-        account: Account,
-        store: SqlStore,
-        now: datetime,
-        run_id: str,
-        options: RunOptions,
-        budget: float,
-        remaining: list[int | None],
-    ) -> AccountResult:
-        result = AccountResult(account.id)
-        live = not options.dry_run
-        actionable, bookkeeping = self.plan_account(account, store, now, result, live)
-        # Real time moves during a run (a send takes time, a wait takes longer); with --now
-        # the run happens at one instant and never waits.
-        real_time = options.now is None and not self.clock.simulated
-        executor: _Executor = (
-            _LiveExecutor(self, store, account, now, run_id, result, real_time)
-            if live
-            else _DryExecutor(self, store, account, now, run_id, result)
-        )
-        for lead, d in bookkeeping:
-            executor.bookkeep(lead, d)
-        total = len(actionable)
-        batch_size = self.config.settings_for(account).batch_size
-        rate_blocked = False  # the account is at its hourly limit and cannot wait for it
-        day_blocked = False  # the account's daily cap is reached
-
-        def sends_from(i: int) -> int:
-            return sum(1 for _, x in actionable[i:] if x.action == "send")
-
-        beat = self.clock.elapsed()
-        for i, (lead, d) in enumerate(actionable):
-            if live and (i % batch_size == 0 or self.clock.elapsed() - beat > 30):
-                # Each batch (and every 30 s within one) the run shows it is alive, so that
-                # other runs never take its open claims for a dead run's.
-                beat = self.clock.elapsed()
-                store.heartbeat(run_id, wall())
-            if result.stopped:
-                result.deferred["account_stopped"] += sends_from(i)
-                break
-            if self.clock.elapsed() > budget:
-                result.deferred["time_budget"] += sends_from(i)
-                break
-            if d.action == "send" and (rate_blocked or day_blocked):
-                result.deferred["daily_cap" if day_blocked else "rate_limit"] += 1
-                if self.progress:
-                    self.progress(account.id, i + 1, total)
-                continue
-            if d.action == "send":
-                with self._lock:
-                    if remaining[0] is not None and remaining[0] <= 0:
-                        result.deferred["limit"] += sends_from(i)
-                        break
-                    if remaining[0] is not None:
-                        remaining[0] -= 1
-            while (verdict := executor.execute(lead, d)) in ("rate_limit", "daily_cap"):
-                if verdict == "daily_cap":
-                    # The account's day is used up: nothing to wait for in this run.
-                    day_blocked = True
-                    result.deferred["daily_cap"] += 1
-                    with self._lock:
-                        if remaining[0] is not None:
-                            remaining[0] += 1
-                    break
-                # At the limit: wait for the sliding window only when time is real and the
-                # run's budget allows; otherwise the rest of the account waits for a later run.
-                can_wait = live and real_time
-                if not (can_wait and self._wait_for_rate_window(account, store, run_id, budget)):
-                    rate_blocked = True
-                    result.deferred["rate_limit"] += 1
-                    with self._lock:
-                        if remaining[0] is not None:
-                            remaining[0] += 1
-                    break
-            if self.progress:
-                self.progress(account.id, i + 1, total)
-        return result
-
     def _wait_for_rate_window(
         self, account: Account, store: SqlStore, run_id: str, budget: float
     ) -> bool:
@@ -625,6 +585,125 @@ class Engine:
         return None
 
 
+class _AccountRun:
+    """One account's part of a run: its plan, then its due leads one at a time in its own
+    order (windows closing soonest first), within its hourly and daily caps, the run's
+    ``--limit`` and time budget. ``step`` does the next piece of work on the store it is
+    given; the engine never steps one account on two threads at once."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        account: Account,
+        now: datetime,
+        run_id: str,
+        options: RunOptions,
+        budget: float,
+        remaining: list[int | None],
+    ) -> None:
+        self.engine = engine
+        self.account = account
+        self.now = now
+        self.run_id = run_id
+        self.options = options
+        self.budget = budget
+        self.remaining = remaining  # the run's --limit, shared (engine._lock)
+        self.result = AccountResult(account.id)
+        self.live = not options.dry_run
+        self.executor: _Executor | None = None
+        self.actionable: list[tuple[Lead, Decision]] = []
+        self.i = 0  # the next lead of ``actionable``
+        self.batch_size = engine.config.settings_for(account).batch_size
+        self.rate_blocked = False  # the account is at its hourly limit and cannot wait for it
+        self.day_blocked = False  # the account's daily cap is reached
+        self.beat = 0.0
+
+    def _start(self, store: SqlStore) -> _Executor:
+        engine, result = self.engine, self.result
+        self.actionable, bookkeeping = engine.plan_account(
+            self.account, store, self.now, result, self.live
+        )
+        # Real time moves during a run (a send takes time, a wait takes longer); with --now
+        # the run happens at one instant and never waits.
+        self.real_time = self.options.now is None and not engine.clock.simulated
+        args = (engine, store, self.account, self.now, self.run_id, result)
+        executor = _LiveExecutor(*args, self.real_time) if self.live else _DryExecutor(*args)
+        for lead, d in bookkeeping:
+            executor.bookkeep(lead, d)
+        self.beat = engine.clock.elapsed()
+        return executor
+
+    def _sends_from(self, i: int) -> int:
+        return sum(1 for _, x in self.actionable[i:] if x.action == "send")
+
+    def step(self, store: SqlStore) -> bool:
+        """Plan the account if not yet done, then handle its next leads up to and including
+        the first that calls the API. True while leads are left."""
+        if self.executor is None:
+            self.executor = self._start(store)
+        executor, engine, result, account = self.executor, self.engine, self.result, self.account
+        executor.store = store
+        calls = executor.calls
+        total = len(self.actionable)
+        while self.i < total:
+            if executor.calls != calls:
+                return True  # one API call a turn: the next account's turn
+            i = self.i
+            self.i += 1
+            lead, d = self.actionable[i]
+            if self.live and (i % self.batch_size == 0 or engine.clock.elapsed() - self.beat > 30):
+                # Each batch (and every 30 s within one) the run shows it is alive, so that
+                # other runs never take its open claims for a dead run's.
+                self.beat = engine.clock.elapsed()
+                store.heartbeat(self.run_id, wall())
+            if result.stopped:
+                result.deferred["account_stopped"] += self._sends_from(i)
+                break
+            if engine.clock.elapsed() > self.budget:
+                result.deferred["time_budget"] += self._sends_from(i)
+                break
+            if d.action == "send" and (self.rate_blocked or self.day_blocked):
+                result.deferred["daily_cap" if self.day_blocked else "rate_limit"] += 1
+                if engine.progress:
+                    engine.progress(account.id, i + 1, total)
+                continue
+            if d.action == "send":
+                with engine._lock:
+                    if self.remaining[0] is not None and self.remaining[0] <= 0:
+                        result.deferred["limit"] += self._sends_from(i)
+                        break
+                    if self.remaining[0] is not None:
+                        self.remaining[0] -= 1
+            while (verdict := executor.execute(lead, d)) in ("rate_limit", "daily_cap"):
+                if verdict == "daily_cap":
+                    # The account's day is used up: nothing to wait for in this run.
+                    self.day_blocked = True
+                    result.deferred["daily_cap"] += 1
+                    self._give_back()
+                    break
+                # At the limit: wait for the sliding window only when time is real and the
+                # run's budget allows; otherwise the rest of the account waits for a later run.
+                can_wait = self.live and self.real_time
+                if not (
+                    can_wait
+                    and engine._wait_for_rate_window(account, store, self.run_id, self.budget)
+                ):
+                    self.rate_blocked = True
+                    result.deferred["rate_limit"] += 1
+                    self._give_back()
+                    break
+            if engine.progress:
+                engine.progress(account.id, i + 1, total)
+        self.i = total
+        return False
+
+    def _give_back(self) -> None:
+        """A send the --limit counted did not happen: it counts for another lead."""
+        with self.engine._lock:
+            if self.remaining[0] is not None:
+                self.remaining[0] += 1
+
+
 class _Executor:
     def __init__(
         self,
@@ -646,6 +725,7 @@ class _Executor:
         self.config = engine.config
         self.rate_limit, self.day_limit = engine.config.rate_limits(account)
         self.day_tz = engine.config.settings_for(account).timezone
+        self.calls = 0  # messages handed to the channel (the scheduler's unit of a turn)
 
     def bookkeep(self, lead: Lead, d: Decision) -> None:
         raise NotImplementedError
@@ -933,6 +1013,7 @@ class _LiveExecutor(_Executor):
             # (or while a retry waits for Retry-After) still stops the message
             still_wanted=lambda: not store.is_opted_out(lead.id, person),
         )
+        self.calls += 1
         try:
             result = self.engine.channel.send(msg)
         except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the claim
