@@ -12,7 +12,17 @@ from typer.core import TyperGroup
 
 from . import errors
 from .auditchain import verify
-from .cli import ConfigOpt, DbOpt, JsonOpt, _fmt, _load_optional, _print_json, _store, app, out
+from .cli_common import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    _fmt,
+    _load_optional,
+    _print_json,
+    _store,
+    app,
+    out,
+)
 
 SHOWN = 50  # problems printed as text; --json has them all
 

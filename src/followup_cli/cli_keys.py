@@ -10,7 +10,17 @@ from typing import Annotated
 import typer
 
 from . import errors
-from .cli import ConfigOpt, DbOpt, JsonOpt, _load_optional, _print_json, _store, app, err, out
+from .cli_common import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    _load_optional,
+    _print_json,
+    _store,
+    app,
+    err,
+    out,
+)
 from .crypto import KEY_ENV
 
 keys_app = typer.Typer(

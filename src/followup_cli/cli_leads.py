@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import errors
-from .cli import (
+from .cli_common import (
     ConfigOpt,
     DbOpt,
     JsonOpt,

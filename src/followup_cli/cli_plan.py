@@ -9,7 +9,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .cli import ConfigOpt, DbOpt, JsonOpt, NowOpt, _load, _now, _print_json, _store, app, err, out
+from .cli_common import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    NowOpt,
+    _load,
+    _now,
+    _print_json,
+    _store,
+    app,
+    err,
+    out,
+)
 from .errors import ConfigError
 
 

@@ -1,0 +1,140 @@
+"""What every command family shares: the Typer app, the common options, the two
+consoles, and one way to load a config and open a store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from .config import LoadedConfig, check_config, load_config
+from .errors import ConfigError
+from .models import parse_time
+from .store import open_store, resolve_db
+from .store.base import SqlStore
+
+app = typer.Typer(
+    name="followup",
+    help="Automated follow-up DMs to sales leads who went silent.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[
+    str,
+    typer.Option("--config", envvar="FOLLOWUP_CONFIG", help="sequences.yaml to use."),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="FOLLOWUP_DB",
+        help="Database: a file path, sqlite:///file.db or postgresql://… "
+        "(default: followup.db beside the config).",
+    ),
+]
+NowOpt = Annotated[
+    str | None,
+    typer.Option("--now", help="Pretend it is this time (ISO 8601; UTC when no offset)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+VerboseOpt = Annotated[
+    int,
+    typer.Option("--verbose", "-v", count=True, help="Log to stderr too (-v info, -vv debug)."),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only errors on stderr (no warnings).")
+]
+LogFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-format", envvar="FOLLOWUP_LOG_FORMAT", help="text, or json (one object a line)."
+    ),
+]
+LogFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-file",
+        envvar="FOLLOWUP_LOG_FILE",
+        help="Append the full log here (time, level, run id, account on every line).",
+    ),
+]
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise ConfigError(
+            f"--now {value!r}: not an ISO 8601 time, e.g. 2026-11-28T09:00:00+01:00"
+        ) from None
+
+
+def _load(config: str, strict: bool = True) -> LoadedConfig:
+    loaded = load_config(config)
+    if strict:
+        problems = [p for p in check_config(loaded) if p.level == "error"]
+        if problems:
+            raise ConfigError(
+                "\n".join(p.format(loaded.path) for p in problems)
+                + f"\n{loaded.path}: {len(problems)} problem(s); "
+                "fix them (`followup sequences check`)"
+            )
+    return loaded
+
+
+def _store(
+    loaded: LoadedConfig | None,
+    db: str | None,
+    config_path: str,
+    migrate: bool = True,
+    readonly: bool = False,
+) -> SqlStore:
+    table = loaded.config.settings.lead_table if loaded else "leads"
+    return open_store(resolve_db(db, config_path), table, migrate=migrate, readonly=readonly)
+
+
+def _fmt(dt: datetime | None) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if dt else "-"
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=False) + "\n")
+
+
+def _has_lead_table(store: SqlStore) -> bool:
+    try:
+        store.lead_columns()
+        return True
+    except ConfigError:
+        return False
+
+
+def _load_optional(config: str) -> LoadedConfig | None:
+    """The config when it exists (for lead_table); commands that need none still work."""
+    if Path(config).exists():
+        return load_config(config)
+    return None
+
+
+def _one_line(text: str | None, width: int = 80) -> str:
+    t = " ".join((text or "").split())
+    return t if len(t) <= width else t[: width - 1] + "…"
+
+
+def _pending_migrations(store: SqlStore) -> bool:
+    return bool(store.pending_migrations())

@@ -1,0 +1,553 @@
+"""One person at a time: ``explain``, ``optout``, ``unknown``, ``erase``, ``handoff``,
+and ``events ingest`` (what leads did)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from . import errors
+from .cli_common import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    NowOpt,
+    _fmt,
+    _has_lead_table,
+    _load,
+    _load_optional,
+    _now,
+    _pending_migrations,
+    _print_json,
+    _store,
+    app,
+    err,
+    out,
+)
+from .errors import ConfigError
+from .store.base import SqlStore
+
+unknown_app = typer.Typer(
+    help="Follow-ups whose outcome nobody knows: list and resolve.", no_args_is_help=True
+)
+app.add_typer(unknown_app, name="unknown")
+events_app = typer.Typer(
+    help="Outcome events from the host app or Instagram webhooks.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
+
+
+@app.command()
+def explain(
+    lead: Annotated[str, typer.Argument(help="Lead id.")],
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why a lead is or is not due, which step is next and when."""
+    from .models import BadLead, parse_lead
+    from .rules import decide
+
+    loaded = _load(config, strict=False)
+    when = _now(now) or datetime.now(UTC)
+    store = _store(loaded, db, config, migrate=False, readonly=True)
+    try:
+        if _pending_migrations(store):
+            from .models import LeadState
+
+            state = LeadState()
+        else:
+            state = None
+        row = store.lead_row(lead)
+        if row is None:
+            raise ConfigError(
+                f"no lead {lead!r} in table {store.lead_table!r} of {store.describe()}"
+            )
+        try:
+            parsed = parse_lead(row)
+        except BadLead as exc:
+            raise ConfigError(f"{exc}; fix the row in the lead store") from None
+        if state is None:
+            person = store.person_key(parsed.account_id, parsed.recipient_id)
+            state = store.lead_state(lead, person)
+        try:
+            d = decide(parsed, state, loaded.config, when)
+        except Exception as exc:  # noqa: BLE001 - a value the rules cannot compute with
+            raise ConfigError(
+                f"lead {lead}: cannot be decided ({type(exc).__name__}: {exc}); "
+                "fix the row in the lead store"
+            ) from None
+        if d.action == "send" and not _pending_migrations(store):
+            # Every rule of the lead holds; the account's own windows may still hold it back.
+            from .engine import account_windows
+
+            checks, blocked = account_windows(loaded.config, store, parsed.account_id, when)
+            d.checks.extend(checks)
+            if blocked is not None:
+                d.action, d.reason, d.detail, d.next_at = "wait", *blocked
+        history = [] if _pending_migrations(store) else store.followups(lead_id=lead)
+    finally:
+        store.close()
+    if as_json:
+        data = d.as_dict()
+        data["now"] = when.isoformat()
+        data["history"] = [
+            {
+                k: (v.isoformat() if isinstance(v, datetime) else v)
+                for k, v in h.items()
+                if k not in ("body",)
+            }
+            for h in history
+        ]
+        _print_json(data)
+        return
+    verdict = {
+        "send": "[green]DUE NOW[/green]",
+        "wait": "[yellow]WAITING[/yellow]",
+        "skip": "[red]CANNOT BE SENT[/red]",
+        "end": "[red]ENROLLMENT ENDS[/red]",
+        "holdout": "[blue]HOLDOUT[/blue]",
+        "none": "[dim]NOT DUE[/dim]",
+    }[d.action]
+    out.print(f"[bold]{escape(lead)}[/bold] at {when.isoformat()}: {verdict} — {escape(d.detail)}")
+    for c in d.checks:
+        mark = "[green]✓[/green]" if c.ok else ("[red]✗[/red]" if c.ok is False else "·")
+        out.print(f"  {mark} {c.rule}: {escape(c.detail)}")
+    if d.sequence:
+        out.print(f"  sequence: {d.sequence.id} ({d.sequence.name or d.sequence.id})")
+    if d.message:
+        out.print(
+            f"  next step: {d.step} {d.message.id}{'/' + d.variant_id if d.variant_id else ''}, "
+            f"due {_fmt(d.due_at)} UTC"
+        )
+    if d.next_at:
+        out.print(f"  re-check after: {_fmt(d.next_at)} UTC")
+    if d.window_closes_at:
+        out.print(f"  messaging window closes: {_fmt(d.window_closes_at)} UTC")
+    for h in history:
+        out.print(
+            f"  history: {h['sequence_id']}/{h['message_id']} {h['status']}"
+            f" {_fmt(h.get('sent_at') or h.get('claimed_at'))}"
+            f"{' code ' + str(h['error_code']) if h.get('error_code') else ''}"
+        )
+
+
+# -------------------------------------------------------------------- optout
+
+
+@app.command()
+def optout(
+    lead: Annotated[
+        str | None, typer.Argument(help="Lead id (with --export: the file to write).")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (kept in the audit log).")
+    ] = None,
+    undo: Annotated[
+        bool, typer.Option("--undo", help="Resume the lead (never lifts an erasure).")
+    ] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List opted-out leads and people.")] = False,
+    import_: Annotated[
+        str | None,
+        typer.Option(
+            "--import",
+            help="Record the opt-outs of a CSV file: a lead id or recipient id per line "
+            "(columns lead_id / recipient_id / id, account_id, reason; or id,reason).",
+        ),
+    ] = None,
+    export: Annotated[
+        bool,
+        typer.Option(
+            "--export", help="Write every opt-out as CSV to FILE (the argument) or stdout."
+        ),
+    ] = False,
+    account: Annotated[
+        str | None,
+        typer.Option("--account", help="Account of --import recipient ids without one."),
+    ] = None,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop (or resume) a lead at once, including a run already in progress. The opt-out
+    holds for the person (account and recipient), whatever lead row carries them."""
+    from .store.base import actor
+
+    modes = sum((bool(list_), bool(undo), bool(import_), bool(export)))
+    if modes > 1:
+        raise ConfigError("choose one of LEAD [--undo], --list, --import FILE, --export [FILE]")
+    if not (list_ or import_ or export) and not lead:
+        raise ConfigError("give a LEAD id, or --list, --import FILE or --export [FILE]")
+    if (list_ or import_) and lead:
+        raise ConfigError(f"{lead}: --list and --import take no LEAD")
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config)
+    try:
+        now = datetime.now(UTC)
+        if list_:
+            _print_optouts(store, as_json)
+            return
+        if import_:
+            from .optouts import import_optouts
+
+            result = import_optouts(store, loaded, import_, account, actor(), now)
+            out.print(result.line())
+            return
+        if export:
+            from .optouts import export_optouts
+
+            target = lead or "-"
+            text, n, erased = export_optouts(store)
+            if target == "-":
+                sys.stdout.write(text)
+            else:
+                Path(target).write_text(text, encoding="utf-8")
+                out.print(f"{target}: {n} opt-out(s) written")
+            if erased:
+                err.print(
+                    f"followup: {erased} erasure(s) not exported: they hold no identifier "
+                    "(a keyed hash only)"
+                )
+            return
+        assert lead is not None
+        who = actor()
+        if undo:
+            if store.is_erased(lead):
+                raise ConfigError(
+                    f"{lead}: erased on request; `optout --undo` never lifts an erasure. "
+                    f"`followup erase --lift {lead} --yes` does (audited); nothing was changed"
+                )
+            with store.transaction():
+                changed = store.remove_optout(lead)
+                store.audit("optout_undo", now, who, lead_id=lead, detail={"reason": reason})
+            out.print(f"{lead}: opt-out removed" if changed else f"{lead}: was not opted out")
+            return
+        with store.transaction():
+            changed = store.add_optout(lead, reason, "cli", who, now)
+            for e in store.enrollments(lead_id=lead):
+                store.end_enrollment(lead, e["sequence_id"], "opted_out", now)
+            store.audit(
+                "optout", now, who, lead_id=lead, detail={"reason": reason, "source": "cli"}
+            )
+        exists = store.lead_row(lead) is not None if _has_lead_table(store) else True
+        note = (
+            ""
+            if exists
+            else f" (note: no lead {lead!r} in the lead table yet; "
+            "the opt-out holds when it appears)"
+        )
+        out.print((f"{lead}: opted out" if changed else f"{lead}: already opted out") + note)
+    finally:
+        store.close()
+
+
+def _print_optouts(store: SqlStore, as_json: bool) -> None:
+    """Opted-out leads, then people recorded without a listed lead (imports, erasures)."""
+    rows = store.optouts()
+    listed = {r["lead_id"] for r in rows}
+    people = [
+        p for p in store.suppressions() if p["kind"] == "erasure" or p["lead_id"] not in listed
+    ]
+    if as_json:
+
+        def plain(r: dict[str, Any]) -> dict[str, Any]:
+            return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+
+        _print_json(
+            [plain(r) for r in rows]
+            + [
+                plain({k: v for k, v in p.items() if k not in ("person_key", "key_id")})
+                for p in people
+            ]
+        )
+        return
+    if not rows and not people:
+        out.print("no opted-out leads")
+    for r in rows:
+        out.print(
+            f"{r['lead_id']}\t{_fmt(r['created_at'])}\t{r['source']}\t"
+            f"{r['actor'] or '-'}\t{r['reason'] or ''}",
+            markup=False,
+        )
+    for p in people:
+        who = (
+            f"erased person of {p['account_id'] or '-'} (keyed hash {p['person_key'][:8]}…)"
+            if p["kind"] == "erasure"
+            else f"recipient {p['recipient_id']} of {p['account_id'] or '-'}"
+        )
+        out.print(
+            f"{who}\t{_fmt(p['created_at'])}\t{p['source']}\t{p['actor'] or '-'}\t"
+            f"{p['reason'] or ''}",
+            markup=False,
+        )
+
+
+# ------------------------------------------------------------------- unknown
+
+
+@unknown_app.command("list")
+def unknown_list(
+    config: ConfigOpt = "sequences.yaml", db: DbOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Follow-ups whose outcome is unknown (and claims still pending)."""
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config)
+    try:
+        rows = store.followups(status="unknown") + store.followups(status="pending")
+    finally:
+        store.close()
+    if as_json:
+        _print_json(
+            [
+                {
+                    k: (v.isoformat() if isinstance(v, datetime) else v)
+                    for k, v in r.items()
+                    if k != "body"
+                }
+                for r in rows
+            ]
+        )
+        return
+    if not rows:
+        out.print("no follow-ups with an unknown outcome")
+    for r in rows:
+        out.print(
+            f"{r['id']}\t{r['status']}\t{r['lead_id']}\t{r['sequence_id']}/{r['message_id']}\t"
+            f"{_fmt(r['claimed_at'])}\t{r.get('reason') or r.get('error_message') or ''}"
+        )
+    if rows:
+        out.print(
+            "Check the conversation in Instagram, then "
+            "`followup unknown resolve ID --sent` or `--release`."
+        )
+
+
+@unknown_app.command("resolve")
+def unknown_resolve(
+    followup_id: Annotated[
+        int, typer.Argument(help="Tracking row id (from `followup unknown list`).")
+    ],
+    sent: Annotated[bool, typer.Option("--sent", help="It did go out: mark it sent.")] = False,
+    release: Annotated[
+        bool, typer.Option("--release", help="It did not go out: free the step for a later run.")
+    ] = False,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+) -> None:
+    """Resolve an unknown follow-up: mark it sent, or release it for a retry."""
+    from .store.base import actor
+
+    if sent == release:
+        raise ConfigError("choose one: --sent (it went out) or --release (it did not)")
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config)
+    try:
+        row = store.resolve_unknown(followup_id, sent, actor(), datetime.now(UTC))
+        if row is None:
+            raise ConfigError(
+                f"tracking row {followup_id} is not an unknown follow-up "
+                "(see `followup unknown list`)"
+            )
+    finally:
+        store.close()
+    out.print(
+        f"{followup_id}: {'marked sent' if sent else 'released: a later run may send this step'}"
+    )
+
+
+# ---------------------------------------------------------------- erase
+
+
+@app.command()
+def erase(
+    lead: Annotated[
+        str, typer.Argument(help="Lead id (with --lift: a lead id or a recipient id).")
+    ],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do it (without it, nothing changes).")
+    ] = False,
+    lift: Annotated[
+        bool,
+        typer.Option("--lift", help="Lift an erasure: the person may be messaged again (audited)."),
+    ] = False,
+    account: Annotated[
+        str | None,
+        typer.Option("--account", help="With --lift: the account of a recipient id."),
+    ] = None,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+) -> None:
+    """Erase the person behind a lead from the tool's tables; never messaged again (the
+    host app's own lead table is not the tool's to erase)."""
+    from .store.base import actor, erase_lead, lift_erasure
+
+    loaded = _load_optional(config)
+    if lift:
+        if not yes:
+            raise ConfigError(
+                f"erase --lift {lead}: this lets sequences message the erased person again "
+                "(their erased data does not come back); add --yes to do it"
+            )
+        if account is None and loaded is not None and len(loaded.config.accounts) == 1:
+            account = loaded.config.accounts[0].id
+        store = _store(loaded, db, config)
+        try:
+            lifted = lift_erasure(store, lead, account, actor(), datetime.now(UTC))
+        finally:
+            store.close()
+        if lifted is None:
+            raise ConfigError(
+                f"{lead}: no erasure holds for this lead or recipient"
+                + ("" if account else " (for a recipient id, give --account)")
+            )
+        out.print(
+            f"{lead}: erasure lifted; sequences may message this person again. Their erased "
+            "data does not come back. To keep them from being messaged: `followup optout`"
+        )
+        return
+    if not yes:
+        raise ConfigError(
+            f"erase {lead}: this removes, for good, the message bodies, ids and notes of the "
+            "person behind this lead from the tool's tables and stops messaging them; add --yes "
+            "to do it"
+        )
+    store = _store(loaded, db, config)
+    try:
+        counts = erase_lead(store, lead, actor(), datetime.now(UTC))
+    finally:
+        store.close()
+    purge = counts.pop("purge", "")
+    person = counts.pop("person", "")
+    done = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())
+    out.print(f"{lead}: personal data erased from the tool's tables ({done}); person {person}")
+    out.print(f"  {purge}")
+    out.print(
+        "  The host app's own lead table is not the tool's: delete or anonymise the lead row "
+        "there too (doing that first lets this command's purge also clear what the deletion "
+        "left in a SQLite file)."
+    )
+
+
+@app.command()
+def handoff(
+    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
+    since: Annotated[
+        float | None,
+        typer.Option("--since", min=0, help="Only leads skipped in the last HOURS (default: all)."),
+    ] = None,
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Leads whose messaging window closed with a step still due: for human agents."""
+    from .engine import handoff as handoff_leads
+
+    loaded = _load(config, strict=False)
+    if account is not None and loaded.config.account(account) is None:
+        raise ConfigError(f"--account {account}: no such account in {loaded.path}")
+    when = _now(now) or datetime.now(UTC)
+    store = _store(loaded, db, config, migrate=False)
+    try:
+        rows = []
+        if not _pending_migrations(store):
+            rows = handoff_leads(loaded.config, store, when, since, account)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(
+            [
+                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+                for r in rows
+            ]
+        )
+        return
+    if not rows:
+        out.print("no hand-offs: no lead's messaging window closed with a step still due")
+        return
+    table = Table(title=f"{len(rows)} lead(s) to hand to a human agent (the window closed)")
+    cols = ("account", "lead", "user", "step", "due", "window closed", "human until", "message")
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        text = (r["text"] or "") + (f" [{r['media_url']}]" if r["media_url"] else "")
+        table.add_row(
+            *(
+                Text(x)
+                for x in (
+                    r["account_id"] or "-",
+                    r["lead_id"],
+                    r["username"] or r["recipient_id"] or "-",
+                    f"{r['sequence_id']}/{r['message_id']}",
+                    _fmt(r["due_at"]),
+                    _fmt(r["window_closed_at"]),
+                    _fmt(r["human_reply_until"]),
+                    text,
+                )
+            )
+        )
+    out.print(table)
+    out.print(
+        "Automation never messages outside the window. A human agent may still reply until "
+        "'human until' (Meta's HUMAN_AGENT tag: 7 days after the lead's last message); times UTC."
+    )
+
+
+@events_app.command("ingest")
+def events_ingest(
+    source: Annotated[str, typer.Argument(help="JSON lines or webhook payloads; - for stdin.")],
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record delivered, read, replied, converted and opted_out events (idempotent)."""
+    from .events import ingest
+    from .store.base import actor
+
+    loaded = _load(config, strict=False)
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read ({exc})") from None
+    when = _now(now) or datetime.now(UTC)
+    store = _store(loaded, db, config)
+    try:
+        name = "<stdin>" if source == "-" else source
+        # A replay (--now) sees nothing after its instant; real time allows clock skew.
+        skew = timedelta(0) if now else timedelta(minutes=5)
+        result = ingest(store, loaded.config, text, name, when, actor(), skew)
+    finally:
+        store.close()
+    data = result.as_dict()
+    if as_json:
+        _print_json(data)
+    else:
+        applied = ", ".join(f"{k} {v}" for k, v in data["applied"].items()) or "nothing new"
+        out.print(
+            f"{data['new']} new event(s), {data['duplicates']} already ingested; applied: {applied}"
+            + (f"; {data['unmatched']} matched no lead" if data["unmatched"] else "")
+            + (f"; {data['optouts']} opt-out(s)" if data["optouts"] else "")
+        )
+    if data["after_now"]:
+        err.print(
+            f"followup: warning: {data['after_now']} event(s) dated after {when.isoformat()} "
+            "were not recorded; ingest them again once their time has come"
+        )
+    if data["events"] == 0 and data["ignored"] and not data["problems"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in data["ignored"].items())
+        err.print(f"followup: warning: no outcome event in {name} (ignored: {kinds})")
+    for problem in data["problems"][:20]:
+        err.print(f"followup: {problem}", markup=False)
+    if data["problems"]:
+        n = len(data["problems"])
+        err.print(f"followup: {n} document(s) rejected; the others were ingested")
+        raise typer.Exit(errors.EXIT_USAGE)

@@ -1,0 +1,370 @@
+"""``followup run``: one run, live or dry, and how it is printed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from . import errors
+from .cli_common import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    LogFileOpt,
+    LogFormatOpt,
+    NowOpt,
+    QuietOpt,
+    VerboseOpt,
+    _fmt,
+    _load,
+    _now,
+    _print_json,
+    _store,
+    app,
+    err,
+    out,
+)
+from .clock import Clock
+from .errors import ConfigError
+from .store import resolve_db
+
+# ----------------------------------------------------------------------- run
+
+
+@app.command()
+def run(
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be sent; send and write nothing.")
+    ] = False,
+    now: NowOpt = None,
+    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=0, help="Send at most N messages.")
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget",
+            min=1,
+            help="Run time budget in seconds (default: until the next cron slot).",
+        ),
+    ] = None,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", min=0, help="Seconds to wait for another run's lock (SQLite)."),
+    ] = 5.0,
+    as_json: JsonOpt = False,
+    on_schedule: Annotated[
+        bool,
+        typer.Option(
+            "--on-schedule",
+            help="For a frequent cron tick or timer: run only when a slot of settings.run_times "
+            "(settings.timezone) is due and no run took it; otherwise exit 0 at once, writing "
+            "nothing.",
+        ),
+    ] = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = "text",
+    log_file: LogFileOpt = None,
+    metrics_file: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-file",
+            envvar="FOLLOWUP_METRICS_FILE",
+            help="Write Prometheus metrics of the run here (node_exporter textfile collector).",
+        ),
+    ] = None,
+    ping_url: Annotated[
+        str | None,
+        typer.Option(
+            "--ping-url",
+            envvar="FOLLOWUP_PING_URL",
+            help="Healthchecks-style URL pinged at start (/start) and end (/<exit code>).",
+        ),
+    ] = None,
+    ping_timeout: Annotated[
+        float,
+        typer.Option("--ping-timeout", min=0.1, help="Seconds a run waits for its pings at most."),
+    ] = 5.0,
+) -> None:
+    """The cron job: send every follow-up that is due now."""
+    from . import operate
+    from .channels import make_channel
+    from .engine import Engine, RunOptions
+    from .runlock import RunLock
+
+    ops = operate.begin(
+        operate.RunOps(
+            config,
+            db,
+            dry_run=dry_run,
+            on_schedule=on_schedule,
+            account=account,
+            metrics_file=metrics_file,
+            ping_url=ping_url,
+            ping_timeout=ping_timeout,
+            quiet=quiet,
+            printer=lambda line: err.print(f"followup: {line}", markup=False),
+        ),
+        verbose,
+        _log_format(log_format),
+        log_file,
+    )
+    loaded = _load(config)
+    ops.lead_table = loaded.config.settings.lead_table
+    if dry_run:  # the preview says what the real run would stop at
+        from .tokens import unset_problems
+
+        for p in unset_problems(loaded.config):
+            if account in (None, p.where.removeprefix("accounts: ")):
+                ops.say(logging.WARNING, f"warning: {p.where}: {p.what}")
+    if account is not None and loaded.config.account(account) is None:
+        raise ConfigError(f"--account {account}: no such account in {loaded.path}")
+    when = _now(now)
+    target = resolve_db(db, config)
+    lock = None
+    if not dry_run and not target.startswith(("postgresql://", "postgres://")):
+        path = target[len("sqlite:///") :] if target.startswith("sqlite:///") else target
+        lock = RunLock(f"{path}.lock", wait_seconds=wait)
+    store = _store(loaded, db, config, migrate=not dry_run, readonly=dry_run)
+    try:
+        store.lead_columns()
+        from .store.sealing import check_keys
+
+        check_keys(store)  # a key that cannot read the rows: exit 2 before anything is sent
+        if on_schedule and not ops.take_slot(store, loaded.config.settings, when or _wall()):
+            raise typer.Exit(0)  # no slot due, or another run took it: nothing to do
+        ops.started(when or _wall())
+        # --json owns stdout: the console channel then prints to stderr
+        channel = make_channel(loaded.config, stream=sys.stderr if as_json else None)
+        progress = _progress() if sys.stderr.isatty() and not as_json and not dry_run else None
+        plan = _PlanSink(spool=as_json) if dry_run else None
+        engine = Engine(
+            loaded,
+            store,
+            channel,
+            Clock(fixed=when),
+            progress=progress and progress[1],
+            on_planned=plan.add if plan else None,
+            on_sent=ops.on_sent,
+        )
+        options = RunOptions(
+            now=when,
+            dry_run=dry_run,
+            account=account,
+            limit=limit,
+            budget_seconds=budget,
+            run_id=ops.run_id,
+        )
+        if lock is not None:
+            with lock:
+                summary = engine.run(options)
+        elif dry_run and store.pending_migrations():
+            # A fresh store: create the tool's tables in a transaction that is rolled back.
+            with store.scratch():
+                summary = engine.run(options)
+        else:
+            summary = engine.run(options)
+        if progress:
+            progress[0].stop()
+        channel.close()
+        code = ops.done(summary, store, loaded)
+    finally:
+        store.close()
+    data = summary.as_dict()
+    if as_json and plan is not None:
+        plan.print_json(data)
+    elif as_json:
+        _print_json(data)
+    elif dry_run and plan is not None:
+        _print_dry_run(summary, plan)
+    elif sys.stdout.isatty():
+        _print_summary(data)
+    # On a terminal (and in a dry run) every bad row; under cron only those not reported
+    # before, so a row that stays bad is mailed once rather than three times a day.
+    bad = data["bad_leads"] if dry_run or sys.stderr.isatty() else data["bad_leads_new"]
+    for line in bad[:20]:
+        ops.say(logging.WARNING, f"warning: skipped {line}")
+    if len(bad) > 20:
+        ops.say(logging.WARNING, f"warning: … and {len(bad) - 20} more bad lead rows")
+    if summary.exit_code == errors.EXIT_SEND_FAILURES:
+        ops.say(logging.ERROR, _failure_line(data))
+    raise typer.Exit(code)
+
+
+def _wall() -> datetime:
+    return datetime.now(UTC)
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ConfigError(f"--log-format {value!r}: use text or json")
+    return value
+
+
+def _progress() -> tuple[Any, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    p = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+    p.start()
+
+    def update(account_id: str, done: int, total: int) -> None:
+        if account_id not in tasks:
+            tasks[account_id] = p.add_task(account_id, total=total)
+        p.update(tasks[account_id], completed=done)
+
+    return p, update
+
+
+def _failure_line(data: dict[str, Any]) -> str:
+    parts = []
+    if data["failed"]:
+        n = sum(data["failed"].values())
+        codes = ", ".join(f"code {k}: {v}" for k, v in data["failed"].items())
+        parts.append(f"{n} send(s) failed ({codes})")
+    if data["unknown"]:
+        parts.append(
+            f"{data['unknown']} send(s) with unknown outcome (see `followup unknown list`)"
+        )
+    if data["stale_claims_marked_unknown"]:
+        parts.append(
+            f"{data['stale_claims_marked_unknown']} send(s) of a run that died mid-call marked "
+            "unknown (check them: `followup unknown list`)"
+        )
+    for acct, why in data["stopped_accounts"].items():
+        parts.append(why if acct in why else f"{acct}: {why}")
+    parts.append(f"{data['sent']} sent")
+    return "; ".join(parts)
+
+
+def _print_summary(data: dict[str, Any]) -> None:
+    """The closing summary on a terminal: sent; skipped by reason; failed by code; unknown;
+    deferred by reason (rate_limit, throttled, time_budget, ...); ended; waiting; time."""
+    elapsed = data["elapsed_seconds"]
+    head = f"[bold]followup run[/bold] {data['now']}: [green]{data['sent']} sent[/green]"
+    out.print(f"{head} in {elapsed:.1f}s" if elapsed >= 1 else f"{head} in {elapsed:.2f}s")
+    lines = (
+        ("skipped", "skipped", "{k} {v}"),
+        ("failed", "failed", "{v} with code {k}"),
+        ("deferred", "deferred", "{k} {v}"),
+        ("ended", "ended", "{k} {v}"),
+        ("waiting", "waiting", "{k} {v}"),
+    )
+    for label, key, fmt in lines:
+        if data[key]:
+            items = ", ".join(fmt.format(k=k, v=v) for k, v in data[key].items())
+            out.print(f"  {label}: {escape(items)}")
+    if data["unknown"]:
+        out.print(
+            f"  [yellow]unknown: {data['unknown']}[/yellow] (never resent; `followup unknown list`)"
+        )
+    if data["stale_claims_marked_unknown"]:
+        out.print(f"  claims of dead runs marked unknown: {data['stale_claims_marked_unknown']}")
+    accounts = data.get("accounts") or {}
+    if len(accounts) > 1:
+        for acct, a in accounts.items():
+            failed = sum(a["failed"].values())
+            deferred = sum(a["deferred"].values())
+            out.print(
+                f"  {escape(acct)}: {a['sent']} sent, {failed} failed, {a['unknown']} unknown, "
+                f"{deferred} deferred"
+            )
+    for acct, why in data["stopped_accounts"].items():
+        out.print(f"  [red]stopped {escape(acct)}[/red]: {escape(why)}")
+    busy = ("sent", "failed", "unknown", "skipped", "deferred")
+    if not any(data[k] for k in busy):
+        out.print("  nothing was due; `followup explain LEAD` shows why a lead waits")
+
+
+DRY_RUN_ROWS = 50  # rows of the dry-run table; --json lists every planned message
+
+
+class _PlanSink:
+    """A dry run's planned messages, streamed: the first rows for the table and, for
+    --json, every one spooled to a temporary file (memory stays flat at any size)."""
+
+    def __init__(self, spool: bool) -> None:
+        import tempfile
+
+        self.first: list[Any] = []
+        self.count = 0
+        self.spool = tempfile.TemporaryFile("w+", encoding="utf-8") if spool else None
+
+    def add(self, planned: Any) -> None:
+        self.count += 1
+        if len(self.first) < DRY_RUN_ROWS:
+            self.first.append(planned)
+        if self.spool is not None:
+            self.spool.write(json.dumps(planned.as_dict(), default=str) + "\n")
+
+    def print_json(self, data: dict[str, Any]) -> None:
+        """``data`` as _print_json prints it, its "messages" read back from the spool."""
+        head = json.dumps({k: v for k, v in data.items() if k != "messages"}, indent=2, default=str)
+        w = sys.stdout.write
+        w(head[: head.rindex("}")].rstrip() + ',\n  "messages": [')
+        assert self.spool is not None
+        self.spool.seek(0)
+        for i, line in enumerate(self.spool):
+            w(("," if i else "") + "\n    " + line.rstrip("\n"))
+        w("\n  ]\n}\n" if self.count else "]\n}\n")
+        self.spool.close()
+
+
+def _print_dry_run(summary: Any, plan: _PlanSink) -> None:
+    planned = plan.first
+    table = Table(
+        title=f"Dry run at {summary.now.isoformat()}: {plan.count} message(s) would be sent",
+        show_lines=False,
+    )
+    for col in ("account", "lead", "sequence", "step", "variant", "due", "message"):
+        table.add_column(col, overflow="fold")
+    for p in planned:
+        text = (p.text or "") + (f" [{p.media_url}]" if p.media_url else "")
+        table.add_row(
+            *(
+                Text(x)
+                for x in (
+                    p.account_id,
+                    p.lead_id,
+                    p.sequence_id,
+                    f"{p.step} {p.message_id}",
+                    p.variant_id or "-",
+                    _fmt(p.due_at),
+                    text,
+                )
+            )
+        )
+    out.print(table)
+    if plan.count > len(planned):
+        out.print(
+            f"… and {plan.count - len(planned)} more (the first {len(planned)} are shown; "
+            "--json lists every one)"
+        )
+    data = summary.as_dict()
+    for label, key in (
+        ("skipped", "skipped"),
+        ("deferred", "deferred"),
+        ("would end", "ended"),
+        ("waiting", "waiting"),
+    ):
+        if data[key]:
+            out.print(f"{label}: " + ", ".join(f"{k} {v}" for k, v in data[key].items()))
+    out.print("Nothing was sent or written. Run without --dry-run to send.")

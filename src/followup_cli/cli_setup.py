@@ -1,0 +1,205 @@
+"""Setting up: ``sequences check`` and ``show``, ``migrate``, ``keygen``, ``demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.tree import Tree
+
+from . import errors
+from .cli_common import (
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    _load_optional,
+    _one_line,
+    _print_json,
+    _store,
+    app,
+    err,
+    out,
+)
+from .config import check_config, load_config
+
+sequences_app = typer.Typer(help="Validate and show sequences.yaml.", no_args_is_help=True)
+app.add_typer(sequences_app, name="sequences")
+
+
+# ----------------------------------------------------------------- sequences
+
+
+@sequences_app.command("check")
+def sequences_check(
+    config: ConfigOpt = "sequences.yaml", db: DbOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Validate everything before deploy: schema, ids, conditions, templates, window fit;
+    with --db (or FOLLOWUP_DB) also that the lead store opens and has the lead table."""
+    from .crypto import storage_problems
+    from .storecheck import SAMPLE_ROWS, check_against_leads
+    from .tokens import unset_problems
+
+    loaded = load_config(config)
+    store_problem: str | None = None  # about the database, not a line of the file
+    rows: list[dict[str, Any]] = []
+    if db:
+        try:
+            store = _store(loaded, db, config, migrate=False, readonly=True)
+            try:
+                store_problem = store.quick_check()  # a file corrupted in the middle
+                if store_problem is None:
+                    store.lead_columns()
+                    rows = store.sample_leads(SAMPLE_ROWS)
+            finally:
+                store.close()
+        except errors.StoreConfigError as exc:
+            store_problem = str(exc)
+    # Custom attributes are data: with leads to look at, their figures replace the guesses.
+    problems = (
+        check_config(loaded, check_attributes=not rows)
+        + unset_problems(loaded.config)
+        + storage_problems(loaded)
+    )
+    stats = []
+    if rows:
+        found, stats = check_against_leads(loaded, rows)
+        problems += found
+    errors_ = [p for p in problems if p.level == "error"]
+    warnings = [p for p in problems if p.level == "warning"]
+    if as_json:
+        _print_json(
+            {
+                "ok": not errors_ and not store_problem,
+                "store": store_problem,
+                "sampled_leads": len(rows) if db else None,
+                "templates": [t.as_dict() for t in stats],
+                "problems": [
+                    {
+                        "line": p.line,
+                        "where": p.where,
+                        "what": p.what,
+                        "level": p.level,
+                        "text": p.format(loaded.path),
+                    }
+                    for p in problems
+                ],
+            }
+        )
+        raise typer.Exit(2 if errors_ or store_problem else 0)
+    for p in errors_ + warnings:
+        err.print(p.format(loaded.path), markup=False)
+    if store_problem:
+        err.print(store_problem)
+    cfg = loaded.config
+    limit = cfg.channel.max_text_bytes
+    for t in stats:  # what each template does with the store's leads
+        out.print(
+            f"{t.name}: {t.eligible} eligible of {len(rows)} sampled leads; longest "
+            f"{t.longest} bytes"
+            + (f" (lead {t.longest_lead})" if t.longest_lead else "")
+            + (f"; {t.too_long} over {limit}" if limit else "; no channel limit"),
+            markup=False,
+        )
+    if errors_ or store_problem:
+        n = len(errors_) + bool(store_problem)
+        err.print(f"{loaded.path}: {n} error(s); nothing was changed")
+        raise typer.Exit(2)
+    n_msgs = sum(len(s.messages) for s in cfg.sequences)
+    out.print(
+        f"{loaded.path}: OK ({len(cfg.sequences)} sequences, {n_msgs} messages, "
+        f"{len(cfg.accounts)} accounts, channel {cfg.channel.type}"
+        f"{', ' + str(len(warnings)) + ' warning(s)' if warnings else ''})"
+    )
+
+
+@sequences_app.command("show")
+def sequences_show(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = False) -> None:
+    """Show sequences, triggers and steps as a tree."""
+    from .rules import describe_conditions
+
+    loaded = load_config(config)
+    cfg = loaded.config
+    if as_json:
+        _print_json(cfg.model_dump(mode="json"))
+        return
+    window = cfg.channel.window_hours
+    tree = Tree(
+        f"[bold]{loaded.path}[/bold] — channel {cfg.channel.type}"
+        f"{f', window {window:g}h' if window else ', no window'}, "
+        f"{cfg.channel.messages_per_hour}/h"
+        f"{f', {cfg.channel.messages_per_day}/day' if cfg.channel.messages_per_day else ''}"
+        " per account"
+    )
+    for seq in cfg.sequences_by_priority():
+        state = "" if seq.active else " [red](inactive)[/red]"
+        node = tree.add(
+            f"[bold]{seq.id}[/bold] {seq.name or ''} — priority {seq.priority}, max {seq.limit}"
+            f"{f', holdout {seq.holdout:.0%}' if seq.holdout else ''}{state}"
+        )
+        trig = node.add("trigger (all of)")
+        for line in describe_conditions(seq.trigger) or ["always"]:
+            trig.add(line)
+        steps = node.add("messages")
+        for i, m in enumerate(seq.messages, 1):
+            late = (
+                " [yellow]⚠ outside window[/yellow]" if window and m.delay_hours >= window else ""
+            )
+            off = " [red](inactive)[/red]" if not m.active else ""
+            step = steps.add(f"{i}. {m.id} — +{m.delay_hours:g}h {m.type}{off}{late}")
+            if m.media_url:
+                step.add(f"media: {m.media_url}")
+            if m.variants:
+                total = sum(v.weight for v in m.variants)
+                for v in m.variants:
+                    step.add(
+                        f"variant {v.id} ({v.weight / total:.0%}): "
+                        f"{_one_line(v.template or m.template)}"
+                    )
+            elif m.template:
+                step.add(_one_line(m.template))
+    out.print(tree)
+
+
+# ---------------------------------------------------------------- misc
+
+
+@app.command()
+def migrate(config: ConfigOpt = "sequences.yaml", db: DbOpt = None) -> None:
+    """Create or upgrade the tool's own tables."""
+    loaded = _load_optional(config)
+    store = _store(loaded, db, config, migrate=False)
+    try:
+        store.lead_columns()  # the tool's tables go beside the lead table, nowhere else
+        applied = store.migrate()
+    finally:
+        store.close()
+    out.print(f"applied: {', '.join(applied)}" if applied else "up to date")
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new key for FOLLOWUP_ENCRYPTION_KEY: message texts, recipient and
+    conversation ids and error texts are then stored encrypted. Several keys, comma-separated:
+    all read, the first writes (`followup keys rotate` moves everything to it)."""
+    from .crypto import new_key
+
+    out.print(new_key())
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to put the demo's config and database.")
+    ] = Path("followup-demo"),
+    leads: Annotated[int, typer.Option("--leads", min=10, max=100_000)] = 200,
+    days: Annotated[int, typer.Option("--days", min=1, max=30)] = 3,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Do not print each message.")] = False,
+) -> None:
+    """Seed a local SQLite store with realistic leads; run a full cycle on the console channel."""
+    from .demo import run_demo
+
+    run_demo(directory, n_leads=leads, days=days, out=out, quiet=quiet)
+
+
+# ------------------------------------------------------------------- handoff
