@@ -22,24 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .leadcolumns import COLUMN_NAMES
 
-LEAD_COLUMNS = (
-    "id",
-    "account_id",
-    "user_id",
-    "conversation_id",
-    "recipient_id",
-    "username",
-    "first_name",
-    "score",
-    "status",
-    "last_inbound_at",
-    "last_inbound_text",
-    "last_outbound_at",
-    "converted_at",
-    "timezone",
-    "attributes",
-)
+LEAD_COLUMNS = COLUMN_NAMES
 OPERATORS = ("eq", "ne", "in", "not_in", "between", "gt", "gte", "lt", "lte", "exists", "contains")
 # Opt-out keywords matched as whole words or phrases in a lead's last message, after
 # Unicode normalisation (NFKC, case-folded, accents and repeated spaces ignored): "ＳＴＯＰ",

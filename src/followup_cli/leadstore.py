@@ -18,41 +18,14 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, StoreConfigError
+from .leadcolumns import COLUMN_NAMES, COLUMNS, OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
 from .models import BadLead, parse_lead
-from .store.base import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS, SqlStore
+from .store import sqlite_path
+from .store.base import SqlStore
 
-
-@dataclass(frozen=True)
-class LeadColumn:
-    name: str
-    sqlite: str
-    postgres: str
-    meaning: str
-
-
-# (name, SQLite type, Postgres type, meaning): the lead-store contract, in one place.
-COLUMNS: tuple[LeadColumn, ...] = (
-    LeadColumn("id", "TEXT PRIMARY KEY", "TEXT PRIMARY KEY", "lead id"),
-    LeadColumn("account_id", "TEXT", "TEXT", "the Instagram account that owns the conversation"),
-    LeadColumn("user_id", "TEXT", "TEXT", "owner in the host app"),
-    LeadColumn("conversation_id", "TEXT", "TEXT", "the conversation"),
-    LeadColumn("recipient_id", "TEXT", "TEXT", "Instagram-scoped id (IGSID) to message"),
-    LeadColumn("username", "TEXT", "TEXT", "for templates"),
-    LeadColumn("first_name", "TEXT", "TEXT", "for templates"),
-    LeadColumn("score", "INTEGER", "INTEGER", "lead score; 2-6: qualified, not converted"),
-    LeadColumn("status", "TEXT", "TEXT", "new, qualified, converted, lost, ..."),
-    LeadColumn("last_inbound_at", "TEXT", "TIMESTAMPTZ", "last message from the lead"),
-    LeadColumn("last_inbound_text", "TEXT", "TEXT", "its text, for opt-out keywords"),
-    LeadColumn("last_outbound_at", "TEXT", "TIMESTAMPTZ", "last message to the lead, by anyone"),
-    LeadColumn("converted_at", "TEXT", "TIMESTAMPTZ", "when the lead converted"),
-    LeadColumn("timezone", "TEXT", "TEXT", "IANA zone, for quiet hours"),
-    LeadColumn("attributes", "TEXT", "JSONB", "custom fields as a JSON object"),
-)
-COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 INDEX_NAME = "{table}_account_id_id"
 INTEGER_COLUMNS = ("score",)
 
@@ -99,28 +72,6 @@ class InitResult:
         if self.migrations:
             out.append(f"{self.where}: the tool's tables: applied {', '.join(self.migrations)}")
         return out
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file a --db value names when it is SQLite; None for Postgres."""
-    url = url.strip()
-    if url.startswith(("postgresql://", "postgres://")):
-        return None
-    if url.startswith("sqlite://"):
-        rest = url[len("sqlite://") :]
-        if not rest.startswith("/") or rest == "/":
-            raise StoreConfigError(
-                f"{url}: write sqlite:///relative.db or sqlite:////absolute/path.db"
-            )
-        return Path(rest[1:])
-    if "://" in url:
-        raise StoreConfigError(
-            f"{url}: unsupported database scheme {url.split('://', 1)[0]!r}; use a file path, "
-            "sqlite:///file.db or postgresql://user@host/db"
-        )
-    if not url:
-        raise StoreConfigError("empty --db; use a file path or postgresql://…")
-    return Path(url)
 
 
 def init_lead_store(url: str, table: str = "leads") -> InitResult:

@@ -232,16 +232,18 @@ class RunOps:
     def _record(self, code: int, error: str | None) -> tuple[datetime | None, bool]:
         """Write the run's row (and give back a slot a run that never ran took); returns the
         last success's finish time for the metrics, and whether the error repeats."""
-        from pathlib import Path
 
         from . import runs
-        from .store import open_store, resolve_db
+        from .errors import StoreConfigError
+        from .store import open_store, resolve_db, sqlite_path
 
         target = resolve_db(self.db, self.config_path)
-        if not target.startswith(("postgresql://", "postgres://")):
-            path = target[len("sqlite:///") :] if target.startswith("sqlite:///") else target
-            if "://" in path or not Path(path).exists():
-                return None, False  # a mistyped --db creates nothing
+        try:
+            path = sqlite_path(target)
+        except StoreConfigError:
+            return None, False  # a mistyped --db creates nothing
+        if path is not None and not path.exists():
+            return None, False
         store = open_store(target, self.lead_table, migrate=False)
         try:
             if not runs.has_runs_table(store):

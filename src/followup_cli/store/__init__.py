@@ -18,6 +18,30 @@ def resolve_db(db: str | None, config_path: str | Path | None) -> str:
     return str(base / DEFAULT_DB_NAME)
 
 
+def sqlite_path(db: str) -> Path | None:
+    """The file a --db value names when it is SQLite; None for Postgres. The one place a
+    database URL is told apart (raises StoreConfigError with the fix)."""
+    url = db.strip()
+    if url.startswith(("postgresql://", "postgres://")):
+        return None
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://") :]
+        if not rest.startswith("/") or rest == "/":
+            raise StoreConfigError(
+                f"{db}: write sqlite:///relative.db or sqlite:////absolute/path.db"
+            )
+        return Path(rest[1:])  # sqlite:///x.db -> x.db ; sqlite:////abs.db -> /abs.db
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise StoreConfigError(
+            f"{db}: unsupported database scheme {scheme!r}; use a file path, sqlite:///file.db "
+            "or postgresql://user@host/db"
+        )
+    if not url:
+        raise StoreConfigError("empty --db; use a file path or postgresql://…")
+    return Path(url)
+
+
 def open_store(
     db: str, lead_table: str = "leads", migrate: bool = True, readonly: bool = False
 ) -> SqlStore:
@@ -26,33 +50,15 @@ def open_store(
     ``readonly`` opens without changing anything on disk (dry runs, explain); pair it with
     ``SqlStore.scratch()`` when the tool's tables may not exist yet.
     """
-    url = db.strip()
-    if url.startswith(("postgresql://", "postgres://")):
+    path = sqlite_path(db)
+    if path is None:
         from .postgres import PostgresStore
 
-        store: SqlStore = PostgresStore(url, lead_table)
-    elif url.startswith("sqlite://"):
-        rest = url[len("sqlite://") :]
-        if not rest.startswith("/") or rest == "/":
-            raise StoreConfigError(
-                f"{db}: write sqlite:///relative.db or sqlite:////absolute/path.db"
-            )
-        path = rest[1:]  # sqlite:///x.db -> x.db ; sqlite:////abs.db -> /abs.db
-        from .sqlite import SQLiteStore
-
-        store = SQLiteStore(path, lead_table, readonly)
-    elif "://" in url:
-        scheme = url.split("://", 1)[0]
-        raise StoreConfigError(
-            f"{db}: unsupported database scheme {scheme!r}; use a file path, sqlite:///file.db "
-            "or postgresql://user@host/db"
-        )
-    elif not url:
-        raise StoreConfigError("empty --db; use a file path or postgresql://…")
+        store: SqlStore = PostgresStore(db.strip(), lead_table)
     else:
         from .sqlite import SQLiteStore
 
-        store = SQLiteStore(url, lead_table, readonly)
+        store = SQLiteStore(str(path), lead_table, readonly)
     if migrate and not readonly:
         try:
             store.lead_columns()  # the right database: it holds the lead table
@@ -63,4 +69,4 @@ def open_store(
     return store
 
 
-__all__ = ["SqlStore", "open_store", "resolve_db", "DEFAULT_DB_NAME"]
+__all__ = ["SqlStore", "open_store", "resolve_db", "sqlite_path", "DEFAULT_DB_NAME"]

@@ -28,6 +28,7 @@ from typing import Any
 
 from .. import auditchain, suppress
 from ..crypto import Cipher, UnreadableValue
+from ..leadcolumns import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
 from ..models import (
     COUNTED,
     PENDING,
@@ -101,19 +102,6 @@ SEALED_TRACKING = ("recipient_id", "conversation_id", "error_message")
 # queries that want it: SQLite uses a partial index only when the query's WHERE contains its
 # predicate (``status = 'pending'`` alone does not imply ``status IN (...)`` for SQLite).
 OPEN_STATUSES = "status IN ('pending', 'unknown')"
-REQUIRED_LEAD_COLUMNS = ("id", "account_id", "recipient_id", "score", "last_outbound_at")
-OPTIONAL_LEAD_COLUMNS = (
-    "user_id",
-    "conversation_id",
-    "username",
-    "first_name",
-    "status",
-    "last_inbound_at",
-    "last_inbound_text",
-    "converted_at",
-    "timezone",
-    "attributes",
-)
 
 
 def actor() -> str:
