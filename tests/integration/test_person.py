@@ -438,3 +438,27 @@ def test_erase_after_the_host_deleted_its_row_finds_the_person_by_key_not_by_sto
     db.insert(due("e3", "ig_control"))  # the same run would have sent it: the test can fail
     assert run(cfg, db, NOW + timedelta(minutes=6)).returncode == 0
     assert len(graph.deliveries_to("ig_control")) == 1
+
+
+@pytest.mark.parametrize("how", ["optout", "erase"])
+def test_report_coverage_leaves_out_a_person_who_said_stop_under_any_lead_row(
+    tmp_path: Path, db: LeadDB, how: str
+) -> None:
+    """The report's qualified leads leave out the person, not just the lead row they opted
+    out under: a re-imported row of an opted-out or erased person is not someone to reach."""
+    cfg = write_config(tmp_path / "sequences.yaml", base_config())
+    common = ["--config", str(cfg), "--db", db.url]
+    db.insert(due("p1", "ig_person"))
+    db.insert(due("p2", "ig_person"))  # the same person under a second row
+    db.insert(due("p3", "ig_other"))
+
+    def qualified() -> int:
+        r = followup("report", *common, "--account", "acct_a", "--format", "json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["coverage"]["qualified"]
+
+    assert qualified() == 3
+    args = ["--reason", "asked by phone"] if how == "optout" else ["--yes"]
+    r = followup(how, "p1", *args, *common)
+    assert r.returncode == 0, r.stderr
+    assert qualified() == 1  # p1 and p2 are one person; p3 is still someone to reach

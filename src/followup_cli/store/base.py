@@ -1433,7 +1433,8 @@ ORDER BY a.lead_id"""
 
     def qualified_leads(self, account_id: str, min_score: int, max_score: int) -> tuple[int, int]:
         """(qualified, followed up): leads of an account with a score in range, not converted
-        and not opted out; and how many of them ever received a follow-up."""
+        and not opted out (neither the lead nor the person behind it, under any lead row);
+        and how many of them ever received a follow-up."""
         present = set(self.lead_columns())
         where = ["l.account_id = :a", "l.score BETWEEN :lo AND :hi"]
         if "converted_at" in present:
@@ -1442,13 +1443,44 @@ ORDER BY a.lead_id"""
             where.append("(l.status IS NULL OR lower(l.status) <> 'converted')")
         lid = self._lid()
         where.append(f"NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid})")
-        rows = self._query(
-            "SELECT COUNT(*) AS qualified, COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM "
-            f"followup_tracking t WHERE t.lead_id = {lid} AND t.sent_at IS NOT NULL) THEN 1 ELSE 0 "
-            f"END), 0) AS followed_up FROM {self.lead_table} l WHERE {' AND '.join(where)}",
-            {"a": account_id, "lo": min_score, "hi": max_score},
+        followed = (
+            f"CASE WHEN EXISTS (SELECT 1 FROM followup_tracking t WHERE t.lead_id = {lid} "
+            "AND t.sent_at IS NOT NULL) THEN 1 ELSE 0 END"
         )
-        return int(rows[0]["qualified"]), int(rows[0]["followed_up"])
+        params = {"a": account_id, "lo": min_score, "hi": max_score}
+        suppressed = {
+            r["person_key"]
+            for r in self._query(
+                "SELECT person_key FROM followup_suppressions WHERE account_id = :a",
+                {"a": account_id},
+            )
+        }
+        if not suppressed:  # the usual case: one aggregate in SQL
+            rows = self._query(
+                f"SELECT COUNT(*) AS qualified, COALESCE(SUM({followed}), 0) AS followed_up "
+                f"FROM {self.lead_table} l WHERE {' AND '.join(where)}",
+                params,
+            )
+            return int(rows[0]["qualified"]), int(rows[0]["followed_up"])
+        # The person's key is a keyed hash: computed here, one page of leads at a time.
+        qualified = followed_up = 0
+        after: Any = None
+        while True:
+            page_where = [*where, "l.id > :after"] if after is not None else where
+            rows = self._query(
+                f"SELECT l.id AS id, l.recipient_id AS recipient_id, {followed} AS followed "
+                f"FROM {self.lead_table} l WHERE {' AND '.join(page_where)} "
+                "ORDER BY l.id LIMIT 5000",
+                {**params, "after": after},
+            )
+            for r in rows:
+                if self.person_key(account_id, r["recipient_id"]) in suppressed:
+                    continue
+                qualified += 1
+                followed_up += int(r["followed"])
+            if len(rows) < 5000:
+                return qualified, followed_up
+            after = rows[-1]["id"]
 
     def lead_labels(
         self, sequence_id: str | None = None, account_id: str | None = None
