@@ -245,6 +245,12 @@ def optout(
             "the opt-out holds when it appears)"
         )
         out.print((f"{lead}: opted out" if changed else f"{lead}: already opted out") + note)
+        if store.key_problem:
+            err.print(
+                f"followup: warning: {store.key_problem} (the opt-out holds; its recipient id "
+                "was not stored)",
+                markup=False,
+            )
     finally:
         store.close()
 

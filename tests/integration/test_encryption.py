@@ -389,3 +389,27 @@ def test_a_lead_value_that_looks_sealed_never_stops_a_run(db: LeadDB, graph: Fak
         assert store.followups()[0]["conversation_id"] == odd
     finally:
         store.close()
+
+
+def test_optout_with_a_wrong_key_still_holds_but_writes_nothing_under_that_key(
+    db: LeadDB, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    key = new_key()
+    db.insert(secret_lead("k1"), due("k2"))
+    run_engine(db, graph, key)
+    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    wrong = new_key()
+    r = followup(
+        "optout", "k2", "--config", str(path), "--db", db.url,
+        env={"FOLLOWUP_ENCRYPTION_KEY": wrong},
+    )  # fmt: skip
+    assert r.returncode == 0 and "opted out" in r.stdout, r.stderr
+    assert "warning" in r.stderr and key_id(key) in r.stderr
+    sup = db.query("SELECT person_key, recipient_id FROM followup_suppressions")
+    assert len(sup) == 1 and sup[0]["person_key"] and sup[0]["recipient_id"] is None
+    store = open_store(db.url)
+    try:
+        assert recorded_key_ids(store) == [key_id(key)], "the wrong key wrote nothing"
+    finally:
+        store.close()
+    assert cli_run(path, db, key).returncode == 0  # the right key still runs

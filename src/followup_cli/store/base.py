@@ -121,6 +121,7 @@ class SqlStore:
         self._lead_columns: tuple[str, ...] | None = None
         self._secret: str | None = None
         self._cipher: Cipher | None = None
+        self.key_problem: str | None = None  # checked before the first value is sealed
 
     @property
     def cipher(self) -> Cipher:
@@ -133,11 +134,29 @@ class SqlStore:
     @cipher.setter
     def cipher(self, value: Cipher) -> None:
         self._cipher = value
+        self.key_problem = None
 
     def _seal(self, fields: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
         """``fields`` with ``columns`` sealed (without a key: as they are, escaped, see
-        crypto.CLEAR_PREFIX); records the key that sealed them."""
+        crypto.CLEAR_PREFIX); records the key that sealed them. When the keys at hand cannot
+        read the rows already stored (``key_problem``; a run stops before, see
+        ``sealing.check_keys``), the values are withheld (None) rather than written under a
+        key the other hosts do not hold or in clear: an opt-out still holds by its person key."""
         fields = dict(fields)
+        if self.key_problem is None:
+            from ..errors import ConfigError
+            from .sealing import check_keys
+
+            try:
+                check_keys(self)
+                self.key_problem = ""
+            except ConfigError as exc:
+                self.key_problem = str(exc)
+        if self.key_problem:
+            for c in columns:
+                if fields.get(c) is not None:
+                    fields[c] = None
+            return fields
         if self.cipher.seal_fields(fields, columns):
             from .sealing import note_key
 

@@ -37,7 +37,8 @@ def recorded_key_ids(store: SqlStore) -> list[str]:
 
 
 def _sample(store: SqlStore) -> tuple[set[str], list[str]]:
-    """(key ids named by the newest sealed values, newest first-release encrypted bodies)."""
+    """(key ids named by the newest tracking rows' sealed values, their first-release
+    encrypted bodies). Every other sealed value is in the key records."""
     if store._table_columns("followup_tracking") is None:
         return set(), []
     ids: set[str] = set()
@@ -53,13 +54,6 @@ def _sample(store: SqlStore) -> tuple[set[str], list[str]]:
                 ids.add(str(sealed_key_id(v)))
         if r["body_encrypted"] and isinstance(r["body"], str) and not is_sealed(r["body"]):
             legacy.append(r["body"])
-    if store._table_columns("followup_suppressions") is not None:
-        for r in store._query(
-            "SELECT recipient_id FROM followup_suppressions WHERE recipient_id LIKE :p "
-            "ORDER BY created_at DESC LIMIT 20",
-            {"p": "enc1:%"},
-        ):
-            ids.add(str(sealed_key_id(r["recipient_id"])))
     return ids, legacy
 
 
