@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from .config import LoadedConfig, check_config, load_config
+from .config import LoadedConfig, load_config
+from .configcheck import check_config
 from .errors import ConfigError
 from .models import parse_time
 from .store import open_store, resolve_db

@@ -21,7 +21,8 @@ from .cli_common import (
     err,
     out,
 )
-from .config import check_config, load_config
+from .config import load_config
+from .configcheck import check_config
 
 sequences_app = typer.Typer(help="Validate and show sequences.yaml.", no_args_is_help=True)
 app.add_typer(sequences_app, name="sequences")

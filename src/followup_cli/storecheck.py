@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import LoadedConfig, Problem, _where, declared_attributes
+from .config import LoadedConfig, Problem, _where
+from .configcheck import declared_attributes
 from .models import BadLead, Lead, parse_lead
 from .render import Renderer, TemplateProblem
 from .rules import trigger_holds

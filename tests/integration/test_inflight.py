@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from followup_cli.channels import make_channel
-from followup_cli.config import check_config, load_config
+from followup_cli.config import load_config
+from followup_cli.configcheck import check_config
 from followup_cli.engine import Engine, RunOptions
 from followup_cli.store import open_store
 from tests.fakes.graph_api import Call, FakeGraphAPI

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from followup_cli.config import check_config, parse_config
+from followup_cli.config import parse_config
+from followup_cli.configcheck import check_config
 from followup_cli.errors import ConfigError
 from tests.helpers import base_config
 

@@ -11,7 +11,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from followup_cli.config import check_config, parse_config
+from followup_cli.config import parse_config
+from followup_cli.configcheck import check_config
 from followup_cli.render import MAX_CHARS, Renderer, TemplateProblem, sample_lead
 from tests.helpers import base_config
 
