@@ -14,6 +14,7 @@ from . import errors
 from .cli_common import app, err
 from .cli_examples import add_examples
 from .errors import FollowupError
+from .redact import redact, register_environment
 
 # Each command family lives in its own module and registers its commands on ``app`` when
 # imported; the import order is the order of `followup --help`.
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("FOLLOWUP_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    register_environment()  # FOLLOWUP_*TOKEN*/KEY*/SECRET* values never come out
     lines: list[str] = []
     try:
         # Standalone mode handles usage errors (exit 2), --help and typer.Exit itself and
@@ -48,16 +50,19 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except FollowupError as exc:
         if debug:
-            traceback.print_exc()
-        lines = str(exc).splitlines() or [type(exc).__name__]
+            sys.stderr.write(redact(traceback.format_exc()) or "")
+        lines = (redact(str(exc)) or "").splitlines() or [type(exc).__name__]
         code = exc.exit_code
     except KeyboardInterrupt:
         lines = ["interrupted"]
         code = 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
         if debug:
-            traceback.print_exc()
-        lines = [f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)"]
+            sys.stderr.write(redact(traceback.format_exc()) or "")
+        lines = [
+            f"unexpected error: {type(exc).__name__}: {redact(str(exc))} "
+            "(run with --debug for details)"
+        ]
         code = errors.EXIT_UNEXPECTED
     # A run records itself, writes its metrics and pings the end whatever way it ended.
     code, repeated = operate.finish_current(code, "; ".join(lines) if lines else None)

@@ -16,6 +16,7 @@ from .config import LoadedConfig, load_config
 from .configcheck import check_config
 from .errors import ConfigError
 from .models import parse_time
+from .redact import redact, redact_obj
 from .store import open_store, resolve_db
 from .store.base import SqlStore
 
@@ -67,8 +68,17 @@ LogFileOpt = Annotated[
     ),
 ]
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _Console(Console):
+    """A Rich console whose every line passes the redaction step (``redact.py``) on its way
+    out: whatever a command prints, a token or password it quotes is not."""
+
+    def _render_buffer(self, buffer: Any) -> str:
+        return redact(super()._render_buffer(buffer)) or ""
+
+
+out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------- helpers
@@ -114,7 +124,7 @@ def _fmt(dt: datetime | None) -> str:
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=False) + "\n")
+    sys.stdout.write(json.dumps(redact_obj(data), indent=2, default=str, sort_keys=False) + "\n")
 
 
 def _has_lead_table(store: SqlStore) -> bool:

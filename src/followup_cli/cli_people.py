@@ -209,7 +209,9 @@ def optout(
             if target == "-":
                 sys.stdout.write(text)
             else:
-                Path(target).write_text(text, encoding="utf-8")
+                from .files import write_private
+
+                write_private(target, text)
                 out.print(f"{target}: {n} opt-out(s) written")
             if erased:
                 err.print(

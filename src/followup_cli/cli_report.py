@@ -21,6 +21,7 @@ from .cli_common import (
     err,
     out,
 )
+from .redact import redact_obj
 
 # ------------------------------------------------------- report, events, leads (outcomes)
 
@@ -57,7 +58,10 @@ def report_command(
     store = _store(loaded, db, config)
     try:
         reconcile(store, loaded.config, when)
-        data = build_report(store, loaded.config, when, on=date_, days=days, account=account)
+        # every format prints from this: texts stored before redaction existed stay hidden
+        data = redact_obj(
+            build_report(store, loaded.config, when, on=date_, days=days, account=account)
+        )
     finally:
         store.close()
     if fmt in ("html", "csv") and (output or section):

@@ -1049,7 +1049,11 @@ def load_config(path: str | Path) -> LoadedConfig:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read it: {exc}") from None
-    return parse_config(text, str(path))
+    loaded = parse_config(text, str(path))
+    from .redact import register_config
+
+    register_config(loaded.config)  # its tokens never come out of this process again
+    return loaded
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

@@ -86,7 +86,9 @@ def init_lead_store(url: str, table: str = "leads") -> InitResult:
             raise StoreConfigError(
                 f"{path}: the folder {path.parent} does not exist; create it or pass another --db"
             )
-        created_file = not path.exists()
+        from .files import create_private
+
+        created_file = create_private(path)  # 0600: SQLite gives -wal and -shm its mode
         try:
             conn = sqlite3.connect(path)
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
@@ -96,6 +98,8 @@ def init_lead_store(url: str, table: str = "leads") -> InitResult:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.close()
         except sqlite3.DatabaseError as exc:
+            if created_file:
+                path.unlink(missing_ok=True)
             raise StoreConfigError(f"{path}: not a usable SQLite database ({exc})") from None
     store = open_store(url, table, migrate=False)
     try:

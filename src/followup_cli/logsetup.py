@@ -15,7 +15,10 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import UTC, datetime
+from logging.handlers import WatchedFileHandler
 from typing import Any, TextIO
+
+from .files import open_private
 
 LOGGER = "followup"
 _HANDLER_MARK = "_followup_handler"
@@ -38,6 +41,42 @@ class _Context(logging.Filter):
         return True
 
 
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message"}
+
+
+class _Redact(logging.Filter):
+    """The safety net: every record a handler writes passes the redaction step
+    (``redact.py``): its message with its arguments, its traceback, and any extra field."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .redact import redact
+
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is logging's to report
+            return True
+        record.msg, record.args = redact(message), ()
+        if record.exc_info:
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, redact(text)
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        for key, value in list(vars(record).items()):
+            if key not in _RECORD_ATTRS and isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True
+
+
+class _PrivateFileHandler(WatchedFileHandler):
+    """``WatchedFileHandler`` whose file, when it creates it (the first run, or after
+    logrotate moved the old one away), is ``0600``."""
+
+    def _open(self) -> Any:
+        return open_private(self.baseFilename, "a", self.encoding, self.errors)
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
@@ -47,6 +86,8 @@ class _TextFormatter(logging.Formatter):
         )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
         return line
 
 
@@ -97,10 +138,8 @@ def configure(
     formatter = _json_formatter() if fmt == "json" else _TextFormatter()
     level = logging.DEBUG if verbose >= 2 else logging.INFO
     if log_file:
-        from logging.handlers import WatchedFileHandler
-
         try:
-            fh = WatchedFileHandler(log_file, encoding="utf-8")
+            fh = _PrivateFileHandler(log_file, encoding="utf-8")
         except OSError as exc:
             from .errors import ConfigError
 
@@ -111,6 +150,7 @@ def configure(
         fh.setLevel(level)
         fh.setFormatter(formatter)
         fh.addFilter(_Context())
+        fh.addFilter(_Redact())
         setattr(fh, _HANDLER_MARK, True)
         logger.addHandler(fh)
     to_stderr = verbose > 0 or (fmt == "json" and not log_file)
@@ -119,6 +159,7 @@ def configure(
         sh.setLevel(logging.ERROR if quiet else level)
         sh.setFormatter(formatter)
         sh.addFilter(_Context())
+        sh.addFilter(_Redact())
         setattr(sh, _HANDLER_MARK, True)
         logger.addHandler(sh)
     if not logger.handlers:

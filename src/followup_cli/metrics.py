@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 
 def build(
@@ -102,8 +102,11 @@ def build(
 
 
 def write(path: str, registry: CollectorRegistry) -> None:
-    """Atomically replace ``path`` (temporary file in the same directory, then rename)."""
-    write_to_textfile(path, registry)
+    """Atomically replace ``path`` (temporary file in the same directory, then rename); a
+    new file is 0600, an existing one keeps its mode (``files.atomic_write_private``)."""
+    from .files import atomic_write_private
+
+    atomic_write_private(path, generate_latest(registry))
 
 
 __all__ = ["build", "write"]

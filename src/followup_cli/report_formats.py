@@ -401,5 +401,7 @@ def write_output(
     if output is None:
         stdout.write(text)
         return
-    output.write_text(text, encoding="utf-8")
+    from .files import write_private
+
+    write_private(output, text)
     err.print(f"wrote {output} ({len(text.encode()) // 1024} KiB)", markup=False)

@@ -28,6 +28,7 @@ import requests
 
 from .config import Account, Config, Problem
 from .errors import ConfigError
+from .redact import redact, register
 
 
 @dataclass
@@ -151,7 +152,8 @@ def _graph_error(body: Any) -> str:
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, dict):
         code = err.get("code")
-        return f"{err.get('message') or 'error'}" + (f" (code {code})" if code else "")
+        text = f"{err.get('message') or 'error'}" + (f" (code {code})" if code else "")
+        return redact(text) or text  # an API that quotes the token back must not print it
     return "no Graph answer"
 
 
@@ -191,6 +193,7 @@ def _check_one(s: TokenState, acct: Account, env: Mapping[str, str], client: Tok
         s.problem = f"{s.token_env} is not set"
         return
     token = env[s.token_env]
+    register(token)
     try:
         status, body = client.me(token)
         if status != 200 or not isinstance(body, dict):
@@ -244,6 +247,7 @@ def refresh(
     client = TokenClient(
         config.channel.api_base, config.channel.api_version, config.channel.timeout_seconds
     )
+    register(env[acct.token_env])
     try:
         status, body = client.refresh(env[acct.token_env])
     except TokenError as exc:

@@ -353,6 +353,10 @@ class FakeGraphAPI:
         self.expires_at: dict[str, int] = {}
         self.issued_at: dict[str, int] = {}
         self.refreshes: list[str] = []  # new tokens handed out by /refresh_access_token
+        #: When True, every error answer quotes the caller's access token back (in
+        #: ``message``, in ``error_user_msg`` and in a URL with ``access_token=``), as a
+        #: careless proxy or API might: for tests that the client never repeats it.
+        self.quote_token = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -638,6 +642,8 @@ class FakeGraphAPI:
         if call.outcome == "pending":
             call.outcome = "ok" if status == 200 else "error"
         if status != 200 and isinstance(payload, dict) and "error" in payload:
+            if self.quote_token and isinstance(payload["error"], dict):
+                _quote_token(payload["error"], call)
             call.error = payload["error"]
         self._run_hooks(self._response_hooks, call)
         handler.respond(status, payload, **kw)
@@ -910,6 +916,18 @@ class FakeGraphAPI:
             if valid == token:
                 return ig_user_id
         return owner
+
+
+def _quote_token(error: dict[str, Any], call: Call) -> None:
+    token = _bearer_token(call.headers) or _first(
+        parse_qs(urlsplit(call.path).query).get("access_token")
+    )
+    if not token:
+        return
+    url = f"https://graph.instagram.com/v21.0/me?fields=id&access_token={token}"
+    error["message"] = f"{error.get('message', '')} (token {token} at {url})"
+    error["error_user_msg"] = f"The token {token} was rejected"
+    error["error_user_title"] = f"Bearer {token}"
 
 
 def _first(values: Iterable[str] | None) -> str | None:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from ..redact import redact
+
 Outcome = Literal["sent", "failed", "unknown", "deferred", "account_fatal", "cancelled"]
 
 
@@ -64,6 +66,12 @@ class SendResult:
     retry_after: float | None = None
     attempts: int = 1
     kind: str = ""  # the error class from the error table, for summaries
+
+    def __post_init__(self) -> None:
+        # The choke point between a channel and everything that stores, logs or prints its
+        # answer: an API error text that quotes a token or a secret is redacted here.
+        if self.error_message:
+            object.__setattr__(self, "error_message", redact(self.error_message))
 
     @property
     def ok(self) -> bool:

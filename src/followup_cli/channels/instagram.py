@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .. import redact
 from .base import OutgoingMessage, SendResult
 from .http import HttpSender, result_from
 
@@ -59,6 +60,7 @@ class InstagramChannel:
                 attempts=0,
                 kind="account",
             )
+        redact.register(token)  # whatever the API answers, this token is never echoed on
         url = self.url_for(message.ig_user_id)
         headers = {"Authorization": f"Bearer {token}"}
         parts: list[dict[str, Any]] = []

@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .. import redact
 from .base import OutgoingMessage, SendResult
 from .http import HttpSender, result_from
 
@@ -67,6 +68,7 @@ class WebhookChannel:
                 kind="account",
             )
         if secret:
+            redact.register(secret)
             sig = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
             headers["X-Followup-Signature"] = f"sha256={sig}"
         attempt, n = self.http.post(self.url, headers, data=body, proceed=message.still_wanted)

@@ -19,6 +19,7 @@ from ..channels.console import ConsoleChannel
 from ..clock import Clock
 from ..config import load_config
 from ..engine import Engine, RunOptions
+from ..files import create_private
 from ..leadstore import COLUMN_NAMES, lead_table_ddl
 from ..outcomes import reconcile
 from ..report import build_report
@@ -189,6 +190,7 @@ def run_demo(
     # overnight, a batch before each morning's first run, the last one after the demo's end.
     per_day = n_leads // (days + 1)
     batches = [n_leads - per_day * days] + [per_day] * days
+    create_private(db_path)  # 0600, and so its -wal and -shm: the demo's leads are people
     seed_leads(db_path, batches[0], rng)
     loaded = load_config(config_path)
     store = open_store(str(db_path), "leads")

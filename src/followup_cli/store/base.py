@@ -19,7 +19,6 @@ Concurrency contract (see README "Never twice"):
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -40,6 +39,7 @@ from ..models import (
     PersonEnrollment,
     parse_time,
 )
+from ..redact import redact, redact_obj
 from ..rules import keyword_like_pattern
 from .migrations import MIGRATIONS
 
@@ -389,7 +389,7 @@ class SqlStore:
         return ", ".join(parts)
 
     def describe(self) -> str:
-        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
+        return redact(self.url) or self.url
 
     def candidate_leads(
         self,
@@ -871,8 +871,9 @@ class SqlStore:
 
     def insert_followup(self, row: dict[str, Any]) -> int | None:
         """Insert a tracking row; None when (lead, sequence, message) already has one.
-        Recipient and conversation ids and error texts are sealed here (with a key)."""
-        row = self._seal(row, SEALED_TRACKING)
+        Error texts are redacted, then recipient and conversation ids and error texts are
+        sealed here (with a key)."""
+        row = self._seal(_redact_fields(row), SEALED_TRACKING)
         cols = [c for c in TRACKING_COLUMNS if c in row]
         sql = (
             f"INSERT INTO followup_tracking ({', '.join(cols)}) VALUES "
@@ -885,6 +886,7 @@ class SqlStore:
     def update_followup(
         self, followup_id: int, fields: dict[str, Any], only_status: str | None = None
     ) -> int:
+        fields = _redact_fields(fields)  # before sealing: a secret is not even sealed
         # An unknown outcome's reason is the channel's error text: sealed like it.
         error_reason = fields.get("status") == UNKNOWN and "error_message" in fields
         fields = self._seal(fields, SEALED_TRACKING + (("reason",) if error_reason else ()))
@@ -1070,6 +1072,7 @@ class SqlStore:
         detail: dict[str, Any] | None = None,
     ) -> None:
         """Add a row to the audit log, chained to the one before (``auditchain``)."""
+        detail = redact_obj(detail) if detail else detail  # API texts may quote a secret
         auditchain.append(
             self, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
         )
@@ -1082,7 +1085,7 @@ class SqlStore:
         new: list[str] = []
         with self.transaction():
             for lead_id, problem in problems[:BAD_LEADS_NOTED]:
-                detail = {"problem": problem}
+                detail = {"problem": redact(problem)}
                 seen = self._query(
                     "SELECT 1 AS x FROM followup_audit WHERE lead_id = :l AND action = 'bad_lead' "
                     "AND detail = :d",
@@ -1130,7 +1133,12 @@ class SqlStore:
         self._run(
             "UPDATE followup_runs SET finished_at = :w, heartbeat_at = :w, exit_code = :c, "
             "summary = :s WHERE run_id = :r",
-            {"w": wall, "c": exit_code, "s": json.dumps(summary, default=str), "r": run_id},
+            {
+                "w": wall,
+                "c": exit_code,
+                "s": json.dumps(redact_obj(summary), default=str),
+                "r": run_id,
+            },
         )
 
     def open_claims(self) -> list[dict[str, Any]]:
@@ -1351,7 +1359,7 @@ ORDER BY a.lead_id"""
             )
         ):
             return None  # seen before, and erased since: a duplicate all the same
-        out = self._query(sql, {c: row.get(c) for c in cols})
+        out = self._query(sql, _redact_fields({c: row.get(c) for c in cols}))
         return int(out[0]["id"]) if out else None
 
     def set_event_outcome(self, event_id: int, outcome: str) -> None:
@@ -1516,6 +1524,20 @@ ORDER BY a.lead_id"""
         return self.rows(
             f"SELECT * FROM followup_lead_labels {clause} ORDER BY sequence_id, lead_id", params
         )
+
+
+# Columns that may hold a text from outside (an API's error, an exception's text): what is
+# written there passes the redaction step first (``redact.py``).
+FREE_TEXT_COLUMNS = frozenset({"error_message", "reason", "detail", "summary", "ended_reason"})
+
+
+def _redact_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    if not any(k in FREE_TEXT_COLUMNS and isinstance(v, str) for k, v in fields.items()):
+        return fields
+    return {
+        k: redact(v) if k in FREE_TEXT_COLUMNS and isinstance(v, str) else v
+        for k, v in fields.items()
+    }
 
 
 def _followup_record(r: dict[str, Any]) -> FollowupRecord:

@@ -18,6 +18,7 @@ from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoade
 from psycopg.types.json import JsonbLoader, JsonLoader
 
 from ..errors import StoreConfigError, StoreError
+from ..redact import redact
 from .base import SqlStore
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
@@ -64,6 +65,14 @@ _LENIENT = {
 _LOCK_KEY = "hashtextextended(COALESCE(current_schema(), '') || :k, 0)"
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of a driver error, redacted (it may quote the connection string)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return redact(text.splitlines()[0]) or type(exc).__name__
+
+
 def _convert(sql: str) -> str:
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
@@ -79,7 +88,8 @@ class PostgresStore(SqlStore):
                 url, autocommit=True, row_factory=dict_row, connect_timeout=10
             )
         except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # libpq may quote the connection string back (a password in it): redacted
+            first = _first_line(exc)
             raise StoreConfigError(
                 f"{self.describe()}: cannot connect ({first}); check the URL, that Postgres is "
                 "running and that the database exists"
@@ -120,7 +130,7 @@ class PostgresStore(SqlStore):
                     lenient.execute(self._sql(sql), params or {})
                     return lenient.fetchall()
         except psycopg.Error as exc:
-            raise StoreError(f"{self.describe()}: {str(exc).strip().splitlines()[0]}") from exc
+            raise StoreError(f"{self.describe()}: {_first_line(exc)}") from exc
 
     def page_key(self, lead_id: Any) -> Any:
         return str(lead_id)  # pages compare the id as text (``_lid``)
@@ -130,7 +140,7 @@ class PostgresStore(SqlStore):
             with self._lock:
                 return self.conn.execute(self._sql(sql), params or {}).rowcount
         except psycopg.Error as exc:
-            raise StoreError(f"{self.describe()}: {str(exc).strip().splitlines()[0]}") from exc
+            raise StoreError(f"{self.describe()}: {_first_line(exc)}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -146,7 +156,9 @@ class PostgresStore(SqlStore):
                 tx = self.conn.transaction()
                 tx.__enter__()
             except psycopg.Error as exc:
-                raise StoreError(f"{self.describe()}: cannot start a transaction: {exc}") from exc
+                raise StoreError(
+                    f"{self.describe()}: cannot start a transaction: {_first_line(exc)}"
+                ) from exc
             self._depth = 1
             try:
                 yield
@@ -161,7 +173,7 @@ class PostgresStore(SqlStore):
             try:
                 tx.__exit__(None, None, None)
             except psycopg.Error as exc:
-                raise StoreError(f"{self.describe()}: commit failed: {exc}") from exc
+                raise StoreError(f"{self.describe()}: commit failed: {_first_line(exc)}") from exc
 
     def _in_list(self, column: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
         # One array parameter: psycopg converts a query with 500 named parameters anew on
@@ -235,7 +247,7 @@ class PostgresStore(SqlStore):
                         self.conn.execute(f"VACUUM (FULL) {table}")
                         done.append(table)
                     except psycopg.Error as exc:
-                        failed.append(f"{table} ({str(exc).strip().splitlines()[0]})")
+                        failed.append(f"{table} ({_first_line(exc)})")
             finally:
                 self.conn.execute("RESET lock_timeout")
         note = (
