@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
-MIN_SECRET = 4
+MIN_SECRET = 8
 
 # Names whose value is a credential wherever it appears as name=value or "name": "value".
 _KEYS = (
@@ -54,12 +54,13 @@ _AUTH_HEADER = re.compile(
     r"(?:(?P<scheme>bearer|oauth|basic|token|digest)\s+)?(?P<value>[^\s\"',;}\]]+)"
 )
 # A credential after its scheme anywhere in prose: "Bearer abc…", "OAuth abc…". A word
-# that is plainly prose ("OAuth access token", "Bearer token") is left alone: the value
-# must look like a credential (8+ token characters with a digit, or 20+ characters).
+# that is plainly prose ("OAuth access token", "Bearer token", "OAuth graph.example.com")
+# is left alone: the value must look like a credential (16+ token characters, with a
+# letter and a digit).
 _SCHEME_VALUE = re.compile(
     r"(?i)\b(?P<scheme>bearer|oauth|basic)\s+"
-    r"(?P<value>(?=[A-Za-z0-9._~+/=|%:-]*\d)[A-Za-z0-9._~+/=|%:-]{8,}"
-    r"|[A-Za-z0-9._~+/=|%:-]{20,})"
+    r"(?P<value>(?=[A-Za-z0-9._~+=|%-]*\d)(?=[A-Za-z0-9._~+=|%-]*[A-Za-z])"
+    r"[A-Za-z0-9._~+=|%-]{16,})"
 )
 # user:password@ in a URL (postgresql://, postgres://, https://, amqp://, …).
 _URL_USERINFO = re.compile(
