@@ -20,13 +20,13 @@ from .redact import redact, register_environment
 # imported; the import order is the order of `followup --help`.
 # isort: off
 from . import cli_run, cli_operate, cli_people, cli_setup, cli_report, cli_audit, cli_keys
-from . import cli_leads, cli_plan
+from . import cli_leads, cli_plan, cli_db
 # isort: on
 
 __all__ = ["app", "main"]
 FAMILIES = (
     cli_run, cli_operate, cli_people, cli_setup, cli_report, cli_audit, cli_keys, cli_leads,
-    cli_plan,
+    cli_plan, cli_db,
 )  # fmt: skip
 add_examples(app)
 

@@ -23,6 +23,7 @@ from .cli_common import (
     app,
     out,
 )
+from .store.access import READ, reading
 
 SHOWN = 50  # problems printed as text; --json has them all
 
@@ -59,9 +60,10 @@ def audit_show(
     Who is the OS account of the process's real uid (under sudo, the caller sudo names,
     marked unverified); on Postgres each row also records the database role (--json)."""
     loaded = _load_optional(config)
-    store = _store(loaded, db, config)
+    store = _store(loaded, db, config, need=READ)
     try:
-        rows = store.audit_log(lead, limit)
+        with reading(store):
+            rows = store.audit_log(lead, limit)
     finally:
         store.close()
     if as_json:
@@ -99,9 +101,10 @@ def audit_verify(
     or added by hand; details removed by an erasure are counted, not reported. Keep the
     head it prints somewhere else and pass it back with --head later."""
     loaded = _load_optional(config)
-    store = _store(loaded, db, config)
+    store = _store(loaded, db, config, need=READ)
     try:
-        report = verify(store, head)
+        with reading(store):
+            report = verify(store, head)
     finally:
         store.close()
     code = 0 if report.intact else errors.EXIT_SEND_FAILURES

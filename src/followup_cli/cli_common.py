@@ -114,8 +114,15 @@ def _store(
     config_path: str,
     migrate: bool = True,
     readonly: bool = False,
+    need: str | None = None,
 ) -> SqlStore:
+    """The store; ``need`` (READ, REPORT, WRITE, MIGRATE of ``store.access``) opens it for
+    what the command needs, the role's privileges checked up front (exit 2 naming them)."""
     table = loaded.config.settings.lead_table if loaded else "leads"
+    if need is not None:
+        from .store.access import open_for
+
+        return open_for(resolve_db(db, config_path), table, need)
     return open_store(resolve_db(db, config_path), table, migrate=migrate, readonly=readonly)
 
 

@@ -22,6 +22,7 @@ from .cli_common import (
     out,
 )
 from .crypto import KEY_ENV
+from .store.access import READ, WRITE
 
 keys_app = typer.Typer(
     help=f"Encryption keys ({KEY_ENV}): status, and rotate to a new key.",
@@ -39,7 +40,7 @@ def keys_status(
     from .store.sealing import check_keys, recorded_key_ids
 
     loaded = _load_optional(config)
-    store = _store(loaded, db, config, migrate=False, readonly=True)
+    store = _store(loaded, db, config, need=READ)
     try:
         held = store.cipher.key_ids
         recorded = recorded_key_ids(store)
@@ -97,7 +98,7 @@ def keys_rotate(
     from .store.sealing import rotate_keys
 
     loaded = _load_optional(config)
-    store = _store(loaded, db, config, readonly=dry_run, migrate=not dry_run)
+    store = _store(loaded, db, config, need=READ if dry_run else WRITE)
     try:
         res = rotate_keys(
             store,

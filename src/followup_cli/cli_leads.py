@@ -31,6 +31,7 @@ from .cli_common import (
 from .errors import ConfigError
 from .models import parse_time
 from .store import resolve_db
+from .store.access import READ, reading
 
 leads_app = typer.Typer(
     help="Leads in a sequence (`followup leads`), and the lead store: init, import, check.",
@@ -82,9 +83,10 @@ def leads_list(
 
     loaded = _load(config, strict=False)
     when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config)
+    store = _store(loaded, db, config, need=READ)
     try:
-        rows = leads_in_sequences(store, loaded.config, when, sequence, account)
+        with reading(store):
+            rows = leads_in_sequences(store, loaded.config, when, sequence, account)
     finally:
         store.close()
     if as_json:

@@ -27,6 +27,7 @@ from .cli_common import (
     out,
 )
 from .errors import ConfigError
+from .store.access import READ
 
 tokens_app = typer.Typer(
     help="Access tokens: set, accepted, expiring; refresh a long-lived one.", no_args_is_help=True
@@ -80,9 +81,8 @@ def status_command(
 
     loaded = _load(config, strict=False)
     when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config, migrate=False)
+    store = _store(loaded, db, config, need=READ)
     try:
-        store.lead_columns()
         data = build_status(loaded, store, when, max_age_hours, check_tokens)
     finally:
         store.close()

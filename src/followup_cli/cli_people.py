@@ -32,6 +32,7 @@ from .cli_common import (
     out,
 )
 from .errors import ConfigError
+from .store.access import READ, WRITE, reading
 from .store.base import SqlStore
 
 unknown_app = typer.Typer(
@@ -58,7 +59,7 @@ def explain(
 
     loaded = _load(config, strict=False)
     when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config, migrate=False, readonly=True)
+    store = _store(loaded, db, config, need=READ)
     try:
         if _pending_migrations(store):
             from .models import LeadState
@@ -189,11 +190,12 @@ def optout(
     if (list_ or import_) and lead:
         raise ConfigError(f"{lead}: --list and --import take no LEAD")
     loaded = _load_optional(config)
-    store = _store(loaded, db, config)
+    store = _store(loaded, db, config, need=READ if list_ or export else WRITE)
     try:
         now = datetime.now(UTC)
         if list_:
-            _print_optouts(store, as_json)
+            with reading(store):
+                _print_optouts(store, as_json)
             return
         if import_:
             from .optouts import import_optouts
@@ -205,7 +207,8 @@ def optout(
             from .optouts import export_optouts
 
             target = lead or "-"
-            text, n, erased = export_optouts(store)
+            with reading(store):
+                text, n, erased = export_optouts(store)
             if target == "-":
                 sys.stdout.write(text)
             else:
@@ -307,9 +310,10 @@ def unknown_list(
 ) -> None:
     """Follow-ups whose outcome is unknown (and claims still pending)."""
     loaded = _load_optional(config)
-    store = _store(loaded, db, config)
+    store = _store(loaded, db, config, need=READ)
     try:
-        rows = store.followups(status="unknown") + store.followups(status="pending")
+        with reading(store):
+            rows = store.followups(status="unknown") + store.followups(status="pending")
     finally:
         store.close()
     if as_json:
@@ -356,7 +360,7 @@ def unknown_resolve(
     if sent == release:
         raise ConfigError("choose one: --sent (it went out) or --release (it did not)")
     loaded = _load_optional(config)
-    store = _store(loaded, db, config)
+    store = _store(loaded, db, config, need=WRITE)
     try:
         row = store.resolve_unknown(followup_id, sent, actor(), datetime.now(UTC))
         if row is None:
@@ -406,7 +410,7 @@ def erase(
             )
         if account is None and loaded is not None and len(loaded.config.accounts) == 1:
             account = loaded.config.accounts[0].id
-        store = _store(loaded, db, config)
+        store = _store(loaded, db, config, need=WRITE)
         try:
             lifted = lift_erasure(store, lead, account, actor(), datetime.now(UTC))
         finally:
@@ -427,7 +431,7 @@ def erase(
             "person behind this lead from the tool's tables and stops messaging them; add --yes "
             "to do it"
         )
-    store = _store(loaded, db, config)
+    store = _store(loaded, db, config, need=WRITE)
     try:
         counts = erase_lead(store, lead, actor(), datetime.now(UTC))
     finally:
@@ -463,7 +467,7 @@ def handoff(
     if account is not None and loaded.config.account(account) is None:
         raise ConfigError(f"--account {account}: no such account in {loaded.path}")
     when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config, migrate=False)
+    store = _store(loaded, db, config, need=READ)
     try:
         rows = []
         if not _pending_migrations(store):
@@ -527,7 +531,7 @@ def events_ingest(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read ({exc})") from None
     when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config)
+    store = _store(loaded, db, config, need=WRITE)
     try:
         name = "<stdin>" if source == "-" else source
         # A replay (--now) sees nothing after its instant; real time allows clock skew.

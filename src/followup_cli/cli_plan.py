@@ -23,6 +23,7 @@ from .cli_common import (
     out,
 )
 from .errors import ConfigError
+from .store.access import READ, reading
 
 
 def package_version() -> str:
@@ -75,13 +76,9 @@ def plan_command(
     if account is not None and loaded.config.account(account) is None:
         raise ConfigError(f"--account {account}: no such account in {loaded.path}")
     when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config, migrate=False, readonly=True)
+    store = _store(loaded, db, config, need=READ)
     try:
-        store.lead_columns()
-        if store.pending_migrations():
-            with store.scratch():  # a fresh store: the tool's tables exist only inside
-                result = build_plan(loaded, store, when, days, account)
-        else:
+        with reading(store):  # a fresh store: the tool's tables exist only inside
             result = build_plan(loaded, store, when, days, account)
     finally:
         store.close()

@@ -51,17 +51,20 @@ def report_command(
     from .outcomes import reconcile
     from .report import build_report, tables, to_csv
     from .report_formats import check_format_options, write_output
+    from .store.access import REPORT, access_of, reading
 
     check_format_options(fmt, output, section)
     loaded = _load(config, strict=False)
     when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config)
+    store = _store(loaded, db, config, need=REPORT)
     try:
-        reconcile(store, loaded.config, when)
-        # every format prints from this: texts stored before redaction existed stay hidden
-        data = redact_obj(
-            build_report(store, loaded.config, when, on=date_, days=days, account=account)
-        )
+        with reading(store):
+            if access_of(store).may_write:  # a read-only role sees them as of the last run
+                reconcile(store, loaded.config, when)
+            # every format prints from this: texts stored before redaction existed stay hidden
+            data = redact_obj(
+                build_report(store, loaded.config, when, on=date_, days=days, account=account)
+            )
     finally:
         store.close()
     if fmt in ("html", "csv") and (output or section):

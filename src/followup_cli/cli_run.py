@@ -35,6 +35,7 @@ from .cli_common import (
 from .clock import Clock
 from .errors import ConfigError
 from .store import resolve_db
+from .store.access import READ, WRITE, reading
 
 # ----------------------------------------------------------------------- run
 
@@ -137,7 +138,7 @@ def run(
     if not dry_run and not target.startswith(("postgresql://", "postgres://")):
         path = target[len("sqlite:///") :] if target.startswith("sqlite:///") else target
         lock = RunLock(f"{path}.lock", wait_seconds=wait)
-    store = _store(loaded, db, config, migrate=not dry_run, readonly=dry_run)
+    store = _store(loaded, db, config, need=READ if dry_run else WRITE)
     try:
         store.lead_columns()
         from .store.sealing import check_keys
@@ -170,9 +171,9 @@ def run(
         if lock is not None:
             with lock:
                 summary = engine.run(options)
-        elif dry_run and store.pending_migrations():
-            # A fresh store: create the tool's tables in a transaction that is rolled back.
-            with store.scratch():
+        elif dry_run:
+            # A fresh store: the tool's tables exist in a transaction that is rolled back.
+            with reading(store):
                 summary = engine.run(options)
         else:
             summary = engine.run(options)

@@ -166,13 +166,34 @@ def sequences_show(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = Fals
 
 
 @app.command()
-def migrate(config: ConfigOpt = "sequences.yaml", db: DbOpt = None) -> None:
-    """Create or upgrade the tool's own tables."""
+def migrate(
+    config: ConfigOpt = "sequences.yaml",
+    db: DbOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the pending migrations; change nothing.")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="As --dry-run, and exit 3 when some are pending."),
+    ] = False,
+) -> None:
+    """Create or upgrade the tool's own tables, beside the lead table. The one command that
+    changes the schema (a run does too, when its role may): run it as the tables' owner,
+    a role with CREATE on the schema (SQLite: a user who may write the file)."""
+    from .store.access import MIGRATE, READ, access_of
+
     loaded = _load_optional(config)
-    store = _store(loaded, db, config, migrate=False)
-    try:
-        store.lead_columns()  # the tool's tables go beside the lead table, nowhere else
-        applied = store.migrate()
+    if dry_run or check:
+        store = _store(loaded, db, config, need=READ)
+        try:
+            pending = access_of(store).pending
+        finally:
+            store.close()
+        out.print(f"pending: {', '.join(pending)}" if pending else "up to date")
+        raise typer.Exit(errors.EXIT_SEND_FAILURES if check and pending else 0)
+    store = _store(loaded, db, config, need=MIGRATE)
+    try:  # nothing pending: nothing to create, whatever the role may
+        applied = store.migrate() if access_of(store).pending else []
     finally:
         store.close()
     out.print(f"applied: {', '.join(applied)}" if applied else "up to date")

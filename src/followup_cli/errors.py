@@ -4,7 +4,8 @@ exit codes and one-line messages in one place (``cli.py``).
     FollowupError                 exit 1  anything unexpected
     ├── ConfigError               exit 2  bad sequences.yaml, template, option or setting
     │   └── StoreConfigError      exit 2  bad --db URL, unreachable database, bad lead table
-    │       └── StoreCorrupt      exit 2  corrupt or foreign file, unwritable file or folder
+    │       ├── StoreCorrupt      exit 2  corrupt or foreign file, unwritable file or folder
+    │       └── PrivilegeError    exit 2  the role lacks a privilege the command needs
     ├── StoreError                exit 1  the database failed mid-run (StoreCorrupt is one too)
     └── LockHeld                  exit 75 another run holds the run lock
 
@@ -43,6 +44,11 @@ class StoreError(FollowupError):
 class StoreCorrupt(StoreConfigError, StoreError):
     """The database file is corrupt, not a database, or cannot be written where it must be
     (file, folder): named with the fix, exit 2, at open or in the middle of a command."""
+
+
+class PrivilegeError(StoreConfigError):
+    """The database role (or OS user) lacks a privilege the command needs: named with the
+    grant that gives it; checked before anything is sent (``store/access.py``)."""
 
 
 class LockHeld(FollowupError):

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
 from psycopg.types.json import JsonbLoader, JsonLoader
 
-from ..errors import StoreConfigError, StoreError
+from ..errors import PrivilegeError, StoreConfigError, StoreError
 from ..redact import redact
 from .base import SqlStore
 
@@ -130,7 +130,20 @@ class PostgresStore(SqlStore):
                     lenient.execute(self._sql(sql), params or {})
                     return lenient.fetchall()
         except psycopg.Error as exc:
-            raise StoreError(f"{self.describe()}: {_first_line(exc)}") from exc
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: psycopg.Error) -> StoreError | PrivilegeError:
+        """A driver error -> the project's: a privilege the role lacks (SQLSTATE 42501) is
+        the exit-2 line naming the role and the grant; anything else a store failure."""
+        first = _first_line(exc)
+        if getattr(exc, "sqlstate", None) == "42501":
+            role = self.conn.info.user
+            return PrivilegeError(
+                f"{self.describe()}: role {role}: {first}; grant what it needs with "
+                f"`followup db grants --runner {role}` (or --reader for read commands), "
+                "run as the tables' owner"
+            )
+        return StoreError(f"{self.describe()}: {first}")
 
     def page_key(self, lead_id: Any) -> Any:
         return str(lead_id)  # pages compare the id as text (``_lid``)
@@ -140,7 +153,7 @@ class PostgresStore(SqlStore):
             with self._lock:
                 return self.conn.execute(self._sql(sql), params or {}).rowcount
         except psycopg.Error as exc:
-            raise StoreError(f"{self.describe()}: {_first_line(exc)}") from exc
+            raise self._translate(exc) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -243,6 +256,9 @@ class PostgresStore(SqlStore):
                 for table in tables:
                     if self._table_columns(table) is None:
                         continue
+                    if not self._owns(table):  # VACUUM would skip it with a mere warning
+                        failed.append(f"{table} (role {self.conn.info.user} does not own it)")
+                        continue
                     try:
                         self.conn.execute(f"VACUUM (FULL) {table}")
                         done.append(table)
@@ -260,6 +276,14 @@ class PostgresStore(SqlStore):
                 f"have the tables' owner run `VACUUM (FULL) {', '.join(tables)};`" + note
             )
         return f"VACUUM FULL of the tool's {len(done)} tables done" + note
+
+    def _owns(self, table: str) -> bool:
+        rows = self._query(
+            "SELECT pg_has_role(current_user, c.relowner, 'USAGE') AS owns FROM pg_class c "
+            "WHERE c.oid = to_regclass(:t)",
+            {"t": table},
+        )
+        return bool(rows and rows[0]["owns"])
 
     def _ddl(self, statement: str) -> str:
         return statement.format(
