@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from . import logsetup
+from .redact import redact
 
 log = logsetup.get("ping")
 
@@ -69,6 +70,8 @@ class Pinger:
 
     def finish(self, exit_code: int, body: str) -> None:
         """Send the end ping; wait at most ``timeout`` seconds for both pings."""
+        # the body leaves for a third party: it passes the redaction step like any output
+        body = redact(body) or ""
         self._spawn("POST", _with_suffix(self.url, str(exit_code), self.run_id), body, "end")
         import time
 

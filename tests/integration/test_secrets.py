@@ -17,6 +17,7 @@ import pytest
 
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.helpers import LeadDB, followup, graph_config, lead
+from tests.integration.test_operations import PingServer
 
 IG_A = "17841000000000001"
 TOKEN = "EAAsecretTOKENvalue0123456789xyz"
@@ -104,11 +105,15 @@ def test_an_api_that_quotes_the_token_back__it_is_nowhere(tmp_path, db, quoting_
     # the second run meets a revoked token: the account stops (its line names the variable)
     graph.fail(190, times=None)
     later = (NOW + timedelta(hours=1)).isoformat()
-    second = followup(
-        "run", "--config", cfg, "--db", db.url, "--now", later, "--log-format", "json",
-        "--log-file", str(jlog), env=env,
-    )  # fmt: skip
+    with PingServer() as ping:  # the end ping carries the run's line to a third party
+        second = followup(
+            "run", "--config", cfg, "--db", db.url, "--now", later, "--log-format", "json",
+            "--log-file", str(jlog), "--ping-url", ping.url, env=env,
+        )  # fmt: skip
     assert second.returncode == 3 and "FOLLOWUP_TOKEN_A" in second.stderr, second.stderr
+    pinged = [body for method, _, body in ping.hits if method == "POST"]
+    assert pinged, ping.hits
+    outputs += pinged
     assert "***" in second.stderr  # the API's text is there, its token is not
     outputs += [second.stdout, second.stderr]
     assert "***" in call("unknown", "list") + call("unknown", "list", "--json")
