@@ -413,3 +413,65 @@ def test_optout_with_a_wrong_key_still_holds_but_writes_nothing_under_that_key(
     finally:
         store.close()
     assert cli_run(path, db, key).returncode == 0  # the right key still runs
+
+
+def test_rotate_interrupted_keeps_its_finished_batches_and_resumes(
+    db: LeadDB, graph: FakeGraphAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from followup_cli.store import sealing
+
+    old, new = new_key(), new_key()
+    db.insert(secret_lead("k1"), due("k2"))
+    run_engine(db, graph, old, max_per_lead_per_day=2)
+    store = open_store(db.url)
+    try:
+        store.cipher = Cipher(f"{new},{old}")
+        real, calls = sealing._update, []
+
+        def dies_on_the_second_row(*args: Any) -> None:
+            calls.append(args)
+            if len(calls) == 2:
+                raise RuntimeError("killed")
+            real(*args)
+
+        monkeypatch.setattr(sealing, "_update", dies_on_the_second_row)
+        with pytest.raises(RuntimeError):
+            rotate_keys(store, store.cipher, NOW, batch=1)
+        monkeypatch.setattr(sealing, "_update", real)
+        ids = [
+            r["recipient_id"]
+            for r in db.query("SELECT recipient_id FROM followup_tracking ORDER BY id")
+        ]
+        assert [sealed_key(v) for v in ids] == [key_id(new), key_id(old)], "batch 1 stayed"
+        assert key_id(old) in recorded_key_ids(store), "not rotated away before the end"
+        done = rotate_keys(store, store.cipher, NOW, batch=1)
+        assert done.rows == {"followup_tracking": 1}, "only what was left"
+        assert recorded_key_ids(store) == [key_id(new)]
+    finally:
+        store.close()
+
+
+def sealed_key(value: str) -> str:
+    return value.split(":")[1]
+
+
+def test_keys_status_names_the_keys_at_hand_and_the_ones_that_wrote_rows(
+    db: LeadDB, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    old, new = new_key(), new_key()
+    db.insert(secret_lead("k1"))
+    run_engine(db, graph, old)
+    path = write_config(tmp_path / "sequences.yaml", base_config())
+    both = followup(
+        "keys", "status", "--config", str(path), "--db", db.url,
+        env={"FOLLOWUP_ENCRYPTION_KEY": f"{new},{old}"},
+    )  # fmt: skip
+    assert both.returncode == 0, both.stderr
+    assert f"key 1: id {key_id(new)} (writes and reads)" in both.stdout
+    assert f"key 2: id {key_id(old)} (reads)" in both.stdout
+    assert f"rows written with: {key_id(old)}" in both.stdout
+    alone = followup(
+        "keys", "status", "--config", str(path), "--db", db.url,
+        env={"FOLLOWUP_ENCRYPTION_KEY": new},
+    )  # fmt: skip
+    assert alone.returncode == 2 and key_id(old) in alone.stderr
