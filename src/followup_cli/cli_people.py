@@ -316,13 +316,18 @@ def unknown_list(
             rows = store.followups(status="unknown") + store.followups(status="pending")
     finally:
         store.close()
+    from .crypto import show_body
+
     if as_json:
         _print_json(
             [
                 {
-                    k: (v.isoformat() if isinstance(v, datetime) else v)
-                    for k, v in r.items()
-                    if k != "body"
+                    **{
+                        k: (v.isoformat() if isinstance(v, datetime) else v)
+                        for k, v in r.items()
+                        if k not in ("body", "body_encrypted", "person_key")
+                    },
+                    "text": show_body(r.get("body")),  # what to look for in the conversation
                 }
                 for r in rows
             ]
@@ -331,9 +336,13 @@ def unknown_list(
     if not rows:
         out.print("no follow-ups with an unknown outcome")
     for r in rows:
+        variant = f"/{r['variant_id']}" if r.get("variant_id") else ""
+        text = " ".join(show_body(r.get("body")).split())
         out.print(
-            f"{r['id']}\t{r['status']}\t{r['lead_id']}\t{r['sequence_id']}/{r['message_id']}\t"
-            f"{_fmt(r['claimed_at'])}\t{r.get('reason') or r.get('error_message') or ''}"
+            f"{r['id']}\t{r['status']}\t{r['lead_id']}\t{r['sequence_id']}/{r['message_id']}"
+            f"{variant}\t{_fmt(r['claimed_at'])}\t{r.get('reason') or r.get('error_message') or ''}"
+            f"\t{text[:60] + '…' if len(text) > 60 else text}",
+            markup=False,
         )
     if rows:
         out.print(

@@ -111,6 +111,17 @@ def tool_text(db: LeadDB, tables: str = "followup_") -> str:
     return "\n".join(str(v) for v in values)
 
 
+def execute(db: LeadDB, sql: str) -> None:
+    """A write the host (or a test) makes, committed on both backends."""
+    if db.backend == "sqlite":
+        conn = sqlite3.connect(db.url)
+        conn.execute(sql)
+        conn.commit()
+        conn.close()
+    else:
+        db.query(sql)
+
+
 @pytest.fixture(autouse=True)
 def _token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FOLLOWUP_TOKEN_A", "tok-a")
@@ -160,6 +171,9 @@ def test_with_a_key__nothing_personal_in_clear_in_a_dump_or_the_file_yet_the_too
     exp = followup("explain", "k1", "--config", str(path), "--db", db.url, "--json", env=env)
     assert exp.returncode == 0, exp.stderr
     assert json.loads(exp.stdout)["history"][0]["recipient_id"] == RECIPIENT
+    execute(db, "UPDATE followup_tracking SET status = 'unknown' WHERE lead_id = 'k1'")
+    listed = followup("unknown", "list", "--config", str(path), "--db", db.url, env=env)
+    assert listed.returncode == 0 and TEXT in listed.stdout, listed.stdout + listed.stderr
     if db.backend == "sqlite":
         # The host deletes its own rows (zeroed): what is left in the file is the tool's.
         conn = sqlite3.connect(db.url)
@@ -182,7 +196,7 @@ def test_webhook_ingest_matches_a_sealed_recipient_by_its_keyed_hash(
     db.insert(secret_lead())
     run_engine(db, graph, key)
     # The host deletes the lead row: only the tool's (sealed) rows know the recipient now.
-    db.query("DELETE FROM leads")
+    execute(db, "DELETE FROM leads")
     assert not db.query("SELECT 1 FROM followup_tracking WHERE recipient_id = ?", (RECIPIENT,))
     loaded = parse_config(yaml.safe_dump(cfg_dict(graph)), "sequences.yaml")
     at = NOW + timedelta(minutes=30)
@@ -310,6 +324,9 @@ def test_without_a_key__texts_are_not_stored_and_check_says_so_once(
     )
     assert "variant_id" in row
     path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    execute(db, "UPDATE followup_tracking SET status = 'unknown'")
+    listed = followup("unknown", "list", "--config", str(path), "--db", db.url, "--json")
+    assert json.loads(listed.stdout)[0]["text"].startswith("(not stored) hmac-sha256:")
     check = followup("sequences", "check", "--config", str(path), env={"FOLLOWUP_TOKEN_A": "x"})
     assert check.returncode == 0, check.stderr
     said = [ln for ln in check.stderr.splitlines() if "FOLLOWUP_ENCRYPTION_KEY" in ln]
