@@ -49,13 +49,16 @@ class _Redact(logging.Filter):
     (``redact.py``): its message with its arguments, its traceback, and any extra field."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from .redact import redact
+        from .redact import redact, redact_obj
 
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string is logging's to report
-            return True
-        record.msg, record.args = redact(message), ()
+        if isinstance(record.msg, dict):  # a structured message (JSON logs): keep its shape
+            record.msg = redact_obj(record.msg)
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad format string is logging's to report
+                return True
+            record.msg, record.args = redact(message), ()
         if record.exc_info:
             text = record.exc_text or logging.Formatter().formatException(record.exc_info)
             record.exc_info, record.exc_text = None, redact(text)

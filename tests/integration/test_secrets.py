@@ -258,3 +258,18 @@ def test_an_existing_user_database_keeps_its_mode(tmp_path, graph):
         assert _mode(db.path) == 0o640
     finally:
         os.umask(old)
+
+
+def test_the_demo_database_is_0600(tmp_path):
+    from followup_cli.demo import run_demo
+
+    class Quiet:
+        def print(self, *args: object, **kwargs: object) -> None:
+            pass
+
+    old = os.umask(0o022)
+    try:
+        run_demo(tmp_path / "demo", n_leads=12, days=1, out=Quiet(), quiet=True)
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "demo" / "followup.db") == 0o600

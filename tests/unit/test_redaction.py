@@ -183,6 +183,7 @@ def test_log_filter__message_args_extra_and_traceback_are_redacted(tmp_path):
             logsetup.configure(fmt=fmt, log_file=str(path))
             log = logsetup.get("t")
             log.error("answer %s", f"token {TOKEN}", extra={"account": TOKEN, "url": TOKEN})
+            log.warning({"event": "x", "detail": [f"Bearer {TOKEN}"]})
             try:
                 raise RuntimeError(f"boom access_token={TOKEN}")
             except RuntimeError:
