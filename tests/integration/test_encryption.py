@@ -492,3 +492,22 @@ def test_keys_status_names_the_keys_at_hand_and_the_ones_that_wrote_rows(
         env={"FOLLOWUP_ENCRYPTION_KEY": new},
     )  # fmt: skip
     assert alone.returncode == 2 and key_id(old) in alone.stderr
+
+
+def test_erase_with_sealed_ids_finds_every_row_of_the_person(
+    db: LeadDB, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    key = new_key()
+    db.insert(secret_lead("k1"))
+    run_engine(db, graph, key)
+    # The host re-created the person under a new lead id, and deleted the old row.
+    execute(db, "DELETE FROM leads")
+    db.insert(secret_lead("k1-new"))
+    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    env = {"FOLLOWUP_ENCRYPTION_KEY": key}
+    r = followup("erase", "k1-new", "--yes", "--config", str(path), "--db", db.url, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = db.query("SELECT lead_id, body, recipient_id, conversation_id FROM followup_tracking")
+    assert rows == [
+        {"lead_id": "k1", "body": None, "recipient_id": None, "conversation_id": None}
+    ], "the old row of the same person, found by its keyed hash"
