@@ -71,6 +71,19 @@ def _database_text(db: LeadDB) -> str:
     return "\n".join(out)
 
 
+def _write(db: LeadDB, sql: str, params: tuple) -> None:
+    """Raw SQL that writes (``LeadDB.query`` does not commit on SQLite)."""
+    if db.backend != "sqlite":
+        db.query(sql, params)
+        return
+    conn = sqlite3.connect(db.url)
+    try:
+        conn.execute(sql, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def _assert_no_secret(*texts: str, secret: str = TOKEN) -> None:
     for text in texts:
         assert secret not in text, text[max(0, text.find(secret) - 200) : text.find(secret) + 60]
@@ -273,3 +286,31 @@ def test_the_demo_database_is_0600(tmp_path):
     finally:
         os.umask(old)
     assert _mode(tmp_path / "demo" / "followup.db") == 0o600
+
+
+def test_rows_stored_before_redaction_existed__still_never_printed(tmp_path, db, quoting_graph):
+    """Output has its own choke points: a token already in the database (written by an
+    older version) is redacted on the way out of `unknown list`, `report` and `status`."""
+    cfg = str(graph_config(tmp_path / "sequences.yaml", quoting_graph.base_url))
+    env = {"FOLLOWUP_TOKEN_A": TOKEN}
+    db.insert(_silent("l1"))
+    quoting_graph.fail(999, http_status=502, recipient_id="ig_l1")  # unknown
+    r = followup("run", "--config", cfg, "--db", db.url, "--now", NOW.isoformat(), env=env)
+    assert r.returncode == 3, r.stderr
+    legacy = f"upstream said Bearer {TOKEN} via https://x/?access_token={TOKEN}"
+    _write(db, "UPDATE followup_tracking SET error_message = ?, reason = ?", (legacy, legacy))
+    _write(db, "UPDATE followup_runs SET summary = ?", ('{"error": "' + legacy + '"}',))
+    assert TOKEN in _database_text(db)  # the old rows do hold it
+    printed = []
+    for args in (
+        ("unknown", "list"),
+        ("unknown", "list", "--json"),
+        ("report", "--format", "json", "--now", NOW.isoformat()),
+        ("report", "--format", "csv", "--now", NOW.isoformat()),
+        ("status", "--json", "--now", NOW.isoformat()),
+        ("status", "--now", NOW.isoformat()),
+    ):
+        r = followup(*args, "--config", cfg, "--db", db.url, env=env)
+        printed += [r.stdout, r.stderr]
+    _assert_no_secret(*printed)
+    assert any("upstream said Bearer ***" in p for p in printed)
