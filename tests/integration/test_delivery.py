@@ -18,7 +18,7 @@ import re
 import socket
 import subprocess
 import sys
-import time
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from followup_cli.clock import Clock
 from followup_cli.config import load_config
 from followup_cli.engine import Engine, RunOptions, RunSummary
 from followup_cli.store import open_store
-from tests.fakes.graph_api import FakeGraphAPI
+from tests.fakes.graph_api import Call, FakeGraphAPI
 from tests.helpers import LeadDB, base_config, followup, lead, write_config
 
 MADRID = ZoneInfo("Europe/Madrid")
@@ -505,16 +505,25 @@ def test_parallel__a_slow_account_does_not_hold_back_another(
         due("b_early_due", account="acct_b", outbound_h=4.5),
         due("b_soon", account="acct_b", inbound_h=10, outbound_h=9),
     )
-    graph.delay(1.0, ig_user_id=IG_A, times=None)  # every acct_a answer takes 1 s
-    t0 = time.monotonic()
+    # acct_a's first answer is held until acct_b's last request has arrived (or 30 s):
+    # a run that served one account after the other would reach acct_b only after that
+    b_requests = iter(range(1, 5))
+    all_b_in = threading.Event()
+
+    @graph.on_request
+    def _hold_acct_a(call: Call) -> None:
+        if call.ig_user_id == IG_B and next(b_requests, 4) == 4:
+            all_b_in.set()
+        elif call.ig_user_id == IG_A:
+            all_b_in.wait(30)
+
     s = runner.run(ig_config(graph.base_url))
-    took = time.monotonic() - t0
     assert s.total("sent") == 6
     a_calls = [c for c in graph.calls if c.ig_user_id == IG_A]
     b_calls = [c for c in graph.calls if c.ig_user_id == IG_B]
     # acct_b was served entirely while acct_a waited for its first answer
+    assert all_b_in.is_set()
     assert max(c.at for c in b_calls) < a_calls[1].at
-    assert took < 2.0 + 3.0  # two slow sends in series plus generous slack
     # per account: window closing soonest, then due time, then lead id
     assert [c.recipient_id for c in b_calls] == [
         "ig_b_soon",
