@@ -223,6 +223,42 @@ def test_db_grants__quotes_every_identifier_and_names_the_configured_lead_table(
     assert migrations_grant.startswith("GRANT SELECT ON") and "INSERT" not in migrations_grant
 
 
+def tool_tables(db: LeadDB) -> list[str]:
+    if db.backend == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE substr(name, 1, 8) = 'followup'"
+    else:
+        sql = (
+            "SELECT table_name AS name FROM information_schema.tables "
+            f"WHERE table_schema = '{db.schema}' AND left(table_name, 8) = 'followup'"
+        )
+    return sorted(r["name"] for r in db.query(sql))
+
+
+def test_read_commands_on_a_fresh_store__answer_empty_and_create_nothing(
+    db: LeadDB, tmp_path: Path
+) -> None:
+    """The owner (who could create the tables) reads a store no run has touched: empty
+    answers, and the tool's tables are still not there afterwards (only `migrate` and
+    commands that change state create them)."""
+    cfg = graph_config(tmp_path / "sequences.yaml", "http://127.0.0.1:9")
+    db.insert(due("l1"))
+    now = ("--now", NOW.isoformat())
+    for args, says in (
+        (["report", *now], "0 of 1"),
+        (["audit"], "no audit entries"),
+        (["unknown", "list"], "no follow-ups"),
+        (["optout", "--list"], "no opted-out leads"),
+        (["leads", "list", *now], "no lead is in a sequence"),
+        (["migrate", "--check"], "pending: 0001_initial"),
+    ):
+        r = fu(db.url, cfg, *args)
+        assert r.returncode == (3 if args[0] == "migrate" else 0), (args, r.stderr)
+        assert says in r.stdout.replace("followed up: ", ""), (args, r.stdout)
+    assert tool_tables(db) == []
+    assert fu(db.url, cfg, "migrate").returncode == 0
+    assert "followup_tracking" in tool_tables(db)
+
+
 # ------------------------------------------------------------------------------ SQLite
 
 
