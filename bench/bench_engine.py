@@ -280,6 +280,9 @@ class Measured:
     code: int
     stdout: str
     stderr: str
+    cpu: float = (
+        0.0  # the child's user + system CPU seconds (load inflates wall time, less so this)
+    )
 
 
 def env() -> dict[str, str]:
@@ -325,6 +328,7 @@ def finish(p: subprocess.Popen, started: float) -> Measured:
         p.returncode,
         box["out"].decode(errors="replace"),
         box["err"].decode(errors="replace"),
+        usage.ru_utime + usage.ru_stime,
     )
 
 
@@ -490,7 +494,7 @@ def send_runs(
                     raise SystemExit(f"run exited {m.code}: {m.stderr.strip()[-2000:]}")
             times.append(max(m.seconds for m in done))
             rss = max(rss, *(m.rss_mib for m in done))
-            figures = figs()
+            figures = figs() | {"cpu": sum(m.cpu for m in done)}
             sent = len(fake.deliveries)
             dups = duplicates(fake)
     return times, rss, figures, sent, dups
@@ -510,7 +514,8 @@ def cmd_send(args: argparse.Namespace, tmp: Path) -> None:
             f"{sent / sec:.0f} msg/s), sending {figs['span']:.2f}s first to last request of the "
             f"last run: {sent / figs['span']:.0f} msg/s = {sent / figs['span'] / bare:.0%} of "
             f"bare, peak RSS {rss:.0f} MiB, "
-            f"sent {sent}, duplicates {dups}, avg in flight {figs['avg_in_flight']:.1f}"
+            f"sent {sent}, duplicates {dups}, avg in flight {figs['avg_in_flight']:.1f}, "
+            f"run process CPU {figs['cpu']:.2f}s ({1000 * figs['cpu'] / max(sent, 1):.2f} ms/msg)"
         )
 
 

@@ -7,8 +7,11 @@
   sending*), and a ``pending`` tracking row is inserted and committed before any API call.
 * Send: the channel is called outside any transaction.
 * Record: the outcome completes the claim (sent / failed / unknown), or releases it when
-  the message surely did not go out (deferred). A run killed between claim and record
-  leaves a ``pending`` row that the next run marks ``unknown``: never resent blindly.
+  the message surely did not go out (deferred); written in the transaction of the
+  account's next claim (or its own, at the account's end). A run killed between claim and
+  record leaves a ``pending`` row that the next run marks ``unknown``: never resent blindly.
+* Concurrency: at most ``settings.max_in_flight`` requests in flight, accounts round robin,
+  one send at a time per account (``Engine._serve``).
 
 Dry-run is a way of running the engine: the same planning, a ``DryExecutor`` that
 simulates claims in memory, sends nothing and writes nothing.
@@ -21,7 +24,8 @@ import socket
 import threading
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -373,15 +377,19 @@ class Engine:
             for t in threads:
                 t.join()
         finally:
-            # Interrupted: each thread finishes the lead it holds (its claim gets its
-            # outcome), then takes no other.
+            # Interrupted: each thread finishes the lead it holds, then takes no other; the
+            # outcomes still held are written (an account that ran out of leads wrote its own).
             with cond:
                 state["stop"] = True
                 cond.notify_all()
             for t in threads:
                 t.join()
-            for s in stores:
-                s.close()
+            try:
+                for r in ready:
+                    r.flush(stores[0])
+            finally:
+                for s in stores:
+                    s.close()
         if errors:
             raise errors[0]
 
@@ -638,7 +646,33 @@ class _AccountRun:
 
     def step(self, store: SqlStore) -> bool:
         """Plan the account if not yet done, then handle its next leads up to and including
-        the first that calls the API. True while leads are left."""
+        the first that calls the API. True while leads are left; once none is, the last
+        outcome is written too."""
+        try:
+            more = self._step(store)
+        except BaseException:
+            self._flush_quietly()
+            raise
+        if not more:
+            self.flush(store)
+        return more
+
+    def flush(self, store: SqlStore) -> None:
+        """Write the last send's outcome if it is still held (the run stops early)."""
+        if self.executor is not None:
+            self.executor.store = store
+            self.executor.flush()
+
+    def _flush_quietly(self) -> None:
+        """After an error: the last outcome if the store still takes it; else its claim stays
+        pending, for the next run to mark unknown (as after a crash)."""
+        try:
+            if self.executor is not None:
+                self.executor.flush()
+        except Exception:  # noqa: BLE001, S110 - the first error is the one to report
+            pass
+
+    def _step(self, store: SqlStore) -> bool:
         if self.executor is None:
             self.executor = self._start(store)
         executor, engine, result, account = self.executor, self.engine, self.result, self.account
@@ -730,6 +764,10 @@ class _Executor:
     def bookkeep(self, lead: Lead, d: Decision) -> None:
         raise NotImplementedError
 
+    def flush(self) -> None:
+        """Write what is still held in memory (a live run's last outcome)."""
+        return None
+
     def execute(self, lead: Lead, d: Decision) -> str | None:
         """Handle one due lead; returns "rate_limit" when the account's hourly window is full,
         "daily_cap" when its day is (nothing was claimed: the caller waits or defers)."""
@@ -794,7 +832,64 @@ class _DryExecutor(_Executor):
 
 
 class _LiveExecutor(_Executor):
-    """Claims, sends and records, one lead at a time, each claim committed before its send."""
+    """Claims, sends and records, one lead at a time, each claim committed before its send.
+
+    A send's outcome is written in the same transaction as the account's next claim (or in
+    one of its own when the account has no next claim, or the run stops): one write
+    transaction per message instead of two. Until then the claim stays ``pending``, as
+    during the call: a run that dies in between leaves it for the next run to mark
+    ``unknown``, never to resend."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        # the last send's rows to write, and its line for ``on_sent``
+        self._unrecorded: tuple[Callable[[], Callable[[], None]], PlannedSend] | None = None
+        self._announce: list[PlannedSend] = []
+        self._audit_due: Callable[[], None] | None = None
+
+    def _record_locked(self) -> None:
+        """Inside a transaction: the last send's outcome rows; its audit row waits for
+        ``_audit_recorded``, as late in the transaction as its order allows (appending to
+        the audit chain holds the chain's head until the commit)."""
+        if self._unrecorded is not None:
+            record, planned = self._unrecorded
+            self._unrecorded = None
+            self._audit_due = record()
+            self._announce.append(planned)
+
+    def _audit_recorded(self) -> None:
+        audit, self._audit_due = self._audit_due, None
+        if audit is not None:
+            audit()
+
+    @contextmanager
+    def _claim_tx(self, lead_id: str) -> Iterator[bool]:
+        """``lead_tx`` that also writes the account's last outcome (rows first, audit row
+        last)."""
+        with self.store.lead_tx(lead_id, self.account.id) as got:
+            self._record_locked()
+            try:
+                yield got
+            except BaseException:
+                # rolled back: the outcome is lost with it (its claim stays pending, for the
+                # next run to mark unknown, as after a crash)
+                self._audit_due, self._announce = None, []
+                raise
+            self._audit_recorded()
+
+    def _announced(self) -> None:
+        """After the commit: tell ``on_sent`` about the outcomes it wrote."""
+        done, self._announce = self._announce, []
+        if self.engine.on_sent:
+            for planned in done:
+                self.engine.on_sent(planned)
+
+    def flush(self) -> None:
+        if self._unrecorded is not None:
+            with self.store.transaction():
+                self._record_locked()
+                self._audit_recorded()
+        self._announced()
 
     def bookkeep(self, lead: Lead, d: Decision) -> None:
         store, now = self.store, self.now
@@ -868,11 +963,16 @@ class _LiveExecutor(_Executor):
                 )
 
     def execute(self, lead: Lead, d: Decision) -> str | None:
+        verdict = self._execute(lead, d)
+        self._announced()
+        return verdict
+
+    def _execute(self, lead: Lead, d: Decision) -> str | None:
         if self.real_time:
             self.now = self.engine.clock.now()
         store, now, res = self.store, self.now, self.result
         claim: dict[str, Any] | None = None
-        with store.lead_tx(lead.id, self.account.id) as got:
+        with self._claim_tx(lead.id) as got:  # with the account's last outcome
             if not got:
                 res.skipped["claimed_by_another_run"] += 1
                 return
@@ -910,6 +1010,7 @@ class _LiveExecutor(_Executor):
                 if fid is not None:
                     res.skipped[d.reason] += 1
                     store.end_enrollment(fresh.id, d.sequence.id, "window_closed", now)
+                    self._audit_recorded()  # the audit chain in the order things happened
                     store.audit(
                         "skip",
                         now,
@@ -953,6 +1054,7 @@ class _LiveExecutor(_Executor):
                 res.skipped["already_claimed"] += 1
                 return
             claim = {"id": fid, "lead": fresh, "d": d, "text": text, "media": media}
+            self._audit_recorded()  # the audit chain in the order things happened
             store.audit(
                 "claim",
                 now,
@@ -965,6 +1067,7 @@ class _LiveExecutor(_Executor):
                 {"followup_id": fid, "variant": d.variant_id},
             )
         # committed: the claim exists before the API call
+        self._announced()
         self._send(claim)
 
     def _row(self, lead: Lead, d: Decision, status: str, **extra: Any) -> dict[str, Any]:
@@ -1047,12 +1150,43 @@ class _LiveExecutor(_Executor):
         }
         if result.kind != "unreachable" and result.outcome != "cancelled" and result.attempts:
             res.reached, res.unreachable_streak = True, 0
-        with store.transaction():
+        # What the answer means for the rest of the account: counted now (the next lead
+        # depends on it); the rows are written by ``record``, with the account's next claim.
+        if result.outcome == "sent":
+            res.sent += 1
+            res.attempts += 1
+        elif result.outcome == "failed":
+            res.failed[str(result.error_code or result.http_status or "error")] += 1
+            res.attempts += 1
+            res.breaker_failures += 1
+        elif result.outcome == "unknown":
+            res.unknown += 1
+            res.attempts += 1
+        elif result.outcome == "deferred" and result.kind == "unreachable":
+            res.deferred["unreachable"] += 1
+            res.unreachable_streak += 1
+            if not res.reached or res.unreachable_streak >= UNREACHABLE_STREAK:
+                res.stopped = res.stopped or _unreachable_line(self.account, res, result)
+        elif result.outcome == "deferred":
+            res.deferred["throttled" if result.kind == "throttle" else "transient"] += 1
+            if result.kind == "throttle":
+                res.stopped = res.stopped or (
+                    f"throttled by the API (code {result.error_code or result.http_status}); "
+                    "the rest waits for the next run"
+                )
+        elif result.outcome == "cancelled":
+            res.skipped["opted_out_during_send"] += 1
+        else:  # account_fatal
+            res.deferred["account_stopped"] += 1
+            res.stopped = _account_stop_line(self.account, result)
+
+        def record() -> Callable[[], None]:
+            """The outcome's rows, inside the caller's transaction (on the store of the
+            account's current step); returns the writing of its audit row."""
+            store = self.store
             if result.outcome == "sent":
                 sent = {"status": SENT, "sent_at": now, "external_id": result.message_id}
                 self._complete(fid, {**common, **sent})
-                res.sent += 1
-                res.attempts += 1
                 if _last_active_step(d) and store.end_enrollment(
                     lead.id, d.sequence.id, "completed", now
                 ):
@@ -1061,35 +1195,11 @@ class _LiveExecutor(_Executor):
                 failed = {"status": FAILED, "reason": result.kind or "permanent"}
                 self._complete(fid, {**common, **failed})
                 store.end_enrollment(lead.id, d.sequence.id, "failed", now)
-                res.failed[str(result.error_code or result.http_status or "error")] += 1
-                res.attempts += 1
-                res.breaker_failures += 1
             elif result.outcome == "unknown":
                 self._complete(fid, {**common, "status": UNKNOWN, "reason": result.error_message})
-                res.unknown += 1
-                res.attempts += 1
-            elif result.outcome == "deferred" and result.kind == "unreachable":
+            else:  # deferred, cancelled, account_fatal: surely not sent
                 self._release(fid)
-                res.deferred["unreachable"] += 1
-                res.unreachable_streak += 1
-                if not res.reached or res.unreachable_streak >= UNREACHABLE_STREAK:
-                    res.stopped = res.stopped or _unreachable_line(self.account, res, result)
-            elif result.outcome == "deferred":
-                self._release(fid)
-                res.deferred["throttled" if result.kind == "throttle" else "transient"] += 1
-                if result.kind == "throttle":
-                    res.stopped = res.stopped or (
-                        f"throttled by the API (code {result.error_code or result.http_status}); "
-                        "the rest waits for the next run"
-                    )
-            elif result.outcome == "cancelled":
-                self._release(fid)
-                res.skipped["opted_out_during_send"] += 1
-            else:  # account_fatal
-                self._release(fid)
-                res.deferred["account_stopped"] += 1
-                res.stopped = _account_stop_line(self.account, result)
-            store.audit(
+            return lambda: self.store.audit(
                 "send",
                 now,
                 self.engine.actor,
@@ -1100,8 +1210,8 @@ class _LiveExecutor(_Executor):
                 d.message.id,
                 audit_detail,
             )
-        if self.engine.on_sent:
-            self.engine.on_sent(planned)
+
+        self._unrecorded = (record, planned)
         res.planned.append(planned)
         st = self.config.settings_for(self.account)
         if (
