@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,16 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from .errors import ConfigError
 from .leadcolumns import COLUMN_NAMES
@@ -359,57 +369,6 @@ def _check_keywords(v: tuple[str, ...] | None) -> tuple[str, ...] | None:
     return v
 
 
-class SettingsOverride(_Model):
-    """Per-account overrides: any Settings field except the store-wide ones (lead_table,
-    run_times, run_budget_minutes, max_in_flight, account_workers, store_bodies: one run
-    serves every account), plus the channel's per-account caps (messages_per_hour,
-    messages_per_day). All optional."""
-
-    timezone: str | None = None
-    min_score: int | None = Field(None, ge=-SCORE_BOUND, le=SCORE_BOUND)
-    max_score: int | None = Field(None, ge=-SCORE_BOUND, le=SCORE_BOUND)
-    no_response_hours: float | None = Field(None, ge=0, le=HOURS_MAX)
-    min_interval_hours: float | None = Field(None, ge=0, le=HOURS_MAX)
-    max_followups_per_lead: int | None = Field(None, ge=0, le=COUNT_MAX)
-    max_per_lead_per_day: int | None = Field(None, ge=0, le=COUNT_MAX)
-    quiet_hours: QuietHours | None = None
-    batch_size: int | None = Field(None, ge=1, le=10_000)
-    optout_keywords: tuple[str, ...] | None = None
-    optout_keywords_extra: tuple[str, ...] | None = None
-    pull_forward: bool | None = None
-    pull_forward_hours: float | None = Field(None, ge=0, le=HOURS_MAX)
-    breaker_min_sends: int | None = Field(None, ge=1, le=100_000)
-    breaker_failure_rate: float | None = Field(None, gt=0, le=1)
-    messages_per_hour: int | None = Field(None, ge=1, le=RATE_MAX)
-    messages_per_day: int | None = Field(None, ge=1, le=24 * RATE_MAX)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, v: str | None) -> str | None:
-        return _check_zone(v)
-
-    @field_validator("optout_keywords")
-    @classmethod
-    def _keywords(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        return _check_keywords(v)
-
-    @model_validator(mode="after")
-    def _range(self) -> SettingsOverride:
-        if (
-            self.min_score is not None
-            and self.max_score is not None
-            and self.min_score > self.max_score
-        ):
-            raise ValueError(
-                f"@min_score min_score {self.min_score} is above max_score {self.max_score}"
-            )
-        return self
-
-
-# Keys of SettingsOverride that are not Settings fields: the channel's per-account caps.
-CHANNEL_OVERRIDES = ("messages_per_hour", "messages_per_day")
-
-
 class Channel(_Model):
     type: Literal["instagram", "webhook", "console"] = Field(
         "console",
@@ -548,6 +507,60 @@ class Channel(_Model):
                 f"use at most {limit}"
             )
         return self
+
+
+# Settings that one run applies to every account: not overridable per account.
+STORE_WIDE_SETTINGS = (
+    "lead_table",
+    "run_times",
+    "run_budget_minutes",
+    "max_in_flight",
+    "account_workers",
+    "store_bodies",
+)
+# Keys of SettingsOverride that are not Settings fields: the channel's per-account caps.
+CHANNEL_OVERRIDES = ("messages_per_hour", "messages_per_day")
+
+
+def _optional(model: type[BaseModel], names: Iterable[str]) -> dict[str, Any]:
+    """The named fields of ``model``, each optional (default None) with the same bounds,
+    description and examples: an override restates nothing, so it cannot drift."""
+    fields: dict[str, Any] = {}
+    for name in names:
+        info = FieldInfo.merge_field_infos(model.model_fields[name], default=None)
+        fields[name] = (model.model_fields[name].annotation | None, info)
+    return fields
+
+
+class _OverrideChecks(_Model):
+    """The checks of Settings that apply to an override's fields when they are set."""
+
+    @field_validator("timezone", check_fields=False)
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return _check_zone(v)
+
+    @field_validator("optout_keywords", "optout_keywords_extra", check_fields=False)
+    @classmethod
+    def _keywords(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return _check_keywords(v)
+
+    @model_validator(mode="after")
+    def _range(self) -> _OverrideChecks:
+        low, high = getattr(self, "min_score", None), getattr(self, "max_score", None)
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"@min_score min_score {low} is above max_score {high}")
+        return self
+
+
+SettingsOverride = create_model(
+    "SettingsOverride",
+    __base__=_OverrideChecks,
+    __doc__="Per-account overrides: any Settings field except the store-wide ones (one run "
+    "serves every account), plus the channel's per-account caps. All optional.",
+    **_optional(Settings, [n for n in Settings.model_fields if n not in STORE_WIDE_SETTINGS]),
+    **_optional(Channel, CHANNEL_OVERRIDES),
+)
 
 
 class Account(_Model):

@@ -297,3 +297,28 @@ def test_account_settings__a_score_range_broken_by_an_override_is_an_error() -> 
     loaded = parse_config(yaml.safe_dump(cfg))
     problems = [p for p in check_config(loaded) if p.level == "error"]
     assert any("min_score 7 is above max_score 6 for account acct_a" in p.what for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("optout_keywords_extra", ["stop", "  "]),  # was checked globally, not per account
+        ("optout_keywords", [""]),
+        ("max_per_lead_per_day", 1001),
+        ("no_response_hours", -1),
+        ("breaker_failure_rate", 0),
+        ("messages_per_hour", 0),
+        ("timezone", "Mars/Olympus"),
+    ],
+)
+def test_account_settings__an_override_is_held_to_the_global_settings_bounds(
+    key: str, bad: Any
+) -> None:
+    """The override model is derived from Settings and the channel, so every bound and
+    check of a global setting holds for the same key under an account."""
+    from tests.helpers import base_config
+
+    cfg = base_config()
+    cfg["accounts"][0]["settings"] = {key: bad}
+    with pytest.raises(ConfigError, match=rf"accounts\[0\]\.settings\.{key}"):
+        parse_config(yaml.safe_dump(cfg))
