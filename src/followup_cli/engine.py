@@ -866,14 +866,16 @@ class _LiveExecutor(_Executor):
     def _claim_tx(self, lead_id: str) -> Iterator[bool]:
         """``lead_tx`` that also writes the account's last outcome (rows first, audit row
         last)."""
+        held = self._unrecorded
         with self.store.lead_tx(lead_id, self.account.id) as got:
-            self._record_locked()
             try:
+                self._record_locked()
                 yield got
             except BaseException:
-                # rolled back: the outcome is lost with it (its claim stays pending, for the
-                # next run to mark unknown, as after a crash)
-                self._audit_due, self._announce = None, []
+                # rolled back with the claim: the outcome is held again, for ``flush`` to
+                # try on its own (else its claim stays pending, for the next run to mark
+                # unknown, as after a crash)
+                self._unrecorded, self._audit_due, self._announce = held, None, []
                 raise
             self._audit_recorded()
 
