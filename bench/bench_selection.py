@@ -186,25 +186,25 @@ def captured(store: SqlStore, call: Callable[[], Any]) -> tuple[str, dict[str, A
     """The first query a store method sends (its exact SQL and parameters), past the lead
     table's column lookup."""
     seen: list[tuple[str, dict[str, Any]]] = []
-    real = store._query  # noqa: SLF001
+    real = store.query  # noqa: SLF001
 
     def spy(sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         seen.append((sql, dict(params or {})))
         return real(sql, params)
 
-    store._query = spy  # type: ignore[method-assign]  # noqa: SLF001
+    store.query = spy  # type: ignore[method-assign]  # noqa: SLF001
     try:
         call()
     finally:
-        del store._query  # noqa: SLF001
+        del store.query  # noqa: SLF001
     return next((q, p) for q, p in seen if "information_schema" not in q and "PRAGMA" not in q)
 
 
 def explain(store: SqlStore, sql: str, params: dict[str, Any]) -> str:
     if store.dialect == "sqlite":
-        rows = store._query("EXPLAIN QUERY PLAN " + sql, params)  # noqa: SLF001
+        rows = store.query("EXPLAIN QUERY PLAN " + sql, params)  # noqa: SLF001
         return "\n".join(f"{r['id']:>3} {r['parent']:>3}  {r['detail']}" for r in rows)
-    rows = store._query("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)  # noqa: SLF001
+    rows = store.query("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)  # noqa: SLF001
     return "\n".join(r["QUERY PLAN"] for r in rows)
 
 
@@ -250,7 +250,7 @@ def measure(store: SqlStore, label: str) -> None:
         )
     window_ms, n_recent = timed(lambda: store.recent_sends(ACCOUNT, since))
     claims_ms, claims = timed(store.open_claims)
-    old_ms, _ = timed(lambda: store._query(OLD_OPEN_CLAIMS, {"p": "pending"}))  # noqa: SLF001
+    old_ms, _ = timed(lambda: store.query(OLD_OPEN_CLAIMS, {"p": "pending"}))  # noqa: SLF001
     unknown_ms, unknown = timed(lambda: store.followups(status=UNKNOWN))
     print(f"| rate-window count ({n_recent} claims in the hour) | {window_ms:.2f} ms |")
     print(f"| open claims at run start ({len(claims)} pending) | {claims_ms:.2f} ms |")
@@ -301,14 +301,14 @@ def time_reconcile(store: SqlStore) -> None:
     once("next run, nothing changed")
     reply = NOW - timedelta(minutes=5)
     with store.transaction():
-        store._run(  # noqa: SLF001
+        store.execute(  # noqa: SLF001
             "UPDATE leads SET last_inbound_at = :t WHERE id IN (SELECT lead_id FROM "
             "followup_enrollments WHERE ended_at IS NULL ORDER BY lead_id LIMIT :n)",
             {
                 "t": reply,
                 "n": max(
                     1,
-                    store._query(  # noqa: SLF001
+                    store.query(  # noqa: SLF001
                         "SELECT COUNT(*) AS n FROM followup_enrollments"
                     )[0]["n"]
                     // 100,
@@ -319,11 +319,11 @@ def time_reconcile(store: SqlStore) -> None:
 
 
 def rounds(store: SqlStore, analyze: str) -> None:
-    store._run(analyze)  # noqa: SLF001
+    store.execute(analyze)  # noqa: SLF001
     measure(store, "the tool's migrations, no index on the lead table")
     t = time.perf_counter()
-    store._run(LEAD_INDEX_DDL)  # noqa: SLF001
-    store._run(analyze)  # noqa: SLF001
+    store.execute(LEAD_INDEX_DDL)  # noqa: SLF001
+    store.execute(analyze)  # noqa: SLF001
     print(f"\n({store.dialect}: {LEAD_INDEX_DDL} took {time.perf_counter() - t:.1f} s)")
     measure(store, "the same + leads (account_id, id), the index the README recommends")
     if RECONCILE:
@@ -334,9 +334,9 @@ def fill(store: SqlStore, n: int, accounts: int) -> None:
     t = time.perf_counter()
     with store.transaction():
         for stmt in tool_rows_sql(store.dialect, n, accounts):
-            store._run(stmt)  # noqa: SLF001
+            store.execute(stmt)  # noqa: SLF001
     counts = {
-        table: store._query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"]  # noqa: SLF001
+        table: store.query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"]  # noqa: SLF001
         for table in ("followup_tracking", "followup_enrollments", "followup_optouts")
     }
     print(f"{store.dialect}: the tool's rows {counts} in {time.perf_counter() - t:.1f} s")

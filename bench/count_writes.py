@@ -1,6 +1,6 @@
 """Write transactions and statements per sent message: a live run in process on SQLite,
 200 due over 4 accounts, the loopback fake Graph API, every top-level ``transaction()`` and
-every ``_query``/``_run`` counted. A deterministic figure (load does not change it):
+every ``query``/``execute`` counted. A deterministic figure (load does not change it):
 
     python bench/count_writes.py            # this tree
     python bench/count_writes.py OTHER_TREE # a tree from `git archive REV src` (its src/)
@@ -40,7 +40,7 @@ def main(argv: list[str]) -> None:
     helpers = mod("tests.helpers")
 
     counts = {"tx": 0, "stmt": 0}
-    tx, query, run = sqlite_store.transaction, sqlite_store._query, sqlite_store._run
+    tx, query, run = sqlite_store.transaction, sqlite_store.query, sqlite_store.execute
 
     @contextmanager
     def counted_tx(self: Any) -> Iterator[None]:
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> None:
         store = open_store(db.url, "leads")
         eng = engine.Engine(loaded, store, make_channel(loaded.config, sleep=lambda s: None))
         sqlite_store.transaction = counted_tx
-        sqlite_store._query, sqlite_store._run = counted_query, counted_run
+        sqlite_store.query, sqlite_store.execute = counted_query, counted_run
         sent = eng.run(engine.RunOptions(now=T)).total("sent")
     n = max(sent, 1)
     print(

@@ -171,21 +171,21 @@ def _role(head: Mapping[str, Any]) -> str | None:
 
 
 def _head(store: SqlStore) -> dict[str, Any]:
-    rows = store._query(_head_sql(store))
+    rows = store.query(_head_sql(store))
     if rows:
         return dict(rows[0])
     # The head row is gone (by hand): go on from the last chained row; verify says so.
-    last = store._query(
+    last = store.query(
         "SELECT chain_seq, row_hash FROM followup_audit WHERE chain_seq IS NOT NULL "
         "ORDER BY chain_seq DESC LIMIT 1"
     )
     head = {"chain_seq": 0, "row_hash": GENESIS} if not last else dict(last[0])
-    store._run(
+    store.execute(
         "INSERT INTO followup_audit_head (id, chain_seq, row_hash) VALUES (1, :s, :h) "
         "ON CONFLICT (id) DO NOTHING",
         {"s": head["chain_seq"], "h": head["row_hash"]},
     )
-    return {**dict(store._query(_head_sql(store))[0]), **head}
+    return {**dict(store.query(_head_sql(store))[0]), **head}
 
 
 def append(
@@ -225,12 +225,12 @@ def append(
         }
         row["row_hash"] = row_hash(row)
         cols = list(row)
-        store._run(
+        store.execute(
             f"INSERT INTO followup_audit ({', '.join(cols)}) "
             f"VALUES ({', '.join(':' + c for c in cols)})",
             row,
         )
-        store._run(
+        store.execute(
             "UPDATE followup_audit_head SET chain_seq = :s, row_hash = :h WHERE id = 1",
             {"s": row["chain_seq"], "h": row["row_hash"]},
         )
@@ -261,7 +261,7 @@ def backfill(store: SqlStore) -> int:
                 prev_hash=prev,
             )
             prev = r["row_hash"] = row_hash(r)
-            store._run(
+            store.execute(
                 "UPDATE followup_audit SET chain_seq = :chain_seq, detail_salt = :detail_salt, "
                 "detail_digest = :detail_digest, prev_hash = :prev_hash, row_hash = :row_hash "
                 "WHERE id = :id",
@@ -269,7 +269,7 @@ def backfill(store: SqlStore) -> int:
             )
             after = r["id"]
             done += 1
-    store._run(
+    store.execute(
         "UPDATE followup_audit_head SET chain_seq = :s, row_hash = :h WHERE id = 1",
         {"s": seq, "h": prev},
     )
@@ -284,10 +284,12 @@ def scrub(store: SqlStore, where: str, params: dict[str, Any]) -> list[int]:
     cond = f"{where} AND detail IS NOT NULL AND action NOT IN ({keep})"
     seqs = [
         int(r["chain_seq"])
-        for r in store._query(f"SELECT chain_seq FROM followup_audit WHERE {cond}", params)
+        for r in store.query(f"SELECT chain_seq FROM followup_audit WHERE {cond}", params)
         if r["chain_seq"] is not None
     ]
-    store._run(f"UPDATE followup_audit SET detail = NULL, detail_salt = NULL WHERE {cond}", params)
+    store.execute(
+        f"UPDATE followup_audit SET detail = NULL, detail_salt = NULL WHERE {cond}", params
+    )
     return sorted(seqs)
 
 
@@ -411,7 +413,7 @@ def verify(store: SqlStore, anchor: str | None = None) -> ChainReport:
         )
     outside = [
         int(r["id"])
-        for r in store._query(
+        for r in store.query(
             "SELECT id FROM followup_audit WHERE chain_seq IS NULL OR chain_seq <= 0 ORDER BY id"
         )
     ]
@@ -424,7 +426,7 @@ def verify(store: SqlStore, anchor: str | None = None) -> ChainReport:
                 f"that bypassed it): id {_ids(outside)}",
             )
         )
-    heads = store._query("SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1")
+    heads = store.query("SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1")
     rep.head_seq, rep.head_hash = prev_seq, prev_hash
     if not heads:
         rep.problems.append(

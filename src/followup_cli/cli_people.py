@@ -408,7 +408,8 @@ def erase(
 ) -> None:
     """Erase the person behind a lead from the tool's tables; never messaged again (the
     host app's own lead table is not the tool's to erase)."""
-    from .store.base import actor, erase_lead, lift_erasure
+    from .store.base import actor
+    from .store.erasure import erase_lead, lift_erasure
 
     loaded = _load_optional(config)
     if lift:

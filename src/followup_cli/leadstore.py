@@ -110,12 +110,12 @@ def init_lead_store(url: str, table: str = "leads") -> InitResult:
             for stmt in lead_table_ddl(store.dialect, table):
                 if had_table and stmt.startswith("CREATE INDEX") and had_index:
                     continue
-                store._run(stmt)
+                store.execute(stmt)
         store._lead_columns = None
         store.lead_columns()  # a pre-existing table must still have the required columns
         result.created_table = not had_table
         result.created_index = not had_index
-        result.rows = int(store._query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
+        result.rows = int(store.query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
         result.migrations = store.migrate()
     finally:
         store.close()
@@ -126,18 +126,18 @@ def has_lead_index(store: SqlStore) -> bool | None:
     """Whether an index on the lead table starts with (account_id, id); None for a view."""
     table = store.lead_table
     if store.dialect == "sqlite":
-        kind = store._query(
+        kind = store.query(
             "SELECT type FROM sqlite_master WHERE name = :t AND type IN ('table', 'view')",
             {"t": table},
         )
         if kind and kind[0]["type"] == "view":
             return None
-        for ix in store._query(f"PRAGMA index_list({_quote(table)})"):
-            cols = [r["name"] for r in store._query(f"PRAGMA index_info({_quote(ix['name'])})")]
+        for ix in store.query(f"PRAGMA index_list({_quote(table)})"):
+            cols = [r["name"] for r in store.query(f"PRAGMA index_info({_quote(ix['name'])})")]
             if cols[:2] == ["account_id", "id"]:
                 return True
         return False
-    rows = store._query(
+    rows = store.query(
         "SELECT c.relkind AS kind FROM pg_class c WHERE c.oid = to_regclass(:t)", {"t": table}
     )
     if rows and rows[0]["kind"] in ("v", "m"):
@@ -146,7 +146,7 @@ def has_lead_index(store: SqlStore) -> bool | None:
 
 
 def _pg_index(store: SqlStore, table: str) -> bool:
-    rows = store._query(
+    rows = store.query(
         "SELECT ARRAY(SELECT a.attname::text FROM unnest(ix.indkey) WITH ORDINALITY k(n, o) "
         "JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.n ORDER BY k.o) "
         "AS cols FROM pg_index ix WHERE ix.indrelid = to_regclass(:t)",
@@ -367,7 +367,7 @@ def check_lead_store(store: SqlStore, limit_bad: int = 1000) -> CheckResult:
     after: str | None = None
     while True:
         where = "" if after is None else f"WHERE {store._as_text('l.id')} > :after "
-        page = store._query(
+        page = store.query(
             f"SELECT {select} FROM {table} l {where}ORDER BY {store._as_text('l.id')} LIMIT 1000",
             {"after": after},
         )

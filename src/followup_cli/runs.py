@@ -29,7 +29,7 @@ def has_slots(store: SqlStore) -> bool:
 def claim_slot(store: SqlStore, slot_key: str, run_id: str, at: datetime) -> bool:
     """Take a slot for this run; False when another run (any host, any process) took it."""
     with store.transaction():
-        n = store._run(
+        n = store.execute(
             "INSERT INTO followup_slots (slot, run_id, claimed_at) VALUES (:s, :r, :at) "
             "ON CONFLICT (slot) DO NOTHING",
             {"s": slot_key, "r": run_id, "at": at},
@@ -41,14 +41,14 @@ def release_slot(store: SqlStore, slot_key: str, run_id: str) -> None:
     """Give a slot back (the run could not start, e.g. another run held the lock): the next
     tick tries it again."""
     with store.transaction():
-        store._run(
+        store.execute(
             "DELETE FROM followup_slots WHERE slot = :s AND run_id = :r",
             {"s": slot_key, "r": run_id},
         )
 
 
 def slot_taken_by(store: SqlStore, slot_key: str) -> str | None:
-    rows = store._query("SELECT run_id FROM followup_slots WHERE slot = :s", {"s": slot_key})
+    rows = store.query("SELECT run_id FROM followup_slots WHERE slot = :s", {"s": slot_key})
     return rows[0]["run_id"] if rows else None
 
 
@@ -67,7 +67,7 @@ def record(
     run stopped before the engine wrote one (exit 2, 75, 1)."""
     slot_col = has_slots(store)
     with store.transaction():
-        rows = store._query("SELECT summary FROM followup_runs WHERE run_id = :r", {"r": run_id})
+        rows = store.query("SELECT summary FROM followup_runs WHERE run_id = :r", {"r": run_id})
         if rows:
             merged: dict[str, Any] = {}
             if rows[0]["summary"]:
@@ -80,7 +80,7 @@ def record(
             sets = "finished_at = COALESCE(finished_at, :w), exit_code = :c, summary = :s"
             if slot_col:
                 sets += ", slot = :slot"
-            store._run(
+            store.execute(
                 f"UPDATE followup_runs SET {sets} WHERE run_id = :r",
                 {
                     "w": finished,
@@ -99,7 +99,7 @@ def record(
         if slot_col:
             cols += ", slot"
             vals += ", :slot"
-        store._run(
+        store.execute(
             f"INSERT INTO followup_runs ({cols}) VALUES ({vals})",
             {
                 "r": run_id,

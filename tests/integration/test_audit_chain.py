@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from followup_cli import auditchain
 from followup_cli.cli import app
 from followup_cli.store import open_store
-from followup_cli.store.base import SqlStore, actor, erase_lead
+from followup_cli.store.base import SqlStore, actor
+from followup_cli.store.erasure import erase_lead
 from followup_cli.store.migrations import MIGRATIONS
 from tests.helpers import LeadDB, followup, lead
 
@@ -240,7 +241,7 @@ def test_migration_0007__chains_the_rows_written_before_it(
     old = open_store(db.url)
     try:
         for i in range(4):
-            old._run(
+            old.execute(
                 "INSERT INTO followup_audit (at, actor, action, lead_id, detail) "
                 "VALUES (:at, 'ops', 'send', :l, :d)",
                 {"at": NOW + timedelta(minutes=i), "l": f"o{i}", "d": None if i else '{"x": 1}'},

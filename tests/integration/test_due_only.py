@@ -205,7 +205,7 @@ def test_storing_next_due_never_waits_for_a_lead_another_transaction_holds(
         with psycopg.connect(db.url) as other:  # a transaction, left open
             other.execute("SET lock_timeout = '5s'")
             other.execute("SELECT 1 FROM followup_enrollments WHERE lead_id = 'L1' FOR UPDATE")
-            store._run("SET lock_timeout = '2s'")  # noqa: SLF001 - a wait would fail, not hang
+            store.execute("SET lock_timeout = '2s'")  # noqa: SLF001 - a wait would fail, not hang
             rows = [("L1", "s1", 0, M2_DUE), ("L2", "s1", 0, M2_DUE)]
             assert store.set_next_due(rows, "digest") == 1
         due = {

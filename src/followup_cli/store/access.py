@@ -109,7 +109,7 @@ def _probe_sqlite(store: SqlStore) -> Access:
 
 
 def _probe_postgres(store: SqlStore) -> Access:
-    head = store._query(
+    head = store.query(
         "SELECT current_user AS role, n.nspname AS schema, "
         "has_schema_privilege(n.oid, 'USAGE') AS usage, "
         "has_schema_privilege(n.oid, 'CREATE') AS may_create "
@@ -120,7 +120,7 @@ def _probe_postgres(store: SqlStore) -> Access:
         "ORDER BY p.i LIMIT 1"
     )
     if not head:
-        role = store._query("SELECT current_user AS role")[0]["role"]
+        role = store.query("SELECT current_user AS role")[0]["role"]
         acc = Access("postgres", role, "search_path")
         acc.missing_read.append("USAGE on a schema of its search_path (none exists)")
         acc.missing_write = list(acc.missing_read)
@@ -137,7 +137,7 @@ def _probe_postgres(store: SqlStore) -> Access:
     if not h["may_create"]:
         acc.missing_migrate.append(f"CREATE on schema {h['schema']}")
     tables, views, seqs = tool_relations()
-    rows = store._query(
+    rows = store.query(
         "SELECT c.relname AS name, c.relkind AS kind, "
         "pg_has_role(current_user, c.relowner, 'USAGE') AS owns, "
         "CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'USAGE') "
@@ -175,7 +175,7 @@ def _probe_postgres(store: SqlStore) -> Access:
         ]
         if lacking:
             acc.missing_write.append(f"{', '.join(lacking)} on {name}")
-    lead = store._query(
+    lead = store.query(
         "SELECT to_regclass(:t) IS NOT NULL AS found, "
         "CASE WHEN to_regclass(:t) IS NULL THEN true "
         "ELSE has_table_privilege(to_regclass(:t), 'SELECT') END AS sel",
@@ -263,7 +263,7 @@ def open_for(db: str, lead_table: str, need: str) -> SqlStore:
             require(acc, need)
         if need == READ and acc.dialect == "postgres" and not acc.pending:
             # belt and braces: a read command cannot write, whatever the role may
-            store._run("SET default_transaction_read_only = on")
+            store.execute("SET default_transaction_read_only = on")
         store.access = acc  # type: ignore[attr-defined]
     except BaseException:
         store.close()

@@ -164,10 +164,10 @@ class SqlStore:
         return fields
 
     # ----------------------------------------------------------- backend hooks
-    def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def _run(self, sql: str, params: dict[str, Any] | None = None) -> int:
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         raise NotImplementedError
 
     @contextmanager
@@ -249,7 +249,7 @@ class SqlStore:
         return row
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return [self._times(r) for r in self._query(sql, params)]
+        return [self._times(r) for r in self.query(sql, params)]
 
     # ---------------------------------------------------------- migrations
     def migrate(self) -> list[str]:
@@ -257,13 +257,13 @@ class SqlStore:
         applied: list[str] = []
         with self.transaction():
             self._migration_lock()
-            self._run(
+            self.execute(
                 self._ddl(
                     "CREATE TABLE IF NOT EXISTS followup_migrations "
                     "(name TEXT PRIMARY KEY, applied_at {ts} NOT NULL)"
                 )
             )
-            done = {r["name"] for r in self._query("SELECT name FROM followup_migrations")}
+            done = {r["name"] for r in self.query("SELECT name FROM followup_migrations")}
             for name, statements in MIGRATIONS:
                 if name in done:
                     continue
@@ -272,12 +272,12 @@ class SqlStore:
                         if stmt[0] != self.dialect:
                             continue
                         stmt = stmt[1]
-                    self._run(self._ddl(stmt))
+                    self.execute(self._ddl(stmt))
                 if name == "0006_person_suppressions":
                     self._backfill_persons()
                 if name.endswith(auditchain.MIGRATION_SUFFIX):
                     auditchain.backfill(self)
-                self._run(
+                self.execute(
                     "INSERT INTO followup_migrations (name, applied_at) VALUES (:name, :at)",
                     {"name": name, "at": datetime.now().astimezone()},
                 )
@@ -291,11 +291,11 @@ class SqlStore:
         secret = self.person_secret()
         if secret is None:
             return
-        for r in self._query(
+        for r in self.query(
             "SELECT DISTINCT account_id, recipient_id FROM followup_tracking "
             "WHERE recipient_id IS NOT NULL AND account_id IS NOT NULL AND person_key IS NULL"
         ):
-            self._run(
+            self.execute(
                 "UPDATE followup_tracking SET person_key = :k WHERE account_id = :a "
                 "AND recipient_id = :r AND person_key IS NULL",
                 {
@@ -304,7 +304,7 @@ class SqlStore:
                     "r": r["recipient_id"],
                 },
             )
-        self._run(
+        self.execute(
             "UPDATE followup_enrollments SET person_key = (SELECT MAX(t.person_key) FROM "
             "followup_tracking t WHERE t.lead_id = followup_enrollments.lead_id) "
             "WHERE person_key IS NULL"
@@ -349,15 +349,13 @@ class SqlStore:
 
     def pending_migrations(self) -> list[str]:
         try:
-            done = {r["name"] for r in self._query("SELECT name FROM followup_migrations")}
+            done = {r["name"] for r in self.query("SELECT name FROM followup_migrations")}
         except Exception:  # noqa: BLE001 - no table yet: everything is pending
             done = set()
         return [name for name, _ in MIGRATIONS if name not in done]
 
     def applied_migrations(self) -> list[str]:
-        return [
-            r["name"] for r in self._query("SELECT name FROM followup_migrations ORDER BY name")
-        ]
+        return [r["name"] for r in self.query("SELECT name FROM followup_migrations ORDER BY name")]
 
     # ----------------------------------------------------------- lead table
     def lead_columns(self) -> tuple[str, ...]:
@@ -450,12 +448,12 @@ class SqlStore:
         sql = self._candidate_sql(
             self._select_list(), col, keyword, paged=paged, due=now is not None
         )
-        return self._query(sql, params)
+        return self.query(sql, params)
 
     def sample_leads(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` raw lead rows, any ones (`sequences check --db` measures templates
         and attributes on them; unparsed, so bad rows are only skipped there)."""
-        return self._query(
+        return self.query(
             f"SELECT {self._select_list()} FROM {self.lead_table} l LIMIT :n", {"n": limit}
         )
 
@@ -466,7 +464,7 @@ class SqlStore:
     def leads_without_id(self, account_id: str) -> int:
         """An account's lead rows whose id is NULL: never candidates (nothing could track
         them), counted so that the run names them."""
-        rows = self._query(
+        rows = self.query(
             f"SELECT COUNT(*) AS n FROM {self.lead_table} l "
             "WHERE l.account_id = :a AND l.id IS NULL",
             {"a": account_id},
@@ -474,7 +472,7 @@ class SqlStore:
         return int(rows[0]["n"])
 
     def lead_row(self, lead_id: str) -> dict[str, Any] | None:
-        rows = self._query(
+        rows = self.query(
             f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE l.id = :id",
             {"id": lead_id},
         )
@@ -485,7 +483,7 @@ class SqlStore:
         for chunk in _chunks(list(lead_ids), 500):
             where, names = self._lead_id_in(chunk)
             out.extend(
-                self._query(
+                self.query(
                     f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE {where}", names
                 )
             )
@@ -525,7 +523,7 @@ class SqlStore:
                         holdout=bool(r["holdout"]),
                     )
                 )
-            for r in self._query(
+            for r in self.query(
                 f"SELECT lead_id, reason FROM followup_optouts WHERE {where}", names
             ):
                 optouts[r["lead_id"]] = r["reason"]
@@ -549,7 +547,7 @@ class SqlStore:
                 p_enrol.setdefault(r["person_key"], []).append(
                     PersonEnrollment(r["lead_id"], r["sequence_id"], r["ended_at"])
                 )
-            for r in self._query(
+            for r in self.query(
                 f"SELECT person_key, kind, reason FROM followup_suppressions WHERE {where}", names
             ):
                 p_supp[r["person_key"]] = (r["kind"], r["reason"])
@@ -596,7 +594,7 @@ class SqlStore:
         out: dict[tuple[str, str], int] = {}
         for chunk in _chunks(list(lead_ids), 500):
             where, names = self._in_list("lead_id", chunk)
-            for r in self._query(
+            for r in self.query(
                 "SELECT lead_id, sequence_id, state_version FROM followup_enrollments "
                 f"WHERE {where} AND ended_at IS NULL",
                 names,
@@ -611,7 +609,7 @@ class SqlStore:
         n = 0
         with self.transaction():
             for lead_id, sequence_id, version, due in rows:
-                n += self._run(
+                n += self.execute(
                     "UPDATE followup_enrollments SET next_due_at = :due, next_due_config = :cfg "
                     "WHERE lead_id = :l AND sequence_id = :s AND state_version = :v "
                     "AND ended_at IS NULL",
@@ -632,7 +630,7 @@ class SqlStore:
             where, names = self._lead_id_in(chunk)
             out.extend(
                 str(r["id"])
-                for r in self._query(f"SELECT l.id FROM {self.lead_table} l WHERE {where}", names)
+                for r in self.query(f"SELECT l.id FROM {self.lead_table} l WHERE {where}", names)
             )
         return out
 
@@ -661,12 +659,12 @@ class SqlStore:
                 )
             secret = env
         else:
-            rows = self._query("SELECT value FROM followup_meta WHERE name = 'person_key_secret'")
+            rows = self.query("SELECT value FROM followup_meta WHERE name = 'person_key_secret'")
             if not rows:
                 return None
             secret = str(rows[0]["value"])
         kid = suppress.key_id(secret)
-        other = self._query(
+        other = self.query(
             "SELECT key_id FROM followup_suppressions WHERE key_id <> :k LIMIT 1", {"k": kid}
         )
         if other:
@@ -704,7 +702,7 @@ class SqlStore:
                 None if row.get("account_id") is None else str(row["account_id"]),
                 str(row["recipient_id"]).strip(),
             )
-        rows = self._query(
+        rows = self.query(
             "SELECT account_id, recipient_id FROM followup_tracking WHERE lead_id = :l "
             "AND recipient_id IS NOT NULL ORDER BY id DESC LIMIT 1",
             {"l": lead_id},
@@ -734,7 +732,7 @@ class SqlStore:
             return (key, account, recipient) if key else None
         for table in ("followup_tracking", "followup_enrollments"):
             order = "id" if table == "followup_tracking" else "started_at"
-            rows = self._query(
+            rows = self.query(
                 f"SELECT person_key, account_id FROM {table} WHERE lead_id = :l "
                 f"AND person_key IS NOT NULL ORDER BY {order} DESC LIMIT 1",
                 {"l": lead_id},
@@ -790,11 +788,11 @@ class SqlStore:
             )
         else:
             sql += "NOTHING"
-        return self._run(sql, params) > 0
+        return self.execute(sql, params) > 0
 
     def remove_suppression(self, key: str, kind: str) -> bool:
         return (
-            self._run(
+            self.execute(
                 "DELETE FROM followup_suppressions WHERE person_key = :k AND kind = :kind",
                 {"k": key, "kind": kind},
             )
@@ -817,7 +815,7 @@ class SqlStore:
 
     def is_erased(self, lead_id: str, key: str | None = None) -> bool:
         """An erasure holds for the lead id or for its person."""
-        if self._query(
+        if self.query(
             "SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l AND source = :s",
             {"l": lead_id, "s": suppress.ERASURE},
         ):
@@ -852,9 +850,9 @@ class SqlStore:
             f"AND claimed_at > :since AND status IN ({placeholders})"
         )
         if cap is None:
-            rows = self._query(f"SELECT COUNT(*) AS n {where}", {"a": account_id, "since": since})
+            rows = self.query(f"SELECT COUNT(*) AS n {where}", {"a": account_id, "since": since})
         else:
-            rows = self._query(
+            rows = self.query(
                 f"SELECT COUNT(*) AS n FROM (SELECT 1 {where} LIMIT :cap) capped",
                 {"a": account_id, "since": since, "cap": max(cap, 0)},
             )
@@ -880,7 +878,7 @@ class SqlStore:
             f"({', '.join(':' + c for c in cols)}) "
             "ON CONFLICT (lead_id, sequence_id, message_id) DO NOTHING RETURNING id"
         )
-        out = self._query(sql, {c: row[c] for c in cols})
+        out = self.query(sql, {c: row[c] for c in cols})
         return int(out[0]["id"]) if out else None
 
     def update_followup(
@@ -896,7 +894,7 @@ class SqlStore:
         if only_status is not None:
             sql += " AND status = :_only"
             params["_only"] = only_status
-        return self._run(sql, params)
+        return self.execute(sql, params)
 
     def delete_followup(self, followup_id: int, only_status: str | None = PENDING) -> int:
         sql = "DELETE FROM followup_tracking WHERE id = :id"
@@ -904,7 +902,7 @@ class SqlStore:
         if only_status is not None:
             sql += " AND status = :s"
             params["s"] = only_status
-        return self._run(sql, params)
+        return self.execute(sql, params)
 
     def followup(self, followup_id: int) -> dict[str, Any] | None:
         rows = self.rows("SELECT * FROM followup_tracking WHERE id = :id", {"id": followup_id})
@@ -936,7 +934,7 @@ class SqlStore:
         """How many follow-ups are ``pending`` or ``unknown`` (the partial index answers)."""
         if status not in (PENDING, UNKNOWN):
             raise ValueError(f"not an open status: {status}")
-        rows = self._query(
+        rows = self.query(
             f"SELECT COUNT(*) AS n FROM followup_tracking WHERE {OPEN_STATUSES} AND status = :s",
             {"s": status},
         )
@@ -953,7 +951,7 @@ class SqlStore:
         holdout: bool = False,
         person_key: str | None = None,
     ) -> bool:
-        n = self._run(
+        n = self.execute(
             "INSERT INTO followup_enrollments (lead_id, sequence_id, account_id, anchor_at, "
             "started_at, holdout, person_key) VALUES (:l, :s, :a, :anchor, :now, :h, :p) "
             "ON CONFLICT (lead_id, sequence_id) DO NOTHING",
@@ -970,7 +968,7 @@ class SqlStore:
         return n > 0
 
     def end_enrollment(self, lead_id: str, sequence_id: str, reason: str, now: datetime) -> bool:
-        n = self._run(
+        n = self.execute(
             "UPDATE followup_enrollments SET ended_at = :now, ended_reason = :r "
             "WHERE lead_id = :l AND sequence_id = :s AND ended_at IS NULL",
             {"now": now, "r": reason, "l": lead_id, "s": sequence_id},
@@ -1012,7 +1010,7 @@ class SqlStore:
         """Opt a lead out, and the person behind it (``person``: its account and recipient,
         else looked up): a new lead row for the same person stays opted out. True when
         something new was recorded."""
-        n = self._run(
+        n = self.execute(
             "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
             "VALUES (:l, :r, :s, :a, :now) ON CONFLICT (lead_id) DO NOTHING",
             {"l": lead_id, "r": reason, "s": source, "a": who, "now": now},
@@ -1040,7 +1038,7 @@ class SqlStore:
 
     def remove_optout(self, lead_id: str) -> bool:
         """Lift a lead's opt-out and its person's, never an erasure (``erase --lift`` does)."""
-        n = self._run(
+        n = self.execute(
             "DELETE FROM followup_optouts WHERE lead_id = :l AND source <> :e",
             {"l": lead_id, "e": suppress.ERASURE},
         )
@@ -1056,7 +1054,7 @@ class SqlStore:
         sql = "SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l"
         if person_key is not None:  # one round trip: asked before every API attempt
             sql += " UNION ALL SELECT 1 AS x FROM followup_suppressions WHERE person_key = :k"
-        return bool(self._query(sql, {"l": lead_id, "k": person_key}))
+        return bool(self.query(sql, {"l": lead_id, "k": person_key}))
 
     # ----------------------------------------------------------------- audit
     def audit(
@@ -1086,7 +1084,7 @@ class SqlStore:
         with self.transaction():
             for lead_id, problem in problems[:BAD_LEADS_NOTED]:
                 detail = {"problem": redact(problem)}
-                seen = self._query(
+                seen = self.query(
                     "SELECT 1 AS x FROM followup_audit WHERE lead_id = :l AND action = 'bad_lead' "
                     "AND detail = :d",
                     {"l": lead_id, "d": json.dumps(detail, sort_keys=True)},
@@ -1105,7 +1103,7 @@ class SqlStore:
 
     def config_seen(self, digest: str, path: str, who: str, now: datetime) -> bool:
         """Record a config version; True when it was not seen before."""
-        n = self._run(
+        n = self.execute(
             "INSERT INTO followup_config_seen (digest, path, actor, first_seen_at) "
             "VALUES (:d, :p, :a, :now) ON CONFLICT (digest) DO NOTHING",
             {"d": digest, "p": path, "a": who, "now": now},
@@ -1116,21 +1114,21 @@ class SqlStore:
     def start_run(
         self, run_id: str, host: str, pid: int, who: str, wall: datetime, now: datetime
     ) -> None:
-        self._run(
+        self.execute(
             "INSERT INTO followup_runs (run_id, host, pid, actor, started_at, heartbeat_at, "
             "business_now) VALUES (:r, :h, :p, :a, :w, :w, :n)",
             {"r": run_id, "h": host, "p": pid, "a": who, "w": wall, "n": now},
         )
 
     def heartbeat(self, run_id: str, wall: datetime) -> None:
-        self._run(
+        self.execute(
             "UPDATE followup_runs SET heartbeat_at = :w WHERE run_id = :r", {"w": wall, "r": run_id}
         )
 
     def finish_run(
         self, run_id: str, wall: datetime, exit_code: int, summary: dict[str, Any]
     ) -> None:
-        self._run(
+        self.execute(
             "UPDATE followup_runs SET finished_at = :w, heartbeat_at = :w, exit_code = :c, "
             "summary = :s WHERE run_id = :r",
             {
@@ -1228,7 +1226,7 @@ class SqlStore:
             f"UPDATE followup_tracking SET {sets} "
             f"WHERE id = :id AND ({column} IS NULL OR {column} > :at)"
         )
-        return self._run(sql, params) > 0
+        return self.execute(sql, params) > 0
 
     def set_enrollment_outcome(
         self, lead_id: str, sequence_id: str, column: str, at: datetime
@@ -1240,7 +1238,7 @@ class SqlStore:
             f"UPDATE followup_enrollments SET {column} = :at WHERE lead_id = :l "
             f"AND sequence_id = :s AND ({column} IS NULL OR {column} > :at)"
         )
-        return self._run(sql, {"at": at, "l": lead_id, "s": sequence_id}) > 0
+        return self.execute(sql, {"at": at, "l": lead_id, "s": sequence_id}) > 0
 
     def _as_text(self, expr: str) -> str:
         """An SQL expression as text, the way the database prints it (for change marks)."""
@@ -1269,7 +1267,7 @@ class SqlStore:
             f"OR COALESCE(m.converted_seen, '') <> COALESCE({converted}, ''))"
         )
         select = f"{inbound} AS inbound_seen, {converted} AS converted_seen"
-        return self._query(self._changed_outcome_sql(select, changed), {"since": since})
+        return self.query(self._changed_outcome_sql(select, changed), {"since": since})
 
     def _changed_outcome_sql(self, select: str, changed: str) -> str:
         # From the recent follow-ups and enrollments to their leads: Postgres hashes or
@@ -1294,7 +1292,7 @@ ORDER BY a.lead_id"""
             for i, (lead_id, inbound, converted) in enumerate(chunk):
                 params.update({f"l{i}": lead_id, f"i{i}": inbound, f"c{i}": converted})
                 values.append(f"(:l{i}, :i{i}, :c{i}, :now)")
-            self._run(
+            self.execute(
                 "INSERT INTO followup_outcome_marks (lead_id, inbound_seen, converted_seen, "
                 f"checked_at) VALUES {', '.join(values)} ON CONFLICT (lead_id) DO UPDATE SET "
                 "inbound_seen = excluded.inbound_seen, converted_seen = excluded.converted_seen, "
@@ -1304,7 +1302,7 @@ ORDER BY a.lead_id"""
 
     def forget_outcome_mark(self, lead_id: str) -> None:
         """The next reconcile looks at this lead again (its follow-ups changed)."""
-        self._run("DELETE FROM followup_outcome_marks WHERE lead_id = :l", {"l": lead_id})
+        self.execute("DELETE FROM followup_outcome_marks WHERE lead_id = :l", {"l": lead_id})
 
     def resolve_unknown(
         self, followup_id: int, sent: bool, who: str, now: datetime
@@ -1353,17 +1351,17 @@ ORDER BY a.lead_id"""
         if (
             secret
             and row.get("event_key")
-            and self._query(
+            and self.query(
                 "SELECT 1 AS x FROM followup_events WHERE event_key = :k",
                 {"k": suppress.erased_token(secret, str(row["event_key"]))},
             )
         ):
             return None  # seen before, and erased since: a duplicate all the same
-        out = self._query(sql, _redact_fields({c: row.get(c) for c in cols}))
+        out = self.query(sql, _redact_fields({c: row.get(c) for c in cols}))
         return int(out[0]["id"]) if out else None
 
     def set_event_outcome(self, event_id: int, outcome: str) -> None:
-        self._run(
+        self.execute(
             "UPDATE followup_events SET outcome = :o WHERE id = :i", {"o": outcome, "i": event_id}
         )
 
@@ -1389,7 +1387,7 @@ ORDER BY a.lead_id"""
                 if account_id
                 else [
                     r["account_id"]
-                    for r in self._query(
+                    for r in self.query(
                         "SELECT DISTINCT account_id FROM followup_tracking "
                         "WHERE person_key IS NOT NULL"
                     )
@@ -1398,14 +1396,14 @@ ORDER BY a.lead_id"""
             keys = [suppress.person_key(secret, a, recipient_id) for a in accounts]
             for chunk in _chunks(keys, 500):
                 where, names = self._in_list("person_key", chunk)
-                rows = self._query(
+                rows = self.query(
                     f"SELECT lead_id FROM followup_tracking WHERE {where} ORDER BY id DESC LIMIT 1",
                     names,
                 )
                 if rows:
                     return str(rows[0]["lead_id"])
         acct = " AND account_id = :a" if account_id else ""
-        rows = self._query(
+        rows = self.query(
             f"SELECT lead_id FROM followup_tracking WHERE recipient_id = :r{acct} "
             "ORDER BY id DESC LIMIT 1",
             {"r": recipient_id, "a": account_id},
@@ -1414,7 +1412,7 @@ ORDER BY a.lead_id"""
             return str(rows[0]["lead_id"])
         self.lead_columns()
         acct = " AND l.account_id = :a" if account_id else ""
-        rows = self._query(
+        rows = self.query(
             f"SELECT l.id FROM {self.lead_table} l WHERE l.recipient_id = :r{acct} "
             "ORDER BY l.id LIMIT 1",
             {"r": recipient_id, "a": account_id},
@@ -1477,13 +1475,13 @@ ORDER BY a.lead_id"""
         params = {"a": account_id, "lo": min_score, "hi": max_score}
         suppressed = {
             r["person_key"]
-            for r in self._query(
+            for r in self.query(
                 "SELECT person_key FROM followup_suppressions WHERE account_id = :a",
                 {"a": account_id},
             )
         }
         if not suppressed:  # the usual case: one aggregate in SQL
-            rows = self._query(
+            rows = self.query(
                 f"SELECT COUNT(*) AS qualified, COALESCE(SUM({followed}), 0) AS followed_up "
                 f"FROM {self.lead_table} l WHERE {' AND '.join(where)}",
                 params,
@@ -1494,7 +1492,7 @@ ORDER BY a.lead_id"""
         after: Any = None
         while True:
             page_where = [*where, "l.id > :after"] if after is not None else where
-            rows = self._query(
+            rows = self.query(
                 f"SELECT l.id AS id, l.recipient_id AS recipient_id, {followed} AS followed "
                 f"FROM {self.lead_table} l WHERE {' AND '.join(page_where)} "
                 "ORDER BY l.id LIMIT 5000",
@@ -1558,208 +1556,3 @@ class _Rollback(Exception):
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-# The tool's tables an erasure rewrites (the ones to purge of old row versions afterwards).
-ERASE_TABLES = (
-    "followup_tracking",
-    "followup_events",
-    "followup_audit",
-    "followup_optouts",
-    "followup_suppressions",
-    "followup_enrollments",
-    "followup_outcome_marks",
-    "followup_runs",
-)
-
-
-def erase_lead(
-    store: SqlStore, lead_id: str, who: str, now: datetime, purge: bool = True
-) -> dict[str, Any]:
-    """Erase the person behind a lead from the tool's tables, keeping what prevents messaging
-    them again.
-
-    The person is (account, recipient) as the lead table or, once the host app deleted its
-    row, the tool's tracking rows know it; every lead row of that person is erased. Message
-    bodies, recipient and conversation ids, error texts, channel message ids, event keys and
-    payloads, audit details and bad-row notes are removed; the tracking rows stay without
-    them (so no step is sent twice) and a suppression record holding only a keyed hash of
-    the person makes sure no lead row of theirs is ever messaged again. The host app's own
-    lead table is not the tool's: it is left as it is.
-
-    ``purge``: afterwards, rewrite what the database keeps of old row versions (SQLite: with
-    ``secure_delete`` on, a WAL checkpoint and VACUUM; Postgres: VACUUM FULL of the tool's
-    tables when the role may).
-    """
-    from ..errors import ConfigError
-
-    store.begin_erase()
-    counts: dict[str, Any] = {}
-    with store.transaction():
-        ref = store.person_ref(lead_id)
-        key, account, recipient = ref if ref else (None, None, None)
-        person = (account, recipient) if recipient is not None else None
-        lead_ids = {lead_id}
-        if key is not None:
-            for table in ("followup_tracking", "followup_enrollments"):
-                lead_ids |= {
-                    str(r["lead_id"])
-                    for r in store._query(
-                        f"SELECT DISTINCT lead_id FROM {table} WHERE person_key = :k", {"k": key}
-                    )
-                }
-        if person is not None:
-            lead_ids |= {
-                str(r["lead_id"])
-                for r in store._query(
-                    "SELECT DISTINCT lead_id FROM followup_tracking WHERE account_id = :a "
-                    "AND recipient_id = :r",
-                    {"a": person[0], "r": person[1]},
-                )
-            }
-            try:
-                store.lead_columns()
-                for r in store._query(
-                    f"SELECT l.id FROM {store.lead_table} l WHERE l.account_id = :a "
-                    "AND l.recipient_id = :r",
-                    {"a": person[0], "r": person[1]},
-                ):
-                    lead_ids.add(str(r["id"]))
-            except ConfigError:
-                pass
-        ids = sorted(lead_ids)
-        counts["lead_rows"] = len(ids)
-        scrubbed = {"tracking_rows_scrubbed": 0, "audit_rows_scrubbed": 0, "events_scrubbed": 0}
-        audit_scrubbed: list[int] = []  # chain places, recorded in the erasure's own row
-        secret = store.person_secret()
-        for chunk in _chunks(ids, 500):
-            where, names = SqlStore._in_list(store, "lead_id", chunk)
-            scrubbed["tracking_rows_scrubbed"] += store._run(
-                "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
-                "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
-                f"external_id = NULL, person_key = NULL, updated_at = :now WHERE {where}",
-                {**names, "f": False, "now": now},
-            )
-            audit_scrubbed += auditchain.scrub(store, where, names)
-            for ev in store._query(
-                f"SELECT id, event_key FROM followup_events WHERE {where}", names
-            ):
-                token = (
-                    suppress.erased_token(secret, str(ev["event_key"]))
-                    if secret
-                    else f"erased:{ev['id']}"
-                )
-                if str(ev["event_key"]).startswith("erased:"):
-                    token = str(ev["event_key"])
-                scrubbed["events_scrubbed"] += store._run(
-                    "UPDATE followup_events SET event_key = :k, detail = NULL, message_id = NULL "
-                    "WHERE id = :i",
-                    {"k": token, "i": ev["id"]},
-                )
-            store._run(f"UPDATE followup_enrollments SET person_key = NULL WHERE {where}", names)
-            store._run(f"DELETE FROM followup_outcome_marks WHERE {where}", names)
-            store._run(f"DELETE FROM followup_optouts WHERE {where}", names)
-        if key is not None:
-            # any tracking row of the person under a lead id the host no longer has
-            scrubbed["tracking_rows_scrubbed"] += store._run(
-                "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
-                "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
-                "external_id = NULL, person_key = NULL, updated_at = :now "
-                "WHERE person_key = :k",
-                {"f": False, "now": now, "k": key},
-            )
-        scrubbed["audit_rows_scrubbed"] = len(audit_scrubbed)
-        counts.update(scrubbed)
-        counts["run_notes_scrubbed"] = _scrub_run_notes(store, ids)
-        for lid in ids:
-            store._run(
-                "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
-                "VALUES (:l, :r, :s, :a, :now)",
-                {"l": lid, "r": None, "s": suppress.ERASURE, "a": who, "now": now},
-            )
-            for e in store.enrollments(lead_id=lid):
-                store.end_enrollment(lid, e["sequence_id"], "opted_out", now)
-        if key is not None:
-            store.add_suppression(key, account, suppress.ERASURE, suppress.ERASURE, who, now)
-            counts["person"] = "suppressed by a keyed hash"
-        else:
-            counts["person"] = "unknown (no recipient on record): only the lead id is suppressed"
-        store.audit(
-            "erase",
-            now,
-            who,
-            lead_id=lead_id,
-            detail={
-                "lead_rows": len(ids),
-                "person_suppressed": key is not None,
-                "audit_scrubbed": audit_scrubbed,
-            },
-        )
-    if purge:
-        counts["purge"] = store.purge_old_versions(ERASE_TABLES)
-    return counts
-
-
-def lift_erasure(
-    store: SqlStore, target: str, account_id: str | None, who: str, now: datetime
-) -> dict[str, Any] | None:
-    """Lift an erasure: the person (a lead id, or a recipient id of ``account_id``) may be
-    messaged again by sequences. Their erased data does not come back. None when no erasure
-    holds for them."""
-    with store.transaction():
-        ref = store.person_ref(target)  # a lead id the lead table or the tool's rows know
-        known_lead = ref is not None or bool(
-            store._query("SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l", {"l": target})
-        )
-        lead_id = target if known_lead else None
-        key = ref[0] if ref else None
-        person_account = ref[1] if ref else None
-        if ref is None and lead_id is None and account_id is not None:
-            key = store.person_key(account_id, target)  # a recipient id of that account
-            person_account = account_id
-        lifted_person = store.remove_suppression(key, suppress.ERASURE) if key else False
-        lifted_lead = False
-        if lead_id is not None:
-            lifted_lead = (
-                store._run(
-                    "DELETE FROM followup_optouts WHERE lead_id = :l AND source = :s",
-                    {"l": lead_id, "s": suppress.ERASURE},
-                )
-                > 0
-            )
-        if not (lifted_person or lifted_lead):
-            return None
-        store.audit(
-            "erase_lift",
-            now,
-            who,
-            lead_id=lead_id,
-            account_id=person_account,
-            detail={"person": lifted_person, "lead": lifted_lead},
-        )
-    return {"person": lifted_person, "lead": lifted_lead}
-
-
-def _scrub_run_notes(store: SqlStore, lead_ids: list[str]) -> int:
-    """Bad-row notes of these leads in the runs' summaries (they may quote row values)."""
-    changed = 0
-    for lid in lead_ids:
-        needle = f"lead {lid}: "
-        like = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        for r in store._query(
-            "SELECT run_id, summary FROM followup_runs WHERE summary LIKE :n ESCAPE '\\'",
-            {"n": like},
-        ):
-            try:
-                data = json.loads(r["summary"])
-            except (TypeError, ValueError):
-                continue
-            for k in ("bad_leads", "bad_leads_new"):
-                if isinstance(data.get(k), list):
-                    data[k] = [x for x in data[k] if not str(x).startswith(needle)]
-            store._run(
-                "UPDATE followup_runs SET summary = :s WHERE run_id = :r",
-                {"s": json.dumps(data, default=str), "r": r["run_id"]},
-            )
-            changed += 1
-    return changed

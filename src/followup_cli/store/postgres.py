@@ -110,7 +110,7 @@ class PostgresStore(SqlStore):
             out = self._sql_cache[sql] = _convert(sql)
         return out
 
-    def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         try:
             with self._lock:
                 cur = self.conn.execute(self._sql(sql), params or {})
@@ -148,7 +148,7 @@ class PostgresStore(SqlStore):
     def page_key(self, lead_id: Any) -> Any:
         return str(lead_id)  # pages compare the id as text (``_lid``)
 
-    def _run(self, sql: str, params: dict[str, Any] | None = None) -> int:
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         try:
             with self._lock:
                 return self.conn.execute(self._sql(sql), params or {}).rowcount
@@ -210,7 +210,7 @@ class PostgresStore(SqlStore):
     # tables, so that two deployments (or two test schemas) in one database never take each
     # other's lead "l1" for claimed by another run.
     def _try_lock_lead(self, lead_id: str) -> bool:
-        rows = self._query(
+        rows = self.query(
             f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS ok",
             {"k": ":lead:" + lead_id},
         )
@@ -224,7 +224,7 @@ class PostgresStore(SqlStore):
         if not rows:
             return 0
         lead_ids, seq_ids, versions, dues = (list(x) for x in zip(*rows, strict=True))
-        return self._run(
+        return self.execute(
             "UPDATE followup_enrollments e SET next_due_at = v.due, next_due_config = :cfg "
             "FROM (SELECT e2.lead_id, e2.sequence_id, v.due FROM followup_enrollments e2 "
             "JOIN unnest(CAST(:l AS text[]), CAST(:s AS text[]), CAST(:v AS integer[]), "
@@ -236,13 +236,13 @@ class PostgresStore(SqlStore):
         )
 
     def _lock_account(self, account_id: str) -> None:
-        self._query(
+        self.query(
             f"SELECT pg_advisory_xact_lock({_LOCK_KEY}) AS ok",
             {"k": ":acct:" + account_id},
         )
 
     def _migration_lock(self) -> None:
-        self._query("SELECT pg_advisory_xact_lock(hashtextextended('followup:migrate', 0)) AS ok")
+        self.query("SELECT pg_advisory_xact_lock(hashtextextended('followup:migrate', 0)) AS ok")
 
     def purge_old_versions(self, tables: Sequence[str]) -> str:
         """Postgres keeps old row versions until VACUUM; VACUUM FULL rewrites each table into
@@ -278,7 +278,7 @@ class PostgresStore(SqlStore):
         return f"VACUUM FULL of the tool's {len(done)} tables done" + note
 
     def _owns(self, table: str) -> bool:
-        rows = self._query(
+        rows = self.query(
             "SELECT pg_has_role(current_user, c.relowner, 'USAGE') AS owns FROM pg_class c "
             "WHERE c.oid = to_regclass(:t)",
             {"t": table},
@@ -296,7 +296,7 @@ class PostgresStore(SqlStore):
 
     def _table_columns(self, table: str) -> tuple[str, ...] | None:
         schema, _, name = table.rpartition(".")
-        rows = self._query(
+        rows = self.query(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_name = :t AND table_schema = COALESCE(NULLIF(:s, ''), current_schema()) "
             "ORDER BY ordinal_position",
@@ -327,7 +327,7 @@ class PostgresStore(SqlStore):
         if not marks:
             return
         ids, inbound, converted = (list(col) for col in zip(*marks, strict=True))
-        self._run(
+        self.execute(
             "INSERT INTO followup_outcome_marks (lead_id, inbound_seen, converted_seen, "
             "checked_at) SELECT m.l, m.i, m.c, :now FROM unnest(CAST(:ids AS text[]), "
             "CAST(:inb AS text[]), CAST(:conv AS text[])) AS m(l, i, c) "

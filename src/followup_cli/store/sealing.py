@@ -30,7 +30,7 @@ def recorded_key_ids(store: SqlStore) -> list[str]:
         return []
     return sorted(
         str(r["name"])[len(REGISTRY) :]
-        for r in store._query(
+        for r in store.query(
             "SELECT name FROM followup_meta WHERE name LIKE :p", {"p": REGISTRY + "%"}
         )
     )
@@ -44,7 +44,7 @@ def _sample(store: SqlStore) -> tuple[set[str], list[str]]:
     ids: set[str] = set()
     legacy: list[str] = []
     cols = ", ".join(SEALED_TRACKING)
-    for r in store._query(
+    for r in store.query(
         f"SELECT body, body_encrypted, reason, {cols} FROM followup_tracking "
         "ORDER BY id DESC LIMIT :n",
         {"n": SAMPLE_ROWS},
@@ -95,7 +95,7 @@ def note_key(store: SqlStore, cipher: Cipher) -> None:
     """Record that ``cipher``'s first key seals values here (in the caller's transaction)."""
     if cipher.primary_id is None:
         return
-    store._run(
+    store.execute(
         "INSERT INTO followup_meta (name, value) VALUES (:n, :v) ON CONFLICT (name) DO NOTHING",
         {"n": REGISTRY + cipher.primary_id, "v": datetime.now(UTC).isoformat()},
     )
@@ -146,7 +146,7 @@ def rotate_keys(
     cols = ("body", *SEALED_TRACKING, "reason")
     after: Any = -1
     while True:
-        rows = store._query(
+        rows = store.query(
             f"SELECT id, status, body_encrypted, {', '.join(cols)} FROM followup_tracking "
             "WHERE id > :after ORDER BY id LIMIT :n",
             {"after": after, "n": batch},
@@ -163,7 +163,7 @@ def rotate_keys(
                         _update(store, "followup_tracking", "id", r, changes)
     after = ""
     while store._table_columns("followup_suppressions") is not None:
-        rows = store._query(
+        rows = store.query(
             "SELECT person_key, recipient_id FROM followup_suppressions WHERE person_key > :after "
             "ORDER BY person_key LIMIT :n",
             {"after": after, "n": batch},
@@ -186,7 +186,9 @@ def rotate_keys(
             keep = {cipher.primary_id} | {k for k in res.unreadable if k != "?"}
             for kid in recorded_key_ids(store):
                 if kid not in keep:
-                    store._run("DELETE FROM followup_meta WHERE name = :n", {"n": REGISTRY + kid})
+                    store.execute(
+                        "DELETE FROM followup_meta WHERE name = :n", {"n": REGISTRY + kid}
+                    )
             note_key(store, cipher)
             store.audit("keys_rotate", now, actor(), detail=res.as_dict())
     return res
@@ -249,7 +251,7 @@ def _update(
     params: dict[str, Any] = {f"new_{c}": v for c, v in changes.items()}
     params.update({f"old_{c}": row[c] for c in changes if row[c] is not None})
     params["_k"] = row[key]
-    store._run(
+    store.execute(
         f"UPDATE {table} SET {sets} WHERE {key} = :_k" + (f" AND {where}" if where else ""),
         params,
     )

@@ -172,7 +172,7 @@ class SQLiteStore(SqlStore):
 
     def _bind(self, sql: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
         """Parameters for sqlite3. A text holding undecodable bytes (a lead id read with
-        surrogate escapes, see ``_query``) goes back as those bytes, cast to TEXT, so that
+        surrogate escapes, see ``query``) goes back as those bytes, cast to TEXT, so that
         it compares with the column as the same text."""
         bound = self._params(params)
         for k, v in bound.items():
@@ -181,7 +181,7 @@ class SQLiteStore(SqlStore):
                 sql = re.sub(rf":{k}\b", f"CAST(:{k} AS TEXT)", sql)
         return sql, bound
 
-    def _query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         sql, bound = self._bind(sql, params)
         try:
             with self._lock:
@@ -200,7 +200,7 @@ class SQLiteStore(SqlStore):
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
-    def _run(self, sql: str, params: dict[str, Any] | None = None) -> int:
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         sql, bound = self._bind(sql, params)
         try:
             with self._lock:
@@ -249,7 +249,7 @@ class SQLiteStore(SqlStore):
 
     def begin_erase(self) -> None:
         # Freed cells and pages are zeroed rather than left for a file reader to find.
-        self._run("PRAGMA secure_delete = ON")
+        self.execute("PRAGMA secure_delete = ON")
 
     def purge_old_versions(self, tables: Sequence[str]) -> str:
         """Old page versions live in the WAL until a checkpoint, and pages the host app freed
@@ -295,7 +295,7 @@ class SQLiteStore(SqlStore):
         self._temp_tables = True  # a fresh store: the tool's tables, empty, in TEMP
 
     def _table_columns(self, table: str) -> tuple[str, ...] | None:
-        rows = self._query(f"PRAGMA table_info({table})")
+        rows = self.query(f"PRAGMA table_info({table})")
         return tuple(r["name"] for r in rows) if rows else None
 
     def _changed_outcome_sql(self, select: str, changed: str) -> str:

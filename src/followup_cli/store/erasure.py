@@ -1,0 +1,216 @@
+"""Erasure on request: ``erase_lead`` removes what identifies a person from the tool's tables
+and keeps what prevents messaging them again (a keyed suppression); ``lift_erasure`` is the
+one audited way back. See docs/erasure.md."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from .. import auditchain, suppress
+from .base import SqlStore, _chunks
+
+# The tool's tables an erasure rewrites (the ones to purge of old row versions afterwards).
+ERASE_TABLES = (
+    "followup_tracking",
+    "followup_events",
+    "followup_audit",
+    "followup_optouts",
+    "followup_suppressions",
+    "followup_enrollments",
+    "followup_outcome_marks",
+    "followup_runs",
+)
+
+
+def erase_lead(
+    store: SqlStore, lead_id: str, who: str, now: datetime, purge: bool = True
+) -> dict[str, Any]:
+    """Erase the person behind a lead from the tool's tables, keeping what prevents messaging
+    them again.
+
+    The person is (account, recipient) as the lead table or, once the host app deleted its
+    row, the tool's tracking rows know it; every lead row of that person is erased. Message
+    bodies, recipient and conversation ids, error texts, channel message ids, event keys and
+    payloads, audit details and bad-row notes are removed; the tracking rows stay without
+    them (so no step is sent twice) and a suppression record holding only a keyed hash of
+    the person makes sure no lead row of theirs is ever messaged again. The host app's own
+    lead table is not the tool's: it is left as it is.
+
+    ``purge``: afterwards, rewrite what the database keeps of old row versions (SQLite: with
+    ``secure_delete`` on, a WAL checkpoint and VACUUM; Postgres: VACUUM FULL of the tool's
+    tables when the role may).
+    """
+    from ..errors import ConfigError
+
+    store.begin_erase()
+    counts: dict[str, Any] = {}
+    with store.transaction():
+        ref = store.person_ref(lead_id)
+        key, account, recipient = ref if ref else (None, None, None)
+        person = (account, recipient) if recipient is not None else None
+        lead_ids = {lead_id}
+        if key is not None:
+            for table in ("followup_tracking", "followup_enrollments"):
+                lead_ids |= {
+                    str(r["lead_id"])
+                    for r in store.query(
+                        f"SELECT DISTINCT lead_id FROM {table} WHERE person_key = :k", {"k": key}
+                    )
+                }
+        if person is not None:
+            lead_ids |= {
+                str(r["lead_id"])
+                for r in store.query(
+                    "SELECT DISTINCT lead_id FROM followup_tracking WHERE account_id = :a "
+                    "AND recipient_id = :r",
+                    {"a": person[0], "r": person[1]},
+                )
+            }
+            try:
+                store.lead_columns()
+                for r in store.query(
+                    f"SELECT l.id FROM {store.lead_table} l WHERE l.account_id = :a "
+                    "AND l.recipient_id = :r",
+                    {"a": person[0], "r": person[1]},
+                ):
+                    lead_ids.add(str(r["id"]))
+            except ConfigError:
+                pass
+        ids = sorted(lead_ids)
+        counts["lead_rows"] = len(ids)
+        scrubbed = {"tracking_rows_scrubbed": 0, "audit_rows_scrubbed": 0, "events_scrubbed": 0}
+        audit_scrubbed: list[int] = []  # chain places, recorded in the erasure's own row
+        secret = store.person_secret()
+        for chunk in _chunks(ids, 500):
+            where, names = SqlStore._in_list(store, "lead_id", chunk)
+            scrubbed["tracking_rows_scrubbed"] += store.execute(
+                "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
+                "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
+                f"external_id = NULL, person_key = NULL, updated_at = :now WHERE {where}",
+                {**names, "f": False, "now": now},
+            )
+            audit_scrubbed += auditchain.scrub(store, where, names)
+            for ev in store.query(
+                f"SELECT id, event_key FROM followup_events WHERE {where}", names
+            ):
+                token = (
+                    suppress.erased_token(secret, str(ev["event_key"]))
+                    if secret
+                    else f"erased:{ev['id']}"
+                )
+                if str(ev["event_key"]).startswith("erased:"):
+                    token = str(ev["event_key"])
+                scrubbed["events_scrubbed"] += store.execute(
+                    "UPDATE followup_events SET event_key = :k, detail = NULL, message_id = NULL "
+                    "WHERE id = :i",
+                    {"k": token, "i": ev["id"]},
+                )
+            store.execute(f"UPDATE followup_enrollments SET person_key = NULL WHERE {where}", names)
+            store.execute(f"DELETE FROM followup_outcome_marks WHERE {where}", names)
+            store.execute(f"DELETE FROM followup_optouts WHERE {where}", names)
+        if key is not None:
+            # any tracking row of the person under a lead id the host no longer has
+            scrubbed["tracking_rows_scrubbed"] += store.execute(
+                "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
+                "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
+                "external_id = NULL, person_key = NULL, updated_at = :now "
+                "WHERE person_key = :k",
+                {"f": False, "now": now, "k": key},
+            )
+        scrubbed["audit_rows_scrubbed"] = len(audit_scrubbed)
+        counts.update(scrubbed)
+        counts["run_notes_scrubbed"] = _scrub_run_notes(store, ids)
+        for lid in ids:
+            store.execute(
+                "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
+                "VALUES (:l, :r, :s, :a, :now)",
+                {"l": lid, "r": None, "s": suppress.ERASURE, "a": who, "now": now},
+            )
+            for e in store.enrollments(lead_id=lid):
+                store.end_enrollment(lid, e["sequence_id"], "opted_out", now)
+        if key is not None:
+            store.add_suppression(key, account, suppress.ERASURE, suppress.ERASURE, who, now)
+            counts["person"] = "suppressed by a keyed hash"
+        else:
+            counts["person"] = "unknown (no recipient on record): only the lead id is suppressed"
+        store.audit(
+            "erase",
+            now,
+            who,
+            lead_id=lead_id,
+            detail={
+                "lead_rows": len(ids),
+                "person_suppressed": key is not None,
+                "audit_scrubbed": audit_scrubbed,
+            },
+        )
+    if purge:
+        counts["purge"] = store.purge_old_versions(ERASE_TABLES)
+    return counts
+
+
+def lift_erasure(
+    store: SqlStore, target: str, account_id: str | None, who: str, now: datetime
+) -> dict[str, Any] | None:
+    """Lift an erasure: the person (a lead id, or a recipient id of ``account_id``) may be
+    messaged again by sequences. Their erased data does not come back. None when no erasure
+    holds for them."""
+    with store.transaction():
+        ref = store.person_ref(target)  # a lead id the lead table or the tool's rows know
+        known_lead = ref is not None or bool(
+            store.query("SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l", {"l": target})
+        )
+        lead_id = target if known_lead else None
+        key = ref[0] if ref else None
+        person_account = ref[1] if ref else None
+        if ref is None and lead_id is None and account_id is not None:
+            key = store.person_key(account_id, target)  # a recipient id of that account
+            person_account = account_id
+        lifted_person = store.remove_suppression(key, suppress.ERASURE) if key else False
+        lifted_lead = False
+        if lead_id is not None:
+            lifted_lead = (
+                store.execute(
+                    "DELETE FROM followup_optouts WHERE lead_id = :l AND source = :s",
+                    {"l": lead_id, "s": suppress.ERASURE},
+                )
+                > 0
+            )
+        if not (lifted_person or lifted_lead):
+            return None
+        store.audit(
+            "erase_lift",
+            now,
+            who,
+            lead_id=lead_id,
+            account_id=person_account,
+            detail={"person": lifted_person, "lead": lifted_lead},
+        )
+    return {"person": lifted_person, "lead": lifted_lead}
+
+
+def _scrub_run_notes(store: SqlStore, lead_ids: list[str]) -> int:
+    """Bad-row notes of these leads in the runs' summaries (they may quote row values)."""
+    changed = 0
+    for lid in lead_ids:
+        needle = f"lead {lid}: "
+        like = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        for r in store.query(
+            "SELECT run_id, summary FROM followup_runs WHERE summary LIKE :n ESCAPE '\\'",
+            {"n": like},
+        ):
+            try:
+                data = json.loads(r["summary"])
+            except (TypeError, ValueError):
+                continue
+            for k in ("bad_leads", "bad_leads_new"):
+                if isinstance(data.get(k), list):
+                    data[k] = [x for x in data[k] if not str(x).startswith(needle)]
+            store.execute(
+                "UPDATE followup_runs SET summary = :s WHERE run_id = :r",
+                {"s": json.dumps(data, default=str), "r": r["run_id"]},
+            )
+            changed += 1
+    return changed
