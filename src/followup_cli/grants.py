@@ -2,8 +2,8 @@
 
 * a **runner** (cron: ``followup run``, opt-outs, erasures, events): USAGE on the schema,
   SELECT on the lead table, SELECT/INSERT/UPDATE/DELETE on the tool's tables (SELECT only
-  on ``followup_migrations`` and the views), USAGE/SELECT on their sequences; no CREATE,
-  so it never changes the schema;
+  on ``followup_migrations`` and the views; no DELETE on the audit log and its head),
+  USAGE/SELECT on their sequences; no CREATE, so it never changes the schema;
 * a **reader** (dashboards: report, audit, status, leads list, dry runs): USAGE on the
   schema and SELECT on the lead table and the tool's tables and views.
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from psycopg import sql
 
-from .store.access import MIGRATIONS_TABLE, tool_relations
+from .store.access import APPEND_ONLY, MIGRATIONS_TABLE, tool_relations
 
 DML = "SELECT, INSERT, UPDATE, DELETE"
 
@@ -35,7 +35,8 @@ def grant_statements(
 ) -> list[tuple[str, sql.Composable]]:
     """(comment, statement) pairs: the runner's grants, then the reader's."""
     tables, views, seqs = tool_relations()
-    dml = [t for t in tables if t != MIGRATIONS_TABLE]
+    dml = [t for t in tables if t != MIGRATIONS_TABLE and t not in APPEND_ONLY]
+    append_only = [t for t in tables if t in APPEND_ONLY]
     read_only = [MIGRATIONS_TABLE, *views]
 
     def ids(names: list[str]) -> sql.Composable:
@@ -57,6 +58,10 @@ def grant_statements(
             out += [
                 ("", sql.SQL("GRANT SELECT ON {} TO {}").format(ids(read_only), r)),
                 ("", sql.SQL("GRANT " + DML + " ON {} TO {}").format(ids(dml), r)),
+                (
+                    "",
+                    sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(ids(append_only), r),
+                ),
                 ("", sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(ids(seqs), r)),
                 (
                     "",

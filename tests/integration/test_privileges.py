@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.fakes.graph_api import FakeGraphAPI
@@ -156,9 +157,20 @@ def test_runner__sends_without_create_and_a_schema_behind_is_one_line_to_migrate
     assert r.returncode == 0, r.stderr
     assert sorted(c.recipient_id for c in graph.deliveries) == ["ig_l1", "ig_l2"]
     assert [t["status"] for t in pg.tracking()] == ["sent", "sent"]
-    for args in (["optout", "l1"], ["optout", "l1", "--undo"], ["report", *now], ["migrate"]):
+    for args in (
+        ["optout", "l1"],
+        ["optout", "l1", "--undo"],
+        ["report", *now],
+        ["migrate"],
+        ["erase", "l2", "--yes"],  # scrubs audit details: UPDATE, never DELETE
+        ["audit", "verify"],
+    ):
         ok = fu(url, cfg, *args)
         assert ok.returncode == 0, (args, ok.stderr)
+    with psycopg.connect(url, autocommit=True) as conn:  # the runner appends to the audit log
+        for table in ("followup_audit", "followup_audit_head"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"DELETE FROM {table}")
     assert "up to date" in fu(url, cfg, "migrate").stdout  # nothing pending: nothing to create
 
     # The schema is behind (a new release's migration not applied yet).
@@ -219,6 +231,8 @@ def test_db_grants__quotes_every_identifier_and_names_the_configured_lead_table(
     assert any("SEQUENCE" in s and "followup_tracking_id_seq" in s for s in runner)
     assert not any("INSERT" in s or "UPDATE" in s or "DELETE" in s for s in reader)
     assert not any("CREATE" in s for s in stmts)
+    audit_grant = next(s for s in runner if '"followup_audit"' in s and "INSERT" in s)
+    assert audit_grant.startswith("GRANT SELECT, INSERT, UPDATE ON") and "DELETE" not in audit_grant
     migrations_grant = next(s for s in runner if '"followup_migrations"' in s)
     assert migrations_grant.startswith("GRANT SELECT ON") and "INSERT" not in migrations_grant
 

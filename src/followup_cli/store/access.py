@@ -38,6 +38,9 @@ READ, WRITE, MIGRATE = "read", "write", "migrate"
 REPORT = "report"  # a read that also refreshes outcomes when the role may write them
 
 MIGRATIONS_TABLE = "followup_migrations"
+# The audit log and its head: a runner appends (and an erasure scrubs details, an UPDATE),
+# never deletes, so the grants leave DELETE out and a runner cannot remove its own rows.
+APPEND_ONLY = ("followup_audit", "followup_audit_head")
 _CREATE = re.compile(r"^\s*CREATE\s+(TABLE|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 
 
@@ -168,11 +171,10 @@ def _probe_postgres(store: SqlStore) -> Access:
             acc.missing_read.append(f"SELECT on {name}")
         if name in views or name == MIGRATIONS_TABLE:
             continue  # the runner reads these only
-        lacking = [
-            p
-            for p, ok in (("INSERT", r["ins"]), ("UPDATE", r["upd"]), ("DELETE", r["del"]))
-            if not ok
-        ]
+        needed = (("INSERT", r["ins"]), ("UPDATE", r["upd"]), ("DELETE", r["del"]))
+        if name in APPEND_ONLY:  # the runner never deletes audit rows
+            needed = needed[:2]
+        lacking = [p for p, ok in needed if not ok]
         if lacking:
             acc.missing_write.append(f"{', '.join(lacking)} on {name}")
     lead = store.query(
