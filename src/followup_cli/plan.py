@@ -4,8 +4,10 @@ now, sending nothing and writing nothing.
 Each slot runs the engine's own selection (``Engine.plan_account``: the SQL prefilter, then
 the pure ``rules.decide`` per lead) over an overlay of the store that remembers what the
 earlier slots of the plan would have written: the follow-ups they sent (so a step is not
-due again, and the per-lead daily cap and interval hold), the enrollments they started
-and ended, the window losses, and the sends counted by the sliding hourly rate window.
+due again, and the daily cap, interval and lifetime count hold), the enrollments they
+started and ended, the keyword opt-outs, the window losses, and the sends counted by the
+sliding hourly rate window; all of them for the person too (the other lead rows of the same
+account and recipient), as the runs' per-person caps count them.
 
 What it cannot know, it assumes: no lead replies, converts or opts out during the
 period, every send succeeds, and no new lead arrives. It is therefore an upper bound on
@@ -23,10 +25,18 @@ from zoneinfo import ZoneInfo
 
 from .channels.console import ConsoleChannel
 from .config import LoadedConfig
-from .engine import AccountResult, Engine
-from .models import SENT, SKIPPED, EnrollmentRecord, FollowupRecord, LeadState
+from .engine import AccountResult, Engine, decide_or_name
+from .models import (
+    SENT,
+    SKIPPED,
+    EnrollmentRecord,
+    FollowupRecord,
+    Lead,
+    LeadState,
+    PersonEnrollment,
+)
 from .render import TemplateProblem
-from .rules import local_midnight, next_run_slot
+from .rules import Decision, local_midnight, next_run_slot
 from .store.base import SqlStore
 
 ASSUMPTIONS = (
@@ -143,7 +153,11 @@ def plan_slots(now: datetime, days: int, settings: Any) -> list[datetime]:
 
 
 class _Overlay:
-    """The store for reads, plus what the plan's earlier slots would have written."""
+    """The store for reads, plus what the plan's earlier slots would have written.
+
+    What a lead row is planned to receive counts for the person behind it too (same
+    account and recipient, ``person_key``): the person's other rows see those follow-ups,
+    enrollments and keyword opt-outs, as the runs' per-person caps would."""
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
@@ -153,6 +167,11 @@ class _Overlay:
         self.ended_leads: set[str] = set()
         self.optouts: set[str] = set()
         self.sends: dict[str, list[datetime]] = {}
+        self.person: dict[str, str] = {}  # lead id -> person key, of the rows written to
+        self.p_followups: dict[str, list[tuple[str, FollowupRecord]]] = {}
+        self.p_enrollments: dict[str, list[PersonEnrollment]] = {}
+        self.p_optouts: set[str] = set()
+        self.touched: set[str] = set()  # persons written to in the current slot
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -162,24 +181,43 @@ class _Overlay:
         self, lead_ids: list[str], persons: dict[str, str | None] | None = None
     ) -> dict[str, LeadState]:
         base = self._store.lead_states(lead_ids, persons)
-        return {lid: self._merge(lid, state) for lid, state in base.items()}
+        keys = persons or {}
+        return {lid: self._merge(lid, keys.get(lid), state) for lid, state in base.items()}
 
     def recent_sends(self, account_id: str, since: datetime) -> int:
         mine = sum(1 for t in self.sends.get(account_id, ()) if t > since)
         return self._store.recent_sends(account_id, since) + mine
 
-    def _merge(self, lead_id: str, state: LeadState) -> LeadState:
+    def _merge(self, lead_id: str, key: str | None, state: LeadState) -> LeadState:
         extra = self.followups.get(lead_id)
         new = self.new_enrollments.get(lead_id)
         ended = lead_id in self.ended_leads
-        if not extra and not new and not ended and lead_id not in self.optouts:
+        p_extra = (
+            [f for other, f in self.p_followups.get(key, ()) if other != lead_id] if key else []
+        )
+        p_new = [e for e in self.p_enrollments.get(key, ()) if e.lead_id != lead_id] if key else []
+        p_optout = key is not None and key in self.p_optouts
+        if (
+            not extra
+            and not new
+            and not ended
+            and lead_id not in self.optouts
+            and not p_extra
+            and not p_new
+            and not p_optout
+            and not (self.ends and state.person_enrollments)
+        ):
             return state
         enrollments = [self._ended(lead_id, e) for e in (*state.enrollments, *(new or ()))]
+        person_enrollments = [self._person_ended(e) for e in (*state.person_enrollments, *p_new)]
         return replace(
             state,
             followups=(*state.followups, *(extra or ())),
             enrollments=tuple(enrollments),
             opted_out=state.opted_out or lead_id in self.optouts,
+            suppression=state.suppression or ("optout" if p_optout else None),
+            person_followups=(*state.person_followups, *p_extra),
+            person_enrollments=tuple(person_enrollments),
         )
 
     def _ended(self, lead_id: str, e: EnrollmentRecord) -> EnrollmentRecord:
@@ -188,19 +226,58 @@ class _Overlay:
             return replace(e, ended_at=end[0], ended_reason=end[1])
         return e
 
+    def _person_ended(self, e: PersonEnrollment) -> PersonEnrollment:
+        end = self.ends.get((e.lead_id, e.sequence_id))
+        return replace(e, ended_at=end[0]) if e.ended_at is None and end is not None else e
+
     # what the plan writes, in memory
-    def enroll(self, lead_id: str, sequence_id: str, anchor: datetime, at: datetime, **kw: Any):
-        self.ends.pop((lead_id, sequence_id), None)
-        self.new_enrollments.setdefault(lead_id, []).append(
+    def of_person(self, lead: Lead) -> str | None:
+        """The lead's person key, remembered for the person's other rows to see."""
+        key = self._store.person_key(lead.account_id, lead.recipient_id)
+        if key is not None:
+            self.person[lead.id] = key
+        return key
+
+    def enroll(
+        self, lead: Lead, sequence_id: str, anchor: datetime, at: datetime, **kw: Any
+    ) -> None:
+        self.ends.pop((lead.id, sequence_id), None)
+        self.new_enrollments.setdefault(lead.id, []).append(
             EnrollmentRecord(sequence_id, anchor, at, **kw)
         )
+        key = self.of_person(lead)
+        if key is not None:
+            self.touched.add(key)
+            self.p_enrollments.setdefault(key, []).append(PersonEnrollment(lead.id, sequence_id))
 
     def end(self, lead_id: str, sequence_id: str, reason: str, at: datetime) -> None:
         self.ends.setdefault((lead_id, sequence_id), (at, reason))
         self.ended_leads.add(lead_id)
+        if lead_id in self.person:
+            self.touched.add(self.person[lead_id])
 
-    def record(self, lead_id: str, rec: FollowupRecord) -> None:
-        self.followups.setdefault(lead_id, []).append(rec)
+    def record(self, lead: Lead, rec: FollowupRecord) -> None:
+        self.followups.setdefault(lead.id, []).append(rec)
+        key = self.of_person(lead)
+        if key is not None:
+            self.touched.add(key)
+            self.p_followups.setdefault(key, []).append((lead.id, rec))
+
+    def optout(self, lead: Lead) -> None:
+        self.optouts.add(lead.id)
+        key = self.of_person(lead)
+        if key is not None:
+            self.touched.add(key)
+            self.p_optouts.add(key)
+
+    def redecide(self, engine: Engine, lead: Lead, d: Decision, at: datetime) -> Decision | None:
+        """The decision again when the slot has since planned something for the lead's person
+        under another row, as a run decides again inside each claim; else ``d``."""
+        key = self._store.person_key(lead.account_id, lead.recipient_id)
+        if key is None or key not in self.touched:
+            return d
+        state = self.lead_states([lead.id], {lead.id: key})[lead.id]
+        return decide_or_name(lead, state, engine.config, at, None)
 
 
 def build_plan(
@@ -222,6 +299,7 @@ def build_plan(
     for slot in plan.slots:
         plan.rows[slot] = {}
         for acct in accounts:
+            overlay.touched.clear()
             result = AccountResult(acct.id)
             actionable, bookkeeping = engine.plan_account(acct, overlay, slot, result)  # type: ignore[arg-type]
             for line in result.bad_leads:
@@ -230,26 +308,28 @@ def build_plan(
                     plan.bad_leads.append(line)
             row = plan.rows[slot][acct.id] = SlotAccount()
             for lead, d in bookkeeping:
-                if d.keyword_optout:
-                    overlay.optouts.add(lead.id)
-                if d.action == "end" and d.sequence is not None:
-                    overlay.end(lead.id, d.sequence.id, d.reason, slot)
-                    row.ended += 1
-                elif d.action == "holdout" and d.sequence is not None and d.anchor_at:
-                    overlay.enroll(lead.id, d.sequence.id, d.anchor_at, slot, holdout=True)
+                _bookkeep(overlay, row, lead, d, slot)
             limit, day_limit = config.rate_limits(acct)
             day_start = local_midnight(slot, config.settings_for(acct).timezone)
             used = overlay.recent_sends(acct.id, slot - timedelta(hours=1))
             used_today = overlay.recent_sends(acct.id, day_start - timedelta(microseconds=1))
-            for lead, d in actionable:
+            for lead, planned in actionable:
+                # another row of the person may have been served in this slot: as a run
+                # decides again inside each claim
+                d = overlay.redecide(engine, lead, planned, slot)
+                if d is None:
+                    continue
+                if d.action not in ("send", "skip"):
+                    _bookkeep(overlay, row, lead, d, slot)
+                    continue
                 assert d.sequence is not None and d.message is not None
                 row.due += 1
                 if d.action == "skip":
                     row.window_lost += 1
                     if d.new_enrollment and d.anchor_at is not None:
-                        overlay.enroll(lead.id, d.sequence.id, d.anchor_at, slot)
+                        overlay.enroll(lead, d.sequence.id, d.anchor_at, slot)
                     overlay.record(
-                        lead.id,
+                        lead,
                         FollowupRecord(d.sequence.id, d.message.id, SKIPPED, slot, d.variant_id),
                     )
                     overlay.end(lead.id, d.sequence.id, "window_closed", slot)
@@ -271,9 +351,9 @@ def build_plan(
                 used_today += 1
                 row.sent += 1
                 if d.new_enrollment and d.anchor_at is not None:
-                    overlay.enroll(lead.id, d.sequence.id, d.anchor_at, slot)
+                    overlay.enroll(lead, d.sequence.id, d.anchor_at, slot)
                 overlay.record(
-                    lead.id, FollowupRecord(d.sequence.id, d.message.id, SENT, slot, d.variant_id)
+                    lead, FollowupRecord(d.sequence.id, d.message.id, SENT, slot, d.variant_id)
                 )
                 overlay.sends.setdefault(acct.id, []).append(slot)
                 active = [m.id for m in d.sequence.messages if m.active]
@@ -281,6 +361,18 @@ def build_plan(
                     overlay.end(lead.id, d.sequence.id, "completed", slot)
                     row.ended += 1
     return plan
+
+
+def _bookkeep(overlay: _Overlay, row: SlotAccount, lead: Lead, d: Decision, at: datetime) -> None:
+    """What a run's bookkeeping would write: a keyword opt-out, an ended or held-out
+    enrollment."""
+    if d.keyword_optout:
+        overlay.optout(lead)
+    if d.action == "end" and d.sequence is not None:
+        overlay.end(lead.id, d.sequence.id, d.reason, at)
+        row.ended += 1
+    elif d.action == "holdout" and d.sequence is not None and d.anchor_at:
+        overlay.enroll(lead, d.sequence.id, d.anchor_at, at, holdout=True)
 
 
 def local(dt: datetime, tz: str) -> str:

@@ -136,3 +136,30 @@ def test_plan__the_account_daily_cap_holds_until_the_next_day(db: LeadDB, tmp_pa
     data = _plan(cfg, db, "--days", "2")
     assert _column(data, "acct_a", "sent")[:4] == [0, 3, 0, 3]  # a new day, a new cap
     assert _column(data, "acct_a", "deferred")[:3] == [0, 2, 2]
+
+
+def test_plan__two_lead_rows_of_one_person_are_forecast_what_the_runs_send(
+    db: LeadDB, tmp_path: Path
+) -> None:
+    """The caps are the person's (daily allowance, interval, one sequence at a time): two
+    rows of one person are forecast what one row is, and what running the slots sends."""
+    cfg = base_config(
+        settings={"max_per_lead_per_day": 1, "min_interval_hours": 1},
+        channel={"type": "console", "window_hours": 48},
+    )
+    cfg["sequences"][0]["messages"][1]["delay_hours"] = 4  # m2 due the same day
+    path = write_config(tmp_path / "c.yaml", cfg)
+    silent = {"last_inbound_at": "2026-03-02T06:50:00Z", "last_outbound_at": "2026-03-02T07:00:00Z"}
+    db.insert(
+        lead("twin_a", recipient_id="ig_twin", **silent),
+        lead("twin_b", recipient_id="ig_twin", **silent),
+    )
+    data = _plan(path, db, "--days", "2")
+    forecast = _column(data, "acct_a", "sent")
+    assert forecast[:4] == [0, 1, 0, 1], forecast  # one a day, as for one row
+    ran = []
+    for slot in data["slots"]:
+        r = followup("run", "--config", str(path), "--db", db.url, "--now", slot["at"], "--json")
+        assert r.returncode == 0, r.stderr
+        ran.append(json.loads(r.stdout)["sent"])
+    assert ran == forecast
