@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import _ID, Config, LoadedConfig, Problem, _dedupe, _where
-from .render import Renderer, TemplateProblem, sample_lead
+from .render import Renderer, TemplateProblem, sample_lead, with_attribute
 
 
 def declared_attributes(config: Config) -> set[str]:
@@ -130,7 +130,9 @@ def check_config(loaded: LoadedConfig, check_attributes: bool = True) -> list[Pr
                                 raise
                             # Data, not configuration: a warning, and look for the next one.
                             undeclared.append(tp.reason.split(":", 1)[1])
-                            lead["attributes"][undeclared[-1]] = "sample"
+                            lead["attributes"] = with_attribute(
+                                lead["attributes"], undeclared[-1], "sample"
+                            )
                     else:
                         continue
                 except TemplateProblem as tp:

@@ -5,7 +5,8 @@ Templates see ``lead`` (every lead column; ``lead.attributes.x`` for custom fiel
 ``{{ lead.first_name or lead.username }}`` reads naturally.
 
 A typo in a column (``lead.frist_name``) is an error. A custom attribute is data: a lead
-that lacks one is skipped with ``missing_attribute:<key>`` while the others are served, and
+that lacks one is skipped with ``missing_attribute:<key>`` while the others are served
+(nested: ``missing_attribute:address.city`` when it lacks ``address`` or its ``city``), and
 a missing attribute is falsy, so ``{{ lead.attributes.product | default('our product') }}``,
 ``{{ lead.attributes.product or 'our product' }}`` and ``{% if lead.attributes.product %}``
 guard it.
@@ -120,7 +121,28 @@ class Record:
 
 class Attributes(dict):
     """``lead.attributes``: a key this lead lacks is a ``MissingAttribute`` when used, and
-    falsy when tested, so ``or``, ``if`` and ``default`` guard it."""
+    falsy when tested, so ``or``, ``if`` and ``default`` guard it. Nested mappings are seen
+    the same way: a lead without ``address``, or whose ``address`` has no ``city``, lacks
+    ``address.city``."""
+
+    __slots__ = ("__path",)
+
+    def __init__(self, fields: Mapping[str, Any] = (), path: str = "") -> None:  # type: ignore[assignment]
+        super().__init__(fields)
+        self.__path = path
+
+    def _path_of(self, name: str) -> str:
+        """The dotted name of a key of this mapping (``address.city``)."""
+        return f"{self.__path}{name}"
+
+    def _child(self, name: str, fields: Mapping[str, Any] = ()) -> Attributes:  # type: ignore[assignment]
+        return Attributes(fields, f"{self.__path}{name}.")
+
+    def __getitem__(self, key: Any) -> Any:
+        value = super().__getitem__(key)
+        if isinstance(value, Mapping) and not isinstance(value, Attributes):
+            return self._child(str(key), value)
+        return value
 
 
 class _Undefined(StrictUndefined):
@@ -134,8 +156,24 @@ class _Undefined(StrictUndefined):
         exc: Any = UndefinedError,
     ) -> None:
         if isinstance(obj, Attributes) and isinstance(name, str) and exc is UndefinedError:
-            exc = partial(MissingAttribute, name)
+            exc = partial(MissingAttribute, obj._path_of(name))
         super().__init__(hint, obj, name, exc)
+
+    def _deeper(self, name: Any) -> Any:
+        """``lead.attributes.address.city`` where ``address`` is missing: ``address.city`` is
+        missing too (named so), not a template error."""
+        obj, mine = self._undefined_obj, self._undefined_name
+        if isinstance(obj, Attributes) and isinstance(mine, str) and isinstance(name, str):
+            return _Undefined(obj=obj._child(mine), name=name)
+        return self._fail_with_undefined_error()
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__":
+            raise AttributeError(name)
+        return self._deeper(name)
+
+    def __getitem__(self, name: Any) -> Any:
+        return self._deeper(name)
 
     @property
     def _undefined_message(self) -> str:
@@ -467,6 +505,30 @@ def render_bounded(template: Any, context: dict[str, Any]) -> str:
         return "".join(parts)
     finally:
         _budget.left = None
+
+
+def with_attribute(attrs: Mapping[str, Any], name: str, value: Any) -> dict[str, Any]:
+    """A copy of ``attrs`` where the attribute ``name`` (dotted when nested: the name in
+    ``missing_attribute:<name>``) is ``value``; the mappings on its way are copied, or made
+    where missing."""
+    out = dict(attrs)
+    head, dot, rest = name.partition(".")
+    if not dot or head not in out and name in out:
+        out[name] = value
+        return out
+    inner = out.get(head)
+    out[head] = with_attribute(inner if isinstance(inner, Mapping) else {}, rest, value)
+    return out
+
+
+def attribute_names(attrs: Mapping[str, Any], depth: int = 4, prefix: str = "") -> set[str]:
+    """The attributes a lead has, nested ones dotted (``address``, ``address.city``)."""
+    out: set[str] = set()
+    for key, value in attrs.items():
+        out.add(f"{prefix}{key}")
+        if depth > 1 and isinstance(value, Mapping):
+            out |= attribute_names(value, depth - 1, f"{prefix}{key}.")
+    return out
 
 
 def template_context(

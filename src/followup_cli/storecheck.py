@@ -17,7 +17,7 @@ from typing import Any
 from .config import LoadedConfig, Problem, _where
 from .configcheck import declared_attributes
 from .models import BadLead, Lead, parse_lead
-from .render import Renderer, TemplateProblem
+from .render import Renderer, TemplateProblem, attribute_names, with_attribute
 from .rules import trigger_holds
 
 SAMPLE_ROWS = 2000  # leads read from the store: enough for shares, bounded for a big table
@@ -82,7 +82,7 @@ def check_against_leads(
             leads.append(parse_lead(row))
         except BadLead:
             continue  # `run` names bad rows; here they are not a template's problem
-    known = sorted({k for lead in leads for k in lead.attributes})
+    known = sorted({k for lead in leads for k in attribute_names(lead.attributes)})
     declared = declared_attributes(cfg)
     renderer = Renderer(cfg)
     problems: list[Problem] = []
@@ -118,7 +118,7 @@ def _render_one(
                 name = tp.reason.split(":", 1)[1]
                 s.missing[name] += 1
                 s.example.setdefault(f"missing:{name}", lead.id)
-                attrs[name] = "sample"  # and look for the next one it lacks
+                attrs = with_attribute(attrs, name, "sample")  # and look for the next one it lacks
                 continue
             if tp.reason == "too_long":
                 s.too_long += 1

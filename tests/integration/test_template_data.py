@@ -184,3 +184,50 @@ def test_a_whole_record_is_never_sent(db: LeadDB, tmp_path: Path) -> None:
     cfg = config_with(tmp_path, "Your data: {{ '%s'|format(lead) }}")
     r = followup("sequences", "check", "--config", str(cfg))
     assert r.returncode == 2 and "whole record" in r.stderr
+
+
+CITY = "Still in {{ lead.attributes.address.city }}, {{ lead.first_name }}?"
+
+
+def test_run__a_lead_lacking_a_nested_attribute_is_skipped_by_name_and_the_others_are_served(
+    db: LeadDB, tmp_path: Path
+) -> None:
+    db.insert(
+        due("has", attributes={"address": {"city": "Madrid"}}),
+        due("no_city", attributes={"address": {"street": "Gran Via"}}),
+        due("no_address", attributes={"interest": "pricing"}),
+    )
+    cfg = config_with(tmp_path, CITY)
+    check = followup("sequences", "check", "--config", str(cfg), "--db", db.url, env=KEYED)
+    assert check.returncode == 0, check.stdout + check.stderr  # data: a warning
+    assert "2 of 3 eligible leads (67%) lack lead.attributes.address.city" in check.stderr
+    summary, _ = run_json(cfg, db)
+    assert summary["sent"] == 1
+    assert summary["skipped"] == {"missing_attribute:address.city": 2}
+    assert [m["text"] for m in summary["messages"]] == ["Still in Madrid, Ana?"]
+    named = [b for b in summary["bad_leads"] if "missing_attribute:address.city" in b]
+    assert len(named) == 2 and any("no_address" in b for b in named), summary["bad_leads"]
+    # under cron the skipped leads are named once, not at every run
+    again = followup("run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    assert again.returncode == 0 and again.stderr == ""
+
+
+def test_default_or_and_is_defined_guard_a_nested_attribute(db: LeadDB, tmp_path: Path) -> None:
+    db.insert(
+        due("has", attributes={"address": {"city": "Madrid"}}),
+        due("no_city", attributes={"address": {}}),
+        due("no_address", attributes={}),
+    )
+    cfg = config_with(
+        tmp_path,
+        "{{ lead.attributes.address.city | default('town') }}/"
+        "{{ lead.attributes.address.city or 'x' }}/"
+        "{% if lead.attributes.address.city is defined %}d{% else %}u{% endif %}",
+    )
+    summary, _ = run_json(cfg, db)
+    assert summary["skipped"] == {}, summary
+    assert sorted(m["text"] for m in summary["messages"]) == [
+        "Madrid/Madrid/d",
+        "town/x/u",
+        "town/x/u",
+    ]

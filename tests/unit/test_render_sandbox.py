@@ -162,7 +162,14 @@ def test_a_missing_attribute_is_falsy_and_named_when_printed() -> None:
     assert render("{{ 'a' if lead.attributes.product is defined else 'b' }}") == "b"
     problem = refused("Still keen on {{ lead.attributes.product }}?")
     assert problem.reason == "missing_attribute:product"
-    assert refused("{{ lead.attributes.product.name }}").reason == "missing_attribute:product"
+    # nested: named by the whole path used, whichever part of it the lead lacks
+    deep = "{{ lead.attributes.product.name }}"
+    assert refused(deep).reason == "missing_attribute:product.name"
+    assert refused(deep, {"attributes": {"product": {}}}).reason == "missing_attribute:product.name"
+    assert render(deep, {"attributes": {"product": {"name": "mat"}}}) == "mat"
+    assert (
+        render("{{ lead.attributes.product.name or 'x' }}", {"attributes": {"product": {}}}) == "x"
+    )
 
 
 # ------------------------------------------------------------- property: no template floods
