@@ -325,7 +325,7 @@ def unknown_list(
                     **{
                         k: (v.isoformat() if isinstance(v, datetime) else v)
                         for k, v in r.items()
-                        if k not in ("body", "body_encrypted", "person_key")
+                        if k not in ("body", "body_encrypted", "person_key", "external_key")
                     },
                     "text": show_body(r.get("body")),  # what to look for in the conversation
                 }

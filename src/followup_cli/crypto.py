@@ -6,17 +6,20 @@ one encrypts what is written. To change keys: put the new key first and the old 
 it, run ``followup keys rotate`` (everything is then written with the new key), and drop the
 old key.
 
-What is sealed: message bodies, recipient ids, conversation ids and error texts in the
-tool's own tables. A sealed value is stored as ``enc1:<key id>:<Fernet token>``; the key id
+What is sealed: message bodies, recipient ids, conversation ids, error texts and the
+platform's message ids (tracking rows' ``external_id``, events' ``message_id``) in the tool's
+own tables. A sealed value is stored as ``enc1:<key id>:<Fernet token>``; the key id
 is an HMAC of a fixed label under the key (it names the key without revealing anything of
 it; ``followup keys status`` prints the ids of the keys in the environment). Fernet is
 randomised, so nothing is looked up by a sealed value: lookups by person go through the
-keyed ``person_key`` hash.
+keyed ``person_key`` hash, lookups by message id and event de-duplication through
+``suppress.lookup_token`` (the same secret; the event key itself is stored only hashed).
 
 Without a key, message bodies are not stored at all: the tracking row keeps the sequence,
 message (template) and variant ids and a keyed hash of the text (``hmac-sha256:…``), unless
 ``settings.store_bodies`` is true (then in clear). Recipient and conversation ids are then
-stored as they are: the tool needs them to find a person again.
+stored as they are: the tool needs them to find a person again; so are message ids and
+event keys.
 """
 
 from __future__ import annotations

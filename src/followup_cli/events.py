@@ -20,7 +20,13 @@ document, or a JSON array of documents, is read whole):
   (``external_id``).
 
 Every event gets a unique key (the platform message id, or a digest of the event), kept in
-``followup_events``: re-ingesting the same events changes nothing. Outcomes go through
+``followup_events``: re-ingesting the same events changes nothing. With
+``FOLLOWUP_ENCRYPTION_KEY`` set, the store keeps no platform id in clear: the event key is
+stored as a keyed hash (``suppress.lookup_token``; a key made of a message id, or of the
+sender and time, would name the conversation), the event's message id sealed, and a message
+id finds its tracking row by the same hash (``SqlStore.followup_by_external_id``). Keys
+stored in clear before a key was set still count as seen (``SqlStore.insert_event``) until
+``followup keys rotate`` hashes them. Outcomes go through
 ``outcomes.py`` (attributed to the last follow-up before them). A reply ends the lead's
 active enrollment, a conversion too; ``opted_out`` and a reply with an opt-out keyword
 add an opt-out, end the enrollment and are audited.

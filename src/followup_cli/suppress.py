@@ -9,6 +9,12 @@ The secret: ``FOLLOWUP_SUPPRESSION_KEY`` when set (recommended: then the databas
 tell whether a given recipient id was erased), else a random secret the first migration
 stores in ``followup_meta``. Every suppression records the id of the key it was written with;
 a run with another key is refused (exit 2) rather than silently forgetting erasures.
+
+The same secret keys the other lookups of identifying values that are not stored in clear:
+an erased event key (``erased_token``) and, with ``FOLLOWUP_ENCRYPTION_KEY`` set, the
+platform's message ids and the event keys made of them (``lookup_token``; the ids themselves
+are then sealed, see ``crypto.py``). One secret for every keyed hash, stable across
+encryption-key rotations, so a lookup never depends on which Fernet key is first.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import os
 
 SUPPRESSION_KEY_ENV = "FOLLOWUP_SUPPRESSION_KEY"
 MIN_KEY_CHARS = 16
+
+LOOKUP_PREFIX = "hk1:"
 
 OPTOUT = "optout"
 ERASURE = "erasure"
@@ -44,3 +52,12 @@ def erased_token(secret: str, value: str) -> str:
     """What an erased identifier (an event key) becomes: stable, so a re-ingested event is
     still a duplicate, and meaningless without the secret."""
     return "erased:" + hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def lookup_token(secret: str, value: str) -> str:
+    """What a platform id (a message id, an event key) is stored as for lookups when ids are
+    sealed: ``hk1:`` and an HMAC-SHA256 of it under the person-key secret. Equal ids give
+    equal tokens (a webhook finds its tracking row, a re-ingested event is a duplicate); a
+    token tells nothing of the id without the secret."""
+    msg = f"id\x1f{value}".encode()
+    return LOOKUP_PREFIX + hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:32]

@@ -254,7 +254,7 @@ def test_two_keys__old_rows_read_new_rows_use_the_first__rotate_then_drop_the_ol
         with pytest.raises(ConfigError, match=key_id(old)):
             check_keys(store, Cipher(new))
         dry = rotate_keys(store, store.cipher, NOW, dry_run=True, batch=1)
-        assert dry.rows == {"followup_tracking": 1} and dry.rotated == 3  # body, 2 ids
+        assert dry.rows == {"followup_tracking": 1} and dry.rotated == 4  # body, 3 ids
         assert db.query("SELECT * FROM followup_tracking ORDER BY id") == sorted(
             first.values(), key=lambda r: r["id"]
         )
@@ -366,7 +366,7 @@ def test_store_bodies_without_a_key__stored_in_clear__then_rotate_encrypts_them(
     assert "1 row(s) would change" in dry.stdout and TEXT in tool_text(db)
     done = followup("keys", "rotate", "--config", str(path), "--db", db.url, env=env)
     assert done.returncode == 0 and "1 row(s) changed" in done.stdout, done.stdout + done.stderr
-    assert "3 encrypted that were in clear" in done.stdout
+    assert "4 encrypted that were in clear"  # body, 3 ids in done.stdout
     assert not [s for s in (TEXT, RECIPIENT, CONVERSATION) if s in tool_text(db)]
     store = open_store(db.url)
     try:
@@ -511,3 +511,172 @@ def test_erase_with_sealed_ids_finds_every_row_of_the_person(
     assert rows == [
         {"lead_id": "k1", "body": None, "recipient_id": None, "conversation_id": None}
     ], "the old row of the same person, found by its keyed hash"
+
+
+# ------------------------------------------------- message ids (the platform's, issue 9.5)
+
+REPLY_MID = "REPLYMID-SECRET-77"  # the id of the lead's own message, in a webhook
+
+
+def webhook_line(sender: str, at: datetime, **item: Any) -> str:
+    """One Instagram webhook payload (one line) carrying one messaging item."""
+    ms = int(at.timestamp() * 1000)
+    payload = {
+        "object": "instagram",
+        "entry": [
+            {
+                "id": IG,
+                "time": ms,
+                "messaging": [
+                    {"sender": {"id": sender}, "recipient": {"id": IG}, "timestamp": ms, **item}
+                ],
+            }
+        ],
+    }
+    return json.dumps(payload)
+
+
+def ingest_file(path: Path, cfg: Path, db: LeadDB, keys: str | None) -> dict[str, Any]:
+    env = {"FOLLOWUP_ENCRYPTION_KEY": keys} if keys else {}
+    at = (NOW + timedelta(hours=2)).isoformat()
+    r = followup(
+        "events", "ingest", str(path), "--config", str(cfg), "--db", db.url, "--now", at,
+        "--json", env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def raw_event_keys(text: str, graph: FakeGraphAPI) -> list[str]:
+    """The event keys (and their id parts) the tool would store in clear without a key."""
+    from followup_cli.events import IngestResult, parse
+
+    loaded = parse_config(yaml.safe_dump(cfg_dict(graph)), "sequences.yaml")
+    keys = [e.key for e in parse(text, "x", loaded.config, IngestResult())]
+    return keys + [k.rsplit(":", 1)[-1] for k in keys]
+
+
+def file_bytes(db: LeadDB) -> bytes:
+    """SQLite: the database file and its WAL, as they are on disk."""
+    raw = Path(db.url).read_bytes()
+    wal = Path(db.url + "-wal")
+    return raw + (wal.read_bytes() if wal.exists() else b"")
+
+
+def responded(path: Path, db: LeadDB, keys: str) -> int:
+    rep = followup(
+        "report", "--config", str(path), "--db", db.url, "--date", "2026-03-02", "--format",
+        "json", env={"FOLLOWUP_ENCRYPTION_KEY": keys},
+    )  # fmt: skip
+    assert rep.returncode == 0, rep.stderr
+    return int(json.loads(rep.stdout)["summary"]["followups_responded"])
+
+
+def test_with_a_key__message_ids_are_not_in_clear_yet_webhooks_find_their_row_and_dedupe(
+    db: LeadDB, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    key = new_key()
+    db.insert(secret_lead("k1"))
+    run_engine(db, graph, key)
+    mid = graph.deliveries[0].message_id
+    assert mid
+    cfg = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    at = NOW + timedelta(minutes=30)
+    text = "\n".join(
+        [
+            # Only the id of our message names the lead: found by its keyed hash, or unmatched.
+            json.dumps({"type": "replied", "mid": mid, "at": at.isoformat()}),
+            webhook_line(RECIPIENT, at, read={"mid": mid}),
+            webhook_line(RECIPIENT, at, delivery={"mids": [mid]}),
+            webhook_line(RECIPIENT, at, message={"mid": REPLY_MID, "text": "tell me more"}),
+            webhook_line(RECIPIENT, at + timedelta(minutes=1), message={"text": "no mid"}),
+        ]
+    )
+    path = tmp_path / "events.jsonl"
+    path.write_text(text + "\n")
+    first = ingest_file(path, cfg, db, key)
+    assert (first["new"], first["unmatched"], first["problems"]) == (5, 0, []), first
+    assert first["applied"]["replied"] == 1 and first["applied"]["read"] == 1, first
+    row = db.query("SELECT read_at, responded_at, external_id, external_key FROM followup_tracking")
+    assert row[0]["read_at"] is not None and row[0]["responded_at"] is not None
+    assert row[0]["external_id"].startswith("enc1:") and row[0]["external_key"].startswith("hk1:")
+    assert responded(cfg, db, key) == 1
+    # The same payloads again: every event a duplicate, nothing counted twice.
+    again = ingest_file(path, cfg, db, key)
+    assert (again["new"], again["duplicates"]) == (0, 5), again
+    assert responded(cfg, db, key) == 1
+    # The tool reads the ids back (sealed, not lost).
+    store = open_store(db.url, migrate=False)
+    try:
+        store.cipher = Cipher(key)
+        assert store.followups()[0]["external_id"] == mid
+        assert {e["message_id"] for e in store.events()} == {None, mid}
+    finally:
+        store.close()
+    secrets = [mid, REPLY_MID, *raw_event_keys(text, graph)]
+    dump = tool_text(db)
+    assert "followup_events" in dump or db.backend == "postgres"
+    assert not [s for s in secrets if s in dump], "a message id or event key in clear"
+    if db.backend == "sqlite":
+        raw = file_bytes(db)
+        assert b"followup_events" in raw
+        assert not [s for s in secrets if s.encode() in raw]
+    # Erasure removes the sealed ids and their hashes; the events stay duplicates.
+    gone = followup(
+        "erase", "k1", "--yes", "--config", str(cfg), "--db", db.url,
+        env={"FOLLOWUP_ENCRYPTION_KEY": key},
+    )  # fmt: skip
+    assert gone.returncode == 0, gone.stderr
+    assert db.query("SELECT external_id, external_key FROM followup_tracking") == [
+        {"external_id": None, "external_key": None}
+    ]
+    assert all(
+        e["event_key"].startswith("erased:") for e in db.query("SELECT * FROM followup_events")
+    )
+    after = ingest_file(path, cfg, db, key)
+    assert after["new"] == 0 and after["applied"] == {}, after
+
+
+def test_message_ids_stored_in_clear_before_the_key__still_match_then_rotate_hashes_them(
+    db: LeadDB, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    db.insert(secret_lead("k1"))
+    run_engine(db, graph, None)
+    mid = graph.deliveries[0].message_id
+    assert mid
+    cfg = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    at = NOW + timedelta(minutes=30)
+    read = webhook_line(RECIPIENT, at, read={"mid": mid})
+    old = tmp_path / "old.jsonl"
+    old.write_text(read + "\n")
+    assert ingest_file(old, cfg, db, None)["applied"] == {"read": 1}
+    # Without a key, as before: ids in clear, like the recipient ids.
+    row = db.query("SELECT external_id, external_key FROM followup_tracking")[0]
+    assert (row["external_id"], row["external_key"]) == (mid, None)
+    assert (
+        db.query("SELECT event_key FROM followup_events")[0]["event_key"]
+        == raw_event_keys(read, graph)[0]
+    )
+    # A key is set: the old rows still match (by the clear id) and still dedupe.
+    key = new_key()
+    reply = tmp_path / "reply.jsonl"
+    reply.write_text(json.dumps({"type": "replied", "mid": mid, "at": at.isoformat()}) + "\n")
+    both = tmp_path / "both.jsonl"
+    both.write_text(old.read_text() + reply.read_text())
+    got = ingest_file(both, cfg, db, key)
+    assert (got["new"], got["duplicates"], got["unmatched"]) == (1, 1, 0), got
+    assert responded(cfg, db, key) == 1
+    # `keys rotate` seals the message ids and hashes the event keys; all still match.
+    env = {"FOLLOWUP_ENCRYPTION_KEY": key}
+    done = followup("keys", "rotate", "--config", str(cfg), "--db", db.url, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "followup_events 1" in done.stdout, done.stdout  # the clear key; the new one is hashed
+    secrets = [mid, *raw_event_keys(both.read_text(), graph)]
+    assert not [s for s in secrets if s in tool_text(db)]
+    row = db.query("SELECT external_id, external_key FROM followup_tracking")[0]
+    assert row["external_id"].startswith("enc1:") and row["external_key"].startswith("hk1:")
+    again = ingest_file(both, cfg, db, key)
+    assert (again["new"], again["duplicates"]) == (0, 2), again
+    conv = tmp_path / "conv.jsonl"
+    conv.write_text(json.dumps({"type": "converted", "mid": mid, "at": at.isoformat()}) + "\n")
+    assert ingest_file(conv, cfg, db, key)["applied"] == {"converted": 1}, "found by its hash"

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import auditchain, suppress
-from ..crypto import Cipher, UnreadableValue
+from ..crypto import Cipher, UnreadableValue, escape
 from ..leadcolumns import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
 from ..models import (
     COUNTED,
@@ -94,10 +94,15 @@ TRACKING_COLUMNS = (
     "attempts",
     "updated_at",
     "person_key",
+    "external_key",
 )
 # Tracking columns sealed with FOLLOWUP_ENCRYPTION_KEY when it is set (the body is sealed by
-# the engine, which also decides whether it is stored at all; see crypto.py).
-SEALED_TRACKING = ("recipient_id", "conversation_id", "error_message")
+# the engine, which also decides whether it is stored at all; see crypto.py). The platform's
+# message id (``external_id``) is sealed too; ``external_key`` then holds its keyed hash
+# (``suppress.lookup_token``), by which a webhook naming the message finds the row.
+SEALED_TRACKING = ("recipient_id", "conversation_id", "error_message", "external_id")
+# followup_events columns sealed with a key (``event_key`` is then a keyed hash instead).
+SEALED_EVENTS = ("message_id",)
 # The predicate of the partial index followup_tracking_open, repeated word for word in the
 # queries that want it: SQLite uses a partial index only when the query's WHERE contains its
 # predicate (``status = 'pending'`` alone does not imply ``status IN (...)`` for SQLite).
@@ -871,7 +876,7 @@ class SqlStore:
         """Insert a tracking row; None when (lead, sequence, message) already has one.
         Error texts are redacted, then recipient and conversation ids and error texts are
         sealed here (with a key)."""
-        row = self._seal(_redact_fields(row), SEALED_TRACKING)
+        row = self._seal(self._with_external_key(_redact_fields(row)), SEALED_TRACKING)
         cols = [c for c in TRACKING_COLUMNS if c in row]
         sql = (
             f"INSERT INTO followup_tracking ({', '.join(cols)}) VALUES "
@@ -887,6 +892,7 @@ class SqlStore:
         fields = _redact_fields(fields)  # before sealing: a secret is not even sealed
         # An unknown outcome's reason is the channel's error text: sealed like it.
         error_reason = fields.get("status") == UNKNOWN and "error_message" in fields
+        fields = self._with_external_key(fields)
         fields = self._seal(fields, SEALED_TRACKING + (("reason",) if error_reason else ()))
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         sql = f"UPDATE followup_tracking SET {sets} WHERE id = :_id"
@@ -895,6 +901,22 @@ class SqlStore:
             sql += " AND status = :_only"
             params["_only"] = only_status
         return self.execute(sql, params)
+
+    def _with_external_key(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` with the lookup hash of the message id they carry (``external_key``),
+        when ids are sealed (a key is set); without a key the id is stored as it is and
+        looked up as such."""
+        mid = fields.get("external_id")
+        if "external_id" not in fields:
+            return fields
+        secret = self.person_secret() if mid is not None and self.cipher.enabled else None
+        return {**fields, "external_key": self.lookup_token(mid) if secret else None}
+
+    def lookup_token(self, value: Any) -> str | None:
+        """The keyed hash a platform id (message id, event key) is stored and looked up by
+        when ids are sealed (``suppress.lookup_token``); None before the tool's tables exist."""
+        secret = self.person_secret()
+        return suppress.lookup_token(secret, str(value)) if secret else None
 
     def delete_followup(self, followup_id: int, only_status: str | None = PENDING) -> int:
         sql = "DELETE FROM followup_tracking WHERE id = :id"
@@ -1337,7 +1359,11 @@ ORDER BY a.lead_id"""
         return row
 
     def insert_event(self, row: dict[str, Any]) -> int | None:
-        """Record an ingested event; None when its key was seen before (a duplicate)."""
+        """Record an ingested event; None when its key was seen before (a duplicate).
+
+        With a key (ids sealed) the event key is stored as its keyed hash and the message id
+        sealed; an event stored before in any form (clear key, hashed key, or either erased
+        since) is a duplicate all the same."""
         cols = (
             "event_key", "type", "source", "lead_id", "account_id", "message_id", "at",
             "outcome", "detail", "ingested_at",
@@ -1347,17 +1373,20 @@ ORDER BY a.lead_id"""
             f"({', '.join(':' + c for c in cols)}) "
             "ON CONFLICT (event_key) DO NOTHING RETURNING id"
         )
+        fields = _redact_fields({c: row.get(c) for c in cols})
+        raw = fields.get("event_key")
         secret = self.person_secret()
-        if (
-            secret
-            and row.get("event_key")
-            and self.query(
-                "SELECT 1 AS x FROM followup_events WHERE event_key = :k",
-                {"k": suppress.erased_token(secret, str(row["event_key"]))},
-            )
-        ):
-            return None  # seen before, and erased since: a duplicate all the same
-        out = self.query(sql, _redact_fields({c: row.get(c) for c in cols}))
+        if secret and raw:
+            hashed = suppress.lookup_token(secret, str(raw))
+            seen = [str(raw), hashed]
+            seen += [suppress.erased_token(secret, k) for k in tuple(seen)]
+            where, names = self._in_list("event_key", seen)
+            if self.query(f"SELECT 1 AS x FROM followup_events WHERE {where}", names):
+                return None  # seen before (in whatever form it was stored): a duplicate
+            if self.cipher.enabled:
+                fields["event_key"] = hashed
+                fields = self._seal(fields, SEALED_EVENTS)
+        out = self.query(sql, fields)
         return int(out[0]["id"]) if out else None
 
     def set_event_outcome(self, event_id: int, outcome: str) -> None:
@@ -1367,13 +1396,29 @@ ORDER BY a.lead_id"""
 
     def events(self, lead_id: str | None = None) -> list[dict[str, Any]]:
         where = "WHERE lead_id = :l" if lead_id else ""
-        return self.rows(f"SELECT * FROM followup_events {where} ORDER BY id", {"l": lead_id})
+        return [
+            self.cipher.open_row(r)
+            for r in self.rows(f"SELECT * FROM followup_events {where} ORDER BY id", {"l": lead_id})
+        ]
 
     def followup_by_external_id(self, external_id: str) -> dict[str, Any] | None:
+        """The tracking row of the message the platform calls ``external_id``: by its keyed
+        hash (ids sealed), else by the id as stored in clear (no key, or a row written before
+        the key was set and not yet converted by ``keys rotate``)."""
+        cols = "id, lead_id, sequence_id, account_id, status, sent_at"
+        token = self.lookup_token(external_id)
+        if token is not None:
+            rows = self.rows(
+                f"SELECT {cols} FROM followup_tracking WHERE external_key = :h "
+                "ORDER BY id DESC LIMIT 1",
+                {"h": token},
+            )
+            if rows:
+                return rows[0]
+        clear = sorted({external_id, escape(external_id)})
+        where, names = self._in_list("external_id", clear)
         rows = self.rows(
-            "SELECT id, lead_id, sequence_id, account_id, status, sent_at FROM followup_tracking "
-            "WHERE external_id = :m ORDER BY id DESC LIMIT 1",
-            {"m": external_id},
+            f"SELECT {cols} FROM followup_tracking WHERE {where} ORDER BY id DESC LIMIT 1", names
         )
         return rows[0] if rows else None
 
@@ -1425,7 +1470,7 @@ ORDER BY a.lead_id"""
         """Tracking rows (bodies, person and sealed columns left out) sent, or else claimed,
         in [start, end)."""
         acct = " AND account_id = :a" if account_id else ""
-        left_out = ("body", "body_encrypted", "person_key", *SEALED_TRACKING)
+        left_out = ("body", "body_encrypted", "person_key", "external_key", *SEALED_TRACKING)
         cols = ", ".join(c for c in TRACKING_COLUMNS if c not in left_out)
         return self.rows(
             f"SELECT id, {cols}, delivered_at, read_at, responded_at, converted_at "

@@ -32,10 +32,11 @@ def erase_lead(
 
     The person is (account, recipient) as the lead table or, once the host app deleted its
     row, the tool's tracking rows know it; every lead row of that person is erased. Message
-    bodies, recipient and conversation ids, error texts, channel message ids, event keys and
-    payloads, audit details and bad-row notes are removed; the tracking rows stay without
-    them (so no step is sent twice) and a suppression record holding only a keyed hash of
-    the person makes sure no lead row of theirs is ever messaged again. The host app's own
+    bodies, recipient and conversation ids, error texts, channel message ids (sealed or clear,
+    and their lookup hashes), event keys (clear or hashed) and payloads, audit details and
+    bad-row notes are removed; the tracking rows stay without them (so no step is sent twice)
+    and a suppression record holding only a keyed hash of the person makes sure no lead row
+    of theirs is ever messaged again. The host app's own
     lead table is not the tool's: it is left as it is.
 
     ``purge``: afterwards, rewrite what the database keeps of old row versions (SQLite: with
@@ -88,7 +89,8 @@ def erase_lead(
             scrubbed["tracking_rows_scrubbed"] += store.execute(
                 "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
                 "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
-                f"external_id = NULL, person_key = NULL, updated_at = :now WHERE {where}",
+                "external_id = NULL, external_key = NULL, person_key = NULL, "
+                f"updated_at = :now WHERE {where}",
                 {**names, "f": False, "now": now},
             )
             audit_scrubbed += auditchain.scrub(store, where, names)
@@ -115,7 +117,7 @@ def erase_lead(
             scrubbed["tracking_rows_scrubbed"] += store.execute(
                 "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
                 "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
-                "external_id = NULL, person_key = NULL, updated_at = :now "
+                "external_id = NULL, external_key = NULL, person_key = NULL, updated_at = :now "
                 "WHERE person_key = :k",
                 {"f": False, "now": now, "k": key},
             )

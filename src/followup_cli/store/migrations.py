@@ -299,4 +299,16 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
                 ON CONFLICT (id) DO NOTHING""",
         ],
     ),
+    (
+        # Message ids sealed (issue 9, point 5): with FOLLOWUP_ENCRYPTION_KEY set, the
+        # platform's id of a sent message is sealed in `external_id`, and a keyed hash of it
+        # (suppress.lookup_token) in `external_key` finds the row when a webhook names it.
+        # Rows written before keep their clear id (looked up as such) until `keys rotate`.
+        "0008_message_id_keys",
+        [
+            "ALTER TABLE followup_tracking ADD COLUMN external_key TEXT",
+            """CREATE INDEX IF NOT EXISTS followup_tracking_external_key
+                ON followup_tracking (external_key)""",
+        ],
+    ),
 ]

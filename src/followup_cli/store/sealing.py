@@ -6,6 +6,13 @@ row a key, added in the transaction that first seals a value with it). A full ro
 leaves only the first key there. ``check_keys`` compares those records (and the newest rows'
 values, for rows of the first release, which recorded nothing) with the keys at hand before
 a run sends anything.
+
+The platform's message ids are sealed too (``external_id`` of tracking rows, ``message_id``
+of events); what the tool looks them up by is a keyed hash under the person-key secret
+(``suppress.lookup_token``: ``external_key`` of tracking rows, and the event key itself),
+which does not depend on the Fernet keys, so rotating keys changes no lookup. ``keys rotate``
+converts the rows written before a key was set: it seals their message ids, adds the hash,
+and replaces a clear event key by its hash (until then lookups fall back to the clear id).
 """
 
 from __future__ import annotations
@@ -15,9 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import suppress
 from ..crypto import KEY_ENV, Cipher, UnreadableValue, is_sealed, sealed_key_id
 from ..errors import ConfigError
-from .base import SEALED_TRACKING, SqlStore, actor
+from .base import SEALED_EVENTS, SEALED_TRACKING, SqlStore, actor
 
 REGISTRY = "encryption_key:"
 SAMPLE_ROWS = 50  # newest tracking rows looked at by check_keys (a primary-key range: cheap)
@@ -106,7 +114,7 @@ class RotateResult:
     key_id: str
     dry_run: bool = False
     rows: Counter = field(default_factory=Counter)  # rows changed (or to change), by table
-    sealed: int = 0  # values stored in clear, now sealed
+    sealed: int = 0  # values stored in clear, now sealed (or, event keys, hashed)
     rotated: int = 0  # values sealed with another key, now with the first
     dropped: int = 0  # unreadable values removed (--drop-unreadable)
     unreadable: Counter = field(default_factory=Counter)  # by key id ("?" when unnamed)
@@ -143,7 +151,8 @@ def rotate_keys(
             "(comma-separated), and run `followup keys rotate` again"
         )
     res = RotateResult(cipher.primary_id, dry_run)
-    cols = ("body", *SEALED_TRACKING, "reason")
+    cols = ("body", *SEALED_TRACKING, "reason", "external_key")
+    secret = store.person_secret()
     after: Any = -1
     while True:
         rows = store.query(
@@ -156,11 +165,12 @@ def rotate_keys(
         after = rows[-1]["id"]
         with store.transaction():
             for r in rows:
-                changes = _tracking_changes(r, cipher, res, drop_unreadable)
+                changes = _tracking_changes(r, cipher, res, drop_unreadable, secret)
                 if changes:
                     res.rows["followup_tracking"] += 1
                     if not dry_run:
                         _update(store, "followup_tracking", "id", r, changes)
+    _rotate_events(store, cipher, res, dry_run, drop_unreadable, batch, secret)
     after = ""
     while store._table_columns("followup_suppressions") is not None:
         rows = store.query(
@@ -218,8 +228,51 @@ def _rotate_one(cipher: Cipher, value: Any, encrypted: bool, res: RotateResult, 
     return new
 
 
+def _rotate_events(
+    store: SqlStore,
+    cipher: Cipher,
+    res: RotateResult,
+    dry_run: bool,
+    drop: bool,
+    batch: int,
+    secret: str | None,
+) -> None:
+    """Events: message ids sealed with the first key, clear event keys replaced by their
+    keyed hash (an event stored under both forms keeps the hashed one's row; the clear one
+    becomes its erased token, still a duplicate and naming nothing)."""
+    after: Any = -1
+    while True:
+        rows = store.query(
+            "SELECT id, event_key, message_id FROM followup_events WHERE id > :after "
+            "ORDER BY id LIMIT :n",
+            {"after": after, "n": batch},
+        )
+        if not rows:
+            break
+        after = rows[-1]["id"]
+        with store.transaction():
+            for r in rows:
+                changes: dict[str, Any] = {}
+                for c in SEALED_EVENTS:
+                    new = _rotate_one(cipher, r[c], False, res, drop)
+                    if new is not _SAME:
+                        changes[c] = new
+                key = str(r["event_key"])
+                if secret and not key.startswith((suppress.LOOKUP_PREFIX, "erased:")):
+                    hashed = suppress.lookup_token(secret, key)
+                    taken = store.query(
+                        "SELECT 1 AS x FROM followup_events WHERE event_key = :k", {"k": hashed}
+                    )
+                    changes["event_key"] = suppress.erased_token(secret, key) if taken else hashed
+                    res.sealed += 1
+                if changes:
+                    res.rows["followup_events"] += 1
+                    if not dry_run:
+                        _update(store, "followup_events", "id", r, changes)
+
+
 def _tracking_changes(
-    r: dict[str, Any], cipher: Cipher, res: RotateResult, drop: bool
+    r: dict[str, Any], cipher: Cipher, res: RotateResult, drop: bool, secret: str | None
 ) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     legacy = bool(r["body_encrypted"]) and not is_sealed(r["body"])
@@ -231,6 +284,14 @@ def _tracking_changes(
         new = _rotate_one(cipher, r[c], False, res, drop)
         if new is not _SAME:
             changes[c] = new
+    # A message id stored before the key was set: its lookup hash, as a send writes it now.
+    if secret and r["external_key"] is None and r["external_id"] is not None:
+        try:
+            mid = cipher.open(r["external_id"], strict=True)
+        except UnreadableValue:
+            mid = None
+        if mid is not None:
+            changes["external_key"] = suppress.lookup_token(secret, str(mid))
     # An unknown outcome's reason is its error text (see SqlStore.update_followup).
     reason = r["reason"]
     if is_sealed(reason) or (
