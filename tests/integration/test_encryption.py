@@ -621,6 +621,23 @@ def test_with_a_key__message_ids_are_not_in_clear_yet_webhooks_find_their_row_an
         raw = file_bytes(db)
         assert b"followup_events" in raw
         assert not [s for s in secrets if s.encode() in raw]
+    # A new key: `keys rotate` re-seals the ids; lookups by keyed hash do not change with it.
+    new = new_key()
+    done = followup(
+        "keys", "rotate", "--config", str(cfg), "--db", db.url,
+        env={"FOLLOWUP_ENCRYPTION_KEY": f"{new},{key}"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "followup_events 3" in done.stdout, done.stdout  # the 3 naming our message
+    key = new
+    store = open_store(db.url, migrate=False)
+    try:
+        store.cipher = Cipher(key)
+        assert {e["message_id"] for e in store.events()} == {None, mid}
+        assert store.followups()[0]["external_id"] == mid
+    finally:
+        store.close()
+    assert ingest_file(path, cfg, db, key)["duplicates"] == 5
     # Erasure removes the sealed ids and their hashes; the events stay duplicates.
     gone = followup(
         "erase", "k1", "--yes", "--config", str(cfg), "--db", db.url,
