@@ -115,15 +115,33 @@ def _fmt(dt: datetime | None) -> str:
     return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else "never"
 
 
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+APOSTROPHES = "\u2019\u2018\u02bc`"  # made plain "'"
+
+
+@lru_cache(maxsize=1)
+def combining_marks() -> str:
+    """Every combining character (what accents decompose into), in code point order."""
+    return "".join(chr(c) for c in range(0x110000) if unicodedata.combining(chr(c)))
+
+
+@lru_cache(maxsize=1)
+def _fold_table() -> dict[int, int | None]:
+    table: dict[int, int | None] = dict.fromkeys(map(ord, combining_marks()))
+    table.update(dict.fromkeys(map(ord, APOSTROPHES), ord("'")))
+    return table
+
+
+def fold_text(text: str) -> str:
+    """``normalize_text`` but for the spacing: NFKC (full-width letters, ligatures),
+    case-folded, accents dropped, typographic apostrophes made plain."""
+    t = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    return t.translate(_fold_table())
 
 
 def normalize_text(text: str) -> str:
     """Text as opt-out keywords are compared: NFKC (full-width letters, ligatures), case-folded,
     accents dropped, typographic apostrophes made plain, runs of whitespace one space."""
-    t = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
-    t = "".join(c for c in unicodedata.normalize("NFKD", t) if not unicodedata.combining(c))
-    return " ".join(t.split())
+    return " ".join(fold_text(text).split())
 
 
 @lru_cache(maxsize=64)
@@ -148,9 +166,32 @@ def keyword_optout(text: str | None, keywords: tuple[str, ...]) -> str | None:
     return None
 
 
+KEYWORD_SEPARATOR = "\x1f"  # between keywords given as one string
+
+
+@lru_cache(maxsize=64)
+def any_keyword(joined: str) -> re.Pattern[str] | None:
+    """One pattern for all the keywords (joined by ``KEYWORD_SEPARATOR``) that finds in a
+    ``normalize_text`` text what ``keyword_optout`` finds, in one pass (None: no keyword)."""
+    words = {normalize_text(k) for k in joined.split(KEYWORD_SEPARATOR)}
+    ordered = sorted((w for w in words if w), key=len, reverse=True)
+    if not ordered:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, ordered)) + r")(?!\w)")
+
+
+def has_optout_keyword(text: str | None, joined: str) -> bool:
+    """``keyword_optout(text, keywords) is not None``, the keywords joined by
+    ``KEYWORD_SEPARATOR`` (the SQLite store's keyword prefilter calls it in SQL for text
+    that SQL's ``lower()`` cannot fold)."""
+    pattern = any_keyword(joined)
+    return bool(text) and pattern is not None and pattern.search(normalize_text(text)) is not None
+
+
 def keyword_like_pattern(keyword: str) -> str | None:
     """A coarse SQL LIKE pattern (``ESCAPE '\\'``) that every text ``keyword_optout`` matches
-    with this keyword matches too, as far as SQL's ``lower()`` allows: words joined by ``%``
+    with this keyword matches too, as far as SQL's ``lower()`` folds the text (ASCII text;
+    the stores look at other text apart, ``_keyword_beyond_lower``): words joined by ``%``
     (any spacing), vowels and non-ASCII letters as ``_`` (accents either way). The store's
     prefilter uses it to keep leads whose last message may opt out."""
     words = normalize_text(keyword).split()

@@ -288,6 +288,22 @@ def test_a_keyword_from_a_lead_who_wrote_last_is_recorded_at_once(
     ]
 
 
+def test_a_full_width_stop_from_a_lead_who_wrote_last_is_recorded_at_the_first_run(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    """SQL's ``lower()`` does not fold "ＳＴＯＰ"; the prefilter still keeps the lead, so the
+    opt-out is recorded now rather than when someone answers."""
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    db.insert(
+        due("w3", "ig_w3", last_inbound_text="ＳＴＯＰ", last_inbound_at=NOW - timedelta(hours=1))
+    )
+    assert run(cfg, db, NOW).returncode == 0
+    assert db.query("SELECT reason FROM followup_optouts WHERE lead_id = 'w3'") == [
+        {"reason": "keyword: stop"}
+    ]
+    assert graph.deliveries == []
+
+
 # ------------------------------------------------------------- erasure that erases
 
 NEEDLES = ("Zoltana", "zoltana_ig", "ig_ZOLT123", "ZOLTMID", "secret plans")

@@ -16,6 +16,7 @@ import pytest
 
 from followup_cli.errors import StoreConfigError, StoreError
 from followup_cli.models import PENDING, SENT, UNKNOWN, parse_lead
+from followup_cli.rules import keyword_optout
 from followup_cli.store import SqlStore, open_store
 from followup_cli.store.migrations import MIGRATIONS
 from tests.helpers import LeadDB, lead
@@ -382,6 +383,32 @@ def test_candidates__a_stop_is_kept_even_when_the_lead_wrote_last(
     got = [r["id"] for r in store.candidate_leads("acct_a", 2, 6, keywords=keywords)]
     assert got == ["said_no_more", "said_stop", "said_unsubscribe"]
     assert store.candidate_leads("acct_a", 2, 6) == [], "without keywords: waiting for a human"
+
+
+def test_candidates__a_stop_in_any_unicode_form_is_kept_when_the_lead_wrote_last(
+    db: LeadDB, store: SqlStore
+) -> None:
+    """The prefilter sees what ``keyword_optout`` sees (NFKC, case-folded, accents dropped),
+    not only what SQL's ``lower()`` folds: full-width letters, accents on consonants, a
+    ligature, a typographic apostrophe."""
+    t = NOW - timedelta(hours=6)
+    wrote_last = {"last_inbound_at": t + timedelta(hours=1), "last_outbound_at": t}
+    texts = {
+        "full_width": "ＳＴＯＰ",
+        "full_width_lower": "ｓｔｏｐ please",
+        "accented": "\u015cTOP",  # a precomposed accent on a consonant
+        "combining": "S\u0301TOP",  # a combining one
+        "ligature": "\ufb06op",
+        "phrase": "ＮＯ ＭÁＳ ＭＥＮＳＡＪＥＳ",
+        "apostrophe": "Don\u2019t text me",
+        "not_a_stop": "¿ＳＴＯＰＰＥＲ? ＳＴＡＹ 😊",
+    }
+    db.insert(*(lead(k, last_inbound_text=v, **wrote_last) for k, v in texts.items()))
+    keywords = ("stop", "no más mensajes", "don't text me")
+    caught = {k for k, v in texts.items() if keyword_optout(v, keywords)}
+    assert caught == set(texts) - {"not_a_stop"}  # the rules' own verdict
+    got = {r["id"] for r in store.candidate_leads("acct_a", 2, 6, keywords=keywords)}
+    assert caught <= got, sorted(caught - got)
 
 
 def test_candidates__page_through_by_id(db: LeadDB, store: SqlStore) -> None:

@@ -9,10 +9,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from followup_cli.config import Config
+from followup_cli.config import DEFAULT_OPTOUT_KEYWORDS, Config
 from followup_cli.models import EnrollmentRecord, FollowupRecord, Lead, LeadState
-from followup_cli.rules import choose_variant, decide, keyword_optout, quiet_until
+from followup_cli.rules import (
+    KEYWORD_SEPARATOR,
+    choose_variant,
+    decide,
+    has_optout_keyword,
+    keyword_optout,
+    quiet_until,
+)
 from tests.helpers import base_config
 
 MADRID = ZoneInfo("Europe/Madrid")
@@ -820,3 +829,27 @@ def test_decide__the_sequence_limit_counts_the_persons_steps() -> None:
     )
     d = decide(mk_lead(last_inbound_at=NOW - 31 * H), state, config, NOW)
     assert (d.action, d.reason) == ("end", "sequence_limit")
+
+
+_SOME = [
+    "ＳＴＯＰ",
+    "S\u0301TOP",
+    "\ufb06op",
+    "Ｂａｊａ",
+    "no  MÁS mensajes",
+    "Don\u2019t message me",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.sampled_from([*_SOME, " ", "x", "stopper"]), st.text(max_size=8)),
+        max_size=4,
+    ).map("".join)
+)
+def test_the_prefilters_one_pass_keyword_check_agrees_with_keyword_optout(text: str) -> None:
+    """SQLite's prefilter calls ``has_optout_keyword`` for text its ``lower()`` cannot fold."""
+    joined = KEYWORD_SEPARATOR.join(DEFAULT_OPTOUT_KEYWORDS)
+    found = keyword_optout(text, DEFAULT_OPTOUT_KEYWORDS)
+    assert has_optout_keyword(text, joined) == (found is not None), (text, found)

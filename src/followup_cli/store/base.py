@@ -204,6 +204,15 @@ class SqlStore:
         also keeps an integer id column from comparing with an empty text)."""
         raise NotImplementedError
 
+    def _keyword_beyond_lower(
+        self, text: str, keywords: tuple[str, ...], patterns: int, params: dict[str, Any]
+    ) -> str | None:
+        """For the keyword prefilter: a condition true when ``text`` holds one of the
+        ``keywords`` in a form SQL's ``lower()`` does not fold (full-width letters, accents,
+        ligatures: what ``rules.keyword_optout`` folds), adding to ``params`` what it needs
+        (the ``patterns`` LIKE patterns are ``:kw0``...); None when the database cannot."""
+        return None
+
     def _migration_lock(self) -> Any:
         return None
 
@@ -436,11 +445,15 @@ class SqlStore:
             "page": page,
         }
         likes = []
+        text = col["last_inbound_text"]
         patterns = sorted({p for p in map(keyword_like_pattern, keywords) if p})
-        for i, pattern in enumerate(patterns):
-            if col["last_inbound_text"] != "NULL":
+        if text != "NULL" and patterns:
+            for i, pattern in enumerate(patterns):
                 params[f"kw{i}"] = pattern
-                likes.append(f"lower({col['last_inbound_text']}) LIKE :kw{i} ESCAPE '\\'")
+                likes.append(f"lower({text}) LIKE :kw{i} ESCAPE '\\'")
+            beyond = self._keyword_beyond_lower(text, tuple(keywords), len(patterns), params)
+            if beyond is not None:
+                likes.append(beyond)
         keyword = (
             f"(({' OR '.join(likes)}) "
             f"AND NOT EXISTS (SELECT 1 FROM followup_optouts o2 WHERE o2.lead_id = {self._lid()}))"

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from ..errors import StoreConfigError, StoreCorrupt, StoreError
 from ..models import format_time
+from ..rules import KEYWORD_SEPARATOR, has_optout_keyword
 from .base import SqlStore
 
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -94,6 +95,7 @@ class SQLiteStore(SqlStore):
                     check_same_thread=False,
                 )
                 conn.row_factory = _dict_row
+                conn.create_function("followup_keyword", 2, _keyword, deterministic=True)
                 conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchall()  # reads the file
                 if not self.readonly:
@@ -312,6 +314,18 @@ WHERE {changed}
                   WHERE e.lead_id = l.id AND e.anchor_at >= :since))
 ORDER BY l.id"""
 
+    def _keyword_beyond_lower(
+        self, text: str, keywords: tuple[str, ...], patterns: int, params: dict[str, Any]
+    ) -> str | None:
+        # Text with non-ASCII characters only (more bytes than characters), matched in Python
+        # by the rules' own normalisation; as bytes, so that invalid UTF-8 arrives as
+        # replacement characters instead of failing the query.
+        params["kw_all"] = KEYWORD_SEPARATOR.join(keywords)
+        return (
+            f"(length({text}) <> length(CAST({text} AS BLOB)) "
+            f"AND followup_keyword(CAST({text} AS BLOB), :kw_all))"
+        )
+
     def _candidate_sql(
         self,
         select: str,
@@ -388,6 +402,19 @@ def _user() -> str:
     from ..auditchain import os_account
 
     return os_account()  # the real uid's account: whose access the file checks name
+
+
+def _keyword(raw: Any, keywords: str) -> int:
+    """SQL ``followup_keyword(CAST(text AS BLOB), keywords)``: 1 when ``keyword_optout``
+    finds one of the keywords (joined by ``KEYWORD_SEPARATOR``) in the text. Never raises:
+    an error here would fail the whole query."""
+    try:
+        if raw is None or not keywords:
+            return 0
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return int(has_optout_keyword(text, keywords))
+    except Exception:  # noqa: BLE001 - a value it cannot read only misses the coarse filter
+        return 0
 
 
 def _lenient_text(raw: bytes) -> str:
