@@ -104,7 +104,10 @@ def init_lead_store(url: str, table: str = "leads") -> InitResult:
     store = open_store(url, table, migrate=False)
     try:
         result = InitResult(store.describe(), table, created_file=created_file)
-        had_table = store._table_columns(table) is not None
+        existing = store._table_columns(table)
+        had_table = existing is not None
+        if existing is not None:
+            _refuse_missing_columns(store, table, existing)
         had_index = had_table and has_lead_index(store)
         with store.transaction():
             for stmt in lead_table_ddl(store.dialect, table):
@@ -120,6 +123,25 @@ def init_lead_store(url: str, table: str = "leads") -> InitResult:
     finally:
         store.close()
     return result
+
+
+def _refuse_missing_columns(store: SqlStore, table: str, columns: tuple[str, ...]) -> None:
+    """The host's existing table is kept as it is: one that lacks a required column is
+    refused, naming the column and the statement that adds it (before any index on it)."""
+    missing = [c for c in COLUMNS if c.name in REQUIRED_LEAD_COLUMNS and c.name not in columns]
+    if not missing:
+        return
+    names = ", ".join(c.name for c in missing)
+    adds = "; ".join(
+        f"ALTER TABLE {table} ADD COLUMN {c.name} "
+        f"{(c.postgres if store.dialect == 'postgres' else c.sqlite).replace(' PRIMARY KEY', '')}"
+        for c in missing
+    )
+    raise StoreConfigError(
+        f"{store.describe()}: the existing lead table {table!r} lacks column(s) {names}, which "
+        f"a run needs; add and fill them ({adds}), or point settings.lead_table at a table or "
+        "view that has them"
+    )
 
 
 def has_lead_index(store: SqlStore) -> bool | None:

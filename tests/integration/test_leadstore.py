@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from followup_cli.config import LEAD_COLUMNS
-from followup_cli.leadstore import COLUMN_NAMES
+from followup_cli.leadstore import COLUMN_NAMES, COLUMNS
 from followup_cli.store.base import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
 from tests.helpers import PG_BASE, LeadDB, base_config, followup, lead, pg_available, write_config
 
@@ -85,6 +85,58 @@ def test_leads_init__a_missing_folder_is_exit_2_and_creates_nothing(tmp_path: Pa
     r = followup("leads", "init", "--db", str(tmp_path / "nope" / "x.db"))
     assert r.returncode == 2 and "does not exist" in r.stderr
     assert not (tmp_path / "nope").exists()
+
+
+def _create(url: str, ddl: str) -> None:
+    """A host's own lead table, in the SQLite file or the Postgres schema of ``url``."""
+    if url.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(ddl)
+        return
+    conn = sqlite3.connect(url)
+    conn.execute(ddl)
+    conn.commit()
+    conn.close()
+
+
+def _tool_tables(url: str) -> list[str]:
+    sql = (
+        "SELECT table_name AS n FROM information_schema.tables "
+        "WHERE table_schema = current_schema() AND table_name LIKE 'followup%'"
+        if url.startswith("postgresql")
+        else "SELECT name AS n FROM sqlite_master WHERE name LIKE 'followup%'"
+    )
+    if url.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            return [r[0] for r in conn.execute(sql).fetchall()]
+    conn = sqlite3.connect(url)
+    try:
+        return [r[0] for r in conn.execute(sql).fetchall()]
+    finally:
+        conn.close()
+
+
+def test_leads_init__an_existing_table_without_account_id_is_one_line_exit_2(
+    empty_db: str, tmp_path: Path
+) -> None:
+    """The host's table is kept as it is: init names the missing column and how to add it,
+    instead of failing on the index it cannot create."""
+    pg = empty_db.startswith("postgresql")
+    cols = ", ".join(
+        f"{c.name} {c.postgres if pg else c.sqlite}" for c in COLUMNS if c.name != "account_id"
+    )
+    _create(empty_db, f"CREATE TABLE leads ({cols})")
+    cfg = write_config(tmp_path / "c.yaml", base_config())
+    r = followup("leads", "init", "--config", str(cfg), "--db", empty_db)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "account_id" in lines[0] and "ALTER TABLE leads ADD COLUMN account_id" in lines[0]
+    assert _tool_tables(empty_db) == []  # nothing created in the host's database
 
 
 def _csv(tmp_path: Path, *lines: str, name: str = "leads.csv") -> Path:
