@@ -18,6 +18,7 @@ and replaces a clear event key by its hash (until then lookups fall back to the 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -153,16 +154,8 @@ def rotate_keys(
     res = RotateResult(cipher.primary_id, dry_run)
     cols = ("body", *SEALED_TRACKING, "reason", "external_key")
     secret = store.person_secret()
-    after: Any = -1
-    while True:
-        rows = store.query(
-            f"SELECT id, status, body_encrypted, {', '.join(cols)} FROM followup_tracking "
-            "WHERE id > :after ORDER BY id LIMIT :n",
-            {"after": after, "n": batch},
-        )
-        if not rows:
-            break
-        after = rows[-1]["id"]
+    select = f"id, status, body_encrypted, {', '.join(cols)}"
+    for rows in _batches(store, "followup_tracking", "id", select, batch, -1):
         with store.transaction():
             for r in rows:
                 changes = _tracking_changes(r, cipher, res, drop_unreadable, secret)
@@ -171,16 +164,11 @@ def rotate_keys(
                     if not dry_run:
                         _update(store, "followup_tracking", "id", r, changes)
     _rotate_events(store, cipher, res, dry_run, drop_unreadable, batch, secret)
-    after = ""
-    while store._table_columns("followup_suppressions") is not None:
-        rows = store.query(
-            "SELECT person_key, recipient_id FROM followup_suppressions WHERE person_key > :after "
-            "ORDER BY person_key LIMIT :n",
-            {"after": after, "n": batch},
-        )
-        if not rows:
-            break
-        after = rows[-1]["person_key"]
+    suppressions = _batches(
+        store, "followup_suppressions", "person_key", "person_key, recipient_id", batch, ""
+    )
+    has_suppressions = store._table_columns("followup_suppressions") is not None
+    for rows in suppressions if has_suppressions else ():
         with store.transaction():
             for r in rows:
                 changes = {}
@@ -205,6 +193,24 @@ def rotate_keys(
 
 
 _SAME = object()
+
+
+def _batches(
+    store: SqlStore, table: str, key: str, select: str, size: int, start: Any
+) -> Iterator[list[dict[str, Any]]]:
+    """The rows of one of the tool's tables in ``key`` order, ``size`` at a time, each page
+    read after the previous one was handled (keyset paging: rows changed meanwhile are
+    read as they are then)."""
+    after = start
+    while True:
+        rows = store.query(
+            f"SELECT {select} FROM {table} WHERE {key} > :after ORDER BY {key} LIMIT :n",
+            {"after": after, "n": size},
+        )
+        if not rows:
+            return
+        after = rows[-1][key]
+        yield rows
 
 
 def _rotate_one(cipher: Cipher, value: Any, encrypted: bool, res: RotateResult, drop: bool) -> Any:
@@ -240,16 +246,7 @@ def _rotate_events(
     """Events: message ids sealed with the first key, clear event keys replaced by their
     keyed hash (an event stored under both forms keeps the hashed one's row; the clear one
     becomes its erased token, still a duplicate and naming nothing)."""
-    after: Any = -1
-    while True:
-        rows = store.query(
-            "SELECT id, event_key, message_id FROM followup_events WHERE id > :after "
-            "ORDER BY id LIMIT :n",
-            {"after": after, "n": batch},
-        )
-        if not rows:
-            break
-        after = rows[-1]["id"]
+    for rows in _batches(store, "followup_events", "id", "id, event_key, message_id", batch, -1):
         with store.transaction():
             for r in rows:
                 changes: dict[str, Any] = {}
