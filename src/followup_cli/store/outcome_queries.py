@@ -1,0 +1,414 @@
+"""What happened after a send (issue 4): outcomes from the host app's lead table and from
+events, and the queries behind ``report``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .. import suppress
+from ..crypto import escape
+from ..models import (
+    SENT,
+    UNKNOWN,
+)
+from .rows import (
+    SEALED_EVENTS,
+    SEALED_TRACKING,
+    TRACKING_COLUMNS,
+    _chunks,
+    _redact_fields,
+)
+
+
+class OutcomeQueries:
+    """Mixed into ``SqlStore``: uses its seam (``query``, ``execute``, ``transaction``,
+    locks) and its other queries."""
+
+    # -------------------------------------------- outcomes, events, report (issue 4)
+    _OUTCOME_COLUMNS = ("delivered_at", "read_at", "responded_at", "converted_at")
+
+    def outcome_followups(
+        self, since: datetime | None = None, lead_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Follow-ups that went out (``sent_at`` set), oldest first: what outcomes attach to."""
+        base = (
+            "SELECT id, lead_id, sequence_id, message_id, step, variant_id, account_id, status, "
+            "sent_at, delivered_at, read_at, responded_at, converted_at FROM followup_tracking "
+            "WHERE sent_at IS NOT NULL"
+        )
+        return self._since_for_leads(base, "sent_at", "id", since, lead_ids)
+
+    def outcome_enrollments(
+        self, since: datetime | None = None, lead_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Enrollments (holdout included) whose silence started since ``since``."""
+        base = "SELECT * FROM followup_enrollments WHERE 1 = 1"
+        return self._since_for_leads(base, "anchor_at", "lead_id", since, lead_ids)
+
+    def _since_for_leads(
+        self,
+        base: str,
+        time_col: str,
+        tie_col: str,
+        since: datetime | None,
+        lead_ids: Sequence[str] | None,
+    ) -> list[dict[str, Any]]:
+        """``base`` narrowed to ``time_col >= since`` and to ``lead_ids`` (in chunks),
+        ordered by (``time_col``, ``tie_col``)."""
+        params: dict[str, Any] = {}
+        if since is not None:
+            base += f" AND {time_col} >= :since"
+            params["since"] = since
+        if lead_ids is None:
+            return self.rows(f"{base} ORDER BY {time_col}, {tie_col}", params)
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(list(lead_ids), 500):
+            where, names = self._in_list("lead_id", chunk)
+            out.extend(self.rows(f"{base} AND {where}", {**params, **names}))
+        return sorted(out, key=lambda r: (r[time_col], r[tie_col]))
+
+    def set_followup_outcome(
+        self,
+        followup_id: int,
+        column: str,
+        at: datetime,
+        now: datetime,
+        promote_from: Sequence[str] = (),
+        status: str | None = None,
+    ) -> bool:
+        """Record an outcome time on a follow-up when it is new or earlier than the one kept;
+        the status moves to ``status`` only from one of ``promote_from`` (never backwards)."""
+        if column not in self._OUTCOME_COLUMNS:
+            raise ValueError(f"not an outcome column: {column}")
+        params: dict[str, Any] = {"id": followup_id, "at": at, "now": now}
+        sets = f"{column} = :at, updated_at = :now"
+        if status is not None and promote_from:
+            names = {f"f{i}": s for i, s in enumerate(promote_from)}
+            inlist = ", ".join(f":{k}" for k in names)
+            sets += f", status = CASE WHEN status IN ({inlist}) THEN :to ELSE status END"
+            params.update(names, to=status)
+        sql = (
+            f"UPDATE followup_tracking SET {sets} "
+            f"WHERE id = :id AND ({column} IS NULL OR {column} > :at)"
+        )
+        return self.execute(sql, params) > 0
+
+    def set_enrollment_outcome(
+        self, lead_id: str, sequence_id: str, column: str, at: datetime
+    ) -> bool:
+        """``responded_at`` / ``converted_at`` of an enrollment: kept when earlier."""
+        if column not in ("responded_at", "converted_at"):
+            raise ValueError(f"not an enrollment outcome column: {column}")
+        sql = (
+            f"UPDATE followup_enrollments SET {column} = :at WHERE lead_id = :l "
+            f"AND sequence_id = :s AND ({column} IS NULL OR {column} > :at)"
+        )
+        return self.execute(sql, {"at": at, "l": lead_id, "s": sequence_id}) > 0
+
+    def _as_text(self, expr: str) -> str:
+        """An SQL expression as text, the way the database prints it (for change marks)."""
+        return f"CAST({expr} AS TEXT)"
+
+    def _lead_id_join(self) -> str:
+        """How the host's id column compares with the tool's TEXT lead ids."""
+        return "l.id"
+
+    def changed_outcome_leads(self, since: datetime) -> list[dict[str, Any]]:
+        """Leads with a follow-up sent or an enrollment started since ``since`` whose
+        ``last_inbound_at`` / ``converted_at`` differ from what the last reconcile saw (or
+        that no reconcile has seen): the only leads whose outcomes can have changed. One
+        query; its cost is a join, not a Python loop over every follow-up."""
+        present = set(self.lead_columns())
+        inbound = self._as_text("l.last_inbound_at" if "last_inbound_at" in present else "NULL")
+        converted = self._as_text("l.converted_at" if "converted_at" in present else "NULL")
+        if "status" in present:
+            # A host app that marks a conversion by status alone: the mark records it too.
+            converted = (
+                f"COALESCE({converted}, CASE WHEN lower(l.status) = 'converted' "
+                "THEN 'status:converted' END)"
+            )
+        changed = (
+            f"(m.lead_id IS NULL OR COALESCE(m.inbound_seen, '') <> COALESCE({inbound}, '') "
+            f"OR COALESCE(m.converted_seen, '') <> COALESCE({converted}, ''))"
+        )
+        select = f"{inbound} AS inbound_seen, {converted} AS converted_seen"
+        return self.query(self._changed_outcome_sql(select, changed), {"since": since})
+
+    def _changed_outcome_sql(self, select: str, changed: str) -> str:
+        # From the recent follow-ups and enrollments to their leads: Postgres hashes or
+        # merges the union (2.5 s at a million rows, bench/RESULTS-selection.md).
+        return f"""
+SELECT a.lead_id AS lead_id, {select}
+FROM (SELECT lead_id FROM followup_tracking WHERE sent_at >= :since
+      UNION SELECT lead_id FROM followup_enrollments WHERE anchor_at >= :since) a
+JOIN {self.lead_table} l ON {self._lead_id_join()} = a.lead_id
+LEFT JOIN followup_outcome_marks m ON m.lead_id = a.lead_id
+WHERE {changed}
+ORDER BY a.lead_id"""
+
+    def save_outcome_marks(
+        self, marks: Sequence[tuple[str, str | None, str | None]], now: datetime
+    ) -> None:
+        """Remember (lead id, inbound as text, conversion as text) as reconciled: one
+        statement per chunk, not a round trip per lead."""
+        for chunk in _chunks(list(marks), 300):
+            params: dict[str, Any] = {"now": now}
+            values = []
+            for i, (lead_id, inbound, converted) in enumerate(chunk):
+                params.update({f"l{i}": lead_id, f"i{i}": inbound, f"c{i}": converted})
+                values.append(f"(:l{i}, :i{i}, :c{i}, :now)")
+            self.execute(
+                "INSERT INTO followup_outcome_marks (lead_id, inbound_seen, converted_seen, "
+                f"checked_at) VALUES {', '.join(values)} ON CONFLICT (lead_id) DO UPDATE SET "
+                "inbound_seen = excluded.inbound_seen, converted_seen = excluded.converted_seen, "
+                "checked_at = excluded.checked_at",
+                params,
+            )
+
+    def forget_outcome_mark(self, lead_id: str) -> None:
+        """The next reconcile looks at this lead again (its follow-ups changed)."""
+        self.execute("DELETE FROM followup_outcome_marks WHERE lead_id = :l", {"l": lead_id})
+
+    def resolve_unknown(
+        self, followup_id: int, sent: bool, who: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """An operator's verdict on an unknown follow-up: it went out (``sent``, at its
+        claim time) or it did not (the row is deleted, so a later run may send the step).
+        None when the row is not unknown."""
+        with self.transaction():
+            row = self.followup(followup_id)
+            if row is None or row["status"] != UNKNOWN:
+                return None
+            if sent:
+                self.update_followup(
+                    followup_id,
+                    {"status": SENT, "sent_at": row["claimed_at"], "updated_at": now},
+                    UNKNOWN,
+                )
+                # a reply or conversion seen earlier may now belong to this follow-up
+                self.forget_outcome_mark(row["lead_id"])
+            else:
+                self.delete_followup(followup_id, UNKNOWN)
+            self.audit(
+                "unknown_resolved",
+                now,
+                who,
+                lead_id=row["lead_id"],
+                account_id=row["account_id"],
+                sequence_id=row["sequence_id"],
+                message_id=row["message_id"],
+                detail={"followup_id": followup_id, "as": "sent" if sent else "released"},
+            )
+        return row
+
+    def insert_event(self, row: dict[str, Any]) -> int | None:
+        """Record an ingested event; None when its key was seen before (a duplicate).
+
+        With a key (ids sealed) the event key is stored as its keyed hash and the message id
+        sealed; an event stored before in any form (clear key, hashed key, or either erased
+        since) is a duplicate all the same."""
+        cols = (
+            "event_key", "type", "source", "lead_id", "account_id", "message_id", "at",
+            "outcome", "detail", "ingested_at",
+        )  # fmt: skip
+        sql = (
+            f"INSERT INTO followup_events ({', '.join(cols)}) VALUES "
+            f"({', '.join(':' + c for c in cols)}) "
+            "ON CONFLICT (event_key) DO NOTHING RETURNING id"
+        )
+        fields = _redact_fields({c: row.get(c) for c in cols})
+        raw = fields.get("event_key")
+        secret = self.person_secret()
+        if secret and raw:
+            hashed = suppress.lookup_token(secret, str(raw))
+            seen = [str(raw), hashed]
+            seen += [suppress.erased_token(secret, k) for k in tuple(seen)]
+            where, names = self._in_list("event_key", seen)
+            if self.query(f"SELECT 1 AS x FROM followup_events WHERE {where}", names):
+                return None  # seen before (in whatever form it was stored): a duplicate
+            if self.cipher.enabled:
+                fields["event_key"] = hashed
+                fields = self._seal(fields, SEALED_EVENTS)
+        out = self.query(sql, fields)
+        return int(out[0]["id"]) if out else None
+
+    def set_event_outcome(self, event_id: int, outcome: str) -> None:
+        self.execute(
+            "UPDATE followup_events SET outcome = :o WHERE id = :i", {"o": outcome, "i": event_id}
+        )
+
+    def events(self, lead_id: str | None = None) -> list[dict[str, Any]]:
+        where = "WHERE lead_id = :l" if lead_id else ""
+        return [
+            self.cipher.open_row(r)
+            for r in self.rows(f"SELECT * FROM followup_events {where} ORDER BY id", {"l": lead_id})
+        ]
+
+    def followup_by_external_id(self, external_id: str) -> dict[str, Any] | None:
+        """The tracking row of the message the platform calls ``external_id``: by its keyed
+        hash (ids sealed), else by the id as stored in clear (no key, or a row written before
+        the key was set and not yet converted by ``keys rotate``)."""
+        cols = "id, lead_id, sequence_id, account_id, status, sent_at"
+        token = self.lookup_token(external_id)
+        if token is not None:
+            rows = self.rows(
+                f"SELECT {cols} FROM followup_tracking WHERE external_key = :h "
+                "ORDER BY id DESC LIMIT 1",
+                {"h": token},
+            )
+            if rows:
+                return rows[0]
+        clear = sorted({external_id, escape(external_id)})
+        where, names = self._in_list("external_id", clear)
+        rows = self.rows(
+            f"SELECT {cols} FROM followup_tracking WHERE {where} ORDER BY id DESC LIMIT 1", names
+        )
+        return rows[0] if rows else None
+
+    def lead_for_recipient(self, recipient_id: str, account_id: str | None = None) -> str | None:
+        """The lead an IGSID belongs to: from our tracking rows (by the person's keyed hash:
+        a sealed recipient id cannot be compared), else from the lead store."""
+        secret = self.person_secret()
+        if secret:
+            accounts = (
+                [account_id]
+                if account_id
+                else [
+                    r["account_id"]
+                    for r in self.query(
+                        "SELECT DISTINCT account_id FROM followup_tracking "
+                        "WHERE person_key IS NOT NULL"
+                    )
+                ]
+            )
+            keys = [suppress.person_key(secret, a, recipient_id) for a in accounts]
+            for chunk in _chunks(keys, 500):
+                where, names = self._in_list("person_key", chunk)
+                rows = self.query(
+                    f"SELECT lead_id FROM followup_tracking WHERE {where} ORDER BY id DESC LIMIT 1",
+                    names,
+                )
+                if rows:
+                    return str(rows[0]["lead_id"])
+        acct = " AND account_id = :a" if account_id else ""
+        rows = self.query(
+            f"SELECT lead_id FROM followup_tracking WHERE recipient_id = :r{acct} "
+            "ORDER BY id DESC LIMIT 1",
+            {"r": recipient_id, "a": account_id},
+        )
+        if rows:
+            return str(rows[0]["lead_id"])
+        self.lead_columns()
+        acct = " AND l.account_id = :a" if account_id else ""
+        rows = self.query(
+            f"SELECT l.id FROM {self.lead_table} l WHERE l.recipient_id = :r{acct} "
+            "ORDER BY l.id LIMIT 1",
+            {"r": recipient_id, "a": account_id},
+        )
+        return str(rows[0]["id"]) if rows else None
+
+    def report_followups(
+        self, start: datetime, end: datetime, account_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Tracking rows (bodies, person and sealed columns left out) sent, or else claimed,
+        in [start, end)."""
+        acct = " AND account_id = :a" if account_id else ""
+        left_out = ("body", "body_encrypted", "person_key", "external_key", *SEALED_TRACKING)
+        cols = ", ".join(c for c in TRACKING_COLUMNS if c not in left_out)
+        return self.rows(
+            f"SELECT id, {cols}, delivered_at, read_at, responded_at, converted_at "
+            "FROM followup_tracking WHERE ((sent_at >= :start AND sent_at < :end) OR "
+            f"(sent_at IS NULL AND claimed_at >= :start AND claimed_at < :end)){acct} ORDER BY id",
+            {"start": start, "end": end, "a": account_id},
+        )
+
+    def report_enrollments(
+        self, start: datetime, end: datetime, account_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Enrollments that started, or whose silence started, in [start, end)."""
+        acct = " AND account_id = :a" if account_id else ""
+        return self.rows(
+            "SELECT * FROM followup_enrollments WHERE "
+            "((started_at >= :start AND started_at < :end) "
+            f"OR (anchor_at >= :start AND anchor_at < :end)){acct} ORDER BY lead_id, sequence_id",
+            {"start": start, "end": end, "a": account_id},
+        )
+
+    def sent_steps(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Sent follow-ups of some (lead, sequence) enrollments, whenever they went out."""
+        out: list[dict[str, Any]] = []
+        leads = sorted({lead for lead, _ in pairs})
+        wanted = set(pairs)
+        for r in self.outcome_followups(lead_ids=leads):
+            if (r["lead_id"], r["sequence_id"]) in wanted:
+                out.append(r)
+        return out
+
+    def qualified_leads(self, account_id: str, min_score: int, max_score: int) -> tuple[int, int]:
+        """(qualified, followed up): leads of an account with a score in range, not converted
+        and not opted out (neither the lead nor the person behind it, under any lead row);
+        and how many of them ever received a follow-up."""
+        present = set(self.lead_columns())
+        where = ["l.account_id = :a", "l.score BETWEEN :lo AND :hi"]
+        if "converted_at" in present:
+            where.append("l.converted_at IS NULL")
+        if "status" in present:
+            where.append("(l.status IS NULL OR lower(l.status) <> 'converted')")
+        lid = self._lid()
+        where.append(f"NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid})")
+        followed = (
+            f"CASE WHEN EXISTS (SELECT 1 FROM followup_tracking t WHERE t.lead_id = {lid} "
+            "AND t.sent_at IS NOT NULL) THEN 1 ELSE 0 END"
+        )
+        params = {"a": account_id, "lo": min_score, "hi": max_score}
+        suppressed = {
+            r["person_key"]
+            for r in self.query(
+                "SELECT person_key FROM followup_suppressions WHERE account_id = :a",
+                {"a": account_id},
+            )
+        }
+        if not suppressed:  # the usual case: one aggregate in SQL
+            rows = self.query(
+                f"SELECT COUNT(*) AS qualified, COALESCE(SUM({followed}), 0) AS followed_up "
+                f"FROM {self.lead_table} l WHERE {' AND '.join(where)}",
+                params,
+            )
+            return int(rows[0]["qualified"]), int(rows[0]["followed_up"])
+        # The person's key is a keyed hash: computed here, one page of leads at a time.
+        qualified = followed_up = 0
+        after: Any = None
+        while True:
+            page_where = [*where, "l.id > :after"] if after is not None else where
+            rows = self.query(
+                f"SELECT l.id AS id, l.recipient_id AS recipient_id, {followed} AS followed "
+                f"FROM {self.lead_table} l WHERE {' AND '.join(page_where)} "
+                "ORDER BY l.id LIMIT 5000",
+                {**params, "after": after},
+            )
+            for r in rows:
+                if self.person_key(account_id, r["recipient_id"]) in suppressed:
+                    continue
+                qualified += 1
+                followed_up += int(r["followed"])
+            if len(rows) < 5000:
+                return qualified, followed_up
+            after = rows[-1]["id"]
+
+    def lead_labels(
+        self, sequence_id: str | None = None, account_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows of the ``followup_lead_labels`` view: leads in a sequence now."""
+        where, params = [], {}
+        if sequence_id:
+            where.append("sequence_id = :s")
+            params["s"] = sequence_id
+        if account_id:
+            where.append("account_id = :a")
+            params["a"] = account_id
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self.rows(
+            f"SELECT * FROM followup_lead_labels {clause} ORDER BY sequence_id, lead_id", params
+        )
