@@ -410,8 +410,13 @@ class Engine:
                 wall() - c["heartbeat_at"] > timedelta(seconds=STALE_HEARTBEAT_SECONDS)
             ):
                 why = "its run stopped heartbeating during the send"
-            if why and self.store.mark_unknown(c["id"], why, now):
-                marked += 1
+            if why is None:
+                continue
+            # one transaction: a run killed in between leaves the claim pending for the
+            # next run to mark, never an unknown row the audit log does not explain
+            with self.store.transaction():
+                if not self.store.mark_unknown(c["id"], why, now):
+                    continue
                 self.store.audit(
                     "claim_unknown",
                     now,
@@ -423,6 +428,7 @@ class Engine:
                     message_id=c["message_id"],
                     detail={"why": why, "claim_run": c["run_id"]},
                 )
+            marked += 1
         return marked
 
     # ---------------------------------------------------------------- planning
