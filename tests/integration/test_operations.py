@@ -25,6 +25,15 @@ from tests.helpers import LeadDB, base_config, followup, graph_config, lead, wri
 MADRID = Settings(timezone="Europe/Madrid", run_times=("02:30", "09:00", "14:00", "18:00"))
 
 
+def due_lead(lead_id: str, now: datetime) -> dict[str, Any]:
+    """A lead whose first step is due at ``now``, inside the messaging window."""
+    return lead(
+        lead_id,
+        last_inbound_at=now - timedelta(hours=5),
+        last_outbound_at=now - timedelta(hours=4),
+    )
+
+
 def runs_table(db: LeadDB) -> list[dict[str, Any]]:
     return db.query(
         "SELECT run_id, exit_code, slot, summary FROM followup_runs ORDER BY started_at, run_id"
@@ -95,13 +104,7 @@ def scheduled_setup(tmp_path: Path, db: LeadDB) -> Path:
     cfg = base_config()
     cfg["settings"]["run_times"] = ["09:00", "14:00", "18:00"]
     now = datetime(2026, 3, 2, 9, 5, tzinfo=UTC)
-    db.insert(
-        lead(
-            "l1",
-            last_inbound_at=now - timedelta(hours=5),
-            last_outbound_at=now - timedelta(hours=4),
-        )
-    )
+    db.insert(due_lead("l1", now))
     return write_config(tmp_path / "sequences.yaml", cfg)
 
 
@@ -139,16 +142,8 @@ def test_every_run_that_starts_leaves_a_row__exit_0_2_and_3(tmp_path, db, graph,
     cfg_path = graph_config(tmp_path / "sequences.yaml", graph.base_url)
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     db.insert(
-        lead(
-            "l1",
-            last_inbound_at=now - timedelta(hours=5),
-            last_outbound_at=now - timedelta(hours=4),
-        ),
-        lead(
-            "l2",
-            last_inbound_at=now - timedelta(hours=5),
-            last_outbound_at=now - timedelta(hours=4),
-        ),
+        due_lead("l1", now),
+        due_lead("l2", now),
     )
     env = {"FOLLOWUP_TOKEN_A": "tok-a"}
     graph.fail(551, recipient_id="ig_l2")
@@ -212,13 +207,7 @@ def test_on_schedule__a_broken_config_is_said_once_not_at_every_tick(tmp_path, d
 def test_json_logs__every_line_has_time_level_run_id_and_account(tmp_path, db, graph):
     cfg_path = graph_config(tmp_path / "sequences.yaml", graph.base_url)
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-    db.insert(
-        lead(
-            "l1",
-            last_inbound_at=now - timedelta(hours=5),
-            last_outbound_at=now - timedelta(hours=4),
-        )
-    )
+    db.insert(due_lead("l1", now))
     log = tmp_path / "run.log"
     r = followup(
         "run",
@@ -274,16 +263,8 @@ def test_metrics_file__parses_and_counts_per_account(tmp_path, db, graph):
     cfg_path = graph_config(tmp_path / "sequences.yaml", graph.base_url)
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     db.insert(
-        lead(
-            "l1",
-            last_inbound_at=now - timedelta(hours=5),
-            last_outbound_at=now - timedelta(hours=4),
-        ),
-        lead(
-            "l2",
-            last_inbound_at=now - timedelta(hours=5),
-            last_outbound_at=now - timedelta(hours=4),
-        ),
+        due_lead("l1", now),
+        due_lead("l2", now),
     )
     graph.fail(551, recipient_id="ig_l2")
     prom = tmp_path / "followup.prom"
@@ -499,16 +480,7 @@ def test_backlog__that_fits_before_the_windows_close_is_not_news(tmp_path, db):
     cfg["settings"]["run_times"] = ["09:00", "14:00", "18:00"]
     now = datetime(2026, 3, 2, 8, 5, tzinfo=UTC)
     # Windows close 19 hours from now: the 14:00 run serves what this one cannot.
-    db.insert(
-        *(
-            lead(
-                f"l{i}",
-                last_inbound_at=now - timedelta(hours=5),
-                last_outbound_at=now - timedelta(hours=4),
-            )
-            for i in range(3)
-        )
-    )
+    db.insert(*(due_lead(f"l{i}", now) for i in range(3)))
     path = write_config(tmp_path / "sequences.yaml", cfg)
     r = followup("run", "--config", str(path), "--db", db.url, "--now", now.isoformat(), "--json")
     assert r.returncode == 0
@@ -584,16 +556,8 @@ def test_status__stopped_account_unknown_followups_and_token_state(tmp_path, db,
     cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     db.insert(
-        lead(
-            "l1",
-            last_inbound_at=now - timedelta(hours=5),
-            last_outbound_at=now - timedelta(hours=4),
-        ),
-        lead(
-            "l2",
-            last_inbound_at=now - timedelta(hours=5),
-            last_outbound_at=now - timedelta(hours=4),
-        ),
+        due_lead("l1", now),
+        due_lead("l2", now),
     )
     graph.drop(recipient_id="ig_l1", delivered=True)  # the answer never comes: unknown
     r = followup(
@@ -607,13 +571,7 @@ def test_status__stopped_account_unknown_followups_and_token_state(tmp_path, db,
         env={"FOLLOWUP_TOKEN_A": "tok-a"},
     )
     assert r.returncode == 3
-    db.insert(
-        lead(
-            "l3",
-            last_inbound_at=now - timedelta(hours=5),
-            last_outbound_at=now - timedelta(hours=4),
-        )
-    )
+    db.insert(due_lead("l3", now))
     r = followup(
         "run",
         "--config",
