@@ -1,4 +1,5 @@
-"""Stores: ``open_store(url)`` picks SQLite (a file path or ``sqlite:///…``) or Postgres."""
+"""Stores: ``open_store(url)`` picks SQLite (a file path or ``sqlite:///…``), Postgres, or
+a private SQLite database in memory (``memory:``, for tests: ``store/memory.py``)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ def resolve_db(db: str | None, config_path: str | Path | None) -> str:
 
 
 def sqlite_path(db: str) -> Path | None:
-    """The file a --db value names when it is SQLite; None for Postgres. The one place a
-    database URL is told apart (raises StoreConfigError with the fix)."""
+    """The file a --db value names when it is SQLite; None for Postgres and for a database
+    in memory. The one place a database URL is told apart (raises StoreConfigError with
+    the fix)."""
+    from .memory import is_memory_url
+
     url = db.strip()
-    if url.startswith(("postgresql://", "postgres://")):
+    if url.startswith(("postgresql://", "postgres://")) or is_memory_url(url):
         return None
     if url.startswith("sqlite://"):
         rest = url[len("sqlite://") :]
@@ -50,11 +54,15 @@ def open_store(
     ``readonly`` opens without changing anything on disk (dry runs, explain); pair it with
     ``SqlStore.scratch()`` when the tool's tables may not exist yet.
     """
+    from .memory import MemoryStore, is_memory_url
+
     path = sqlite_path(db)
-    if path is None:
+    if is_memory_url(db):
+        store: SqlStore = MemoryStore(lead_table)
+    elif path is None:
         from .postgres import PostgresStore
 
-        store: SqlStore = PostgresStore(db.strip(), lead_table)
+        store = PostgresStore(db.strip(), lead_table)
     else:
         from .sqlite import SQLiteStore
 
