@@ -41,7 +41,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -340,9 +340,18 @@ def verify(store: SqlStore, anchor: str | None = None) -> ChainReport:
     rep = ChainReport(anchor=anchor.strip().lower() if anchor else None)
     if rep.anchor is not None:
         rep.anchor_found = rep.anchor == GENESIS
-    prev_seq, prev_hash, prev_id = 0, GENESIS, None
-    scrubbed: dict[int, int] = {}  # chain_seq -> id
-    recorded: set[int] = set()
+    walk = _Walk(rep)
+    for r in _chain_rows(store):
+        walk.row(r)
+    walk.scrubs()
+    rep.problems.extend(_unchained(store))
+    rep.head_seq, rep.head_hash = walk.prev_seq, walk.prev_hash
+    rep.problems.extend(_head_problems(store, walk))
+    return rep
+
+
+def _chain_rows(store: SqlStore) -> Iterator[dict[str, Any]]:
+    """The chained audit rows in chain order, a page at a time."""
     after = 0
     while True:
         rows = store.rows(
@@ -350,119 +359,155 @@ def verify(store: SqlStore, anchor: str | None = None) -> ChainReport:
             {"a": after, "n": PAGE},
         )
         if not rows:
-            break
+            return
         for r in rows:
-            seq, rid = int(r["chain_seq"]), int(r["id"])
-            after = seq
-            rep.rows += 1
-            where = f"after id {prev_id}" if prev_id is not None else "at the start"
-            if seq != prev_seq + 1:
-                n = seq - prev_seq - 1
-                rep.problems.append(
-                    Problem(
-                        "deleted",
-                        [rid] if prev_id is None else [prev_id, rid],
-                        f"{n} row(s) deleted {where}, before id {rid} "
-                        f"(chain places {prev_seq + 1}..{seq - 1})",
-                    )
+            after = int(r["chain_seq"])
+            yield r
+
+
+class _Walk:
+    """The walk along the chain: each row checked against the one before it and against
+    its own hash and digest; the rows whose detail was removed, kept for ``scrubs``."""
+
+    def __init__(self, rep: ChainReport) -> None:
+        self.rep = rep
+        self.prev_seq, self.prev_hash, self.prev_id = 0, GENESIS, None
+        self.scrubbed: dict[int, int] = {}  # chain_seq -> id
+        self.recorded: set[int] = set()  # chain places erasures say they scrubbed
+
+    def row(self, r: dict[str, Any]) -> None:
+        seq, rid = int(r["chain_seq"]), int(r["id"])
+        self.rep.rows += 1
+        self._link(r, seq, rid)
+        changed = self._changes(r, seq, rid)
+        if changed:
+            self.rep.problems.append(
+                Problem(
+                    "changed",
+                    [rid],
+                    f"row id {rid} ({r.get('action')}, {format_time(r['at'])}) was changed: "
+                    + "; ".join(changed),
                 )
-            elif r.get("prev_hash") != prev_hash:
-                rep.problems.append(
-                    Problem(
-                        "relinked",
-                        [rid] if prev_id is None else [prev_id, rid],
-                        f"row id {rid} does not follow the row before it ({where}): that row "
-                        "was rewritten with a new hash, or rows were replaced",
-                    )
-                )
-            changed = []
-            if row_hash(r) != r.get("row_hash"):
-                changed.append("its content does not match its hash")
-            text, salt, digest = r.get("detail"), r.get("detail_salt"), r.get("detail_digest")
-            if text is not None:
-                if salt is None or digest is None or detail_digest(salt, text) != digest:
-                    changed.append("its detail does not match its digest")
-                elif r.get("action") == "erase":
-                    recorded |= _recorded_scrubs(text)
-            elif digest is not None:
-                scrubbed[seq] = rid
-            elif salt is not None:
-                changed.append("it has a salt but no detail digest")
-            if changed:
-                rep.problems.append(
-                    Problem(
-                        "changed",
-                        [rid],
-                        f"row id {rid} ({r.get('action')}, {format_time(r['at'])}) was changed: "
-                        + "; ".join(changed),
-                    )
-                )
-            if rep.anchor is not None and r.get("row_hash") == rep.anchor:
-                rep.anchor_found = True
-            prev_seq, prev_hash, prev_id = seq, r.get("row_hash") or "", rid
-    rep.scrubbed = sum(1 for s in scrubbed if s in recorded)
-    lost = sorted(rid for s, rid in scrubbed.items() if s not in recorded)
-    if lost:
-        rep.problems.append(
-            Problem(
-                "scrubbed_unrecorded",
-                lost,
-                f"the detail of {len(lost)} row(s) was removed, but no erasure records it: "
-                f"id {_ids(lost)}",
             )
-        )
+        if self.rep.anchor is not None and r.get("row_hash") == self.rep.anchor:
+            self.rep.anchor_found = True
+        self.prev_seq, self.prev_hash, self.prev_id = seq, r.get("row_hash") or "", rid
+
+    def _link(self, r: dict[str, Any], seq: int, rid: int) -> None:
+        """The row follows the one before it: the next chain place, and its hash."""
+        prev_seq, prev_id = self.prev_seq, self.prev_id
+        where = f"after id {prev_id}" if prev_id is not None else "at the start"
+        ids = [rid] if prev_id is None else [prev_id, rid]
+        if seq != prev_seq + 1:
+            n = seq - prev_seq - 1
+            self.rep.problems.append(
+                Problem(
+                    "deleted",
+                    ids,
+                    f"{n} row(s) deleted {where}, before id {rid} "
+                    f"(chain places {prev_seq + 1}..{seq - 1})",
+                )
+            )
+        elif r.get("prev_hash") != self.prev_hash:
+            self.rep.problems.append(
+                Problem(
+                    "relinked",
+                    ids,
+                    f"row id {rid} does not follow the row before it ({where}): that row "
+                    "was rewritten with a new hash, or rows were replaced",
+                )
+            )
+
+    def _changes(self, r: dict[str, Any], seq: int, rid: int) -> list[str]:
+        """How the row differs from what was hashed; notes a removed detail."""
+        changed = []
+        if row_hash(r) != r.get("row_hash"):
+            changed.append("its content does not match its hash")
+        text, salt, digest = r.get("detail"), r.get("detail_salt"), r.get("detail_digest")
+        if text is not None:
+            if salt is None or digest is None or detail_digest(salt, text) != digest:
+                changed.append("its detail does not match its digest")
+            elif r.get("action") == "erase":
+                self.recorded |= _recorded_scrubs(text)
+        elif digest is not None:
+            self.scrubbed[seq] = rid
+        elif salt is not None:
+            changed.append("it has a salt but no detail digest")
+        return changed
+
+    def scrubs(self) -> None:
+        """Details removed by an erasure that records it count; any other is a problem."""
+        self.rep.scrubbed = sum(1 for s in self.scrubbed if s in self.recorded)
+        lost = sorted(rid for s, rid in self.scrubbed.items() if s not in self.recorded)
+        if lost:
+            self.rep.problems.append(
+                Problem(
+                    "scrubbed_unrecorded",
+                    lost,
+                    f"the detail of {len(lost)} row(s) was removed, but no erasure records "
+                    f"it: id {_ids(lost)}",
+                )
+            )
+
+
+def _unchained(store: SqlStore) -> list[Problem]:
+    """Rows outside the chain (no chain place)."""
     outside = [
         int(r["id"])
         for r in store.query(
             "SELECT id FROM followup_audit WHERE chain_seq IS NULL OR chain_seq <= 0 ORDER BY id"
         )
     ]
-    if outside:
-        rep.problems.append(
-            Problem(
-                "unchained",
-                outside,
-                f"{len(outside)} row(s) are not in the chain (inserted by hand, or by a tool "
-                f"that bypassed it): id {_ids(outside)}",
-            )
+    if not outside:
+        return []
+    return [
+        Problem(
+            "unchained",
+            outside,
+            f"{len(outside)} row(s) are not in the chain (inserted by hand, or by a tool "
+            f"that bypassed it): id {_ids(outside)}",
         )
+    ]
+
+
+def _head_problems(store: SqlStore, walk: _Walk) -> list[Problem]:
+    """The head record names the last row the walk found: nothing cut off the end, added
+    past it or replaced."""
     heads = store.query("SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1")
-    rep.head_seq, rep.head_hash = prev_seq, prev_hash
     if not heads:
-        rep.problems.append(
-            Problem("head", [], "the chain's head record (followup_audit_head) was deleted")
-        )
-        return rep
+        return [Problem("head", [], "the chain's head record (followup_audit_head) was deleted")]
     h_seq, h_hash = int(heads[0]["chain_seq"]), str(heads[0]["row_hash"])
+    prev_seq, prev_id = walk.prev_seq, walk.prev_id
+    ids = [] if prev_id is None else [prev_id]
     last = f"after id {prev_id}" if prev_id is not None else "(the log is empty now)"
     if h_seq > prev_seq:
-        rep.problems.append(
+        return [
             Problem(
                 "truncated",
-                [] if prev_id is None else [prev_id],
+                ids,
                 f"the newest {h_seq - prev_seq} row(s) were deleted {last} "
                 f"(chain places {prev_seq + 1}..{h_seq})",
             )
-        )
-    elif h_seq < prev_seq:
-        rep.problems.append(
+        ]
+    if h_seq < prev_seq:
+        return [
             Problem(
                 "head",
-                [] if prev_id is None else [prev_id],
+                ids,
                 f"the head record names chain place {h_seq}, but rows go on to {prev_seq}: "
                 "rows were added past it by hand",
             )
-        )
-    elif h_hash != prev_hash:
-        rep.problems.append(
+        ]
+    if h_hash != walk.prev_hash:
+        return [
             Problem(
                 "head",
-                [] if prev_id is None else [prev_id],
+                ids,
                 f"the newest row (id {prev_id}) is not the one the head record names: it "
                 "was replaced",
             )
-        )
-    return rep
+        ]
+    return []
 
 
 def _recorded_scrubs(text: str) -> set[int]:

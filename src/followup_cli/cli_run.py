@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -34,76 +34,89 @@ from .cli_common import (
 )
 from .clock import Clock
 from .errors import ConfigError
-from .store import resolve_db
+from .store import resolve_db, sqlite_path
 from .store.access import READ, WRITE, reading
 
+if TYPE_CHECKING:
+    from .config import LoadedConfig
+    from .engine import RunOptions, RunSummary
+    from .operate import RunOps
+    from .runlock import RunLock
+    from .store.base import SqlStore
+
 # ----------------------------------------------------------------------- run
+
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would be sent; send and write nothing.")
+]
+AccountOpt = Annotated[str | None, typer.Option("--account", help="Only this account id.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=0, help="Send at most N messages.")]
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--budget",
+        min=1,
+        help="Run time budget in seconds (default: until the next cron slot).",
+    ),
+]
+WaitOpt = Annotated[
+    float,
+    typer.Option("--wait", min=0, help="Seconds to wait for another run's lock (SQLite)."),
+]
+OnScheduleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--on-schedule",
+        help="For a frequent cron tick or timer: run only when a slot of settings.run_times "
+        "(settings.timezone) is due and no run took it; otherwise exit 0 at once, writing "
+        "nothing.",
+    ),
+]
+MetricsFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-file",
+        envvar="FOLLOWUP_METRICS_FILE",
+        help="Write Prometheus metrics of the run here (node_exporter textfile collector).",
+    ),
+]
+PingUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ping-url",
+        envvar="FOLLOWUP_PING_URL",
+        help="Healthchecks-style URL pinged at start (/start) and end (/<exit code>).",
+    ),
+]
+PingTimeoutOpt = Annotated[
+    float,
+    typer.Option("--ping-timeout", min=0.1, help="Seconds a run waits for its pings at most."),
+]
 
 
 @app.command()
 def run(
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would be sent; send and write nothing.")
-    ] = False,
+    dry_run: DryRunOpt = False,
     now: NowOpt = None,
-    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", min=0, help="Send at most N messages.")
-    ] = None,
-    budget: Annotated[
-        float | None,
-        typer.Option(
-            "--budget",
-            min=1,
-            help="Run time budget in seconds (default: until the next cron slot).",
-        ),
-    ] = None,
-    wait: Annotated[
-        float,
-        typer.Option("--wait", min=0, help="Seconds to wait for another run's lock (SQLite)."),
-    ] = 5.0,
+    account: AccountOpt = None,
+    limit: LimitOpt = None,
+    budget: BudgetOpt = None,
+    wait: WaitOpt = 5.0,
     as_json: JsonOpt = False,
-    on_schedule: Annotated[
-        bool,
-        typer.Option(
-            "--on-schedule",
-            help="For a frequent cron tick or timer: run only when a slot of settings.run_times "
-            "(settings.timezone) is due and no run took it; otherwise exit 0 at once, writing "
-            "nothing.",
-        ),
-    ] = False,
+    on_schedule: OnScheduleOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = "text",
     log_file: LogFileOpt = None,
-    metrics_file: Annotated[
-        str | None,
-        typer.Option(
-            "--metrics-file",
-            envvar="FOLLOWUP_METRICS_FILE",
-            help="Write Prometheus metrics of the run here (node_exporter textfile collector).",
-        ),
-    ] = None,
-    ping_url: Annotated[
-        str | None,
-        typer.Option(
-            "--ping-url",
-            envvar="FOLLOWUP_PING_URL",
-            help="Healthchecks-style URL pinged at start (/start) and end (/<exit code>).",
-        ),
-    ] = None,
-    ping_timeout: Annotated[
-        float,
-        typer.Option("--ping-timeout", min=0.1, help="Seconds a run waits for its pings at most."),
-    ] = 5.0,
+    metrics_file: MetricsFileOpt = None,
+    ping_url: PingUrlOpt = None,
+    ping_timeout: PingTimeoutOpt = 5.0,
 ) -> None:
     """The cron job: send every follow-up that is due now."""
     from . import operate
-    from .channels import make_channel
-    from .engine import Engine, RunOptions
-    from .runlock import RunLock
+    from .engine import RunOptions
 
     ops = operate.begin(
         operate.RunOps(
@@ -125,41 +138,13 @@ def run(
     loaded = _load(config)
     ops.lead_table = loaded.config.settings.lead_table
     if dry_run:  # the preview says what the real run would stop at
-        from .tokens import unset_problems
-
-        for p in unset_problems(loaded.config):
-            if account in (None, p.where.removeprefix("accounts: ")):
-                ops.say(logging.WARNING, f"warning: {p.where}: {p.what}")
+        _warn_unset_tokens(ops, loaded, account)
     if account is not None and loaded.config.account(account) is None:
         raise ConfigError(f"--account {account}: no such account in {loaded.path}")
     when = _now(now)
-    target = resolve_db(db, config)
-    lock = None
-    if not dry_run and not target.startswith(("postgresql://", "postgres://")):
-        path = target[len("sqlite:///") :] if target.startswith("sqlite:///") else target
-        lock = RunLock(f"{path}.lock", wait_seconds=wait)
+    lock = None if dry_run else _run_lock(resolve_db(db, config), wait)
     store = _store(loaded, db, config, need=READ if dry_run else WRITE)
     try:
-        store.lead_columns()
-        from .store.sealing import check_keys
-
-        check_keys(store)  # a key that cannot read the rows: exit 2 before anything is sent
-        if on_schedule and not ops.take_slot(store, loaded.config.settings, when or _wall()):
-            raise typer.Exit(0)  # no slot due, or another run took it: nothing to do
-        ops.started(when or _wall())
-        # --json owns stdout: the console channel then prints to stderr
-        channel = make_channel(loaded.config, stream=sys.stderr if as_json else None)
-        progress = _progress() if sys.stderr.isatty() and not as_json and not dry_run else None
-        plan = _PlanSink(spool=as_json) if dry_run else None
-        engine = Engine(
-            loaded,
-            store,
-            channel,
-            Clock(fixed=when),
-            progress=progress and progress[1],
-            on_planned=plan.add if plan else None,
-            on_sent=ops.on_sent,
-        )
         options = RunOptions(
             now=when,
             dry_run=dry_run,
@@ -168,21 +153,87 @@ def run(
             budget_seconds=budget,
             run_id=ops.run_id,
         )
-        if lock is not None:
-            with lock:
-                summary = engine.run(options)
-        elif dry_run:
-            # A fresh store: the tool's tables exist in a transaction that is rolled back.
-            with reading(store):
-                summary = engine.run(options)
-        else:
-            summary = engine.run(options)
-        if progress:
-            progress[0].stop()
-        channel.close()
+        summary, plan = _run_on(store, loaded, ops, options, lock, as_json, on_schedule)
         code = ops.done(summary, store, loaded)
     finally:
         store.close()
+    _print_run(summary, plan, ops, as_json)
+    raise typer.Exit(code)
+
+
+def _warn_unset_tokens(ops: RunOps, loaded: LoadedConfig, account: str | None) -> None:
+    """A dry run warns of the tokens the real run would stop at."""
+    from .tokens import unset_problems
+
+    for p in unset_problems(loaded.config):
+        if account in (None, p.where.removeprefix("accounts: ")):
+            ops.say(logging.WARNING, f"warning: {p.where}: {p.what}")
+
+
+def _run_lock(target: str, wait: float) -> RunLock | None:
+    """A live run's lock: on SQLite a file beside the database; None elsewhere (Postgres
+    runs take their claims row by row; a database in memory is the process's own)."""
+    from .runlock import RunLock
+
+    path = sqlite_path(target)
+    return None if path is None else RunLock(f"{path}.lock", wait_seconds=wait)
+
+
+def _run_on(
+    store: SqlStore,
+    loaded: LoadedConfig,
+    ops: RunOps,
+    options: RunOptions,
+    lock: RunLock | None,
+    as_json: bool,
+    on_schedule: bool,
+) -> tuple[RunSummary, _PlanSink | None]:
+    """The run itself on an open store: keys checked, the slot taken (``--on-schedule``),
+    the engine run under the lock (a dry run: in a transaction rolled back when the store
+    is fresh); returns the summary and a dry run's plan."""
+    from .channels import make_channel
+    from .engine import Engine
+    from .store.sealing import check_keys
+
+    store.lead_columns()
+    check_keys(store)  # a key that cannot read the rows: exit 2 before anything is sent
+    when = options.now
+    if on_schedule and not ops.take_slot(store, loaded.config.settings, when or _wall()):
+        raise typer.Exit(0)  # no slot due, or another run took it: nothing to do
+    ops.started(when or _wall())
+    # --json owns stdout: the console channel then prints to stderr
+    channel = make_channel(loaded.config, stream=sys.stderr if as_json else None)
+    dry_run = options.dry_run
+    progress = _progress() if sys.stderr.isatty() and not as_json and not dry_run else None
+    plan = _PlanSink(spool=as_json) if dry_run else None
+    engine = Engine(
+        loaded,
+        store,
+        channel,
+        Clock(fixed=when),
+        progress=progress and progress[1],
+        on_planned=plan.add if plan else None,
+        on_sent=ops.on_sent,
+    )
+    if lock is not None:
+        with lock:
+            summary = engine.run(options)
+    elif dry_run:
+        # A fresh store: the tool's tables exist in a transaction that is rolled back.
+        with reading(store):
+            summary = engine.run(options)
+    else:
+        summary = engine.run(options)
+    if progress:
+        progress[0].stop()
+    channel.close()
+    return summary, plan
+
+
+def _print_run(summary: RunSummary, plan: _PlanSink | None, ops: RunOps, as_json: bool) -> None:
+    """What a run prints once it is over: JSON, the dry-run table or the summary on a
+    terminal; then the bad rows and the failure line for cron."""
+    dry_run = plan is not None
     data = summary.as_dict()
     if as_json and plan is not None:
         plan.print_json(data)
@@ -201,7 +252,6 @@ def run(
         ops.say(logging.WARNING, f"warning: … and {len(bad) - 20} more bad lead rows")
     if summary.exit_code == errors.EXIT_SEND_FAILURES:
         ops.say(logging.ERROR, _failure_line(data))
-    raise typer.Exit(code)
 
 
 def _wall() -> datetime:

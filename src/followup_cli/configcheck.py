@@ -5,7 +5,8 @@ import each other."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from .config import _ID, Config, LoadedConfig, Problem, _dedupe, _where
 from .render import Renderer, TemplateProblem, sample_lead, with_attribute
@@ -16,66 +17,97 @@ def declared_attributes(config: Config) -> set[str]:
     return set(sample_lead(config)["attributes"])
 
 
+Line = Callable[..., int | None]  # ``LoadedConfig.line_of``: the line of a key's location
+
+
 def check_config(loaded: LoadedConfig, check_attributes: bool = True) -> list[Problem]:
     """Semantic checks beyond the schema: ids, zones, templates, window fit. Errors and warnings.
 
     ``check_attributes=False`` leaves out the warnings about undeclared custom attributes
     (`sequences check --db` replaces them with figures from the lead store)."""
-    cfg = loaded.config
+    cfg, line = loaded.config, loaded.line_of
+    return _dedupe(
+        [
+            *_id_problems(cfg, line),
+            *_score_problems(cfg, line),
+            *_account_problems(cfg, line),
+            *_template_problems(cfg, line, check_attributes),
+            *window_warnings(loaded),
+            *_setting_warnings(cfg, line),
+        ]
+    )
+
+
+def _unique_ids(items: list[tuple[str, tuple]], what: str, line: Line) -> list[Problem]:
+    """Ids named twice, and ids with characters an id may not have."""
     problems: list[Problem] = []
-    line = loaded.line_of
-
-    def dup_check(items: list[tuple[str, tuple]], what: str) -> None:
-        seen: dict[str, tuple] = {}
-        for ident, loc in items:
-            if ident in seen:
-                problems.append(
-                    Problem(
-                        line(*loc),
-                        _where(loc),
-                        f"duplicate {what} id {ident!r} (ids must be unique)",
-                    )
+    seen: dict[str, tuple] = {}
+    for ident, loc in items:
+        if ident in seen:
+            problems.append(
+                Problem(
+                    line(*loc), _where(loc), f"duplicate {what} id {ident!r} (ids must be unique)"
                 )
-            seen[ident] = loc
-            if not _ID.match(ident):
-                problems.append(
-                    Problem(
-                        line(*loc),
-                        _where(loc),
-                        f"{what} id {ident!r}: use letters, digits, _ . : -",
-                    )
+            )
+        seen[ident] = loc
+        if not _ID.match(ident):
+            problems.append(
+                Problem(
+                    line(*loc), _where(loc), f"{what} id {ident!r}: use letters, digits, _ . : -"
                 )
+            )
+    return problems
 
-    dup_check([(a.id, ("accounts", i, "id")) for i, a in enumerate(cfg.accounts)], "account")
-    dup_check([(s.id, ("sequences", i, "id")) for i, s in enumerate(cfg.sequences)], "sequence")
+
+def _id_problems(cfg: Config, line: Line) -> list[Problem]:
+    """Account and sequence ids, then each sequence's message and variant ids and delays."""
+    problems = _unique_ids(
+        [(a.id, ("accounts", i, "id")) for i, a in enumerate(cfg.accounts)], "account", line
+    )
+    problems += _unique_ids(
+        [(s.id, ("sequences", i, "id")) for i, s in enumerate(cfg.sequences)], "sequence", line
+    )
     for si, seq in enumerate(cfg.sequences):
-        dup_check(
+        problems += _unique_ids(
             [(m.id, ("sequences", si, "messages", mi, "id")) for mi, m in enumerate(seq.messages)],
             "message",
+            line,
         )
         for mi, msg in enumerate(seq.messages):
             if msg.variants:
-                dup_check(
+                problems += _unique_ids(
                     [
                         (v.id, ("sequences", si, "messages", mi, "variants", vi, "id"))
                         for vi, v in enumerate(msg.variants)
                     ],
                     "variant",
+                    line,
                 )
-        delays = [m.delay_hours for m in seq.messages]
-        for mi in range(1, len(delays)):
-            if delays[mi] < delays[mi - 1]:
-                loc = ("sequences", si, "messages", mi, "delay_hours")
-                problems.append(
-                    Problem(
-                        line(*loc),
-                        _where(loc),
-                        f"delay_hours {delays[mi]:g} is before the previous step's "
-                        f"{delays[mi - 1]:g}; delays count from the start of the silence, "
-                        "so they must not decrease",
-                    )
-                )
+        problems += _delay_problems(si, [m.delay_hours for m in seq.messages], line)
+    return problems
 
+
+def _delay_problems(si: int, delays: list[float], line: Line) -> list[Problem]:
+    """A sequence's delays count from the start of the silence: they must not decrease."""
+    problems: list[Problem] = []
+    for mi in range(1, len(delays)):
+        if delays[mi] < delays[mi - 1]:
+            loc = ("sequences", si, "messages", mi, "delay_hours")
+            problems.append(
+                Problem(
+                    line(*loc),
+                    _where(loc),
+                    f"delay_hours {delays[mi]:g} is before the previous step's "
+                    f"{delays[mi - 1]:g}; delays count from the start of the silence, "
+                    "so they must not decrease",
+                )
+            )
+    return problems
+
+
+def _score_problems(cfg: Config, line: Line) -> list[Problem]:
+    """An account whose merged settings make its score range empty."""
+    problems: list[Problem] = []
     for i, acct in enumerate(cfg.accounts):
         st = cfg.settings_for(acct)
         if st.min_score > st.max_score:
@@ -88,7 +120,12 @@ def check_config(loaded: LoadedConfig, check_attributes: bool = True) -> list[Pr
                     f"{acct.id} (its overrides merged with the global settings)",
                 )
             )
+    return problems
 
+
+def _account_problems(cfg: Config, line: Line) -> list[Problem]:
+    """What the instagram channel needs of every account; a file with no account."""
+    problems: list[Problem] = []
     if cfg.channel.type == "instagram":
         for i, acct in enumerate(cfg.accounts):
             for key in ("ig_user_id", "token_env"):
@@ -105,11 +142,13 @@ def check_config(loaded: LoadedConfig, check_attributes: bool = True) -> list[Pr
         problems.append(
             Problem(line("accounts") or 1, "accounts", "no accounts: nothing will be sent")
         )
+    return problems
 
-    # Templates: compile every one and render it against a sample lead.
+
+def _template_problems(cfg: Config, line: Line, check_attributes: bool) -> list[Problem]:
+    """Templates: compile every one and render it against a sample lead."""
     renderer = Renderer(cfg)
-    for tp in renderer.problems:
-        problems.append(_template_problem(tp, line))
+    problems = [_template_problem(tp, line) for tp in renderer.problems]
     given = (cfg.sample_lead or {}).get("attributes")
     placeholders = [a for a in cfg.attributes if not isinstance(given, dict) or a not in given]
     for seq in cfg.sequences:
@@ -117,66 +156,90 @@ def check_config(loaded: LoadedConfig, check_attributes: bool = True) -> list[Pr
             for vid in [v.id for v in msg.variants] if msg.variants else [None]:
                 if renderer.compile_problem(seq.id, msg.id, vid) is not None:
                     continue  # reported above, once, with Jinja's message
-                lead = sample_lead(cfg, seq)
-                account = cfg.accounts[0] if cfg.accounts else None
-                undeclared: list[str] = []
-                try:
-                    for _ in range(20):
-                        try:
-                            r = renderer.render(seq, msg, vid, lead, account=account)
-                            break
-                        except TemplateProblem as tp:
-                            if not tp.reason.startswith("missing_attribute:"):
-                                raise
-                            # Data, not configuration: a warning, and look for the next one.
-                            undeclared.append(tp.reason.split(":", 1)[1])
-                            lead["attributes"] = with_attribute(
-                                lead["attributes"], undeclared[-1], "sample"
-                            )
-                    else:
-                        continue
-                except TemplateProblem as tp:
-                    problem = _template_problem(tp, line)
-                    guessed = [*undeclared, *placeholders]
-                    if guessed and tp.reason == "template_error":
-                        # The sample value "sample" is a guess at a type the data may not
-                        # have (e.g. a number): name the guess instead of refusing the file.
-                        problem.level = "warning"
-                        problem.what += (
-                            f" (with the placeholder 'sample' for lead.attributes."
-                            f"{', lead.attributes.'.join(guessed)}; give typed examples in "
-                            "`sample_lead: {attributes: {...}}`, or check with --db)"
-                        )
-                    problems.append(problem)
-                    continue
-                finally:
-                    if undeclared and check_attributes:
-                        loc = renderer.location(seq.id, msg.id, vid)
-                        names = ", ".join(undeclared)
-                        problems.append(
-                            Problem(
-                                line(*loc),
-                                _where(loc),
-                                f"uses lead.attributes.{', lead.attributes.'.join(undeclared)}"
-                                ", which no trigger, `attributes:` or `sample_lead:` declares: a "
-                                "lead without one is skipped (missing_attribute) while the others "
-                                f"are served. Declare it (`attributes: [{names}]`), guard it "
-                                "with | default('…'), or check it against the leads with --db",
-                                "warning",
-                            )
-                        )
-                if not r.text and not r.media_url:
-                    loc = renderer.location(seq.id, msg.id, vid)
-                    problems.append(
-                        Problem(
-                            line(*loc),
-                            _where(loc),
-                            "renders to blank text for the sample lead and the message has no "
-                            "media: it would be skipped (empty_message) at every run",
-                        )
-                    )
+                sample = _SampleRender(renderer, cfg, seq, msg, vid, line)
+                problems += sample.problems(placeholders, check_attributes)
+    return problems
 
-    problems.extend(window_warnings(loaded))
+
+class _SampleRender:
+    """One template (a message or one of its variants) rendered against the sample lead."""
+
+    def __init__(
+        self, renderer: Renderer, cfg: Config, seq: Any, msg: Any, vid: str | None, line: Line
+    ) -> None:
+        self.renderer, self.cfg, self.seq, self.msg, self.vid = renderer, cfg, seq, msg, vid
+        self.line = line
+        self.undeclared: list[str] = []  # attributes it uses that nothing declares
+
+    def problems(self, placeholders: list[str], check_attributes: bool) -> list[Problem]:
+        problems: list[Problem] = []
+        try:
+            r = self._render()
+        except TemplateProblem as tp:
+            problems.append(self._failed(tp, [*self.undeclared, *placeholders]))
+            return problems
+        finally:
+            if self.undeclared and check_attributes:
+                problems.append(self._undeclared_warning())
+        if r is not None and not r.text and not r.media_url:
+            problems.append(
+                self._problem(
+                    "renders to blank text for the sample lead and the message has no "
+                    "media: it would be skipped (empty_message) at every run"
+                )
+            )
+        return problems
+
+    def _render(self) -> Any:
+        """The rendered message; an attribute nothing declares is given the value "sample"
+        (and named) and the render tried again, up to 20 times (then None)."""
+        lead = sample_lead(self.cfg, self.seq)
+        account = self.cfg.accounts[0] if self.cfg.accounts else None
+        for _ in range(20):
+            try:
+                return self.renderer.render(self.seq, self.msg, self.vid, lead, account=account)
+            except TemplateProblem as tp:
+                if not tp.reason.startswith("missing_attribute:"):
+                    raise
+                # Data, not configuration: a warning, and look for the next one.
+                self.undeclared.append(tp.reason.split(":", 1)[1])
+                lead["attributes"] = with_attribute(
+                    lead["attributes"], self.undeclared[-1], "sample"
+                )
+        return None
+
+    def _failed(self, tp: TemplateProblem, guessed: list[str]) -> Problem:
+        problem = _template_problem(tp, self.line)
+        if guessed and tp.reason == "template_error":
+            # The sample value "sample" is a guess at a type the data may not
+            # have (e.g. a number): name the guess instead of refusing the file.
+            problem.level = "warning"
+            problem.what += (
+                f" (with the placeholder 'sample' for lead.attributes."
+                f"{', lead.attributes.'.join(guessed)}; give typed examples in "
+                "`sample_lead: {attributes: {...}}`, or check with --db)"
+            )
+        return problem
+
+    def _undeclared_warning(self) -> Problem:
+        names = ", ".join(self.undeclared)
+        return self._problem(
+            f"uses lead.attributes.{', lead.attributes.'.join(self.undeclared)}"
+            ", which no trigger, `attributes:` or `sample_lead:` declares: a "
+            "lead without one is skipped (missing_attribute) while the others "
+            f"are served. Declare it (`attributes: [{names}]`), guard it "
+            "with | default('…'), or check it against the leads with --db",
+            "warning",
+        )
+
+    def _problem(self, what: str, level: Literal["error", "warning"] = "error") -> Problem:
+        loc = self.renderer.location(self.seq.id, self.msg.id, self.vid)
+        return Problem(self.line(*loc), _where(loc), what, level)
+
+
+def _setting_warnings(cfg: Config, line: Line) -> list[Problem]:
+    """Settings that work but should change: an old key name, an unsigned webhook."""
+    problems: list[Problem] = []
     if cfg.settings.account_workers is not None:
         loc = ("settings", "account_workers")
         problems.append(
@@ -205,7 +268,7 @@ def check_config(loaded: LoadedConfig, check_attributes: bool = True) -> list[Pr
                 "warning",
             )
         )
-    return _dedupe(problems)
+    return problems
 
 
 def _template_problem(tp: Any, line: Any) -> Problem:

@@ -196,121 +196,84 @@ def parse_webhook(
     for e_i, entry in enumerate(entries, 1):
         if not isinstance(entry, Mapping):
             raise BadEvent(f"{where}: entry {e_i} is not an object")
-        messaging = entry.get("messaging") or []
-        if not isinstance(messaging, list):
-            raise BadEvent(f"{where}: entry {e_i}: `messaging` is not a list")
-        items = [(f"{where}: entry {e_i} messaging {m_i}", m) for m, m_i in _numbered(messaging)]
-        # The `changes` shape (the App Dashboard's test button, some subscriptions):
-        # {"field": "messages", "value": {sender, recipient, timestamp, message}}.
-        changes = entry.get("changes") or []
-        if not isinstance(changes, list):
-            raise BadEvent(f"{where}: entry {e_i}: `changes` is not a list")
-        for change, c_i in _numbered(changes):
-            value = change.get("value") if isinstance(change, Mapping) else None
-            field_ = change.get("field") if isinstance(change, Mapping) else None
-            if field_ in CHANGE_FIELDS and isinstance(value, Mapping):
-                items.append((f"{where}: entry {e_i} changes {c_i}", value))
-            else:
-                ignored[f"change:{field_}"] += 1
-        if not items:
-            ignored["no_messaging"] += 1
-        for at_, item in items:
-            if not isinstance(item, Mapping):
-                raise BadEvent(f"{at_}: not an object")
-            sender = _id(item.get("sender"))
-            business = _id(item.get("recipient")) or _str(entry.get("id"))
-            account = accounts_by_ig.get(business or "")
-            try:
-                at = _time(item.get("timestamp") or entry.get("time"), "timestamp")
-            except BadEvent as exc:
-                raise BadEvent(f"{at_}: {exc}") from None
-            message, read, delivery = item.get("message"), item.get("read"), item.get("delivery")
-            postback = item.get("postback")
-            if isinstance(message, Mapping):
-                if message.get("is_echo"):
-                    ignored["echo"] += 1
-                    continue
-                if message.get("is_deleted") or message.get("is_unsupported"):
-                    ignored["deleted_or_unsupported"] += 1
-                    continue
-                mid = _str(message.get("mid")) or _digest(sender, at.isoformat())
-                text = message.get("text") if isinstance(message.get("text"), str) else None
-                out.append(
-                    Event(
-                        "replied",
-                        at,
-                        f"ig:message:{mid}",
-                        "instagram",
-                        None,
-                        None,
-                        sender,
-                        account,
-                        text,
-                        None,
-                        at_,
-                    )
-                )
-            elif isinstance(postback, Mapping):
-                pid = _str(postback.get("mid")) or _digest(sender, at.isoformat())
-                title = postback.get("title") if isinstance(postback.get("title"), str) else None
-                out.append(
-                    Event(
-                        "replied",
-                        at,
-                        f"ig:postback:{pid}",
-                        "instagram",
-                        None,
-                        None,
-                        sender,
-                        account,
-                        title,
-                        None,
-                        at_,
-                    )
-                )
-            elif isinstance(read, Mapping):
-                mid = _str(read.get("mid"))
-                if mid is None:
-                    ignored["read_without_mid"] += 1
-                    continue
-                out.append(
-                    Event(
-                        "read",
-                        at,
-                        f"ig:read:{sender}:{mid}",
-                        "instagram",
-                        None,
-                        mid,
-                        sender,
-                        account,
-                        None,
-                        None,
-                        at_,
-                    )
-                )
-            elif isinstance(delivery, Mapping) and isinstance(delivery.get("mids"), list):
-                for mid in delivery["mids"]:
-                    m = _str(mid)
-                    if m:
-                        out.append(
-                            Event(
-                                "delivered",
-                                at,
-                                f"ig:delivery:{m}",
-                                "instagram",
-                                None,
-                                m,
-                                sender,
-                                account,
-                                None,
-                                None,
-                                at_,
-                            )
-                        )
-            else:
-                kinds = sorted(k for k in item if k not in ("sender", "recipient", "timestamp"))
-                ignored[kinds[0] if kinds else "empty"] += 1
+        for at_, item in _entry_items(entry, f"{where}: entry {e_i}", ignored):
+            out.extend(_item_events(item, entry, at_, accounts_by_ig, ignored))
     return out
+
+
+def _entry_items(entry: Mapping[str, Any], where: str, ignored: Counter) -> list[tuple[str, Any]]:
+    """An entry's messaging items, each with its location, in either shape: ``messaging``,
+    or ``changes`` (the App Dashboard's test button, some subscriptions):
+    {"field": "messages", "value": {sender, recipient, timestamp, message}}."""
+    messaging = entry.get("messaging") or []
+    if not isinstance(messaging, list):
+        raise BadEvent(f"{where}: `messaging` is not a list")
+    items = [(f"{where} messaging {m_i}", m) for m, m_i in _numbered(messaging)]
+    changes = entry.get("changes") or []
+    if not isinstance(changes, list):
+        raise BadEvent(f"{where}: `changes` is not a list")
+    for change, c_i in _numbered(changes):
+        value = change.get("value") if isinstance(change, Mapping) else None
+        field_ = change.get("field") if isinstance(change, Mapping) else None
+        if field_ in CHANGE_FIELDS and isinstance(value, Mapping):
+            items.append((f"{where} changes {c_i}", value))
+        else:
+            ignored[f"change:{field_}"] += 1
+    if not items:
+        ignored["no_messaging"] += 1
+    return items
+
+
+def _item_events(
+    item: Any,
+    entry: Mapping[str, Any],
+    where: str,
+    accounts_by_ig: Mapping[str, str],
+    ignored: Counter,
+) -> list[Event]:
+    """One messaging item -> its events: a reply (message or postback), a read, the
+    deliveries; what is none of these is counted in ``ignored`` by kind."""
+    if not isinstance(item, Mapping):
+        raise BadEvent(f"{where}: not an object")
+    sender = _id(item.get("sender"))
+    business = _id(item.get("recipient")) or _str(entry.get("id"))
+    account = accounts_by_ig.get(business or "")
+    try:
+        at = _time(item.get("timestamp") or entry.get("time"), "timestamp")
+    except BadEvent as exc:
+        raise BadEvent(f"{where}: {exc}") from None
+
+    def event(kind: str, key: str, mid: str | None = None, text: str | None = None) -> Event:
+        return Event(kind, at, key, "instagram", None, mid, sender, account, text, None, where)
+
+    message, read, delivery = item.get("message"), item.get("read"), item.get("delivery")
+    postback = item.get("postback")
+    if isinstance(message, Mapping):
+        if message.get("is_echo"):
+            ignored["echo"] += 1
+            return []
+        if message.get("is_deleted") or message.get("is_unsupported"):
+            ignored["deleted_or_unsupported"] += 1
+            return []
+        mid = _str(message.get("mid")) or _digest(sender, at.isoformat())
+        text = message.get("text") if isinstance(message.get("text"), str) else None
+        return [event("replied", f"ig:message:{mid}", text=text)]
+    if isinstance(postback, Mapping):
+        pid = _str(postback.get("mid")) or _digest(sender, at.isoformat())
+        title = postback.get("title") if isinstance(postback.get("title"), str) else None
+        return [event("replied", f"ig:postback:{pid}", text=title)]
+    if isinstance(read, Mapping):
+        mid = _str(read.get("mid"))
+        if mid is None:
+            ignored["read_without_mid"] += 1
+            return []
+        return [event("read", f"ig:read:{sender}:{mid}", mid)]
+    if isinstance(delivery, Mapping) and isinstance(delivery.get("mids"), list):
+        mids = [m for m in (_str(mid) for mid in delivery["mids"]) if m]
+        return [event("delivered", f"ig:delivery:{m}", m) for m in mids]
+    kinds = sorted(k for k in item if k not in ("sender", "recipient", "timestamp"))
+    ignored[kinds[0] if kinds else "empty"] += 1
+    return []
 
 
 def _numbered(items: list[Any]) -> list[tuple[Any, int]]:

@@ -805,10 +805,36 @@ def _pct(x: float | None) -> str:
 
 def tables(report: Mapping[str, Any]) -> list[Any]:
     """Rich renderables for a terminal, in reading order (Rich is imported here only)."""
-    from rich.table import Table
-    from rich.text import Text
-
     out: list[Any] = []
+    for section in (
+        _summary_table,
+        _targets_table,
+        _per_day_table,
+        _sequences_table,
+        _messages_table,
+        _progression_tables,
+        _best_times_table,
+        _ab_tables,
+        _holdout_table,
+        _problems_text,
+    ):
+        out.extend(section(report))
+    return out
+
+
+def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...], **kw: Any) -> Any:
+    """A Rich table with these columns: those in ``left`` aligned left, the others right."""
+    from rich.table import Table
+
+    t = Table(title=title, **kw)
+    for c in columns:
+        t.add_column(c, justify="left" if c in left else "right")
+    return t
+
+
+def _summary_table(report: Mapping[str, Any]) -> list[Any]:
+    from rich.table import Table
+
     s = report["summary"]
     p = report["period"]
     acct = f", account {report['account']}" if report["account"] else ""
@@ -829,11 +855,12 @@ def tables(report: Mapping[str, Any]) -> list[Any]:
         ("time to conversion, median / p90", _hrs(tc)),
     ):
         head.add_row(label, value)
-    out.append(head)
+    return [head]
 
-    t = Table(title="Targets (the plan)")
-    for c in ("target", "goal", "actual", "", "status"):
-        t.add_column(c, justify="right" if c in ("goal", "actual") else "left")
+
+def _targets_table(report: Mapping[str, Any]) -> list[Any]:
+    columns = ("target", "goal", "actual", "", "status")
+    t = _table("Targets (the plan)", columns, left=("target", "", "status"))
     for tg in report["targets"]:
         status = (
             "-"
@@ -847,53 +874,67 @@ def tables(report: Mapping[str, Any]) -> list[Any]:
             f"{tg['numerator']}/{tg['denominator']}",
             status,
         )
-    out.append(t)
+    return [t]
 
-    t = Table(title="Per day (sent, responded, converted)")
-    for c in ("date", "sent", "responded", "converted"):
-        t.add_column(c, justify="left" if c == "date" else "right")
+
+def _per_day_table(report: Mapping[str, Any]) -> list[Any]:
+    columns = ("date", "sent", "responded", "converted")
+    t = _table("Per day (sent, responded, converted)", columns, left=("date",))
     for d in report["per_day"]:
         t.add_row(d["date"], str(d["sent"]), str(d["responded"]), str(d["converted"]))
-    out.append(t)
+    return [t]
 
-    if report["sequences"]:
-        t = Table(title="By sequence")
-        for c in ("sequence", "sent", "leads", "response", "conversion"):
-            t.add_column(c, justify="left" if c == "sequence" else "right")
-        for q in report["sequences"]:
-            t.add_row(
-                Text(q["sequence_id"]),
-                str(q["followups_sent"]),
-                str(q["leads_messaged"]),
-                f"{_pct(q['response_rate'])} ({q['leads_responded']})",
-                f"{_pct(q['conversion_rate'])} ({q['leads_converted']})",
-            )
-        out.append(t)
 
-    if report["messages"]:
-        t = Table(title="Top messages (by response rate)")
-        for c in ("#", "message", "sent", "responded", "rate (95% CI)", "converted"):
-            t.add_column(c, justify="left" if c == "message" else "right")
-        for m in report["messages"][:10]:
-            ci = m["response_ci"]
-            t.add_row(
-                str(m["rank"]),
-                Text(f"{m['sequence_id']}/{m['message_id']}"),
-                str(m["sent"]),
-                str(m["responded"]),
-                f"{_pct(m['response_rate'])} ({_pct(ci[0])}–{_pct(ci[1])})" if ci else "-",
-                str(m["converted"]),
-            )
-        out.append(t)
+def _sequences_table(report: Mapping[str, Any]) -> list[Any]:
+    from rich.text import Text
 
+    if not report["sequences"]:
+        return []
+    columns = ("sequence", "sent", "leads", "response", "conversion")
+    t = _table("By sequence", columns, left=("sequence",))
+    for q in report["sequences"]:
+        t.add_row(
+            Text(q["sequence_id"]),
+            str(q["followups_sent"]),
+            str(q["leads_messaged"]),
+            f"{_pct(q['response_rate'])} ({q['leads_responded']})",
+            f"{_pct(q['conversion_rate'])} ({q['leads_converted']})",
+        )
+    return [t]
+
+
+def _messages_table(report: Mapping[str, Any]) -> list[Any]:
+    from rich.text import Text
+
+    if not report["messages"]:
+        return []
+    columns = ("#", "message", "sent", "responded", "rate (95% CI)", "converted")
+    t = _table("Top messages (by response rate)", columns, left=("message",))
+    for m in report["messages"][:10]:
+        ci = m["response_ci"]
+        t.add_row(
+            str(m["rank"]),
+            Text(f"{m['sequence_id']}/{m['message_id']}"),
+            str(m["sent"]),
+            str(m["responded"]),
+            f"{_pct(m['response_rate'])} ({_pct(ci[0])}–{_pct(ci[1])})" if ci else "-",
+            str(m["converted"]),
+        )
+    return [t]
+
+
+def _progression_tables(report: Mapping[str, Any]) -> list[Any]:
+    from rich.text import Text
+
+    out = []
     for pr in report["progression"]:
         ended = ", ".join(f"{k} {v}" for k, v in pr["ended"].items()) or "none"
-        t = Table(
-            title=f"Progression: {pr['sequence_id']} ({pr['enrolled']} enrolled, "
+        title = (
+            f"Progression: {pr['sequence_id']} ({pr['enrolled']} enrolled, "
             f"{pr['active']} active; ended: {ended})"
         )
-        for c in ("step", "message", "reached", "responded", "converted"):
-            t.add_column(c, justify="left" if c == "message" else "right")
+        columns = ("step", "message", "reached", "responded", "converted")
+        t = _table(title, columns, left=("message",))
         for st in pr["steps"]:
             t.add_row(
                 str(st["step"]),
@@ -903,24 +944,33 @@ def tables(report: Mapping[str, Any]) -> list[Any]:
                 str(st["converted"]),
             )
         out.append(t)
+    return out
 
+
+def _best_times_table(report: Mapping[str, Any]) -> list[Any]:
     bt = report["best_times"]
-    if bt["hours"]:
-        t = Table(title="Best hours and weekdays (lead's local send time)", caption=bt["caveat"])
-        for c in ("when", "sent", "responded", "rate"):
-            t.add_column(c, justify="left" if c == "when" else "right")
-        for h in sorted(bt["hours"], key=lambda x: -(x["response_rate"] or 0)):
-            t.add_row(
-                f"{h['hour']:02d}:00", str(h["sent"]), str(h["responded"]), _pct(h["response_rate"])
-            )
-        for w in sorted(bt["weekdays"], key=lambda x: -(x["response_rate"] or 0)):
-            t.add_row(w["name"], str(w["sent"]), str(w["responded"]), _pct(w["response_rate"]))
-        out.append(t)
+    if not bt["hours"]:
+        return []
+    title = "Best hours and weekdays (lead's local send time)"
+    columns = ("when", "sent", "responded", "rate")
+    t = _table(title, columns, left=("when",), caption=bt["caveat"])
+    for h in sorted(bt["hours"], key=lambda x: -(x["response_rate"] or 0)):
+        t.add_row(
+            f"{h['hour']:02d}:00", str(h["sent"]), str(h["responded"]), _pct(h["response_rate"])
+        )
+    for w in sorted(bt["weekdays"], key=lambda x: -(x["response_rate"] or 0)):
+        t.add_row(w["name"], str(w["sent"]), str(w["responded"]), _pct(w["response_rate"]))
+    return [t]
 
+
+def _ab_tables(report: Mapping[str, Any]) -> list[Any]:
+    from rich.text import Text
+
+    out = []
     for ab in report["ab_tests"]:
-        t = Table(title=f"A/B {ab['sequence_id']}/{ab['message_id']}: {ab['verdict']}")
-        for c in ("variant", "sent", "responded", "rate", "95% CI", "converted"):
-            t.add_column(c, justify="left" if c == "variant" else "right")
+        title = f"A/B {ab['sequence_id']}/{ab['message_id']}: {ab['verdict']}"
+        columns = ("variant", "sent", "responded", "rate", "95% CI", "converted")
+        t = _table(title, columns, left=("variant",))
         for v in ab["variants"]:
             mark = " ★" if v["variant_id"] == ab["winner"] else ""
             ci = f"{_pct(v['ci_low'])}–{_pct(v['ci_high'])}" if v["ci_low"] is not None else "-"
@@ -933,29 +983,39 @@ def tables(report: Mapping[str, Any]) -> list[Any]:
                 str(v["converted"]),
             )
         out.append(t)
+    return out
+
+
+def _holdout_table(report: Mapping[str, Any]) -> list[Any]:
+    from rich.text import Text
 
     ho = report["holdout"]
-    if ho["overall"]:
-        t = Table(title="Holdout lift (conversion, messaged vs control)", caption=ho["note"])
-        for c in ("sequence", "messaged", "holdout", "difference (95% CI)", "relative"):
-            t.add_column(c, justify="left" if c == "sequence" else "right")
-        for label, g in [("all", ho["overall"])] + [(x["sequence_id"], x) for x in ho["sequences"]]:
-            m, h = g["messaged"], g["holdout"]
-            diff = "-"
-            if g["difference"] is not None:
-                sig = " *" if g["significant"] else ""
-                diff = (
-                    f"{g['difference'] * 100:+.1f} pp "
-                    f"({g['ci_low'] * 100:+.1f}…{g['ci_high'] * 100:+.1f}){sig}"
-                )
-            t.add_row(
-                Text(label),
-                f"{_pct(m['conversion_rate'])} of {m['enrollments']}",
-                f"{_pct(h['conversion_rate'])} of {h['enrollments']}",
-                diff,
-                _pct(g["relative_lift"]),
+    if not ho["overall"]:
+        return []
+    title = "Holdout lift (conversion, messaged vs control)"
+    columns = ("sequence", "messaged", "holdout", "difference (95% CI)", "relative")
+    t = _table(title, columns, left=("sequence",), caption=ho["note"])
+    for label, g in [("all", ho["overall"])] + [(x["sequence_id"], x) for x in ho["sequences"]]:
+        m, h = g["messaged"], g["holdout"]
+        diff = "-"
+        if g["difference"] is not None:
+            sig = " *" if g["significant"] else ""
+            diff = (
+                f"{g['difference'] * 100:+.1f} pp "
+                f"({g['ci_low'] * 100:+.1f}…{g['ci_high'] * 100:+.1f}){sig}"
             )
-        out.append(t)
+        t.add_row(
+            Text(label),
+            f"{_pct(m['conversion_rate'])} of {m['enrollments']}",
+            f"{_pct(h['conversion_rate'])} of {h['enrollments']}",
+            diff,
+            _pct(g["relative_lift"]),
+        )
+    return [t]
+
+
+def _problems_text(report: Mapping[str, Any]) -> list[Any]:
+    from rich.text import Text
 
     pb = report["problems"]
     c = report["coverage"]
@@ -967,8 +1027,7 @@ def tables(report: Mapping[str, Any]) -> list[Any]:
         "skipped: "
         + (", ".join(f"{k}: {v}" for k, v in pb["skipped"]["by_reason"].items()) or "none"),
     ]
-    out.append(Text("\n".join(lines)))
-    return out
+    return [Text("\n".join(lines))]
 
 
 def _hrs(h: Mapping[str, Any]) -> str:
