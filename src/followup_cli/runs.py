@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .store.base import SqlStore, actor
+from .store.queries import NULL, ident
 
 SLOT_MIGRATION = "0005_run_slots"
 
@@ -29,11 +30,7 @@ def has_slots(store: SqlStore) -> bool:
 def claim_slot(store: SqlStore, slot_key: str, run_id: str, at: datetime) -> bool:
     """Take a slot for this run; False when another run (any host, any process) took it."""
     with store.transaction():
-        n = store.execute(
-            "INSERT INTO followup_slots (slot, run_id, claimed_at) VALUES (:s, :r, :at) "
-            "ON CONFLICT (slot) DO NOTHING",
-            {"s": slot_key, "r": run_id, "at": at},
-        )
+        n = store.execute(store.q("slot_claim"), {"s": slot_key, "r": run_id, "at": at})
     return n > 0
 
 
@@ -41,14 +38,11 @@ def release_slot(store: SqlStore, slot_key: str, run_id: str) -> None:
     """Give a slot back (the run could not start, e.g. another run held the lock): the next
     tick tries it again."""
     with store.transaction():
-        store.execute(
-            "DELETE FROM followup_slots WHERE slot = :s AND run_id = :r",
-            {"s": slot_key, "r": run_id},
-        )
+        store.execute(store.q("slot_release"), {"s": slot_key, "r": run_id})
 
 
 def slot_taken_by(store: SqlStore, slot_key: str) -> str | None:
-    rows = store.query("SELECT run_id FROM followup_slots WHERE slot = :s", {"s": slot_key})
+    rows = store.query(store.q("slot_taken_by"), {"s": slot_key})
     return rows[0]["run_id"] if rows else None
 
 
@@ -67,7 +61,7 @@ def record(
     run stopped before the engine wrote one (exit 2, 75, 1)."""
     slot_col = has_slots(store)
     with store.transaction():
-        rows = store.query("SELECT summary FROM followup_runs WHERE run_id = :r", {"r": run_id})
+        rows = store.query(store.q("run_summary"), {"r": run_id})
         if rows:
             merged: dict[str, Any] = {}
             if rows[0]["summary"]:
@@ -77,43 +71,40 @@ def record(
                     merged = {}
             merged.update(summary or {})
             merged["exit_code"] = exit_code
-            sets = "finished_at = COALESCE(finished_at, :w), exit_code = :c, summary = :s"
-            if slot_col:
-                sets += ", slot = :slot"
             store.execute(
-                f"UPDATE followup_runs SET {sets} WHERE run_id = :r",
-                {
-                    "w": finished,
-                    "c": exit_code,
-                    "s": json.dumps(merged, default=str),
-                    "slot": slot,
-                    "r": run_id,
-                },
+                store.q("run_record_finish"),
+                {"w": finished, "c": exit_code, "s": json.dumps(merged, default=str), "r": run_id},
             )
-            return
-        cols = (
-            "run_id, host, pid, actor, started_at, heartbeat_at, finished_at, business_now, "
-            "exit_code, summary"
-        )
-        vals = ":r, :h, :p, :a, :st, :w, :w, :n, :c, :s"
-        if slot_col:
-            cols += ", slot"
-            vals += ", :slot"
-        store.execute(
-            f"INSERT INTO followup_runs ({cols}) VALUES ({vals})",
-            {
-                "r": run_id,
-                "h": socket.gethostname(),
-                "p": os.getpid(),
-                "a": actor(),
-                "st": started,
-                "w": finished,
-                "n": now or started,
-                "c": exit_code,
-                "s": json.dumps({**(summary or {}), "exit_code": exit_code}, default=str),
-                "slot": slot,
-            },
-        )
+        else:
+            _insert_run(store, run_id, started, finished, now, exit_code, summary)
+        if slot_col:  # a store from before 0005_run_slots has no slot column
+            store.execute(store.q("run_set_slot"), {"slot": slot, "r": run_id})
+
+
+def _insert_run(
+    store: SqlStore,
+    run_id: str,
+    started: datetime,
+    finished: datetime,
+    now: datetime | None,
+    exit_code: int,
+    summary: dict[str, Any] | None,
+) -> None:
+    """The row of a run that stopped before the engine wrote one."""
+    store.execute(
+        store.q("run_record_insert"),
+        {
+            "r": run_id,
+            "h": socket.gethostname(),
+            "p": os.getpid(),
+            "a": actor(),
+            "st": started,
+            "w": finished,
+            "n": now or started,
+            "c": exit_code,
+            "s": json.dumps({**(summary or {}), "exit_code": exit_code}, default=str),
+        },
+    )
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
@@ -127,26 +118,14 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 
 def runs(store: SqlStore, limit: int = 50) -> list[dict[str, Any]]:
     """The newest runs first, summaries decoded."""
-    slot = ", slot" if has_slots(store) else ", NULL AS slot"
-    return [
-        _decode(r)
-        for r in store.rows(
-            "SELECT run_id, host, pid, actor, started_at, heartbeat_at, finished_at, "
-            f"business_now, exit_code, summary{slot} FROM followup_runs "
-            "ORDER BY started_at DESC, run_id DESC LIMIT :n",
-            {"n": limit},
-        )
-    ]
+    slot = ident("slot") if has_slots(store) else NULL
+    return [_decode(r) for r in store.rows(store.q("runs_newest", slot=slot), {"n": limit})]
 
 
 def last_success(store: SqlStore) -> dict[str, Any] | None:
     """The newest run that finished with exit 0."""
-    slot = ", slot" if has_slots(store) else ", NULL AS slot"
-    rows = store.rows(
-        "SELECT run_id, started_at, finished_at, business_now, exit_code, summary"
-        f"{slot} FROM followup_runs WHERE exit_code = 0 "
-        "ORDER BY finished_at DESC, run_id DESC LIMIT 1"
-    )
+    slot = ident("slot") if has_slots(store) else NULL
+    rows = store.rows(store.q("run_last_success", slot=slot))
     return _decode(rows[0]) if rows else None
 
 

@@ -43,6 +43,8 @@ from ..rules import keyword_like_pattern
 from .migrations import MIGRATIONS
 from .outcome_queries import OutcomeQueries
 from .persons import PersonQueries
+from .queries import Sql, ident
+from .queries import q as named_query
 from .rows import (  # noqa: F401
     BAD_LEADS_NOTED,
     FREE_TEXT_COLUMNS,
@@ -116,6 +118,16 @@ class SqlStore(PersonQueries, OutcomeQueries):
 
             note_key(self, self.cipher)
         return fields
+
+    def q(self, name: str, **fill: Sql) -> Sql:
+        """The named query ``name`` of ``queries.sql`` in this store's dialect, its
+        ``{part}``s filled with SQL the tool wrote (``queries.ident``, other blocks)."""
+        return named_query(name, self.dialect, **fill)
+
+    @property
+    def leads(self) -> Sql:
+        """The lead table's name, quoted: what ``{leads}`` in a query is filled with."""
+        return ident(self.lead_table)
 
     # ----------------------------------------------------------- backend hooks
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,136 @@
+"""The store's SQL, by name: ``queries.sql`` holds every query of the store's modules in
+``-- name: <query>`` blocks (procrastinate's ``sql/queries.sql``), read once and looked up
+by name (``q``).
+
+A block named ``<query>@sqlite`` or ``<query>@postgres`` is that dialect's version of
+``<query>``; ``q(name, dialect)`` takes it when there is one, else the plain block.
+
+Values are always bound parameters (``:name``). The only text put into a query is SQL the
+tool itself wrote, marked by the type ``Sql``: a quoted identifier (``ident``: the lead
+table's name, a column the tool chose), another named block, or a fragment the dialect
+seam builds from those (``SqlStore._in_list``). A ``{part}`` in a block is filled with
+such text; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import resources
+
+QUERIES_FILE = "queries.sql"
+DIALECTS = ("sqlite", "postgres")
+
+_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)(?:@(sqlite|postgres))?\s*$")
+_PART = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Sql(str):
+    """SQL text the tool wrote (a named query, a quoted identifier, a fragment of those):
+    the only text ``q`` puts into a query. Never built from a value."""
+
+
+EMPTY = Sql("")
+NULL = Sql("NULL")
+
+
+def ident(name: str) -> Sql:
+    """An identifier (``table``, ``schema.table``, ``l.column``), each part double-quoted.
+
+    For names the tool controls or the configured lead table (``settings.lead_table``,
+    validated as letters, digits and ``_``); a part that is not such a name is refused
+    rather than quoted."""
+    parts = str(name).split(".")
+    if not all(_IDENT.match(p) for p in parts):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return Sql(".".join('"' + p + '"' for p in parts))
+
+
+def join(parts: list[Sql] | tuple[Sql, ...], sep: str = ", ") -> Sql:
+    """SQL fragments joined (``sep`` is the tool's own text: ``", "``, ``" AND "``)."""
+    for p in parts:
+        _check(p)
+    return Sql(sep.join(parts))
+
+
+@lru_cache(maxsize=1)
+def load() -> dict[str, str]:
+    """Every block of ``queries.sql`` by name (``name`` or ``name@dialect``); parsed once."""
+    text = resources.files(__package__).joinpath(QUERIES_FILE).read_text(encoding="utf-8")
+    return parse(text)
+
+
+def parse(text: str) -> dict[str, str]:
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        m = _NAME.match(line)
+        if m:
+            key = m[1] + (f"@{m[2]}" if m[2] else "")
+            if key in blocks:
+                raise ValueError(f"{QUERIES_FILE}: query {key!r} defined twice")
+            current = blocks[key] = []
+        elif current is not None and not line.lstrip().startswith("--"):
+            current.append(line)
+    out = {k: "\n".join(v).strip().rstrip(";").strip() for k, v in blocks.items()}
+    empty = [k for k, v in out.items() if not v]
+    if empty:
+        raise ValueError(f"{QUERIES_FILE}: empty query {empty[0]!r}")
+    return out
+
+
+def names() -> list[str]:
+    """The queries' names (without their dialect)."""
+    return sorted({k.split("@")[0] for k in load()})
+
+
+def text(name: str, dialect: str = "") -> str:
+    """The raw block (``{part}`` unfilled): the dialect's own, else the plain one."""
+    blocks = load()
+    found = blocks.get(f"{name}@{dialect}") if dialect else None
+    if found is None:
+        found = blocks.get(name)
+    if found is None:
+        raise KeyError(
+            f"no query {name!r} in {QUERIES_FILE}" + (f" for {dialect}" if dialect else "")
+        )
+    return found
+
+
+def parts(name: str, dialect: str = "") -> list[str]:
+    """The ``{part}`` names a block takes."""
+    return sorted(set(_PART.findall(text(name, dialect))))
+
+
+def q(name: str, dialect: str = "", **fill: Sql) -> Sql:
+    """The named query for ``dialect``, its ``{part}``s filled with ``fill`` (``Sql`` only:
+    identifiers from ``ident``, other blocks from ``q``, the seam's fragments)."""
+    if not fill:
+        return _static(name, dialect)
+    return _fill(name, text(name, dialect), fill)
+
+
+@lru_cache(maxsize=512)
+def _static(name: str, dialect: str) -> Sql:
+    return _fill(name, text(name, dialect), {})
+
+
+def _fill(name: str, sql: str, fill: dict[str, Sql]) -> Sql:
+    wanted = set(_PART.findall(sql))
+    if wanted != set(fill):
+        missing, extra = sorted(wanted - set(fill)), sorted(set(fill) - wanted)
+        raise KeyError(f"query {name!r}: parts missing {missing}, unexpected {extra}")
+    if not fill:
+        return Sql(sql)
+    for v in fill.values():
+        _check(v)
+    return Sql(_PART.sub(lambda m: fill[m[1]], sql))
+
+
+def _check(value: object) -> None:
+    if not isinstance(value, Sql):
+        raise TypeError(
+            f"only SQL the tool wrote goes into a query's text (ident(), q()), not {value!r}; "
+            "bind values as :parameters"
+        )
