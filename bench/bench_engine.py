@@ -370,7 +370,8 @@ def cmd_dryrun(args: argparse.Namespace, tmp: Path) -> None:
         print(
             f"dryrun{' (text)' if args.text else ' --json'} {dialect}: leads={args.leads} "
             f"due={args.due}: median {sec:.2f}s of {[round(r.seconds, 2) for r in runs]}, "
-            f"peak RSS {rss:.0f} MiB, {what}, {1e6 * sec / max(args.due, 1):.1f} us/due lead"
+            f"peak RSS {rss:.0f} MiB, {what}, {1e6 * sec / max(args.due, 1):.1f} us/due lead; "
+            f"CPU {statistics.median(r.cpu for r in runs):.2f}s"
         )
 
 
@@ -389,7 +390,8 @@ def cmd_idle(args: argparse.Namespace, tmp: Path) -> None:
             f"idle {dialect}: leads={args.leads} tracking={tracking}: first run "
             f"{first.seconds:.2f}s, then median {sec:.2f}s of "
             f"{[round(r.seconds, 2) for r in runs]}, peak RSS {rss:.0f} MiB, "
-            f"sent {data['sent']}, waiting {sum(data['waiting'].values())}"
+            f"sent {data['sent']}, waiting {sum(data['waiting'].values())}; "
+            f"CPU {statistics.median(r.cpu for r in runs):.2f}s (first {first.cpu:.2f}s)"
         )
 
 

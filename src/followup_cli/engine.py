@@ -489,7 +489,6 @@ class Engine:
                 if d is None:
                     continue
                 if d.action in ("send", "skip"):
-                    d.checks = []  # explain's business; a run holds many decisions
                     actionable.append((lead, d))
                 elif d.action in ("end", "holdout") or d.keyword_optout:
                     bookkeeping.append((lead, d))
@@ -1399,7 +1398,7 @@ def decide_or_name(
     with (a date that overflows once hours are added, a structure too deep to compare) skips
     that lead, named, instead of ending the run for everyone (None)."""
     try:
-        return decide(lead, state, config, now)
+        return decide(lead, state, config, now, explain=False)
     except Exception as exc:  # noqa: BLE001 - one row must not stop the run for the others
         if result is not None:
             what = f"{type(exc).__name__}: {printable(str(exc), 120)}"

@@ -689,7 +689,7 @@ def leads_in_sequences(
             item.update(action="none", reason="lead_gone")
         else:
             try:
-                d = decide(parse_lead(row), states[lid], config, now)
+                d = decide(parse_lead(row), states[lid], config, now, explain=False)
             except BadLead as exc:
                 item.update(action="none", reason=f"bad_row: {exc.column}")
             except Exception as exc:  # noqa: BLE001 - one row must not stop the view

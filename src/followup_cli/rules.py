@@ -19,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from itertools import chain
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -118,24 +120,37 @@ def _fmt(dt: datetime | None) -> str:
 APOSTROPHES = "\u2019\u2018\u02bc`"  # made plain "'"
 
 
+# Planes 4-13 hold no character in any Unicode version (tests check this one's).
+_ASSIGNED_PLANES = (range(0, 0x40000), range(0xE0000, 0x110000))
+
+
 @lru_cache(maxsize=1)
 def combining_marks() -> str:
     """Every combining character (what accents decompose into), in code point order."""
-    return "".join(chr(c) for c in range(0x110000) if unicodedata.combining(chr(c)))
+    return "".join(filter(unicodedata.combining, map(chr, chain(*_ASSIGNED_PLANES))))
 
 
-@lru_cache(maxsize=1)
-def _fold_table() -> dict[int, int | None]:
-    table: dict[int, int | None] = dict.fromkeys(map(ord, combining_marks()))
-    table.update(dict.fromkeys(map(ord, APOSTROPHES), ord("'")))
-    return table
+class _FoldTable(dict):
+    """For ``str.translate``: a code point -> None (a combining mark: dropped), a plain
+    apostrophe (a typographic one), or itself; filled in as characters are met, instead of
+    scanning every code point up front (a quarter of a second a process)."""
+
+    def __missing__(self, code: int) -> int | None:
+        out = None if unicodedata.combining(chr(code)) else code
+        self[code] = out
+        return out
+
+
+_FOLD = _FoldTable(dict.fromkeys(map(ord, APOSTROPHES), ord("'")))
 
 
 def fold_text(text: str) -> str:
     """``normalize_text`` but for the spacing: NFKC (full-width letters, ligatures),
     case-folded, accents dropped, typographic apostrophes made plain."""
+    if text.isascii():  # what the steps below leave of ASCII text, without them
+        return text.lower().replace("`", "'")
     t = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
-    return t.translate(_fold_table())
+    return t.translate(_FOLD)
 
 
 def normalize_text(text: str) -> str:
@@ -160,6 +175,10 @@ def keyword_optout(text: str | None, keywords: tuple[str, ...]) -> str | None:
     if not text:
         return None
     norm = normalize_text(text)
+    joined = _joined(tuple(keywords))
+    anyone = any_keyword(joined)
+    if anyone is None or anyone.search(norm) is None:  # one pass finds there is none
+        return None
     for kw, pattern in _keyword_patterns(tuple(keywords)):
         if pattern.search(norm):
             return kw
@@ -167,6 +186,11 @@ def keyword_optout(text: str | None, keywords: tuple[str, ...]) -> str | None:
 
 
 KEYWORD_SEPARATOR = "\x1f"  # between keywords given as one string
+
+
+@lru_cache(maxsize=64)
+def _joined(keywords: tuple[str, ...]) -> str:
+    return KEYWORD_SEPARATOR.join(keywords)
 
 
 @lru_cache(maxsize=64)
@@ -408,9 +432,13 @@ class _Gate:
     seq: Sequence | None = None
     next_step: tuple[int, Message] | None = None
     pulled: bool = False
+    explain: bool = True  # False: no checks (a run reads only the verdict)
 
-    def check(self, rule: str, ok: bool, detail: str) -> None:
-        self.d.checks.append(Check(rule, ok, detail))
+    def check(self, rule: str, ok: bool, detail: str | Callable[[], str]) -> None:
+        """Record a rule's outcome for ``explain``; ``detail`` is built only when explaining
+        (most gates pass it as a lambda: a run decides every due lead and prints none)."""
+        if self.explain:
+            self.d.checks.append(Check(rule, ok, detail if isinstance(detail, str) else detail()))
 
     def stop(self, reason: str, detail: str) -> Decision:
         """A rule failed: end the active enrollment if the reason is terminal."""
@@ -444,12 +472,12 @@ def _gate_account(g: _Gate) -> Decision | None:
     lead = g.lead
     account = g.config.account(lead.account_id)
     if account is None:
-        g.check("account", False, f"account {lead.account_id!r} is not in the config")
+        g.check("account", False, lambda: f"account {lead.account_id!r} is not in the config")
         return g.stop("unknown_account", f"account {lead.account_id!r} is not configured")
     if not account.enabled:
-        g.check("account", False, f"account {account.id} is disabled")
+        g.check("account", False, lambda: f"account {account.id} is disabled")
         return g.stop("account_disabled", f"account {account.id} is disabled in the config")
-    g.check("account", True, f"{account.id} is enabled")
+    g.check("account", True, lambda: f"{account.id} is enabled")
     g.st = g.config.settings_for(account)
     return None
 
@@ -462,15 +490,15 @@ def _gate_optout(g: _Gate) -> Decision | None:
         g.check("opt-out", False, "the person was erased on request")
         return g.stop("opted_out", "the person was erased on request: never messaged again")
     if state.opted_out:
-        g.check("opt-out", False, f"opted out ({state.optout_reason or 'no reason given'})")
+        g.check("opt-out", False, lambda: f"opted out ({state.optout_reason or 'no reason given'})")
         return g.stop("opted_out", "the lead opted out")
     if state.suppression is not None:
         why = state.suppression_reason or "no reason given"
-        g.check("opt-out", False, f"the person opted out ({why}), under another lead row")
+        g.check("opt-out", False, lambda: f"the person opted out ({why}), under another lead row")
         return g.stop("opted_out", "the person behind this lead opted out")
     if kw:
         g.d.keyword_optout = kw
-        g.check("opt-out", False, f"last message contains the opt-out keyword {kw!r}")
+        g.check("opt-out", False, lambda: f"last message contains the opt-out keyword {kw!r}")
         return g.stop("opted_out", f"the lead wrote {kw!r}: opted out")
     g.check("opt-out", True, "not opted out")
     return None
@@ -479,7 +507,7 @@ def _gate_optout(g: _Gate) -> Decision | None:
 def _gate_conversion(g: _Gate) -> Decision | None:
     lead = g.lead
     if lead.converted_at is not None or (lead.status or "").lower() == "converted":
-        g.check("conversion", False, f"converted {_fmt(lead.converted_at)}")
+        g.check("conversion", False, lambda: f"converted {_fmt(lead.converted_at)}")
         return g.stop("converted", "the lead converted")
     g.check("conversion", True, "not converted")
     return None
@@ -489,18 +517,18 @@ def _gate_score(g: _Gate) -> Decision | None:
     score, st = g.lead.score, g.settings
     span = f"{st.min_score}-{st.max_score}"
     if score is None or not (st.min_score <= score <= st.max_score):
-        g.check("score", False, f"score {score} is outside {span}")
+        g.check("score", False, lambda: f"score {score} is outside {span}")
         return g.stop("score_out_of_range", f"score {score} is outside {span}")
-    g.check("score", True, f"score {score} is within {span}")
+    g.check("score", True, lambda: f"score {score} is within {span}")
     return None
 
 
 def _gate_lead_limit(g: _Gate) -> Decision | None:
     used, limit = len(g.counted), g.settings.max_followups_per_lead
     if used >= limit:
-        g.check("lead limit", False, f"{used} of {limit} follow-ups used")
+        g.check("lead limit", False, lambda: f"{used} of {limit} follow-ups used")
         return g.stop("lead_limit", f"the lead already had {used} follow-ups (the limit)")
-    g.check("lead limit", True, f"{used} of {limit} follow-ups used")
+    g.check("lead limit", True, lambda: f"{used} of {limit} follow-ups used")
     return None
 
 
@@ -509,7 +537,7 @@ def _gate_one_sequence_per_person(g: _Gate) -> Decision | None:
     elsewhere = [e for e in g.state.person_enrollments if e.ended_at is None and not e.gone]
     if g.enrollment is None and elsewhere:
         e = elsewhere[0]
-        g.check("sequence", False, f"the person is in {e.sequence_id} as lead {e.lead_id}")
+        g.check("sequence", False, lambda: f"the person is in {e.sequence_id} as lead {e.lead_id}")
         return g.stop(
             "person_in_sequence", f"the same person is in {e.sequence_id} as lead {e.lead_id}"
         )
@@ -526,24 +554,24 @@ def _enrolled_sequence(g: _Gate) -> Decision | None:
     seq = config_sequence(g.config, enrollment.sequence_id)
     d.anchor_at = enrollment.anchor_at
     if seq is None:
-        g.check("sequence", False, f"{enrollment.sequence_id} was removed")
+        g.check("sequence", False, lambda: f"{enrollment.sequence_id} was removed")
         return g.stop(
             "sequence_removed", f"sequence {enrollment.sequence_id} is no longer configured"
         )
     d.sequence = g.seq = seq
     if lead.last_inbound_at is not None and lead.last_inbound_at > enrollment.anchor_at:
-        g.check("silence", False, f"the lead replied {_fmt(lead.last_inbound_at)}")
+        g.check("silence", False, lambda: f"the lead replied {_fmt(lead.last_inbound_at)}")
         return g.stop("replied", f"the lead replied at {_fmt(lead.last_inbound_at)}")
-    g.check("silence", True, f"silent since {_fmt(enrollment.anchor_at)}")
+    g.check("silence", True, lambda: f"silent since {_fmt(enrollment.anchor_at)}")
     if not seq.active:
-        g.check("sequence", False, f"{seq.id} is inactive (paused)")
+        g.check("sequence", False, lambda: f"{seq.id} is inactive (paused)")
         return g.stop("sequence_inactive", f"sequence {seq.id} is inactive; the lead waits in it")
     if not trigger_holds(seq, lead):
-        g.check("trigger", False, f"{seq.id}'s trigger no longer matches")
+        g.check("trigger", False, lambda: f"{seq.id}'s trigger no longer matches")
         return g.stop("trigger_mismatch", f"sequence {seq.id}'s trigger no longer matches")
-    g.check("sequence", True, f"enrolled in {seq.id} since {_fmt(enrollment.started_at)}")
+    g.check("sequence", True, lambda: f"enrolled in {seq.id} since {_fmt(enrollment.started_at)}")
     if enrollment.holdout:
-        g.check("holdout", False, f"in {seq.id}'s holdout group: never messaged")
+        g.check("holdout", False, lambda: f"in {seq.id}'s holdout group: never messaged")
         last = max((m.delay_hours for m in seq.messages), default=0)
         if g.now >= enrollment.anchor_at + _h(last):
             return g.verdict("end", "completed", "holdout period is over")
@@ -557,7 +585,7 @@ def _new_sequence(g: _Gate) -> Decision | None:
         g.check("silence", False, "we never wrote to this lead")
         return g.stop("never_contacted", "no outbound message yet: nothing to follow up")
     if lead.last_inbound_at is not None and lead.last_inbound_at > lead.last_outbound_at:
-        g.check("silence", False, f"the lead wrote last ({_fmt(lead.last_inbound_at)})")
+        g.check("silence", False, lambda: f"the lead wrote last ({_fmt(lead.last_inbound_at)})")
         return g.stop("waiting_for_human", "the lead wrote last and waits for a human reply")
     d.anchor_at = lead.last_outbound_at
     # A new enrollment needs a new conversation round since the previous one.
@@ -567,13 +595,15 @@ def _new_sequence(g: _Gate) -> Decision | None:
             g.check(
                 "silence",
                 False,
-                f"{last_prev.sequence_id} ended ({last_prev.ended_reason}); "
-                "no new conversation since",
+                lambda: (
+                    f"{last_prev.sequence_id} ended ({last_prev.ended_reason}); "
+                    "no new conversation since"
+                ),
             )
             return g.stop(
                 "sequence_done", f"{last_prev.sequence_id} ended: {last_prev.ended_reason}"
             )
-    g.check("silence", True, f"silent since {_fmt(d.anchor_at)} (we wrote last)")
+    g.check("silence", True, lambda: f"silent since {_fmt(d.anchor_at)} (we wrote last)")
     # never the same sequence twice, for the person (under any lead row)
     done = {e.sequence_id for e in state.enrollments} | {
         e.sequence_id for e in state.person_enrollments
@@ -591,7 +621,7 @@ def _new_sequence(g: _Gate) -> Decision | None:
         return g.stop("no_sequence", "no active sequence's trigger matches this lead")
     d.sequence = g.seq = seq
     d.new_enrollment = True
-    g.check("sequence", True, f"enters {seq.id} (priority {seq.priority})")
+    g.check("sequence", True, lambda: f"enters {seq.id} (priority {seq.priority})")
     return None
 
 
@@ -602,7 +632,7 @@ def _gate_step(g: _Gate) -> Decision | None:
     seq_rows = [f for f in g.state.followups if f.sequence_id == seq.id]
     failed = [f for f in seq_rows if f.status == FAILED]
     if failed:
-        g.check("step", False, f"{failed[-1].message_id} failed permanently")
+        g.check("step", False, lambda: f"{failed[-1].message_id} failed permanently")
         return g.stop("failed", f"a message of {seq.id} failed permanently")
     # A step nobody knows went out (unknown), or that another run is sending right now
     # (pending), holds the sequence: no later step jumps ahead of it, and once an operator
@@ -611,14 +641,14 @@ def _gate_step(g: _Gate) -> Decision | None:
     if open_rows:
         f = open_rows[-1]
         if f.status == UNKNOWN:
-            g.check("step", False, f"{f.message_id}'s outcome is unknown")
+            g.check("step", False, lambda: f"{f.message_id}'s outcome is unknown")
             return g.wait(
                 "unknown_outcome",
                 f"{f.message_id}'s outcome is unknown: check the conversation, then "
                 "`followup unknown resolve ID --sent` or `--release` (`followup unknown list`)",
                 None,
             )
-        g.check("step", False, f"{f.message_id} is being sent by a run")
+        g.check("step", False, lambda: f"{f.message_id} is being sent by a run")
         return g.wait("in_flight", f"{f.message_id} is being sent by a run right now", None)
     done_ids = {f.message_id for f in seq_rows}
     step = next(
@@ -626,7 +656,7 @@ def _gate_step(g: _Gate) -> Decision | None:
         None,
     )
     if step is None:
-        g.check("step", False, f"every message of {seq.id} is done")
+        g.check("step", False, lambda: f"every message of {seq.id} is done")
         return g.stop("completed", f"{seq.id} is complete")
     g.next_step = step
     return None
@@ -637,9 +667,9 @@ def _gate_sequence_limit(g: _Gate) -> Decision | None:
     assert seq is not None
     sent = len(g.state.counted(seq.id))
     if sent >= seq.limit:
-        g.check("sequence limit", False, f"{sent} of {seq.limit} sent")
+        g.check("sequence limit", False, lambda: f"{sent} of {seq.limit} sent")
         return g.stop("sequence_limit", f"{seq.id}'s limit of {seq.limit} follow-ups is reached")
-    g.check("sequence limit", True, f"{sent} of {seq.limit} sent")
+    g.check("sequence limit", True, lambda: f"{sent} of {seq.limit} sent")
     return None
 
 
@@ -654,7 +684,7 @@ def _gate_due(g: _Gate) -> Decision | None:
     if window is not None and g.lead.last_inbound_at:
         d.window_closes_at = g.lead.last_inbound_at + _h(window)
     if now >= d.due_at:
-        g.check("due", True, f"step {d.step} ({d.message.id}) was due {_fmt(d.due_at)}")
+        g.check("due", True, lambda: f"step {d.step} ({d.message.id}) was due {_fmt(d.due_at)}")
         return None
     if (
         st.pull_forward
@@ -664,9 +694,11 @@ def _gate_due(g: _Gate) -> Decision | None:
         and next_run_slot(now, st) >= d.window_closes_at
     ):
         g.pulled = True
-        g.check("due", True, f"due {_fmt(d.due_at)}, pulled forward: the window closes first")
+        g.check(
+            "due", True, lambda: f"due {_fmt(d.due_at)}, pulled forward: the window closes first"
+        )
         return None
-    g.check("due", False, f"step {d.step} ({d.message.id}) is due {_fmt(d.due_at)}")
+    g.check("due", False, lambda: f"step {d.step} ({d.message.id}) is due {_fmt(d.due_at)}")
     note = ""
     if d.window_closes_at is not None and d.window_closes_at <= d.due_at:
         note = f"; the messaging window closes earlier ({_fmt(d.window_closes_at)})"
@@ -681,12 +713,12 @@ def _gate_no_response(g: _Gate) -> Decision | None:
             g.check(
                 "no response",
                 False,
-                f"the lead wrote {_fmt(inbound)}; silent {hours:g}h at {_fmt(quiet_ok)}",
+                lambda: f"the lead wrote {_fmt(inbound)}; silent {hours:g}h at {_fmt(quiet_ok)}",
             )
             return g.wait(
                 "not_silent_long_enough", f"silent for {hours:g}h at {_fmt(quiet_ok)}", quiet_ok
             )
-    g.check("no response", True, f"no inbound for {hours:g}h or more")
+    g.check("no response", True, lambda: f"no inbound for {hours:g}h or more")
     return None
 
 
@@ -698,13 +730,13 @@ def _gate_window(g: _Gate) -> Decision | None:
         return None
     if closes is None or g.now >= closes:
         why = "the lead never wrote to us" if closes is None else f"it closed {_fmt(closes)}"
-        g.check("window", False, f"outside the {window:g}h messaging window: {why}")
+        g.check("window", False, lambda: f"outside the {window:g}h messaging window: {why}")
         return g.verdict(
             "skip",
             "outside_window",
             f"outside the {window:g}h messaging window ({why}); hand off to a human",
         )
-    g.check("window", True, f"inside the messaging window until {_fmt(closes)}")
+    g.check("window", True, lambda: f"inside the messaging window until {_fmt(closes)}")
     return None
 
 
@@ -713,11 +745,15 @@ def _gate_interval(g: _Gate) -> Decision | None:
     if last is not None:
         ok_at = last + _h(hours)
         if g.now < ok_at:
-            g.check("interval", False, f"last follow-up {_fmt(last)}; next allowed {_fmt(ok_at)}")
+            g.check(
+                "interval",
+                False,
+                lambda: f"last follow-up {_fmt(last)}; next allowed {_fmt(ok_at)}",
+            )
             return g.wait(
                 "min_interval", f"min interval: next follow-up allowed {_fmt(ok_at)}", ok_at
             )
-    g.check("interval", True, f"at least {hours:g}h since the last follow-up")
+    g.check("interval", True, lambda: f"at least {hours:g}h since the last follow-up")
     return None
 
 
@@ -727,9 +763,9 @@ def _gate_daily_cap(g: _Gate) -> Decision | None:
     today_count = sum(1 for f in g.counted if local_day(f.at, st.timezone) == today)
     if today_count >= st.max_per_lead_per_day:
         until = next_local_midnight(now, st.timezone)
-        g.check("daily cap", False, f"{today_count} of {st.max_per_lead_per_day} today")
+        g.check("daily cap", False, lambda: f"{today_count} of {st.max_per_lead_per_day} today")
         return g.wait("daily_cap", f"daily cap reached; next day starts {_fmt(until)}", until)
-    g.check("daily cap", True, f"{today_count} of {st.max_per_lead_per_day} today")
+    g.check("daily cap", True, lambda: f"{today_count} of {st.max_per_lead_per_day} today")
     return None
 
 
@@ -737,7 +773,11 @@ def _gate_quiet_hours(g: _Gate) -> Decision | None:
     st, tz = g.settings, g.lead.timezone
     quiet_end = quiet_until(g.now, st, tz)
     if quiet_end is not None:
-        g.check("quiet hours", False, f"quiet hours in {tz or st.timezone} until {_fmt(quiet_end)}")
+        g.check(
+            "quiet hours",
+            False,
+            lambda: f"quiet hours in {tz or st.timezone} until {_fmt(quiet_end)}",
+        )
         return g.wait("quiet_hours", f"quiet hours until {_fmt(quiet_end)}", quiet_end)
     g.check("quiet hours", True, "outside quiet hours")
     return None
@@ -749,7 +789,7 @@ def _gate_holdout(g: _Gate) -> Decision | None:
     seq = g.seq
     assert seq is not None
     if g.d.new_enrollment and in_holdout(g.lead.id, seq):
-        g.check("holdout", False, f"in {seq.id}'s holdout group: never messaged")
+        g.check("holdout", False, lambda: f"in {seq.id}'s holdout group: never messaged")
         return g.verdict(
             "holdout",
             "holdout",
@@ -780,8 +820,11 @@ GATES = (
 )
 
 
-def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decision:
-    """The verdict for one lead at ``now``: the gates of PRODUCT.md, in order, with reasons."""
+def decide(
+    lead: Lead, state: LeadState, config: Config, now: datetime, *, explain: bool = True
+) -> Decision:
+    """The verdict for one lead at ``now``: the gates of PRODUCT.md, in order, with reasons.
+    ``explain=False`` leaves ``checks`` empty and decides the same (what a run uses)."""
     counted = state.counted()
     d = Decision(
         lead_id=lead.id,
@@ -789,7 +832,7 @@ def decide(lead: Lead, state: LeadState, config: Config, now: datetime) -> Decis
         followup_number=len(counted) + 1,
         last_followup_at=max((f.at for f in counted), default=None),
     )
-    g = _Gate(lead, state, config, now, d, state.active_enrollment(), counted)
+    g = _Gate(lead, state, config, now, d, state.active_enrollment(), counted, explain=explain)
     for gate in GATES:
         verdict = gate(g)
         if verdict is not None:

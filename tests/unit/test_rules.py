@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import unicodedata
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,9 +17,12 @@ from hypothesis import strategies as st
 from followup_cli.config import DEFAULT_OPTOUT_KEYWORDS, Config
 from followup_cli.models import EnrollmentRecord, FollowupRecord, Lead, LeadState
 from followup_cli.rules import (
+    APOSTROPHES,
     KEYWORD_SEPARATOR,
     choose_variant,
+    combining_marks,
     decide,
+    fold_text,
     has_optout_keyword,
     keyword_optout,
     quiet_until,
@@ -569,6 +574,21 @@ def test_decide(
         assert d.detail
 
 
+@pytest.mark.parametrize(
+    ("overrides", "state", "config", "now"),
+    [c[1:5] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_decide__without_explaining_decides_the_same_with_no_checks(
+    overrides: dict, state: LeadState, config: dict, now: datetime
+) -> None:
+    lead, conf = mk_lead(**overrides), cfg(**config)
+    explained = decide(lead, state, conf, now)
+    quiet = decide(lead, state, conf, now, explain=False)
+    assert quiet.checks == []
+    assert quiet == dataclasses.replace(explained, checks=[])
+
+
 def test_decide__highest_priority_matching_sequence_wins() -> None:
     d = decide(mk_lead(), LeadState(), cfg(**two_sequences()), NOW)
     assert (d.action, d.sequence_id) == ("send", "high")
@@ -853,3 +873,28 @@ def test_the_prefilters_one_pass_keyword_check_agrees_with_keyword_optout(text: 
     joined = KEYWORD_SEPARATOR.join(DEFAULT_OPTOUT_KEYWORDS)
     found = keyword_optout(text, DEFAULT_OPTOUT_KEYWORDS)
     assert has_optout_keyword(text, joined) == (found is not None), (text, found)
+
+
+def _fold_by_the_book(text: str) -> str:
+    t = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    t = "".join(c for c in t if not unicodedata.combining(c))
+    return "".join("'" if c in APOSTROPHES else c for c in t)
+
+
+def test_combining_marks_are_every_combining_character() -> None:
+    every = "".join(filter(unicodedata.combining, map(chr, range(0x110000))))
+    assert combining_marks() == every
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([*_SOME, "Ab`c", "\U0001e944", " ", "ß", "İ"]), st.text(max_size=8)
+        ),
+        max_size=4,
+    ).map("".join)
+)
+def test_fold_text_folds_as_its_definition_says(text: str) -> None:
+    """ASCII text takes a shortcut, other text a table filled as characters are met."""
+    assert fold_text(text) == _fold_by_the_book(text)
