@@ -4,14 +4,21 @@ every ``query``/``execute`` counted. A deterministic figure (load does not chang
 
     python bench/count_writes.py            # this tree
     python bench/count_writes.py OTHER_TREE # a tree from `git archive REV src` (its src/)
+    python bench/count_writes.py --by-kind  # and the statements by kind, per message
+
+Since the batched claims (issue 11 part 2) a message costs one write transaction (its
+attempt mark, carrying the previous outcome) plus its share of a batch claim (one per up
+to 16 leads of an account); ``--by-kind`` shows where the statements go.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -24,7 +31,17 @@ T = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Madrid"))
 DUE, ACCOUNTS = 200, 4
 
 
+def kind(sql: str) -> str:
+    """ "INSERT followup_tracking", "SELECT followup_audit_head", ... (the first table)."""
+    words = sql.split()
+    verb = words[0].upper() if words else "?"
+    table = re.search(r"\b(?:FROM|INTO|UPDATE)\s+([a-z_]+)", sql, re.I)
+    return f"{verb} {table.group(1) if table else ''}".strip()
+
+
 def main(argv: list[str]) -> None:
+    by_kind = "--by-kind" in argv
+    argv = [a for a in argv if a != "--by-kind"]
     root = Path(argv[0]).resolve() if argv else HERE
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(root / "src"))
@@ -40,6 +57,7 @@ def main(argv: list[str]) -> None:
     helpers = mod("tests.helpers")
 
     counts = {"tx": 0, "stmt": 0}
+    kinds: Counter = Counter()
     tx, query, run = sqlite_store.transaction, sqlite_store.query, sqlite_store.execute
 
     @contextmanager
@@ -50,10 +68,12 @@ def main(argv: list[str]) -> None:
 
     def counted_query(self: Any, *a: Any, **k: Any) -> Any:
         counts["stmt"] += 1
+        kinds[kind(a[0] if a else k.get("sql", ""))] += 1
         return query(self, *a, **k)
 
     def counted_run(self: Any, *a: Any, **k: Any) -> Any:
         counts["stmt"] += 1
+        kinds[kind(a[0] if a else k.get("sql", ""))] += 1
         return run(self, *a, **k)
 
     tmp = Path(tempfile.mkdtemp())
@@ -102,6 +122,9 @@ def main(argv: list[str]) -> None:
         f"{root}: sent {sent}; write transactions {counts['tx']} ({counts['tx'] / n:.2f}/msg), "
         f"statements {counts['stmt']} ({counts['stmt'] / n:.1f}/msg)"
     )
+    if by_kind:
+        for what, c in kinds.most_common():
+            print(f"  {c / n:6.2f}/msg  {c:6d}  {what}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def audit_show(
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The audit log: every claim, send, skip, opt-out, erasure and config change, with who.
+    """The audit log: every send, skip, opt-out, erasure and config change, with who.
 
     Who is the OS account of the process's real uid (under sudo, the caller sudo names,
     marked unverified); on Postgres each row also records the database role (--json)."""

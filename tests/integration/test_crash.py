@@ -3,7 +3,8 @@
 * Runs killed with SIGKILL at random instants (a seeded RNG), then clean runs: no recipient
   is messaged twice, every delivery has a tracking row (``sent``, or ``unknown`` when its
   answer was lost: never missing), and a dead run's ``pending`` claims become ``unknown``
-  and are never resent.
+  and are never resent when it handed them to the API; those of a claimed batch it never
+  attempted are released and sent once by a later run.
 * Stale claims left by dead runs (same host and a dead pid, a finished run, a run on
   another host that stopped heartbeating) are not resent; a live run's claim is left alone;
   an operator resolves unknowns (``--sent`` / ``--release``).
@@ -113,6 +114,7 @@ def test_crash__runs_killed_at_random_instants_never_message_anyone_twice(
     modes = ("in_call", "after_first_call", "from_start")
     kills = 0
     pending_after_kill: set[int] = set()
+    unattempted_after_kill: set[int] = set()
     for i in range(6):
         mode = modes[i % 3]
         at = {
@@ -134,13 +136,21 @@ def test_crash__runs_killed_at_random_instants_never_message_anyone_twice(
         if proc.returncode == 3:
             assert "died mid-call" in str(err) and "failed" not in str(err), err
         assert_never_twice_never_unrecorded(graph, db)
-        pending_after_kill |= {
-            r["id"] for r in db.query("SELECT id FROM followup_tracking WHERE status = 'pending'")
-        }
+        # claims handed to the API (attempted) and claims of a batch that were not
+        pending = "SELECT id FROM followup_tracking WHERE status = 'pending' AND attempted_at IS"
+        pending_after_kill |= {r["id"] for r in db.query(pending + " NOT NULL")}
+        unattempted_after_kill |= {r["id"] for r in db.query(pending + " NULL")}
     assert kills >= 5, "the kills did not land before the runs finished"
 
     in_kill_loop = delivered(graph)
-    without_row = set(ids) - set(rows_by_lead(db))
+    # leads nobody claimed, or whose claim was never handed to the API (released next run)
+    without_row = set(ids) - {
+        r["lead_id"]
+        for r in db.query(
+            "SELECT lead_id FROM followup_tracking "
+            "WHERE status <> 'pending' OR attempted_at IS NOT NULL"
+        )
+    }
     graph.reset()  # clean runs: no delays, no kills (the fake forgets its calls: kept above)
     summaries = []
     for _ in range(2):
@@ -173,6 +183,9 @@ def test_crash__runs_killed_at_random_instants_never_message_anyone_twice(
     for rid in pending_after_kill:
         [row] = db.query("SELECT status FROM followup_tracking WHERE id = ?", (rid,))
         assert row["status"] == "unknown"
+    # a dead run's claims never handed to the API were released (then sent once, above)
+    for rid in unattempted_after_kill:
+        assert db.query("SELECT status FROM followup_tracking WHERE id = ?", (rid,)) == []
     unknown = [rs[0] for rs in rows.values() if rs[0]["status"] == "unknown"]
     assert all(r["reason"].startswith("its run") for r in unknown), unknown
     audits = db.query("SELECT COUNT(*) AS n FROM followup_audit WHERE action = 'claim_unknown'")

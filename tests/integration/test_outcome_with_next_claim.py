@@ -1,12 +1,13 @@
-"""A send's outcome is written with the account's next claim (one write transaction per
-message, issue 11 part 2), so these hold on both stores:
+"""A send's outcome is written with the account's next transaction (the next message's
+attempt mark, or a batch claim: issue 11 part 2), so these hold on both stores:
 
 * whatever ends an account's turn in a run (its last lead, an account-wide error that stops
-  it, its hourly cap), no claim is left ``pending`` once the run is over, and every claim
-  has its ``send`` audit row after its ``claim`` row;
-* a claim transaction that fails rolls back the outcome it carried, and the run still
-  writes that outcome on its own before the error ends the run: a message the API accepted
-  is ``sent``, not left ``pending`` (which the next run would have to call ``unknown``).
+  it, its hourly cap), no claim is left ``pending`` once the run is over (claims of a batch
+  never attempted are released), and every message handed to the API has exactly one
+  ``send`` audit row (the event; claims have none);
+* a transaction that fails rolls back the outcome it carried, and the run still writes
+  that outcome on its own before the error ends the run: a message the API accepted is
+  ``sent``, not left ``pending`` (which the next run would have to call ``unknown``).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def test_no_claim_is_left_pending_whatever_ends_an_account(
     assert sum(a["action"] == "send" for a in audit) == calls == 6
     for lead_id in {a["lead_id"] for a in audit}:
         mine = [a["action"] for a in audit if a["lead_id"] == lead_id]
-        assert mine == ["claim", "send"], (lead_id, mine)
+        assert mine == ["send"], (lead_id, mine)
 
 
 def test_a_failing_claim_still_writes_the_outcome_it_carried(
@@ -121,19 +122,19 @@ def test_a_failing_claim_still_writes_the_outcome_it_carried(
     with FakeGraphAPI() as fake:
         cfg = setup(tmp_path, db, fake, monkeypatch, 1)
 
-        def break_the_second_claim(store: Any) -> None:
-            real, seen = store.lead_row, []
+        def break_the_second_attempt(store: Any) -> None:
+            real, seen = store.mark_attempted, []
 
-            def lead_row(lead_id: str) -> Any:
-                seen.append(lead_id)
-                if len(seen) == 2:  # inside a0_l1's claim, after a0_l0's outcome rows
+            def mark_attempted(*args: Any) -> Any:
+                seen.append(args)
+                if len(seen) == 2:  # inside a0_l1's attempt, after a0_l0's outcome rows
                     raise StoreError("the database went away")
-                return real(lead_id)
+                return real(*args)
 
-            store.lead_row = lead_row
+            store.mark_attempted = mark_attempted
 
         with pytest.raises(StoreError, match="went away"):
-            run(tmp_path, db, cfg, wrap=break_the_second_claim)
+            run(tmp_path, db, cfg, wrap=break_the_second_attempt)
         delivered = [c.recipient_id for c in fake.deliveries]
 
     assert delivered == ["ig_a0_l0"]

@@ -131,7 +131,7 @@ def test_reader__sees_every_report_and_its_run_is_refused_naming_the_privilege(
     status = fu(url, cfg, "status", *now)
     assert status.returncode in (0, 3) and "last run" in status.stdout, status.stderr
     assert "1 of 3" in fu(url, cfg, "report", *now).stdout.replace("followed up: ", "")
-    assert "claim" in fu(url, cfg, "audit").stdout
+    assert "send" in fu(url, cfg, "audit").stdout
 
     for args in (["run", *now], ["optout", "l2"], ["unknown", "resolve", "1", "--sent"]):
         r = fu(url, cfg, *args)

@@ -366,11 +366,11 @@ def test_outcome__an_opt_out_that_lands_during_the_send_cancels_it(store: Memory
     assert summary.as_dict()["skipped"] == {"opted_out_during_send": 1}
 
 
-def test_outcome__every_claim_is_audited_with_its_send(store: MemoryStore) -> None:
+def test_outcome__every_send_is_audited_once_and_claims_have_no_row(store: MemoryStore) -> None:
     store.insert_leads([due("l1"), due("l2")])
     run(store, RecordingChannel())
 
     actions = [(a["lead_id"], a["action"]) for a in store.audit_log() if a["lead_id"]]
     for lead_id in ("l1", "l2"):
         mine = [act for lid, act in actions if lid == lead_id]
-        assert mine.count("claim") == 1 and mine.count("send") == 1, (lead_id, mine)
+        assert mine.count("claim") == 0 and mine.count("send") == 1, (lead_id, mine)

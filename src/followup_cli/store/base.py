@@ -633,6 +633,56 @@ class SqlStore(PersonQueries, OutcomeQueries):
                 self._lock_account(account_id)
             yield True
 
+    @contextmanager
+    def claim_tx(self, account_id: str) -> Iterator[None]:
+        """A write transaction holding the account's rate window (its claims serialise on
+        it, across runs and hosts); leads are then taken with ``try_lock_leads``."""
+        with self.transaction():
+            self._lock_account(account_id)
+            yield
+
+    def try_lock_leads(self, lead_ids: Sequence[str]) -> set[str]:
+        """Inside a transaction: the leads of ``lead_ids`` now held by it (another worker
+        holds the others: the caller skips them)."""
+        return {lid for lid in lead_ids if self._try_lock_lead(lid)}
+
+    def mark_attempted(
+        self, followup_id: int, lead_id: str, person_key: str | None, now: datetime
+    ) -> bool:
+        """Mark this run's claim as handed to the API, in one conditional statement: only a
+        claim not yet attempted, of a lead (and person) that has not opted out or been
+        erased since. False: do not send (the claim is the caller's to release)."""
+        sql = (
+            "UPDATE followup_tracking SET attempted_at = :now WHERE id = :id "
+            "AND status = :p AND attempted_at IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = :l)"
+        )
+        if person_key is not None:
+            sql += " AND NOT EXISTS (SELECT 1 FROM followup_suppressions s WHERE s.person_key = :k)"
+        params = {"now": now, "id": followup_id, "p": PENDING, "l": lead_id, "k": person_key}
+        return self.execute(sql, params) > 0
+
+    def release_unattempted(
+        self, run_id: str | None = None, followup_ids: Sequence[int] | None = None
+    ) -> int:
+        """Delete claims never handed to the API (``pending``, attempted_at NULL): of the
+        given ids, or all of ``run_id``'s. They were surely not sent: the steps are free."""
+        sql = (
+            f"DELETE FROM followup_tracking WHERE {OPEN_STATUSES} AND status = :p "
+            "AND attempted_at IS NULL"
+        )
+        params: dict[str, Any] = {"p": PENDING}
+        if run_id is not None:
+            sql += " AND run_id = :r"
+            params["r"] = run_id
+        if followup_ids is None:
+            return self.execute(sql, params)
+        n = 0
+        for chunk in _chunks(list(followup_ids), 500):
+            where, names = self._in_list("id", chunk)
+            n += self.execute(f"{sql} AND {where}", {**params, **names})
+        return n
+
     def recent_sends(self, account_id: str, since: datetime, cap: int | None = None) -> int:
         """Follow-ups claimed for an account since ``since``: the sliding rate window.
 
@@ -895,7 +945,8 @@ class SqlStore(PersonQueries, OutcomeQueries):
         """Pending claims joined with their run's liveness data."""
         return self.rows(
             "SELECT t.id, t.lead_id, t.sequence_id, t.message_id, t.account_id, t.claimed_at, "
-            "t.run_id, r.host, r.pid, r.heartbeat_at, r.finished_at FROM followup_tracking t "
+            "t.attempted_at, t.run_id, r.host, r.pid, r.heartbeat_at, r.finished_at "
+            "FROM followup_tracking t "
             f"LEFT JOIN followup_runs r ON r.run_id = t.run_id WHERE t.{OPEN_STATUSES} "
             "AND t.status = :p",
             {"p": PENDING},

@@ -311,4 +311,18 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
                 ON followup_tracking (external_key)""",
         ],
     ),
+    (
+        # Batched claims (issue 11 part 2): a run claims several leads in one transaction,
+        # then marks each claim `attempted_at` (in a conditional UPDATE that re-checks the
+        # opt-outs) right before handing it to the API. A `pending` row with attempted_at
+        # NULL was surely never sent: a dead run's such claims are released, not `unknown`.
+        # Only the engine's claim writes NULL; every other writer (a version before this
+        # one, a script, the rows already there) gets the default, an instant long past
+        # that means "may have been sent": treated as attempted, the conservative reading.
+        "0009_claim_attempts",
+        [
+            "ALTER TABLE followup_tracking ADD COLUMN attempted_at {ts} "
+            "DEFAULT '1970-01-01T00:00:00.000000Z'",
+        ],
+    ),
 ]

@@ -231,6 +231,17 @@ class PostgresStore(SqlStore):
         )
         return bool(rows[0]["ok"])
 
+    def try_lock_leads(self, lead_ids: Sequence[str]) -> set[str]:
+        if not lead_ids:
+            return set()
+        rows = self.query(  # one round trip for the batch; try-locks never wait
+            "SELECT k AS lead_id, pg_try_advisory_xact_lock(hashtextextended("
+            "COALESCE(current_schema(), '') || :prefix || k, 0)) AS ok "
+            "FROM unnest(CAST(:ids AS text[])) AS k",
+            {"ids": list(lead_ids), "prefix": ":lead:"},
+        )
+        return {r["lead_id"] for r in rows if r["ok"]}
+
     def set_next_due(self, rows: Sequence[tuple[str, str, int, datetime]], config: str) -> int:
         # One statement for the page instead of a round trip per enrollment. SKIP LOCKED:
         # a row another transaction is changing (a claim, another run's reconcile) is left

@@ -20,6 +20,7 @@ TS_COLUMNS = {
     "ended_at",
     "scheduled_at",
     "claimed_at",
+    "attempted_at",
     "sent_at",
     "delivered_at",
     "read_at",
@@ -61,6 +62,7 @@ TRACKING_COLUMNS = (
     "updated_at",
     "person_key",
     "external_key",
+    "attempted_at",
 )
 # Tracking columns sealed with FOLLOWUP_ENCRYPTION_KEY when it is set (the body is sealed by
 # the engine, which also decides whether it is stored at all; see crypto.py). The platform's

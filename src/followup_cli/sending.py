@@ -1,0 +1,856 @@
+"""Claim -> send -> record, one account at a time (the live half of ``engine.py``).
+
+``AccountRun`` walks one account's plan in its order within its caps, the run's
+``--limit`` and time budget; its executor does the work for each lead:
+
+* ``LiveExecutor``: claims the account's next leads in a batch (one transaction under the
+  account's lock: their rows and states re-read in a few set queries, each decided again,
+  the rate window counted once, a ``pending`` row inserted for each with attempted_at
+  NULL); then, per message, one small transaction writes the previous message's outcome
+  and marks this claim attempted in one conditional UPDATE that re-checks the opt-outs
+  (0 rows: no send, the claim is released); then the API call, outside any transaction.
+  Claims a run never attempted are released when the account's turn ends, whatever ends
+  it; a run that dies leaves them for the next run to release (``claims.py``).
+* ``DryExecutor``: the same walk, claims simulated in memory; writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .channels.base import SendResult
+from .clock import wall
+from .config import Account
+from .crypto import stored_body
+from .models import FAILED, PENDING, SENT, SKIPPED, UNKNOWN, BadLead, Lead, parse_lead
+from .ratewindow import RateWindow
+from .render import TemplateProblem
+from .results import AccountResult, PlannedSend, RunOptions, decide_or_name
+from .rules import Decision, local_midnight
+from .store.base import SqlStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine
+
+UNREACHABLE_STREAK = 3  # sends in a row that found no API stop an account that it once reached
+# Leads claimed in one transaction at most. Each batch re-reads its leads once, so a lead's
+# row is at most this many sends old when its message goes out (its opt-outs are checked
+# again at the attempt itself); the per-batch queries (about a dozen) cost under one per
+# message from here on; and an account that stops early releases fewer than this.
+CLAIM_BATCH = 16
+# Claims older than this (seconds of the run) are released and the leads claimed again,
+# re-read, before their message goes out: slow sends (latency, Retry-After waits) do not
+# send on a lead row read long ago.
+CLAIM_FRESH_SECONDS = 30.0
+
+
+class AccountRun:
+    """One account's part of a run: its plan, then its due leads one at a time in its own
+    order (windows closing soonest first), within its hourly and daily caps, the run's
+    ``--limit`` and time budget. ``step`` does the next piece of work on the store it is
+    given; the engine never steps one account on two threads at once."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        account: Account,
+        now: datetime,
+        run_id: str,
+        options: RunOptions,
+        budget: float,
+        remaining: list[int | None],
+    ) -> None:
+        self.engine = engine
+        self.account = account
+        self.now = now
+        self.run_id = run_id
+        self.options = options
+        self.budget = budget
+        self.remaining = remaining  # the run's --limit, shared (engine._lock)
+        self.result = AccountResult(account.id)
+        self.live = not options.dry_run
+        self.executor: Executor | None = None
+        self.actionable: list[tuple[Lead, Decision]] = []
+        self.i = 0  # the next lead of ``actionable``
+        self.batch_size = engine.config.settings_for(account).batch_size
+        self.rate_blocked = False  # the account is at its hourly limit and cannot wait for it
+        self.day_blocked = False  # the account's daily cap is reached
+        self.beat = 0.0
+
+    def _start(self, store: SqlStore) -> Executor:
+        engine, result = self.engine, self.result
+        self.actionable, bookkeeping = engine.plan_account(
+            self.account, store, self.now, result, self.live
+        )
+        # Real time moves during a run (a send takes time, a wait takes longer); with --now
+        # the run happens at one instant and never waits.
+        self.real_time = self.options.now is None and not engine.clock.simulated
+        args = (engine, store, self, result)
+        executor = LiveExecutor(*args, self.real_time) if self.live else DryExecutor(*args)
+        for lead, d in bookkeeping:
+            executor.bookkeep(lead, d)
+        self.beat = engine.clock.elapsed()
+        return executor
+
+    def _sends_from(self, i: int) -> int:
+        return sum(1 for _, x in self.actionable[i:] if x.action == "send")
+
+    def limit_left(self) -> int | None:
+        """Sends the run's --limit still allows after the current lead (None: no limit)."""
+        with self.engine._lock:
+            return self.remaining[0]
+
+    def step(self, store: SqlStore) -> bool:
+        """Plan the account if not yet done, then handle its next leads up to and including
+        the first that calls the API. True while leads are left; once none is, the last
+        outcome is written (and claims never attempted are released) too."""
+        try:
+            more = self._step(store)
+        except BaseException:
+            self._flush_quietly()
+            raise
+        if not more:
+            self.flush(store)
+        return more
+
+    def flush(self, store: SqlStore) -> None:
+        """Write the last send's outcome if it is still held, and release the claims this
+        account's turn will not attempt (the run stops early)."""
+        if self.executor is not None:
+            self.executor.store = store
+            self.executor.flush()
+
+    def _flush_quietly(self) -> None:
+        """After an error: the last outcome if the store still takes it; else its claim stays
+        pending, for the next run to mark unknown (as after a crash), and the claims never
+        attempted for it to release."""
+        try:
+            if self.executor is not None:
+                self.executor.flush()
+        except Exception:  # noqa: BLE001, S110 - the first error is the one to report
+            pass
+
+    def _step(self, store: SqlStore) -> bool:
+        if self.executor is None:
+            self.executor = self._start(store)
+        executor, engine, result, account = self.executor, self.engine, self.result, self.account
+        executor.store = store
+        calls = executor.calls
+        total = len(self.actionable)
+        while self.i < total:
+            if executor.calls != calls:
+                return True  # one API call a turn: the next account's turn
+            i = self.i
+            self.i += 1
+            lead, d = self.actionable[i]
+            if self.live and (i % self.batch_size == 0 or engine.clock.elapsed() - self.beat > 30):
+                # Each batch (and every 30 s within one) the run shows it is alive, so that
+                # other runs never take its open claims for a dead run's.
+                self.beat = engine.clock.elapsed()
+                store.heartbeat(self.run_id, wall())
+            if result.stopped:
+                result.deferred["account_stopped"] += self._sends_from(i)
+                break
+            if engine.clock.elapsed() > self.budget:
+                result.deferred["time_budget"] += self._sends_from(i)
+                break
+            if d.action == "send" and (self.rate_blocked or self.day_blocked):
+                result.deferred["daily_cap" if self.day_blocked else "rate_limit"] += 1
+                if engine.progress:
+                    engine.progress(account.id, i + 1, total)
+                continue
+            if d.action == "send":
+                with engine._lock:
+                    if self.remaining[0] is not None and self.remaining[0] <= 0:
+                        result.deferred["limit"] += self._sends_from(i)
+                        break
+                    if self.remaining[0] is not None:
+                        self.remaining[0] -= 1
+            while (verdict := executor.execute(lead, d)) in ("rate_limit", "daily_cap"):
+                if verdict == "daily_cap":
+                    # The account's day is used up: nothing to wait for in this run.
+                    self.day_blocked = True
+                    result.deferred["daily_cap"] += 1
+                    self._give_back()
+                    break
+                # At the limit: wait for the sliding window only when time is real and the
+                # run's budget allows; otherwise the rest of the account waits for a later run.
+                can_wait = self.live and self.real_time
+                if not (
+                    can_wait
+                    and engine._wait_for_rate_window(account, store, self.run_id, self.budget)
+                ):
+                    self.rate_blocked = True
+                    result.deferred["rate_limit"] += 1
+                    self._give_back()
+                    break
+            if engine.progress:
+                engine.progress(account.id, i + 1, total)
+        self.i = total
+        return False
+
+    def _give_back(self) -> None:
+        """A send the --limit counted did not happen: it counts for another lead."""
+        with self.engine._lock:
+            if self.remaining[0] is not None:
+                self.remaining[0] += 1
+
+
+class Executor:
+    def __init__(
+        self,
+        engine: Engine,
+        store: SqlStore,
+        run: AccountRun,
+        result: AccountResult,
+        real_time: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.real_time = real_time  # refresh ``now`` from the clock before each claim
+        self.store = store
+        self.run = run
+        self.account = run.account
+        self.now = run.now
+        self.run_id = run.run_id
+        self.result = result
+        self.config = engine.config
+        self.rate_limit, self.day_limit = engine.config.rate_limits(self.account)
+        self.day_tz = engine.config.settings_for(self.account).timezone
+        self.calls = 0  # messages handed to the channel (the scheduler's unit of a turn)
+
+    def bookkeep(self, lead: Lead, d: Decision) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Write what is still held in memory (a live run's last outcome, its claims)."""
+        return None
+
+    def execute(self, lead: Lead, d: Decision) -> str | None:
+        """Handle one due lead; returns "rate_limit" when the account's hourly window is full,
+        "daily_cap" when its day is (nothing was claimed: the caller waits or defers)."""
+        raise NotImplementedError
+
+    def window(self, store: SqlStore, now: datetime) -> RateWindow:
+        """The account's hourly and daily windows, counted now."""
+        day_start = local_midnight(now, self.day_tz)
+        return RateWindow.count(
+            store, self.account.id, now, day_start, self.rate_limit, self.day_limit
+        )
+
+    def render(self, lead: Lead, d: Decision) -> tuple[str | None, str | None] | None:
+        assert d.sequence is not None and d.message is not None
+        try:
+            r = self.engine.renderer.render(
+                d.sequence, d.message, d.variant_id, lead.context(), self.account, self.now
+            )
+        except TemplateProblem as tp:  # template_error, too_long, missing_attribute:<key>
+            self.result.skipped[tp.reason] += 1
+            self.result.bad(lead.id, f"lead {lead.id}: {d.sequence.id}/{d.message.id}: {tp.what}")
+            return None
+        if not r.text and not r.media_url:
+            self.result.skipped["empty_message"] += 1
+            return None
+        return r.text, r.media_url
+
+
+class DryExecutor(Executor):
+    """Plans what a live run would do, simulating claims in memory; writes nothing."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.rate = self.window(self.store, self.now)
+
+    def bookkeep(self, lead: Lead, d: Decision) -> None:
+        if d.keyword_optout:
+            self.result.optouts += 1
+        if d.action == "end":
+            self.result.ended[d.reason] += 1
+        elif d.action == "holdout":
+            self.result.holdout += 1
+
+    def execute(self, lead: Lead, d: Decision) -> str | None:
+        assert d.sequence is not None and d.message is not None
+        if d.action == "skip":
+            self.result.skipped[d.reason] += 1
+            return None
+        full = self.rate.full()
+        if full is not None:
+            return full
+        rendered = self.render(lead, d)
+        if rendered is None:
+            return None
+        self.rate.take()
+        self.result.would_send += 1
+        planned = PlannedSend.of(lead, self.account.id, d, *rendered)
+        if self.engine.on_planned is not None:
+            self.engine.on_planned(planned)
+        else:
+            self.result.planned.append(planned)
+        return None
+
+
+@dataclass
+class Claim:
+    """A lead claimed in a batch: its ``pending`` row, and what its message says."""
+
+    fid: int
+    lead: Lead
+    d: Decision
+    person: str | None
+    text: str | None
+    media: str | None
+    now: datetime  # the claim's instant (its rows' times)
+    at: float  # when it was claimed, in seconds of the run (``Clock.elapsed``)
+
+
+class LiveExecutor(Executor):
+    """Claims in batches, then per message: one transaction (the previous outcome, this
+    claim marked attempted if nobody opted out), the API call, and the outcome held for the
+    next transaction of the account (or one of its own when the account's turn ends). Until
+    written, the claim stays ``pending``, attempted: a run that dies in between leaves it
+    for the next run to mark ``unknown``, never to resend."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        # the last send's rows to write, and its line for ``on_sent``
+        self._unrecorded: tuple[Callable[[], Callable[[], None]], PlannedSend] | None = None
+        self._announce: list[PlannedSend] = []
+        self._audit_due: Callable[[], None] | None = None
+        self.claimed: dict[str, Claim] = {}  # lead id -> its claim, not yet attempted
+        self.settled: set[str] = set()  # leads a batch handled without a claim
+
+    # ---------------------------------------------------------------- outcomes
+    def _record_locked(self) -> None:
+        """Inside a transaction: the last send's outcome rows; its audit row waits for
+        ``_audit_recorded``, as late in the transaction as its order allows (appending to
+        the audit chain holds the chain's head until the commit)."""
+        if self._unrecorded is not None:
+            record, planned = self._unrecorded
+            self._unrecorded = None
+            self._audit_due = record()
+            self._announce.append(planned)
+
+    def _audit_recorded(self) -> None:
+        audit, self._audit_due = self._audit_due, None
+        if audit is not None:
+            audit()
+
+    @contextmanager
+    def _write_tx(self, account_id: str | None = None) -> Iterator[None]:
+        """A write transaction (holding the account's rate window when ``account_id``) that
+        also writes the account's last outcome: rows first, audit row last."""
+        held = self._unrecorded
+        tx = self.store.claim_tx(account_id) if account_id else self.store.transaction()
+        with tx:
+            try:
+                self._record_locked()
+                yield
+            except BaseException:
+                # rolled back: the outcome is held again, for ``flush`` to try on its own
+                # (else its claim stays pending, for the next run to mark unknown, as after
+                # a crash)
+                self._unrecorded, self._audit_due, self._announce = held, None, []
+                raise
+            self._audit_recorded()
+
+    def _announced(self) -> None:
+        """After the commit: tell ``on_sent`` about the outcomes it wrote."""
+        done, self._announce = self._announce, []
+        if self.engine.on_sent:
+            for planned in done:
+                self.engine.on_sent(planned)
+
+    def flush(self) -> None:
+        unattempted = [c.fid for c in self.claimed.values()]
+        if self._unrecorded is not None or unattempted:
+            with self.store.transaction():
+                self._record_locked()
+                if unattempted:
+                    self.store.release_unattempted(followup_ids=unattempted)
+                self._audit_recorded()
+            self.claimed.clear()
+        self._announced()
+
+    # ------------------------------------------------------------- bookkeeping
+    def bookkeep(self, lead: Lead, d: Decision) -> None:
+        store, now = self.store, self.now
+        with store.lead_tx(lead.id, None) as got:
+            if not got:
+                return
+            row = store.lead_row(lead.id)
+            if row is None:
+                return
+            try:
+                fresh = parse_lead(row)
+            except BadLead:
+                return
+            person = store.person_key(fresh.account_id, fresh.recipient_id)
+            d = decide_or_name(fresh, store.lead_state(lead.id, person), self.config, now, None)
+            if d is not None:
+                self._bookkeep_locked(fresh, d)
+
+    def _bookkeep_locked(self, lead: Lead, d: Decision) -> None:
+        store, now = self.store, self.now
+        if d.keyword_optout and store.add_optout(
+            lead.id,
+            f"keyword: {d.keyword_optout}",
+            "keyword",
+            self.engine.actor,
+            now,
+            person=(lead.account_id, lead.recipient_id),
+        ):
+            self._audit_recorded()  # the audit chain in the order things happened
+            store.audit(
+                "optout",
+                now,
+                self.engine.actor,
+                self.run_id,
+                lead.id,
+                lead.account_id,
+                detail={"source": "keyword", "keyword": d.keyword_optout},
+            )
+            self.result.optouts += 1
+        if d.action == "end" and d.sequence is not None:
+            if store.end_enrollment(lead.id, d.sequence.id, d.reason, now):
+                self.result.ended[d.reason] += 1
+                self._audit_recorded()
+                store.audit(
+                    "enrollment_end",
+                    now,
+                    self.engine.actor,
+                    self.run_id,
+                    lead.id,
+                    lead.account_id,
+                    d.sequence.id,
+                    detail={"reason": d.reason},
+                )
+        elif d.action == "holdout" and d.sequence is not None and d.anchor_at is not None:
+            if store.start_enrollment(
+                lead.id,
+                d.sequence.id,
+                lead.account_id,
+                d.anchor_at,
+                now,
+                holdout=True,
+                person_key=store.person_key(lead.account_id, lead.recipient_id),
+            ):
+                self.result.holdout += 1
+                self._audit_recorded()
+                store.audit(
+                    "holdout",
+                    now,
+                    self.engine.actor,
+                    self.run_id,
+                    lead.id,
+                    lead.account_id,
+                    d.sequence.id,
+                )
+
+    # ------------------------------------------------------------------ claims
+    def execute(self, lead: Lead, d: Decision) -> str | None:
+        verdict = None
+        claim = self.claimed.get(lead.id)
+        if claim is not None and self.engine.clock.elapsed() - claim.at > CLAIM_FRESH_SECONDS:
+            claim = None  # read too long ago: released and claimed again, below
+        if claim is None and lead.id not in self.settled:
+            verdict = self._claim_batch()
+            self._announced()
+            claim = self.claimed.get(lead.id)
+        if claim is not None:
+            self._attempt(claim)
+        self._announced()
+        return verdict
+
+    def _batch(self) -> list[Lead]:
+        """The leads of the next batch, from the current one on in the account's order: up
+        to ``CLAIM_BATCH`` planned sends (fewer when the run's --limit has less room), the
+        skips among them, and never two rows of one person (the second is decided in the
+        next batch, against the first one's claim)."""
+        run, store = self.run, self.store
+        left = run.limit_left()
+        sends_wanted = min(CLAIM_BATCH, run.batch_size, CLAIM_BATCH if left is None else left + 1)
+        out: list[Lead] = []
+        persons: set[str] = set()
+        sends = 0
+        for lead, d in run.actionable[run.i - 1 :]:
+            if lead.id in self.settled:
+                continue
+            if d.action == "send":
+                if sends >= sends_wanted:
+                    break
+                sends += 1
+            key = store.person_key(lead.account_id, lead.recipient_id)
+            if key is not None:
+                if key in persons:
+                    break
+                persons.add(key)
+            out.append(lead)
+            if len(out) >= 4 * CLAIM_BATCH:
+                break
+        return out
+
+    def _claim_batch(self) -> str | None:
+        """Claim the next leads in one transaction under the account's lock. Returns
+        "rate_limit" or "daily_cap" when the current lead cannot be claimed for the
+        account's windows (the caller waits or defers); the batch then claims nothing."""
+        if self.real_time:
+            self.now = self.engine.clock.now()
+        store, now, res = self.store, self.now, self.result
+        leads = self._batch()
+        stale = [c.fid for c in self.claimed.values()]  # too old, or never reached
+        batch: dict[str, Claim] = {}
+        settled: set[str] = set()
+        at = self.engine.clock.elapsed()
+        verdict: str | None = None
+        with self._write_tx(self.account.id):
+            if stale:
+                store.release_unattempted(followup_ids=stale)
+            locked = store.try_lock_leads([lead.id for lead in leads])
+            rows: dict[str, dict[str, Any]] = {}
+            for row in store.lead_rows(sorted(locked)):
+                rows[str(row["id"])] = row
+            fresh_leads: dict[str, Lead] = {}
+            for lead in leads:
+                row = rows.get(lead.id)
+                if row is None:
+                    continue
+                try:
+                    fresh_leads[lead.id] = parse_lead(row)
+                except BadLead as exc:
+                    res.bad(exc.lead_id, str(exc))
+                    settled.add(lead.id)
+            persons = {
+                lid: store.person_key(f.account_id, f.recipient_id)
+                for lid, f in fresh_leads.items()
+            }
+            # The person's state too, inside the claim transaction: the account lock
+            # serialises every claim of the account, and a batch never holds two rows of
+            # one person, so two lead rows of one person cannot both pass the person's caps.
+            states = store.lead_states(list(fresh_leads), persons)
+            window = self.window(store, now)
+            for n, lead in enumerate(leads):
+                if lead.id in settled:
+                    continue
+                if lead.id not in locked:
+                    res.skipped["claimed_by_another_run"] += 1
+                    settled.add(lead.id)
+                    continue
+                fresh = fresh_leads.get(lead.id)
+                if fresh is None:
+                    res.skipped["lead_gone"] += 1
+                    settled.add(lead.id)
+                    continue
+                person = persons[lead.id]
+                d = decide_or_name(fresh, states[lead.id], self.config, now, res)
+                if d is None:
+                    settled.add(lead.id)
+                    continue
+                if d.action not in ("send", "skip"):
+                    # Something changed since planning (opt-out, reply, another run): obey it.
+                    self._bookkeep_locked(fresh, d)
+                    if d.action == "wait":
+                        res.waiting[d.reason] += 1
+                    settled.add(lead.id)
+                    continue
+                if d.action == "skip":
+                    self._skip_locked(fresh, d, person)
+                    settled.add(lead.id)
+                    continue
+                full = window.full()
+                if full is not None:
+                    if n == 0:
+                        verdict = full  # the current lead waits (or is deferred) unclaimed
+                    break  # the leads after it: decided again when their turn comes
+                claim = self._claim_locked(fresh, d, person, at)
+                settled.add(lead.id)
+                if claim is not None:
+                    window.take()
+                    batch[lead.id] = claim
+        # committed: each claim exists before its API call
+        self.claimed = batch
+        self.settled |= settled - set(batch)
+        return verdict
+
+    def _skip_locked(self, lead: Lead, d: Decision, person: str | None) -> None:
+        store, now, res = self.store, self.now, self.result
+        assert d.sequence is not None and d.message is not None
+        if d.new_enrollment and d.anchor_at is not None:
+            store.start_enrollment(
+                lead.id, d.sequence.id, lead.account_id, d.anchor_at, now, person_key=person
+            )
+        row = self._row(lead, d, SKIPPED, reason=d.reason, person_key=person)
+        if store.insert_followup(row) is None:
+            return
+        res.skipped[d.reason] += 1
+        store.end_enrollment(lead.id, d.sequence.id, "window_closed", now)
+        self._audit_recorded()  # the audit chain in the order things happened
+        store.audit(
+            "skip",
+            now,
+            self.engine.actor,
+            self.run_id,
+            lead.id,
+            lead.account_id,
+            d.sequence.id,
+            d.message.id,
+            {"reason": d.reason, "detail": d.detail},
+        )
+
+    def _claim_locked(self, lead: Lead, d: Decision, person: str | None, at: float) -> Claim | None:
+        """Render and insert the lead's ``pending`` row (attempted_at NULL: not handed to the
+        API yet); None when it cannot be sent (named) or another run claimed the step."""
+        store, now, res = self.store, self.now, self.result
+        assert d.sequence is not None and d.message is not None
+        rendered = self.render(lead, d)
+        if rendered is None:
+            return None
+        text, media = rendered
+        if d.new_enrollment and d.anchor_at is not None:
+            store.start_enrollment(
+                lead.id, d.sequence.id, lead.account_id, d.anchor_at, now, person_key=person
+            )
+        body, encrypted = stored_body(
+            store.cipher,
+            _body(text, media),
+            self.engine.config.settings.store_bodies,
+            store.person_secret(),
+        )
+        row = self._row(
+            lead,
+            d,
+            PENDING,
+            body=body,
+            body_encrypted=encrypted,
+            person_key=person,
+            attempted_at=None,
+        )
+        fid = store.insert_followup(row)
+        if fid is None:
+            res.skipped["already_claimed"] += 1
+            return None
+        return Claim(fid, lead, d, person, text, media, now, at)
+
+    def _row(self, lead: Lead, d: Decision, status: str, **extra: Any) -> dict[str, Any]:
+        assert d.sequence is not None and d.message is not None
+        return {
+            "lead_id": lead.id,
+            "sequence_id": d.sequence.id,
+            "message_id": d.message.id,
+            "step": d.step,
+            "variant_id": d.variant_id,
+            "account_id": lead.account_id,
+            "user_id": lead.user_id or self.account.user_id,
+            "conversation_id": lead.conversation_id,
+            "recipient_id": lead.recipient_id,
+            "status": status,
+            "followup_number": d.followup_number,
+            "scheduled_at": d.due_at,
+            "claimed_at": self.now,
+            "last_followup_at": d.last_followup_at,
+            "next_followup_at": self.engine.next_followup_at(d),
+            "run_id": self.run_id,
+            "updated_at": self.now,
+            **extra,
+        }
+
+    # -------------------------------------------------------------------- send
+    def _attempt(self, claim: Claim) -> None:
+        """One transaction (the last outcome, this claim marked attempted unless the lead
+        or its person opted out since the claim), then the API call."""
+        store = self.store
+        at = self.engine.clock.now() if self.real_time else self.now
+        with self._write_tx():
+            ok = store.mark_attempted(claim.fid, claim.lead.id, claim.person, at)
+            if not ok:  # opted out (or erased) since the claim: the step stays free
+                store.release_unattempted(followup_ids=[claim.fid])
+        del self.claimed[claim.lead.id]  # (until committed, ``flush`` would release it)
+        self._announced()
+        if not ok:
+            self.result.skipped["opted_out_during_send"] += 1
+            return
+        self._send(claim)
+
+    def _complete(self, fid: int, fields: dict[str, Any]) -> None:
+        """Record the outcome on this run's claim. It is ``pending``, or ``unknown`` when
+        another run took this one for dead during the call: the real outcome beats the guess."""
+        if not self.store.update_followup(fid, fields, PENDING):
+            self.store.update_followup(fid, fields, UNKNOWN)
+
+    def _release(self, fid: int) -> None:
+        """The message surely did not go out: free the step for a later run."""
+        if not self.store.delete_followup(fid, PENDING):
+            self.store.delete_followup(fid, UNKNOWN)
+
+    def _send(self, claim: Claim) -> None:
+        store, now, res = self.store, claim.now, self.result
+        lead, d = claim.lead, claim.d
+        assert d.sequence is not None and d.message is not None
+        person = claim.person
+
+        def still_wanted() -> bool:
+            # asked again right before each attempt (the first too: the mark committed a
+            # moment ago, this is closer still to the request), and before each retry after
+            # a Retry-After wait: a later opt-out still stops the message
+            return not store.is_opted_out(lead.id, person)
+
+        msg = replace(
+            self.engine.outgoing(self.account, lead, d, claim.text, claim.media),
+            still_wanted=still_wanted,
+        )
+        self.calls += 1
+        try:
+            result = self.engine.channel.send(msg)
+        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the claim
+            result = SendResult(
+                "unknown", error_message=f"channel error: {type(exc).__name__}: {exc}"
+            )
+        fid = claim.fid
+        planned = PlannedSend.of(
+            lead,
+            self.account.id,
+            d,
+            claim.text,
+            claim.media,
+            outcome=result.outcome,
+            error_code=result.error_code,
+            error=result.error_message,
+        )
+        common = {
+            "attempts": result.attempts,
+            "error_code": result.error_code,
+            "error_subcode": result.error_subcode,
+            "error_message": result.error_message,
+            "updated_at": now,
+        }
+        audit_detail = {
+            "followup_id": fid,
+            "outcome": result.outcome,
+            "code": result.error_code,
+            "subcode": result.error_subcode,
+            "attempts": result.attempts,
+            "variant": d.variant_id,
+        }
+        if result.kind != "unreachable" and result.outcome != "cancelled" and result.attempts:
+            res.reached, res.unreachable_streak = True, 0
+        # What the answer means for the rest of the account: counted now (the next lead
+        # depends on it); the rows are written by ``record``, with the account's next
+        # transaction.
+        if result.outcome == "sent":
+            res.sent += 1
+            res.attempts += 1
+        elif result.outcome == "failed":
+            res.failed[str(result.error_code or result.http_status or "error")] += 1
+            res.attempts += 1
+            res.breaker_failures += 1
+        elif result.outcome == "unknown":
+            res.unknown += 1
+            res.attempts += 1
+        elif result.outcome == "deferred" and result.kind == "unreachable":
+            res.deferred["unreachable"] += 1
+            res.unreachable_streak += 1
+            if not res.reached or res.unreachable_streak >= UNREACHABLE_STREAK:
+                res.stopped = res.stopped or _unreachable_line(self.account, res, result)
+        elif result.outcome == "deferred":
+            res.deferred["throttled" if result.kind == "throttle" else "transient"] += 1
+            if result.kind == "throttle":
+                res.stopped = res.stopped or (
+                    f"throttled by the API (code {result.error_code or result.http_status}); "
+                    "the rest waits for the next run"
+                )
+        elif result.outcome == "cancelled":
+            res.skipped["opted_out_during_send"] += 1
+        else:  # account_fatal
+            res.deferred["account_stopped"] += 1
+            res.stopped = _account_stop_line(self.account, result)
+
+        def record() -> Callable[[], None]:
+            """The outcome's rows, inside the caller's transaction (on the store of the
+            account's current step); returns the writing of its audit row."""
+            store = self.store
+            if result.outcome == "sent":
+                sent = {"status": SENT, "sent_at": now, "external_id": result.message_id}
+                self._complete(fid, {**common, **sent})
+                if _last_active_step(d) and store.end_enrollment(
+                    lead.id, d.sequence.id, "completed", now
+                ):
+                    res.ended["completed"] += 1  # now, not at the next run
+            elif result.outcome == "failed":
+                failed = {"status": FAILED, "reason": result.kind or "permanent"}
+                self._complete(fid, {**common, **failed})
+                store.end_enrollment(lead.id, d.sequence.id, "failed", now)
+            elif result.outcome == "unknown":
+                self._complete(fid, {**common, "status": UNKNOWN, "reason": result.error_message})
+            else:  # deferred, cancelled, account_fatal: surely not sent
+                self._release(fid)
+            return lambda: self.store.audit(
+                "send",
+                now,
+                self.engine.actor,
+                self.run_id,
+                lead.id,
+                lead.account_id,
+                d.sequence.id,
+                d.message.id,
+                audit_detail,
+            )
+
+        self._unrecorded = (record, planned)
+        res.planned.append(planned)
+        st = self.config.settings_for(self.account)
+        if (
+            not res.stopped
+            and res.attempts >= st.breaker_min_sends
+            and res.breaker_failures / res.attempts > st.breaker_failure_rate
+        ):
+            res.stopped = (
+                f"circuit breaker: {res.breaker_failures} of {res.attempts} sends failed "
+                f"(over {st.breaker_failure_rate:.0%}); "
+                f"account {self.account.id} stopped for this run"
+            )
+
+
+def _unreachable_line(account: Account, res: AccountResult, result: SendResult) -> str:
+    """One line naming the account and the URL nothing answered at."""
+    what = result.error_message or "no connection"
+    if res.reached:
+        return (
+            f"account {account.id} stopped: the API became unreachable ({what}) for "
+            f"{res.unreachable_streak} sends in a row; the rest waits for the next run"
+        )
+    return (
+        f"account {account.id} stopped: the API was unreachable on every attempt of this run "
+        f"({what}); check channel.api_base and the network; its due follow-ups wait"
+    )
+
+
+def _account_stop_line(account: Account, result: SendResult) -> str:
+    """One line naming the account, what the API said, and the token variable to look at."""
+    code = result.error_code
+    what = result.error_message or "account error"
+    if code is not None:
+        what += f" (code {code})"
+    var = f"${account.token_env}" if account.token_env else "its token (no token_env configured)"
+    if code == 368:
+        hint = f"Meta blocked the account for policy reasons; sending resumes when lifted ({var})"
+    elif code == 10 or code == 3 or (code is not None and 200 <= code <= 299):
+        hint = f"the token in {var} lacks a messaging permission"
+    else:
+        hint = f"check its token in {var}"
+    return f"account {account.id} stopped: {what}; {hint}"
+
+
+def _last_active_step(d: Decision) -> bool:
+    """Whether ``d``'s message is the last active one of its sequence."""
+    assert d.sequence is not None and d.message is not None
+    active = [m.id for m in d.sequence.messages if m.active]
+    return bool(active) and active[-1] == d.message.id
+
+
+def _body(text: str | None, media: str | None) -> str | None:
+    if media and text:
+        return f"{text}\n[{media}]"
+    return text or (f"[{media}]" if media else None)
