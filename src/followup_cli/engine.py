@@ -3,6 +3,7 @@
 * Select (here): per account, the SQL prefilter pages through candidate leads
   (``plan_account``), leaving out those that cannot be due yet.
 * Decide (``rules.decide``, pure): send, skip, end, hold out or wait, per lead.
+* Per account (``accountrun.AccountRun``): the plan walked in order, one API call a turn.
 * Claim (``sending.LiveExecutor``): the account's next leads in one transaction under its
   lock: re-read, decided again with fresh rows (the rules hold *at the moment of sending*),
   the rate window (``ratewindow.RateWindow``) counted once, a ``pending`` row each,
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .accountrun import AccountRun
 from .channels.base import Channel, OutgoingMessage, idempotency_key
 from .claims import recover_stale_claims
 from .clock import Clock, wall
@@ -41,7 +43,6 @@ from .ratewindow import TICK as _TICK
 from .render import Renderer, TemplateProblem
 from .results import AccountResult, PlannedSend, RunOptions, RunSummary, decide_or_name
 from .rules import Check, Decision, local_midnight, next_local_midnight, next_run_slot
-from .sending import AccountRun
 from .store.base import SqlStore, actor
 
 CANDIDATE_PAGE = 1000

@@ -1,7 +1,5 @@
-"""Claim -> send -> record, one account at a time (the live half of ``engine.py``).
-
-``AccountRun`` walks one account's plan in its order within its caps, the run's
-``--limit`` and time budget; its executor does the work for each lead:
+"""Claim -> send -> record for one account's leads, as ``accountrun.AccountRun`` walks
+them; an executor does the work for each lead:
 
 * ``LiveExecutor``: claims the account's next leads in a batch (one transaction under the
   account's lock: their rows and states re-read in a few set queries, each decided again,
@@ -23,17 +21,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .channels.base import SendResult
-from .clock import wall
 from .config import Account
 from .crypto import stored_body
 from .models import FAILED, PENDING, SENT, SKIPPED, UNKNOWN, BadLead, Lead, parse_lead
 from .ratewindow import RateWindow
 from .render import TemplateProblem
-from .results import AccountResult, PlannedSend, RunOptions, decide_or_name
+from .results import AccountResult, PlannedSend, decide_or_name
 from .rules import Decision, local_midnight
 from .store.base import SqlStore
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .accountrun import AccountRun
     from .engine import Engine
 
 UNREACHABLE_STREAK = 3  # sends in a row that found no API stop an account that it once reached
@@ -46,158 +44,6 @@ CLAIM_BATCH = 16
 # re-read, before their message goes out: slow sends (latency, Retry-After waits) do not
 # send on a lead row read long ago.
 CLAIM_FRESH_SECONDS = 30.0
-
-
-class AccountRun:
-    """One account's part of a run: its plan, then its due leads one at a time in its own
-    order (windows closing soonest first), within its hourly and daily caps, the run's
-    ``--limit`` and time budget. ``step`` does the next piece of work on the store it is
-    given; the engine never steps one account on two threads at once."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        account: Account,
-        now: datetime,
-        run_id: str,
-        options: RunOptions,
-        budget: float,
-        remaining: list[int | None],
-    ) -> None:
-        self.engine = engine
-        self.account = account
-        self.now = now
-        self.run_id = run_id
-        self.options = options
-        self.budget = budget
-        self.remaining = remaining  # the run's --limit, shared (engine._lock)
-        self.result = AccountResult(account.id)
-        self.live = not options.dry_run
-        self.executor: Executor | None = None
-        self.actionable: list[tuple[Lead, Decision]] = []
-        self.i = 0  # the next lead of ``actionable``
-        self.batch_size = engine.config.settings_for(account).batch_size
-        self.rate_blocked = False  # the account is at its hourly limit and cannot wait for it
-        self.day_blocked = False  # the account's daily cap is reached
-        self.beat = 0.0
-
-    def _start(self, store: SqlStore) -> Executor:
-        engine, result = self.engine, self.result
-        self.actionable, bookkeeping = engine.plan_account(
-            self.account, store, self.now, result, self.live
-        )
-        # Real time moves during a run (a send takes time, a wait takes longer); with --now
-        # the run happens at one instant and never waits.
-        self.real_time = self.options.now is None and not engine.clock.simulated
-        args = (engine, store, self, result)
-        executor = LiveExecutor(*args, self.real_time) if self.live else DryExecutor(*args)
-        for lead, d in bookkeeping:
-            executor.bookkeep(lead, d)
-        self.beat = engine.clock.elapsed()
-        return executor
-
-    def _sends_from(self, i: int) -> int:
-        return sum(1 for _, x in self.actionable[i:] if x.action == "send")
-
-    def limit_left(self) -> int | None:
-        """Sends the run's --limit still allows after the current lead (None: no limit)."""
-        with self.engine._lock:
-            return self.remaining[0]
-
-    def step(self, store: SqlStore) -> bool:
-        """Plan the account if not yet done, then handle its next leads up to and including
-        the first that calls the API. True while leads are left; once none is, the last
-        outcome is written (and claims never attempted are released) too."""
-        try:
-            more = self._step(store)
-        except BaseException:
-            self._flush_quietly()
-            raise
-        if not more:
-            self.flush(store)
-        return more
-
-    def flush(self, store: SqlStore) -> None:
-        """Write the last send's outcome if it is still held, and release the claims this
-        account's turn will not attempt (the run stops early)."""
-        if self.executor is not None:
-            self.executor.store = store
-            self.executor.flush()
-
-    def _flush_quietly(self) -> None:
-        """After an error: the last outcome if the store still takes it; else its claim stays
-        pending, for the next run to mark unknown (as after a crash), and the claims never
-        attempted for it to release."""
-        try:
-            if self.executor is not None:
-                self.executor.flush()
-        except Exception:  # noqa: BLE001, S110 - the first error is the one to report
-            pass
-
-    def _step(self, store: SqlStore) -> bool:
-        if self.executor is None:
-            self.executor = self._start(store)
-        executor, engine, result, account = self.executor, self.engine, self.result, self.account
-        executor.store = store
-        calls = executor.calls
-        total = len(self.actionable)
-        while self.i < total:
-            if executor.calls != calls:
-                return True  # one API call a turn: the next account's turn
-            i = self.i
-            self.i += 1
-            lead, d = self.actionable[i]
-            if self.live and (i % self.batch_size == 0 or engine.clock.elapsed() - self.beat > 30):
-                # Each batch (and every 30 s within one) the run shows it is alive, so that
-                # other runs never take its open claims for a dead run's.
-                self.beat = engine.clock.elapsed()
-                store.heartbeat(self.run_id, wall())
-            if result.stopped:
-                result.deferred["account_stopped"] += self._sends_from(i)
-                break
-            if engine.clock.elapsed() > self.budget:
-                result.deferred["time_budget"] += self._sends_from(i)
-                break
-            if d.action == "send" and (self.rate_blocked or self.day_blocked):
-                result.deferred["daily_cap" if self.day_blocked else "rate_limit"] += 1
-                if engine.progress:
-                    engine.progress(account.id, i + 1, total)
-                continue
-            if d.action == "send":
-                with engine._lock:
-                    if self.remaining[0] is not None and self.remaining[0] <= 0:
-                        result.deferred["limit"] += self._sends_from(i)
-                        break
-                    if self.remaining[0] is not None:
-                        self.remaining[0] -= 1
-            while (verdict := executor.execute(lead, d)) in ("rate_limit", "daily_cap"):
-                if verdict == "daily_cap":
-                    # The account's day is used up: nothing to wait for in this run.
-                    self.day_blocked = True
-                    result.deferred["daily_cap"] += 1
-                    self._give_back()
-                    break
-                # At the limit: wait for the sliding window only when time is real and the
-                # run's budget allows; otherwise the rest of the account waits for a later run.
-                can_wait = self.live and self.real_time
-                if not (
-                    can_wait
-                    and engine._wait_for_rate_window(account, store, self.run_id, self.budget)
-                ):
-                    self.rate_blocked = True
-                    result.deferred["rate_limit"] += 1
-                    self._give_back()
-                    break
-            if engine.progress:
-                engine.progress(account.id, i + 1, total)
-        self.i = total
-        return False
-
-    def _give_back(self) -> None:
-        """A send the --limit counted did not happen: it counts for another lead."""
-        with self.engine._lock:
-            if self.remaining[0] is not None:
-                self.remaining[0] += 1
 
 
 class Executor:
