@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +48,7 @@ NowOpt = Annotated[
     typer.Option("--now", help="Pretend it is this time (ISO 8601; UTC when no offset)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+AccountOpt = Annotated[str | None, typer.Option("--account", help="Only this account id.")]
 VerboseOpt = Annotated[
     int,
     typer.Option("--verbose", "-v", count=True, help="Log to stderr too (-v info, -vv debug)."),
@@ -95,6 +98,11 @@ def _now(value: str | None) -> datetime | None:
         ) from None
 
 
+def _when(value: str | None) -> datetime:
+    """--now, else the current time."""
+    return _now(value) or datetime.now(UTC)
+
+
 def _load(config: str, strict: bool = True) -> LoadedConfig:
     loaded = load_config(config)
     if strict:
@@ -124,6 +132,33 @@ def _store(
 
         return open_for(resolve_db(db, config_path), table, need)
     return open_store(resolve_db(db, config_path), table, migrate=migrate, readonly=readonly)
+
+
+@contextmanager
+def _opened(
+    loaded: LoadedConfig | None, db: str | None, config_path: str, need: str
+) -> Iterator[SqlStore]:
+    """``_store(..., need=need)`` for the body of a ``with``, closed at its end."""
+    store = _store(loaded, db, config_path, need=need)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _check_account(loaded: LoadedConfig, account: str | None) -> None:
+    """--account names an account of the config (exit 2 otherwise)."""
+    if account is not None and loaded.config.account(account) is None:
+        raise ConfigError(f"--account {account}: no such account in {loaded.path}")
+
+
+def _plain(row: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A row for JSON: times as ISO 8601, without the ``drop`` columns."""
+    return {
+        k: (v.isoformat() if isinstance(v, datetime) else v)
+        for k, v in row.items()
+        if k not in drop
+    }
 
 
 def _fmt(dt: datetime | None) -> str:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from rich.text import Text
 
 from . import errors
 from .cli_common import (
+    AccountOpt,
     ConfigOpt,
     DbOpt,
     JsonOpt,
@@ -21,9 +21,9 @@ from .cli_common import (
     _fmt,
     _load,
     _load_optional,
-    _now,
     _print_json,
     _store,
+    _when,
     app,
     err,
     out,
@@ -40,7 +40,6 @@ leads_app = typer.Typer(
 app.add_typer(leads_app, name="leads")
 
 SequenceOpt = Annotated[str | None, typer.Option("--sequence", help="Only this sequence.")]
-AccountOpt = Annotated[str | None, typer.Option("--account", help="Only this account id.")]
 
 
 def _table_name(config: str) -> str:
@@ -82,7 +81,7 @@ def leads_list(
     from .report import leads_in_sequences
 
     loaded = _load(config, strict=False)
-    when = _now(now) or datetime.now(UTC)
+    when = _when(now)
     store = _store(loaded, db, config, need=READ)
     try:
         with reading(store):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
@@ -13,20 +13,21 @@ from rich.text import Text
 
 from . import errors
 from .cli_common import (
+    AccountOpt,
     ConfigOpt,
     DbOpt,
     JsonOpt,
     NowOpt,
+    _check_account,
     _fmt,
     _load,
-    _now,
     _print_json,
     _store,
+    _when,
     app,
     err,
     out,
 )
-from .errors import ConfigError
 from .store.access import READ
 
 tokens_app = typer.Typer(
@@ -47,7 +48,7 @@ def schedule_command(
 
     loaded = _load(config, strict=False)
     st = loaded.config.settings
-    when = _now(now) or datetime.now(UTC)
+    when = _when(now)
     last = latest_slot(when, st)
     out.print(f"run_times {', '.join(st.run_times) or '(none)'} in {st.timezone}")
     if last:
@@ -80,7 +81,7 @@ def status_command(
     from .status import build_status
 
     loaded = _load(config, strict=False)
-    when = _now(now) or datetime.now(UTC)
+    when = _when(now)
     store = _store(loaded, db, config, need=READ)
     try:
         data = build_status(loaded, store, when, max_age_hours, check_tokens)
@@ -149,7 +150,7 @@ def _print_status(data: dict[str, Any]) -> None:
 @tokens_app.command("check")
 def tokens_check(
     config: ConfigOpt = "sequences.yaml",
-    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
+    account: AccountOpt = None,
     warn_days: Annotated[
         float, typer.Option("--warn-days", min=0, help="Fail when a token expires sooner.")
     ] = 7,
@@ -161,9 +162,8 @@ def tokens_check(
     from .tokens import check
 
     loaded = _load(config, strict=False)
-    if account is not None and loaded.config.account(account) is None:
-        raise ConfigError(f"--account {account}: no such account in {loaded.path}")
-    when = _now(now) or datetime.now(UTC)
+    _check_account(loaded, account)
+    when = _when(now)
     states = check(loaded.config, account=account)
     bad = []
     for s in states:

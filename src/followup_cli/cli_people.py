@@ -15,18 +15,21 @@ from rich.text import Text
 
 from . import errors
 from .cli_common import (
+    AccountOpt,
     ConfigOpt,
     DbOpt,
     JsonOpt,
     NowOpt,
+    _check_account,
     _fmt,
     _has_lead_table,
     _load,
     _load_optional,
-    _now,
+    _opened,
     _pending_migrations,
+    _plain,
     _print_json,
-    _store,
+    _when,
     app,
     err,
     out,
@@ -44,72 +47,72 @@ events_app = typer.Typer(
 )
 app.add_typer(events_app, name="events")
 
+LeadArg = Annotated[str, typer.Argument(help="Lead id.")]
+YesOpt = Annotated[bool, typer.Option("--yes", help="Do it (without it, nothing changes).")]
+
 
 @app.command()
 def explain(
-    lead: Annotated[str, typer.Argument(help="Lead id.")],
+    lead: LeadArg,
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
     now: NowOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Why a lead is or is not due, which step is next and when."""
-    from .models import BadLead, parse_lead
-    from .rules import decide
-
     loaded = _load(config, strict=False)
-    when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config, need=READ)
-    try:
-        if _pending_migrations(store):
-            from .models import LeadState
-
-            state = LeadState()
-        else:
-            state = None
-        row = store.lead_row(lead)
-        if row is None:
-            raise ConfigError(
-                f"no lead {lead!r} in table {store.lead_table!r} of {store.describe()}"
-            )
-        try:
-            parsed = parse_lead(row)
-        except BadLead as exc:
-            raise ConfigError(f"{exc}; fix the row in the lead store") from None
-        if state is None:
-            person = store.person_key(parsed.account_id, parsed.recipient_id)
-            state = store.lead_state(lead, person)
-        try:
-            d = decide(parsed, state, loaded.config, when)
-        except Exception as exc:  # noqa: BLE001 - a value the rules cannot compute with
-            raise ConfigError(
-                f"lead {lead}: cannot be decided ({type(exc).__name__}: {exc}); "
-                "fix the row in the lead store"
-            ) from None
-        if d.action == "send" and not _pending_migrations(store):
-            # Every rule of the lead holds; the account's own windows may still hold it back.
-            from .engine import account_windows
-
-            checks, blocked = account_windows(loaded.config, store, parsed.account_id, when)
-            d.checks.extend(checks)
-            if blocked is not None:
-                d.action, d.reason, d.detail, d.next_at = "wait", *blocked
-        history = [] if _pending_migrations(store) else store.followups(lead_id=lead)
-    finally:
-        store.close()
+    when = _when(now)
+    with _opened(loaded, db, config, READ) as store:
+        d, history = _explain(store, loaded, lead, when)
     if as_json:
         data = d.as_dict()
         data["now"] = when.isoformat()
-        data["history"] = [
-            {
-                k: (v.isoformat() if isinstance(v, datetime) else v)
-                for k, v in h.items()
-                if k not in ("body",)
-            }
-            for h in history
-        ]
+        data["history"] = [_plain(h, drop=("body",)) for h in history]
         _print_json(data)
         return
+    _print_explanation(lead, when, d, history)
+
+
+def _explain(
+    store: SqlStore, loaded: Any, lead: str, when: datetime
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The decision the run would make for the lead now (with the account's windows), and
+    the lead's tracking rows."""
+    from .models import BadLead, LeadState, parse_lead
+    from .rules import decide
+
+    pending = _pending_migrations(store)
+    state = LeadState() if pending else None
+    row = store.lead_row(lead)
+    if row is None:
+        raise ConfigError(f"no lead {lead!r} in table {store.lead_table!r} of {store.describe()}")
+    try:
+        parsed = parse_lead(row)
+    except BadLead as exc:
+        raise ConfigError(f"{exc}; fix the row in the lead store") from None
+    if state is None:
+        person = store.person_key(parsed.account_id, parsed.recipient_id)
+        state = store.lead_state(lead, person)
+    try:
+        d = decide(parsed, state, loaded.config, when)
+    except Exception as exc:  # noqa: BLE001 - a value the rules cannot compute with
+        raise ConfigError(
+            f"lead {lead}: cannot be decided ({type(exc).__name__}: {exc}); "
+            "fix the row in the lead store"
+        ) from None
+    if d.action == "send" and not pending:
+        # Every rule of the lead holds; the account's own windows may still hold it back.
+        from .engine import account_windows
+
+        checks, blocked = account_windows(loaded.config, store, parsed.account_id, when)
+        d.checks.extend(checks)
+        if blocked is not None:
+            d.action, d.reason, d.detail, d.next_at = "wait", *blocked
+    history = [] if pending else store.followups(lead_id=lead)
+    return d, history
+
+
+def _print_explanation(lead: str, when: datetime, d: Any, history: list[dict[str, Any]]) -> None:
     verdict = {
         "send": "[green]DUE NOW[/green]",
         "wait": "[yellow]WAITING[/yellow]",
@@ -190,74 +193,79 @@ def optout(
     if (list_ or import_) and lead:
         raise ConfigError(f"{lead}: --list and --import take no LEAD")
     loaded = _load_optional(config)
-    store = _store(loaded, db, config, need=READ if list_ or export else WRITE)
-    try:
+    with _opened(loaded, db, config, READ if list_ or export else WRITE) as store:
         now = datetime.now(UTC)
         if list_:
             with reading(store):
                 _print_optouts(store, as_json)
-            return
-        if import_:
+        elif import_:
             from .optouts import import_optouts
 
             result = import_optouts(store, loaded, import_, account, actor(), now)
             out.print(result.line())
-            return
-        if export:
-            from .optouts import export_optouts
+        elif export:
+            _export_optouts(store, lead or "-")
+        elif undo:
+            assert lead is not None
+            _undo_optout(store, lead, reason, actor(), now)
+        else:
+            assert lead is not None
+            _add_optout(store, lead, reason, actor(), now)
 
-            target = lead or "-"
-            with reading(store):
-                text, n, erased = export_optouts(store)
-            if target == "-":
-                sys.stdout.write(text)
-            else:
-                from .files import write_private
 
-                write_private(target, text)
-                out.print(f"{target}: {n} opt-out(s) written")
-            if erased:
-                err.print(
-                    f"followup: {erased} erasure(s) not exported: they hold no identifier "
-                    "(a keyed hash only)"
-                )
-            return
-        assert lead is not None
-        who = actor()
-        if undo:
-            if store.is_erased(lead):
-                raise ConfigError(
-                    f"{lead}: erased on request; `optout --undo` never lifts an erasure. "
-                    f"`followup erase --lift {lead} --yes` does (audited); nothing was changed"
-                )
-            with store.transaction():
-                changed = store.remove_optout(lead)
-                store.audit("optout_undo", now, who, lead_id=lead, detail={"reason": reason})
-            out.print(f"{lead}: opt-out removed" if changed else f"{lead}: was not opted out")
-            return
-        with store.transaction():
-            changed = store.add_optout(lead, reason, "cli", who, now)
-            for e in store.enrollments(lead_id=lead):
-                store.end_enrollment(lead, e["sequence_id"], "opted_out", now)
-            store.audit(
-                "optout", now, who, lead_id=lead, detail={"reason": reason, "source": "cli"}
-            )
-        exists = store.lead_row(lead) is not None if _has_lead_table(store) else True
-        note = (
-            ""
-            if exists
-            else f" (note: no lead {lead!r} in the lead table yet; "
-            "the opt-out holds when it appears)"
+def _export_optouts(store: SqlStore, target: str) -> None:
+    """Every opt-out as CSV, to ``target`` (a file, or - for stdout)."""
+    from .optouts import export_optouts
+
+    with reading(store):
+        text, n, erased = export_optouts(store)
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        from .files import write_private
+
+        write_private(target, text)
+        out.print(f"{target}: {n} opt-out(s) written")
+    if erased:
+        err.print(
+            f"followup: {erased} erasure(s) not exported: they hold no identifier "
+            "(a keyed hash only)"
         )
-        out.print((f"{lead}: opted out" if changed else f"{lead}: already opted out") + note)
-        if store.key_problem:
-            err.print(
-                f"followup: warning: {store.key_problem} (the opt-out holds; its recipient id "
-                "was not stored)",
-                markup=False,
-            )
-    finally:
-        store.close()
+
+
+def _undo_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: datetime) -> None:
+    """Lift a lead's opt-out (never an erasure), audited."""
+    if store.is_erased(lead):
+        raise ConfigError(
+            f"{lead}: erased on request; `optout --undo` never lifts an erasure. "
+            f"`followup erase --lift {lead} --yes` does (audited); nothing was changed"
+        )
+    with store.transaction():
+        changed = store.remove_optout(lead)
+        store.audit("optout_undo", now, who, lead_id=lead, detail={"reason": reason})
+    out.print(f"{lead}: opt-out removed" if changed else f"{lead}: was not opted out")
+
+
+def _add_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: datetime) -> None:
+    """Opt a lead (and its person) out and end its enrollments, audited."""
+    with store.transaction():
+        changed = store.add_optout(lead, reason, "cli", who, now)
+        for e in store.enrollments(lead_id=lead):
+            store.end_enrollment(lead, e["sequence_id"], "opted_out", now)
+        store.audit("optout", now, who, lead_id=lead, detail={"reason": reason, "source": "cli"})
+    exists = store.lead_row(lead) is not None if _has_lead_table(store) else True
+    note = (
+        ""
+        if exists
+        else f" (note: no lead {lead!r} in the lead table yet; the opt-out holds when it appears)"
+    )
+    out.print((f"{lead}: opted out" if changed else f"{lead}: already opted out") + note)
+    if store.key_problem:
+        err.print(
+            f"followup: warning: {store.key_problem} (the opt-out holds; its recipient id "
+            "was not stored)",
+            markup=False,
+        )
 
 
 def _print_optouts(store: SqlStore, as_json: bool) -> None:
@@ -268,16 +276,8 @@ def _print_optouts(store: SqlStore, as_json: bool) -> None:
         p for p in store.suppressions() if p["kind"] == "erasure" or p["lead_id"] not in listed
     ]
     if as_json:
-
-        def plain(r: dict[str, Any]) -> dict[str, Any]:
-            return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
-
         _print_json(
-            [plain(r) for r in rows]
-            + [
-                plain({k: v for k, v in p.items() if k not in ("person_key", "key_id")})
-                for p in people
-            ]
+            [_plain(r) for r in rows] + [_plain(p, drop=("person_key", "key_id")) for p in people]
         )
         return
     if not rows and not people:
@@ -310,25 +310,16 @@ def unknown_list(
 ) -> None:
     """Follow-ups whose outcome is unknown (and claims still pending)."""
     loaded = _load_optional(config)
-    store = _store(loaded, db, config, need=READ)
-    try:
-        with reading(store):
-            rows = store.followups(status="unknown") + store.followups(status="pending")
-    finally:
-        store.close()
+    with _opened(loaded, db, config, READ) as store, reading(store):
+        rows = store.followups(status="unknown") + store.followups(status="pending")
     from .crypto import show_body
 
     if as_json:
+        hidden = ("body", "body_encrypted", "person_key", "external_key")
         _print_json(
             [
-                {
-                    **{
-                        k: (v.isoformat() if isinstance(v, datetime) else v)
-                        for k, v in r.items()
-                        if k not in ("body", "body_encrypted", "person_key", "external_key")
-                    },
-                    "text": show_body(r.get("body")),  # what to look for in the conversation
-                }
+                # the text: what to look for in the conversation
+                {**_plain(r, drop=hidden), "text": show_body(r.get("body"))}
                 for r in rows
             ]
         )
@@ -369,16 +360,12 @@ def unknown_resolve(
     if sent == release:
         raise ConfigError("choose one: --sent (it went out) or --release (it did not)")
     loaded = _load_optional(config)
-    store = _store(loaded, db, config, need=WRITE)
-    try:
+    with _opened(loaded, db, config, WRITE) as store:
         row = store.resolve_unknown(followup_id, sent, actor(), datetime.now(UTC))
-        if row is None:
-            raise ConfigError(
-                f"tracking row {followup_id} is not an unknown follow-up "
-                "(see `followup unknown list`)"
-            )
-    finally:
-        store.close()
+    if row is None:
+        raise ConfigError(
+            f"tracking row {followup_id} is not an unknown follow-up (see `followup unknown list`)"
+        )
     out.print(
         f"{followup_id}: {'marked sent' if sent else 'released: a later run may send this step'}"
     )
@@ -392,9 +379,7 @@ def erase(
     lead: Annotated[
         str, typer.Argument(help="Lead id (with --lift: a lead id or a recipient id).")
     ],
-    yes: Annotated[
-        bool, typer.Option("--yes", help="Do it (without it, nothing changes).")
-    ] = False,
+    yes: YesOpt = False,
     lift: Annotated[
         bool,
         typer.Option("--lift", help="Lift an erasure: the person may be messaged again (audited)."),
@@ -409,31 +394,11 @@ def erase(
     """Erase the person behind a lead from the tool's tables; never messaged again (the
     host app's own lead table is not the tool's to erase)."""
     from .store.base import actor
-    from .store.erasure import erase_lead, lift_erasure
+    from .store.erasure import erase_lead
 
     loaded = _load_optional(config)
     if lift:
-        if not yes:
-            raise ConfigError(
-                f"erase --lift {lead}: this lets sequences message the erased person again "
-                "(their erased data does not come back); add --yes to do it"
-            )
-        if account is None and loaded is not None and len(loaded.config.accounts) == 1:
-            account = loaded.config.accounts[0].id
-        store = _store(loaded, db, config, need=WRITE)
-        try:
-            lifted = lift_erasure(store, lead, account, actor(), datetime.now(UTC))
-        finally:
-            store.close()
-        if lifted is None:
-            raise ConfigError(
-                f"{lead}: no erasure holds for this lead or recipient"
-                + ("" if account else " (for a recipient id, give --account)")
-            )
-        out.print(
-            f"{lead}: erasure lifted; sequences may message this person again. Their erased "
-            "data does not come back. To keep them from being messaged: `followup optout`"
-        )
+        _lift_erasure(loaded, db, config, lead, account, yes)
         return
     if not yes:
         raise ConfigError(
@@ -441,11 +406,8 @@ def erase(
             "person behind this lead from the tool's tables and stops messaging them; add --yes "
             "to do it"
         )
-    store = _store(loaded, db, config, need=WRITE)
-    try:
+    with _opened(loaded, db, config, WRITE) as store:
         counts = erase_lead(store, lead, actor(), datetime.now(UTC))
-    finally:
-        store.close()
     purge = counts.pop("purge", "")
     person = counts.pop("person", "")
     done = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())
@@ -458,9 +420,36 @@ def erase(
     )
 
 
+def _lift_erasure(
+    loaded: Any, db: str | None, config: str, target: str, account: str | None, yes: bool
+) -> None:
+    """``erase --lift``: the person may be messaged again (their data does not come back)."""
+    from .store.base import actor
+    from .store.erasure import lift_erasure
+
+    if not yes:
+        raise ConfigError(
+            f"erase --lift {target}: this lets sequences message the erased person again "
+            "(their erased data does not come back); add --yes to do it"
+        )
+    if account is None and loaded is not None and len(loaded.config.accounts) == 1:
+        account = loaded.config.accounts[0].id
+    with _opened(loaded, db, config, WRITE) as store:
+        lifted = lift_erasure(store, target, account, actor(), datetime.now(UTC))
+    if lifted is None:
+        raise ConfigError(
+            f"{target}: no erasure holds for this lead or recipient"
+            + ("" if account else " (for a recipient id, give --account)")
+        )
+    out.print(
+        f"{target}: erasure lifted; sequences may message this person again. Their erased "
+        "data does not come back. To keep them from being messaged: `followup optout`"
+    )
+
+
 @app.command()
 def handoff(
-    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
+    account: AccountOpt = None,
     since: Annotated[
         float | None,
         typer.Option("--since", min=0, help="Only leads skipped in the last HOURS (default: all)."),
@@ -474,24 +463,19 @@ def handoff(
     from .engine import handoff as handoff_leads
 
     loaded = _load(config, strict=False)
-    if account is not None and loaded.config.account(account) is None:
-        raise ConfigError(f"--account {account}: no such account in {loaded.path}")
-    when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config, need=READ)
-    try:
+    _check_account(loaded, account)
+    when = _when(now)
+    with _opened(loaded, db, config, READ) as store:
         rows = []
         if not _pending_migrations(store):
             rows = handoff_leads(loaded.config, store, when, since, account)
-    finally:
-        store.close()
     if as_json:
-        _print_json(
-            [
-                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
-                for r in rows
-            ]
-        )
+        _print_json([_plain(r) for r in rows])
         return
+    _print_handoffs(rows)
+
+
+def _print_handoffs(rows: list[dict[str, Any]]) -> None:
     if not rows:
         out.print("no hand-offs: no lead's messaging window closed with a step still due")
         return
@@ -540,15 +524,12 @@ def events_ingest(
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read ({exc})") from None
-    when = _now(now) or datetime.now(UTC)
-    store = _store(loaded, db, config, need=WRITE)
-    try:
-        name = "<stdin>" if source == "-" else source
-        # A replay (--now) sees nothing after its instant; real time allows clock skew.
-        skew = timedelta(0) if now else timedelta(minutes=5)
+    when = _when(now)
+    name = "<stdin>" if source == "-" else source
+    # A replay (--now) sees nothing after its instant; real time allows clock skew.
+    skew = timedelta(0) if now else timedelta(minutes=5)
+    with _opened(loaded, db, config, WRITE) as store:
         result = ingest(store, loaded.config, text, name, when, actor(), skew)
-    finally:
-        store.close()
     data = result.as_dict()
     if as_json:
         _print_json(data)

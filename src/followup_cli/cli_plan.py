@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
@@ -10,19 +9,20 @@ import typer
 from rich.table import Table
 
 from .cli_common import (
+    AccountOpt,
     ConfigOpt,
     DbOpt,
     JsonOpt,
     NowOpt,
+    _check_account,
     _load,
-    _now,
     _print_json,
     _store,
+    _when,
     app,
     err,
     out,
 )
-from .errors import ConfigError
 from .store.access import READ, reading
 
 
@@ -56,7 +56,7 @@ def root(
 @app.command("plan")
 def plan_command(
     days: Annotated[int, typer.Option("--days", min=1, max=60, help="How many days ahead.")] = 3,
-    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
+    account: AccountOpt = None,
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
     now: NowOpt = None,
@@ -73,9 +73,8 @@ def plan_command(
     from .plan import ASSUMPTIONS, build_plan, local, summary_lines
 
     loaded = _load(config)
-    if account is not None and loaded.config.account(account) is None:
-        raise ConfigError(f"--account {account}: no such account in {loaded.path}")
-    when = _now(now) or datetime.now(UTC)
+    _check_account(loaded, account)
+    when = _when(now)
     store = _store(loaded, db, config, need=READ)
     try:
         with reading(store):  # a fresh store: the tool's tables exist only inside

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .cli_common import (
+    AccountOpt,
     ConfigOpt,
     DbOpt,
     NowOpt,
     _load,
-    _now,
     _print_json,
     _store,
+    _when,
     app,
     err,
     out,
@@ -34,7 +34,7 @@ def report_command(
     days: Annotated[
         int | None, typer.Option("--days", min=1, help="The N days ending today (default 7).")
     ] = None,
-    account: Annotated[str | None, typer.Option("--account", help="Only this account id.")] = None,
+    account: AccountOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json, csv or html.")] = "table",
     now: NowOpt = None,
     config: ConfigOpt = "sequences.yaml",
@@ -55,7 +55,7 @@ def report_command(
 
     check_format_options(fmt, output, section)
     loaded = _load(config, strict=False)
-    when = _now(now) or datetime.now(UTC)
+    when = _when(now)
     store = _store(loaded, db, config, need=REPORT)
     try:
         with reading(store):

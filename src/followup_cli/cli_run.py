@@ -15,6 +15,7 @@ from rich.text import Text
 
 from . import errors
 from .cli_common import (
+    AccountOpt,
     ConfigOpt,
     DbOpt,
     JsonOpt,
@@ -23,6 +24,7 @@ from .cli_common import (
     NowOpt,
     QuietOpt,
     VerboseOpt,
+    _check_account,
     _fmt,
     _load,
     _now,
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show what would be sent; send and write nothing.")
 ]
-AccountOpt = Annotated[str | None, typer.Option("--account", help="Only this account id.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=0, help="Send at most N messages.")]
 BudgetOpt = Annotated[
     float | None,
@@ -139,8 +140,7 @@ def run(
     ops.lead_table = loaded.config.settings.lead_table
     if dry_run:  # the preview says what the real run would stop at
         _warn_unset_tokens(ops, loaded, account)
-    if account is not None and loaded.config.account(account) is None:
-        raise ConfigError(f"--account {account}: no such account in {loaded.path}")
+    _check_account(loaded, account)
     when = _now(now)
     lock = None if dry_run else _run_lock(resolve_db(db, config), wait)
     store = _store(loaded, db, config, need=READ if dry_run else WRITE)
