@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from followup_cli.engine import Engine, RunOptions
 from followup_cli.errors import ConfigError
 from followup_cli.events import ingest
 from followup_cli.store import open_store
+from followup_cli.store.base import SqlStore
 from followup_cli.store.sealing import check_keys, recorded_key_ids, rotate_keys
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.helpers import LeadDB, base_config, followup, lead, write_config
@@ -78,11 +81,39 @@ def run_engine(
     return summary
 
 
-def cli_run(path: Path, db: LeadDB, keys: str | None) -> Any:
-    env = {"FOLLOWUP_TOKEN_A": "tok-a"}
+def config_file(tmp_path: Path, graph: FakeGraphAPI | None = None, **settings: Any) -> Path:
+    """sequences.yaml: on the fake Graph API (``cfg_dict``), or ``base_config`` without it."""
+    cfg = cfg_dict(graph, **settings) if graph is not None else base_config()
+    return write_config(tmp_path / "sequences.yaml", cfg)
+
+
+def tool(path: Path, db: LeadDB, *args: str, keys: str | None = None, **env: str) -> Any:
+    """``followup ARGS --config PATH --db DB``, with ``keys`` in FOLLOWUP_ENCRYPTION_KEY."""
     if keys is not None:
         env["FOLLOWUP_ENCRYPTION_KEY"] = keys
-    return followup("run", "--config", str(path), "--db", db.url, "--now", NOW.isoformat(), env=env)
+    return followup(*args, "--config", str(path), "--db", db.url, env=env)
+
+
+def cli_run(path: Path, db: LeadDB, keys: str | None) -> Any:
+    return tool(path, db, "run", "--now", NOW.isoformat(), keys=keys, FOLLOWUP_TOKEN_A="tok-a")
+
+
+@contextmanager
+def opened(db: LeadDB, keys: str | None = None, migrate: bool = True) -> Iterator[SqlStore]:
+    """The tool's store in this process, reading with ``keys`` when given."""
+    store = open_store(db.url, migrate=migrate)
+    if keys is not None:
+        store.cipher = Cipher(keys)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def report_json(path: Path, db: LeadDB, keys: str) -> dict[str, Any]:
+    rep = tool(path, db, "report", "--date", "2026-03-02", "--format", "json", keys=keys)
+    assert rep.returncode == 0, rep.stderr
+    return json.loads(rep.stdout)
 
 
 def tool_text(db: LeadDB, tables: str = "followup_") -> str:
@@ -160,19 +191,13 @@ def test_with_a_key__nothing_personal_in_clear_in_a_dump_or_the_file_yet_the_too
     assert not [s for s in SECRETS if s in dump], "found in clear in the tool's tables"
     assert RECIPIENT in tool_text(db, "leads"), "the check can see clear values"
     # The commands that read the rows still work with the key.
-    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
-    env = {"FOLLOWUP_ENCRYPTION_KEY": key}
-    rep = followup(
-        "report", "--config", str(path), "--db", db.url, "--date", "2026-03-02", "--format",
-        "json", env=env,
-    )  # fmt: skip
-    assert rep.returncode == 0, rep.stderr
-    assert '"sent"' in rep.stdout
-    exp = followup("explain", "k1", "--config", str(path), "--db", db.url, "--json", env=env)
+    path = config_file(tmp_path, graph)
+    assert report_json(path, db, key)["summary"]["followups_sent"] == 1
+    exp = tool(path, db, "explain", "k1", "--json", keys=key)
     assert exp.returncode == 0, exp.stderr
     assert json.loads(exp.stdout)["history"][0]["recipient_id"] == RECIPIENT
     execute(db, "UPDATE followup_tracking SET status = 'unknown' WHERE lead_id = 'k1'")
-    listed = followup("unknown", "list", "--config", str(path), "--db", db.url, env=env)
+    listed = tool(path, db, "unknown", "list", keys=key)
     assert listed.returncode == 0 and TEXT in listed.stdout, listed.stdout + listed.stderr
     if db.backend == "sqlite":
         # The host deletes its own rows (zeroed): what is left in the file is the tool's.
@@ -182,9 +207,7 @@ def test_with_a_key__nothing_personal_in_clear_in_a_dump_or_the_file_yet_the_too
         conn.commit()
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
-        raw = Path(db.url).read_bytes()
-        wal = Path(db.url + "-wal")
-        raw += wal.read_bytes() if wal.exists() else b""
+        raw = file_bytes(db)
         assert b"followup_tracking" in raw
         assert not [s for s in SECRETS if s.encode() in raw]
 
@@ -200,31 +223,9 @@ def test_webhook_ingest_matches_a_sealed_recipient_by_its_keyed_hash(
     assert not db.query("SELECT 1 FROM followup_tracking WHERE recipient_id = ?", (RECIPIENT,))
     loaded = parse_config(yaml.safe_dump(cfg_dict(graph)), "sequences.yaml")
     at = NOW + timedelta(minutes=30)
-    payload = {
-        "object": "instagram",
-        "entry": [
-            {
-                "id": IG,
-                "time": int(at.timestamp() * 1000),
-                "messaging": [
-                    {
-                        "sender": {"id": RECIPIENT},
-                        "recipient": {"id": IG},
-                        "timestamp": int(at.timestamp() * 1000),
-                        "message": {"mid": "m_reply", "text": "tell me more"},
-                    }
-                ],
-            }
-        ],
-    }
-    store = open_store(db.url, migrate=False)
-    store.cipher = Cipher(key)
-    try:
-        res = ingest(
-            store, loaded.config, json.dumps(payload), "hook.json", NOW + timedelta(hours=1), "t"
-        )
-    finally:
-        store.close()
+    payload = webhook_line(RECIPIENT, at, message={"mid": "m_reply", "text": "tell me more"})
+    with opened(db, key, migrate=False) as store:
+        res = ingest(store, loaded.config, payload, "hook.json", NOW + timedelta(hours=1), "t")
     assert res.unmatched == 0 and res.applied == {"replied": 1}, res.as_dict()
     assert db.query("SELECT status FROM followup_tracking") == [{"status": "responded"}]
 
@@ -241,9 +242,7 @@ def test_two_keys__old_rows_read_new_rows_use_the_first__rotate_then_drop_the_ol
     assert first["k1"]["recipient_id"].startswith(f"enc1:{key_id(old)}:")
     assert first["k2"]["recipient_id"].startswith(f"enc1:{key_id(new)}:")
     assert first["k2"]["body"].startswith(f"enc1:{key_id(new)}:")
-    store = open_store(db.url)
-    try:
-        store.cipher = Cipher(f"{new},{old}")
+    with opened(db, f"{new},{old}") as store:
         assert {r["lead_id"]: r["recipient_id"] for r in store.followups()} == {
             "k1": RECIPIENT,
             "k2": "ig_k2",
@@ -272,8 +271,6 @@ def test_two_keys__old_rows_read_new_rows_use_the_first__rotate_then_drop_the_ol
         check_keys(store)
         rows = {r["lead_id"]: r for r in store.followups()}
         assert (rows["k1"]["recipient_id"], rows["k1"]["body"]) == (RECIPIENT, TEXT)
-    finally:
-        store.close()
 
 
 def test_a_key_that_cannot_read_the_rows__run_exits_2_in_one_line_and_sends_nothing(
@@ -284,7 +281,7 @@ def test_a_key_that_cannot_read_the_rows__run_exits_2_in_one_line_and_sends_noth
     run_engine(db, graph, old)
     sent = len(graph.calls)
     db.insert(due("k2"))
-    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    path = config_file(tmp_path, graph)
     wrong = cli_run(path, db, new_key())
     assert wrong.returncode == 2
     lines = wrong.stderr.strip().splitlines()
@@ -295,15 +292,13 @@ def test_a_key_that_cannot_read_the_rows__run_exits_2_in_one_line_and_sends_noth
     assert len(graph.calls) == sent, "the Graph API received nothing"
     assert [r["lead_id"] for r in db.query("SELECT lead_id FROM followup_tracking")] == ["k1"]
     # A lost key: `keys rotate` names it; --drop-unreadable lets the store go on without it.
-    env = {"FOLLOWUP_ENCRYPTION_KEY": new_key()}
-    stuck = followup("keys", "rotate", "--config", str(path), "--db", db.url, env=env)
+    lost = new_key()
+    stuck = tool(path, db, "keys", "rotate", keys=lost)
     assert stuck.returncode == 2 and key_id(old) in stuck.stderr
-    gone = followup(
-        "keys", "rotate", "--drop-unreadable", "--config", str(path), "--db", db.url, env=env
-    )
+    gone = tool(path, db, "keys", "rotate", "--drop-unreadable", keys=lost)
     assert gone.returncode == 0, gone.stderr
     assert "unreadable removed" in gone.stdout
-    ok = cli_run(path, db, env["FOLLOWUP_ENCRYPTION_KEY"])
+    ok = cli_run(path, db, lost)
     assert ok.returncode == 0, ok.stderr
     assert [c.recipient_id for c in graph.deliveries][-1] == "ig_k2"
     row = db.query("SELECT recipient_id, person_key FROM followup_tracking WHERE lead_id = 'k1'")
@@ -323,9 +318,9 @@ def test_without_a_key__texts_are_not_stored_and_check_says_so_once(
         False,
     )
     assert "variant_id" in row
-    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    path = config_file(tmp_path, graph)
     execute(db, "UPDATE followup_tracking SET status = 'unknown'")
-    listed = followup("unknown", "list", "--config", str(path), "--db", db.url, "--json")
+    listed = tool(path, db, "unknown", "list", "--json")
     assert json.loads(listed.stdout)[0]["text"].startswith("(not stored) hmac-sha256:")
     check = followup("sequences", "check", "--config", str(path), env={"FOLLOWUP_TOKEN_A": "x"})
     assert check.returncode == 0, check.stderr
@@ -354,31 +349,26 @@ def test_store_bodies_without_a_key__stored_in_clear__then_rotate_encrypts_them(
         RECIPIENT,
         False,
     )
-    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph, store_bodies=True))
+    path = config_file(tmp_path, graph, store_bodies=True)
     check = followup("sequences", "check", "--config", str(path), env={"FOLLOWUP_TOKEN_A": "x"})
     said = [ln for ln in check.stderr.splitlines() if "FOLLOWUP_ENCRYPTION_KEY" in ln]
     assert len(said) == 1 and "store_bodies" in said[0] and "in clear" in said[0], check.stderr
     # A key is added later: `keys rotate` encrypts what was stored in clear.
     key = new_key()
-    env = {"FOLLOWUP_ENCRYPTION_KEY": key}
-    dry = followup("keys", "rotate", "--dry-run", "--config", str(path), "--db", db.url, env=env)
+    dry = tool(path, db, "keys", "rotate", "--dry-run", keys=key)
     assert dry.returncode == 0, dry.stderr
     assert "1 row(s) would change" in dry.stdout and TEXT in tool_text(db)
-    done = followup("keys", "rotate", "--config", str(path), "--db", db.url, env=env)
+    done = tool(path, db, "keys", "rotate", keys=key)
     assert done.returncode == 0 and "1 row(s) changed" in done.stdout, done.stdout + done.stderr
     assert "4 encrypted that were in clear"  # body, 3 ids in done.stdout
     assert not [s for s in (TEXT, RECIPIENT, CONVERSATION) if s in tool_text(db)]
-    store = open_store(db.url)
-    try:
-        store.cipher = Cipher(key)
+    with opened(db, key) as store:
         got = store.followups()[0]
-        assert (got["body"], got["recipient_id"], got["conversation_id"]) == (
-            TEXT,
-            RECIPIENT,
-            CONVERSATION,
-        )
-    finally:
-        store.close()
+    assert (got["body"], got["recipient_id"], got["conversation_id"]) == (
+        TEXT,
+        RECIPIENT,
+        CONVERSATION,
+    )
 
 
 def test_optout_of_a_person_keeps_the_recipient_sealed_and_exports_it_in_clear(
@@ -386,12 +376,11 @@ def test_optout_of_a_person_keeps_the_recipient_sealed_and_exports_it_in_clear(
 ) -> None:
     key = new_key()
     db.insert(secret_lead("k1"))
-    path = write_config(tmp_path / "sequences.yaml", base_config())
-    env = {"FOLLOWUP_ENCRYPTION_KEY": key}
-    r = followup("optout", "k1", "--config", str(path), "--db", db.url, env=env)
+    path = config_file(tmp_path)
+    r = tool(path, db, "optout", "k1", keys=key)
     assert r.returncode == 0, r.stderr
     assert RECIPIENT not in tool_text(db)
-    listed = followup("optout", "--export", "--config", str(path), "--db", db.url, env=env)
+    listed = tool(path, db, "optout", "--export", keys=key)
     assert listed.returncode == 0 and RECIPIENT in listed.stdout, listed.stdout + listed.stderr
 
 
@@ -399,13 +388,10 @@ def test_a_lead_value_that_looks_sealed_never_stops_a_run(db: LeadDB, graph: Fak
     odd = "enc1:deadbeef:not-a-token"
     db.insert(secret_lead("k1", conversation_id=odd))
     run_engine(db, graph, None)
-    store = open_store(db.url)
-    try:
+    with opened(db) as store:
         check_keys(store, Cipher(None))  # no "rows are encrypted" from a host's odd value
         check_keys(store, Cipher(new_key()))
         assert store.followups()[0]["conversation_id"] == odd
-    finally:
-        store.close()
 
 
 def test_optout_with_a_wrong_key_still_holds_but_writes_nothing_under_that_key(
@@ -414,21 +400,14 @@ def test_optout_with_a_wrong_key_still_holds_but_writes_nothing_under_that_key(
     key = new_key()
     db.insert(secret_lead("k1"), due("k2"))
     run_engine(db, graph, key)
-    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
-    wrong = new_key()
-    r = followup(
-        "optout", "k2", "--config", str(path), "--db", db.url,
-        env={"FOLLOWUP_ENCRYPTION_KEY": wrong},
-    )  # fmt: skip
+    path = config_file(tmp_path, graph)
+    r = tool(path, db, "optout", "k2", keys=new_key())
     assert r.returncode == 0 and "opted out" in r.stdout, r.stderr
     assert "warning" in r.stderr and key_id(key) in r.stderr
     sup = db.query("SELECT person_key, recipient_id FROM followup_suppressions")
     assert len(sup) == 1 and sup[0]["person_key"] and sup[0]["recipient_id"] is None
-    store = open_store(db.url)
-    try:
+    with opened(db) as store:
         assert recorded_key_ids(store) == [key_id(key)], "the wrong key wrote nothing"
-    finally:
-        store.close()
     assert cli_run(path, db, key).returncode == 0  # the right key still runs
 
 
@@ -440,9 +419,7 @@ def test_rotate_interrupted_keeps_its_finished_batches_and_resumes(
     old, new = new_key(), new_key()
     db.insert(secret_lead("k1"), due("k2"))
     run_engine(db, graph, old, max_per_lead_per_day=2)
-    store = open_store(db.url)
-    try:
-        store.cipher = Cipher(f"{new},{old}")
+    with opened(db, f"{new},{old}") as store:
         real, calls = sealing._update, []
 
         def dies_on_the_second_row(*args: Any) -> None:
@@ -464,8 +441,6 @@ def test_rotate_interrupted_keeps_its_finished_batches_and_resumes(
         done = rotate_keys(store, store.cipher, NOW, batch=1)
         assert done.rows == {"followup_tracking": 1}, "only what was left"
         assert recorded_key_ids(store) == [key_id(new)]
-    finally:
-        store.close()
 
 
 def sealed_key(value: str) -> str:
@@ -478,19 +453,13 @@ def test_keys_status_names_the_keys_at_hand_and_the_ones_that_wrote_rows(
     old, new = new_key(), new_key()
     db.insert(secret_lead("k1"))
     run_engine(db, graph, old)
-    path = write_config(tmp_path / "sequences.yaml", base_config())
-    both = followup(
-        "keys", "status", "--config", str(path), "--db", db.url,
-        env={"FOLLOWUP_ENCRYPTION_KEY": f"{new},{old}"},
-    )  # fmt: skip
+    path = config_file(tmp_path)
+    both = tool(path, db, "keys", "status", keys=f"{new},{old}")
     assert both.returncode == 0, both.stderr
     assert f"key 1: id {key_id(new)} (writes and reads)" in both.stdout
     assert f"key 2: id {key_id(old)} (reads)" in both.stdout
     assert f"rows written with: {key_id(old)}" in both.stdout
-    alone = followup(
-        "keys", "status", "--config", str(path), "--db", db.url,
-        env={"FOLLOWUP_ENCRYPTION_KEY": new},
-    )  # fmt: skip
+    alone = tool(path, db, "keys", "status", keys=new)
     assert alone.returncode == 2 and key_id(old) in alone.stderr
 
 
@@ -503,9 +472,8 @@ def test_erase_with_sealed_ids_finds_every_row_of_the_person(
     # The host re-created the person under a new lead id, and deleted the old row.
     execute(db, "DELETE FROM leads")
     db.insert(secret_lead("k1-new"))
-    path = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
-    env = {"FOLLOWUP_ENCRYPTION_KEY": key}
-    r = followup("erase", "k1-new", "--yes", "--config", str(path), "--db", db.url, env=env)
+    path = config_file(tmp_path, graph)
+    r = tool(path, db, "erase", "k1-new", "--yes", keys=key)
     assert r.returncode == 0, r.stderr
     rows = db.query("SELECT lead_id, body, recipient_id, conversation_id FROM followup_tracking")
     assert rows == [
@@ -537,12 +505,8 @@ def webhook_line(sender: str, at: datetime, **item: Any) -> str:
 
 
 def ingest_file(path: Path, cfg: Path, db: LeadDB, keys: str | None) -> dict[str, Any]:
-    env = {"FOLLOWUP_ENCRYPTION_KEY": keys} if keys else {}
     at = (NOW + timedelta(hours=2)).isoformat()
-    r = followup(
-        "events", "ingest", str(path), "--config", str(cfg), "--db", db.url, "--now", at,
-        "--json", env=env,
-    )  # fmt: skip
+    r = tool(cfg, db, "events", "ingest", str(path), "--now", at, "--json", keys=keys or None)
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(r.stdout)
 
@@ -564,12 +528,7 @@ def file_bytes(db: LeadDB) -> bytes:
 
 
 def responded(path: Path, db: LeadDB, keys: str) -> int:
-    rep = followup(
-        "report", "--config", str(path), "--db", db.url, "--date", "2026-03-02", "--format",
-        "json", env={"FOLLOWUP_ENCRYPTION_KEY": keys},
-    )  # fmt: skip
-    assert rep.returncode == 0, rep.stderr
-    return int(json.loads(rep.stdout)["summary"]["followups_responded"])
+    return int(report_json(path, db, keys)["summary"]["followups_responded"])
 
 
 def test_with_a_key__message_ids_are_not_in_clear_yet_webhooks_find_their_row_and_dedupe(
@@ -580,7 +539,7 @@ def test_with_a_key__message_ids_are_not_in_clear_yet_webhooks_find_their_row_an
     run_engine(db, graph, key)
     mid = graph.deliveries[0].message_id
     assert mid
-    cfg = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    cfg = config_file(tmp_path, graph)
     at = NOW + timedelta(minutes=30)
     text = "\n".join(
         [
@@ -606,13 +565,9 @@ def test_with_a_key__message_ids_are_not_in_clear_yet_webhooks_find_their_row_an
     assert (again["new"], again["duplicates"]) == (0, 5), again
     assert responded(cfg, db, key) == 1
     # The tool reads the ids back (sealed, not lost).
-    store = open_store(db.url, migrate=False)
-    try:
-        store.cipher = Cipher(key)
+    with opened(db, key, migrate=False) as store:
         assert store.followups()[0]["external_id"] == mid
         assert {e["message_id"] for e in store.events()} == {None, mid}
-    finally:
-        store.close()
     secrets = [mid, REPLY_MID, *raw_event_keys(text, graph)]
     dump = tool_text(db)
     assert "followup_events" in dump or db.backend == "postgres"
@@ -623,26 +578,16 @@ def test_with_a_key__message_ids_are_not_in_clear_yet_webhooks_find_their_row_an
         assert not [s for s in secrets if s.encode() in raw]
     # A new key: `keys rotate` re-seals the ids; lookups by keyed hash do not change with it.
     new = new_key()
-    done = followup(
-        "keys", "rotate", "--config", str(cfg), "--db", db.url,
-        env={"FOLLOWUP_ENCRYPTION_KEY": f"{new},{key}"},
-    )  # fmt: skip
+    done = tool(cfg, db, "keys", "rotate", keys=f"{new},{key}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "followup_events 3" in done.stdout, done.stdout  # the 3 naming our message
     key = new
-    store = open_store(db.url, migrate=False)
-    try:
-        store.cipher = Cipher(key)
+    with opened(db, key, migrate=False) as store:
         assert {e["message_id"] for e in store.events()} == {None, mid}
         assert store.followups()[0]["external_id"] == mid
-    finally:
-        store.close()
     assert ingest_file(path, cfg, db, key)["duplicates"] == 5
     # Erasure removes the sealed ids and their hashes; the events stay duplicates.
-    gone = followup(
-        "erase", "k1", "--yes", "--config", str(cfg), "--db", db.url,
-        env={"FOLLOWUP_ENCRYPTION_KEY": key},
-    )  # fmt: skip
+    gone = tool(cfg, db, "erase", "k1", "--yes", keys=key)
     assert gone.returncode == 0, gone.stderr
     assert db.query("SELECT external_id, external_key FROM followup_tracking") == [
         {"external_id": None, "external_key": None}
@@ -661,7 +606,7 @@ def test_message_ids_stored_in_clear_before_the_key__still_match_then_rotate_has
     run_engine(db, graph, None)
     mid = graph.deliveries[0].message_id
     assert mid
-    cfg = write_config(tmp_path / "sequences.yaml", cfg_dict(graph))
+    cfg = config_file(tmp_path, graph)
     at = NOW + timedelta(minutes=30)
     read = webhook_line(RECIPIENT, at, read={"mid": mid})
     old = tmp_path / "old.jsonl"
@@ -684,8 +629,7 @@ def test_message_ids_stored_in_clear_before_the_key__still_match_then_rotate_has
     assert (got["new"], got["duplicates"], got["unmatched"]) == (1, 1, 0), got
     assert responded(cfg, db, key) == 1
     # `keys rotate` seals the message ids and hashes the event keys; all still match.
-    env = {"FOLLOWUP_ENCRYPTION_KEY": key}
-    done = followup("keys", "rotate", "--config", str(cfg), "--db", db.url, env=env)
+    done = tool(cfg, db, "keys", "rotate", keys=key)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "followup_events 1" in done.stdout, done.stdout  # the clear key; the new one is hashed
     secrets = [mid, *raw_event_keys(both.read_text(), graph)]

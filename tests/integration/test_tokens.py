@@ -6,6 +6,7 @@ and when it expires; `tokens refresh` prints the new token and writes it nowhere
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +16,12 @@ from tests.helpers import base_config as _base
 from tests.helpers import followup, graph_config, write_config
 
 IG_A, IG_B = "17841000000000001", "17841000000000002"
+ACCT_OFF = {
+    "id": "acct_off",
+    "enabled": False,
+    "ig_user_id": "1",
+    "token_env": "FOLLOWUP_TOKEN_OFF",
+}
 
 
 def two_accounts(tmp_path: Path, base_url: str) -> Path:
@@ -25,10 +32,13 @@ def two_accounts(tmp_path: Path, base_url: str) -> Path:
     cfg["accounts"].append(
         {"id": "acct_b", "user_id": "u_2", "ig_user_id": IG_B, "token_env": "FOLLOWUP_TOKEN_B"}
     )
-    cfg["accounts"].append(
-        {"id": "acct_off", "enabled": False, "ig_user_id": "1", "token_env": "FOLLOWUP_TOKEN_OFF"}
-    )
+    cfg["accounts"].append(dict(ACCT_OFF))
     return write_config(path, cfg)
+
+
+def tokens(cfg: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``followup tokens ARGS --config CFG`` with these environment variables."""
+    return followup("tokens", *args, "--config", str(cfg), env=env)
 
 
 def test_fake__token_endpoints_speak_the_documented_wire_format(graph):
@@ -62,9 +72,7 @@ def test_fake__token_endpoints_speak_the_documented_wire_format(graph):
 
 def test_tokens_check__set_accepted_expiry_and_unset(tmp_path, graph):
     cfg = two_accounts(tmp_path, graph.base_url)
-    r = followup(
-        "tokens", "check", "--config", str(cfg), "--json", env={"FOLLOWUP_TOKEN_A": "tok-a"}
-    )
+    r = tokens(cfg, "check", "--json", FOLLOWUP_TOKEN_A="tok-a")
     assert r.returncode == 2
     data = {a["account_id"]: a for a in json.loads(r.stdout)["accounts"]}
     a, b, off = data["acct_a"], data["acct_b"], data["acct_off"]
@@ -74,15 +82,7 @@ def test_tokens_check__set_accepted_expiry_and_unset(tmp_path, graph):
     assert "FOLLOWUP_TOKEN_B is not set" in b["problem"]
     assert off["enabled"] is False  # a disabled account does not fail the check
     assert "tok-a" not in r.stdout + r.stderr
-    ok = followup(
-        "tokens",
-        "check",
-        "--config",
-        str(cfg),
-        "--account",
-        "acct_a",
-        env={"FOLLOWUP_TOKEN_A": "tok-a"},
-    )
+    ok = tokens(cfg, "check", "--account", "acct_a", FOLLOWUP_TOKEN_A="tok-a")
     assert ok.returncode == 0, ok.stderr
     assert "acct_a" in ok.stdout and "tok-a" not in ok.stdout
 
@@ -91,7 +91,7 @@ def test_tokens_check__refused_wrong_account_and_expiring_soon(tmp_path, graph):
     cfg = two_accounts(tmp_path, graph.base_url)
     graph.expires_at["tok-a"] = int(time.time()) + 3 * 86_400
     env = {"FOLLOWUP_TOKEN_A": "tok-a", "FOLLOWUP_TOKEN_B": "tok-a"}  # B holds A's token
-    r = followup("tokens", "check", "--config", str(cfg), "--json", env=env)
+    r = tokens(cfg, "check", "--json", **env)
     assert r.returncode == 2
     data = {a["account_id"]: a for a in json.loads(r.stdout)["accounts"]}
     assert (
@@ -99,20 +99,9 @@ def test_tokens_check__refused_wrong_account_and_expiring_soon(tmp_path, graph):
         or "expires in 2.9" in data["acct_a"]["problem"]
     )
     assert f"belongs to Instagram account {IG_A}" in data["acct_b"]["problem"]
-    relaxed = followup(
-        "tokens", "check", "--config", str(cfg), "--account", "acct_a", "--warn-days", "1", env=env
-    )
+    relaxed = tokens(cfg, "check", "--account", "acct_a", "--warn-days", "1", **env)
     assert relaxed.returncode == 0, relaxed.stdout
-    refused = followup(
-        "tokens",
-        "check",
-        "--config",
-        str(cfg),
-        "--account",
-        "acct_a",
-        "--json",
-        env={"FOLLOWUP_TOKEN_A": "revoked"},
-    )
+    refused = tokens(cfg, "check", "--account", "acct_a", "--json", FOLLOWUP_TOKEN_A="revoked")
     assert refused.returncode == 2
     state = json.loads(refused.stdout)["accounts"][0]
     assert state["accepted"] is False and "code 190" in state["problem"]
@@ -122,9 +111,7 @@ def test_tokens_check__refused_wrong_account_and_expiring_soon(tmp_path, graph):
 def test_tokens_refresh__prints_the_new_token_and_writes_nothing(tmp_path, graph):
     cfg = two_accounts(tmp_path, graph.base_url)
     before = sorted(p.name for p in tmp_path.iterdir())
-    r = followup(
-        "tokens", "refresh", "acct_a", "--config", str(cfg), env={"FOLLOWUP_TOKEN_A": "tok-a"}
-    )
+    r = tokens(cfg, "refresh", "acct_a", FOLLOWUP_TOKEN_A="tok-a")
     assert r.returncode == 0, r.stderr
     new = r.stdout.strip()
     assert graph.refreshes == [new] and r.stdout == new + "\n"
@@ -132,45 +119,25 @@ def test_tokens_refresh__prints_the_new_token_and_writes_nothing(tmp_path, graph
     assert "FOLLOWUP_TOKEN_A" in r.stderr and "nothing was written" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     # The new token works; the fake retired the old one.
-    check = followup(
-        "tokens",
-        "check",
-        "--config",
-        str(cfg),
-        "--account",
-        "acct_a",
-        env={"FOLLOWUP_TOKEN_A": new},
-    )
+    check = tokens(cfg, "check", "--account", "acct_a", FOLLOWUP_TOKEN_A=new)
     assert check.returncode == 0, check.stdout
-    old = followup(
-        "tokens",
-        "check",
-        "--config",
-        str(cfg),
-        "--account",
-        "acct_a",
-        env={"FOLLOWUP_TOKEN_A": "tok-a"},
-    )
+    old = tokens(cfg, "check", "--account", "acct_a", FOLLOWUP_TOKEN_A="tok-a")
     assert old.returncode == 2
 
 
 def test_tokens_refresh__refused_is_one_line_exit_2_without_the_token(tmp_path, graph):
     cfg = two_accounts(tmp_path, graph.base_url)
-    r = followup(
-        "tokens", "refresh", "acct_a", "--config", str(cfg), env={"FOLLOWUP_TOKEN_A": "expired-x"}
-    )
+    r = tokens(cfg, "refresh", "acct_a", FOLLOWUP_TOKEN_A="expired-x")
     assert r.returncode == 2 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and "code 190" in r.stderr
     assert "expired-x" not in r.stderr
-    unset = followup("tokens", "refresh", "acct_a", "--config", str(cfg))
+    unset = tokens(cfg, "refresh", "acct_a")
     assert unset.returncode == 2 and "FOLLOWUP_TOKEN_A is not set" in unset.stderr
 
 
 def test_sequences_check__warns_about_unset_token_variables_of_enabled_accounts(tmp_path):
     cfg = _base(channel={"type": "instagram", "window_hours": 24})
-    cfg["accounts"].append(
-        {"id": "acct_off", "enabled": False, "ig_user_id": "1", "token_env": "FOLLOWUP_TOKEN_OFF"}
-    )
+    cfg["accounts"].append(dict(ACCT_OFF))
     path = write_config(tmp_path / "sequences.yaml", cfg)
     r = followup("sequences", "check", "--config", str(path))
     assert r.returncode == 0, r.stderr
