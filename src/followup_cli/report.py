@@ -141,17 +141,7 @@ def build_report(
     rows = store.report_followups(start, end, account)
     sent = [r for r in rows if r["sent_at"] is not None and r["sent_at"] <= now]
     today = now.astimezone(ZoneInfo(tz)).date()
-    if period.start <= today <= period.end:
-        today_rows = sent
-    else:
-        t0, t1 = Period(today, today, tz).bounds()
-        today_rows = [
-            r for r in store.report_followups(t0, t1, account) if r["sent_at"] is not None
-        ]
-    sent_today = sum(
-        1 for r in today_rows if r["sent_at"] <= now and _local_date(r["sent_at"], tz) == today
-    )
-
+    sent_today = _sent_today(store, sent, period, today, now, account)
     enrollments = store.report_enrollments(start, end, account)
     leads = _lead_zones(store, {str(r["lead_id"]) for r in sent}, config)
     report: dict[str, Any] = {
@@ -175,24 +165,51 @@ def build_report(
     }
     coverage = _coverage(store, config, account)
     report["coverage"] = coverage
-    report["targets"] = [
-        _target("coverage", coverage["share"], coverage["followed_up"], coverage["qualified"]),
-        _target(
-            "response_rate",
-            report["summary"]["response_rate"],
-            report["summary"]["leads_responded"],
-            report["summary"]["leads_messaged"],
-        ),
-        _target(
-            "conversion_rate",
-            report["summary"]["conversion_rate"],
-            report["summary"]["leads_converted"],
-            report["summary"]["leads_messaged"],
-        ),
-    ]
+    report["targets"] = _targets(report["summary"], coverage)
     report["problems"] = _problems(rows, now)
     report["holdout"] = _holdout(enrollments, start, end, config, now)
     return report
+
+
+def _sent_today(
+    store: SqlStore,
+    sent: list[dict[str, Any]],
+    period: Period,
+    today: date,
+    now: datetime,
+    account: str | None,
+) -> int:
+    """Messages sent today (the config's day), whether or not today is in the period."""
+    tz = period.timezone
+    if period.start <= today <= period.end:
+        today_rows = sent
+    else:
+        t0, t1 = Period(today, today, tz).bounds()
+        today_rows = [
+            r for r in store.report_followups(t0, t1, account) if r["sent_at"] is not None
+        ]
+    return sum(
+        1 for r in today_rows if r["sent_at"] <= now and _local_date(r["sent_at"], tz) == today
+    )
+
+
+def _targets(summary: Mapping[str, Any], coverage: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The plan's three targets: coverage, response rate, conversion rate."""
+    return [
+        _target("coverage", coverage["share"], coverage["followed_up"], coverage["qualified"]),
+        _target(
+            "response_rate",
+            summary["response_rate"],
+            summary["leads_responded"],
+            summary["leads_messaged"],
+        ),
+        _target(
+            "conversion_rate",
+            summary["conversion_rate"],
+            summary["leads_converted"],
+            summary["leads_messaged"],
+        ),
+    ]
 
 
 def _local_date(dt: datetime, tz: str) -> date:
@@ -339,43 +356,42 @@ def _progression(
             for e in es
             if e["ended_at"] is not None and e["ended_at"] <= now
         )
-        per_step: dict[str, dict[str, Any]] = {}
-        if seq is not None:
-            for i, m in enumerate(seq.messages, 1):
-                per_step[m.id] = {
-                    "step": i,
-                    "message_id": m.id,
-                    "reached": 0,
-                    "responded": 0,
-                    "converted": 0,
-                }
-        for r in rows_by_seq[seq_id]:
-            s = per_step.setdefault(
-                r["message_id"],
-                {
-                    "step": _step_of(seq, r["message_id"], r["step"]),
-                    "message_id": r["message_id"],
-                    "reached": 0,
-                    "responded": 0,
-                    "converted": 0,
-                },
-            )
-            s["reached"] += 1
-            s["responded"] += 1 if _at(r, "responded_at", now) else 0
-            s["converted"] += 1 if _at(r, "converted_at", now) else 0
-        step_list = sorted(
-            per_step.values(), key=lambda s: (s["step"] is None, s["step"] or 0, s["message_id"])
-        )
         out.append(
             {
                 "sequence_id": seq_id,
                 "enrolled": len(es),
                 "active": len(es) - sum(ended.values()),
                 "ended": dict(sorted(ended.items())),
-                "steps": step_list,
+                "steps": _step_counts(seq, rows_by_seq[seq_id], now),
             }
         )
     return out
+
+
+def _step_counts(
+    seq: Sequence | None, sent: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """Per step of a sequence (every configured one, and any other a row names): how many
+    enrollments reached it, and of those how many responded and converted."""
+
+    def step(number: int | None, message_id: str) -> dict[str, Any]:
+        return {"step": number, "message_id": message_id, "reached": 0, "responded": 0,
+                "converted": 0}  # fmt: skip
+
+    per_step: dict[str, dict[str, Any]] = {}
+    if seq is not None:
+        for i, m in enumerate(seq.messages, 1):
+            per_step[m.id] = step(i, m.id)
+    for r in sent:
+        s = per_step.setdefault(
+            r["message_id"], step(_step_of(seq, r["message_id"], r["step"]), r["message_id"])
+        )
+        s["reached"] += 1
+        s["responded"] += 1 if _at(r, "responded_at", now) else 0
+        s["converted"] += 1 if _at(r, "converted_at", now) else 0
+    return sorted(
+        per_step.values(), key=lambda s: (s["step"] is None, s["step"] or 0, s["message_id"])
+    )
 
 
 def _lead_zones(store: SqlStore, lead_ids: set[str], config: Config) -> dict[str, str]:
@@ -709,26 +725,39 @@ def leads_in_sequences(
 # ------------------------------------------------------------------ CSV / tables
 
 
-def csv_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, Any]]:
+CsvRow = tuple[str, str, str, Any]
+
+
+def _csv_metrics(
+    section: str, segment: str, data: Mapping[str, Any], skip: tuple[str, ...] = ()
+) -> list[CsvRow]:
+    """A segment's metrics as CSV rows: scalars as they are, a flat mapping or list one
+    row per item (``key_item``); nested ones and the ``skip`` keys are left out."""
+    rows: list[CsvRow] = []
+    for k, v in data.items():
+        if k in skip:
+            continue
+        if isinstance(v, Mapping):
+            for k2, v2 in v.items():
+                if not isinstance(v2, Mapping | list):
+                    rows.append((section, segment, f"{k}_{k2}", v2))
+        elif isinstance(v, list):
+            if v and not isinstance(v[0], Mapping | list):
+                for i, x in enumerate(v):
+                    rows.append((section, segment, f"{k}_{i}", x))
+        else:
+            rows.append((section, segment, k, v))
+    return rows
+
+
+def csv_rows(report: Mapping[str, Any]) -> list[CsvRow]:
     """(section, segment, metric, value): one row per metric and segment."""
-    rows: list[tuple[str, str, str, Any]] = []
+    rows: list[CsvRow] = []
 
     def add(
         section: str, segment: str, data: Mapping[str, Any], skip: tuple[str, ...] = ()
     ) -> None:
-        for k, v in data.items():
-            if k in skip:
-                continue
-            if isinstance(v, Mapping):
-                for k2, v2 in v.items():
-                    if not isinstance(v2, Mapping | list):
-                        rows.append((section, segment, f"{k}_{k2}", v2))
-            elif isinstance(v, list):
-                if v and not isinstance(v[0], Mapping | list):
-                    for i, x in enumerate(v):
-                        rows.append((section, segment, f"{k}_{i}", x))
-            else:
-                rows.append((section, segment, k, v))
+        rows.extend(_csv_metrics(section, segment, data, skip))
 
     p = report["period"]
     rows.append(("report", "", "period_start", p["start"]))
