@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -233,6 +233,51 @@ def keyword_like_pattern(keyword: str) -> str | None:
                 chars.append(c)
         out.append("".join(chars))
     return "%" + "%".join(out) + "%"
+
+
+def _like_words(pattern: str) -> list[list[str | None]]:
+    """A ``keyword_like_pattern`` as its words; a word as its characters (None: ``_``)."""
+    words: list[list[str | None]] = [[]]
+    chars = iter(pattern)
+    for c in chars:
+        if c == "%":
+            words.append([])
+        else:
+            words[-1].append(next(chars) if c == "\\" else None if c == "_" else c)
+    return [w for w in words if w]
+
+
+def _within(small: list[str | None], big: list[str | None]) -> bool:
+    """Every text ``big`` matches (as a LIKE word) contains what ``small`` matches."""
+    return any(
+        all(a is None or a == b for a, b in zip(small, big[at:], strict=False))
+        for at in range(len(big) - len(small) + 1)
+    )
+
+
+def _implies(big: str, small: str) -> bool:
+    """Every text the LIKE pattern ``big`` matches, ``small`` matches too: ``small``'s
+    words, in order, each inside another of ``big``'s words."""
+    left = _like_words(big)
+    for word in _like_words(small):
+        while left and not _within(word, left[0]):
+            left.pop(0)
+        if not left:
+            return False
+        left.pop(0)
+    return True
+
+
+def keyword_like_patterns(keywords: Iterable[str]) -> tuple[str, ...]:
+    """The ``keyword_like_pattern`` of every keyword, less those another one already
+    covers (``%n_%m_s%m_ns_j_s%`` matches whatever ``no quiero más mensajes`` matches):
+    a text matches one of these exactly when it matches one of all of them."""
+    every = sorted({p for p in map(keyword_like_pattern, keywords) if p})
+    return tuple(
+        p
+        for p in every
+        if not any(q != p and _implies(p, q) and not (_implies(q, p) and q > p) for q in every)
+    )
 
 
 def stable_fraction(*parts: str) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import unicodedata
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,10 @@ from followup_cli.rules import (
     decide,
     fold_text,
     has_optout_keyword,
+    keyword_like_pattern,
+    keyword_like_patterns,
     keyword_optout,
+    normalize_text,
     quiet_until,
 )
 from tests.helpers import base_config
@@ -898,3 +902,39 @@ def test_combining_marks_are_every_combining_character() -> None:
 def test_fold_text_folds_as_its_definition_says(text: str) -> None:
     """ASCII text takes a shortcut, other text a table filled as characters are met."""
     assert fold_text(text) == _fold_by_the_book(text)
+
+
+def _like(pattern: str, text: str) -> bool:
+    """SQL LIKE with ESCAPE '\\', case-sensitive (the patterns are lower case)."""
+    rx, chars = "", iter(pattern)
+    for c in chars:
+        rx += (
+            re.escape(next(chars))
+            if c == "\\"
+            else ".*"
+            if c == "%"
+            else "."
+            if c == "_"
+            else re.escape(c)
+        )
+    return re.fullmatch(rx, text, re.S) is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([*DEFAULT_OPTOUT_KEYWORDS, "stopp", "para", "no", " ", "%", "_"]),
+            st.text(alphabet="abcdeimnoprstuxz _%\\", max_size=6),
+        ),
+        max_size=5,
+    ).map(" ".join)
+)
+def test_keyword_like_patterns__drops_only_patterns_another_one_covers(text: str) -> None:
+    """The prefilter's LIKE patterns, pruned, keep exactly the texts all of them keep."""
+    keywords = (*DEFAULT_OPTOUT_KEYWORDS, "100%_off", "a\\b")
+    every = {keyword_like_pattern(k) for k in keywords} - {None}
+    kept = keyword_like_patterns(keywords)
+    assert set(kept) <= every and len(kept) < len(every)
+    lowered = normalize_text(text)
+    assert any(_like(p, lowered) for p in kept) == any(_like(p, lowered) for p in every)

@@ -39,7 +39,7 @@ from ..models import (
     parse_time,
 )
 from ..redact import redact, redact_obj
-from ..rules import keyword_like_pattern
+from ..rules import keyword_like_patterns
 from .migrations import MIGRATIONS
 from .outcome_queries import OutcomeQueries
 from .persons import PersonQueries
@@ -164,6 +164,11 @@ class SqlStore(PersonQueries, OutcomeQueries):
         """The prefilter; ``paged``: after ``:after_id`` (the first page has no bound, which
         also keeps an integer id column from comparing with an empty text)."""
         raise NotImplementedError
+
+    def _keyword_like(self, text: str, patterns: int, params: dict[str, Any]) -> str:
+        """For the keyword prefilter: ``lower(text)`` matches one of the ``patterns`` LIKE
+        patterns (``:kw0``..., ``ESCAPE '\\'``)."""
+        return " OR ".join(f"lower({text}) LIKE :kw{i} ESCAPE '\\'" for i in range(patterns))
 
     def _keyword_beyond_lower(
         self, text: str, keywords: tuple[str, ...], patterns: int, params: dict[str, Any]
@@ -407,11 +412,11 @@ class SqlStore(PersonQueries, OutcomeQueries):
         }
         likes = []
         text = col["last_inbound_text"]
-        patterns = sorted({p for p in map(keyword_like_pattern, keywords) if p})
+        patterns = keyword_like_patterns(keywords)
         if text != "NULL" and patterns:
             for i, pattern in enumerate(patterns):
                 params[f"kw{i}"] = pattern
-                likes.append(f"lower({text}) LIKE :kw{i} ESCAPE '\\'")
+            likes.append(self._keyword_like(text, len(patterns), params))
             beyond = self._keyword_beyond_lower(text, tuple(keywords), len(patterns), params)
             if beyond is not None:
                 likes.append(beyond)

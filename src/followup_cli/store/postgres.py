@@ -362,6 +362,12 @@ class PostgresStore(SqlStore):
             {"ids": ids, "inb": inbound, "conv": converted, "now": now},
         )
 
+    def _keyword_like(self, text: str, patterns: int, params: dict[str, Any]) -> str:
+        # lower() once a row and one LIKE ANY over the patterns (LIKE's default escape is
+        # the backslash): a third of the time of one lower() LIKE ... ESCAPE per pattern.
+        params["kw_any"] = [params[f"kw{i}"] for i in range(patterns)]
+        return f"lower({text}) LIKE ANY (CAST(:kw_any AS text[]))"
+
     def _keyword_beyond_lower(
         self, text: str, keywords: tuple[str, ...], patterns: int, params: dict[str, Any]
     ) -> str | None:
@@ -428,7 +434,6 @@ WHERE l.account_id = :account_id AND {lid + " > :after_id" if paged else "l.id I
             enrolled_due
         }
             OFFSET 0)
-    OR {keyword}
     OR (
       {c["score"]} BETWEEN :min_score AND :max_score
       AND {c["converted_at"]} IS NULL
@@ -442,6 +447,7 @@ WHERE l.account_id = :account_id AND {lid + " > :after_id" if paged else "l.id I
           AND ({c["last_inbound_at"]} IS NULL OR e.anchor_at >= {c["last_inbound_at"]})
         OFFSET 0)
     )
+    OR {keyword}
   )
 ORDER BY {lid}
 LIMIT :page"""

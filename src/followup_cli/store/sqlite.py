@@ -314,6 +314,12 @@ WHERE {changed}
                   WHERE e.lead_id = l.id AND e.anchor_at >= :since))
 ORDER BY l.id"""
 
+    def _keyword_like(self, text: str, patterns: int, params: dict[str, Any]) -> str:
+        # SQLite's LIKE already ignores ASCII case, all that its lower() folds, and the
+        # patterns are lower case: lower() once for each pattern was half the prefilter's
+        # time at a million leads (the tool never sets PRAGMA case_sensitive_like).
+        return " OR ".join(f"{text} LIKE :kw{i} ESCAPE '\\'" for i in range(patterns))
+
     def _keyword_beyond_lower(
         self, text: str, keywords: tuple[str, ...], patterns: int, params: dict[str, Any]
     ) -> str | None:
@@ -364,7 +370,6 @@ WHERE l.account_id = :account_id AND {"l.id > :after_id" if paged else "l.id IS 
     EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = l.id AND e.ended_at IS NULL{
             enrolled_due
         })
-    OR {keyword}
     OR (
       ({col["score"]} BETWEEN :min_score AND :max_score
        OR typeof({col["score"]}) IN ('text', 'blob'))
@@ -378,6 +383,7 @@ WHERE l.account_id = :account_id AND {"l.id > :after_id" if paged else "l.id IS 
         WHERE e.lead_id = l.id AND e.ended_at IS NOT NULL
           AND ({col["last_inbound_at"]} IS NULL OR julianday(e.anchor_at) >= {inbound}))
     )
+    OR {keyword}
   )
 ORDER BY l.id
 LIMIT :page"""
