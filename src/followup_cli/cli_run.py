@@ -348,6 +348,10 @@ def _print_summary(data: dict[str, Any]) -> None:
 DRY_RUN_ROWS = 50  # rows of the dry-run table; --json lists every planned message
 
 
+# json.dumps(x, default=str), without building an encoder for every planned message
+_LINE = json.JSONEncoder(default=str)
+
+
 class _PlanSink:
     """A dry run's planned messages, streamed: the first rows for the table and, for
     --json, every one spooled to a temporary file (memory stays flat at any size)."""
@@ -364,7 +368,7 @@ class _PlanSink:
         if len(self.first) < DRY_RUN_ROWS:
             self.first.append(planned)
         if self.spool is not None:
-            self.spool.write(json.dumps(planned.as_dict(), default=str) + "\n")
+            self.spool.write(_LINE.encode(planned.as_dict()) + "\n")
 
     def print_json(self, data: dict[str, Any]) -> None:
         """``data`` as _print_json prints it, its "messages" read back from the spool."""

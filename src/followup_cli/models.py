@@ -152,6 +152,8 @@ def _column_text(lead_id: str, column: str, v: Any, limit: int = MAX_ID_CHARS) -
     floats in an id, undecodable text and runaway lengths."""
     if v is None:
         return None
+    if type(v) is str and len(v) <= limit and v.isascii():
+        return v  # what the checks below let through unchanged (ASCII is UTF-8)
     if isinstance(v, bytes | bytearray | memoryview):
         if column == "id":  # a blob never compares equal to the text the tool keeps
             raise BadLead(lead_id, column, f"a blob, not text: {printable(bytes(v))}")

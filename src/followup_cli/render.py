@@ -24,10 +24,11 @@ from __future__ import annotations
 import difflib
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial, wraps
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
@@ -491,13 +492,26 @@ def make_env() -> BoundedSandbox:
     return BoundedSandbox()
 
 
+def _generate(template: Any, context: dict[str, Any]) -> Iterator[str]:
+    """``template.generate(context)``, with the template's globals copied into a plain
+    dict once per template instead of from Jinja's ChainMap at every render."""
+    base = template.__dict__.get("_bounded_globals")
+    if base is None:
+        base = template._bounded_globals = dict(template.globals)
+    ctx = template.new_context({**base, **context}, shared=True)
+    try:
+        yield from template.root_render_func(ctx)
+    except Exception:  # noqa: BLE001 - as Template.generate: Jinja re-raises it, traced
+        yield template.environment.handle_exception()
+
+
 def render_bounded(template: Any, context: dict[str, Any]) -> str:
     """Render with a fresh step budget, stopping as soon as the output is too long."""
     _budget.left = MAX_STEPS
     try:
         parts: list[str] = []
         size = 0
-        for chunk in template.generate(context):
+        for chunk in _generate(template, context):
             size += len(chunk)
             if size > MAX_CHARS:
                 raise _too_big("the message")
@@ -533,7 +547,7 @@ def attribute_names(attrs: Mapping[str, Any], depth: int = 4, prefix: str = "") 
 
 def template_context(
     lead: Mapping[str, Any],
-    account: Account | None,
+    account: Mapping[str, Any],
     sequence: Sequence,
     message: Message,
     variant_id: str | None,
@@ -544,7 +558,7 @@ def template_context(
     fields["attributes"] = Attributes(attrs if isinstance(attrs, Mapping) else {})
     return {
         "lead": Record("lead", fields),
-        "account": Record("account", account.model_dump() if account else {}),
+        "account": Record("account", account),
         "sequence": {"id": sequence.id, "name": sequence.name or sequence.id},
         "message": {"id": message.id, "type": message.type, "variant": variant_id},
         "now": now or datetime.now(UTC),
@@ -564,6 +578,8 @@ class Renderer:
         self._loc: dict[tuple[str, str, str | None], tuple] = {}
         # Templates that failed to compile, by key: the one problem that names why.
         self._failed: dict[tuple[str, str, str | None], TemplateProblem] = {}
+        # An account's fields as templates see them, dumped once (accounts are frozen).
+        self._accounts: dict[int, tuple[Account, Mapping[str, Any]]] = {}
         for si, seq in enumerate(config.sequences):
             for mi, msg in enumerate(seq.messages):
                 base = ("sequences", si, "messages", mi)
@@ -596,6 +612,15 @@ class Renderer:
                 self.problems.append(problem)
             self._failed[key] = problem
             self._compiled[key] = None
+
+    def _account_fields(self, account: Account | None) -> Mapping[str, Any]:
+        if account is None:
+            return {}
+        hit = self._accounts.get(id(account))
+        if hit is None or hit[0] is not account:
+            hit = (account, MappingProxyType(account.model_dump()))
+            self._accounts[id(account)] = hit
+        return hit[1]
 
     def location(self, sequence_id: str, message_id: str, variant_id: str | None) -> tuple:
         """The template's place in sequences.yaml (for Problem lines)."""
@@ -630,7 +655,8 @@ class Renderer:
                 # second one: callers that collect both see one problem per template.
                 raise TemplateProblem(failed.loc, failed.what)
             return Rendered(None, media, message.type, variant_id)
-        context = template_context(lead, account, sequence, message, variant_id, now)
+        fields = self._account_fields(account)
+        context = template_context(lead, fields, sequence, message, variant_id, now)
         try:
             text = render_bounded(template, context).strip()
         except MissingAttribute as exc:
