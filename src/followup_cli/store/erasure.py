@@ -43,100 +43,16 @@ def erase_lead(
     ``secure_delete`` on, a WAL checkpoint and VACUUM; Postgres: VACUUM FULL of the tool's
     tables when the role may).
     """
-    from ..errors import ConfigError
-
     store.begin_erase()
-    counts: dict[str, Any] = {}
     with store.transaction():
         ref = store.person_ref(lead_id)
         key, account, recipient = ref if ref else (None, None, None)
-        person = (account, recipient) if recipient is not None else None
-        lead_ids = {lead_id}
-        if key is not None:
-            for table in ("followup_tracking", "followup_enrollments"):
-                lead_ids |= {
-                    str(r["lead_id"])
-                    for r in store.query(
-                        f"SELECT DISTINCT lead_id FROM {table} WHERE person_key = :k", {"k": key}
-                    )
-                }
-        if person is not None:
-            lead_ids |= {
-                str(r["lead_id"])
-                for r in store.query(
-                    "SELECT DISTINCT lead_id FROM followup_tracking WHERE account_id = :a "
-                    "AND recipient_id = :r",
-                    {"a": person[0], "r": person[1]},
-                )
-            }
-            try:
-                store.lead_columns()
-                for r in store.query(
-                    f"SELECT l.id FROM {store.lead_table} l WHERE l.account_id = :a "
-                    "AND l.recipient_id = :r",
-                    {"a": person[0], "r": person[1]},
-                ):
-                    lead_ids.add(str(r["id"]))
-            except ConfigError:
-                pass
-        ids = sorted(lead_ids)
-        counts["lead_rows"] = len(ids)
-        scrubbed = {"tracking_rows_scrubbed": 0, "audit_rows_scrubbed": 0, "events_scrubbed": 0}
-        audit_scrubbed: list[int] = []  # chain places, recorded in the erasure's own row
-        secret = store.person_secret()
-        for chunk in _chunks(ids, 500):
-            where, names = SqlStore._in_list(store, "lead_id", chunk)
-            scrubbed["tracking_rows_scrubbed"] += store.execute(
-                "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
-                "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
-                "external_id = NULL, external_key = NULL, person_key = NULL, "
-                f"updated_at = :now WHERE {where}",
-                {**names, "f": False, "now": now},
-            )
-            audit_scrubbed += auditchain.scrub(store, where, names)
-            for ev in store.query(
-                f"SELECT id, event_key FROM followup_events WHERE {where}", names
-            ):
-                token = (
-                    suppress.erased_token(secret, str(ev["event_key"]))
-                    if secret
-                    else f"erased:{ev['id']}"
-                )
-                if str(ev["event_key"]).startswith("erased:"):
-                    token = str(ev["event_key"])
-                scrubbed["events_scrubbed"] += store.execute(
-                    "UPDATE followup_events SET event_key = :k, detail = NULL, message_id = NULL "
-                    "WHERE id = :i",
-                    {"k": token, "i": ev["id"]},
-                )
-            store.execute(f"UPDATE followup_enrollments SET person_key = NULL WHERE {where}", names)
-            store.execute(f"DELETE FROM followup_outcome_marks WHERE {where}", names)
-            store.execute(f"DELETE FROM followup_optouts WHERE {where}", names)
-        if key is not None:
-            # any tracking row of the person under a lead id the host no longer has
-            scrubbed["tracking_rows_scrubbed"] += store.execute(
-                "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
-                "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
-                "external_id = NULL, external_key = NULL, person_key = NULL, updated_at = :now "
-                "WHERE person_key = :k",
-                {"f": False, "now": now, "k": key},
-            )
-        scrubbed["audit_rows_scrubbed"] = len(audit_scrubbed)
+        ids = _person_lead_ids(store, lead_id, key, account, recipient)
+        counts: dict[str, Any] = {"lead_rows": len(ids)}
+        scrubbed, audit_scrubbed = _scrub_leads(store, ids, key, now)
         counts.update(scrubbed)
         counts["run_notes_scrubbed"] = _scrub_run_notes(store, ids)
-        for lid in ids:
-            store.execute(
-                "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
-                "VALUES (:l, :r, :s, :a, :now)",
-                {"l": lid, "r": None, "s": suppress.ERASURE, "a": who, "now": now},
-            )
-            for e in store.enrollments(lead_id=lid):
-                store.end_enrollment(lid, e["sequence_id"], "opted_out", now)
-        if key is not None:
-            store.add_suppression(key, account, suppress.ERASURE, suppress.ERASURE, who, now)
-            counts["person"] = "suppressed by a keyed hash"
-        else:
-            counts["person"] = "unknown (no recipient on record): only the lead id is suppressed"
+        counts["person"] = _suppress_erased(store, ids, key, account, who, now)
         store.audit(
             "erase",
             now,
@@ -151,6 +67,117 @@ def erase_lead(
     if purge:
         counts["purge"] = store.purge_old_versions(ERASE_TABLES)
     return counts
+
+
+def _person_lead_ids(
+    store: SqlStore, lead_id: str, key: str | None, account: str | None, recipient: str | None
+) -> list[str]:
+    """Every lead id of the person: by its keyed hash in the tool's rows, by (account,
+    recipient) in the tracking rows and in the lead table (when there is one)."""
+    from ..errors import ConfigError
+
+    lead_ids = {lead_id}
+    if key is not None:
+        for table in ("followup_tracking", "followup_enrollments"):
+            lead_ids |= {
+                str(r["lead_id"])
+                for r in store.query(
+                    f"SELECT DISTINCT lead_id FROM {table} WHERE person_key = :k", {"k": key}
+                )
+            }
+    if recipient is not None:
+        lead_ids |= {
+            str(r["lead_id"])
+            for r in store.query(
+                "SELECT DISTINCT lead_id FROM followup_tracking WHERE account_id = :a "
+                "AND recipient_id = :r",
+                {"a": account, "r": recipient},
+            )
+        }
+        try:
+            store.lead_columns()
+            for r in store.query(
+                f"SELECT l.id FROM {store.lead_table} l WHERE l.account_id = :a "
+                "AND l.recipient_id = :r",
+                {"a": account, "r": recipient},
+            ):
+                lead_ids.add(str(r["id"]))
+        except ConfigError:
+            pass
+    return sorted(lead_ids)
+
+
+# What identifies the person in a tracking row; the row itself stays (no step sent twice).
+_SCRUB_TRACKING = (
+    "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
+    "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
+    "external_id = NULL, external_key = NULL, person_key = NULL, updated_at = :now "
+)
+
+
+def _scrub_leads(
+    store: SqlStore, ids: list[str], key: str | None, now: datetime
+) -> tuple[dict[str, int], list[int]]:
+    """Remove what identifies the person from the rows of these leads (and the tracking rows
+    of the person under lead ids the host no longer has); returns the counts and the audit
+    chain places whose detail was removed."""
+    scrubbed = {"tracking_rows_scrubbed": 0, "audit_rows_scrubbed": 0, "events_scrubbed": 0}
+    audit_scrubbed: list[int] = []  # chain places, recorded in the erasure's own row
+    secret = store.person_secret()
+    for chunk in _chunks(ids, 500):
+        where, names = SqlStore._in_list(store, "lead_id", chunk)
+        scrubbed["tracking_rows_scrubbed"] += store.execute(
+            _SCRUB_TRACKING + f"WHERE {where}", {**names, "f": False, "now": now}
+        )
+        audit_scrubbed += auditchain.scrub(store, where, names)
+        scrubbed["events_scrubbed"] += _scrub_events(store, where, names, secret)
+        store.execute(f"UPDATE followup_enrollments SET person_key = NULL WHERE {where}", names)
+        store.execute(f"DELETE FROM followup_outcome_marks WHERE {where}", names)
+        store.execute(f"DELETE FROM followup_optouts WHERE {where}", names)
+    if key is not None:
+        # any tracking row of the person under a lead id the host no longer has
+        scrubbed["tracking_rows_scrubbed"] += store.execute(
+            _SCRUB_TRACKING + "WHERE person_key = :k", {"f": False, "now": now, "k": key}
+        )
+    scrubbed["audit_rows_scrubbed"] = len(audit_scrubbed)
+    return scrubbed, audit_scrubbed
+
+
+def _scrub_events(store: SqlStore, where: str, names: dict[str, Any], secret: str | None) -> int:
+    """The leads' events lose their detail and message id; their keys become erased tokens
+    (keyed when the store has a person secret), so a re-ingested event is still a duplicate."""
+    n = 0
+    for ev in store.query(f"SELECT id, event_key FROM followup_events WHERE {where}", names):
+        token = (
+            suppress.erased_token(secret, str(ev["event_key"])) if secret else f"erased:{ev['id']}"
+        )
+        if str(ev["event_key"]).startswith("erased:"):
+            token = str(ev["event_key"])
+        n += store.execute(
+            "UPDATE followup_events SET event_key = :k, detail = NULL, message_id = NULL "
+            "WHERE id = :i",
+            {"k": token, "i": ev["id"]},
+        )
+    return n
+
+
+def _suppress_erased(
+    store: SqlStore, ids: list[str], key: str | None, account: str | None, who: str, now: datetime
+) -> str:
+    """Each lead id opted out as erased (its enrollments ended), and the person suppressed by
+    its keyed hash when known; returns what holds for the person, as a phrase."""
+    for lid in ids:
+        store.execute(
+            "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
+            "VALUES (:l, :r, :s, :a, :now)",
+            {"l": lid, "r": None, "s": suppress.ERASURE, "a": who, "now": now},
+        )
+        for e in store.enrollments(lead_id=lid):
+            store.end_enrollment(lid, e["sequence_id"], "opted_out", now)
+    if key is None:
+        return "unknown (no recipient on record): only the lead id is suppressed"
+    store.add_suppression(key, account, suppress.ERASURE, suppress.ERASURE, who, now)
+    return "suppressed by a keyed hash"
 
 
 def lift_erasure(
