@@ -50,6 +50,7 @@ from .models import format_time, parse_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store.base import SqlStore
+    from .store.queries import Sql
 
 GENESIS = "0" * 64
 VERSION = "followup-audit-v1"
@@ -150,19 +151,6 @@ def row_hash(row: Mapping[str, Any]) -> str:
 # -------------------------------------------------------------------- write
 
 
-def _head_sql(store: SqlStore) -> str:
-    if store.dialect == "postgres":
-        # the row lock serialises writers until this transaction commits
-        return (
-            "SELECT chain_seq, row_hash, session_user::text AS s_role, "
-            "current_user::text AS c_role FROM followup_audit_head WHERE id = 1 FOR UPDATE"
-        )
-    return (
-        "SELECT chain_seq, row_hash, NULL AS s_role, NULL AS c_role FROM followup_audit_head "
-        "WHERE id = 1"
-    )
-
-
 def _role(head: Mapping[str, Any]) -> str | None:
     s, c = head.get("s_role"), head.get("c_role")
     if s is None:
@@ -171,21 +159,14 @@ def _role(head: Mapping[str, Any]) -> str | None:
 
 
 def _head(store: SqlStore) -> dict[str, Any]:
-    rows = store.query(_head_sql(store))
+    rows = store.query(store.q("audit_head"))
     if rows:
         return dict(rows[0])
     # The head row is gone (by hand): go on from the last chained row; verify says so.
-    last = store.query(
-        "SELECT chain_seq, row_hash FROM followup_audit WHERE chain_seq IS NOT NULL "
-        "ORDER BY chain_seq DESC LIMIT 1"
-    )
+    last = store.query(store.q("audit_last_chained"))
     head = {"chain_seq": 0, "row_hash": GENESIS} if not last else dict(last[0])
-    store.execute(
-        "INSERT INTO followup_audit_head (id, chain_seq, row_hash) VALUES (1, :s, :h) "
-        "ON CONFLICT (id) DO NOTHING",
-        {"s": head["chain_seq"], "h": head["row_hash"]},
-    )
-    return {**dict(store.query(_head_sql(store))[0]), **head}
+    store.execute(store.q("audit_head_insert"), {"s": head["chain_seq"], "h": head["row_hash"]})
+    return {**dict(store.query(store.q("audit_head"))[0]), **head}
 
 
 def append(
@@ -224,16 +205,8 @@ def append(
             "prev_hash": head["row_hash"],
         }
         row["row_hash"] = row_hash(row)
-        cols = list(row)
-        store.execute(
-            f"INSERT INTO followup_audit ({', '.join(cols)}) "
-            f"VALUES ({', '.join(':' + c for c in cols)})",
-            row,
-        )
-        store.execute(
-            "UPDATE followup_audit_head SET chain_seq = :s, row_hash = :h WHERE id = 1",
-            {"s": row["chain_seq"], "h": row["row_hash"]},
-        )
+        store.execute(store.q("audit_insert"), row)
+        store.execute(store.q("audit_head_set"), {"s": row["chain_seq"], "h": row["row_hash"]})
     return int(row["chain_seq"])
 
 
@@ -243,10 +216,7 @@ def backfill(store: SqlStore) -> int:
     seq, prev = int(head["chain_seq"]), str(head["row_hash"])
     after, done = -1, 0
     while True:
-        rows = store.rows(
-            "SELECT * FROM followup_audit WHERE chain_seq IS NULL AND id > :a ORDER BY id LIMIT :n",
-            {"a": after, "n": PAGE},
-        )
+        rows = store.rows(store.q("audit_unchained_page"), {"a": after, "n": PAGE})
         if not rows:
             break
         for r in rows:
@@ -261,35 +231,26 @@ def backfill(store: SqlStore) -> int:
                 prev_hash=prev,
             )
             prev = r["row_hash"] = row_hash(r)
-            store.execute(
-                "UPDATE followup_audit SET chain_seq = :chain_seq, detail_salt = :detail_salt, "
-                "detail_digest = :detail_digest, prev_hash = :prev_hash, row_hash = :row_hash "
-                "WHERE id = :id",
-                r,
-            )
+            store.execute(store.q("audit_chain_row"), r)
             after = r["id"]
             done += 1
-    store.execute(
-        "UPDATE followup_audit_head SET chain_seq = :s, row_hash = :h WHERE id = 1",
-        {"s": seq, "h": prev},
-    )
+    store.execute(store.q("audit_head_set"), {"s": seq, "h": prev})
     return done
 
 
-def scrub(store: SqlStore, where: str, params: dict[str, Any]) -> list[int]:
-    """Erasure: remove the detail (and its salt) of the audit rows ``where`` selects; the
-    chain stays verifiable. Returns their chain places, for the erasure's own row to
-    record (``verify`` then knows these rows were scrubbed, not tampered with)."""
-    keep = ", ".join(f"'{a}'" for a in KEPT_DETAIL_ACTIONS)
-    cond = f"{where} AND detail IS NOT NULL AND action NOT IN ({keep})"
+def scrub(store: SqlStore, where: Sql, params: dict[str, Any]) -> list[int]:
+    """Erasure: remove the detail (and its salt) of the audit rows ``where`` selects (an
+    ``SqlStore._in_list`` of lead ids); the chain stays verifiable. Returns their chain
+    places, for the erasure's own row to record (``verify`` then knows these rows were
+    scrubbed, not tampered with)."""
+    kept, names = store._in_list("action", KEPT_DETAIL_ACTIONS, param="kept")
+    params = {**params, **names}
     seqs = [
         int(r["chain_seq"])
-        for r in store.query(f"SELECT chain_seq FROM followup_audit WHERE {cond}", params)
+        for r in store.query(store.q("audit_scrubbed_places", ids=where, kept=kept), params)
         if r["chain_seq"] is not None
     ]
-    store.execute(
-        f"UPDATE followup_audit SET detail = NULL, detail_salt = NULL WHERE {cond}", params
-    )
+    store.execute(store.q("audit_scrub", ids=where, kept=kept), params)
     return sorted(seqs)
 
 
@@ -354,10 +315,7 @@ def _chain_rows(store: SqlStore) -> Iterator[dict[str, Any]]:
     """The chained audit rows in chain order, a page at a time."""
     after = 0
     while True:
-        rows = store.rows(
-            "SELECT * FROM followup_audit WHERE chain_seq > :a ORDER BY chain_seq LIMIT :n",
-            {"a": after, "n": PAGE},
-        )
+        rows = store.rows(store.q("audit_chain_page"), {"a": after, "n": PAGE})
         if not rows:
             return
         for r in rows:
@@ -452,12 +410,7 @@ class _Walk:
 
 def _unchained(store: SqlStore) -> list[Problem]:
     """Rows outside the chain (no chain place)."""
-    outside = [
-        int(r["id"])
-        for r in store.query(
-            "SELECT id FROM followup_audit WHERE chain_seq IS NULL OR chain_seq <= 0 ORDER BY id"
-        )
-    ]
+    outside = [int(r["id"]) for r in store.query(store.q("audit_unchained_ids"))]
     if not outside:
         return []
     return [
@@ -473,7 +426,7 @@ def _unchained(store: SqlStore) -> list[Problem]:
 def _head_problems(store: SqlStore, walk: _Walk) -> list[Problem]:
     """The head record names the last row the walk found: nothing cut off the end, added
     past it or replaced."""
-    heads = store.query("SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1")
+    heads = store.query(store.q("audit_head_read"))
     if not heads:
         return [Problem("head", [], "the chain's head record (followup_audit_head) was deleted")]
     h_seq, h_hash = int(heads[0]["chain_seq"]), str(heads[0]["row_hash"])

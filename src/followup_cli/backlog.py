@@ -171,11 +171,7 @@ def _limits(est: dict[str, Any]) -> str:
 def _said_today(store: SqlStore, zone: str, account_id: str, now: datetime) -> bool:
     tz = ZoneInfo(zone)
     start = datetime.combine(now.astimezone(tz).date(), time(0), tzinfo=tz)
-    rows = store.rows(
-        "SELECT id FROM followup_audit WHERE action = 'backlog_lost' AND account_id = :a "
-        "AND at >= :start AND at <= :now",
-        {"a": account_id, "start": start, "now": now},
-    )
+    rows = store.rows(store.q("backlog_lost_said"), {"a": account_id, "start": start, "now": now})
     return bool(rows)
 
 

@@ -25,6 +25,8 @@ from .leadcolumns import COLUMN_NAMES, COLUMNS, OPTIONAL_LEAD_COLUMNS, REQUIRED_
 from .models import BadLead, parse_lead
 from .store import sqlite_path
 from .store.base import SqlStore
+from .store.queries import ident, placeholders
+from .store.queries import q as named_query
 
 INDEX_NAME = "{table}_account_id_id"
 INTEGER_COLUMNS = ("score",)
@@ -37,8 +39,8 @@ def lead_table_ddl(dialect: str, table: str = "leads") -> list[str]:
     )
     index = INDEX_NAME.format(table=table.replace(".", "_"))
     return [
-        f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}\n)",
-        f"CREATE INDEX IF NOT EXISTS {index} ON {table} (account_id, id)",
+        f"CREATE TABLE IF NOT EXISTS {ident(table)} (\n  {cols}\n)",
+        f"CREATE INDEX IF NOT EXISTS {ident(index)} ON {ident(table)} (account_id, id)",
     ]
 
 
@@ -118,7 +120,7 @@ def init_lead_store(url: str, table: str = "leads") -> InitResult:
         store.lead_columns()  # a pre-existing table must still have the required columns
         result.created_table = not had_table
         result.created_index = not had_index
-        result.rows = int(store.query(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
+        result.rows = int(store.query(store.q("lead_count", leads=ident(table)))[0]["n"])
         result.migrations = store.migrate()
     finally:
         store.close()
@@ -148,37 +150,23 @@ def has_lead_index(store: SqlStore) -> bool | None:
     """Whether an index on the lead table starts with (account_id, id); None for a view."""
     table = store.lead_table
     if store.dialect == "sqlite":
-        kind = store.query(
-            "SELECT type FROM sqlite_master WHERE name = :t AND type IN ('table', 'view')",
-            {"t": table},
-        )
+        kind = store.query(store.q("lead_table_kind"), {"t": table})
         if kind and kind[0]["type"] == "view":
             return None
-        for ix in store.query(f"PRAGMA index_list({_quote(table)})"):
-            cols = [r["name"] for r in store.query(f"PRAGMA index_info({_quote(ix['name'])})")]
+        for ix in store.query(store.q("index_list"), {"t": table}):
+            cols = [r["name"] for r in store.query(store.q("index_columns"), {"i": ix["name"]})]
             if cols[:2] == ["account_id", "id"]:
                 return True
         return False
-    rows = store.query(
-        "SELECT c.relkind AS kind FROM pg_class c WHERE c.oid = to_regclass(:t)", {"t": table}
-    )
+    rows = store.query(store.q("lead_table_kind"), {"t": table})
     if rows and rows[0]["kind"] in ("v", "m"):
         return None if rows[0]["kind"] == "v" else _pg_index(store, table)
     return _pg_index(store, table)
 
 
 def _pg_index(store: SqlStore, table: str) -> bool:
-    rows = store.query(
-        "SELECT ARRAY(SELECT a.attname::text FROM unnest(ix.indkey) WITH ORDINALITY k(n, o) "
-        "JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.n ORDER BY k.o) "
-        "AS cols FROM pg_index ix WHERE ix.indrelid = to_regclass(:t)",
-        {"t": table},
-    )
+    rows = store.query(store.q("index_column_lists"), {"t": table})
     return any(list(r["cols"])[:2] == ["account_id", "id"] for r in rows)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # ---------------------------------------------------------------------- import
@@ -302,10 +290,11 @@ def import_csv(source: str, text: str, url: str, table: str = "leads") -> Import
         ids = list(rows)
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            marks = ", ".join("?" * len(chunk))
-            for r in db.query(
-                f"SELECT * FROM {_quote(table)} WHERE CAST(id AS TEXT) IN ({marks})", chunk
-            ):
+            params = {f"p{n}": v for n, v in enumerate(chunk)}
+            sql = named_query(
+                "lead_rows_by_text_id", "sqlite", leads=ident(table), ids=placeholders(params)
+            )
+            for r in db.query(sql, params):
                 existing[str(r["id"])] = r
         changed = []
         for lid, row in rows.items():
@@ -385,14 +374,11 @@ def check_lead_store(store: SqlStore, limit_bad: int = 1000) -> CheckResult:
             f"{result.where}: no index on {table} (account_id, id); a run pages candidates by "
             f"it: CREATE INDEX {index} ON {table} (account_id, id);"
         )
-    select = store._select_list()
+    parts = {"select": store._select_list(), "leads": ident(table)}
     after: str | None = None
     while True:
-        where = "" if after is None else f"WHERE {store._as_text('l.id')} > :after "
-        page = store.query(
-            f"SELECT {select} FROM {table} l {where}ORDER BY {store._as_text('l.id')} LIMIT 1000",
-            {"after": after},
-        )
+        name = "lead_check_first_page" if after is None else "lead_check_page"
+        page = store.query(store.q(name, **parts), {"after": after})
         for row in page:
             result.rows += 1
             try:

@@ -140,11 +140,7 @@ def build_status(
 def _unknown_by_account(store: SqlStore | None) -> dict[str, int]:
     if store is None or not runs_mod.has_runs_table(store):
         return {}
-    rows = store.rows(
-        "SELECT account_id, COUNT(*) AS n FROM followup_tracking WHERE status = :s "
-        "GROUP BY account_id",
-        {"s": UNKNOWN},
-    )
+    rows = store.rows(store.q("unknown_by_account"), {"s": UNKNOWN})
     return {str(r["account_id"]): int(r["n"]) for r in rows}
 
 

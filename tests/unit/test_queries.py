@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_queries__every_named_query_loads_for_both_dialects(dialect):
-    assert queries.names()
-    for name in queries.names():
+    assert queries.names(dialect)
+    for name in queries.names(dialect):
         fill = {p: ident("x") for p in queries.parts(name, dialect)}
         sql = q(name, dialect, **fill)
         assert isinstance(sql, Sql) and sql.strip()
@@ -36,12 +36,12 @@ def test_queries__a_name_defined_twice_is_refused():
 
 
 def test_queries__only_sql_the_tool_wrote_goes_into_a_query():
-    name = next(n for n in queries.names() if queries.parts(n))
-    part = queries.parts(name)[0]
+    name = next(n for n in queries.names("sqlite") if queries.parts(n, "sqlite"))
+    fill = {p: "x'; DROP TABLE leads; --" for p in queries.parts(name, "sqlite")}
     with pytest.raises(TypeError, match="bind values"):
-        q(name, **{part: "x'; DROP TABLE leads; --"})  # a plain str: refused
+        q(name, "sqlite", **fill)  # a plain str: refused
     with pytest.raises(KeyError):
-        q(name)  # a part left unfilled
+        q(name, "sqlite")  # a part left unfilled
 
 
 @pytest.mark.parametrize(

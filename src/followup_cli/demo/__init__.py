@@ -24,6 +24,7 @@ from ..leadstore import COLUMN_NAMES, lead_table_ddl
 from ..outcomes import reconcile
 from ..report import build_report
 from ..store import open_store
+from ..store.queries import columns, ident, placeholders, q
 
 START = datetime(2026, 3, 2, tzinfo=ZoneInfo("Europe/Madrid"))  # a Monday
 FIRST = ["Ana", "Luis", "Marta", "Jorge", "Lucia", "Pablo", "Sara", "Diego", "Elena", "Hugo", None]
@@ -134,8 +135,14 @@ def seed_leads(
 
 
 def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    marks = ", ".join("?" * len(COLUMN_NAMES))
-    conn.executemany(f"INSERT INTO leads ({', '.join(COLUMN_NAMES)}) VALUES ({marks})", rows)
+    sql = q(
+        "leads_insert",
+        "sqlite",
+        leads=ident("leads"),
+        columns=columns(COLUMN_NAMES),
+        values=placeholders(COLUMN_NAMES),
+    )
+    conn.executemany(sql, [dict(zip(COLUMN_NAMES, row, strict=True)) for row in rows])
     conn.commit()
     conn.close()
 

@@ -112,18 +112,9 @@ def _probe_sqlite(store: SqlStore) -> Access:
 
 
 def _probe_postgres(store: SqlStore) -> Access:
-    head = store.query(
-        "SELECT current_user AS role, n.nspname AS schema, "
-        "has_schema_privilege(n.oid, 'USAGE') AS usage, "
-        "has_schema_privilege(n.oid, 'CREATE') AS may_create "
-        "FROM unnest(string_to_array(current_setting('search_path'), ',')) "
-        "WITH ORDINALITY AS p(name, i) "
-        "JOIN pg_namespace n ON n.nspname = CASE WHEN trim(p.name) IN ('\"$user\"', '$user') "
-        "THEN current_user::text ELSE trim(both '\"' from trim(p.name)) END "
-        "ORDER BY p.i LIMIT 1"
-    )
+    head = store.query(store.q("access_schema"))
     if not head:
-        role = store.query("SELECT current_user AS role")[0]["role"]
+        role = store.query(store.q("access_role"))[0]["role"]
         acc = Access("postgres", role, "search_path")
         acc.missing_read.append("USAGE on a schema of its search_path (none exists)")
         acc.missing_write = list(acc.missing_read)
@@ -141,15 +132,7 @@ def _probe_postgres(store: SqlStore) -> Access:
         acc.missing_migrate.append(f"CREATE on schema {h['schema']}")
     tables, views, seqs = tool_relations()
     rows = store.query(
-        "SELECT c.relname AS name, c.relkind AS kind, "
-        "pg_has_role(current_user, c.relowner, 'USAGE') AS owns, "
-        "CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'USAGE') "
-        "ELSE has_table_privilege(c.oid, 'SELECT') END AS sel, "
-        "c.relkind <> 'S' AND has_table_privilege(c.oid, 'INSERT') AS ins, "
-        "c.relkind <> 'S' AND has_table_privilege(c.oid, 'UPDATE') AS upd, "
-        "c.relkind <> 'S' AND has_table_privilege(c.oid, 'DELETE') AS del "
-        "FROM pg_class c WHERE c.relnamespace = CAST(:s AS regnamespace) "
-        "AND c.relname = ANY(:names)",
+        store.q("access_tool_relations"),
         {"s": f'"{acc.schema}"', "names": [*tables, *views, *seqs]},
     )
     order = {
@@ -177,12 +160,7 @@ def _probe_postgres(store: SqlStore) -> Access:
         lacking = [p for p, ok in needed if not ok]
         if lacking:
             acc.missing_write.append(f"{', '.join(lacking)} on {name}")
-    lead = store.query(
-        "SELECT to_regclass(:t) IS NOT NULL AS found, "
-        "CASE WHEN to_regclass(:t) IS NULL THEN true "
-        "ELSE has_table_privilege(to_regclass(:t), 'SELECT') END AS sel",
-        {"t": store.lead_table},
-    )
+    lead = store.query(store.q("access_lead_table"), {"t": store.lead_table})
     if lead and not lead[0]["sel"]:
         acc.missing_read.insert(0, f"SELECT on {store.lead_table}")
     return acc
@@ -265,7 +243,7 @@ def open_for(db: str, lead_table: str, need: str) -> SqlStore:
             require(acc, need)
         if need == READ and acc.dialect == "postgres" and not acc.pending:
             # belt and braces: a read command cannot write, whatever the role may
-            store.execute("SET default_transaction_read_only = on")
+            store.execute(store.q("session_read_only"))
         store.access = acc  # type: ignore[attr-defined]
     except BaseException:
         store.close()

@@ -1,9 +1,21 @@
 """The store interface: a handful of named operations returning plain rows.
 
-``SqlStore`` holds every query that is the same on both backends (written with ``:name``
-parameters); ``SQLiteStore`` and ``PostgresStore`` supply the connection, transactions,
-locks, timestamp adaptation and the few dialect-specific queries. Driver exceptions are
-translated into ``StoreError`` / ``StoreConfigError`` at this edge.
+``SqlStore`` runs the named queries of ``queries.sql`` (``self.q("name")``: a block written
+once with ``:name`` parameters, or a dialect's own ``name@postgres`` / ``name@sqlite``).
+Driver exceptions are translated into ``StoreError`` / ``StoreConfigError`` at this edge.
+
+The dialect seam, all that ``SQLiteStore`` and ``PostgresStore`` supply:
+  * the connection: ``query``, ``execute``, ``transaction``, ``clone``, ``close``;
+  * values and ids: ``_adapt`` (SQLite: times as text, booleans as 0/1, JSON as text),
+    ``page_key``, ``_lid`` (the host's lead id as the tool's TEXT ids compare with it),
+    ``_in_list`` and ``_lead_id_in`` (a chunk of ids: an IN list, or one Postgres array);
+  * the schema: ``_ddl`` (the migrations' column types), ``_table_columns``;
+  * maintenance: ``_scratch_schema``, ``quick_check``, ``purge_old_versions``;
+  * what one Postgres statement does better: ``save_outcome_marks``, ``set_next_due``;
+  * the candidate prefilter: ``_candidate_sql``, ``_keyword_beyond_lower``.
+Locks are named queries a dialect may lack (``lock_try@postgres``; SQLite's ``BEGIN
+IMMEDIATE`` already holds the database): ``_take_lock`` runs them where they exist, as
+``begin_erase`` runs ``erase_begin@sqlite``.
 
 Concurrency contract (see README "Never twice"):
   * ``lead_tx(lead_id, account_id)`` opens a write transaction in which the caller
@@ -43,7 +55,7 @@ from ..rules import keyword_like_patterns
 from .migrations import MIGRATIONS
 from .outcome_queries import OutcomeQueries
 from .persons import PersonQueries
-from .queries import Sql, ident
+from .queries import NULL, Sql, all_of, compare, has_query, ident, placeholders
 from .queries import q as named_query
 from .rows import (  # noqa: F401
     BAD_LEADS_NOTED,
@@ -141,11 +153,21 @@ class SqlStore(PersonQueries, OutcomeQueries):
         raise NotImplementedError
         yield
 
+    def _take_lock(self, name: str, key: str | None = None) -> bool:
+        """Take the lock the named query ``name`` takes (``lock_try``: False when another
+        transaction holds it; ``lock_wait``; ``lock_migrations``), until the transaction
+        ends. Only where the dialect has such a query (Postgres' advisory locks): SQLite's
+        ``BEGIN IMMEDIATE`` already holds the whole database."""
+        if not has_query(name, self.dialect):
+            return True
+        rows = self.query(self.q(name), {"k": key} if key is not None else None)
+        return bool(rows[0]["ok"]) if rows else True
+
     def _try_lock_lead(self, lead_id: str) -> bool:
-        return True
+        return self._take_lock("lock_try", ":lead:" + lead_id)
 
     def _lock_account(self, account_id: str) -> None:
-        return None
+        self._take_lock("lock_wait", ":acct:" + account_id)
 
     def _ddl(self, statement: str) -> str:
         raise NotImplementedError
@@ -179,12 +201,10 @@ class SqlStore(PersonQueries, OutcomeQueries):
         (the ``patterns`` LIKE patterns are ``:kw0``...); None when the database cannot."""
         return None
 
-    def _migration_lock(self) -> Any:
-        return None
-
     def begin_erase(self) -> None:
         """Before an erasure: deleted content is overwritten, not just unlinked (SQLite)."""
-        return None
+        if has_query("erase_begin", self.dialect):
+            self.execute(self.q("erase_begin"))
 
     def purge_old_versions(self, tables: Sequence[str]) -> str:
         """After an erasure: rewrite what the database keeps of old row versions; returns
@@ -201,17 +221,23 @@ class SqlStore(PersonQueries, OutcomeQueries):
     def _adapt(self, value: Any) -> Any:
         return value
 
-    def _in_list(self, column: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
-        """``column IN (...)`` for one chunk of values, and its parameters (the tool's own
-        TEXT columns; Postgres passes one text[] instead)."""
-        names = {f"p{i}": v for i, v in enumerate(values)}
-        return f"{column} IN ({', '.join(':' + k for k in names)})", names
+    def _in_list(
+        self, column: str, values: Sequence[Any], param: str = "p"
+    ) -> tuple[Sql, dict[str, Any]]:
+        """``column IN (...)`` for one chunk of values, and its parameters (named after
+        ``param``) (the tool's own TEXT columns; Postgres passes one text[] instead)."""
+        names = {f"{param}{i}": v for i, v in enumerate(values)}
+        return Sql(f"{ident(column)} IN ({placeholders(names)})"), names
 
-    def _lid(self) -> str:
+    def _lid(self) -> Sql:
         """The host's lead id as the tool's TEXT lead ids compare with it."""
-        return "l.id"
+        return Sql("l.id")
 
-    def _lead_id_in(self, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    def _lead_column(self, column: str) -> Sql:
+        """``l.<column>`` of the lead table, or NULL when the table has no such column."""
+        return ident(f"l.{column}") if column in self.lead_columns() else NULL
+
+    def _lead_id_in(self, values: Sequence[Any]) -> tuple[Sql, dict[str, Any]]:
         """``l.id IN (...)`` on the host's lead table, whose id may not be text."""
         return SqlStore._in_list(self, "l.id", values)
 
@@ -236,14 +262,14 @@ class SqlStore(PersonQueries, OutcomeQueries):
         """Apply the migrations not yet recorded; returns the names applied."""
         applied: list[str] = []
         with self.transaction():
-            self._migration_lock()
+            self._take_lock("lock_migrations")
             self.execute(
                 self._ddl(
                     "CREATE TABLE IF NOT EXISTS followup_migrations "
                     "(name TEXT PRIMARY KEY, applied_at {ts} NOT NULL)"
                 )
             )
-            done = {r["name"] for r in self.query("SELECT name FROM followup_migrations")}
+            done = {r["name"] for r in self.query(self.q("migrations_applied"))}
             for name, statements in MIGRATIONS:
                 if name in done:
                     continue
@@ -258,8 +284,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
                 if name.endswith(auditchain.MIGRATION_SUFFIX):
                     auditchain.backfill(self)
                 self.execute(
-                    "INSERT INTO followup_migrations (name, applied_at) VALUES (:name, :at)",
-                    {"name": name, "at": datetime.now().astimezone()},
+                    self.q("migration_record"), {"name": name, "at": datetime.now().astimezone()}
                 )
                 applied.append(name)
         return applied
@@ -271,25 +296,17 @@ class SqlStore(PersonQueries, OutcomeQueries):
         secret = self.person_secret()
         if secret is None:
             return
-        for r in self.query(
-            "SELECT DISTINCT account_id, recipient_id FROM followup_tracking "
-            "WHERE recipient_id IS NOT NULL AND account_id IS NOT NULL AND person_key IS NULL"
-        ):
+        for r in self.query(self.q("backfill_recipients")):
             self.execute(
-                "UPDATE followup_tracking SET person_key = :k WHERE account_id = :a "
-                "AND recipient_id = :r AND person_key IS NULL",
+                self.q("backfill_tracking_person"),
                 {
                     "k": suppress.person_key(secret, r["account_id"], str(r["recipient_id"])),
                     "a": r["account_id"],
                     "r": r["recipient_id"],
                 },
             )
-        self.execute(
-            "UPDATE followup_enrollments SET person_key = (SELECT MAX(t.person_key) FROM "
-            "followup_tracking t WHERE t.lead_id = followup_enrollments.lead_id) "
-            "WHERE person_key IS NULL"
-        )
-        for o in self.rows("SELECT * FROM followup_optouts ORDER BY created_at"):
+        self.execute(self.q("backfill_enrollments_person"))
+        for o in self.rows(self.q("optouts_all")):
             person = self.person_of(o["lead_id"])
             if person is None:
                 continue
@@ -329,13 +346,13 @@ class SqlStore(PersonQueries, OutcomeQueries):
 
     def pending_migrations(self) -> list[str]:
         try:
-            done = {r["name"] for r in self.query("SELECT name FROM followup_migrations")}
+            done = {r["name"] for r in self.query(self.q("migrations_applied"))}
         except Exception:  # noqa: BLE001 - no table yet: everything is pending
             done = set()
         return [name for name, _ in MIGRATIONS if name not in done]
 
     def applied_migrations(self) -> list[str]:
-        return [r["name"] for r in self.query("SELECT name FROM followup_migrations ORDER BY name")]
+        return [r["name"] for r in self.query(self.q("migrations_applied"))]
 
     # ----------------------------------------------------------- lead table
     def lead_columns(self) -> tuple[str, ...]:
@@ -359,12 +376,15 @@ class SqlStore(PersonQueries, OutcomeQueries):
             self._lead_columns = tuple(c for c in wanted if c in cols)
         return self._lead_columns
 
-    def _select_list(self) -> str:
+    def _select_list(self) -> Sql:
+        """The lead columns as ``l.<column>``, NULL for those the table lacks."""
         present = set(self.lead_columns())
-        parts = []
-        for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS:
-            parts.append(f"l.{c}" if c in present else f"NULL AS {c}")
-        return ", ".join(parts)
+        return Sql(
+            ", ".join(
+                ident(f"l.{c}") if c in present else f"NULL AS {ident(c)}"
+                for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
+            )
+        )
 
     def describe(self) -> str:
         return redact(self.url) or self.url
@@ -437,9 +457,8 @@ class SqlStore(PersonQueries, OutcomeQueries):
     def sample_leads(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` raw lead rows, any ones (`sequences check --db` measures templates
         and attributes on them; unparsed, so bad rows are only skipped there)."""
-        return self.query(
-            f"SELECT {self._select_list()} FROM {self.lead_table} l LIMIT :n", {"n": limit}
-        )
+        sql = self.q("leads_sample", select=self._select_list(), leads=self.leads)
+        return self.query(sql, {"n": limit})
 
     def page_key(self, lead_id: Any) -> Any:
         """What the next candidate page starts after, given the last row's id."""
@@ -448,29 +467,20 @@ class SqlStore(PersonQueries, OutcomeQueries):
     def leads_without_id(self, account_id: str) -> int:
         """An account's lead rows whose id is NULL: never candidates (nothing could track
         them), counted so that the run names them."""
-        rows = self.query(
-            f"SELECT COUNT(*) AS n FROM {self.lead_table} l "
-            "WHERE l.account_id = :a AND l.id IS NULL",
-            {"a": account_id},
-        )
+        rows = self.query(self.q("leads_without_id", leads=self.leads), {"a": account_id})
         return int(rows[0]["n"])
 
     def lead_row(self, lead_id: str) -> dict[str, Any] | None:
-        rows = self.query(
-            f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE l.id = :id",
-            {"id": lead_id},
-        )
+        sql = self.q("lead_row", select=self._select_list(), leads=self.leads)
+        rows = self.query(sql, {"id": lead_id})
         return rows[0] if rows else None
 
     def lead_rows(self, lead_ids: Sequence[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for chunk in _chunks(list(lead_ids), 500):
             where, names = self._lead_id_in(chunk)
-            out.extend(
-                self.query(
-                    f"SELECT {self._select_list()} FROM {self.lead_table} l WHERE {where}", names
-                )
-            )
+            sql = self.q("lead_rows", select=self._select_list(), leads=self.leads, ids=where)
+            out.extend(self.query(sql, names))
         return out
 
     # --------------------------------------------------------- lead states
@@ -578,11 +588,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
         out: dict[tuple[str, str], int] = {}
         for chunk in _chunks(list(lead_ids), 500):
             where, names = self._in_list("lead_id", chunk)
-            for r in self.query(
-                "SELECT lead_id, sequence_id, state_version FROM followup_enrollments "
-                f"WHERE {where} AND ended_at IS NULL",
-                names,
-            ):
+            for r in self.query(self.q("enrollment_versions", ids=where), names):
                 out[(r["lead_id"], r["sequence_id"])] = int(r["state_version"])
         return out
 
@@ -594,9 +600,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
         with self.transaction():
             for lead_id, sequence_id, version, due in rows:
                 n += self.execute(
-                    "UPDATE followup_enrollments SET next_due_at = :due, next_due_config = :cfg "
-                    "WHERE lead_id = :l AND sequence_id = :s AND state_version = :v "
-                    "AND ended_at IS NULL",
+                    self.q("next_due_set"),
                     {"due": due, "cfg": config, "l": lead_id, "s": sequence_id, "v": version},
                 )
         return n
@@ -612,10 +616,8 @@ class SqlStore(PersonQueries, OutcomeQueries):
         out: list[str] = []
         for chunk in _chunks(list(lead_ids), 500):
             where, names = self._lead_id_in(chunk)
-            out.extend(
-                str(r["id"])
-                for r in self.query(f"SELECT l.id FROM {self.lead_table} l WHERE {where}", names)
-            )
+            sql = self.q("lead_ids_present", leads=self.leads, ids=where)
+            out.extend(str(r["id"]) for r in self.query(sql, names))
         return out
 
     def lead_state(self, lead_id: str, person: str | None = None) -> LeadState:
@@ -771,7 +773,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
         return self.execute(sql, params)
 
     def followup(self, followup_id: int) -> dict[str, Any] | None:
-        rows = self.rows("SELECT * FROM followup_tracking WHERE id = :id", {"id": followup_id})
+        rows = self.rows(self.q("followup"), {"id": followup_id})
         return self.cipher.open_row(rows[0]) if rows else None
 
     def followups(
@@ -784,26 +786,18 @@ class SqlStore(PersonQueries, OutcomeQueries):
         where, params = [], {"limit": limit}
         for col, val in (("lead_id", lead_id), ("status", status), ("account_id", account_id)):
             if val is not None:
-                where.append(f"{col} = :{col}")
+                where.append(compare(col, "=", col))
                 params[col] = val
         if status in (PENDING, UNKNOWN):
-            where.append(OPEN_STATUSES)  # lets SQLite use the partial index (see below)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        return [
-            self.cipher.open_row(r)
-            for r in self.rows(
-                f"SELECT * FROM followup_tracking {clause} ORDER BY id LIMIT :limit", params
-            )
-        ]
+            where.append(self.q("open_statuses"))  # lets SQLite use the partial index
+        sql = self.q("followups", where=all_of(where))
+        return [self.cipher.open_row(r) for r in self.rows(sql, params)]
 
     def count_open(self, status: str = UNKNOWN) -> int:
         """How many follow-ups are ``pending`` or ``unknown`` (the partial index answers)."""
         if status not in (PENDING, UNKNOWN):
             raise ValueError(f"not an open status: {status}")
-        rows = self.query(
-            f"SELECT COUNT(*) AS n FROM followup_tracking WHERE {OPEN_STATUSES} AND status = :s",
-            {"s": status},
-        )
+        rows = self.query(self.q("followups_open_count"), {"s": status})
         return int(rows[0]["n"])
 
     # --------------------------------------------------------- enrollments
@@ -818,9 +812,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
         person_key: str | None = None,
     ) -> bool:
         n = self.execute(
-            "INSERT INTO followup_enrollments (lead_id, sequence_id, account_id, anchor_at, "
-            "started_at, holdout, person_key) VALUES (:l, :s, :a, :anchor, :now, :h, :p) "
-            "ON CONFLICT (lead_id, sequence_id) DO NOTHING",
+            self.q("enrollment_start"),
             {
                 "l": lead_id,
                 "s": sequence_id,
@@ -835,9 +827,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
 
     def end_enrollment(self, lead_id: str, sequence_id: str, reason: str, now: datetime) -> bool:
         n = self.execute(
-            "UPDATE followup_enrollments SET ended_at = :now, ended_reason = :r "
-            "WHERE lead_id = :l AND sequence_id = :s AND ended_at IS NULL",
-            {"now": now, "r": reason, "l": lead_id, "s": sequence_id},
+            self.q("enrollment_end"), {"now": now, "r": reason, "l": lead_id, "s": sequence_id}
         )
         return n > 0
 
@@ -850,18 +840,17 @@ class SqlStore(PersonQueries, OutcomeQueries):
     ) -> list[dict[str, Any]]:
         where, params = [], {}
         if active:
-            where.append("ended_at IS NULL")
+            where.append(self.q("enrollment_active"))
         if lead_id is not None:
-            where.append("lead_id = :l")
+            where.append(compare("lead_id", "=", "l"))
             params["l"] = lead_id
         if sequence_id:
-            where.append("sequence_id = :s")
+            where.append(compare("sequence_id", "=", "s"))
             params["s"] = sequence_id
         if account_id:
-            where.append("account_id = :a")
+            where.append(compare("account_id", "=", "a"))
             params["a"] = account_id
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        return self.rows(f"SELECT * FROM followup_enrollments {clause} ORDER BY lead_id", params)
+        return self.rows(self.q("enrollments", where=all_of(where)), params)
 
     # ----------------------------------------------------------------- audit
     def audit(
@@ -892,8 +881,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
             for lead_id, problem in problems[:BAD_LEADS_NOTED]:
                 detail = {"problem": redact(problem)}
                 seen = self.query(
-                    "SELECT 1 AS x FROM followup_audit WHERE lead_id = :l AND action = 'bad_lead' "
-                    "AND detail = :d",
+                    self.q("bad_lead_noted"),
                     {"l": lead_id, "d": json.dumps(detail, sort_keys=True)},
                 )
                 if not seen:
@@ -902,17 +890,13 @@ class SqlStore(PersonQueries, OutcomeQueries):
         return new + [p for _, p in problems[BAD_LEADS_NOTED:]]
 
     def audit_log(self, lead_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        where = "WHERE lead_id = :l" if lead_id else ""
-        return self.rows(
-            f"SELECT * FROM followup_audit {where} ORDER BY id DESC LIMIT :n",
-            {"l": lead_id, "n": limit},
-        )
+        sql = self.q("audit_log_of_lead" if lead_id else "audit_log")
+        return self.rows(sql, {"l": lead_id, "n": limit})
 
     def config_seen(self, digest: str, path: str, who: str, now: datetime) -> bool:
         """Record a config version; True when it was not seen before."""
         n = self.execute(
-            "INSERT INTO followup_config_seen (digest, path, actor, first_seen_at) "
-            "VALUES (:d, :p, :a, :now) ON CONFLICT (digest) DO NOTHING",
+            self.q("config_seen"),
             {"d": digest, "p": path, "a": who, "now": now},
         )
         return n > 0
@@ -922,8 +906,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
         self, run_id: str, host: str, pid: int, who: str, wall: datetime, now: datetime
     ) -> None:
         self.execute(
-            "INSERT INTO followup_runs (run_id, host, pid, actor, started_at, heartbeat_at, "
-            "business_now) VALUES (:r, :h, :p, :a, :w, :w, :n)",
+            self.q("run_start"),
             {"r": run_id, "h": host, "p": pid, "a": who, "w": wall, "n": now},
         )
 
@@ -936,8 +919,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
         self, run_id: str, wall: datetime, exit_code: int, summary: dict[str, Any]
     ) -> None:
         self.execute(
-            "UPDATE followup_runs SET finished_at = :w, heartbeat_at = :w, exit_code = :c, "
-            "summary = :s WHERE run_id = :r",
+            self.q("run_finish"),
             {
                 "w": wall,
                 "c": exit_code,

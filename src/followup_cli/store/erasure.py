@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import auditchain, suppress
 from .base import SqlStore, _chunks
+from .queries import Sql
 
 # The tool's tables an erasure rewrites (the ones to purge of old row versions afterwards).
 ERASE_TABLES = (
@@ -78,41 +79,25 @@ def _person_lead_ids(
 
     lead_ids = {lead_id}
     if key is not None:
-        for table in ("followup_tracking", "followup_enrollments"):
-            lead_ids |= {
-                str(r["lead_id"])
-                for r in store.query(
-                    f"SELECT DISTINCT lead_id FROM {table} WHERE person_key = :k", {"k": key}
-                )
-            }
+        for name in ("erase_leads_of_person_tracking", "erase_leads_of_person_enrollments"):
+            lead_ids |= {str(r["lead_id"]) for r in store.query(store.q(name), {"k": key})}
     if recipient is not None:
         lead_ids |= {
             str(r["lead_id"])
             for r in store.query(
-                "SELECT DISTINCT lead_id FROM followup_tracking WHERE account_id = :a "
-                "AND recipient_id = :r",
-                {"a": account, "r": recipient},
+                store.q("erase_leads_of_recipient_tracking"), {"a": account, "r": recipient}
             )
         }
         try:
             store.lead_columns()
             for r in store.query(
-                f"SELECT l.id FROM {store.lead_table} l WHERE l.account_id = :a "
-                "AND l.recipient_id = :r",
+                store.q("erase_leads_of_recipient", leads=store.leads),
                 {"a": account, "r": recipient},
             ):
                 lead_ids.add(str(r["id"]))
         except ConfigError:
             pass
     return sorted(lead_ids)
-
-
-# What identifies the person in a tracking row; the row itself stays (no step sent twice).
-_SCRUB_TRACKING = (
-    "UPDATE followup_tracking SET body = NULL, body_encrypted = :f, "
-    "recipient_id = NULL, conversation_id = NULL, error_message = NULL, "
-    "external_id = NULL, external_key = NULL, person_key = NULL, updated_at = :now "
-)
 
 
 def _scrub_leads(
@@ -127,37 +112,32 @@ def _scrub_leads(
     for chunk in _chunks(ids, 500):
         where, names = SqlStore._in_list(store, "lead_id", chunk)
         scrubbed["tracking_rows_scrubbed"] += store.execute(
-            _SCRUB_TRACKING + f"WHERE {where}", {**names, "f": False, "now": now}
+            store.q("erase_scrub_tracking", ids=where), {**names, "f": False, "now": now}
         )
         audit_scrubbed += auditchain.scrub(store, where, names)
         scrubbed["events_scrubbed"] += _scrub_events(store, where, names, secret)
-        store.execute(f"UPDATE followup_enrollments SET person_key = NULL WHERE {where}", names)
-        store.execute(f"DELETE FROM followup_outcome_marks WHERE {where}", names)
-        store.execute(f"DELETE FROM followup_optouts WHERE {where}", names)
+        for name in ("erase_enrollments_person", "erase_outcome_marks", "erase_optouts"):
+            store.execute(store.q(name, ids=where), names)
     if key is not None:
         # any tracking row of the person under a lead id the host no longer has
         scrubbed["tracking_rows_scrubbed"] += store.execute(
-            _SCRUB_TRACKING + "WHERE person_key = :k", {"f": False, "now": now, "k": key}
+            store.q("erase_scrub_tracking_of_person"), {"f": False, "now": now, "k": key}
         )
     scrubbed["audit_rows_scrubbed"] = len(audit_scrubbed)
     return scrubbed, audit_scrubbed
 
 
-def _scrub_events(store: SqlStore, where: str, names: dict[str, Any], secret: str | None) -> int:
+def _scrub_events(store: SqlStore, where: Sql, names: dict[str, Any], secret: str | None) -> int:
     """The leads' events lose their detail and message id; their keys become erased tokens
     (keyed when the store has a person secret), so a re-ingested event is still a duplicate."""
     n = 0
-    for ev in store.query(f"SELECT id, event_key FROM followup_events WHERE {where}", names):
+    for ev in store.query(store.q("erase_events_of_leads", ids=where), names):
         token = (
             suppress.erased_token(secret, str(ev["event_key"])) if secret else f"erased:{ev['id']}"
         )
         if str(ev["event_key"]).startswith("erased:"):
             token = str(ev["event_key"])
-        n += store.execute(
-            "UPDATE followup_events SET event_key = :k, detail = NULL, message_id = NULL "
-            "WHERE id = :i",
-            {"k": token, "i": ev["id"]},
-        )
+        n += store.execute(store.q("erase_scrub_event"), {"k": token, "i": ev["id"]})
     return n
 
 
@@ -168,8 +148,7 @@ def _suppress_erased(
     its keyed hash when known; returns what holds for the person, as a phrase."""
     for lid in ids:
         store.execute(
-            "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
-            "VALUES (:l, :r, :s, :a, :now)",
+            store.q("erase_optout_add"),
             {"l": lid, "r": None, "s": suppress.ERASURE, "a": who, "now": now},
         )
         for e in store.enrollments(lead_id=lid):
@@ -188,9 +167,7 @@ def lift_erasure(
     holds for them."""
     with store.transaction():
         ref = store.person_ref(target)  # a lead id the lead table or the tool's rows know
-        known_lead = ref is not None or bool(
-            store.query("SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l", {"l": target})
-        )
+        known_lead = ref is not None or bool(store.query(store.q("optout_of_lead"), {"l": target}))
         lead_id = target if known_lead else None
         key = ref[0] if ref else None
         person_account = ref[1] if ref else None
@@ -202,8 +179,7 @@ def lift_erasure(
         if lead_id is not None:
             lifted_lead = (
                 store.execute(
-                    "DELETE FROM followup_optouts WHERE lead_id = :l AND source = :s",
-                    {"l": lead_id, "s": suppress.ERASURE},
+                    store.q("optout_remove_source"), {"l": lead_id, "s": suppress.ERASURE}
                 )
                 > 0
             )
@@ -226,10 +202,7 @@ def _scrub_run_notes(store: SqlStore, lead_ids: list[str]) -> int:
     for lid in lead_ids:
         needle = f"lead {lid}: "
         like = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        for r in store.query(
-            "SELECT run_id, summary FROM followup_runs WHERE summary LIKE :n ESCAPE '\\'",
-            {"n": like},
-        ):
+        for r in store.query(store.q("erase_runs_noting"), {"n": like}):
             try:
                 data = json.loads(r["summary"])
             except (TypeError, ValueError):
@@ -238,8 +211,7 @@ def _scrub_run_notes(store: SqlStore, lead_ids: list[str]) -> int:
                 if isinstance(data.get(k), list):
                     data[k] = [x for x in data[k] if not str(x).startswith(needle)]
             store.execute(
-                "UPDATE followup_runs SET summary = :s WHERE run_id = :r",
-                {"s": json.dumps(data, default=str), "r": r["run_id"]},
+                store.q("run_set_summary"), {"s": json.dumps(data, default=str), "r": r["run_id"]}
             )
             changed += 1
     return changed

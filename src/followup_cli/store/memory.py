@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..leadcolumns import COLUMN_NAMES
+from .queries import columns, placeholders
 from .sqlite import SQLiteStore, _dict_row, _keyword
 
 MEMORY_URLS = ("memory:", "sqlite://:memory:")
@@ -107,11 +108,15 @@ class MemoryStore(SQLiteStore):
         """Add host lead rows (missing columns NULL) as a host app writes them: times as
         ISO text, ``attributes`` as JSON text. Returns how many."""
         values = [{c: _host_value(c, r.get(c)) for c in COLUMN_NAMES} for r in rows]
-        cols = ", ".join(COLUMN_NAMES)
-        marks = ", ".join(f":{c}" for c in COLUMN_NAMES)
+        sql = self.q(
+            "leads_insert",
+            leads=self.leads,
+            columns=columns(COLUMN_NAMES),
+            values=placeholders(COLUMN_NAMES),
+        )
         with self.transaction():
             for v in values:
-                self.execute(f"INSERT INTO {self.lead_table} ({cols}) VALUES ({marks})", v)
+                self.execute(sql, v)
         self._lead_columns = None
         return len(values)
 

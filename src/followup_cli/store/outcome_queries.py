@@ -13,6 +13,7 @@ from ..models import (
     SENT,
     UNKNOWN,
 )
+from .queries import Sql, all_of, columns, compare, ident, value_rows
 from .rows import (
     SEALED_EVENTS,
     SEALED_TRACKING,
@@ -33,40 +34,35 @@ class OutcomeQueries:
         self, since: datetime | None = None, lead_ids: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
         """Follow-ups that went out (``sent_at`` set), oldest first: what outcomes attach to."""
-        base = (
-            "SELECT id, lead_id, sequence_id, message_id, step, variant_id, account_id, status, "
-            "sent_at, delivered_at, read_at, responded_at, converted_at FROM followup_tracking "
-            "WHERE sent_at IS NOT NULL"
-        )
-        return self._since_for_leads(base, "sent_at", "id", since, lead_ids)
+        return self._since_for_leads("outcome_followups", "sent_at", "id", since, lead_ids)
 
     def outcome_enrollments(
         self, since: datetime | None = None, lead_ids: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
         """Enrollments (holdout included) whose silence started since ``since``."""
-        base = "SELECT * FROM followup_enrollments WHERE 1 = 1"
-        return self._since_for_leads(base, "anchor_at", "lead_id", since, lead_ids)
+        return self._since_for_leads("outcome_enrollments", "anchor_at", "lead_id", since, lead_ids)
 
     def _since_for_leads(
         self,
-        base: str,
+        name: str,
         time_col: str,
         tie_col: str,
         since: datetime | None,
         lead_ids: Sequence[str] | None,
     ) -> list[dict[str, Any]]:
-        """``base`` narrowed to ``time_col >= since`` and to ``lead_ids`` (in chunks),
-        ordered by (``time_col``, ``tie_col``)."""
+        """The query ``name`` narrowed to ``time_col >= since`` and to ``lead_ids`` (in
+        chunks), ordered by (``time_col``, ``tie_col``)."""
         params: dict[str, Any] = {}
+        conds: list[Sql] = []
         if since is not None:
-            base += f" AND {time_col} >= :since"
+            conds.append(compare(time_col, ">=", "since"))
             params["since"] = since
         if lead_ids is None:
-            return self.rows(f"{base} ORDER BY {time_col}, {tie_col}", params)
+            return self.rows(self.q(name, where=all_of(conds)), params)
         out: list[dict[str, Any]] = []
         for chunk in _chunks(list(lead_ids), 500):
             where, names = self._in_list("lead_id", chunk)
-            out.extend(self.rows(f"{base} AND {where}", {**params, **names}))
+            out.extend(self.rows(self.q(name, where=all_of([*conds, where])), {**params, **names}))
         return sorted(out, key=lambda r: (r[time_col], r[tie_col]))
 
     def set_followup_outcome(
@@ -83,16 +79,12 @@ class OutcomeQueries:
         if column not in self._OUTCOME_COLUMNS:
             raise ValueError(f"not an outcome column: {column}")
         params: dict[str, Any] = {"id": followup_id, "at": at, "now": now}
-        sets = f"{column} = :at, updated_at = :now"
         if status is not None and promote_from:
-            names = {f"f{i}": s for i, s in enumerate(promote_from)}
-            inlist = ", ".join(f":{k}" for k in names)
-            sets += f", status = CASE WHEN status IN ({inlist}) THEN :to ELSE status END"
+            promote, names = self._in_list("status", promote_from, param="f")
             params.update(names, to=status)
-        sql = (
-            f"UPDATE followup_tracking SET {sets} "
-            f"WHERE id = :id AND ({column} IS NULL OR {column} > :at)"
-        )
+            sql = self.q("followup_outcome_set_promote", column=ident(column), promote=promote)
+        else:
+            sql = self.q("followup_outcome_set", column=ident(column))
         return self.execute(sql, params) > 0
 
     def set_enrollment_outcome(
@@ -101,52 +93,24 @@ class OutcomeQueries:
         """``responded_at`` / ``converted_at`` of an enrollment: kept when earlier."""
         if column not in ("responded_at", "converted_at"):
             raise ValueError(f"not an enrollment outcome column: {column}")
-        sql = (
-            f"UPDATE followup_enrollments SET {column} = :at WHERE lead_id = :l "
-            f"AND sequence_id = :s AND ({column} IS NULL OR {column} > :at)"
-        )
+        sql = self.q("enrollment_outcome_set", column=ident(column))
         return self.execute(sql, {"at": at, "l": lead_id, "s": sequence_id}) > 0
-
-    def _as_text(self, expr: str) -> str:
-        """An SQL expression as text, the way the database prints it (for change marks)."""
-        return f"CAST({expr} AS TEXT)"
-
-    def _lead_id_join(self) -> str:
-        """How the host's id column compares with the tool's TEXT lead ids."""
-        return "l.id"
 
     def changed_outcome_leads(self, since: datetime) -> list[dict[str, Any]]:
         """Leads with a follow-up sent or an enrollment started since ``since`` whose
         ``last_inbound_at`` / ``converted_at`` differ from what the last reconcile saw (or
         that no reconcile has seen): the only leads whose outcomes can have changed. One
         query; its cost is a join, not a Python loop over every follow-up."""
-        present = set(self.lead_columns())
-        inbound = self._as_text("l.last_inbound_at" if "last_inbound_at" in present else "NULL")
-        converted = self._as_text("l.converted_at" if "converted_at" in present else "NULL")
-        if "status" in present:
-            # A host app that marks a conversion by status alone: the mark records it too.
-            converted = (
-                f"COALESCE({converted}, CASE WHEN lower(l.status) = 'converted' "
-                "THEN 'status:converted' END)"
-            )
-        changed = (
-            f"(m.lead_id IS NULL OR COALESCE(m.inbound_seen, '') <> COALESCE({inbound}, '') "
-            f"OR COALESCE(m.converted_seen, '') <> COALESCE({converted}, ''))"
+        # A host app that marks a conversion by status alone: the mark records it too.
+        sql = self.q(
+            "changed_outcome_leads",
+            leads=self.leads,
+            lid=self._lid(),
+            inbound_at=self._lead_column("last_inbound_at"),
+            converted_at=self._lead_column("converted_at"),
+            status=self._lead_column("status"),
         )
-        select = f"{inbound} AS inbound_seen, {converted} AS converted_seen"
-        return self.query(self._changed_outcome_sql(select, changed), {"since": since})
-
-    def _changed_outcome_sql(self, select: str, changed: str) -> str:
-        # From the recent follow-ups and enrollments to their leads: Postgres hashes or
-        # merges the union (2.5 s at a million rows, bench/RESULTS-selection.md).
-        return f"""
-SELECT a.lead_id AS lead_id, {select}
-FROM (SELECT lead_id FROM followup_tracking WHERE sent_at >= :since
-      UNION SELECT lead_id FROM followup_enrollments WHERE anchor_at >= :since) a
-JOIN {self.lead_table} l ON {self._lead_id_join()} = a.lead_id
-LEFT JOIN followup_outcome_marks m ON m.lead_id = a.lead_id
-WHERE {changed}
-ORDER BY a.lead_id"""
+        return self.query(sql, {"since": since})
 
     def save_outcome_marks(
         self, marks: Sequence[tuple[str, str | None, str | None]], now: datetime
@@ -155,21 +119,14 @@ ORDER BY a.lead_id"""
         statement per chunk, not a round trip per lead."""
         for chunk in _chunks(list(marks), 300):
             params: dict[str, Any] = {"now": now}
-            values = []
             for i, (lead_id, inbound, converted) in enumerate(chunk):
                 params.update({f"l{i}": lead_id, f"i{i}": inbound, f"c{i}": converted})
-                values.append(f"(:l{i}, :i{i}, :c{i}, :now)")
-            self.execute(
-                "INSERT INTO followup_outcome_marks (lead_id, inbound_seen, converted_seen, "
-                f"checked_at) VALUES {', '.join(values)} ON CONFLICT (lead_id) DO UPDATE SET "
-                "inbound_seen = excluded.inbound_seen, converted_seen = excluded.converted_seen, "
-                "checked_at = excluded.checked_at",
-                params,
-            )
+            values = value_rows(len(chunk), ("l", "i", "c"), ("now",))
+            self.execute(self.q("outcome_marks_save", values=values), params)
 
     def forget_outcome_mark(self, lead_id: str) -> None:
         """The next reconcile looks at this lead again (its follow-ups changed)."""
-        self.execute("DELETE FROM followup_outcome_marks WHERE lead_id = :l", {"l": lead_id})
+        self.execute(self.q("outcome_mark_forget"), {"l": lead_id})
 
     def resolve_unknown(
         self, followup_id: int, sent: bool, who: str, now: datetime
@@ -213,11 +170,7 @@ ORDER BY a.lead_id"""
             "event_key", "type", "source", "lead_id", "account_id", "message_id", "at",
             "outcome", "detail", "ingested_at",
         )  # fmt: skip
-        sql = (
-            f"INSERT INTO followup_events ({', '.join(cols)}) VALUES "
-            f"({', '.join(':' + c for c in cols)}) "
-            "ON CONFLICT (event_key) DO NOTHING RETURNING id"
-        )
+        sql = self.q("event_insert")
         fields = _redact_fields({c: row.get(c) for c in cols})
         raw = fields.get("event_key")
         secret = self.person_secret()
@@ -226,7 +179,7 @@ ORDER BY a.lead_id"""
             seen = [str(raw), hashed]
             seen += [suppress.erased_token(secret, k) for k in tuple(seen)]
             where, names = self._in_list("event_key", seen)
-            if self.query(f"SELECT 1 AS x FROM followup_events WHERE {where}", names):
+            if self.query(self.q("event_seen", keys=where), names):
                 return None  # seen before (in whatever form it was stored): a duplicate
             if self.cipher.enabled:
                 fields["event_key"] = hashed
@@ -235,36 +188,24 @@ ORDER BY a.lead_id"""
         return int(out[0]["id"]) if out else None
 
     def set_event_outcome(self, event_id: int, outcome: str) -> None:
-        self.execute(
-            "UPDATE followup_events SET outcome = :o WHERE id = :i", {"o": outcome, "i": event_id}
-        )
+        self.execute(self.q("event_outcome_set"), {"o": outcome, "i": event_id})
 
     def events(self, lead_id: str | None = None) -> list[dict[str, Any]]:
-        where = "WHERE lead_id = :l" if lead_id else ""
-        return [
-            self.cipher.open_row(r)
-            for r in self.rows(f"SELECT * FROM followup_events {where} ORDER BY id", {"l": lead_id})
-        ]
+        sql = self.q("events_of_lead" if lead_id else "events_all")
+        return [self.cipher.open_row(r) for r in self.rows(sql, {"l": lead_id})]
 
     def followup_by_external_id(self, external_id: str) -> dict[str, Any] | None:
         """The tracking row of the message the platform calls ``external_id``: by its keyed
         hash (ids sealed), else by the id as stored in clear (no key, or a row written before
         the key was set and not yet converted by ``keys rotate``)."""
-        cols = "id, lead_id, sequence_id, account_id, status, sent_at"
         token = self.lookup_token(external_id)
         if token is not None:
-            rows = self.rows(
-                f"SELECT {cols} FROM followup_tracking WHERE external_key = :h "
-                "ORDER BY id DESC LIMIT 1",
-                {"h": token},
-            )
+            rows = self.rows(self.q("followup_by_external_key"), {"h": token})
             if rows:
                 return rows[0]
         clear = sorted({external_id, escape(external_id)})
         where, names = self._in_list("external_id", clear)
-        rows = self.rows(
-            f"SELECT {cols} FROM followup_tracking WHERE {where} ORDER BY id DESC LIMIT 1", names
-        )
+        rows = self.rows(self.q("followup_by_external_id", ids=where), names)
         return rows[0] if rows else None
 
     def lead_for_recipient(self, recipient_id: str, account_id: str | None = None) -> str | None:
@@ -275,38 +216,22 @@ ORDER BY a.lead_id"""
             accounts = (
                 [account_id]
                 if account_id
-                else [
-                    r["account_id"]
-                    for r in self.query(
-                        "SELECT DISTINCT account_id FROM followup_tracking "
-                        "WHERE person_key IS NOT NULL"
-                    )
-                ]
+                else [r["account_id"] for r in self.query(self.q("tracked_accounts"))]
             )
             keys = [suppress.person_key(secret, a, recipient_id) for a in accounts]
             for chunk in _chunks(keys, 500):
                 where, names = self._in_list("person_key", chunk)
-                rows = self.query(
-                    f"SELECT lead_id FROM followup_tracking WHERE {where} ORDER BY id DESC LIMIT 1",
-                    names,
-                )
+                rows = self.query(self.q("lead_of_person_keys", keys=where), names)
                 if rows:
                     return str(rows[0]["lead_id"])
-        acct = " AND account_id = :a" if account_id else ""
-        rows = self.query(
-            f"SELECT lead_id FROM followup_tracking WHERE recipient_id = :r{acct} "
-            "ORDER BY id DESC LIMIT 1",
-            {"r": recipient_id, "a": account_id},
-        )
+        params = {"r": recipient_id, "a": account_id}
+        acct = all_of([compare("account_id", "=", "a")] if account_id else [])
+        rows = self.query(self.q("lead_of_recipient_tracked", account=acct), params)
         if rows:
             return str(rows[0]["lead_id"])
         self.lead_columns()
-        acct = " AND l.account_id = :a" if account_id else ""
-        rows = self.query(
-            f"SELECT l.id FROM {self.lead_table} l WHERE l.recipient_id = :r{acct} "
-            "ORDER BY l.id LIMIT 1",
-            {"r": recipient_id, "a": account_id},
-        )
+        acct = all_of([compare("l.account_id", "=", "a")] if account_id else [])
+        rows = self.query(self.q("lead_of_recipient", leads=self.leads, account=acct), params)
         return str(rows[0]["id"]) if rows else None
 
     def report_followups(
@@ -314,13 +239,11 @@ ORDER BY a.lead_id"""
     ) -> list[dict[str, Any]]:
         """Tracking rows (bodies, person and sealed columns left out) sent, or else claimed,
         in [start, end)."""
-        acct = " AND account_id = :a" if account_id else ""
+        acct = all_of([compare("account_id", "=", "a")] if account_id else [])
         left_out = ("body", "body_encrypted", "person_key", "external_key", *SEALED_TRACKING)
-        cols = ", ".join(c for c in TRACKING_COLUMNS if c not in left_out)
+        cols = columns([c for c in TRACKING_COLUMNS if c not in left_out])
         return self.rows(
-            f"SELECT id, {cols}, delivered_at, read_at, responded_at, converted_at "
-            "FROM followup_tracking WHERE ((sent_at >= :start AND sent_at < :end) OR "
-            f"(sent_at IS NULL AND claimed_at >= :start AND claimed_at < :end)){acct} ORDER BY id",
+            self.q("report_followups", cols=cols, account=acct),
             {"start": start, "end": end, "a": account_id},
         )
 
@@ -328,11 +251,9 @@ ORDER BY a.lead_id"""
         self, start: datetime, end: datetime, account_id: str | None = None
     ) -> list[dict[str, Any]]:
         """Enrollments that started, or whose silence started, in [start, end)."""
-        acct = " AND account_id = :a" if account_id else ""
+        acct = all_of([compare("account_id", "=", "a")] if account_id else [])
         return self.rows(
-            "SELECT * FROM followup_enrollments WHERE "
-            "((started_at >= :start AND started_at < :end) "
-            f"OR (anchor_at >= :start AND anchor_at < :end)){acct} ORDER BY lead_id, sequence_id",
+            self.q("report_enrollments", account=acct),
             {"start": start, "end": end, "a": account_id},
         )
 
@@ -350,43 +271,26 @@ ORDER BY a.lead_id"""
         """(qualified, followed up): leads of an account with a score in range, not converted
         and not opted out (neither the lead nor the person behind it, under any lead row);
         and how many of them ever received a follow-up."""
-        present = set(self.lead_columns())
-        where = ["l.account_id = :a", "l.score BETWEEN :lo AND :hi"]
-        if "converted_at" in present:
-            where.append("l.converted_at IS NULL")
-        if "status" in present:
-            where.append("(l.status IS NULL OR lower(l.status) <> 'converted')")
-        lid = self._lid()
-        where.append(f"NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid})")
-        followed = (
-            f"CASE WHEN EXISTS (SELECT 1 FROM followup_tracking t WHERE t.lead_id = {lid} "
-            "AND t.sent_at IS NOT NULL) THEN 1 ELSE 0 END"
-        )
+        parts = {
+            "leads": self.leads,
+            "lid": self._lid(),
+            "converted_at": self._lead_column("converted_at"),
+            "status": self._lead_column("status"),
+        }
         params = {"a": account_id, "lo": min_score, "hi": max_score}
         suppressed = {
-            r["person_key"]
-            for r in self.query(
-                "SELECT person_key FROM followup_suppressions WHERE account_id = :a",
-                {"a": account_id},
-            )
+            r["person_key"] for r in self.query(self.q("suppressed_in_account"), {"a": account_id})
         }
         if not suppressed:  # the usual case: one aggregate in SQL
-            rows = self.query(
-                f"SELECT COUNT(*) AS qualified, COALESCE(SUM({followed}), 0) AS followed_up "
-                f"FROM {self.lead_table} l WHERE {' AND '.join(where)}",
-                params,
-            )
+            rows = self.query(self.q("qualified_leads", **parts), params)
             return int(rows[0]["qualified"]), int(rows[0]["followed_up"])
         # The person's key is a keyed hash: computed here, one page of leads at a time.
         qualified = followed_up = 0
         after: Any = None
         while True:
-            page_where = [*where, "l.id > :after"] if after is not None else where
+            page = all_of([compare("l.id", ">", "after")] if after is not None else [])
             rows = self.query(
-                f"SELECT l.id AS id, l.recipient_id AS recipient_id, {followed} AS followed "
-                f"FROM {self.lead_table} l WHERE {' AND '.join(page_where)} "
-                "ORDER BY l.id LIMIT 5000",
-                {**params, "after": after},
+                self.q("qualified_leads_page", after=page, **parts), {**params, "after": after}
             )
             for r in rows:
                 if self.person_key(account_id, r["recipient_id"]) in suppressed:
@@ -403,12 +307,9 @@ ORDER BY a.lead_id"""
         """Rows of the ``followup_lead_labels`` view: leads in a sequence now."""
         where, params = [], {}
         if sequence_id:
-            where.append("sequence_id = :s")
+            where.append(compare("sequence_id", "=", "s"))
             params["s"] = sequence_id
         if account_id:
-            where.append("account_id = :a")
+            where.append(compare("account_id", "=", "a"))
             params["a"] = account_id
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        return self.rows(
-            f"SELECT * FROM followup_lead_labels {clause} ORDER BY sequence_id, lead_id", params
-        )
+        return self.rows(self.q("lead_labels", where=all_of(where)), params)

@@ -34,14 +34,12 @@ class PersonQueries:
                 )
             secret = env
         else:
-            rows = self.query("SELECT value FROM followup_meta WHERE name = 'person_key_secret'")
+            rows = self.query(self.q("person_key_secret"))
             if not rows:
                 return None
             secret = str(rows[0]["value"])
         kid = suppress.key_id(secret)
-        other = self.query(
-            "SELECT key_id FROM followup_suppressions WHERE key_id <> :k LIMIT 1", {"k": kid}
-        )
+        other = self.query(self.q("suppression_other_key"), {"k": kid})
         if other:
             using = (
                 f"${suppress.SUPPRESSION_KEY_ENV} has key id {kid}"
@@ -77,11 +75,7 @@ class PersonQueries:
                 None if row.get("account_id") is None else str(row["account_id"]),
                 str(row["recipient_id"]).strip(),
             )
-        rows = self.query(
-            "SELECT account_id, recipient_id FROM followup_tracking WHERE lead_id = :l "
-            "AND recipient_id IS NOT NULL ORDER BY id DESC LIMIT 1",
-            {"l": lead_id},
-        )
+        rows = self.query(self.q("person_of_lead_from_tracking"), {"l": lead_id})
         if rows:
             try:
                 recipient = self.cipher.open(rows[0]["recipient_id"], strict=True)
@@ -105,13 +99,8 @@ class PersonQueries:
             recipient = str(row["recipient_id"]).strip()
             key = self.person_key(account, recipient)
             return (key, account, recipient) if key else None
-        for table in ("followup_tracking", "followup_enrollments"):
-            order = "id" if table == "followup_tracking" else "started_at"
-            rows = self.query(
-                f"SELECT person_key, account_id FROM {table} WHERE lead_id = :l "
-                f"AND person_key IS NOT NULL ORDER BY {order} DESC LIMIT 1",
-                {"l": lead_id},
-            )
+        for name in ("person_key_from_tracking", "person_key_from_enrollments"):
+            rows = self.query(self.q(name), {"l": lead_id})
             if rows:
                 return str(rows[0]["person_key"]), rows[0]["account_id"], None
         return None
@@ -148,52 +137,26 @@ class PersonQueries:
             "who": who,
             "now": now,
         }
-        sql = (
-            "INSERT INTO followup_suppressions (person_key, key_id, account_id, recipient_id, "
-            "lead_id, kind, reason, source, actor, created_at) VALUES (:k, :kid, :a, :r, :l, "
-            ":kind, :why, :s, :who, :now) ON CONFLICT (person_key) DO "
-        )
         params = self._seal(params, ("r",))
-        if kind == suppress.ERASURE:
-            sql += (
-                "UPDATE SET kind = excluded.kind, recipient_id = NULL, lead_id = NULL, "
-                "reason = NULL, source = excluded.source, actor = excluded.actor, "
-                "created_at = excluded.created_at, key_id = excluded.key_id "
-                f"WHERE followup_suppressions.kind <> '{suppress.ERASURE}'"
-            )
-        else:
-            sql += "NOTHING"
+        erasure = kind == suppress.ERASURE
+        sql = self.q("suppression_add_erasure" if erasure else "suppression_add_optout")
         return self.execute(sql, params) > 0
 
     def remove_suppression(self, key: str, kind: str) -> bool:
-        return (
-            self.execute(
-                "DELETE FROM followup_suppressions WHERE person_key = :k AND kind = :kind",
-                {"k": key, "kind": kind},
-            )
-            > 0
-        )
+        return self.execute(self.q("suppression_remove"), {"k": key, "kind": kind}) > 0
 
     def suppression(self, key: str | None) -> dict[str, Any] | None:
         if not key:
             return None
-        rows = self.rows("SELECT * FROM followup_suppressions WHERE person_key = :k", {"k": key})
+        rows = self.rows(self.q("suppression_of_person"), {"k": key})
         return self.cipher.open_row(rows[0]) if rows else None
 
     def suppressions(self) -> list[dict[str, Any]]:
-        return [
-            self.cipher.open_row(r)
-            for r in self.rows(
-                "SELECT * FROM followup_suppressions ORDER BY created_at, person_key"
-            )
-        ]
+        return [self.cipher.open_row(r) for r in self.rows(self.q("suppressions_all"))]
 
     def is_erased(self, lead_id: str, key: str | None = None) -> bool:
         """An erasure holds for the lead id or for its person."""
-        if self.query(
-            "SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l AND source = :s",
-            {"l": lead_id, "s": suppress.ERASURE},
-        ):
+        if self.query(self.q("optout_by_source"), {"l": lead_id, "s": suppress.ERASURE}):
             return True
         key = key or self.person_key_of(lead_id)
         row = self.suppression(key)
@@ -213,8 +176,7 @@ class PersonQueries:
         else looked up): a new lead row for the same person stays opted out. True when
         something new was recorded."""
         n = self.execute(
-            "INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at) "
-            "VALUES (:l, :r, :s, :a, :now) ON CONFLICT (lead_id) DO NOTHING",
+            self.q("optout_add"),
             {"l": lead_id, "r": reason, "s": source, "a": who, "now": now},
         )
         if person is not None:
@@ -240,20 +202,15 @@ class PersonQueries:
 
     def remove_optout(self, lead_id: str) -> bool:
         """Lift a lead's opt-out and its person's, never an erasure (``erase --lift`` does)."""
-        n = self.execute(
-            "DELETE FROM followup_optouts WHERE lead_id = :l AND source <> :e",
-            {"l": lead_id, "e": suppress.ERASURE},
-        )
+        n = self.execute(self.q("optout_remove_unless"), {"l": lead_id, "e": suppress.ERASURE})
         key = self.person_key_of(lead_id)
         m = self.remove_suppression(key, suppress.OPTOUT) if key else False
         return n > 0 or m
 
     def optouts(self) -> list[dict[str, Any]]:
-        return self.rows("SELECT * FROM followup_optouts ORDER BY created_at, lead_id")
+        return self.rows(self.q("optouts_all"))
 
     def is_opted_out(self, lead_id: str, person_key: str | None = None) -> bool:
         """The lead, or the person behind it (``person_key``), opted out or was erased."""
-        sql = "SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l"
-        if person_key is not None:  # one round trip: asked before every API attempt
-            sql += " UNION ALL SELECT 1 AS x FROM followup_suppressions WHERE person_key = :k"
-        return bool(self.query(sql, {"l": lead_id, "k": person_key}))
+        name = "optout_of_lead" if person_key is None else "optout_of_lead_or_person"
+        return bool(self.query(self.q(name), {"l": lead_id, "k": person_key}))

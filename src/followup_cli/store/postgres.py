@@ -22,6 +22,7 @@ from ..errors import PrivilegeError, StoreConfigError, StoreError
 from ..redact import redact
 from ..rules import APOSTROPHES, combining_marks
 from .base import SqlStore
+from .queries import Sql, ident
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _TYPED_NULL = {
@@ -62,9 +63,6 @@ _LENIENT = {
     "jsonb": _lenient(JsonbLoader),
     "json": _lenient(JsonLoader),
 }
-
-
-_LOCK_KEY = "hashtextextended(COALESCE(current_schema(), '') || :k, 0)"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -203,33 +201,18 @@ class PostgresStore(SqlStore):
             except psycopg.Error as exc:
                 raise StoreError(f"{self.describe()}: commit failed: {_first_line(exc)}") from exc
 
-    def _in_list(self, column: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    def _in_list(
+        self, column: str, values: Sequence[Any], param: str = "ids"
+    ) -> tuple[Sql, dict[str, Any]]:
         # One array parameter: psycopg converts a query with 500 named parameters anew on
         # every call (half the time of lead_states at a million leads).
-        return f"{column} = ANY(:ids)", {"ids": list(values)}
+        return Sql(f"{ident(column)} = ANY(:{param})"), {param: list(values)}
 
-    def _as_text(self, expr: str) -> str:
-        return f"({expr})::text"
-
-    def _lead_id_join(self) -> str:
-        # the host's id may be uuid or bigint; a text id keeps its index (a no-op cast)
-        return "l.id::text"
-
-    def _lid(self) -> str:
+    def _lid(self) -> Sql:
         self.lead_columns()  # learns the id column's type
         # A text id compares with the tool's TEXT lead ids as it is (and keeps its index);
         # a bigint or uuid id is compared (and paged) as its text.
-        return "l.id" if getattr(self, "_text_lead_ids", False) else "(l.id::text)"
-
-    # Advisory locks are database-wide: the key names the schema that holds the tool's
-    # tables, so that two deployments (or two test schemas) in one database never take each
-    # other's lead "l1" for claimed by another run.
-    def _try_lock_lead(self, lead_id: str) -> bool:
-        rows = self.query(
-            f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS ok",
-            {"k": ":lead:" + lead_id},
-        )
-        return bool(rows[0]["ok"])
+        return Sql("l.id" if getattr(self, "_text_lead_ids", False) else "(l.id::text)")
 
     def try_lock_leads(self, lead_ids: Sequence[str]) -> set[str]:
         if not lead_ids:
@@ -251,24 +234,9 @@ class PostgresStore(SqlStore):
             return 0
         lead_ids, seq_ids, versions, dues = (list(x) for x in zip(*rows, strict=True))
         return self.execute(
-            "UPDATE followup_enrollments e SET next_due_at = v.due, next_due_config = :cfg "
-            "FROM (SELECT e2.lead_id, e2.sequence_id, v.due FROM followup_enrollments e2 "
-            "JOIN unnest(CAST(:l AS text[]), CAST(:s AS text[]), CAST(:v AS integer[]), "
-            "CAST(:d AS timestamptz[])) AS v(l, s, ver, due) "
-            "ON e2.lead_id = v.l AND e2.sequence_id = v.s AND e2.state_version = v.ver "
-            "AND e2.ended_at IS NULL FOR UPDATE OF e2 SKIP LOCKED) v "
-            "WHERE e.lead_id = v.lead_id AND e.sequence_id = v.sequence_id",
+            self.q("next_due_set_many"),
             {"cfg": config, "l": lead_ids, "s": seq_ids, "v": versions, "d": dues},
         )
-
-    def _lock_account(self, account_id: str) -> None:
-        self.query(
-            f"SELECT pg_advisory_xact_lock({_LOCK_KEY}) AS ok",
-            {"k": ":acct:" + account_id},
-        )
-
-    def _migration_lock(self) -> None:
-        self.query("SELECT pg_advisory_xact_lock(hashtextextended('followup:migrate', 0)) AS ok")
 
     def purge_old_versions(self, tables: Sequence[str]) -> str:
         """Postgres keeps old row versions until VACUUM; VACUUM FULL rewrites each table into
@@ -277,7 +245,7 @@ class PostgresStore(SqlStore):
         done, failed = [], []
         with self._lock:
             # a running cron job holds its tables: wait a little, never for its whole run
-            self.conn.execute("SET lock_timeout = '15s'")
+            self.conn.execute(self.q("lock_timeout_short"))
             try:
                 for table in tables:
                     if self._table_columns(table) is None:
@@ -286,12 +254,12 @@ class PostgresStore(SqlStore):
                         failed.append(f"{table} (role {self.conn.info.user} does not own it)")
                         continue
                     try:
-                        self.conn.execute(f"VACUUM (FULL) {table}")
+                        self.conn.execute(self.q("vacuum_full", table=ident(table)))
                         done.append(table)
                     except psycopg.Error as exc:
                         failed.append(f"{table} ({_first_line(exc)})")
             finally:
-                self.conn.execute("RESET lock_timeout")
+                self.conn.execute(self.q("lock_timeout_reset"))
         note = (
             "; the WAL archive, replicas and backups still hold old versions until they age "
             "out (docs/erasure.md)"
@@ -304,11 +272,7 @@ class PostgresStore(SqlStore):
         return f"VACUUM FULL of the tool's {len(done)} tables done" + note
 
     def _owns(self, table: str) -> bool:
-        rows = self.query(
-            "SELECT pg_has_role(current_user, c.relowner, 'USAGE') AS owns FROM pg_class c "
-            "WHERE c.oid = to_regclass(:t)",
-            {"t": table},
-        )
+        rows = self.query(self.q("table_owned"), {"t": table})
         return bool(rows and rows[0]["owns"])
 
     def _ddl(self, statement: str) -> str:
@@ -322,12 +286,7 @@ class PostgresStore(SqlStore):
 
     def _table_columns(self, table: str) -> tuple[str, ...] | None:
         schema, _, name = table.rpartition(".")
-        rows = self.query(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = :t AND table_schema = COALESCE(NULLIF(:s, ''), current_schema()) "
-            "ORDER BY ordinal_position",
-            {"t": name, "s": schema},
-        )
+        rows = self.query(self.q("table_columns"), {"t": name, "s": schema})
         if table == self.lead_table:
             types = {r["column_name"]: r["data_type"] for r in rows}
             self._text_lead_ids = types.get("id") in ("text", "character varying")
@@ -340,10 +299,10 @@ class PostgresStore(SqlStore):
                     )
         return tuple(r["column_name"] for r in rows) if rows else None
 
-    def _lead_id_in(self, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    def _lead_id_in(self, values: Sequence[Any]) -> tuple[Sql, dict[str, Any]]:
         self.lead_columns()  # learns the id column's type
         if getattr(self, "_text_lead_ids", False):
-            return "l.id = ANY(:ids)", {"ids": list(values)}
+            return self._in_list("l.id", values)  # one text[]
         return super()._lead_id_in(values)  # a uuid or integer id: a plain IN list
 
     def save_outcome_marks(
@@ -354,11 +313,7 @@ class PostgresStore(SqlStore):
             return
         ids, inbound, converted = (list(col) for col in zip(*marks, strict=True))
         self.execute(
-            "INSERT INTO followup_outcome_marks (lead_id, inbound_seen, converted_seen, "
-            "checked_at) SELECT m.l, m.i, m.c, :now FROM unnest(CAST(:ids AS text[]), "
-            "CAST(:inb AS text[]), CAST(:conv AS text[])) AS m(l, i, c) "
-            "ON CONFLICT (lead_id) DO UPDATE SET inbound_seen = excluded.inbound_seen, "
-            "converted_seen = excluded.converted_seen, checked_at = excluded.checked_at",
+            self.q("outcome_marks_save"),
             {"ids": ids, "inb": inbound, "conv": converted, "now": now},
         )
 

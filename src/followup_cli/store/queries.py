@@ -33,6 +33,7 @@ class Sql(str):
 
 EMPTY = Sql("")
 NULL = Sql("NULL")
+ALWAYS = Sql("1 = 1")
 
 
 def ident(name: str) -> Sql:
@@ -52,6 +53,54 @@ def join(parts: list[Sql] | tuple[Sql, ...], sep: str = ", ") -> Sql:
     for p in parts:
         _check(p)
     return Sql(sep.join(parts))
+
+
+def equals(columns: list[str] | tuple[str, ...], prefix: str = "", sep: str = ", ") -> Sql:
+    """``"column" = :<prefix>column`` for each of the tool's ``columns``, joined by ``sep``
+    (a SET list, or a row's values matched with ``" AND "``)."""
+    return Sql(sep.join(f"{ident(c)} = :{prefix}{c}" for c in columns))
+
+
+_OPS = ("=", "<>", "<", "<=", ">", ">=")
+
+
+def compare(column: str, op: str, param: str) -> Sql:
+    """``"column" <op> :param``: one condition on one of the tool's columns."""
+    if op not in _OPS or not _IDENT.match(param):
+        raise ValueError(f"not a comparison: {column} {op} :{param}")
+    return Sql(f"{ident(column)} {op} :{param}")
+
+
+def all_of(conditions: list[Sql] | tuple[Sql, ...]) -> Sql:
+    """The conditions joined by AND (``1 = 1`` when there are none): a ``{where}`` part."""
+    return join(list(conditions), " AND ") if conditions else ALWAYS
+
+
+def value_rows(count: int, numbered: tuple[str, ...], shared: tuple[str, ...] = ()) -> Sql:
+    """``(:a0, :b0, :s), (:a1, :b1, :s), ...``: the placeholders of a multi-row VALUES list
+    (``numbered`` parameters per row, then the ``shared`` ones)."""
+    names = [*numbered, *shared]
+    if not all(_IDENT.match(n) for n in names):
+        raise ValueError(f"not parameter names: {names}")
+    return Sql(
+        ", ".join(
+            "(" + ", ".join([*(f":{n}{i}" for n in numbered), *(f":{n}" for n in shared)]) + ")"
+            for i in range(count)
+        )
+    )
+
+
+def placeholders(params: dict[str, object] | list[str]) -> Sql:
+    """``:a, :b, ...``: the placeholders of these parameter names (an IN list's)."""
+    names = list(params)
+    if not all(_IDENT.match(n) for n in names):
+        raise ValueError(f"not parameter names: {names}")
+    return Sql(", ".join(":" + n for n in names))
+
+
+def columns(names: list[str] | tuple[str, ...]) -> Sql:
+    """A column list of the tool's own column names, quoted."""
+    return Sql(", ".join(ident(c) for c in names))
 
 
 @lru_cache(maxsize=1)
@@ -80,9 +129,17 @@ def parse(text: str) -> dict[str, str]:
     return out
 
 
-def names() -> list[str]:
-    """The queries' names (without their dialect)."""
-    return sorted({k.split("@")[0] for k in load()})
+def names(dialect: str = "") -> list[str]:
+    """The queries' names (without their dialect): every one, or those ``dialect`` has."""
+    return sorted(
+        {k.split("@")[0] for k in load() if not dialect or k.partition("@")[2] in ("", dialect)}
+    )
+
+
+def has_query(name: str, dialect: str = "") -> bool:
+    """Whether ``queries.sql`` has ``name`` for ``dialect`` (its own block or the plain one)."""
+    blocks = load()
+    return name in blocks or f"{name}@{dialect}" in blocks
 
 
 def text(name: str, dialect: str = "") -> str:

@@ -41,3 +41,624 @@ FROM followup_runs ORDER BY started_at DESC, run_id DESC LIMIT :n
 -- name: run_last_success
 SELECT run_id, started_at, finished_at, business_now, exit_code, summary, {slot} AS slot
 FROM followup_runs WHERE exit_code = 0 ORDER BY finished_at DESC, run_id DESC LIMIT 1
+
+-- ============================================================ the person (persons.py)
+
+-- name: person_key_secret
+SELECT value FROM followup_meta WHERE name = 'person_key_secret'
+
+-- name: suppression_other_key
+SELECT key_id FROM followup_suppressions WHERE key_id <> :k LIMIT 1
+
+-- name: person_of_lead_from_tracking
+SELECT account_id, recipient_id FROM followup_tracking
+WHERE lead_id = :l AND recipient_id IS NOT NULL ORDER BY id DESC LIMIT 1
+
+-- name: person_key_from_tracking
+SELECT person_key, account_id FROM followup_tracking
+WHERE lead_id = :l AND person_key IS NOT NULL ORDER BY id DESC LIMIT 1
+
+-- name: person_key_from_enrollments
+SELECT person_key, account_id FROM followup_enrollments
+WHERE lead_id = :l AND person_key IS NOT NULL ORDER BY started_at DESC LIMIT 1
+
+-- An opt-out never overwrites what is recorded (an erasure stays an erasure).
+-- name: suppression_add_optout
+INSERT INTO followup_suppressions (person_key, key_id, account_id, recipient_id, lead_id, kind,
+  reason, source, actor, created_at)
+VALUES (:k, :kid, :a, :r, :l, :kind, :why, :s, :who, :now)
+ON CONFLICT (person_key) DO NOTHING
+
+-- An erasure replaces an opt-out, keeping nothing but the key (:kind is the erasure).
+-- name: suppression_add_erasure
+INSERT INTO followup_suppressions (person_key, key_id, account_id, recipient_id, lead_id, kind,
+  reason, source, actor, created_at)
+VALUES (:k, :kid, :a, :r, :l, :kind, :why, :s, :who, :now)
+ON CONFLICT (person_key) DO UPDATE SET kind = excluded.kind, recipient_id = NULL,
+  lead_id = NULL, reason = NULL, source = excluded.source, actor = excluded.actor,
+  created_at = excluded.created_at, key_id = excluded.key_id
+WHERE followup_suppressions.kind <> :kind
+
+-- name: suppression_remove
+DELETE FROM followup_suppressions WHERE person_key = :k AND kind = :kind
+
+-- name: suppression_of_person
+SELECT * FROM followup_suppressions WHERE person_key = :k
+
+-- name: suppressions_all
+SELECT * FROM followup_suppressions ORDER BY created_at, person_key
+
+-- name: optout_by_source
+SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l AND source = :s
+
+-- name: optout_add
+INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at)
+VALUES (:l, :r, :s, :a, :now) ON CONFLICT (lead_id) DO NOTHING
+
+-- name: optout_remove_unless
+DELETE FROM followup_optouts WHERE lead_id = :l AND source <> :e
+
+-- name: optouts_all
+SELECT * FROM followup_optouts ORDER BY created_at, lead_id
+
+-- name: optout_of_lead
+SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l
+
+-- One round trip: asked before every API attempt.
+-- name: optout_of_lead_or_person
+SELECT 1 AS x FROM followup_optouts WHERE lead_id = :l
+UNION ALL SELECT 1 AS x FROM followup_suppressions WHERE person_key = :k
+
+-- ================================================================ erasure (erasure.py)
+-- "{ids}" is "lead_id IN (...)" for one chunk of lead ids (SqlStore._in_list).
+
+-- name: erase_leads_of_person_tracking
+SELECT DISTINCT lead_id FROM followup_tracking WHERE person_key = :k
+
+-- name: erase_leads_of_person_enrollments
+SELECT DISTINCT lead_id FROM followup_enrollments WHERE person_key = :k
+
+-- name: erase_leads_of_recipient_tracking
+SELECT DISTINCT lead_id FROM followup_tracking WHERE account_id = :a AND recipient_id = :r
+
+-- name: erase_leads_of_recipient
+SELECT l.id FROM {leads} l WHERE l.account_id = :a AND l.recipient_id = :r
+
+-- name: erase_scrub_tracking
+UPDATE followup_tracking SET body = NULL, body_encrypted = :f, recipient_id = NULL,
+  conversation_id = NULL, error_message = NULL, external_id = NULL, external_key = NULL,
+  person_key = NULL, updated_at = :now
+WHERE {ids}
+
+-- Any tracking row of the person under a lead id the host no longer has.
+-- name: erase_scrub_tracking_of_person
+UPDATE followup_tracking SET body = NULL, body_encrypted = :f, recipient_id = NULL,
+  conversation_id = NULL, error_message = NULL, external_id = NULL, external_key = NULL,
+  person_key = NULL, updated_at = :now
+WHERE person_key = :k
+
+-- name: erase_events_of_leads
+SELECT id, event_key FROM followup_events WHERE {ids}
+
+-- name: erase_scrub_event
+UPDATE followup_events SET event_key = :k, detail = NULL, message_id = NULL WHERE id = :i
+
+-- name: erase_enrollments_person
+UPDATE followup_enrollments SET person_key = NULL WHERE {ids}
+
+-- name: erase_outcome_marks
+DELETE FROM followup_outcome_marks WHERE {ids}
+
+-- name: erase_optouts
+DELETE FROM followup_optouts WHERE {ids}
+
+-- name: erase_optout_add
+INSERT INTO followup_optouts (lead_id, reason, source, actor, created_at)
+VALUES (:l, :r, :s, :a, :now)
+
+-- name: optout_remove_source
+DELETE FROM followup_optouts WHERE lead_id = :l AND source = :s
+
+-- name: erase_runs_noting
+SELECT run_id, summary FROM followup_runs WHERE summary LIKE :n ESCAPE '\'
+
+-- name: run_set_summary
+UPDATE followup_runs SET summary = :s WHERE run_id = :r
+
+-- ========================================================= audit chain (auditchain.py)
+
+-- The row lock serialises writers until the transaction commits.
+-- name: audit_head@postgres
+SELECT chain_seq, row_hash, session_user::text AS s_role, current_user::text AS c_role
+FROM followup_audit_head WHERE id = 1 FOR UPDATE
+
+-- name: audit_head@sqlite
+SELECT chain_seq, row_hash, NULL AS s_role, NULL AS c_role FROM followup_audit_head WHERE id = 1
+
+-- name: audit_last_chained
+SELECT chain_seq, row_hash FROM followup_audit WHERE chain_seq IS NOT NULL
+ORDER BY chain_seq DESC LIMIT 1
+
+-- name: audit_head_insert
+INSERT INTO followup_audit_head (id, chain_seq, row_hash) VALUES (1, :s, :h)
+ON CONFLICT (id) DO NOTHING
+
+-- name: audit_head_set
+UPDATE followup_audit_head SET chain_seq = :s, row_hash = :h WHERE id = 1
+
+-- name: audit_head_read
+SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1
+
+-- name: audit_insert
+INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, account_id,
+  sequence_id, message_id, detail, detail_salt, detail_digest, db_role, prev_hash, row_hash)
+VALUES (:chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
+  :message_id, :detail, :detail_salt, :detail_digest, :db_role, :prev_hash, :row_hash)
+
+-- name: audit_unchained_page
+SELECT * FROM followup_audit WHERE chain_seq IS NULL AND id > :a ORDER BY id LIMIT :n
+
+-- name: audit_chain_row
+UPDATE followup_audit SET chain_seq = :chain_seq, detail_salt = :detail_salt,
+  detail_digest = :detail_digest, prev_hash = :prev_hash, row_hash = :row_hash
+WHERE id = :id
+
+-- Erasure: "{ids}" selects the person's lead ids; "{kept}" the actions whose detail stays.
+-- name: audit_scrubbed_places
+SELECT chain_seq FROM followup_audit
+WHERE {ids} AND detail IS NOT NULL AND NOT ({kept})
+
+-- name: audit_scrub
+UPDATE followup_audit SET detail = NULL, detail_salt = NULL
+WHERE {ids} AND detail IS NOT NULL AND NOT ({kept})
+
+-- name: audit_chain_page
+SELECT * FROM followup_audit WHERE chain_seq > :a ORDER BY chain_seq LIMIT :n
+
+-- name: audit_unchained_ids
+SELECT id FROM followup_audit WHERE chain_seq IS NULL OR chain_seq <= 0 ORDER BY id
+
+-- ===================================================== keys, encryption (sealing.py)
+
+-- name: key_records
+SELECT name FROM followup_meta WHERE name LIKE :p
+
+-- name: key_record_add
+INSERT INTO followup_meta (name, value) VALUES (:n, :v) ON CONFLICT (name) DO NOTHING
+
+-- name: key_record_remove
+DELETE FROM followup_meta WHERE name = :n
+
+-- "{sealed}": the sealed tracking columns (rows.SEALED_TRACKING).
+-- name: key_sample_tracking
+SELECT body, body_encrypted, reason, {sealed} FROM followup_tracking ORDER BY id DESC LIMIT :n
+
+-- keys rotate reads each table in key order, a page at a time (keyset paging).
+-- name: rotate_page_tracking
+SELECT id, status, body_encrypted, body, {sealed}, reason, external_key FROM followup_tracking
+WHERE id > :after ORDER BY id LIMIT :n
+
+-- name: rotate_page_events
+SELECT id, event_key, message_id FROM followup_events WHERE id > :after ORDER BY id LIMIT :n
+
+-- name: rotate_page_suppressions
+SELECT person_key, recipient_id FROM followup_suppressions
+WHERE person_key > :after ORDER BY person_key LIMIT :n
+
+-- name: event_key_taken
+SELECT 1 AS x FROM followup_events WHERE event_key = :k
+
+-- A row's changed columns ("{sets}"), only where its values are still the ones read
+-- ("{unchanged}").
+-- name: rotate_update
+UPDATE {table} SET {sets} WHERE {key} = :_k AND {unchanged}
+
+-- ============================================== what the role may do (access.py, Postgres)
+
+-- The first schema of the search_path that exists, and what the role may do in it.
+-- name: access_schema@postgres
+SELECT current_user AS role, n.nspname AS schema,
+  has_schema_privilege(n.oid, 'USAGE') AS usage,
+  has_schema_privilege(n.oid, 'CREATE') AS may_create
+FROM unnest(string_to_array(current_setting('search_path'), ',')) WITH ORDINALITY AS p(name, i)
+JOIN pg_namespace n ON n.nspname = CASE WHEN trim(p.name) IN ('"$user"', '$user')
+  THEN current_user::text ELSE trim(both '"' from trim(p.name)) END
+ORDER BY p.i LIMIT 1
+
+-- name: access_role@postgres
+SELECT current_user AS role
+
+-- name: access_tool_relations@postgres
+SELECT c.relname AS name, c.relkind AS kind,
+  pg_has_role(current_user, c.relowner, 'USAGE') AS owns,
+  CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'USAGE')
+    ELSE has_table_privilege(c.oid, 'SELECT') END AS sel,
+  c.relkind <> 'S' AND has_table_privilege(c.oid, 'INSERT') AS ins,
+  c.relkind <> 'S' AND has_table_privilege(c.oid, 'UPDATE') AS upd,
+  c.relkind <> 'S' AND has_table_privilege(c.oid, 'DELETE') AS del
+FROM pg_class c WHERE c.relnamespace = CAST(:s AS regnamespace) AND c.relname = ANY(:names)
+
+-- name: access_lead_table@postgres
+SELECT to_regclass(:t) IS NOT NULL AS found,
+  CASE WHEN to_regclass(:t) IS NULL THEN true
+    ELSE has_table_privilege(to_regclass(:t), 'SELECT') END AS sel
+
+-- A read command cannot write, whatever the role may.
+-- name: session_read_only@postgres
+SET default_transaction_read_only = on
+
+-- ================================= outcomes, events, report (outcome_queries.py)
+-- "{where}": conditions the caller adds (queries.all_of: a time bound, a chunk of lead ids).
+
+-- name: outcome_followups
+SELECT id, lead_id, sequence_id, message_id, step, variant_id, account_id, status, sent_at,
+  delivered_at, read_at, responded_at, converted_at
+FROM followup_tracking WHERE sent_at IS NOT NULL AND {where}
+ORDER BY sent_at, id
+
+-- name: outcome_enrollments
+SELECT * FROM followup_enrollments WHERE {where} ORDER BY anchor_at, lead_id
+
+-- An outcome time ("{column}", one of the outcome columns) kept when new or earlier.
+-- name: followup_outcome_set
+UPDATE followup_tracking SET {column} = :at, updated_at = :now
+WHERE id = :id AND ({column} IS NULL OR {column} > :at)
+
+-- The same, and the status moves to :to from one of "{promote}" only (never backwards).
+-- name: followup_outcome_set_promote
+UPDATE followup_tracking SET {column} = :at, updated_at = :now,
+  status = CASE WHEN {promote} THEN :to ELSE status END
+WHERE id = :id AND ({column} IS NULL OR {column} > :at)
+
+-- name: enrollment_outcome_set
+UPDATE followup_enrollments SET {column} = :at
+WHERE lead_id = :l AND sequence_id = :s AND ({column} IS NULL OR {column} > :at)
+
+-- Leads with a follow-up sent or an enrollment started since :since whose last_inbound_at /
+-- converted_at differ from what the last reconcile saw (followup_outcome_marks), or that
+-- no reconcile has seen. "{inbound_at}", "{converted_at}", "{status}": the lead table's
+-- columns, NULL when it has none; "{lid}": its id as the tool's TEXT lead ids compare.
+-- From the recent follow-ups and enrollments to their leads: Postgres hashes or merges the
+-- union (2.5 s at a million rows, bench/RESULTS-selection.md).
+-- name: changed_outcome_leads
+SELECT a.lead_id AS lead_id, CAST({inbound_at} AS TEXT) AS inbound_seen,
+  COALESCE(CAST({converted_at} AS TEXT),
+    CASE WHEN lower({status}) = 'converted' THEN 'status:converted' END) AS converted_seen
+FROM (SELECT lead_id FROM followup_tracking WHERE sent_at >= :since
+      UNION SELECT lead_id FROM followup_enrollments WHERE anchor_at >= :since) a
+JOIN {leads} l ON {lid} = a.lead_id
+LEFT JOIN followup_outcome_marks m ON m.lead_id = a.lead_id
+WHERE (m.lead_id IS NULL
+  OR COALESCE(m.inbound_seen, '') <> COALESCE(CAST({inbound_at} AS TEXT), '')
+  OR COALESCE(m.converted_seen, '') <> COALESCE(COALESCE(CAST({converted_at} AS TEXT),
+    CASE WHEN lower({status}) = 'converted' THEN 'status:converted' END), ''))
+ORDER BY a.lead_id
+
+-- From the leads, in key order, probing marks first and the recent rows only for changed
+-- leads: SQLite would sort the 1.5 M-row union into a temp b-tree instead (1.9 s against
+-- 9.2 s at a million rows, bench/RESULTS-selection.md).
+-- name: changed_outcome_leads@sqlite
+SELECT l.id AS lead_id, CAST({inbound_at} AS TEXT) AS inbound_seen,
+  COALESCE(CAST({converted_at} AS TEXT),
+    CASE WHEN lower({status}) = 'converted' THEN 'status:converted' END) AS converted_seen
+FROM {leads} l
+LEFT JOIN followup_outcome_marks m ON m.lead_id = {lid}
+WHERE (m.lead_id IS NULL
+  OR COALESCE(m.inbound_seen, '') <> COALESCE(CAST({inbound_at} AS TEXT), '')
+  OR COALESCE(m.converted_seen, '') <> COALESCE(COALESCE(CAST({converted_at} AS TEXT),
+    CASE WHEN lower({status}) = 'converted' THEN 'status:converted' END), ''))
+  AND (EXISTS (SELECT 1 FROM followup_tracking t WHERE t.lead_id = {lid} AND t.sent_at >= :since)
+       OR EXISTS (SELECT 1 FROM followup_enrollments e
+                  WHERE e.lead_id = {lid} AND e.anchor_at >= :since))
+ORDER BY l.id
+
+-- "{values}": (:l0, :i0, :c0, :now), ... for one chunk of marks.
+-- name: outcome_marks_save
+INSERT INTO followup_outcome_marks (lead_id, inbound_seen, converted_seen, checked_at)
+VALUES {values}
+ON CONFLICT (lead_id) DO UPDATE SET inbound_seen = excluded.inbound_seen,
+  converted_seen = excluded.converted_seen, checked_at = excluded.checked_at
+
+-- Three arrays instead of a thousand parameters (psycopg parses those anew each time).
+-- name: outcome_marks_save@postgres
+INSERT INTO followup_outcome_marks (lead_id, inbound_seen, converted_seen, checked_at)
+SELECT m.l, m.i, m.c, :now
+FROM unnest(CAST(:ids AS text[]), CAST(:inb AS text[]), CAST(:conv AS text[])) AS m(l, i, c)
+ON CONFLICT (lead_id) DO UPDATE SET inbound_seen = excluded.inbound_seen,
+  converted_seen = excluded.converted_seen, checked_at = excluded.checked_at
+
+-- name: outcome_mark_forget
+DELETE FROM followup_outcome_marks WHERE lead_id = :l
+
+-- name: event_insert
+INSERT INTO followup_events (event_key, type, source, lead_id, account_id, message_id, at,
+  outcome, detail, ingested_at)
+VALUES (:event_key, :type, :source, :lead_id, :account_id, :message_id, :at, :outcome,
+  :detail, :ingested_at)
+ON CONFLICT (event_key) DO NOTHING RETURNING id
+
+-- "{keys}": the event key's forms (event_key IN ...).
+-- name: event_seen
+SELECT 1 AS x FROM followup_events WHERE {keys}
+
+-- name: event_outcome_set
+UPDATE followup_events SET outcome = :o WHERE id = :i
+
+-- name: events_all
+SELECT * FROM followup_events ORDER BY id
+
+-- name: events_of_lead
+SELECT * FROM followup_events WHERE lead_id = :l ORDER BY id
+
+-- name: followup_by_external_key
+SELECT id, lead_id, sequence_id, account_id, status, sent_at FROM followup_tracking
+WHERE external_key = :h ORDER BY id DESC LIMIT 1
+
+-- "{ids}": the message id as stored in clear (external_id IN ...).
+-- name: followup_by_external_id
+SELECT id, lead_id, sequence_id, account_id, status, sent_at FROM followup_tracking
+WHERE {ids} ORDER BY id DESC LIMIT 1
+
+-- name: tracked_accounts
+SELECT DISTINCT account_id FROM followup_tracking WHERE person_key IS NOT NULL
+
+-- "{keys}": person keys (person_key IN ...).
+-- name: lead_of_person_keys
+SELECT lead_id FROM followup_tracking WHERE {keys} ORDER BY id DESC LIMIT 1
+
+-- "{account}": account_id = :a, or nothing.
+-- name: lead_of_recipient_tracked
+SELECT lead_id FROM followup_tracking WHERE recipient_id = :r AND {account}
+ORDER BY id DESC LIMIT 1
+
+-- name: lead_of_recipient
+SELECT l.id FROM {leads} l WHERE l.recipient_id = :r AND {account} ORDER BY l.id LIMIT 1
+
+-- Tracking rows sent, or else claimed, in [start, end); "{cols}": the tracking columns but
+-- bodies, person and sealed ones.
+-- name: report_followups
+SELECT id, {cols}, delivered_at, read_at, responded_at, converted_at FROM followup_tracking
+WHERE ((sent_at >= :start AND sent_at < :end)
+  OR (sent_at IS NULL AND claimed_at >= :start AND claimed_at < :end)) AND {account}
+ORDER BY id
+
+-- name: report_enrollments
+SELECT * FROM followup_enrollments
+WHERE ((started_at >= :start AND started_at < :end) OR (anchor_at >= :start AND anchor_at < :end))
+  AND {account}
+ORDER BY lead_id, sequence_id
+
+-- name: suppressed_in_account
+SELECT person_key FROM followup_suppressions WHERE account_id = :a
+
+-- Leads of an account with a score in range, not converted, not opted out; and how many
+-- of them ever received a follow-up. "{converted_at}", "{status}": NULL when the lead table
+-- has no such column.
+-- name: qualified_leads
+SELECT COUNT(*) AS qualified, COALESCE(SUM(
+    CASE WHEN EXISTS (SELECT 1 FROM followup_tracking t WHERE t.lead_id = {lid}
+      AND t.sent_at IS NOT NULL) THEN 1 ELSE 0 END), 0) AS followed_up
+FROM {leads} l
+WHERE l.account_id = :a AND l.score BETWEEN :lo AND :hi AND {converted_at} IS NULL
+  AND ({status} IS NULL OR lower({status}) <> 'converted')
+  AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid})
+
+-- The same, a page of leads at a time ("{after}": l.id > :after, or nothing).
+-- name: qualified_leads_page
+SELECT l.id AS id, l.recipient_id AS recipient_id,
+  CASE WHEN EXISTS (SELECT 1 FROM followup_tracking t WHERE t.lead_id = {lid}
+    AND t.sent_at IS NOT NULL) THEN 1 ELSE 0 END AS followed
+FROM {leads} l
+WHERE l.account_id = :a AND l.score BETWEEN :lo AND :hi AND {converted_at} IS NULL
+  AND ({status} IS NULL OR lower({status}) <> 'converted')
+  AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid}) AND {after}
+ORDER BY l.id LIMIT 5000
+
+-- name: lead_labels
+SELECT * FROM followup_lead_labels WHERE {where} ORDER BY sequence_id, lead_id
+
+-- ====================================================== the lead store (leadstore.py)
+
+-- name: lead_count
+SELECT COUNT(*) AS n FROM {leads}
+
+-- name: lead_table_kind@sqlite
+SELECT type FROM sqlite_master WHERE name = :t AND type IN ('table', 'view')
+
+-- name: lead_table_kind@postgres
+SELECT c.relkind AS kind FROM pg_class c WHERE c.oid = to_regclass(:t)
+
+-- name: index_list@sqlite
+SELECT name FROM pragma_index_list(:t)
+
+-- name: index_columns@sqlite
+SELECT name FROM pragma_index_info(:i) ORDER BY seqno
+
+-- Each index of the table and its columns in order.
+-- name: index_column_lists@postgres
+SELECT ARRAY(SELECT a.attname::text FROM unnest(ix.indkey) WITH ORDINALITY k(n, o)
+  JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.n ORDER BY k.o) AS cols
+FROM pg_index ix WHERE ix.indrelid = to_regclass(:t)
+
+-- sqlite-utils' connection (leads import): the rows a CSV would change, by id as text.
+-- name: lead_rows_by_text_id@sqlite
+SELECT * FROM {leads} WHERE CAST(id AS TEXT) IN ({ids})
+
+-- leads check reads every row, a page at a time in the order of the id as text.
+-- "{select}": the lead columns (SqlStore.select_list).
+-- name: lead_check_first_page
+SELECT {select} FROM {leads} l ORDER BY CAST(l.id AS TEXT) LIMIT 1000
+
+-- name: lead_check_page
+SELECT {select} FROM {leads} l WHERE CAST(l.id AS TEXT) > :after
+ORDER BY CAST(l.id AS TEXT) LIMIT 1000
+
+-- ============================================ the shared queries (store/base.py)
+
+-- name: migrations_applied
+SELECT name FROM followup_migrations ORDER BY name
+
+-- name: migration_record
+INSERT INTO followup_migrations (name, applied_at) VALUES (:name, :at)
+
+-- Migration 0006: person keys for the rows written before people were tracked.
+-- name: backfill_recipients
+SELECT DISTINCT account_id, recipient_id FROM followup_tracking
+WHERE recipient_id IS NOT NULL AND account_id IS NOT NULL AND person_key IS NULL
+
+-- name: backfill_tracking_person
+UPDATE followup_tracking SET person_key = :k
+WHERE account_id = :a AND recipient_id = :r AND person_key IS NULL
+
+-- name: backfill_enrollments_person
+UPDATE followup_enrollments SET person_key = (SELECT MAX(t.person_key) FROM followup_tracking t
+  WHERE t.lead_id = followup_enrollments.lead_id)
+WHERE person_key IS NULL
+
+-- "{select}": the lead columns (SqlStore._select_list), NULL for those the table lacks.
+-- name: leads_sample
+SELECT {select} FROM {leads} l LIMIT :n
+
+-- name: leads_without_id
+SELECT COUNT(*) AS n FROM {leads} l WHERE l.account_id = :a AND l.id IS NULL
+
+-- name: lead_row
+SELECT {select} FROM {leads} l WHERE l.id = :id
+
+-- "{ids}": l.id IN (...) for one chunk of ids (SqlStore._lead_id_in).
+-- name: lead_rows
+SELECT {select} FROM {leads} l WHERE {ids}
+
+-- name: lead_ids_present
+SELECT l.id FROM {leads} l WHERE {ids}
+
+-- name: enrollment_versions
+SELECT lead_id, sequence_id, state_version FROM followup_enrollments
+WHERE {ids} AND ended_at IS NULL
+
+-- Store a next-due time only if the enrollment's version is still the one read.
+-- name: next_due_set
+UPDATE followup_enrollments SET next_due_at = :due, next_due_config = :cfg
+WHERE lead_id = :l AND sequence_id = :s AND state_version = :v AND ended_at IS NULL
+
+-- One statement for a page instead of a round trip per enrollment. SKIP LOCKED: a row
+-- another transaction is changing (a claim, another run's reconcile) is left for the next
+-- run rather than waited for, so this never waits on, or deadlocks with, a transaction
+-- that locks many leads' enrollments in another order.
+-- name: next_due_set_many@postgres
+UPDATE followup_enrollments e SET next_due_at = v.due, next_due_config = :cfg
+FROM (SELECT e2.lead_id, e2.sequence_id, v.due FROM followup_enrollments e2
+      JOIN unnest(CAST(:l AS text[]), CAST(:s AS text[]), CAST(:v AS integer[]),
+                  CAST(:d AS timestamptz[])) AS v(l, s, ver, due)
+        ON e2.lead_id = v.l AND e2.sequence_id = v.s AND e2.state_version = v.ver
+       AND e2.ended_at IS NULL
+      FOR UPDATE OF e2 SKIP LOCKED) v
+WHERE e.lead_id = v.lead_id AND e.sequence_id = v.sequence_id
+
+-- name: followup
+SELECT * FROM followup_tracking WHERE id = :id
+
+-- name: followups
+SELECT * FROM followup_tracking WHERE {where} ORDER BY id LIMIT :limit
+
+-- The predicate of the partial index followup_tracking_open, word for word: SQLite uses a
+-- partial index only when the query's WHERE contains its predicate (rows.OPEN_STATUSES).
+-- name: open_statuses
+status IN ('pending', 'unknown')
+
+-- name: followups_open_count
+SELECT COUNT(*) AS n FROM followup_tracking WHERE status IN ('pending', 'unknown') AND status = :s
+
+-- name: enrollment_start
+INSERT INTO followup_enrollments (lead_id, sequence_id, account_id, anchor_at, started_at,
+  holdout, person_key)
+VALUES (:l, :s, :a, :anchor, :now, :h, :p)
+ON CONFLICT (lead_id, sequence_id) DO NOTHING
+
+-- name: enrollment_end
+UPDATE followup_enrollments SET ended_at = :now, ended_reason = :r
+WHERE lead_id = :l AND sequence_id = :s AND ended_at IS NULL
+
+-- name: enrollment_active
+ended_at IS NULL
+
+-- name: enrollments
+SELECT * FROM followup_enrollments WHERE {where} ORDER BY lead_id
+
+-- name: bad_lead_noted
+SELECT 1 AS x FROM followup_audit WHERE lead_id = :l AND action = 'bad_lead' AND detail = :d
+
+-- name: audit_log
+SELECT * FROM followup_audit ORDER BY id DESC LIMIT :n
+
+-- name: audit_log_of_lead
+SELECT * FROM followup_audit WHERE lead_id = :l ORDER BY id DESC LIMIT :n
+
+-- name: config_seen
+INSERT INTO followup_config_seen (digest, path, actor, first_seen_at) VALUES (:d, :p, :a, :now)
+ON CONFLICT (digest) DO NOTHING
+
+-- name: run_start
+INSERT INTO followup_runs (run_id, host, pid, actor, started_at, heartbeat_at, business_now)
+VALUES (:r, :h, :p, :a, :w, :w, :n)
+
+-- name: run_finish
+UPDATE followup_runs SET finished_at = :w, heartbeat_at = :w, exit_code = :c, summary = :s
+WHERE run_id = :r
+
+-- ============================== the dialect seam (store/sqlite.py, store/postgres.py)
+
+-- Locks: Postgres takes transaction-level advisory locks (SQLite's BEGIN IMMEDIATE already
+-- serialises every writer). The key names the schema that holds the tool's tables, so that
+-- two deployments (or two test schemas) in one database never take each other's lead "l1"
+-- for claimed by another run.
+-- name: lock_try@postgres
+SELECT pg_try_advisory_xact_lock(hashtextextended(COALESCE(current_schema(), '') || :k, 0)) AS ok
+
+-- name: lock_wait@postgres
+SELECT pg_advisory_xact_lock(hashtextextended(COALESCE(current_schema(), '') || :k, 0)) AS ok
+
+-- name: lock_migrations@postgres
+SELECT pg_advisory_xact_lock(hashtextextended('followup:migrate', 0)) AS ok
+
+-- Before an erasure: deleted content is overwritten, not just unlinked.
+-- name: erase_begin@sqlite
+PRAGMA secure_delete = ON
+
+-- name: table_columns@sqlite
+PRAGMA table_info({table})
+
+-- name: table_columns@postgres
+SELECT column_name, data_type FROM information_schema.columns
+WHERE table_name = :t AND table_schema = COALESCE(NULLIF(:s, ''), current_schema())
+ORDER BY ordinal_position
+
+-- name: table_owned@postgres
+SELECT pg_has_role(current_user, c.relowner, 'USAGE') AS owns FROM pg_class c
+WHERE c.oid = to_regclass(:t)
+
+-- name: vacuum_full@postgres
+VACUUM (FULL) {table}
+
+-- A running cron job holds its tables: wait a little, never for its whole run.
+-- name: lock_timeout_short@postgres
+SET lock_timeout = '15s'
+
+-- name: lock_timeout_reset@postgres
+RESET lock_timeout
+
+-- ======================================= host lead rows (demo/, store/memory.py)
+
+-- Lead rows as a host app writes them. "{columns}": the lead columns
+-- (leadcolumns.COLUMN_NAMES); "{values}": their placeholders.
+-- name: leads_insert@sqlite
+INSERT INTO {leads} ({columns}) VALUES ({values})
+
+-- ================================================ status and backlog (status.py, backlog.py)
+
+-- name: unknown_by_account
+SELECT account_id, COUNT(*) AS n FROM followup_tracking WHERE status = :s GROUP BY account_id
+
+-- name: backlog_lost_said
+SELECT id FROM followup_audit
+WHERE action = 'backlog_lost' AND account_id = :a AND at >= :start AND at <= :now

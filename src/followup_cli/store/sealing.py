@@ -27,6 +27,7 @@ from .. import suppress
 from ..crypto import KEY_ENV, Cipher, UnreadableValue, is_sealed, sealed_key_id
 from ..errors import ConfigError
 from .base import SEALED_EVENTS, SEALED_TRACKING, SqlStore, actor
+from .queries import ALWAYS, Sql, columns, equals, ident
 
 REGISTRY = "encryption_key:"
 SAMPLE_ROWS = 50  # newest tracking rows looked at by check_keys (a primary-key range: cheap)
@@ -39,9 +40,7 @@ def recorded_key_ids(store: SqlStore) -> list[str]:
         return []
     return sorted(
         str(r["name"])[len(REGISTRY) :]
-        for r in store.query(
-            "SELECT name FROM followup_meta WHERE name LIKE :p", {"p": REGISTRY + "%"}
-        )
+        for r in store.query(store.q("key_records"), {"p": REGISTRY + "%"})
     )
 
 
@@ -52,12 +51,8 @@ def _sample(store: SqlStore) -> tuple[set[str], list[str]]:
         return set(), []
     ids: set[str] = set()
     legacy: list[str] = []
-    cols = ", ".join(SEALED_TRACKING)
-    for r in store.query(
-        f"SELECT body, body_encrypted, reason, {cols} FROM followup_tracking "
-        "ORDER BY id DESC LIMIT :n",
-        {"n": SAMPLE_ROWS},
-    ):
+    sample = store.q("key_sample_tracking", sealed=columns(SEALED_TRACKING))
+    for r in store.query(sample, {"n": SAMPLE_ROWS}):
         for v in r.values():
             if is_sealed(v):
                 ids.add(str(sealed_key_id(v)))
@@ -105,7 +100,7 @@ def note_key(store: SqlStore, cipher: Cipher) -> None:
     if cipher.primary_id is None:
         return
     store.execute(
-        "INSERT INTO followup_meta (name, value) VALUES (:n, :v) ON CONFLICT (name) DO NOTHING",
+        store.q("key_record_add"),
         {"n": REGISTRY + cipher.primary_id, "v": datetime.now(UTC).isoformat()},
     )
 
@@ -152,10 +147,9 @@ def rotate_keys(
             "(comma-separated), and run `followup keys rotate` again"
         )
     res = RotateResult(cipher.primary_id, dry_run)
-    cols = ("body", *SEALED_TRACKING, "reason", "external_key")
     secret = store.person_secret()
-    select = f"id, status, body_encrypted, {', '.join(cols)}"
-    for rows in _batches(store, "followup_tracking", "id", select, batch, -1):
+    page = store.q("rotate_page_tracking", sealed=columns(SEALED_TRACKING))
+    for rows in _batches(store, page, "id", batch, -1):
         with store.transaction():
             for r in rows:
                 changes = _tracking_changes(r, cipher, res, drop_unreadable, secret)
@@ -164,9 +158,7 @@ def rotate_keys(
                     if not dry_run:
                         _update(store, "followup_tracking", "id", r, changes)
     _rotate_events(store, cipher, res, dry_run, drop_unreadable, batch, secret)
-    suppressions = _batches(
-        store, "followup_suppressions", "person_key", "person_key, recipient_id", batch, ""
-    )
+    suppressions = _batches(store, store.q("rotate_page_suppressions"), "person_key", batch, "")
     has_suppressions = store._table_columns("followup_suppressions") is not None
     for rows in suppressions if has_suppressions else ():
         with store.transaction():
@@ -184,9 +176,7 @@ def rotate_keys(
             keep = {cipher.primary_id} | {k for k in res.unreadable if k != "?"}
             for kid in recorded_key_ids(store):
                 if kid not in keep:
-                    store.execute(
-                        "DELETE FROM followup_meta WHERE name = :n", {"n": REGISTRY + kid}
-                    )
+                    store.execute(store.q("key_record_remove"), {"n": REGISTRY + kid})
             note_key(store, cipher)
             store.audit("keys_rotate", now, actor(), detail=res.as_dict())
     return res
@@ -196,17 +186,14 @@ _SAME = object()
 
 
 def _batches(
-    store: SqlStore, table: str, key: str, select: str, size: int, start: Any
+    store: SqlStore, page: Sql, key: str, size: int, start: Any
 ) -> Iterator[list[dict[str, Any]]]:
-    """The rows of one of the tool's tables in ``key`` order, ``size`` at a time, each page
-    read after the previous one was handled (keyset paging: rows changed meanwhile are
-    read as they are then)."""
+    """The rows of one of the tool's tables in ``key`` order, ``size`` at a time (``page``:
+    a ``rotate_page_*`` query), each page read after the previous one was handled (keyset
+    paging: rows changed meanwhile are read as they are then)."""
     after = start
     while True:
-        rows = store.query(
-            f"SELECT {select} FROM {table} WHERE {key} > :after ORDER BY {key} LIMIT :n",
-            {"after": after, "n": size},
-        )
+        rows = store.query(page, {"after": after, "n": size})
         if not rows:
             return
         after = rows[-1][key]
@@ -246,7 +233,7 @@ def _rotate_events(
     """Events: message ids sealed with the first key, clear event keys replaced by their
     keyed hash (an event stored under both forms keeps the hashed one's row; the clear one
     becomes its erased token, still a duplicate and naming nothing)."""
-    for rows in _batches(store, "followup_events", "id", "id, event_key, message_id", batch, -1):
+    for rows in _batches(store, store.q("rotate_page_events"), "id", batch, -1):
         with store.transaction():
             for r in rows:
                 changes: dict[str, Any] = {}
@@ -257,9 +244,7 @@ def _rotate_events(
                 key = str(r["event_key"])
                 if secret and not key.startswith((suppress.LOOKUP_PREFIX, "erased:")):
                     hashed = suppress.lookup_token(secret, key)
-                    taken = store.query(
-                        "SELECT 1 AS x FROM followup_events WHERE event_key = :k", {"k": hashed}
-                    )
+                    taken = store.query(store.q("event_key_taken"), {"k": hashed})
                     changes["event_key"] = suppress.erased_token(secret, key) if taken else hashed
                     res.sealed += 1
                 if changes:
@@ -304,12 +289,15 @@ def _update(
     store: SqlStore, table: str, key: str, row: dict[str, Any], changes: dict[str, Any]
 ) -> None:
     """Change ``changes`` of a row only where its values are still the ones read."""
-    sets = ", ".join(f"{c} = :new_{c}" for c in changes)
-    where = " AND ".join(f"{c} = :old_{c}" for c in changes if row[c] is not None)
+    read = [c for c in changes if row[c] is not None]
     params: dict[str, Any] = {f"new_{c}": v for c, v in changes.items()}
-    params.update({f"old_{c}": row[c] for c in changes if row[c] is not None})
+    params.update({f"old_{c}": row[c] for c in read})
     params["_k"] = row[key]
-    store.execute(
-        f"UPDATE {table} SET {sets} WHERE {key} = :_k" + (f" AND {where}" if where else ""),
-        params,
+    sql = store.q(
+        "rotate_update",
+        table=ident(table),
+        sets=equals(list(changes), "new_"),
+        key=ident(key),
+        unchanged=equals(read, "old_", " AND ") if read else ALWAYS,
     )
+    store.execute(sql, params)

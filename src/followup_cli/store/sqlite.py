@@ -19,6 +19,7 @@ from ..errors import StoreConfigError, StoreCorrupt, StoreError
 from ..models import format_time
 from ..rules import KEYWORD_SEPARATOR, has_optout_keyword
 from .base import SqlStore
+from .queries import ident
 
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -249,10 +250,6 @@ class SQLiteStore(SqlStore):
                     err = StoreError(f"{self.path}: commit failed: {exc}")
                 raise err from exc
 
-    def begin_erase(self) -> None:
-        # Freed cells and pages are zeroed rather than left for a file reader to find.
-        self.execute("PRAGMA secure_delete = ON")
-
     def purge_old_versions(self, tables: Sequence[str]) -> str:
         """Old page versions live in the WAL until a checkpoint, and pages the host app freed
         without secure_delete stay in the file until VACUUM: checkpoint, VACUUM (which
@@ -297,22 +294,8 @@ class SQLiteStore(SqlStore):
         self._temp_tables = True  # a fresh store: the tool's tables, empty, in TEMP
 
     def _table_columns(self, table: str) -> tuple[str, ...] | None:
-        rows = self.query(f"PRAGMA table_info({table})")
+        rows = self.query(self.q("table_columns", table=ident(table)))
         return tuple(r["name"] for r in rows) if rows else None
-
-    def _changed_outcome_sql(self, select: str, changed: str) -> str:
-        # From the leads, in key order, probing marks first and the recent rows only for
-        # changed leads: SQLite would sort the 1.5 M-row union into a temp b-tree instead
-        # (1.9 s against 9.2 s at a million rows, bench/RESULTS-selection.md).
-        return f"""
-SELECT l.id AS lead_id, {select}
-FROM {self.lead_table} l
-LEFT JOIN followup_outcome_marks m ON m.lead_id = l.id
-WHERE {changed}
-  AND (EXISTS (SELECT 1 FROM followup_tracking t WHERE t.lead_id = l.id AND t.sent_at >= :since)
-       OR EXISTS (SELECT 1 FROM followup_enrollments e
-                  WHERE e.lead_id = l.id AND e.anchor_at >= :since))
-ORDER BY l.id"""
 
     def _keyword_like(self, text: str, patterns: int, params: dict[str, Any]) -> str:
         # SQLite's LIKE already ignores ASCII case, all that its lower() folds, and the
