@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from .. import auditchain, suppress
@@ -55,7 +56,7 @@ from ..rules import keyword_like_patterns
 from .migrations import MIGRATIONS
 from .outcome_queries import OutcomeQueries
 from .persons import PersonQueries
-from .queries import NULL, Sql, all_of, compare, has_query, ident, placeholders
+from .queries import NULL, Sql, all_of, compare, has_query, ident, in_list
 from .queries import q as named_query
 from .rows import (  # noqa: F401
     BAD_LEADS_NOTED,
@@ -70,6 +71,16 @@ from .rows import (  # noqa: F401
     _redact_fields,
     _Rollback,
 )
+
+
+@lru_cache(maxsize=64)
+def _select_list(present: tuple[str, ...]) -> Sql:
+    return Sql(
+        ", ".join(
+            ident(f"l.{c}") if c in present else f"NULL AS {ident(c)}"
+            for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
+        )
+    )
 
 
 def actor() -> str:
@@ -226,8 +237,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
     ) -> tuple[Sql, dict[str, Any]]:
         """``column IN (...)`` for one chunk of values, and its parameters (named after
         ``param``) (the tool's own TEXT columns; Postgres passes one text[] instead)."""
-        names = {f"{param}{i}": v for i, v in enumerate(values)}
-        return Sql(f"{ident(column)} IN ({placeholders(names)})"), names
+        return in_list(column, values, param)
 
     def _lid(self) -> Sql:
         """The host's lead id as the tool's TEXT lead ids compare with it."""
@@ -378,13 +388,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
 
     def _select_list(self) -> Sql:
         """The lead columns as ``l.<column>``, NULL for those the table lacks."""
-        present = set(self.lead_columns())
-        return Sql(
-            ", ".join(
-                ident(f"l.{c}") if c in present else f"NULL AS {ident(c)}"
-                for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
-            )
-        )
+        return _select_list(self.lead_columns())
 
     def describe(self) -> str:
         return redact(self.url) or self.url

@@ -15,8 +15,10 @@ such text; anything else is refused.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 QUERIES_FILE = "queries.sql"
 DIALECTS = ("sqlite", "postgres")
@@ -36,6 +38,7 @@ NULL = Sql("NULL")
 ALWAYS = Sql("1 = 1")
 
 
+@lru_cache(maxsize=1024)
 def ident(name: str) -> Sql:
     """An identifier (``table``, ``schema.table``, ``l.column``), each part double-quoted.
 
@@ -88,6 +91,14 @@ def value_rows(count: int, numbered: tuple[str, ...], shared: tuple[str, ...] = 
             for i in range(count)
         )
     )
+
+
+def in_list(column: str, values: Sequence[Any], param: str) -> tuple[Sql, dict[str, Any]]:
+    """``"column" IN (:<param>0, :<param>1, ...)`` and its parameters."""
+    if not _IDENT.match(param):
+        raise ValueError(f"not a parameter name: {param!r}")
+    names = {f"{param}{i}": v for i, v in enumerate(values)}
+    return Sql(f"{ident(column)} IN ({', '.join(':' + k for k in names)})"), names
 
 
 def placeholders(params: dict[str, object] | list[str]) -> Sql:
@@ -163,26 +174,23 @@ def parts(name: str, dialect: str = "") -> list[str]:
 def q(name: str, dialect: str = "", **fill: Sql) -> Sql:
     """The named query for ``dialect``, its ``{part}``s filled with ``fill`` (``Sql`` only:
     identifiers from ``ident``, other blocks from ``q``, the seam's fragments)."""
-    if not fill:
-        return _static(name, dialect)
-    return _fill(name, text(name, dialect), fill)
-
-
-@lru_cache(maxsize=512)
-def _static(name: str, dialect: str) -> Sql:
-    return _fill(name, text(name, dialect), {})
-
-
-def _fill(name: str, sql: str, fill: dict[str, Sql]) -> Sql:
-    wanted = set(_PART.findall(sql))
-    if wanted != set(fill):
-        missing, extra = sorted(wanted - set(fill)), sorted(set(fill) - wanted)
+    pieces, wanted = _template(name, dialect)
+    if wanted != fill.keys():
+        missing, extra = sorted(wanted - fill.keys()), sorted(fill.keys() - wanted)
         raise KeyError(f"query {name!r}: parts missing {missing}, unexpected {extra}")
     if not fill:
-        return Sql(sql)
+        return pieces[0]
     for v in fill.values():
         _check(v)
-    return Sql(_PART.sub(lambda m: fill[m[1]], sql))
+    # pieces alternate: text, part name, text, ..., text
+    return Sql("".join(fill[p] if i % 2 else p for i, p in enumerate(pieces)))
+
+
+@lru_cache(maxsize=1024)
+def _template(name: str, dialect: str) -> tuple[tuple[Sql, ...], frozenset[str]]:
+    """A block split at its parts (parsed once): text, part, text, ..., text."""
+    pieces = tuple(Sql(p) for p in _PART.split(text(name, dialect)))
+    return pieces, frozenset(pieces[1::2])
 
 
 def _check(value: object) -> None:
