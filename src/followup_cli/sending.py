@@ -43,7 +43,7 @@ CLAIM_BATCH = 16
 # Claims older than this (seconds of the run) are released and the leads claimed again,
 # re-read, before their message goes out: slow sends (latency, Retry-After waits) do not
 # send on a lead row read long ago.
-CLAIM_FRESH_SECONDS = 30.0
+CLAIM_FRESH_SECONDS = 10.0
 
 
 class Executor:
@@ -151,6 +151,7 @@ class Claim:
     media: str | None
     now: datetime  # the claim's instant (its rows' times)
     at: float  # when it was claimed, in seconds of the run (``Clock.elapsed``)
+    row: dict[str, Any]  # the lead's row as the claim read it (compared at the attempt)
 
 
 class LiveExecutor(Executor):
@@ -306,8 +307,14 @@ class LiveExecutor(Executor):
             verdict = self._claim_batch()
             self._announced()
             claim = self.claimed.get(lead.id)
-        if claim is not None:
-            self._attempt(claim)
+        if claim is not None and self._attempt(claim) == "changed":
+            # The host changed the lead's row since the claim (a reply, STOP): the claim is
+            # released and the lead decided again on its fresh row, once.
+            verdict = self._claim_batch()
+            self._announced()
+            claim = self.claimed.get(lead.id)
+            if claim is not None and self._attempt(claim) == "changed":
+                self.result.skipped["lead_changed_during_send"] += 1
         self._announced()
         return verdict
 
@@ -411,7 +418,7 @@ class LiveExecutor(Executor):
                     if n == 0:
                         verdict = full  # the current lead waits (or is deferred) unclaimed
                     break  # the leads after it: decided again when their turn comes
-                claim = self._claim_locked(fresh, d, person, at)
+                claim = self._claim_locked(fresh, d, person, at, rows[lead.id])
                 settled.add(lead.id)
                 if claim is not None:
                     window.take()
@@ -446,7 +453,9 @@ class LiveExecutor(Executor):
             {"reason": d.reason, "detail": d.detail},
         )
 
-    def _claim_locked(self, lead: Lead, d: Decision, person: str | None, at: float) -> Claim | None:
+    def _claim_locked(
+        self, lead: Lead, d: Decision, person: str | None, at: float, raw: dict[str, Any]
+    ) -> Claim | None:
         """Render and insert the lead's ``pending`` row (attempted_at NULL: not handed to the
         API yet); None when it cannot be sent (named) or another run claimed the step."""
         store, now, res = self.store, self.now, self.result
@@ -478,7 +487,7 @@ class LiveExecutor(Executor):
         if fid is None:
             res.skipped["already_claimed"] += 1
             return None
-        return Claim(fid, lead, d, person, text, media, now, at)
+        return Claim(fid, lead, d, person, text, media, now, at, raw)
 
     def _row(self, lead: Lead, d: Decision, status: str, **extra: Any) -> dict[str, Any]:
         assert d.sequence is not None and d.message is not None
@@ -504,21 +513,31 @@ class LiveExecutor(Executor):
         }
 
     # -------------------------------------------------------------------- send
-    def _attempt(self, claim: Claim) -> None:
-        """One transaction (the last outcome, this claim marked attempted unless the lead
-        or its person opted out since the claim), then the API call."""
+    def _attempt(self, claim: Claim) -> str | None:
+        """One transaction (the last outcome; the lead's row read again; this claim marked
+        attempted unless the lead or its person opted out since the claim), then the API
+        call. "changed" (nothing sent, the claim released) when the lead's row is not the
+        one the claim decided on."""
         store = self.store
         at = self.engine.clock.now() if self.real_time else self.now
         with self._write_tx():
-            ok = store.mark_attempted(claim.fid, claim.lead.id, claim.person, at)
-            if not ok:  # opted out (or erased) since the claim: the step stays free
+            row = store.lead_row(claim.lead.id)
+            same = row == claim.row
+            ok = same and store.mark_attempted(claim.fid, claim.lead.id, claim.person, at)
+            if not ok:  # changed, or opted out (or erased) since the claim: the step is free
                 store.release_unattempted(followup_ids=[claim.fid])
         del self.claimed[claim.lead.id]  # (until committed, ``flush`` would release it)
         self._announced()
+        if row is None:
+            self.result.skipped["lead_gone"] += 1
+            return None
+        if not same:
+            return "changed"
         if not ok:
             self.result.skipped["opted_out_during_send"] += 1
-            return
+            return None
         self._send(claim)
+        return None
 
     def _complete(self, fid: int, fields: dict[str, Any]) -> None:
         """Record the outcome on this run's claim. It is ``pending``, or ``unknown`` when

@@ -7,7 +7,8 @@ re-checks the opt-outs. So:
 * a run SIGKILLed in the middle of a batch leaves its unattempted claims released by the
   next run (not ``unknown``: they surely never went out), which sends them exactly once;
   the claim in flight when it died becomes ``unknown``;
-* an opt-out landing between the batch claim and the attempt stops that send;
+* an opt-out landing between the batch claim and the attempt stops that send, and so does
+  a STOP the host writes into the lead's row (the attempt reads the row again);
 * an hourly or daily cap reached in the middle of a batch never lets more through.
 """
 
@@ -135,6 +136,34 @@ def test_batch__an_optout_between_the_batch_claim_and_the_attempt_stops_that_sen
     assert s["sent"] == 4 and s["skipped"] == {"opted_out_during_send": 1}
     assert sorted(delivered(graph)) == [f"ig_{i}" for i in ids if i != "o003"]
     assert "o003" not in rows_by_lead(db), "the claim was released, nothing recorded as sent"
+
+
+def test_batch__a_stop_the_host_writes_after_the_batch_claim_stops_that_send(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    """The host's lead row changed between the claim and the attempt (the lead wrote STOP):
+    the attempt reads the row again, the claim is released and the lead decided again."""
+    ids = due_leads(db, 5, prefix="s")
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url, timeout_seconds=30)
+    seen: list[Any] = []
+
+    @graph.on_request
+    def _s003_writes_stop_while_s000_is_in_flight(call: Call) -> None:
+        if seen:
+            return
+        seen.append(db.query("SELECT attempted_at FROM followup_tracking WHERE lead_id = 's003'"))
+        db.update("s003", last_inbound_text="STOP", last_inbound_at=T0 - timedelta(minutes=1))
+
+    r = followup(*run_args(cfg, db), env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert seen == [[{"attempted_at": None}]]  # claimed in the batch, not attempted yet
+    s = json.loads(r.stdout)
+    assert s["sent"] == 4 and s["optouts"] == 1
+    assert sorted(delivered(graph)) == [f"ig_{i}" for i in ids if i != "s003"]
+    assert "s003" not in rows_by_lead(db)
+    assert db.query("SELECT lead_id, source FROM followup_optouts") == [
+        {"lead_id": "s003", "source": "keyword"}
+    ]
 
 
 def _cap_config(tmp_path: Path, graph: FakeGraphAPI, **channel: Any) -> Path:
