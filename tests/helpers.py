@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +101,21 @@ class LeadDB:
         sep = "&" if "?" in PG_BASE else "?"
         url = f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
         return cls("postgres", url, schema=schema, _pg=conn)
+
+    def settled(self, seconds: float = 10.0) -> None:
+        """After SIGKILLing a run: wait (bounded) until Postgres has finished a statement the
+        dead client had already sent. A COMMIT on the wire when the client died still lands
+        on the server, perhaps after the test's next read; SQLite has no server."""
+        if self._pg is None:
+            return
+        deadline = time.monotonic() + seconds
+        busy = (
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+            "AND state IN ('active', 'idle in transaction')"
+        )
+        while self._pg.execute(busy).fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def close(self) -> None:
         if self._pg is not None:

@@ -128,6 +128,7 @@ def test_crash__runs_killed_at_random_instants_never_message_anyone_twice(
         if mode == "from_start":
             threading.Timer(at, kill, (proc,)).start()
         _, err = proc.communicate(timeout=60)
+        db.settled()  # a commit the killed run had on the wire lands before we look
         with lock:
             plan.update(proc=None)
         kills += proc.returncode == -signal.SIGKILL
