@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .channels.base import SendResult
-from .config import Account
+from .config import Account, Settings
 from .crypto import stored_body
 from .models import FAILED, PENDING, SENT, SKIPPED, UNKNOWN, BadLead, Lead, parse_lead
 from .ratewindow import RateWindow
@@ -551,10 +551,27 @@ class LiveExecutor(Executor):
             self.store.delete_followup(fid, UNKNOWN)
 
     def _send(self, claim: Claim) -> None:
-        store, now, res = self.store, claim.now, self.result
-        lead, d = claim.lead, claim.d
-        assert d.sequence is not None and d.message is not None
-        person = claim.person
+        """The API call for a claim marked attempted, then what its answer means: counted at
+        once (the account's next lead depends on it), written by the account's next
+        transaction (``_unrecorded``)."""
+        result = self._call(claim)
+        planned = PlannedSend.of(
+            claim.lead,
+            self.account.id,
+            claim.d,
+            claim.text,
+            claim.media,
+            outcome=result.outcome,
+            error_code=result.error_code,
+            error=result.error_message,
+        )
+        count_outcome(self.result, self.account, result)
+        self._unrecorded = (self._recorder(claim, result), planned)
+        self.result.planned.append(planned)
+        trip_breaker(self.result, self.account, self.config.settings_for(self.account))
+
+    def _call(self, claim: Claim) -> SendResult:
+        store, lead, person = self.store, claim.lead, claim.person
 
         def still_wanted() -> bool:
             # asked again right before each attempt (the first too: the mark committed a
@@ -563,27 +580,22 @@ class LiveExecutor(Executor):
             return not store.is_opted_out(lead.id, person)
 
         msg = replace(
-            self.engine.outgoing(self.account, lead, d, claim.text, claim.media),
+            self.engine.outgoing(self.account, lead, claim.d, claim.text, claim.media),
             still_wanted=still_wanted,
         )
         self.calls += 1
         try:
-            result = self.engine.channel.send(msg)
+            return self.engine.channel.send(msg)
         except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the claim
-            result = SendResult(
+            return SendResult(
                 "unknown", error_message=f"channel error: {type(exc).__name__}: {exc}"
             )
-        fid = claim.fid
-        planned = PlannedSend.of(
-            lead,
-            self.account.id,
-            d,
-            claim.text,
-            claim.media,
-            outcome=result.outcome,
-            error_code=result.error_code,
-            error=result.error_message,
-        )
+
+    def _recorder(self, claim: Claim, result: SendResult) -> Callable[[], Callable[[], None]]:
+        """The writing of a send's outcome rows, for the account's next transaction; it
+        returns the writing of the outcome's audit row (last in that transaction)."""
+        now, res, fid, lead, d = claim.now, self.result, claim.fid, claim.lead, claim.d
+        assert d.sequence is not None and d.message is not None
         common = {
             "attempts": result.attempts,
             "error_code": result.error_code,
@@ -599,38 +611,6 @@ class LiveExecutor(Executor):
             "attempts": result.attempts,
             "variant": d.variant_id,
         }
-        if result.kind != "unreachable" and result.outcome != "cancelled" and result.attempts:
-            res.reached, res.unreachable_streak = True, 0
-        # What the answer means for the rest of the account: counted now (the next lead
-        # depends on it); the rows are written by ``record``, with the account's next
-        # transaction.
-        if result.outcome == "sent":
-            res.sent += 1
-            res.attempts += 1
-        elif result.outcome == "failed":
-            res.failed[str(result.error_code or result.http_status or "error")] += 1
-            res.attempts += 1
-            res.breaker_failures += 1
-        elif result.outcome == "unknown":
-            res.unknown += 1
-            res.attempts += 1
-        elif result.outcome == "deferred" and result.kind == "unreachable":
-            res.deferred["unreachable"] += 1
-            res.unreachable_streak += 1
-            if not res.reached or res.unreachable_streak >= UNREACHABLE_STREAK:
-                res.stopped = res.stopped or _unreachable_line(self.account, res, result)
-        elif result.outcome == "deferred":
-            res.deferred["throttled" if result.kind == "throttle" else "transient"] += 1
-            if result.kind == "throttle":
-                res.stopped = res.stopped or (
-                    f"throttled by the API (code {result.error_code or result.http_status}); "
-                    "the rest waits for the next run"
-                )
-        elif result.outcome == "cancelled":
-            res.skipped["opted_out_during_send"] += 1
-        else:  # account_fatal
-            res.deferred["account_stopped"] += 1
-            res.stopped = _account_stop_line(self.account, result)
 
         def record() -> Callable[[], None]:
             """The outcome's rows, inside the caller's transaction (on the store of the
@@ -663,19 +643,55 @@ class LiveExecutor(Executor):
                 audit_detail,
             )
 
-        self._unrecorded = (record, planned)
-        res.planned.append(planned)
-        st = self.config.settings_for(self.account)
-        if (
-            not res.stopped
-            and res.attempts >= st.breaker_min_sends
-            and res.breaker_failures / res.attempts > st.breaker_failure_rate
-        ):
-            res.stopped = (
-                f"circuit breaker: {res.breaker_failures} of {res.attempts} sends failed "
-                f"(over {st.breaker_failure_rate:.0%}); "
-                f"account {self.account.id} stopped for this run"
+        return record
+
+
+def count_outcome(res: AccountResult, account: Account, result: SendResult) -> None:
+    """What an API answer means for the rest of the account's run: its counters, and the
+    account stopped when the answer says nothing more can go out in this run."""
+    if result.kind != "unreachable" and result.outcome != "cancelled" and result.attempts:
+        res.reached, res.unreachable_streak = True, 0
+    if result.outcome == "sent":
+        res.sent += 1
+        res.attempts += 1
+    elif result.outcome == "failed":
+        res.failed[str(result.error_code or result.http_status or "error")] += 1
+        res.attempts += 1
+        res.breaker_failures += 1
+    elif result.outcome == "unknown":
+        res.unknown += 1
+        res.attempts += 1
+    elif result.outcome == "deferred" and result.kind == "unreachable":
+        res.deferred["unreachable"] += 1
+        res.unreachable_streak += 1
+        if not res.reached or res.unreachable_streak >= UNREACHABLE_STREAK:
+            res.stopped = res.stopped or _unreachable_line(account, res, result)
+    elif result.outcome == "deferred":
+        res.deferred["throttled" if result.kind == "throttle" else "transient"] += 1
+        if result.kind == "throttle":
+            res.stopped = res.stopped or (
+                f"throttled by the API (code {result.error_code or result.http_status}); "
+                "the rest waits for the next run"
             )
+    elif result.outcome == "cancelled":
+        res.skipped["opted_out_during_send"] += 1
+    else:  # account_fatal
+        res.deferred["account_stopped"] += 1
+        res.stopped = _account_stop_line(account, result)
+
+
+def trip_breaker(res: AccountResult, account: Account, st: Settings) -> None:
+    """Stop the account for this run once too many of its sends failed."""
+    if (
+        not res.stopped
+        and res.attempts >= st.breaker_min_sends
+        and res.breaker_failures / res.attempts > st.breaker_failure_rate
+    ):
+        res.stopped = (
+            f"circuit breaker: {res.breaker_failures} of {res.attempts} sends failed "
+            f"(over {st.breaker_failure_rate:.0%}); "
+            f"account {account.id} stopped for this run"
+        )
 
 
 def _unreachable_line(account: Account, res: AccountResult, result: SendResult) -> str:
