@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.utils import get_netrc_auth
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
 
 from .base import SendResult
@@ -112,6 +113,56 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class EnvSession(requests.Session):
+    """A ``requests.Session`` that reads the environment once per origin (scheme, host,
+    port) instead of on every request: the proxies (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY),
+    the CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) and ~/.netrc credentials resolve
+    to what ``requests`` would resolve for the first request to that origin, and stay so
+    for the session's life (a run). A redirect is followed as ``requests`` does it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._settings: dict[tuple[str, str | None, int | None], dict[str, Any]] = {}
+        self._netrc: dict[tuple[str, str | None, int | None], Any] = {}
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        if proxies or stream is not None or verify is not None or cert is not None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        key = _origin_key(url)
+        settings = self._settings.get(key)
+        if settings is None:
+            settings = super().merge_environment_settings(url, {}, None, None, None)
+            self._settings[key] = settings
+        return {**settings, "proxies": dict(settings["proxies"])}
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        if request.auth is not None or self.auth or not self.trust_env:
+            return super().prepare_request(request)
+        key = _origin_key(request.url)
+        if key not in self._netrc:
+            self._netrc[key] = get_netrc_auth(request.url)
+        request.auth = self._netrc[key]
+        # the netrc answer is known: the base class must not look it up again (this
+        # session is one thread's own, so the flag can be lowered for the call)
+        self.trust_env = False
+        try:
+            return super().prepare_request(request)
+        finally:
+            self.trust_env = True
+
+
+def _origin_key(url: Any) -> tuple[str, str | None, int | None]:
+    """What the environment settings of a URL depend on: its scheme, host and port."""
+    parts = urlsplit(url.decode() if isinstance(url, bytes) else str(url))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.scheme.lower(), parts.hostname, port)
+
+
 class HttpSender:
     """POSTs JSON with retries that follow the error table. One session per thread."""
 
@@ -135,7 +186,7 @@ class HttpSender:
     def session(self) -> requests.Session:
         s = getattr(self._local, "session", None)
         if s is None:
-            s = self._local.session = requests.Session()
+            s = self._local.session = EnvSession()
         return s
 
     def close(self) -> None:
