@@ -187,24 +187,36 @@ COLORS = {"sent": "#4c78a8", "responded": "#f58518", "converted": "#54a24b"}
 
 def _figures(report: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
     """(id, title, plotly figure) for every chart of the page."""
+    return [
+        _per_day_figure(report["per_day"]),
+        *_funnel_figures(report["progression"]),
+        *_best_time_figures(report["best_times"]),
+        *_ab_figures(report["ab_tests"]),
+    ]
+
+
+def _empty(fig: Any, what: str) -> Any:
+    """Say ``what`` in the middle of a chart that has no data."""
+    fig.add_annotation(text=what, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig
+
+
+def _layout(fig: Any, **kw: Any) -> Any:
+    """The page's one look for every chart."""
+    fig.update_layout(
+        template="plotly_white",
+        height=kw.pop("height", 360),
+        margin={"l": 60, "r": 20, "t": 40, "b": 50},
+        legend={"orientation": "h", "y": -0.2},
+        **kw,
+    )
+    return fig
+
+
+def _per_day_figure(days: list[dict[str, Any]]) -> tuple[str, str, Any]:
+    """Sent, responded and converted side by side, one group of bars a day."""
     import plotly.graph_objects as go
 
-    def empty(fig: Any, what: str) -> Any:
-        fig.add_annotation(text=what, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-        return fig
-
-    def layout(fig: Any, **kw: Any) -> Any:
-        fig.update_layout(
-            template="plotly_white",
-            height=kw.pop("height", 360),
-            margin={"l": 60, "r": 20, "t": 40, "b": 50},
-            legend={"orientation": "h", "y": -0.2},
-            **kw,
-        )
-        return fig
-
-    out: list[tuple[str, str, Any]] = []
-    days = report["per_day"]
     fig = go.Figure()
     for key in ("sent", "responded", "converted"):
         fig.add_bar(
@@ -214,22 +226,25 @@ def _figures(report: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
             marker_color=COLORS[key],
         )
     if not days:
-        empty(fig, "no follow-ups in this period")
-    out.append(
-        (
-            "chart-per-day",
-            "Follow-ups sent, responded and converted per day",
-            layout(fig, barmode="group", yaxis_title="follow-ups"),
-        )
+        _empty(fig, "no follow-ups in this period")
+    return (
+        "chart-per-day",
+        "Follow-ups sent, responded and converted per day",
+        _layout(fig, barmode="group", yaxis_title="follow-ups"),
     )
 
-    for p in report["progression"] or [None]:
+
+def _funnel_figures(progression: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+    """One funnel a sequence: enrolled, each step reached, responded, converted."""
+    import plotly.graph_objects as go
+
+    if not progression:
+        return [
+            ("chart-funnel", "Sequence funnel", _layout(_empty(go.Figure(), "no enrollments yet")))
+        ]
+    out = []
+    for p in progression:
         fig = go.Figure()
-        if p is None:
-            out.append(
-                ("chart-funnel", "Sequence funnel", layout(empty(fig, "no enrollments yet")))
-            )
-            break
         stages = ["enrolled"] + [f"step {s['step']} {s['message_id']}" for s in p["steps"]]
         values = [p["enrolled"]] + [s["reached"] for s in p["steps"]]
         stages += ["responded", "converted"]
@@ -239,15 +254,22 @@ def _figures(report: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
             (
                 f"chart-funnel-{p['sequence_id']}",
                 f"Funnel of sequence {p['sequence_id']}",
-                layout(fig, height=80 + 45 * len(stages)),
+                _layout(fig, height=80 + 45 * len(stages)),
             )
         )
+    return out
 
+
+def _best_time_figures(best_times: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """The response rate by the hour and by the weekday the follow-up reached the lead."""
+    import plotly.graph_objects as go
+
+    out = []
     for key, label, axis in (
         ("hours", "Response rate by the hour the follow-up reached the lead", "hour"),
         ("weekdays", "Response rate by weekday", "name"),
     ):
-        items = report["best_times"][key]
+        items = best_times[key]
         fig = go.Figure()
         fig.add_bar(
             x=[f"{i[axis]:02d}:00" if axis == "hour" else i[axis] for i in items],
@@ -257,16 +279,24 @@ def _figures(report: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
             name="response rate",
         )
         if not items:
-            empty(fig, "no follow-ups in this period")
+            _empty(fig, "no follow-ups in this period")
         out.append(
-            (f"chart-{key}", label, layout(fig, yaxis_tickformat=".0%", xaxis_type="category"))
+            (f"chart-{key}", label, _layout(fig, yaxis_tickformat=".0%", xaxis_type="category"))
         )
+    return out
 
-    for ab in report["ab_tests"] or [None]:
+
+def _ab_figures(ab_tests: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+    """One chart an A/B test: each variant's response rate with its 95% interval."""
+    import plotly.graph_objects as go
+
+    if not ab_tests:
+        return [
+            ("chart-ab", "A/B results", _layout(_empty(go.Figure(), "no A/B test has data yet")))
+        ]
+    out = []
+    for ab in ab_tests:
         fig = go.Figure()
-        if ab is None:
-            out.append(("chart-ab", "A/B results", layout(empty(fig, "no A/B test has data yet"))))
-            break
         vs = ab["variants"]
         rates = [v["response_rate"] or 0 for v in vs]
         fig.add_bar(
@@ -287,7 +317,7 @@ def _figures(report: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
             (
                 f"chart-ab-{ab['sequence_id']}-{ab['message_id']}",
                 f"A/B {ab['sequence_id']}/{ab['message_id']}: {verdict}",
-                layout(fig, yaxis_tickformat=".0%", xaxis_type="category"),
+                _layout(fig, yaxis_tickformat=".0%", xaxis_type="category"),
             )
         )
     return out
