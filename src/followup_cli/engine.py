@@ -38,9 +38,10 @@ from .claims import recover_stale_claims
 from .clock import Clock, wall
 from .config import Account, Config, LoadedConfig
 from .crypto import Cipher
-from .models import DELIVERED, SKIPPED, UNKNOWN, BadLead, Lead, parse_lead
+from .handoff import handoff
+from .models import DELIVERED, UNKNOWN, BadLead, Lead, parse_lead
 from .ratewindow import TICK as _TICK
-from .render import Renderer, TemplateProblem
+from .render import Renderer
 from .results import AccountResult, PlannedSend, RunOptions, RunSummary, decide_or_name
 from .rules import Check, Decision, local_midnight, next_local_midnight, next_run_slot
 from .store.base import SqlStore, actor
@@ -394,100 +395,6 @@ class Engine:
             if msg.active:
                 return d.anchor_at + timedelta(hours=msg.delay_hours)
         return None
-
-
-def handoff(
-    config: Config,
-    store: SqlStore,
-    now: datetime,
-    since_hours: float | None = None,
-    account_id: str | None = None,
-) -> list[dict[str, Any]]:
-    """Leads whose messaging window closed with a step still due: a hand-off for human agents.
-
-    From the ``skipped`` / ``outside_window`` tracking rows recorded since ``now - since_hours``
-    (all when None), joined with the lead table; a lead who replied, converted or opted out
-    since is no longer listed. Each entry carries the step's text, rendered for the lead, that
-    a human may send (with the HUMAN_AGENT tag, which automation never uses).
-    """
-    sql = (
-        "SELECT id, lead_id, account_id, sequence_id, message_id, step, variant_id, "
-        "scheduled_at, claimed_at FROM followup_tracking "
-        "WHERE status = :status AND reason = :reason AND claimed_at <= :now"
-    )
-    params: dict[str, Any] = {"status": SKIPPED, "reason": "outside_window", "now": now}
-    if since_hours is not None:
-        sql += " AND claimed_at >= :since"
-        params["since"] = now - timedelta(hours=since_hours)
-    if account_id is not None:
-        sql += " AND account_id = :a"
-        params["a"] = account_id
-    rows = store.rows(sql + " ORDER BY claimed_at, lead_id, id", params)
-    leads: dict[str, Lead] = {}
-    for raw in store.lead_rows(sorted({r["lead_id"] for r in rows})):
-        try:
-            parsed = parse_lead(raw)
-        except BadLead:
-            continue
-        leads[parsed.id] = parsed
-    opted_out = {o["lead_id"] for o in store.optouts()}
-    suppressed = {o["person_key"] for o in store.suppressions()}
-    renderer = Renderer(config)
-    window = config.channel.window_hours
-    out: list[dict[str, Any]] = []
-    for r in rows:
-        lead = leads.get(r["lead_id"])
-        if lead is None or lead.id in opted_out:
-            continue
-        if store.person_key(lead.account_id, lead.recipient_id) in suppressed:
-            continue  # the person opted out or was erased under another lead row
-        if lead.converted_at is not None or (lead.status or "").lower() == "converted":
-            continue
-        if lead.last_inbound_at is not None and lead.last_inbound_at > r["claimed_at"]:
-            continue  # the lead wrote again: the conversation is open, not a hand-off
-        closed = (
-            lead.last_inbound_at + timedelta(hours=window)
-            if window is not None and lead.last_inbound_at is not None
-            else None
-        )
-        text = media = None
-        seq = next((x for x in config.sequences if x.id == r["sequence_id"]), None)
-        msg = next((m for m in seq.messages if m.id == r["message_id"]), None) if seq else None
-        if seq is not None and msg is not None:
-            try:
-                rendered = renderer.render(
-                    seq, msg, r["variant_id"], lead.context(), config.account(lead.account_id), now
-                )
-                text, media = rendered.text, rendered.media_url
-            except TemplateProblem:
-                pass
-        out.append(
-            {
-                "lead_id": lead.id,
-                "account_id": lead.account_id,
-                "user_id": lead.user_id,
-                "conversation_id": lead.conversation_id,
-                "recipient_id": lead.recipient_id,
-                "username": lead.username,
-                "first_name": lead.first_name,
-                "sequence_id": r["sequence_id"],
-                "message_id": r["message_id"],
-                "step": r["step"],
-                "variant_id": r["variant_id"],
-                "due_at": r["scheduled_at"],
-                "last_inbound_at": lead.last_inbound_at,
-                "window_closed_at": closed,
-                # Meta's HUMAN_AGENT tag lets a person reply up to 7 days after the lead's
-                # last message; after that nobody can message the lead until it writes.
-                "human_reply_until": (
-                    lead.last_inbound_at + timedelta(days=7) if lead.last_inbound_at else None
-                ),
-                "skipped_at": r["claimed_at"],
-                "text": text,
-                "media_url": media,
-            }
-        )
-    return out
 
 
 def account_windows(
