@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .channels.console import ConsoleChannel
-from .config import LoadedConfig
+from .config import Account, LoadedConfig
 from .engine import AccountResult, Engine, decide_or_name
 from .models import (
     SENT,
@@ -299,68 +299,120 @@ def build_plan(
     for slot in plan.slots:
         plan.rows[slot] = {}
         for acct in accounts:
-            overlay.touched.clear()
-            result = AccountResult(acct.id)
-            actionable, bookkeeping = engine.plan_account(acct, overlay, slot, result)  # type: ignore[arg-type]
-            for line in result.bad_leads:
-                if line not in bad_seen:
-                    bad_seen.add(line)
-                    plan.bad_leads.append(line)
-            row = plan.rows[slot][acct.id] = SlotAccount()
-            for lead, d in bookkeeping:
-                _bookkeep(overlay, row, lead, d, slot)
-            limit, day_limit = config.rate_limits(acct)
-            day_start = local_midnight(slot, config.settings_for(acct).timezone)
-            used = overlay.recent_sends(acct.id, slot - timedelta(hours=1))
-            used_today = overlay.recent_sends(acct.id, day_start - timedelta(microseconds=1))
-            for lead, planned in actionable:
-                # another row of the person may have been served in this slot: as a run
-                # decides again inside each claim
-                d = overlay.redecide(engine, lead, planned, slot)
-                if d is None:
-                    continue
-                if d.action not in ("send", "skip"):
-                    _bookkeep(overlay, row, lead, d, slot)
-                    continue
-                assert d.sequence is not None and d.message is not None
-                row.due += 1
-                if d.action == "skip":
-                    row.window_lost += 1
-                    if d.new_enrollment and d.anchor_at is not None:
-                        overlay.enroll(lead, d.sequence.id, d.anchor_at, slot)
-                    overlay.record(
-                        lead,
-                        FollowupRecord(d.sequence.id, d.message.id, SKIPPED, slot, d.variant_id),
-                    )
-                    overlay.end(lead.id, d.sequence.id, "window_closed", slot)
-                    continue
-                if used >= limit or (day_limit is not None and used_today >= day_limit):
-                    row.deferred += 1  # the account's hourly or daily cap: a later slot
-                    continue
-                try:
-                    rendered = engine.renderer.render(
-                        d.sequence, d.message, d.variant_id, lead.context(), acct, slot
-                    )
-                except TemplateProblem:
-                    row.unsendable += 1
-                    continue
-                if not rendered.text and not rendered.media_url:
-                    row.unsendable += 1
-                    continue
-                used += 1
-                used_today += 1
-                row.sent += 1
-                if d.new_enrollment and d.anchor_at is not None:
-                    overlay.enroll(lead, d.sequence.id, d.anchor_at, slot)
-                overlay.record(
-                    lead, FollowupRecord(d.sequence.id, d.message.id, SENT, slot, d.variant_id)
-                )
-                overlay.sends.setdefault(acct.id, []).append(slot)
-                active = [m.id for m in d.sequence.messages if m.active]
-                if active and active[-1] == d.message.id:
-                    overlay.end(lead.id, d.sequence.id, "completed", slot)
-                    row.ended += 1
+            plan.rows[slot][acct.id] = _plan_slot(engine, overlay, acct, slot, plan, bad_seen)
     return plan
+
+
+@dataclass
+class _Room:
+    """The account's sends in the last hour and since local midnight, against its caps."""
+
+    used: int
+    used_today: int
+    limit: int
+    day_limit: int | None
+
+    def full(self) -> bool:
+        return self.used >= self.limit or (
+            self.day_limit is not None and self.used_today >= self.day_limit
+        )
+
+    def take(self) -> None:
+        self.used += 1
+        self.used_today += 1
+
+
+def _plan_slot(
+    engine: Engine,
+    overlay: _Overlay,
+    acct: Account,
+    slot: datetime,
+    plan: Plan,
+    bad_seen: set[str],
+) -> SlotAccount:
+    """One account at one slot: the engine's selection over the overlay, then each due
+    step sent, lost to the window, deferred by a cap or found unsendable."""
+    config = engine.config
+    overlay.touched.clear()
+    result = AccountResult(acct.id)
+    actionable, bookkeeping = engine.plan_account(acct, overlay, slot, result)  # type: ignore[arg-type]
+    for line in result.bad_leads:
+        if line not in bad_seen:
+            bad_seen.add(line)
+            plan.bad_leads.append(line)
+    row = SlotAccount()
+    for lead, d in bookkeeping:
+        _bookkeep(overlay, row, lead, d, slot)
+    limit, day_limit = config.rate_limits(acct)
+    day_start = local_midnight(slot, config.settings_for(acct).timezone)
+    room = _Room(
+        used=overlay.recent_sends(acct.id, slot - timedelta(hours=1)),
+        used_today=overlay.recent_sends(acct.id, day_start - timedelta(microseconds=1)),
+        limit=limit,
+        day_limit=day_limit,
+    )
+    for lead, planned in actionable:
+        # another row of the person may have been served in this slot: as a run
+        # decides again inside each claim
+        d = overlay.redecide(engine, lead, planned, slot)
+        if d is None:
+            continue
+        if d.action not in ("send", "skip"):
+            _bookkeep(overlay, row, lead, d, slot)
+            continue
+        assert d.sequence is not None and d.message is not None
+        row.due += 1
+        if d.action == "skip":
+            _lose_to_window(overlay, row, lead, d, slot)
+        elif room.full():
+            row.deferred += 1  # the account's hourly or daily cap: a later slot
+        elif not _renders(engine, lead, d, acct, slot):
+            row.unsendable += 1
+        else:
+            room.take()
+            _send(overlay, row, lead, d, acct, slot)
+    return row
+
+
+def _lose_to_window(
+    overlay: _Overlay, row: SlotAccount, lead: Lead, d: Decision, slot: datetime
+) -> None:
+    """A due step outside the messaging window: recorded skipped, the enrollment ended."""
+    assert d.sequence is not None and d.message is not None
+    row.window_lost += 1
+    if d.new_enrollment and d.anchor_at is not None:
+        overlay.enroll(lead, d.sequence.id, d.anchor_at, slot)
+    overlay.record(lead, FollowupRecord(d.sequence.id, d.message.id, SKIPPED, slot, d.variant_id))
+    overlay.end(lead.id, d.sequence.id, "window_closed", slot)
+
+
+def _renders(engine: Engine, lead: Lead, d: Decision, acct: Account, slot: datetime) -> bool:
+    """Whether the step renders for the lead to a text or a media url."""
+    assert d.sequence is not None and d.message is not None
+    try:
+        rendered = engine.renderer.render(
+            d.sequence, d.message, d.variant_id, lead.context(), acct, slot
+        )
+    except TemplateProblem:
+        return False
+    return bool(rendered.text or rendered.media_url)
+
+
+def _send(
+    overlay: _Overlay, row: SlotAccount, lead: Lead, d: Decision, acct: Account, slot: datetime
+) -> None:
+    """A step that would go out: recorded sent and counted against the account; the
+    enrollment ends with the sequence's last active step."""
+    assert d.sequence is not None and d.message is not None
+    row.sent += 1
+    if d.new_enrollment and d.anchor_at is not None:
+        overlay.enroll(lead, d.sequence.id, d.anchor_at, slot)
+    overlay.record(lead, FollowupRecord(d.sequence.id, d.message.id, SENT, slot, d.variant_id))
+    overlay.sends.setdefault(acct.id, []).append(slot)
+    active = [m.id for m in d.sequence.messages if m.active]
+    if active and active[-1] == d.message.id:
+        overlay.end(lead.id, d.sequence.id, "completed", slot)
+        row.ended += 1
 
 
 def _bookkeep(overlay: _Overlay, row: SlotAccount, lead: Lead, d: Decision, at: datetime) -> None:
