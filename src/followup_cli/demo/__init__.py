@@ -9,6 +9,7 @@ import random
 import shutil
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -185,6 +186,56 @@ def run_demo(
 ) -> dict[str, Any]:
     """Seed, replay ``days`` of cron runs, print a summary; returns the totals."""
     printer = out.print if out is not None else print
+    config_path, db_path = _fresh_demo_dir(directory)
+    rng = random.Random(42)
+    # A third of the leads (or so) is there at the start; the host app records the others
+    # overnight, a batch before each morning's first run, the last one after the demo's end.
+    per_day = n_leads // (days + 1)
+    first_batch = n_leads - per_day * days
+    create_private(db_path)  # 0600, and so its -wal and -shm: the demo's leads are people
+    seed_leads(db_path, first_batch, rng)
+    loaded = load_config(config_path)
+    store = open_store(str(db_path), "leads")
+    stream = None if not quiet else open("/dev/null", "w")  # noqa: SIM115
+    engine = Engine(loaded, store, ConsoleChannel(stream=stream))
+    printer(
+        f"Seeded {n_leads} leads (+2 broken rows) in {db_path}; config {config_path}: "
+        f"{first_batch} at the start, {per_day} more arriving overnight before each morning"
+    )
+    totals: Counter = Counter()
+    host_events: Counter = Counter()
+    tz = ZoneInfo(loaded.config.settings.timezone)
+    next_id = first_batch + 1
+    for day in range(days):
+        for hour in (9, 14, 18):
+            at = (START + timedelta(days=day)).replace(hour=hour, tzinfo=tz).astimezone(UTC)
+            sent = _run_slot(engine, at, tz, totals, printer)
+            host_events.update(simulate_host_app(db_path, sent, at, rng))
+        morning = (START + timedelta(days=day + 1)).replace(hour=9, tzinfo=tz)
+        seed_leads(db_path, per_day, rng, morning, first_id=next_id, broken=False)
+        next_id += per_day
+    _print_by_step(store, printer)
+    # The report's numbers for the demo's days, counted the way `followup report` counts
+    # them (the same call): what the summary below says must agree with it.
+    report_now = (START + timedelta(days=days - 1)).replace(hour=23, tzinfo=tz)
+    reconcile(store, loaded.config, report_now.astimezone(UTC))
+    report = build_report(store, loaded.config, report_now.astimezone(UTC), days=days)
+    _print_totals(report, totals, host_events, printer)
+    _print_next_steps(directory, config_path, report_now, days, printer)
+    store.close()
+    if stream is not None:
+        stream.close()
+    return {
+        "sent": totals["sent"],
+        **host_events,
+        "report_responded": report["summary"]["followups_responded"],
+        "report_converted": report["summary"]["followups_converted"],
+    }
+
+
+def _fresh_demo_dir(directory: Path) -> tuple[Path, Path]:
+    """The demo's config copied into ``directory`` and its database removed (with its
+    -wal, -shm and lock files): (config path, database path)."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "sequences.yaml"
     with resources.as_file(resources.files("followup_cli.demo") / "sequences.yaml") as src:
@@ -192,48 +243,34 @@ def run_demo(
     db_path = directory / "followup.db"
     for suffix in ("", "-wal", "-shm", ".lock"):
         Path(str(db_path) + suffix).unlink(missing_ok=True)
-    rng = random.Random(42)
-    # A third of the leads (or so) is there at the start; the host app records the others
-    # overnight, a batch before each morning's first run, the last one after the demo's end.
-    per_day = n_leads // (days + 1)
-    batches = [n_leads - per_day * days] + [per_day] * days
-    create_private(db_path)  # 0600, and so its -wal and -shm: the demo's leads are people
-    seed_leads(db_path, batches[0], rng)
-    loaded = load_config(config_path)
-    store = open_store(str(db_path), "leads")
-    stream = None if not quiet else open("/dev/null", "w")  # noqa: SIM115
-    engine = Engine(loaded, store, ConsoleChannel(stream=stream))
+    return config_path, db_path
+
+
+def _run_slot(
+    engine: Engine, at: datetime, tz: ZoneInfo, totals: Counter, printer: Callable[[str], Any]
+) -> list[str]:
+    """One cron run at ``at``: counted into ``totals`` and told in a line; returns the ids
+    of the leads it sent to."""
+    engine.clock = Clock(fixed=at)
+    summary = engine.run(RunOptions(now=at))
+    data = summary.as_dict()
+    totals["sent"] += data["sent"]
+    for k, v in data["skipped"].items():
+        totals[f"skipped: {k}"] += v
+    for k, v in data["ended"].items():
+        totals[f"ended: {k}"] += v
+    totals["opt-outs"] += data["optouts"]
     printer(
-        f"Seeded {n_leads} leads (+2 broken rows) in {db_path}; config {config_path}: "
-        f"{batches[0]} at the start, {per_day} more arriving overnight before each morning"
+        f"-- run {at.astimezone(tz):%a %d %b %H:%M} Madrid: sent {data['sent']}"
+        + "".join(f", skipped {k} {v}" for k, v in data["skipped"].items())
+        + "".join(f", ended {k} {v}" for k, v in data["ended"].items())
+        + (f", {len(data['bad_leads'])} bad rows skipped" if data["bad_leads"] else "")
     )
-    totals: Counter = Counter()
-    host_events: Counter = Counter()
-    tz = ZoneInfo(loaded.config.settings.timezone)
-    next_id = batches[0] + 1
-    for day in range(days):
-        for hour in (9, 14, 18):
-            at = (START + timedelta(days=day)).replace(hour=hour, tzinfo=tz).astimezone(UTC)
-            engine.clock = Clock(fixed=at)
-            summary = engine.run(RunOptions(now=at))
-            data = summary.as_dict()
-            sent = [p.lead_id for p in summary.planned if p.outcome == "sent"]
-            totals["sent"] += data["sent"]
-            for k, v in data["skipped"].items():
-                totals[f"skipped: {k}"] += v
-            for k, v in data["ended"].items():
-                totals[f"ended: {k}"] += v
-            totals["opt-outs"] += data["optouts"]
-            printer(
-                f"-- run {at.astimezone(tz):%a %d %b %H:%M} Madrid: sent {data['sent']}"
-                + "".join(f", skipped {k} {v}" for k, v in data["skipped"].items())
-                + "".join(f", ended {k} {v}" for k, v in data["ended"].items())
-                + (f", {len(data['bad_leads'])} bad rows skipped" if data["bad_leads"] else "")
-            )
-            host_events.update(simulate_host_app(db_path, sent, at, rng))
-        morning = (START + timedelta(days=day + 1)).replace(hour=9, tzinfo=tz)
-        seed_leads(db_path, per_day, rng, morning, first_id=next_id, broken=False)
-        next_id += per_day
+    return [p.lead_id for p in summary.planned if p.outcome == "sent"]
+
+
+def _print_by_step(store: Any, printer: Callable[[str], Any]) -> None:
+    """Every follow-up of the demo counted by sequence, message, variant and status."""
     rows = store.followups(limit=100_000)
     by_step = Counter(
         (r["sequence_id"], r["message_id"], r["variant_id"] or "-", r["status"]) for r in rows
@@ -241,11 +278,15 @@ def run_demo(
     printer("\nWhat happened, by step (sequence / message / variant: status count):")
     for (seq, msg, var, status), n in sorted(by_step.items()):
         printer(f"  {seq} / {msg} / {var}: {status} {n}")
-    # The report's numbers for the demo's days, counted the way `followup report` counts
-    # them (the same call): what the summary below says must agree with it.
-    report_now = (START + timedelta(days=days - 1)).replace(hour=23, tzinfo=tz)
-    reconcile(store, loaded.config, report_now.astimezone(UTC))
-    report = build_report(store, loaded.config, report_now.astimezone(UTC), days=days)
+
+
+def _print_totals(
+    report: dict[str, Any],
+    totals: Counter,
+    host_events: Counter,
+    printer: Callable[[str], Any],
+) -> None:
+    """What was sent and answered, and whether the report counts the same."""
     s = report["summary"]
     answered = host_events["replied"] + host_events["wrote stop"]
     printer(
@@ -276,6 +317,16 @@ def run_demo(
             "Why some were not sent: "
             + ", ".join(f"{k.split(': ')[1]} {v}" for k, v in skipped.items())
         )
+
+
+def _print_next_steps(
+    directory: Path,
+    config_path: Path,
+    report_now: datetime,
+    days: int,
+    printer: Callable[[str], Any],
+) -> None:
+    """The commands to look at the demo's store next (its days are in the past: --now)."""
     cfg = f"--config {config_path}"
     morning = (START + timedelta(days=days)).replace(hour=9)
     printer(
@@ -288,12 +339,3 @@ def run_demo(
         f"\n  followup plan {cfg} --now {morning.replace(hour=8).isoformat()} --days 2"
         f"\n  followup leads {cfg} --now {morning.isoformat()}"
     )
-    store.close()
-    if stream is not None:
-        stream.close()
-    return {
-        "sent": totals["sent"],
-        **host_events,
-        "report_responded": s["followups_responded"],
-        "report_converted": s["followups_converted"],
-    }
