@@ -21,10 +21,11 @@ digest left behind cannot be used to confirm a guess of what the detail said.
 ``followup_audit_head`` (one row) holds the last chain_seq and row_hash: deleting the
 newest rows is found too.
 
-Writers are serialised: the head row is read ``FOR UPDATE`` on Postgres, inside the
-transaction that inserts the row (held until it commits); on SQLite every write
-transaction is ``BEGIN IMMEDIATE``. A unique index on ``chain_seq`` is the last guard:
-two rows can never take one place.
+Writers are serialised: the head row is updated (or read ``FOR UPDATE``) on Postgres
+inside the transaction that inserts the row, so its lock is held until the commit; on
+SQLite every write transaction is ``BEGIN IMMEDIATE``. A writer that remembers the head
+it left writes its next row with one conditional statement (``append``). A unique index
+on ``chain_seq`` is the last guard: two rows can never take one place.
 
 What this proves, and what not: ``followup audit verify`` finds a row whose content was
 changed, rows deleted from the middle or the end, rows inserted by hand, and details
@@ -73,6 +74,8 @@ HASHED_FIELDS = (
     "prev_hash",
 )
 PAGE = 5000
+# (dialect, url) -> (chain_seq, row_hash, db_role) of the last row this process appended
+_SEEN: dict[tuple[str, str], tuple[int, str, str | None]] = {}
 
 
 # ---------------------------------------------------------------------- who
@@ -181,33 +184,62 @@ def append(
     message_id: str | None = None,
     detail: Mapping[str, Any] | None = None,
 ) -> int:
-    """Add one row at the end of the chain; returns its chain_seq."""
+    """Add one row at the end of the chain; returns its chain_seq.
+
+    The process remembers the head its last append to this database left (``_SEEN``, by
+    URL: the run's connections share it): the row is chained to it and written together
+    with a head update conditional on the head still being that one (one statement on
+    Postgres, two on SQLite). When another writer moved the head since (another process,
+    or a transaction that rolled back), nothing is written and the head is read, locked,
+    as before: a row is only ever chained to the head as it really is."""
     if at.tzinfo is None:  # the store would read a naive time in its own zone: fix it here
         at = at.astimezone()
     text = detail_text(detail)
     salt = secrets.token_hex(16) if text is not None else None
+    fields: dict[str, Any] = {
+        "at": at,
+        "actor": who,
+        "action": action,
+        "run_id": run_id,
+        "lead_id": lead_id,
+        "account_id": account_id,
+        "sequence_id": sequence_id,
+        "message_id": message_id,
+        "detail": text,
+        "detail_salt": salt,
+        "detail_digest": detail_digest(salt, text) if salt and text is not None else None,
+    }
     with store.transaction():
-        head = _head(store)
-        row: dict[str, Any] = {
-            "chain_seq": int(head["chain_seq"]) + 1,
-            "at": at,
-            "actor": who,
-            "action": action,
-            "run_id": run_id,
-            "lead_id": lead_id,
-            "account_id": account_id,
-            "sequence_id": sequence_id,
-            "message_id": message_id,
-            "detail": text,
-            "detail_salt": salt,
-            "detail_digest": detail_digest(salt, text) if salt and text is not None else None,
-            "db_role": _role(head),
-            "prev_hash": head["row_hash"],
-        }
-        row["row_hash"] = row_hash(row)
-        store.execute(store.q("audit_insert"), row)
-        store.execute(store.q("audit_head_set"), {"s": row["chain_seq"], "h": row["row_hash"]})
+        key = (store.dialect, store.url)
+        seen = _SEEN.get(key)
+        row = _chained(fields, seen) if seen is not None else None
+        if row is None or not _write(store, row, seen):
+            head = _head(store)  # locked until the commit
+            seen = (int(head["chain_seq"]), str(head["row_hash"]), _role(head))
+            row = _chained(fields, seen)
+            if not _write(store, row, seen):  # pragma: no cover - the head is ours, locked
+                raise RuntimeError("the audit chain's head moved while locked")
+        _SEEN[key] = (row["chain_seq"], row["row_hash"], row["db_role"])
     return int(row["chain_seq"])
+
+
+def _chained(fields: Mapping[str, Any], head: tuple[int, str, str | None]) -> dict[str, Any]:
+    """The row after ``head`` (its chain_seq, row_hash and the connection's role)."""
+    seq, prev, role = head
+    row = {**fields, "chain_seq": seq + 1, "db_role": role, "prev_hash": prev}
+    row["row_hash"] = row_hash(row)
+    return row
+
+
+def _write(store: SqlStore, row: dict[str, Any], head: tuple[int, str, str | None]) -> bool:
+    """Insert ``row`` and move the head to it, only if the head is still ``head``."""
+    params = {**row, "prev_seq": head[0], "prev_hash": head[1]}
+    if store.dialect == "postgres":  # one statement: the head's update, then the insert
+        return store.execute(store.q("audit_append"), params) == 1
+    if store.execute(store.q("audit_advance"), params) != 1:
+        return False
+    store.execute(store.q("audit_insert"), row)
+    return True
 
 
 def backfill(store: SqlStore) -> int:

@@ -232,6 +232,51 @@ def test_audit_chain__concurrent_writers_leave_one_valid_chain(db: LeadDB) -> No
             s.close()
 
 
+def test_audit_chain__a_head_remembered_wrongly_is_never_chained_to(
+    db: LeadDB, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer chains its next row to the head its last append left, in one conditional
+    statement (two on SQLite); when that head is stale (its transaction rolled back,
+    another process appended since) the head is read again and nothing else changes."""
+    calls: list[str] = []
+    for name in ("query", "execute"):
+        real = getattr(store, name)
+
+        def counted(sql: str, params: Any = None, _real: Any = real) -> Any:
+            calls.append(sql)
+            return _real(sql, params)
+
+        monkeypatch.setattr(store, name, counted)
+    write_rows(store, 2)
+    calls.clear()
+    store.audit("send", NOW, "ops", "run1", "l1")
+    assert len(calls) == (1 if db.backend == "postgres" else 2)
+
+    with pytest.raises(RuntimeError), store.transaction():  # remembered, then rolled back
+        store.audit("send", NOW, "ops", "run1", "l2", detail={"x": 1})
+        raise RuntimeError("rolled back")
+    store.audit("send", NOW, "ops", "run1", "l3")
+
+    key = (store.dialect, store.url)
+    stale = auditchain._SEEN[key]
+    other = open_store(db.url)  # another process: it does not know this one's head
+    try:
+        del auditchain._SEEN[key]
+        other.audit("send", NOW, "ops", "run2", "l4", detail={"y": 2})
+    finally:
+        other.close()
+    auditchain._SEEN[key] = stale
+    store.audit("send", NOW, "ops", "run1", "l5")
+
+    rows = store.rows("SELECT chain_seq, lead_id FROM followup_audit ORDER BY chain_seq")
+    assert [(r["chain_seq"], r["lead_id"]) for r in rows] == [
+        (1, "l1"), (2, "other1"), (3, "l1"), (4, "l3"), (5, "l4"), (6, "l5"),
+    ]  # fmt: skip
+    rep = auditchain.verify(store)
+    assert rep.intact and rep.rows == 6, rep.problems
+    assert verify(db)[0] == 0
+
+
 def test_migration_0007__chains_the_rows_written_before_it(
     db: LeadDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:

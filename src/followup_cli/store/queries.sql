@@ -186,6 +186,20 @@ ON CONFLICT (id) DO NOTHING
 -- name: audit_head_set
 UPDATE followup_audit_head SET chain_seq = :s, row_hash = :h WHERE id = 1
 
+-- name: audit_advance
+UPDATE followup_audit_head SET chain_seq = :chain_seq, row_hash = :row_hash
+WHERE id = 1 AND chain_seq = :prev_seq AND row_hash = :prev_hash
+
+-- name: audit_append@postgres
+WITH head AS (
+  UPDATE followup_audit_head SET chain_seq = :chain_seq, row_hash = :row_hash
+  WHERE id = 1 AND chain_seq = :prev_seq AND row_hash = :prev_hash RETURNING id)
+INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, account_id,
+  sequence_id, message_id, detail, detail_salt, detail_digest, db_role, prev_hash, row_hash)
+SELECT :chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
+  :message_id, :detail, :detail_salt, :detail_digest, :db_role, :prev_hash, :row_hash
+FROM head
+
 -- name: audit_head_read
 SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1
 
