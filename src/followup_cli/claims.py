@@ -47,17 +47,8 @@ def recover_stale_claims(store: SqlStore, who: str, now: datetime, run_id: str) 
         with store.transaction():
             if not store.mark_unknown(c["id"], why, now):
                 continue
-            store.audit(
-                "claim_unknown",
-                now,
-                who,
-                run_id,
-                lead_id=c["lead_id"],
-                account_id=c["account_id"],
-                sequence_id=c["sequence_id"],
-                message_id=c["message_id"],
-                detail={"why": why, "claim_run": c["run_id"]},
-            )
+            detail = {"why": why, "claim_run": c["run_id"]}
+            store.audit_followup("claim_unknown", now, who, c, detail, run_id)
         marked += 1
     return marked, released
 

@@ -181,6 +181,30 @@ class LiveExecutor(Executor):
             self._audit_due = record()
             self._announce.append(planned)
 
+    def _audit(
+        self,
+        action: str,
+        lead: Lead,
+        sequence_id: str | None = None,
+        message_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """An audit row of this run about ``lead``, after the last outcome's own row (the
+        chain in the order things happened; a no-op when that row is the one written)."""
+        self._audit_recorded()
+        self.store.audit(
+            action,
+            at or self.now,
+            self.engine.actor,
+            self.run_id,
+            lead.id,
+            lead.account_id,
+            sequence_id,
+            message_id,
+            detail,
+        )
+
     def _audit_recorded(self) -> None:
         audit, self._audit_due = self._audit_due, None
         if audit is not None:
@@ -250,31 +274,12 @@ class LiveExecutor(Executor):
             now,
             person=(lead.account_id, lead.recipient_id),
         ):
-            self._audit_recorded()  # the audit chain in the order things happened
-            store.audit(
-                "optout",
-                now,
-                self.engine.actor,
-                self.run_id,
-                lead.id,
-                lead.account_id,
-                detail={"source": "keyword", "keyword": d.keyword_optout},
-            )
+            self._audit("optout", lead, detail={"source": "keyword", "keyword": d.keyword_optout})
             self.result.optouts += 1
         if d.action == "end" and d.sequence is not None:
             if store.end_enrollment(lead.id, d.sequence.id, d.reason, now):
                 self.result.ended[d.reason] += 1
-                self._audit_recorded()
-                store.audit(
-                    "enrollment_end",
-                    now,
-                    self.engine.actor,
-                    self.run_id,
-                    lead.id,
-                    lead.account_id,
-                    d.sequence.id,
-                    detail={"reason": d.reason},
-                )
+                self._audit("enrollment_end", lead, d.sequence.id, detail={"reason": d.reason})
         elif d.action == "holdout" and d.sequence is not None and d.anchor_at is not None:
             if store.start_enrollment(
                 lead.id,
@@ -286,16 +291,7 @@ class LiveExecutor(Executor):
                 person_key=store.person_key(lead.account_id, lead.recipient_id),
             ):
                 self.result.holdout += 1
-                self._audit_recorded()
-                store.audit(
-                    "holdout",
-                    now,
-                    self.engine.actor,
-                    self.run_id,
-                    lead.id,
-                    lead.account_id,
-                    d.sequence.id,
-                )
+                self._audit("holdout", lead, d.sequence.id)
 
     # ------------------------------------------------------------------ claims
     def execute(self, lead: Lead, d: Decision) -> str | None:
@@ -440,17 +436,8 @@ class LiveExecutor(Executor):
             return
         res.skipped[d.reason] += 1
         store.end_enrollment(lead.id, d.sequence.id, "window_closed", now)
-        self._audit_recorded()  # the audit chain in the order things happened
-        store.audit(
-            "skip",
-            now,
-            self.engine.actor,
-            self.run_id,
-            lead.id,
-            lead.account_id,
-            d.sequence.id,
-            d.message.id,
-            {"reason": d.reason, "detail": d.detail},
+        self._audit(
+            "skip", lead, d.sequence.id, d.message.id, {"reason": d.reason, "detail": d.detail}
         )
 
     def _claim_locked(
@@ -631,17 +618,7 @@ class LiveExecutor(Executor):
                 self._complete(fid, {**common, "status": UNKNOWN, "reason": result.error_message})
             else:  # deferred, cancelled, account_fatal: surely not sent
                 self._release(fid)
-            return lambda: self.store.audit(
-                "send",
-                now,
-                self.engine.actor,
-                self.run_id,
-                lead.id,
-                lead.account_id,
-                d.sequence.id,
-                d.message.id,
-                audit_detail,
-            )
+            return lambda: self._audit("send", lead, d.sequence.id, d.message.id, audit_detail, now)
 
         return record
 

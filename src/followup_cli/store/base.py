@@ -31,7 +31,7 @@ Concurrency contract (see README "Never twice"):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -873,6 +873,28 @@ class SqlStore(PersonQueries, OutcomeQueries):
         detail = redact_obj(detail) if detail else detail  # API texts may quote a secret
         auditchain.append(
             self, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
+        )
+
+    def audit_followup(
+        self,
+        action: str,
+        at: datetime,
+        who: str,
+        row: Mapping[str, Any],
+        detail: dict[str, Any],
+        run_id: str | None = None,
+    ) -> None:
+        """An audit row about a tracking row: its lead, account, sequence and message."""
+        self.audit(
+            action,
+            at,
+            who,
+            run_id,
+            row["lead_id"],
+            row["account_id"],
+            row["sequence_id"],
+            row["message_id"],
+            detail,
         )
 
     def note_bad_leads(

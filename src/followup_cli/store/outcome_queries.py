@@ -148,16 +148,8 @@ class OutcomeQueries:
                 self.forget_outcome_mark(row["lead_id"])
             else:
                 self.delete_followup(followup_id, UNKNOWN)
-            self.audit(
-                "unknown_resolved",
-                now,
-                who,
-                lead_id=row["lead_id"],
-                account_id=row["account_id"],
-                sequence_id=row["sequence_id"],
-                message_id=row["message_id"],
-                detail={"followup_id": followup_id, "as": "sent" if sent else "released"},
-            )
+            detail = {"followup_id": followup_id, "as": "sent" if sent else "released"}
+            self.audit_followup("unknown_resolved", now, who, row, detail)
         return row
 
     def insert_event(self, row: dict[str, Any]) -> int | None:
