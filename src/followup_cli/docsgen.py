@@ -1,5 +1,5 @@
 """Docs generated from the code: ``docs/configuration.md`` from the pydantic schema of
-``sequences.yaml`` (``config.py``), the way sqlite-utils keeps its CLI reference current.
+``sequences.yaml`` (the ``config`` package), the way sqlite-utils keeps its CLI reference current.
 
 Regenerate after changing the schema::
 
@@ -176,7 +176,7 @@ def configuration_markdown() -> str:
     out: list[str] = [
         "# `sequences.yaml` reference",
         "",
-        "<!-- Generated from the schema in src/followup_cli/config.py by "
+        "<!-- Generated from the schema in src/followup_cli/config/ by "
         "`python -m followup_cli.docsgen`; do not edit by hand: a test fails when it is "
         "stale. -->",
         "",
