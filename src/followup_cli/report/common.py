@@ -1,0 +1,81 @@
+"""The report's days (``Period``, ``period_for``: whole days in ``settings.timezone``) and the
+small helpers every section uses: outcome times up to ``now``, rounding, the config's
+sequence order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..config import Config
+from ..errors import ConfigError
+
+DEFAULT_DAYS = 7
+MAX_DAYS = 366
+
+
+@dataclass(frozen=True)
+class Period:
+    start: date
+    end: date  # inclusive
+    timezone: str
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """[start, end) as aware datetimes: local midnights in the operator's zone."""
+        tz = ZoneInfo(self.timezone)
+        first = datetime.combine(self.start, time(0), tzinfo=tz)
+        after = datetime.combine(self.end + timedelta(days=1), time(0), tzinfo=tz)
+        return first, after
+
+    def dates(self) -> list[date]:
+        return [self.start + timedelta(days=i) for i in range(self.days)]
+
+
+def period_for(
+    now: datetime, tz: str, on: str | date | None = None, days: int | None = None
+) -> Period:
+    """The report's days: ``on`` alone, or the ``days`` days ending today (default 7)."""
+    if on is not None and days is not None:
+        raise ConfigError("give --date or --days, not both")
+    if on is not None:
+        if isinstance(on, str):
+            try:
+                on = date.fromisoformat(on)
+            except ValueError:
+                raise ConfigError(f"--date {on!r}: not a date; write it as YYYY-MM-DD") from None
+        return Period(on, on, tz)
+    n = DEFAULT_DAYS if days is None else days
+    if not 1 <= n <= MAX_DAYS:
+        raise ConfigError(f"--days {n}: give 1 to {MAX_DAYS}")
+    today = now.astimezone(ZoneInfo(tz)).date()
+    return Period(today - timedelta(days=n - 1), today, tz)
+
+
+def _r(x: float | None, digits: int = 6) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+def _at(row: Mapping[str, Any], col: str, now: datetime) -> datetime | None:
+    """An outcome time, when it happened by ``now`` (a replay sees only its past)."""
+    t = row.get(col)
+    return t if t is not None and t <= now else None
+
+
+def _local_date(dt: datetime, tz: str) -> date:
+    return dt.astimezone(ZoneInfo(tz)).date()
+
+
+def _sequence_order(ids: Iterable[str], config: Config) -> list[str]:
+    order = {s.id: i for i, s in enumerate(config.sequences)}
+    return sorted(set(ids), key=lambda s: (order.get(s, len(order)), s))
