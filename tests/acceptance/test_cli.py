@@ -139,6 +139,7 @@ def test_run__limit_and_account_filter(setup: tuple[Path, LeadDB]) -> None:
     ("args", "message"),
     [
         (["--db", "mysql://x/y"], "unsupported database scheme"),
+        (["--db", "memory:"], "is a database in memory, only for tests"),
         (["--db", "/no/such/dir/x.db"], "does not exist"),
         (["--db", "postgresql://nobody@127.0.0.1:1/nope"], "cannot connect"),
         (["--now", "tomorrow"], "not an ISO 8601 time"),
@@ -159,6 +160,25 @@ def test_bad_input_is_one_line_exit_2_nothing_sent(
     assert len(r.stderr.strip().splitlines()) == 1
     assert "Traceback" not in r.stderr
     assert db.tracking() == [] if Path(db.url).exists() and _has_tracking(db) else True
+
+
+def test_a_database_in_memory_is_refused_by_every_command(setup: tuple[Path, LeadDB]) -> None:
+    """memory: would start empty and be gone when the command ends: one line, exit 2."""
+    cfg, _ = setup
+    for args in (
+        ["status", "--db", "memory:"],
+        ["report", "--db", "sqlite://:memory:"],
+        ["migrate", "--db", "memory:"],
+    ):
+        r = followup(*args, "--config", str(cfg))
+        assert r.returncode == 2, (args, r.returncode, r.stdout, r.stderr)
+        assert r.stderr.strip().splitlines() == [
+            f"followup: --db {args[2]} is a database in memory, only for tests (it starts "
+            "empty and is gone when the command ends); give a file path, sqlite:///file.db "
+            "or postgresql://user@host/db"
+        ], r.stderr
+    r = followup("run", "--dry-run", "--config", str(cfg), env={"FOLLOWUP_DB": "memory:"})
+    assert r.returncode == 2 and "only for tests" in r.stderr, r.stderr
 
 
 def _has_tracking(db: LeadDB) -> bool:

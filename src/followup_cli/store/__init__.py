@@ -12,7 +12,17 @@ DEFAULT_DB_NAME = "followup.db"
 
 
 def resolve_db(db: str | None, config_path: str | Path | None) -> str:
-    """The database URL or path to use: --db / FOLLOWUP_DB, else a file beside the config."""
+    """The database URL or path a command uses: --db / FOLLOWUP_DB, else a file beside the
+    config. A database in memory is refused (StoreConfigError): it would start empty and be
+    gone when the command ends; it is for tests, through ``open_store("memory:")``."""
+    from .memory import is_memory_url
+
+    if db and is_memory_url(db):
+        raise StoreConfigError(
+            f"--db {db.strip()} is a database in memory, only for tests (it starts empty and "
+            "is gone when the command ends); give a file path, sqlite:///file.db or "
+            "postgresql://user@host/db"
+        )
     if db:
         return db
     base = Path(config_path).resolve().parent if config_path else Path.cwd()
