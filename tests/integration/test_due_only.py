@@ -159,6 +159,59 @@ def test_a_next_due_time_from_stale_state_is_refused(tmp_path: Path, db: LeadDB)
         store.close()
 
 
+def test_every_tracking_column_but_the_attempt_mark_invalidates_the_stored_time(
+    db: LeadDB,
+) -> None:
+    """Migration 0010: the trigger fires on an UPDATE of any followup_tracking column (the
+    schema's own list: a column added later and not given to the trigger fails here), not
+    on the attempt mark, which sets ``attempted_at`` alone and changes nothing planned."""
+    store = open_store(db.url, "leads")
+    try:
+        store.start_enrollment("L1", "s1", "acct_a", ANCHOR, ANCHOR)
+        fid = store.insert_followup(
+            {
+                "lead_id": "L1",
+                "sequence_id": "s1",
+                "message_id": "m1",
+                "account_id": "acct_a",
+                "recipient_id": "r1",
+                "status": "pending",
+                "claimed_at": ANCHOR,
+                "updated_at": ANCHOR,
+                "run_id": "run1",
+                "attempted_at": None,
+            }
+        )
+        columns = store._table_columns("followup_tracking")
+        assert columns and "attempted_at" in columns
+
+        def bumped(sql: str, params: dict[str, Any]) -> bool:
+            before = store.enrollment_versions(["L1"])[("L1", "s1")]
+            with store.transaction():
+                store.execute(sql, params)
+            return store.enrollment_versions(["L1"])[("L1", "s1")] != before
+
+        assert not bumped(
+            "UPDATE followup_tracking SET attempted_at = :t WHERE id = :id",
+            {"t": ANCHOR, "id": fid},
+        )
+        store.execute(
+            "UPDATE followup_tracking SET attempted_at = NULL WHERE id = :id", {"id": fid}
+        )
+        before = store.enrollment_versions(["L1"])
+        assert store.mark_attempted(fid, "L1", None, ANCHOR)  # the engine's own mark
+        assert store.enrollment_versions(["L1"]) == before
+        quiet = [
+            c
+            for c in columns
+            if c not in ("id", "attempted_at")
+            and not bumped(f"UPDATE followup_tracking SET {c} = {c} WHERE id = :id", {"id": fid})
+        ]
+        assert quiet == []
+    finally:
+        store.close()
+
+
 def test_a_dry_run_stores_nothing(tmp_path: Path, db: LeadDB) -> None:
     cfg = config(tmp_path)
     db.insert(lead("L1", last_inbound_at=ANCHOR - timedelta(minutes=30), last_outbound_at=ANCHOR))

@@ -10,6 +10,17 @@ are spelled differently).
 
 from __future__ import annotations
 
+# Every followup_tracking column but id (never changes) and attempted_at (0009): an UPDATE
+# of any of them changes what the tracking row means to the planner (0004, 0010).
+_TRACKING_MEANING = (
+    "lead_id, sequence_id, message_id, step, variant_id, account_id, user_id, "
+    "conversation_id, recipient_id, status, reason, followup_number, scheduled_at, "
+    "claimed_at, sent_at, delivered_at, read_at, responded_at, converted_at, "
+    "last_followup_at, next_followup_at, error_code, error_subcode, error_message, "
+    "external_id, body, body_encrypted, run_id, attempts, updated_at, person_key, "
+    "external_key"
+)
+
 MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
     (
         "0001_initial",
@@ -323,6 +334,30 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
         [
             "ALTER TABLE followup_tracking ADD COLUMN attempted_at {ts} "
             "DEFAULT '1970-01-01T00:00:00.000000Z'",
+        ],
+    ),
+    (
+        # The attempt mark (an UPDATE of attempted_at alone, once per message) changes
+        # nothing the planner reads: the 0004 trigger no longer fires for it. It fires for
+        # an UPDATE of any other column, as before. A column added to followup_tracking
+        # later must be added to this list (test_due_only checks every column).
+        "0010_tracking_trigger_columns",
+        [
+            ("sqlite", "DROP TRIGGER IF EXISTS followup_tracking_update"),
+            (
+                "sqlite",
+                f"""CREATE TRIGGER IF NOT EXISTS followup_tracking_update
+                AFTER UPDATE OF {_TRACKING_MEANING} ON followup_tracking BEGIN
+                UPDATE followup_enrollments SET state_version = state_version + 1,
+                    next_due_at = NULL WHERE lead_id = NEW.lead_id; END""",
+            ),
+            ("postgres", "DROP TRIGGER IF EXISTS followup_tracking_changed ON followup_tracking"),
+            (
+                "postgres",
+                f"""CREATE TRIGGER followup_tracking_changed
+                AFTER INSERT OR DELETE OR UPDATE OF {_TRACKING_MEANING} ON followup_tracking
+                FOR EACH ROW EXECUTE FUNCTION followup_tracking_changed()""",
+            ),
         ],
     ),
 ]
