@@ -4,6 +4,7 @@ sequence order."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -70,6 +71,22 @@ def _at(row: Mapping[str, Any], col: str, now: datetime) -> datetime | None:
     """An outcome time, when it happened by ``now`` (a replay sees only its past)."""
     t = row.get(col)
     return t if t is not None and t <= now else None
+
+
+def _tally(rows: Iterable[Mapping[str, Any]], now: datetime) -> tuple[int, int, int]:
+    """(sent, responded, converted): follow-ups, counting the outcomes that happened by now."""
+    rows = list(rows)
+    responded = sum(1 for r in rows if _at(r, "responded_at", now))
+    converted = sum(1 for r in rows if _at(r, "converted_at", now))
+    return len(rows), responded, converted
+
+
+def _by_step(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The rows by (sequence id, message id), in the order the steps first appear."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["sequence_id"], r["message_id"])].append(r)
+    return groups
 
 
 def _local_date(dt: datetime, tz: str) -> date:

@@ -12,17 +12,14 @@ from typing import Any
 from ..config import Config, Sequence
 from ..rules import config_sequence
 from ..stats import newcombe_diff, rate, two_proportion_z, wilson
-from .common import _at, _r, _sequence_order
+from .common import _at, _by_step, _r, _sequence_order, _tally
 
 ALPHA = 0.05
 
 
 def _ab_tests(sent: list[dict[str, Any]], config: Config, now: datetime) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in sent:
-        groups[(r["sequence_id"], r["message_id"])].append(r)
     out = []
-    for (seq_id, msg_id), rs in sorted(groups.items()):
+    for (seq_id, msg_id), rs in sorted(_by_step(sent).items()):
         seq = config_sequence(config, seq_id)
         msg = next((m for m in seq.messages if m.id == msg_id), None) if seq else None
         configured = [v.id for v in (msg.variants or ())] if msg else []
@@ -32,10 +29,7 @@ def _ab_tests(sent: list[dict[str, Any]], config: Config, now: datetime) -> list
             continue
         variants = []
         for vid in ids:
-            vr = [r for r in rs if r["variant_id"] == vid]
-            n = len(vr)
-            x = sum(1 for r in vr if _at(r, "responded_at", now))
-            conv = sum(1 for r in vr if _at(r, "converted_at", now))
+            n, x, conv = _tally((r for r in rs if r["variant_id"] == vid), now)
             ci = wilson(x, n)
             variants.append(
                 {

@@ -17,7 +17,7 @@ from ..outcomes import ATTRIBUTION_DAYS
 from ..rules import config_sequence
 from ..stats import median, percentile, rate, wilson
 from ..store.base import SqlStore
-from .common import Period, _at, _local_date, _r, _sequence_order, period_for
+from .common import Period, _at, _by_step, _local_date, _r, _sequence_order, _tally, period_for
 from .experiments import _ab_tests, _holdout
 
 SCHEMA_VERSION = 1
@@ -139,12 +139,13 @@ def _summary(sent: list[dict[str, Any]], now: datetime, today: date, sent_today:
     messaged = {r["lead_id"] for r in sent}
     responded = {r["lead_id"] for r in sent if _at(r, "responded_at", now)}
     converted = {r["lead_id"] for r in sent if _at(r, "converted_at", now)}
+    n, followups_responded, followups_converted = _tally(sent, now)
     out: dict[str, Any] = {
         "today": today.isoformat(),
         "sent_today": sent_today,
-        "followups_sent": len(sent),
-        "followups_responded": sum(1 for r in sent if _at(r, "responded_at", now)),
-        "followups_converted": sum(1 for r in sent if _at(r, "converted_at", now)),
+        "followups_sent": n,
+        "followups_responded": followups_responded,
+        "followups_converted": followups_converted,
     }
     out.update(_rates(messaged, responded, converted))
     out["response_time_hours"] = _hours(
@@ -209,14 +210,9 @@ def _step_of(seq: Sequence | None, message_id: str, recorded: int | None) -> int
 
 
 def _messages(sent: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in sent:
-        groups[(r["sequence_id"], r["message_id"])].append(r)
     out = []
-    for (seq_id, msg_id), rs in groups.items():
-        n = len(rs)
-        responded = sum(1 for r in rs if _at(r, "responded_at", now))
-        converted = sum(1 for r in rs if _at(r, "converted_at", now))
+    for (seq_id, msg_id), rs in _by_step(sent).items():
+        n, responded, converted = _tally(rs, now)
         ci = wilson(responded, n)
         out.append(
             {
