@@ -7,6 +7,7 @@ never hold the run."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,14 @@ from followup_cli.store import open_store
 from tests.helpers import LeadDB, base_config, followup, graph_config, lead, write_config
 
 MADRID = Settings(timezone="Europe/Madrid", run_times=("02:30", "09:00", "14:00", "18:00"))
+
+
+def run_at(
+    cfg: Path, db: LeadDB, now: datetime | str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``followup run --config CFG --db DB --now NOW EXTRA...``."""
+    at = now if isinstance(now, str) else now.isoformat()
+    return followup("run", "--config", str(cfg), "--db", db.url, "--now", at, *extra, env=env)
 
 
 def due_lead(lead_id: str, now: datetime) -> dict[str, Any]:
@@ -147,20 +156,16 @@ def test_every_run_that_starts_leaves_a_row__exit_0_2_and_3(tmp_path, db, graph,
     )
     env = {"FOLLOWUP_TOKEN_A": "tok-a"}
     graph.fail(551, recipient_id="ig_l2")
-    three = followup(
-        "run", "--config", str(cfg_path), "--db", db.url, "--now", now.isoformat(), env=env
-    )
+    three = run_at(cfg_path, db, now, env=env)
     assert three.returncode == 3, three.stderr
     assert three.stdout == "" and len(three.stderr.strip().splitlines()) == 1
-    ok = followup(
-        "run", "--config", str(cfg_path), "--db", db.url, "--now", now.isoformat(), env=env
-    )
+    ok = run_at(cfg_path, db, now, env=env)
     assert ok.returncode == 0, ok.stderr
     # A broken config: exit 2, nothing sent, and still a row saying why.
     broken = base_config()
     broken["sequences"][0]["messages"][0]["template"] = "{{ lead.first_name "
     bad = write_config(tmp_path / "broken.yaml", broken)
-    two = followup("run", "--config", str(bad), "--db", db.url, "--now", now.isoformat())
+    two = run_at(bad, db, now)
     assert two.returncode == 2
     rows = runs_table(db)
     assert [r["exit_code"] for r in rows] == [3, 0, 2]
@@ -209,14 +214,10 @@ def test_json_logs__every_line_has_time_level_run_id_and_account(tmp_path, db, g
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     db.insert(due_lead("l1", now))
     log = tmp_path / "run.log"
-    r = followup(
-        "run",
-        "--config",
-        str(cfg_path),
-        "--db",
-        db.url,
-        "--now",
-        now.isoformat(),
+    r = run_at(
+        cfg_path,
+        db,
+        now,
         "--log-format",
         "json",
         "--log-file",
@@ -235,9 +236,7 @@ def test_json_logs__every_line_has_time_level_run_id_and_account(tmp_path, db, g
 
 def test_text_logs_and_verbosity(tmp_path, db):
     cfg = scheduled_setup(tmp_path, db)
-    r = followup(
-        "run", "--config", str(cfg), "--db", db.url, "--now", "2026-03-02T09:05:00+01:00", "-v"
-    )
+    r = run_at(cfg, db, "2026-03-02T09:05:00+01:00", "-v")
     assert r.returncode == 0
     lines = r.stderr.strip().splitlines()
     assert lines and all(" run=" in x and " account=" in x for x in lines)
@@ -268,18 +267,7 @@ def test_metrics_file__parses_and_counts_per_account(tmp_path, db, graph):
     )
     graph.fail(551, recipient_id="ig_l2")
     prom = tmp_path / "followup.prom"
-    r = followup(
-        "run",
-        "--config",
-        str(cfg_path),
-        "--db",
-        db.url,
-        "--now",
-        now.isoformat(),
-        "--metrics-file",
-        str(prom),
-        env={"FOLLOWUP_TOKEN_A": "tok-a"},
-    )
+    r = run_at(cfg_path, db, now, "--metrics-file", str(prom), env={"FOLLOWUP_TOKEN_A": "tok-a"})
     assert r.returncode == 3
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -293,18 +281,7 @@ def test_metrics_file__parses_and_counts_per_account(tmp_path, db, graph):
     assert samples[("followup_last_success_timestamp_seconds", ())] == 0
     assert samples[("followup_run_duration_seconds", ())] > 0
     assert not list(tmp_path.glob("followup.prom.*"))  # written via a temporary, renamed
-    ok = followup(
-        "run",
-        "--config",
-        str(cfg_path),
-        "--db",
-        db.url,
-        "--now",
-        now.isoformat(),
-        "--metrics-file",
-        str(prom),
-        env={"FOLLOWUP_TOKEN_A": "tok-a"},
-    )
+    ok = run_at(cfg_path, db, now, "--metrics-file", str(prom), env={"FOLLOWUP_TOKEN_A": "tok-a"})
     assert ok.returncode == 0
     fams = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
     assert fams["followup_last_success_timestamp_seconds"].samples[0].value > time.time() - 60
@@ -359,17 +336,7 @@ class PingServer:
 def test_ping__start_and_end_with_the_exit_code_and_run_id(tmp_path, db):
     cfg = scheduled_setup(tmp_path, db)
     with PingServer() as ps:
-        r = followup(
-            "run",
-            "--config",
-            str(cfg),
-            "--db",
-            db.url,
-            "--now",
-            "2026-03-02T09:05:00+01:00",
-            "--ping-url",
-            ps.url,
-        )
+        r = run_at(cfg, db, "2026-03-02T09:05:00+01:00", "--ping-url", ps.url)
     assert r.returncode == 0, r.stderr
     run_id = runs_table(db)[0]["run_id"]
     paths = sorted((m, p) for m, p, _ in ps.hits)
@@ -384,13 +351,9 @@ def test_ping__a_server_that_hangs_never_holds_the_run(tmp_path, db):
     cfg = scheduled_setup(tmp_path, db)
     with PingServer(hang=30) as ps:
         t0 = time.monotonic()
-        r = followup(
-            "run",
-            "--config",
-            str(cfg),
-            "--db",
-            db.url,
-            "--now",
+        r = run_at(
+            cfg,
+            db,
             "2026-03-02T09:05:00+01:00",
             "--ping-url",
             ps.url,
@@ -408,13 +371,9 @@ def test_ping__a_server_that_hangs_never_holds_the_run(tmp_path, db):
 
 def test_ping__unreachable_url_is_a_logged_warning_not_a_failure(tmp_path, db):
     cfg = scheduled_setup(tmp_path, db)
-    r = followup(
-        "run",
-        "--config",
-        str(cfg),
-        "--db",
-        db.url,
-        "--now",
+    r = run_at(
+        cfg,
+        db,
         "2026-03-02T09:05:00+01:00",
         "--ping-url",
         "http://127.0.0.1:9/x",
@@ -482,7 +441,7 @@ def test_backlog__that_fits_before_the_windows_close_is_not_news(tmp_path, db):
     # Windows close 19 hours from now: the 14:00 run serves what this one cannot.
     db.insert(*(due_lead(f"l{i}", now) for i in range(3)))
     path = write_config(tmp_path / "sequences.yaml", cfg)
-    r = followup("run", "--config", str(path), "--db", db.url, "--now", now.isoformat(), "--json")
+    r = run_at(path, db, now, "--json")
     assert r.returncode == 0
     assert "will miss" not in r.stderr  # (the console channel prints its message there)
     data = json.loads(r.stdout)
@@ -504,16 +463,7 @@ def status(cfg: Path, db: LeadDB, now: str, *extra: str, env: dict[str, str] | N
 
 def test_status__healthy_after_a_success_and_unhealthy_when_it_is_too_old(tmp_path, db):
     cfg = scheduled_setup(tmp_path, db)
-    run = followup(
-        "run",
-        "--on-schedule",
-        "--config",
-        str(cfg),
-        "--db",
-        db.url,
-        "--now",
-        "2026-03-02T09:05:00+01:00",
-    )
+    run = run_at(cfg, db, "2026-03-02T09:05:00+01:00", "--on-schedule")
     assert run.returncode == 0, run.stderr
     code, data = status(cfg, db, "2026-03-02T12:00:00+01:00")
     assert code == 0 and data["healthy"] is True
@@ -532,16 +482,7 @@ def test_status__healthy_after_a_success_and_unhealthy_when_it_is_too_old(tmp_pa
 
 def test_status__says_the_backlog_that_will_be_lost_and_the_failed_slot(tmp_path, db):
     cfg = backlog_setup(tmp_path, db, per_hour=1)
-    run = followup(
-        "run",
-        "--on-schedule",
-        "--config",
-        str(cfg),
-        "--db",
-        db.url,
-        "--now",
-        "2026-03-02T09:05:00+01:00",
-    )
+    run = run_at(cfg, db, "2026-03-02T09:05:00+01:00", "--on-schedule")
     assert run.returncode == 3
     code, data = status(cfg, db, "2026-03-02T09:30:00+01:00")
     assert code == 3  # no success yet
@@ -560,28 +501,10 @@ def test_status__stopped_account_unknown_followups_and_token_state(tmp_path, db,
         due_lead("l2", now),
     )
     graph.drop(recipient_id="ig_l1", delivered=True)  # the answer never comes: unknown
-    r = followup(
-        "run",
-        "--config",
-        str(cfg),
-        "--db",
-        db.url,
-        "--now",
-        now.isoformat(),
-        env={"FOLLOWUP_TOKEN_A": "tok-a"},
-    )
+    r = run_at(cfg, db, now, env={"FOLLOWUP_TOKEN_A": "tok-a"})
     assert r.returncode == 3
     db.insert(due_lead("l3", now))
-    r = followup(
-        "run",
-        "--config",
-        str(cfg),
-        "--db",
-        db.url,
-        "--now",
-        (now + timedelta(minutes=5)).isoformat(),
-        env={"FOLLOWUP_TOKEN_A": "bad"},
-    )
+    r = run_at(cfg, db, now + timedelta(minutes=5), env={"FOLLOWUP_TOKEN_A": "bad"})
     assert r.returncode == 3 and "stopped" in r.stderr
     code, data = status(cfg, db, (now + timedelta(minutes=10)).isoformat())
     a = data["accounts"]["acct_a"]
@@ -602,24 +525,12 @@ def test_status__stopped_account_unknown_followups_and_token_state(tmp_path, db,
 def test_logs__json_to_stderr_without_a_log_file_and_quiet_keeps_only_errors(tmp_path, db):
     cfg = scheduled_setup(tmp_path, db)
     db.insert(lead("bad", recipient_id=None, last_outbound_at="2026-03-02T05:00:00Z"))
-    r = followup(
-        "run",
-        "--config",
-        str(cfg),
-        "--db",
-        db.url,
-        "--now",
-        "2026-03-02T09:05:00+01:00",
-        "--log-format",
-        "json",
-    )
+    r = run_at(cfg, db, "2026-03-02T09:05:00+01:00", "--log-format", "json")
     assert r.returncode == 0
     lines = [json.loads(x) for x in r.stderr.splitlines()]  # the journal gets JSON only
     assert any(x["level"] == "WARNING" and "skipped" in x["message"] for x in lines)
     db.insert(lead("bad2", recipient_id=None, last_outbound_at="2026-03-02T05:00:00Z"))
-    q = followup(
-        "run", "--config", str(cfg), "--db", db.url, "--now", "2026-03-02T14:05:00+01:00", "-q"
-    )
+    q = run_at(cfg, db, "2026-03-02T14:05:00+01:00", "-q")
     assert (q.returncode, q.stderr) == (0, "")  # a new bad row is a warning: -q keeps it off
 
 
