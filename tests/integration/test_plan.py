@@ -10,6 +10,8 @@ from typing import Any
 from tests.helpers import LeadDB, base_config, followup, lead, write_config
 
 START = "2026-03-02T08:30:00+01:00"  # a Monday, before the 09:00 slot (Madrid)
+# The lead wrote at 06:50Z, we answered at 07:00Z, and it has been silent since.
+SILENT = {"last_inbound_at": "2026-03-02T06:50:00Z", "last_outbound_at": "2026-03-02T07:00:00Z"}
 
 
 def _plan(cfg: Path, db: LeadDB, *extra: str) -> dict[str, Any]:
@@ -35,9 +37,7 @@ def test_plan__a_sent_step_is_not_due_again_and_the_window_loses_the_late_one(
     # m1 is due 3 h after the silence (10:00Z), m2 20 h after it (03:00Z next day), but the
     # window closes 24 h after the lead's message (06:50Z): the 09:00 slot is too late.
     cfg = write_config(tmp_path / "c.yaml", base_config())
-    db.insert(
-        lead("l1", last_inbound_at="2026-03-02T06:50:00Z", last_outbound_at="2026-03-02T07:00:00Z")
-    )
+    db.insert(lead("l1", **SILENT))
     data = _plan(cfg, db, "--days", "2")
     assert [s["at"] for s in data["slots"]][:4] == [
         "2026-03-02T08:00:00+00:00",
@@ -60,16 +60,7 @@ def test_plan__hourly_limit_defers_to_later_slots_until_the_backlog_clears(
         tmp_path / "c.yaml",
         base_config(channel={"type": "console", "window_hours": 48, "messages_per_hour": 2}),
     )
-    db.insert(
-        *(
-            lead(
-                f"l{i}",
-                last_inbound_at="2026-03-02T06:50:00Z",
-                last_outbound_at="2026-03-02T07:00:00Z",
-            )
-            for i in range(5)
-        )
-    )
+    db.insert(*(lead(f"l{i}", **SILENT) for i in range(5)))
     data = _plan(cfg, db, "--days", "2")
     # day 2 at 09:00: the last m1 and the four m2s of the leads served on day 1
     # (l4's m1 is the oldest due step: it goes first, its m2 is due 4 h later)
@@ -94,9 +85,7 @@ def test_plan__the_per_lead_daily_cap_holds_across_slots(db: LeadDB, tmp_path: P
     )
     cfg["sequences"][0]["messages"][1]["delay_hours"] = 4  # m2 due 11:00Z, the same day
     path = write_config(tmp_path / "c.yaml", cfg)
-    db.insert(
-        lead("l1", last_inbound_at="2026-03-02T06:50:00Z", last_outbound_at="2026-03-02T07:00:00Z")
-    )
+    db.insert(lead("l1", **SILENT))
     data = _plan(path, db, "--days", "2")
     assert _column(data, "acct_a", "sent")[:4] == [0, 1, 0, 1]  # m2 waits for the next day
 
@@ -105,9 +94,7 @@ def test_plan__table_names_slots_and_the_backlog_and_refuses_bad_days(
     db: LeadDB, tmp_path: Path
 ) -> None:
     cfg = write_config(tmp_path / "c.yaml", base_config())
-    db.insert(
-        lead("l1", last_inbound_at="2026-03-02T06:50:00Z", last_outbound_at="2026-03-02T07:00:00Z")
-    )
+    db.insert(lead("l1", **SILENT))
     r = followup("plan", "--config", str(cfg), "--db", db.url, "--now", START, "--days", "1")
     assert r.returncode == 0, r.stderr
     assert "Mon 02 Mar 14:00" in r.stdout and "acct_a" in r.stdout
@@ -123,16 +110,7 @@ def test_plan__the_account_daily_cap_holds_until_the_next_day(db: LeadDB, tmp_pa
         tmp_path / "c.yaml",
         base_config(channel={"type": "console", "window_hours": 48, "messages_per_day": 3}),
     )
-    db.insert(
-        *(
-            lead(
-                f"l{i}",
-                last_inbound_at="2026-03-02T06:50:00Z",
-                last_outbound_at="2026-03-02T07:00:00Z",
-            )
-            for i in range(5)
-        )
-    )
+    db.insert(*(lead(f"l{i}", **SILENT) for i in range(5)))
     data = _plan(cfg, db, "--days", "2")
     assert _column(data, "acct_a", "sent")[:4] == [0, 3, 0, 3]  # a new day, a new cap
     assert _column(data, "acct_a", "deferred")[:3] == [0, 2, 2]
@@ -149,10 +127,9 @@ def test_plan__two_lead_rows_of_one_person_are_forecast_what_the_runs_send(
     )
     cfg["sequences"][0]["messages"][1]["delay_hours"] = 4  # m2 due the same day
     path = write_config(tmp_path / "c.yaml", cfg)
-    silent = {"last_inbound_at": "2026-03-02T06:50:00Z", "last_outbound_at": "2026-03-02T07:00:00Z"}
     db.insert(
-        lead("twin_a", recipient_id="ig_twin", **silent),
-        lead("twin_b", recipient_id="ig_twin", **silent),
+        lead("twin_a", recipient_id="ig_twin", **SILENT),
+        lead("twin_b", recipient_id="ig_twin", **SILENT),
     )
     data = _plan(path, db, "--days", "2")
     forecast = _column(data, "acct_a", "sent")
