@@ -24,8 +24,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import requests
-
 from .config import Account, Config, Problem
 from .errors import ConfigError
 from .redact import redact, register
@@ -98,13 +96,17 @@ def unset_problems(config: Config, env: Mapping[str, str] | None = None) -> list
 
 
 class TokenClient:
-    """The three token endpoints; ``timeout`` seconds per request."""
+    """The three token endpoints; ``timeout`` seconds per request. ``requests`` is imported
+    here, not with the module: a run only asks which tokens are unset."""
 
     def __init__(self, api_base: str, api_version: str, timeout: float = 10) -> None:
+        import requests
+
         self.api_base = api_base.rstrip("/")
         self.api_version = api_version.strip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        self._request_errors = requests.RequestException
 
     def _get(self, path: str, params: dict[str, str], token: str) -> tuple[int, Any]:
         try:
@@ -116,7 +118,7 @@ class TokenClient:
                 else {},
                 timeout=self.timeout,
             )
-        except requests.RequestException as exc:
+        except self._request_errors as exc:
             # the exception's text may hold the URL, and so a token: name its type only
             raise TokenError(
                 f"the API at {self.api_base} did not answer ({type(exc).__name__})"

@@ -1,4 +1,6 @@
-"""Channels behind one interface; ``make_channel`` builds the configured one."""
+"""Channels behind one interface; ``make_channel`` builds the configured one. The HTTP
+channels (and ``requests`` behind them, ~0.1 s of start-up) are imported only when the
+config names one: a console run starts without them."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ from typing import TextIO
 from ..config import Config
 from .base import Channel, OutgoingMessage, SendResult
 from .console import ConsoleChannel
-from .instagram import InstagramChannel
-from .webhook import WebhookChannel
 
 
 def make_channel(
@@ -20,6 +20,8 @@ def make_channel(
     """The configured channel; ``sleep`` (default ``time.sleep``) waits between retries."""
     ch = config.channel
     if ch.type == "instagram":
+        from .instagram import InstagramChannel
+
         return InstagramChannel(
             ch.api_base,
             ch.api_version,
@@ -31,6 +33,8 @@ def make_channel(
         )
     if ch.type == "webhook":
         assert ch.url is not None
+        from .webhook import WebhookChannel
+
         return WebhookChannel(
             ch.url,
             ch.secret_env,
