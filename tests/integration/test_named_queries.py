@@ -48,9 +48,13 @@ def _parts(store, name: str) -> dict[str, queries.Sql]:
         "sets": equals(["status"], "new_"),
         "slot": ident("slot"),
         "kept": store._in_list("action", KEPT_DETAIL_ACTIONS, param="kept")[0],
+        "only": ALWAYS,
+        "which": ALWAYS,
     }
     if name == "leads_insert":
         fill.update(columns=columns(COLUMN_NAMES), values=placeholders(COLUMN_NAMES))
+    if name == "claim_insert":
+        fill.update(cols=columns(SEALED_TRACKING), values=placeholders(list(SEALED_TRACKING)))
     return {p: fill[p] for p in queries.parts(name, store.dialect)}
 
 

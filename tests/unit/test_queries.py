@@ -64,3 +64,14 @@ def test_queries__the_sql_file_is_package_data():
     globs = data["tool"]["setuptools"]["package-data"]["followup_cli"]
     assert any(fnmatch("store/queries.sql", g) for g in globs)
     assert (ROOT / "src" / "followup_cli" / "store" / "queries.sql").is_file()
+
+
+@pytest.mark.parametrize("name", ["window_count", "window_count_capped", "window_oldest"])
+def test_queries__the_rate_window_counts_the_statuses_that_count(name):
+    """The window's status list is written out in queries.sql: it is models.COUNTED."""
+    import re
+
+    from followup_cli.models import COUNTED
+
+    (listed,) = re.findall(r"status IN \(([^)]*)\)", queries.text(name))
+    assert [s.strip().strip("'") for s in listed.split(",")] == list(COUNTED)

@@ -42,7 +42,6 @@ from .. import auditchain, suppress
 from ..crypto import Cipher
 from ..leadcolumns import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
 from ..models import (
-    COUNTED,
     PENDING,
     UNKNOWN,
     EnrollmentRecord,
@@ -56,7 +55,19 @@ from ..rules import keyword_like_patterns
 from .migrations import MIGRATIONS
 from .outcome_queries import OutcomeQueries
 from .persons import PersonQueries
-from .queries import NULL, Sql, all_of, compare, has_query, ident, in_list
+from .queries import (
+    ALWAYS,
+    NULL,
+    Sql,
+    all_of,
+    columns,
+    compare,
+    equals,
+    has_query,
+    ident,
+    in_list,
+    placeholders,
+)
 from .queries import q as named_query
 from .rows import (  # noqa: F401
     BAD_LEADS_NOTED,
@@ -663,13 +674,9 @@ class SqlStore(PersonQueries, OutcomeQueries):
         """Mark this run's claim as handed to the API, in one conditional statement: only a
         claim not yet attempted, of a lead (and person) that has not opted out or been
         erased since. False: do not send (the claim is the caller's to release)."""
-        sql = (
-            "UPDATE followup_tracking SET attempted_at = :now WHERE id = :id "
-            "AND status = :p AND attempted_at IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = :l)"
+        sql = self.q(
+            "claim_mark_attempted" if person_key is None else "claim_mark_attempted_person"
         )
-        if person_key is not None:
-            sql += " AND NOT EXISTS (SELECT 1 FROM followup_suppressions s WHERE s.person_key = :k)"
         params = {"now": now, "id": followup_id, "p": PENDING, "l": lead_id, "k": person_key}
         return self.execute(sql, params) > 0
 
@@ -678,20 +685,18 @@ class SqlStore(PersonQueries, OutcomeQueries):
     ) -> int:
         """Delete claims never handed to the API (``pending``, attempted_at NULL): of the
         given ids, or all of ``run_id``'s. They were surely not sent: the steps are free."""
-        sql = (
-            f"DELETE FROM followup_tracking WHERE {OPEN_STATUSES} AND status = :p "
-            "AND attempted_at IS NULL"
-        )
+        which: list[Sql] = []
         params: dict[str, Any] = {"p": PENDING}
         if run_id is not None:
-            sql += " AND run_id = :r"
+            which.append(compare("run_id", "=", "r"))
             params["r"] = run_id
         if followup_ids is None:
-            return self.execute(sql, params)
+            return self.execute(self.q("claims_release_unattempted", which=all_of(which)), params)
         n = 0
         for chunk in _chunks(list(followup_ids), 500):
-            where, names = self._in_list("id", chunk)
-            n += self.execute(f"{sql} AND {where}", {**params, **names})
+            ids, names = self._in_list("id", chunk)
+            sql = self.q("claims_release_unattempted", which=all_of([*which, ids]))
+            n += self.execute(sql, {**params, **names})
         return n
 
     def recent_sends(self, account_id: str, since: datetime, cap: int | None = None) -> int:
@@ -699,27 +704,17 @@ class SqlStore(PersonQueries, OutcomeQueries):
 
         With ``cap``, counted up to ``cap`` only (all a limit check needs): the count then
         stops at the limit instead of growing with the run's own claims."""
-        placeholders = ", ".join(f"'{s}'" for s in COUNTED)
-        where = (
-            "FROM followup_tracking WHERE account_id = :a "
-            f"AND claimed_at > :since AND status IN ({placeholders})"
-        )
         if cap is None:
-            rows = self.query(f"SELECT COUNT(*) AS n {where}", {"a": account_id, "since": since})
+            rows = self.query(self.q("window_count"), {"a": account_id, "since": since})
         else:
             rows = self.query(
-                f"SELECT COUNT(*) AS n FROM (SELECT 1 {where} LIMIT :cap) capped",
+                self.q("window_count_capped"),
                 {"a": account_id, "since": since, "cap": max(cap, 0)},
             )
         return int(rows[0]["n"])
 
     def oldest_recent_send(self, account_id: str, since: datetime) -> datetime | None:
-        placeholders = ", ".join(f"'{s}'" for s in COUNTED)
-        rows = self.rows(
-            "SELECT MIN(claimed_at) AS claimed_at FROM followup_tracking WHERE account_id = :a "
-            f"AND claimed_at > :since AND status IN ({placeholders})",
-            {"a": account_id, "since": since},
-        )
+        rows = self.rows(self.q("window_oldest"), {"a": account_id, "since": since})
         return rows[0]["claimed_at"] if rows else None
 
     def insert_followup(self, row: dict[str, Any]) -> int | None:
@@ -727,13 +722,8 @@ class SqlStore(PersonQueries, OutcomeQueries):
         Error texts are redacted, then recipient and conversation ids and error texts are
         sealed here (with a key)."""
         row = self._seal(self._with_external_key(_redact_fields(row)), SEALED_TRACKING)
-        cols = [c for c in TRACKING_COLUMNS if c in row]
-        sql = (
-            f"INSERT INTO followup_tracking ({', '.join(cols)}) VALUES "
-            f"({', '.join(':' + c for c in cols)}) "
-            "ON CONFLICT (lead_id, sequence_id, message_id) DO NOTHING RETURNING id"
-        )
-        out = self.query(sql, {c: row[c] for c in cols})
+        cols = tuple(c for c in TRACKING_COLUMNS if c in row)
+        out = self.query(_claim_insert(self.dialect, cols), {c: row[c] for c in cols})
         return int(out[0]["id"]) if out else None
 
     def update_followup(
@@ -744,13 +734,12 @@ class SqlStore(PersonQueries, OutcomeQueries):
         error_reason = fields.get("status") == UNKNOWN and "error_message" in fields
         fields = self._with_external_key(fields)
         fields = self._seal(fields, SEALED_TRACKING + (("reason",) if error_reason else ()))
-        sets = ", ".join(f"{k} = :{k}" for k in fields)
-        sql = f"UPDATE followup_tracking SET {sets} WHERE id = :_id"
         params = dict(fields, _id=followup_id)
+        only = ALWAYS
         if only_status is not None:
-            sql += " AND status = :_only"
+            only = compare("status", "=", "_only")
             params["_only"] = only_status
-        return self.execute(sql, params)
+        return self.execute(self.q("claim_update", sets=equals(tuple(fields)), only=only), params)
 
     def _with_external_key(self, fields: dict[str, Any]) -> dict[str, Any]:
         """``fields`` with the lookup hash of the message id they carry (``external_key``),
@@ -769,12 +758,12 @@ class SqlStore(PersonQueries, OutcomeQueries):
         return suppress.lookup_token(secret, str(value)) if secret else None
 
     def delete_followup(self, followup_id: int, only_status: str | None = PENDING) -> int:
-        sql = "DELETE FROM followup_tracking WHERE id = :id"
         params: dict[str, Any] = {"id": followup_id}
+        only = ALWAYS
         if only_status is not None:
-            sql += " AND status = :s"
+            only = compare("status", "=", "s")
             params["s"] = only_status
-        return self.execute(sql, params)
+        return self.execute(self.q("claim_delete", only=only), params)
 
     def followup(self, followup_id: int) -> dict[str, Any] | None:
         rows = self.rows(self.q("followup"), {"id": followup_id})
@@ -956,14 +945,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
 
     def open_claims(self) -> list[dict[str, Any]]:
         """Pending claims joined with their run's liveness data."""
-        return self.rows(
-            "SELECT t.id, t.lead_id, t.sequence_id, t.message_id, t.account_id, t.claimed_at, "
-            "t.attempted_at, t.run_id, r.host, r.pid, r.heartbeat_at, r.finished_at "
-            "FROM followup_tracking t "
-            f"LEFT JOIN followup_runs r ON r.run_id = t.run_id WHERE t.{OPEN_STATUSES} "
-            "AND t.status = :p",
-            {"p": PENDING},
-        )
+        return self.rows(self.q("claims_open"), {"p": PENDING})
 
     def mark_unknown(self, followup_id: int, why: str, now: datetime) -> bool:
         return (
@@ -974,3 +956,9 @@ class SqlStore(PersonQueries, OutcomeQueries):
             )
             > 0
         )
+
+
+@lru_cache(maxsize=256)
+def _claim_insert(dialect: str, cols: tuple[str, ...]) -> Sql:
+    """The INSERT of a tracking row with these columns (built once per column set)."""
+    return named_query("claim_insert", dialect, cols=columns(cols), values=placeholders(list(cols)))

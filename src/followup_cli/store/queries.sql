@@ -676,3 +676,56 @@ SELECT account_id, COUNT(*) AS n FROM followup_tracking WHERE status = :s GROUP 
 -- name: backlog_lost_said
 SELECT id FROM followup_audit
 WHERE action = 'backlog_lost' AND account_id = :a AND at >= :start AND at <= :now
+
+-- The claim path (sending.py, claims.py): a claim is a pending tracking row.
+-- name: claim_insert
+INSERT INTO followup_tracking ({cols}) VALUES ({values})
+ON CONFLICT (lead_id, sequence_id, message_id) DO NOTHING RETURNING id
+
+-- name: claim_update
+UPDATE followup_tracking SET {sets} WHERE id = :_id AND {only}
+
+-- name: claim_delete
+DELETE FROM followup_tracking WHERE id = :id AND {only}
+
+-- The attempt mark: only a claim not yet attempted, of a lead that has not opted out
+-- since (and, in claim_mark_attempted_person, of a person not suppressed since).
+-- name: claim_mark_attempted
+UPDATE followup_tracking SET attempted_at = :now WHERE id = :id
+AND status = :p AND attempted_at IS NULL
+AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = :l)
+
+-- name: claim_mark_attempted_person
+UPDATE followup_tracking SET attempted_at = :now WHERE id = :id
+AND status = :p AND attempted_at IS NULL
+AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = :l)
+AND NOT EXISTS (SELECT 1 FROM followup_suppressions s WHERE s.person_key = :k)
+
+-- Claims never handed to the API: of a run, or of some ids.
+-- name: claims_release_unattempted
+DELETE FROM followup_tracking WHERE status IN ('pending', 'unknown') AND status = :p
+AND attempted_at IS NULL AND {which}
+
+-- Pending claims joined with their run's liveness data.
+-- name: claims_open
+SELECT t.id, t.lead_id, t.sequence_id, t.message_id, t.account_id, t.claimed_at,
+  t.attempted_at, t.run_id, r.host, r.pid, r.heartbeat_at, r.finished_at
+FROM followup_tracking t LEFT JOIN followup_runs r ON r.run_id = t.run_id
+WHERE t.status IN ('pending', 'unknown') AND t.status = :p
+
+-- The sliding rate window: an account's claims since :since with a status that counts
+-- (models.COUNTED, checked by test_queries); the capped count stops at :cap.
+-- name: window_count
+SELECT COUNT(*) AS n FROM followup_tracking WHERE account_id = :a AND claimed_at > :since
+AND status IN ('pending', 'sent', 'delivered', 'read', 'responded', 'converted', 'unknown')
+
+-- name: window_count_capped
+SELECT COUNT(*) AS n FROM (SELECT 1 FROM followup_tracking WHERE account_id = :a
+  AND claimed_at > :since
+  AND status IN ('pending', 'sent', 'delivered', 'read', 'responded', 'converted', 'unknown')
+  LIMIT :cap) capped
+
+-- name: window_oldest
+SELECT MIN(claimed_at) AS claimed_at FROM followup_tracking WHERE account_id = :a
+AND claimed_at > :since
+AND status IN ('pending', 'sent', 'delivered', 'read', 'responded', 'converted', 'unknown')
