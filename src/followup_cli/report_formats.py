@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ConfigError
+from .report.export import flat_metrics
+from .report.tables import _pct
 
 Table = tuple[list[str], list[list[Any]]]
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -88,31 +90,15 @@ def _problems(r: Mapping[str, Any]) -> Table:
 
 def _holdout(r: Mapping[str, Any]) -> Table:
     items = [
-        {"sequence_id": s["sequence_id"], **_flat(s, "sequence_id")}
+        {"sequence_id": s["sequence_id"], **flat_metrics(s, ("sequence_id",))}
         for s in r["holdout"]["sequences"]
     ]
     if r["holdout"]["overall"]:
-        items.insert(0, {"sequence_id": "all", **_flat(r["holdout"]["overall"])})
+        items.insert(0, {"sequence_id": "all", **flat_metrics(r["holdout"]["overall"])})
     cols: list[str] = []
     for it in items:
         cols += [c for c in it if c not in cols]
     return _rows(items, cols or ["sequence_id"])
-
-
-def _flat(d: Mapping[str, Any], *skip: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if k in skip:
-            continue
-        if isinstance(v, Mapping):
-            for k2, v2 in v.items():
-                if not isinstance(v2, Mapping | list):
-                    out[f"{k}_{k2}"] = v2
-        elif isinstance(v, list):
-            out.update({f"{k}_{i}": x for i, x in enumerate(v) if not isinstance(x, Mapping)})
-        else:
-            out[k] = v
-    return out
 
 
 SECTIONS: dict[str, Callable[[Mapping[str, Any]], Table]] = {
@@ -132,7 +118,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any]], Table]] = {
         ],
     ),
     "messages": lambda r: _rows(
-        [_flat(m) for m in r["messages"]],
+        [flat_metrics(m) for m in r["messages"]],
         [
             "rank",
             "sequence_id",
@@ -383,10 +369,6 @@ def chart_ids(page: str) -> list[str]:
     """The ids of the charts a page holds (for checks)."""
     marker = '<script type="application/json" id="charts">'
     return json.loads(page.split(marker, 1)[1].split("</script>", 1)[0])
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
 
 
 # ---------------------------------------------------------------------- the CLI

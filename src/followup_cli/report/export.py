@@ -8,26 +8,24 @@ from typing import Any
 CsvRow = tuple[str, str, str, Any]
 
 
-def _csv_metrics(
-    section: str, segment: str, data: Mapping[str, Any], skip: tuple[str, ...] = ()
-) -> list[CsvRow]:
-    """A segment's metrics as CSV rows: scalars as they are, a flat mapping or list one
-    row per item (``key_item``); nested ones and the ``skip`` keys are left out."""
-    rows: list[CsvRow] = []
+def flat_metrics(data: Mapping[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A segment's metrics flattened: scalars as they are, a flat mapping or list one key
+    per item (``key_item``); nested ones and the ``skip`` keys are left out. The CSV rows
+    and the CSV sections (``report_formats``) both flatten with it."""
+    out: dict[str, Any] = {}
     for k, v in data.items():
         if k in skip:
             continue
         if isinstance(v, Mapping):
             for k2, v2 in v.items():
                 if not isinstance(v2, Mapping | list):
-                    rows.append((section, segment, f"{k}_{k2}", v2))
+                    out[f"{k}_{k2}"] = v2
         elif isinstance(v, list):
             if v and not isinstance(v[0], Mapping | list):
-                for i, x in enumerate(v):
-                    rows.append((section, segment, f"{k}_{i}", x))
+                out.update({f"{k}_{i}": x for i, x in enumerate(v)})
         else:
-            rows.append((section, segment, k, v))
-    return rows
+            out[k] = v
+    return out
 
 
 def csv_rows(report: Mapping[str, Any]) -> list[CsvRow]:
@@ -37,7 +35,7 @@ def csv_rows(report: Mapping[str, Any]) -> list[CsvRow]:
     def add(
         section: str, segment: str, data: Mapping[str, Any], skip: tuple[str, ...] = ()
     ) -> None:
-        rows.extend(_csv_metrics(section, segment, data, skip))
+        rows.extend((section, segment, k, v) for k, v in flat_metrics(data, skip).items())
 
     p = report["period"]
     rows.append(("report", "", "period_start", p["start"]))
