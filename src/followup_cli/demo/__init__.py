@@ -52,87 +52,62 @@ def seed_leads(
         conn.execute(statement)
     t0 = (morning or START.replace(hour=9)).astimezone(UTC)
     span = 22 * 60 if first_id == 1 else 14 * 60
-    rows = []
-    for i in range(first_id, first_id + n):
-        account = rng.choices(["acct_shop", "acct_studio", "acct_paused"], [6, 3, 1])[0]
-        first = rng.choice(FIRST)
-        username = f"{(first or 'user').lower()}.{i:03d}"
-        score = rng.choices([1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 3, 3, 2, 1])[0]
-        status = rng.choices(["new", "qualified", "lost", "converted"], [4, 5, 1, 1])[0]
-        outbound = t0 - timedelta(minutes=rng.randint(60, span))
-        kind = rng.random()
-        if kind < 0.08:
-            inbound, text = None, None  # we wrote first; they never answered: no window
-        elif kind < 0.22:
-            inbound, text = outbound + timedelta(minutes=rng.randint(5, 90)), "ok let me think"
-        else:
-            inbound = outbound - timedelta(minutes=rng.randint(2, 180))
-            text = rng.choice(
-                ["How much is it?", "Do you ship to Valencia?", "Nice!", "Please STOP"] + [""] * 2
-            )
-        converted = outbound + timedelta(hours=1) if status == "converted" else None
-        attrs = {"interest": rng.choice(INTERESTS), "source": rng.choice(["ad", "story", "bio"])}
-        rows.append(
-            (
-                f"lead_{i:03d}",
-                account,
-                "u_1",
-                f"conv_{i:03d}",
-                f"17{i:013d}",
-                username,
-                first,
-                score,
-                status,
-                _iso(inbound),
-                text,
-                _iso(outbound),
-                _iso(converted),
-                rng.choice(["Europe/Madrid", "Europe/Madrid", "America/Mexico_City", None]),
-                json.dumps({k: v for k, v in attrs.items() if v}),
-            )
-        )
-    if not broken:
-        _insert(conn, rows)
-        return
-    rows.append(
-        (
-            "lead_bad_time",
-            "acct_shop",
-            None,
-            None,
-            "1799",
-            "broken",
-            None,
-            4,
-            "new",
-            "yesterday-ish",
-            None,
-            _iso(t0 - timedelta(hours=5)),
-            None,
-            None,
-            None,
-        )
-    )
-    rows.append(
-        (
-            "lead_no_recipient",
-            "acct_shop",
-            None,
-            None,
-            None,
-            "ghost",
-            None,
-            4,
-            "new",
-            None,
-            None,
-            _iso(t0 - timedelta(hours=5)),
-            None,
-            None,
-            None,
-        )
-    )
+    rows = [_random_lead(i, rng, t0, span) for i in range(first_id, first_id + n)]
+    if broken:
+        rows += _broken_leads(t0)
     _insert(conn, rows)
+
+
+def _random_lead(i: int, rng: random.Random, t0: datetime, span: int) -> tuple[Any, ...]:
+    """Lead ``i``'s row (``COLUMN_NAMES``' order): its last outbound message 1 h to
+    ``span`` minutes before ``t0``; mostly a lead that wrote first and went quiet, some
+    that answered, a few that never wrote."""
+    account = rng.choices(["acct_shop", "acct_studio", "acct_paused"], [6, 3, 1])[0]
+    first = rng.choice(FIRST)
+    username = f"{(first or 'user').lower()}.{i:03d}"
+    score = rng.choices([1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 3, 3, 2, 1])[0]
+    status = rng.choices(["new", "qualified", "lost", "converted"], [4, 5, 1, 1])[0]
+    outbound = t0 - timedelta(minutes=rng.randint(60, span))
+    kind = rng.random()
+    if kind < 0.08:
+        inbound, text = None, None  # we wrote first; they never answered: no window
+    elif kind < 0.22:
+        inbound, text = outbound + timedelta(minutes=rng.randint(5, 90)), "ok let me think"
+    else:
+        inbound = outbound - timedelta(minutes=rng.randint(2, 180))
+        text = rng.choice(
+            ["How much is it?", "Do you ship to Valencia?", "Nice!", "Please STOP"] + [""] * 2
+        )
+    converted = outbound + timedelta(hours=1) if status == "converted" else None
+    attrs = {"interest": rng.choice(INTERESTS), "source": rng.choice(["ad", "story", "bio"])}
+    return (
+        f"lead_{i:03d}",
+        account,
+        "u_1",
+        f"conv_{i:03d}",
+        f"17{i:013d}",
+        username,
+        first,
+        score,
+        status,
+        _iso(inbound),
+        text,
+        _iso(outbound),
+        _iso(converted),
+        rng.choice(["Europe/Madrid", "Europe/Madrid", "America/Mexico_City", None]),
+        json.dumps({k: v for k, v in attrs.items() if v}),
+    )
+
+
+def _broken_leads(t0: datetime) -> list[tuple[Any, ...]]:
+    """Two rows a run must skip and name: a time that does not parse, and no recipient."""
+    quiet = _iso(t0 - timedelta(hours=5))
+    bad_time = ("lead_bad_time", "acct_shop", None, None, "1799", "broken", None, 4, "new")
+    no_recipient = ("lead_no_recipient", "acct_shop", None, None, None, "ghost", None, 4, "new")
+    return [
+        (*bad_time, "yesterday-ish", None, quiet, None, None, None),
+        (*no_recipient, None, None, quiet, None, None, None),
+    ]
 
 
 def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
