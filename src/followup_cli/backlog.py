@@ -73,16 +73,38 @@ def estimate(
         today = now.astimezone(tz).date()
         start = datetime.combine(today, time(0), tzinfo=tz)
         day_left[today] = max(0, per_day - store.recent_sends(account.id, start))
-    # Sending chunks: (start time, capacity): one per hour of each run's budget.
+    chunks = _sending_chunks(slots, st.run_budget_minutes, rate)
+    servable = _servable(closes, chunks, per_day, day_left, tz)
+    out["servable"] = servable
+    out["lost"] = due - servable
+    return out
+
+
+def _sending_chunks(slots: list[Any], budget_minutes: float, rate: int) -> list[list[Any]]:
+    """[start time, capacity]: one per hour of each run's time budget (a run lasts until
+    its budget ends, or 5 minutes before the next slot; at least a minute)."""
     chunks: list[list[Any]] = []
     for i, s in enumerate(slots):
         nxt = slots[i + 1].at if i + 1 < len(slots) else s.at + timedelta(days=1)
-        budget = max(60.0, min(st.run_budget_minutes * 60, (nxt - s.at).total_seconds() - 300))
+        budget = max(60.0, min(budget_minutes * 60, (nxt - s.at).total_seconds() - 300))
         hours = int(budget // 3600) + 1
         for h in range(hours):
             at = s.at + timedelta(hours=h)
             if at - s.at < timedelta(seconds=budget):
                 chunks.append([at, rate])
+    return chunks
+
+
+def _servable(
+    closes: list[datetime | None],
+    chunks: list[list[Any]],
+    per_day: int | None,
+    day_left: dict[Any, float],
+    tz: ZoneInfo,
+) -> int:
+    """How many of the follow-ups (windows closing at ``closes``, soonest first) the
+    chunks can send before their window closes, each chunk within its hourly capacity
+    and its day's cap (``day_left``, by local date)."""
     servable = 0
     ci = 0
 
@@ -105,9 +127,7 @@ def estimate(
         if per_day is not None:
             day_left[at.astimezone(tz).date()] -= 1
         servable += 1
-    out["servable"] = servable
-    out["lost"] = due - servable
-    return out
+    return servable
 
 
 def say_backlog(
