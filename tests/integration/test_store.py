@@ -716,3 +716,38 @@ def test_migration_0004__backfills_person_keys_and_per_lead_optouts(
         assert rows == [{"person_key": key_o}]
     finally:
         new.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_sqlite_write_transactions_of_one_process_queue_on_one_lock(db: LeadDB) -> None:
+    """A run's connections to one file take its write lock in turn in the process (handed
+    over at once, not in SQLite's sleeping busy handler); a rollback releases it too."""
+    import threading
+
+    a = open_store(db.url)
+    b = a.clone()
+    try:
+        assert a._writer is not None and a._writer is b._writer
+        with pytest.raises(RuntimeError), a.transaction():
+            raise RuntimeError("rolled back")
+        order: list[str] = []
+        inside = threading.Event()
+
+        def other() -> None:
+            inside.wait(10)
+            with b.transaction():
+                order.append("b")
+
+        t = threading.Thread(target=other)
+        t.start()
+        with a.transaction():
+            inside.set()
+            t.join(0.2)  # b waits for a's commit
+            order.append("a")
+        t.join(10)
+        assert order == ["a", "b"]
+        assert a._writer.acquire(timeout=1)
+        a._writer.release()
+    finally:
+        a.close()
+        b.close()
