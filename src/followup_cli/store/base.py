@@ -505,6 +505,36 @@ class SqlStore(PersonQueries, OutcomeQueries):
         """Tracking rows, enrollments and opt-outs for many leads, a few queries a chunk; with
         ``persons`` (lead id -> person key, ``person_key``) also what the person received
         under other lead rows, and the person's opt-out or erasure."""
+        followups, enrollments, optouts = self._lead_rows_state(lead_ids)
+        keys = {lid: k for lid, k in (persons or {}).items() if k}
+        p_follow, p_enrol, p_supp = self._person_rows_state(keys)
+        p_enrol = self._mark_gone(p_enrol, lead_ids)
+        out: dict[str, LeadState] = {}
+        for lid in lead_ids:
+            key = keys.get(lid)
+            kind, why = p_supp.get(key, (None, None)) if key else (None, None)
+            out[lid] = LeadState(
+                followups=tuple(followups.get(lid, ())),
+                enrollments=tuple(enrollments.get(lid, ())),
+                optout_reason=optouts.get(lid),
+                opted_out=lid in optouts,
+                suppression=kind,
+                suppression_reason=why,
+                person_followups=tuple(f for other, f in p_follow.get(key, ()) if other != lid)
+                if key
+                else (),
+                person_enrollments=tuple(e for e in p_enrol.get(key, ()) if e.lead_id != lid)
+                if key
+                else (),
+            )
+        return out
+
+    def _lead_rows_state(
+        self, lead_ids: Sequence[str]
+    ) -> tuple[
+        dict[str, list[FollowupRecord]], dict[str, list[EnrollmentRecord]], dict[str, str | None]
+    ]:
+        """Each lead's own tracking rows (in order), enrollments and opt-out reason."""
         followups: dict[str, list[FollowupRecord]] = {}
         enrollments: dict[str, list[EnrollmentRecord]] = {}
         optouts: dict[str, str | None] = {}
@@ -536,7 +566,17 @@ class SqlStore(PersonQueries, OutcomeQueries):
                 f"SELECT lead_id, reason FROM followup_optouts WHERE {where}", names
             ):
                 optouts[r["lead_id"]] = r["reason"]
-        keys = {lid: k for lid, k in (persons or {}).items() if k}
+        return followups, enrollments, optouts
+
+    def _person_rows_state(
+        self, keys: dict[str, str]
+    ) -> tuple[
+        dict[str, list[tuple[str, FollowupRecord]]],
+        dict[str, list[PersonEnrollment]],
+        dict[str, tuple[str, str | None]],
+    ]:
+        """By person key: the tracking rows and enrollments of every lead row of the person,
+        and the person's suppression (opt-out or erasure)."""
         p_follow: dict[str, list[tuple[str, FollowupRecord]]] = {}
         p_enrol: dict[str, list[PersonEnrollment]] = {}
         p_supp: dict[str, tuple[str, str | None]] = {}
@@ -560,7 +600,12 @@ class SqlStore(PersonQueries, OutcomeQueries):
                 f"SELECT person_key, kind, reason FROM followup_suppressions WHERE {where}", names
             ):
                 p_supp[r["person_key"]] = (r["kind"], r["reason"])
-        # An active enrollment of a lead row the host has since deleted holds nobody back.
+        return p_follow, p_enrol, p_supp
+
+    def _mark_gone(
+        self, p_enrol: dict[str, list[PersonEnrollment]], lead_ids: Sequence[str]
+    ) -> dict[str, list[PersonEnrollment]]:
+        """An active enrollment of a lead row the host has since deleted holds nobody back."""
         open_ids = sorted(
             {e.lead_id for es in p_enrol.values() for e in es if e.ended_at is None} - set(lead_ids)
         )
@@ -575,25 +620,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
                 ]
                 for k, es in p_enrol.items()
             }
-        out: dict[str, LeadState] = {}
-        for lid in lead_ids:
-            key = keys.get(lid)
-            kind, why = p_supp.get(key, (None, None)) if key else (None, None)
-            out[lid] = LeadState(
-                followups=tuple(followups.get(lid, ())),
-                enrollments=tuple(enrollments.get(lid, ())),
-                optout_reason=optouts.get(lid),
-                opted_out=lid in optouts,
-                suppression=kind,
-                suppression_reason=why,
-                person_followups=tuple(f for other, f in p_follow.get(key, ()) if other != lid)
-                if key
-                else (),
-                person_enrollments=tuple(e for e in p_enrol.get(key, ()) if e.lead_id != lid)
-                if key
-                else (),
-            )
-        return out
+        return p_enrol
 
     def enrollment_versions(self, lead_ids: Sequence[str]) -> dict[tuple[str, str], int]:
         """``state_version`` of each active enrollment of these leads, by (lead, sequence).
