@@ -18,6 +18,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, StoreConfigError
@@ -242,6 +243,24 @@ def import_csv(source: str, text: str, url: str, table: str = "leads") -> Import
     """
     import sqlite_utils
 
+    path = _import_target(url)
+    result = ImportResult(source, str(path))
+    rows = _valid_rows(source, text, result)
+    result.rows = len(rows)
+    db = sqlite_utils.Database(path)
+    try:
+        cols = _table_columns(db, path, table, url)
+        existing = _existing_rows(db, table, list(rows))
+        changed = _changed_rows(rows, existing, cols, result)
+        with db.conn:
+            db[table].upsert_all(changed, pk="id", alter=False)
+    finally:
+        db.close()
+    return result
+
+
+def _import_target(url: str) -> Path:
+    """The SQLite file ``url`` names; an error with the fix for Postgres or a missing file."""
     path = sqlite_path(url)
     if path is None:
         raise ConfigError(
@@ -253,7 +272,12 @@ def import_csv(source: str, text: str, url: str, table: str = "leads") -> Import
         raise StoreConfigError(
             f"{path}: no such database file; create it first with `followup leads init --db {url}`"
         )
-    result = ImportResult(source, str(path))
+    return path
+
+
+def _valid_rows(source: str, text: str, result: ImportResult) -> dict[str, dict[str, Any]]:
+    """The rows that parse, by lead id (a later line wins); the columns the table does not
+    know, the rejected lines and the duplicates noted in ``result``."""
     rows: dict[str, dict[str, Any]] = {}
     first_line: dict[str, int] = {}
     reader = csv.reader(io.StringIO(text))
@@ -272,47 +296,61 @@ def import_csv(source: str, text: str, url: str, table: str = "leads") -> Import
         else:
             first_line[lid] = line
         rows[lid] = row
-    result.rows = len(rows)
-    db = sqlite_utils.Database(path)
-    try:
-        if not db[table].exists():
-            raise StoreConfigError(
-                f"{path}: no table {table!r}; create it with `followup leads init --db {url}`"
-            )
-        cols = set(db[table].columns_dict)
-        missing = [c for c in REQUIRED_LEAD_COLUMNS if c not in cols]
-        if missing:
-            raise StoreConfigError(
-                f"{path}: table {table!r} lacks column(s) {', '.join(missing)}; "
-                "see `followup leads check`"
-            )
-        existing: dict[str, dict[str, Any]] = {}
-        ids = list(rows)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            params = {f"p{n}": v for n, v in enumerate(chunk)}
-            sql = named_query(
-                "lead_rows_by_text_id", "sqlite", leads=ident(table), ids=placeholders(params)
-            )
-            for r in db.query(sql, params):
-                existing[str(r["id"])] = r
-        changed = []
-        for lid, row in rows.items():
-            row = {k: v for k, v in row.items() if k in cols}
-            old = existing.get(lid)
-            if old is None:
-                result.inserted += 1
-            elif all(_same(old.get(k), v) for k, v in row.items()):
-                result.unchanged += 1
-                continue
-            else:
-                result.updated += 1
-            changed.append(row)
-        with db.conn:
-            db[table].upsert_all(changed, pk="id", alter=False)
-    finally:
-        db.close()
-    return result
+    return rows
+
+
+def _table_columns(db: Any, path: Path, table: str, url: str) -> set[str]:
+    """The lead table's columns; an error with the fix when it or a required column is
+    missing."""
+    if not db[table].exists():
+        raise StoreConfigError(
+            f"{path}: no table {table!r}; create it with `followup leads init --db {url}`"
+        )
+    cols = set(db[table].columns_dict)
+    missing = [c for c in REQUIRED_LEAD_COLUMNS if c not in cols]
+    if missing:
+        raise StoreConfigError(
+            f"{path}: table {table!r} lacks column(s) {', '.join(missing)}; "
+            "see `followup leads check`"
+        )
+    return cols
+
+
+def _existing_rows(db: Any, table: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The table's rows with these ids, by id (500 ids a query)."""
+    existing: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        params = {f"p{n}": v for n, v in enumerate(chunk)}
+        sql = named_query(
+            "lead_rows_by_text_id", "sqlite", leads=ident(table), ids=placeholders(params)
+        )
+        for r in db.query(sql, params):
+            existing[str(r["id"])] = r
+    return existing
+
+
+def _changed_rows(
+    rows: dict[str, dict[str, Any]],
+    existing: dict[str, dict[str, Any]],
+    cols: set[str],
+    result: ImportResult,
+) -> list[dict[str, Any]]:
+    """The rows to upsert (new or different, in the table's columns), counted in ``result``
+    as inserted, updated or unchanged."""
+    changed = []
+    for lid, row in rows.items():
+        row = {k: v for k, v in row.items() if k in cols}
+        old = existing.get(lid)
+        if old is None:
+            result.inserted += 1
+        elif all(_same(old.get(k), v) for k, v in row.items()):
+            result.unchanged += 1
+            continue
+        else:
+            result.updated += 1
+        changed.append(row)
+    return changed
 
 
 def _same(a: Any, b: Any) -> bool:
