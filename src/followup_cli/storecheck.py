@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .config import LoadedConfig, Problem, _where
 from .configcheck import declared_attributes
@@ -150,59 +150,62 @@ def _problems(
     declared: set[str],
     sampled: int,
 ) -> list[Problem]:
-    out: list[Problem] = []
+    """What a template's trial renders over the sampled leads found: the attributes the
+    leads lack, then the renders too long, blank or failing; each a Problem at ``loc``."""
     line, where = loaded.line_of(*loc), _where(loc)
-    for name, n in sorted(s.missing.items()):
-        skip = f"missing_attribute:{name}"
-        if name not in known and name not in declared:
-            near = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            have = ", ".join(known[:12]) or "none"
-            out.append(
-                Problem(
-                    line,
-                    where,
-                    f"no lead in the store has lead.attributes.{name} ({sampled} leads sampled): "
-                    f"most likely a typo; {hint}attributes the leads have: {have}",
-                )
-            )
-        elif name not in known:
-            out.append(
-                Problem(
-                    line,
-                    where,
-                    f"lead.attributes.{name} is declared, but no lead in the store has it yet "
-                    f"({sampled} leads sampled): every lead is skipped ({skip}) until the host "
-                    "app fills it",
-                    "warning",
-                )
-            )
-        else:
-            out.append(
-                Problem(
-                    line,
-                    where,
-                    f"{_share(n, s.eligible)} lack lead.attributes.{name} (e.g. lead "
-                    f"{s.example[f'missing:{name}']}): they are skipped ({skip}) while the others "
-                    f"are served; guard it with | default('…') to serve them too",
-                    "warning",
-                )
-            )
+    out = [
+        Problem(line, where, *_attribute_problem(s, name, n, known, declared, sampled))
+        for name, n in sorted(s.missing.items())
+    ]
+    out += [Problem(line, where, what, level) for what, level in _render_problems(s)]
+    return out
+
+
+def _attribute_problem(
+    s: TemplateStats, name: str, n: int, known: list[str], declared: set[str], sampled: int
+) -> tuple[str, Literal["error", "warning"]]:
+    """(what, level) for leads without ``lead.attributes.<name>``: a likely typo when no
+    lead has it and the config does not declare it; a warning otherwise."""
+    skip = f"missing_attribute:{name}"
+    if name not in known and name not in declared:
+        near = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        have = ", ".join(known[:12]) or "none"
+        return (
+            f"no lead in the store has lead.attributes.{name} ({sampled} leads sampled): "
+            f"most likely a typo; {hint}attributes the leads have: {have}",
+            "error",
+        )
+    if name not in known:
+        return (
+            f"lead.attributes.{name} is declared, but no lead in the store has it yet "
+            f"({sampled} leads sampled): every lead is skipped ({skip}) until the host "
+            "app fills it",
+            "warning",
+        )
+    return (
+        f"{_share(n, s.eligible)} lack lead.attributes.{name} (e.g. lead "
+        f"{s.example[f'missing:{name}']}): they are skipped ({skip}) while the others "
+        f"are served; guard it with | default('…') to serve them too",
+        "warning",
+    )
+
+
+def _render_problems(s: TemplateStats) -> list[tuple[str, Literal["error", "warning"]]]:
+    """(what, level) for the renders over the channel's limit, blank or failing."""
+    out: list[tuple[str, Literal["error", "warning"]]] = []
     if s.too_long:
         out.append(
-            Problem(
-                line,
-                where,
+            (
                 f"{_share(s.too_long, s.eligible)} would render over the channel's limit (e.g. "
-                f"lead {s.example['too_long']}): they are skipped (too_long); shorten the template",
+                f"lead {s.example['too_long']}): they are skipped (too_long); shorten the "
+                "template",
                 "error" if s.too_long == s.eligible else "warning",
             )
         )
     if s.blank:
         out.append(
-            Problem(
-                line,
-                where,
+            (
                 f"{_share(s.blank, s.eligible)} render blank text and the message has no media "
                 f"(e.g. lead {s.example['blank']}): they are skipped (empty_message)",
                 "warning",
@@ -210,9 +213,7 @@ def _problems(
         )
     for what, n in sorted(s.failed.items()):
         out.append(
-            Problem(
-                line,
-                where,
+            (
                 f"{_share(n, s.eligible)} fail to render (e.g. lead {s.example[what]}): {what}",
                 "warning",
             )
