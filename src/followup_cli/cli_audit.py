@@ -4,9 +4,8 @@ and ``audit verify``, which proves the log was not changed (``auditchain``)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -24,6 +23,9 @@ from .cli_common import (
     out,
 )
 from .store.access import READ, reading
+
+if TYPE_CHECKING:
+    import click  # Typer carries its own copy; this one only names the type
 
 SHOWN = 50  # problems printed as text; --json has them all
 
