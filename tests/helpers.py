@@ -3,7 +3,9 @@ the installed command.
 
 ``LeadDB`` creates the host app's ``leads`` table the way a host app would keep it:
 ISO text timestamps and JSON text on SQLite; timestamptz and jsonb on Postgres (in a
-schema of its own per test, named in the URL so subprocesses see the same schema).
+schema of its own per test, named in the URL so subprocesses see the same schema; the URL
+also names it as the connections' ``application_name``, so that a test tells its own
+connections from those of a test that another pytest-xdist worker runs at the same time).
 """
 
 from __future__ import annotations
@@ -99,22 +101,23 @@ class LeadDB:
             "last_outbound_at TIMESTAMPTZ, converted_at TIMESTAMPTZ, timezone TEXT, attributes JSONB)"
         )
         sep = "&" if "?" in PG_BASE else "?"
-        url = f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+        url = f"{PG_BASE}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
         return cls("postgres", url, schema=schema, _pg=conn)
 
     def settled(self, seconds: float = 10.0) -> None:
         """After SIGKILLing a run: wait (bounded) until Postgres has finished a statement the
         dead client had already sent. A COMMIT on the wire when the client died still lands
-        on the server, perhaps after the test's next read; SQLite has no server."""
+        on the server, perhaps after the test's next read; SQLite has no server. Only this
+        test's connections count (its URL names them), not those of tests running beside it."""
         if self._pg is None:
             return
         deadline = time.monotonic() + seconds
         busy = (
             "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-            "AND state IN ('active', 'idle in transaction')"
+            "AND application_name = %s AND state IN ('active', 'idle in transaction')"
         )
-        while self._pg.execute(busy).fetchone()[0] and time.monotonic() < deadline:
+        while self._pg.execute(busy, [self.schema]).fetchone()[0] and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def close(self) -> None:
