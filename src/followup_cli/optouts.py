@@ -15,6 +15,7 @@ import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from .config import LoadedConfig
 from .errors import ConfigError
@@ -109,12 +110,36 @@ def import_optouts(
     entries = _read(path)
     accounts = [a.id for a in loaded.config.accounts] if loaded else []
     default_account = account or (accounts[0] if len(accounts) == 1 else None)
+    plan = _resolve(store, entries, path, accounts, default_account)
+    result = ImportResult(path, lines=len(entries))
+    with store.transaction():
+        new_lines = {line for line, kind, item in plan if _record(store, kind, item, who, now)}
+        result.new = len(new_lines)
+        result.already = result.lines - result.new
+        store.audit(
+            "optout_import",
+            now,
+            who,
+            detail={"file": path, "lines": result.lines, "new": result.new},
+        )
+    return result
+
+
+def _resolve(
+    store: SqlStore,
+    entries: list[_Entry],
+    path: str,
+    accounts: list[str],
+    default_account: str | None,
+) -> list[tuple[int, str, Any]]:
+    """(line, "lead" | "person", what) for every entry: a bare id is a lead the lead table
+    knows, else a recipient; a recipient needs its account (ConfigError naming the line)."""
     has_leads = True
     try:
         store.lead_columns()
     except ConfigError:
         has_leads = False
-    plan: list[tuple[int, str, object]] = []  # (line, "lead" | "person", what)
+    plan: list[tuple[int, str, Any]] = []
     for e in entries:
         if e.recipient_id == "?":  # a bare id: a lead the lead table knows, else a recipient
             assert e.lead_id is not None
@@ -137,33 +162,26 @@ def import_optouts(
                     f"{path}:{e.line}: account {acct!r} is not in the config; nothing was imported"
                 )
             plan.append((e.line, "person", (acct, e.recipient_id, e.reason)))
-    result = ImportResult(path, lines=len(entries))
-    new_lines: set[int] = set()
-    with store.transaction():
-        for line, kind, item in plan:
-            if kind == "lead":
-                lead_id, reason = item  # type: ignore[misc]
-                added = store.add_optout(lead_id, reason, "import", who, now)
-                for e in store.enrollments(lead_id=lead_id):
-                    store.end_enrollment(lead_id, e["sequence_id"], "opted_out", now)
-            else:
-                acct, recipient, reason = item  # type: ignore[misc]
-                key = store.person_key(acct, recipient)
-                assert key is not None
-                added = store.add_suppression(
-                    key, acct, "optout", "import", who, now, recipient_id=recipient, reason=reason
-                )
-            if added:
-                new_lines.add(line)
-        result.new = len(new_lines)
-        result.already = result.lines - result.new
-        store.audit(
-            "optout_import",
-            now,
-            who,
-            detail={"file": path, "lines": result.lines, "new": result.new},
+    return plan
+
+
+def _record(store: SqlStore, kind: str, item: Any, who: str, now: datetime) -> bool:
+    """One opt-out written (a lead's, its enrollments ended; or a person's suppression);
+    whether it is new."""
+    if kind == "lead":
+        lead_id, reason = item
+        added = store.add_optout(lead_id, reason, "import", who, now)
+        for e in store.enrollments(lead_id=lead_id):
+            store.end_enrollment(lead_id, e["sequence_id"], "opted_out", now)
+        return bool(added)
+    acct, recipient, reason = item
+    key = store.person_key(acct, recipient)
+    assert key is not None
+    return bool(
+        store.add_suppression(
+            key, acct, "optout", "import", who, now, recipient_id=recipient, reason=reason
         )
-    return result
+    )
 
 
 def export_optouts(store: SqlStore) -> tuple[str, int, int]:
