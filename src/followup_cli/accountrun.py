@@ -91,6 +91,9 @@ class AccountRun:
             raise
         if not more:
             self.flush(store)
+            # Done: its plan is no longer read. A run holds every account until the end, so
+            # keeping each one's leads and decisions was most of a dry run's peak memory.
+            self.actionable = []
         return more
 
     def flush(self, store: SqlStore) -> None:
