@@ -74,8 +74,8 @@ HASHED_FIELDS = (
     "prev_hash",
 )
 PAGE = 5000
-# (dialect, url) -> (chain_seq, row_hash, db_role) of the last row this process appended
-_SEEN: dict[tuple[str, str], tuple[int, str, str | None]] = {}
+# (dialect, url) -> (chain_seq, row_hash) of the last row this process appended there
+_SEEN: dict[tuple[str, str], tuple[int, str]] = {}
 
 
 # ---------------------------------------------------------------------- who
@@ -187,7 +187,9 @@ def append(
     """Add one row at the end of the chain; returns its chain_seq.
 
     The process remembers the head its last append to this database left (``_SEEN``, by
-    URL: the run's connections share it): the row is chained to it and written together
+    URL: the run's connections share it), and each connection its database role (read
+    with the head the first time; the tool never changes it): the row is chained to it and
+    written together
     with a head update conditional on the head still being that one (one statement on
     Postgres, two on SQLite). When another writer moved the head since (another process,
     or a transaction that rolled back), nothing is written and the head is read, locked,
@@ -211,15 +213,18 @@ def append(
     }
     with store.transaction():
         key = (store.dialect, store.url)
-        seen = _SEEN.get(key)
-        row = _chained(fields, seen) if seen is not None else None
-        if row is None or not _write(store, row, seen):
+        seen, known = _SEEN.get(key), store.audit_role
+        row = None
+        if seen is not None and known is not None:  # (the role: this connection's own)
+            row = _chained(fields, (*seen, known[0]))
+        if row is None or seen is None or not _write(store, row, seen):
             head = _head(store)  # locked until the commit
-            seen = (int(head["chain_seq"]), str(head["row_hash"]), _role(head))
-            row = _chained(fields, seen)
-            if not _write(store, row, seen):  # pragma: no cover - the head is ours, locked
+            store.audit_role = (_role(head),)
+            seen = (int(head["chain_seq"]), str(head["row_hash"]))
+            row = _chained(fields, (*seen, store.audit_role[0]))
+            if not _write(store, row, seen):  # pragma: no cover - locked: ours
                 raise RuntimeError("the audit chain's head moved while locked")
-        _SEEN[key] = (row["chain_seq"], row["row_hash"], row["db_role"])
+        _SEEN[key] = (row["chain_seq"], row["row_hash"])
     return int(row["chain_seq"])
 
 
@@ -231,7 +236,7 @@ def _chained(fields: Mapping[str, Any], head: tuple[int, str, str | None]) -> di
     return row
 
 
-def _write(store: SqlStore, row: dict[str, Any], head: tuple[int, str, str | None]) -> bool:
+def _write(store: SqlStore, row: dict[str, Any], head: tuple[int, str]) -> bool:
     """Insert ``row`` and move the head to it, only if the head is still ``head``."""
     params = {**row, "prev_seq": head[0], "prev_hash": head[1]}
     if store.dialect == "postgres":  # one statement: the head's update, then the insert

@@ -111,6 +111,9 @@ class SqlStore(PersonQueries, OutcomeQueries):
         self._lead_columns: tuple[str, ...] | None = None
         self._secret: str | None = None
         self._cipher: Cipher | None = None
+        # this connection's database role as the audit chain records it, once read
+        # (``auditchain.append``; a 1-tuple: the role itself is None on SQLite)
+        self.audit_role: tuple[str | None] | None = None
         self.key_problem: str | None = None  # checked before the first value is sealed
 
     @property
