@@ -19,7 +19,14 @@ import psycopg
 import pytest
 
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.helpers import LeadDB, followup, graph_config, lead, pg_available
+from tests.helpers import (
+    LeadDB,
+    followup,
+    followup_in_process,
+    graph_config,
+    lead,
+    pg_available,
+)
 from tests.integration.test_surroundings import as_other_user, listing, one_line, sqlite_store
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # 11:00 in Madrid
@@ -74,7 +81,9 @@ def as_role(pg: LeadDB, role: str) -> str:
 
 
 def fu(url: str, cfg: Path, *args: str) -> object:
-    return followup(*args, "--config", str(cfg), "--db", url, env=ENV)
+    """A command as a Postgres role (or on a store) asks: what it may do is the database's
+    answer, the same in this process as in a new one (no OS privilege is involved)."""
+    return followup_in_process(*args, "--config", str(cfg), "--db", url, env=ENV)
 
 
 def migrated_with_grants(pg: LeadDB, cfg: Path, runner: str, reader: str) -> None:
