@@ -356,7 +356,7 @@ class PostgresStore(SqlStore):
     ) -> str:
         c = {k: (_TYPED_NULL.get(k, v) if v == "NULL" else v) for k, v in col.items()}
         lid = self._lid()
-        enrolled_due = new_due = ""
+        enrolled_due, new_due = "true", ""
         if due:
             # an active enrollment whose stored next-due time is ahead, and nothing terminal
             # happened to the lead since (what would end it now), cannot be acted on
@@ -367,41 +367,37 @@ class PostgresStore(SqlStore):
                 f"AND ({c['last_inbound_at']} IS NULL OR {c['last_inbound_at']} <= e.anchor_at) "
                 f"AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid})"
             )
-            enrolled_due = f"""
-            AND (e.next_due_at IS NULL OR e.next_due_config IS DISTINCT FROM :config
-                 OR e.next_due_at <= :now OR NOT COALESCE({quiet}, false))"""
+            enrolled_due = f"""e.next_due_at IS NULL OR e.next_due_config IS DISTINCT FROM :config
+                 OR e.next_due_at <= :now OR NOT COALESCE({quiet}, false)"""
             # a lead in no sequence: not before the shortest delay after our last message
             # (a time from year 3000 on is garbage: kept, for the run to name the row)
-            new_due = f"""
-      AND (l.last_outbound_at <= :new_due OR l.last_outbound_at >= '3000-01-01Z')
-      AND NOT EXISTS (
-        SELECT 1 FROM followup_enrollments e WHERE e.lead_id = {lid} AND e.ended_at IS NULL
-        OFFSET 0)"""
-        # OFFSET 0 keeps each (NOT) EXISTS a per-row primary-key probe. Without it, under the
-        # OR, the planner hashes every active enrollment and opt-out of every account for
-        # each page: 72 ms instead of 29 ms a page at a million leads, growing with the
-        # tool's tables rather than with the page (bench/RESULTS-selection.md).
+            new_due = """
+        AND (l.last_outbound_at <= :new_due OR l.last_outbound_at >= '3000-01-01Z')"""
+        # One probe of the lead's enrollments says which branch holds (as on SQLite): 3, an
+        # active enrollment that may be due; 2, active ones none of which is due; 1, an ended
+        # one that covers the lead's current silence; 0 or none, a lead in no sequence, whose
+        # own columns decide. A scalar subquery stays a per-row index probe; OFFSET 0 keeps
+        # the opt-out NOT EXISTS one too (without it, under the OR, the planner hashes every
+        # opt-out of every account for each page).
         return f"""
 SELECT {select} FROM {self.lead_table} l
 WHERE l.account_id = :account_id AND {lid + " > :after_id" if paged else "l.id IS NOT NULL"}
   AND (
-    EXISTS (SELECT 1 FROM followup_enrollments e WHERE e.lead_id = {lid} AND e.ended_at IS NULL{
-            enrolled_due
-        }
-            OFFSET 0)
-    OR (
-      {c["score"]} BETWEEN :min_score AND :max_score
-      AND {c["converted_at"]} IS NULL
-      AND ({c["status"]} IS NULL OR lower({c["status"]}) <> 'converted')
-      AND l.last_outbound_at IS NOT NULL
-      AND COALESCE({c["last_inbound_at"]} > l.last_outbound_at, false) = false{new_due}
-      AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid} OFFSET 0)
-      AND NOT EXISTS (
-        SELECT 1 FROM followup_enrollments e
-        WHERE e.lead_id = {lid} AND e.ended_at IS NOT NULL
-          AND ({c["last_inbound_at"]} IS NULL OR e.anchor_at >= {c["last_inbound_at"]})
-        OFFSET 0)
-    )
+    CASE COALESCE((
+        SELECT max(CASE WHEN e.ended_at IS NULL THEN CASE WHEN {enrolled_due} THEN 3 ELSE 2 END
+                        WHEN {c["last_inbound_at"]} IS NULL
+                          OR e.anchor_at >= {c["last_inbound_at"]} THEN 1
+                        ELSE 0 END)
+        FROM followup_enrollments e WHERE e.lead_id = {lid}), 0)
+      WHEN 3 THEN true
+      WHEN 0 THEN
+        {c["score"]} BETWEEN :min_score AND :max_score
+        AND {c["converted_at"]} IS NULL
+        AND ({c["status"]} IS NULL OR lower({c["status"]}) <> 'converted')
+        AND l.last_outbound_at IS NOT NULL
+        AND COALESCE({c["last_inbound_at"]} > l.last_outbound_at, false) = false{new_due}
+        AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid} OFFSET 0)
+      ELSE false END
     OR {keyword}
   )
 ORDER BY {lid}
