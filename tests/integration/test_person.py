@@ -1,7 +1,8 @@
 """The person, not the row (issue 9): opt-outs, erasures and caps follow the person an
 account messages (account and recipient id), whatever lead row carries them; keyword
-opt-outs in six languages; opt-outs in and out of CSV files. Both stores, the installed
-command, the fake Graph API."""
+opt-outs in six languages; opt-outs in and out of CSV files. Both stores, the fake Graph
+API; the CLI's main in this process (``followup_in_process``: the rules are the
+database's), the installed command where runs race."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.helpers import LeadDB, base_config, followup, graph_config, lead, write_config
+from tests.helpers import LeadDB, base_config, graph_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Madrid"))  # Monday 10:00
 ENV = {"FOLLOWUP_TOKEN_A": "tok-a"}
