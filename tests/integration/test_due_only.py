@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from followup_cli.store import open_store
-from tests.helpers import LeadDB, base_config, followup, lead, write_config
+from tests.helpers import LeadDB, base_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 ANCHOR = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # we wrote last; the lead wrote at 07:30
 M1_DUE = ANCHOR + timedelta(hours=3)

@@ -17,7 +17,16 @@ import pytest
 from followup_cli.config import LEAD_COLUMNS
 from followup_cli.leadstore import COLUMN_NAMES, COLUMNS
 from followup_cli.store.base import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
-from tests.helpers import PG_BASE, LeadDB, base_config, followup, lead, pg_available, write_config
+from tests.helpers import (
+    PG_BASE,
+    LeadDB,
+    base_config,
+    followup,
+    followup_in_process,
+    lead,
+    pg_available,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "id,account_id,recipient_id,first_name,score,status,last_inbound_at,last_outbound_at,timezone,attributes\n"
@@ -60,29 +69,32 @@ def test_leads_init__creates_table_index_and_tool_tables_then_changes_nothing(
     empty_db: str, tmp_path: Path
 ) -> None:
     cfg = write_config(tmp_path / "c.yaml", base_config())
-    r = followup("leads", "init", "--config", str(cfg), "--db", empty_db)
+    r = followup_in_process("leads", "init", "--config", str(cfg), "--db", empty_db)
     assert r.returncode == 0, r.stderr
     assert "created lead table 'leads'" in r.stdout
     assert "created index leads_account_id_id" in r.stdout and "applied 0001" in r.stdout
     # the store is usable at once: check is clean, migrate has nothing to do, a run works
-    check = followup("leads", "check", "--config", str(cfg), "--db", empty_db)
+    check = followup_in_process("leads", "check", "--config", str(cfg), "--db", empty_db)
     assert check.returncode == 0, check.stderr
     assert "0 rows" in check.stdout and "missing" not in check.stdout + check.stderr
-    assert "up to date" in followup("migrate", "--config", str(cfg), "--db", empty_db).stdout
-    again = followup("leads", "init", "--config", str(cfg), "--db", empty_db)
+    assert (
+        "up to date"
+        in followup_in_process("migrate", "--config", str(cfg), "--db", empty_db).stdout
+    )
+    again = followup_in_process("leads", "init", "--config", str(cfg), "--db", empty_db)
     assert again.returncode == 0, again.stderr
     assert (
         "exists (0 rows), kept" in again.stdout
         and "index on (account_id, id) present" in again.stdout
     )
-    run = followup(
+    run = followup_in_process(
         "run", "--config", str(cfg), "--db", empty_db, "--now", "2026-03-02T14:00:00+01:00"
     )
     assert run.returncode == 0, run.stderr
 
 
 def test_leads_init__a_missing_folder_is_exit_2_and_creates_nothing(tmp_path: Path) -> None:
-    r = followup("leads", "init", "--db", str(tmp_path / "nope" / "x.db"))
+    r = followup_in_process("leads", "init", "--db", str(tmp_path / "nope" / "x.db"))
     assert r.returncode == 2 and "does not exist" in r.stderr
     assert not (tmp_path / "nope").exists()
 
@@ -131,7 +143,7 @@ def test_leads_init__an_existing_table_without_account_id_is_one_line_exit_2(
     )
     _create(empty_db, f"CREATE TABLE leads ({cols})")
     cfg = write_config(tmp_path / "c.yaml", base_config())
-    r = followup("leads", "init", "--config", str(cfg), "--db", empty_db)
+    r = followup_in_process("leads", "init", "--config", str(cfg), "--db", empty_db)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -149,7 +161,7 @@ def test_leads_import__bad_lines_named_by_line_and_reason_same_parser_as_the_run
     tmp_path: Path,
 ) -> None:
     dbp = tmp_path / "l.db"
-    assert followup("leads", "init", "--db", str(dbp)).returncode == 0
+    assert followup_in_process("leads", "init", "--db", str(dbp)).returncode == 0
     path = _csv(
         tmp_path,
         GOOD[0],
@@ -160,7 +172,7 @@ def test_leads_import__bad_lines_named_by_line_and_reason_same_parser_as_the_run
         'l7,acct_a,ig_7,Eva,4,new,,2026-03-02T07:05:00Z,,"[1, 2]"',  # line 7: attributes
         GOOD[1],
     )
-    r = followup("leads", "import", str(path), "--db", str(dbp))
+    r = followup_in_process("leads", "import", str(path), "--db", str(dbp))
     assert r.returncode == 2
     assert "2 new, 0 updated, 0 unchanged, 5 line(s) rejected" in r.stdout
     err = r.stderr
@@ -179,9 +191,9 @@ def test_leads_import__bad_lines_named_by_line_and_reason_same_parser_as_the_run
 
 def test_leads_import__idempotent_and_upserts_by_id(tmp_path: Path) -> None:
     dbp = tmp_path / "l.db"
-    assert followup("leads", "init", "--db", str(dbp)).returncode == 0
+    assert followup_in_process("leads", "init", "--db", str(dbp)).returncode == 0
     path = _csv(tmp_path, *GOOD)
-    first = followup("leads", "import", str(path), "--db", str(dbp))
+    first = followup_in_process("leads", "import", str(path), "--db", str(dbp))
     assert first.returncode == 0, first.stderr
     assert "2 new, 0 updated, 0 unchanged" in first.stdout
 
@@ -193,11 +205,11 @@ def test_leads_import__idempotent_and_upserts_by_id(tmp_path: Path) -> None:
             conn.close()
 
     before = dump()
-    again = followup("leads", "import", str(path), "--db", str(dbp))
+    again = followup_in_process("leads", "import", str(path), "--db", str(dbp))
     assert again.returncode == 0 and "0 new, 0 updated, 2 unchanged" in again.stdout
     assert dump() == before
     changed = _csv(tmp_path, GOOD[0].replace(",4,", ",6,"), name="changed.csv")
-    r = followup("leads", "import", str(changed), "--db", str(dbp))
+    r = followup_in_process("leads", "import", str(changed), "--db", str(dbp))
     assert "0 new, 1 updated, 0 unchanged" in r.stdout
     rows = {row[0]: row for row in dump()}
     assert len(rows) == 2 and 6 in rows["l1"]
@@ -209,13 +221,15 @@ def test_leads_import__missing_columns_and_wrong_stores_are_one_line_exit_2(
     dbp = tmp_path / "l.db"
     bad = tmp_path / "bad.csv"
     bad.write_text("id,account_id\nx,acct_a\n")
-    r = followup("leads", "import", str(bad), "--db", str(dbp))
+    r = followup_in_process("leads", "import", str(bad), "--db", str(dbp))
     assert r.returncode == 2 and "leads init" in r.stderr and not dbp.exists()
-    assert followup("leads", "init", "--db", str(dbp)).returncode == 0
-    r = followup("leads", "import", str(bad), "--db", str(dbp))
+    assert followup_in_process("leads", "init", "--db", str(dbp)).returncode == 0
+    r = followup_in_process("leads", "import", str(bad), "--db", str(dbp))
     assert r.returncode == 2
     assert f"{bad}:1: missing column(s) recipient_id, score, last_outbound_at" in r.stderr
-    r = followup("leads", "import", str(bad), "--db", "postgresql://nobody@127.0.0.1:1/x")
+    r = followup_in_process(
+        "leads", "import", str(bad), "--db", "postgresql://nobody@127.0.0.1:1/x"
+    )
     assert r.returncode == 2 and "COPY" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -237,22 +251,22 @@ def test_leads_check__bad_rows_missing_index_and_columns_on_both_stores(
         lead("ok", last_outbound_at="2026-03-02T08:00:00Z"),
         lead("garbage", last_outbound_at="2026-03-02T08:00:00Z", recipient_id=None),
     )
-    r = followup("leads", "check", "--config", str(cfg), "--db", db.url)
+    r = followup_in_process("leads", "check", "--config", str(cfg), "--db", db.url)
     assert r.returncode == 2
     assert "2 rows, 1 a run would skip" in r.stdout
     assert "lead garbage: recipient_id: missing recipient" in r.stderr
     assert "CREATE INDEX leads_account_id_id ON leads (account_id, id)" in r.stderr
     as_json = json.loads(
-        followup("leads", "check", "--config", str(cfg), "--db", db.url, "--json").stdout
+        followup_in_process("leads", "check", "--config", str(cfg), "--db", db.url, "--json").stdout
     )
     assert as_json["index"] is False and as_json["rows"] == 2 and len(as_json["bad_rows"]) == 1
     _exec(db, "CREATE INDEX leads_by_account ON leads (account_id, id)")
     _exec(db, "DELETE FROM leads WHERE id = 'garbage'")
-    ok = followup("leads", "check", "--config", str(cfg), "--db", db.url)
+    ok = followup_in_process("leads", "check", "--config", str(cfg), "--db", db.url)
     assert ok.returncode == 0, ok.stderr
     assert "1 rows, 0 a run would skip" in ok.stdout and "index" not in ok.stdout + ok.stderr
     _exec(db, "ALTER TABLE leads DROP COLUMN recipient_id")
-    gone = followup("leads", "check", "--config", str(cfg), "--db", db.url)
+    gone = followup_in_process("leads", "check", "--config", str(cfg), "--db", db.url)
     assert gone.returncode == 2 and "lacks required column(s) recipient_id" in gone.stderr
 
 
@@ -262,9 +276,16 @@ def test_leads__plain_and_list_still_show_leads_in_a_sequence(db: LeadDB, tmp_pa
         lead("l1", last_inbound_at="2026-03-02T07:00:00Z", last_outbound_at="2026-03-02T07:05:00Z")
     )
     now = "2026-03-02T14:00:00+01:00"
-    assert followup("run", "--config", str(cfg), "--db", db.url, "--now", now).returncode == 0
-    plain = followup("leads", "--config", str(cfg), "--db", db.url, "--now", now, "--json")
-    listed = followup("leads", "list", "--config", str(cfg), "--db", db.url, "--now", now, "--json")
+    assert (
+        followup_in_process("run", "--config", str(cfg), "--db", db.url, "--now", now).returncode
+        == 0
+    )
+    plain = followup_in_process(
+        "leads", "--config", str(cfg), "--db", db.url, "--now", now, "--json"
+    )
+    listed = followup_in_process(
+        "leads", "list", "--config", str(cfg), "--db", db.url, "--now", now, "--json"
+    )
     assert plain.returncode == 0 and listed.returncode == 0, plain.stderr + listed.stderr
     assert json.loads(plain.stdout) == json.loads(listed.stdout)
     assert [r["lead_id"] for r in json.loads(plain.stdout)] == ["l1"]

@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from followup_cli import operate
 from followup_cli.config import Settings
 from followup_cli.store import open_store
-from tests.helpers import LeadDB, base_config, followup, graph_config, lead, write_config
+from tests.helpers import LeadDB, base_config, graph_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 MADRID = Settings(timezone="Europe/Madrid", run_times=("02:30", "09:00", "14:00", "18:00"))
 

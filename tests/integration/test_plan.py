@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import LeadDB, base_config, followup, lead, write_config
+from tests.helpers import LeadDB, base_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 START = "2026-03-02T08:30:00+01:00"  # a Monday, before the 09:00 slot (Madrid)
 # The lead wrote at 06:50Z, we answered at 07:00Z, and it has been silent since.

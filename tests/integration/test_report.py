@@ -43,7 +43,8 @@ from followup_cli.report import build_report
 from followup_cli.stats import newcombe_diff, wilson
 from followup_cli.store import open_store
 from followup_cli.store.base import SqlStore
-from tests.helpers import LeadDB, base_config, followup, lead, write_config
+from tests.helpers import LeadDB, base_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report-schema.json").read_text())
 NOW = datetime(2026, 3, 4, 17, 30, tzinfo=UTC)

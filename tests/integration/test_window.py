@@ -20,7 +20,8 @@ from followup_cli.crypto import new_key
 from followup_cli.engine import Engine, RunOptions, RunSummary, handoff
 from followup_cli.store import open_store
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.helpers import LeadDB, base_config, followup, lead, write_config
+from tests.helpers import LeadDB, base_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 MADRID = ZoneInfo("Europe/Madrid")
 MON = datetime(2026, 3, 2, 0, 0, tzinfo=MADRID)
