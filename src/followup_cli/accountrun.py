@@ -9,6 +9,7 @@ written and the claims it will not attempt are released (``flush``).
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,9 @@ class AccountRun:
         self.result = AccountResult(account.id)
         self.live = not options.dry_run
         self.executor: Executor | None = None
+        self.planned: (
+            Future[tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]] | None
+        ) = None
         self.actionable: list[tuple[Lead, Decision]] = []
         self.i = 0  # the next lead of ``actionable``
         self.batch_size = engine.config.settings_for(account).batch_size
@@ -59,9 +63,13 @@ class AccountRun:
 
     def _start(self, store: SqlStore) -> Executor:
         engine, result = self.engine, self.result
-        self.actionable, bookkeeping = engine.plan_account(
-            self.account, store, self.now, result, self.live
-        )
+        if self.planned is not None:  # planned ahead (a dry run) on another connection
+            self.actionable, bookkeeping = self.planned.result()
+            self.planned = None
+        else:
+            self.actionable, bookkeeping = engine.plan_account(
+                self.account, store, self.now, result, self.live
+            )
         # Real time moves during a run (a send takes time, a wait takes longer); with --now
         # the run happens at one instant and never waits.
         self.real_time = self.options.now is None and not engine.clock.simulated

@@ -29,6 +29,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,7 @@ from .render import Renderer
 from .results import AccountResult, PlannedSend, RunOptions, RunSummary, decide_or_name
 from .rules import Check, Decision, local_midnight, next_local_midnight, next_run_slot
 from .store.base import SqlStore, actor
+from .store.memory import MemoryStore
 
 CANDIDATE_PAGE = 1000
 DB_CONNECTIONS = 8  # store connections one run opens at most, however many sends in flight
@@ -117,7 +119,9 @@ class Engine:
         ]
         workers = min(self.config.settings.max_in_flight, len(runs))
         try:
-            if workers <= 1 or options.dry_run:
+            if options.dry_run:
+                self._in_turn(runs, now)
+            elif workers <= 1:
                 for r in runs:
                     while r.step(self.store):
                         pass
@@ -148,6 +152,46 @@ class Engine:
         st = self.config.settings
         to_next = (next_run_slot(now, st) - now).total_seconds() - 300
         return max(60.0, min(st.run_budget_minutes * 60, to_next))
+
+    def _in_turn(self, runs: list[AccountRun], now: datetime) -> None:
+        """A dry run: the accounts one after the other, in order, on this thread; the next
+        account is planned on a second connection meanwhile (its SQL releases the GIL), when
+        the store can open one that sees the same tables."""
+        planner = self._planning_store() if len(runs) > 1 else None
+        if planner is None:
+            for r in runs:
+                while r.step(self.store):
+                    pass
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan") as pool:
+            try:
+                for k, r in enumerate(runs):
+                    if k + 1 < len(runs):
+                        nxt = runs[k + 1]
+                        nxt.planned = pool.submit(
+                            self.plan_account, nxt.account, planner, now, nxt.result, False
+                        )
+                    while r.step(self.store):
+                        pass
+            finally:
+                for r in runs:  # an error: the plans not taken yet are not waited for
+                    if r.planned is not None:
+                        r.planned.cancel()
+                pool.shutdown(wait=True)
+                planner.close()
+
+    def _planning_store(self) -> SqlStore | None:
+        """A second connection for planning ahead, or None: an in-memory store shares its
+        one connection, and a dry run on a fresh SQLite file keeps the tool's (empty) tables
+        in TEMP, which only its own connection sees."""
+        if isinstance(self.store, MemoryStore) or getattr(self.store, "_temp_tables", False):
+            return None
+        try:
+            planner = self.store.clone()
+        except Exception:  # noqa: BLE001 - no second connection: plan in turn
+            return None
+        planner.cipher = self.store.cipher
+        return planner
 
     def _serve(self, runs: list[AccountRun], workers: int) -> None:
         """Step the accounts on ``workers`` threads, round robin: a thread takes the account
