@@ -22,7 +22,8 @@ from followup_cli.store import open_store
 from followup_cli.store.base import SqlStore, actor
 from followup_cli.store.erasure import erase_lead
 from followup_cli.store.migrations import MIGRATIONS
-from tests.helpers import LeadDB, followup, lead
+from tests.helpers import LeadDB, lead
+from tests.helpers import followup_in_process as followup
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 ME = pwd.getpwuid(__import__("os").getuid()).pw_name

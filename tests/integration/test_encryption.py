@@ -30,7 +30,8 @@ from followup_cli.store import open_store
 from followup_cli.store.base import SqlStore
 from followup_cli.store.sealing import check_keys, recorded_key_ids, rotate_keys
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.helpers import LeadDB, base_config, followup, lead, write_config
+from tests.helpers import LeadDB, base_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Madrid"))
 SILENT = NOW - timedelta(hours=5)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from followup_cli.models import parse_time
 from followup_cli.store import open_store
-from tests.helpers import LeadDB, base_config, followup, lead, write_config
+from tests.helpers import LeadDB, base_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 DAY0 = datetime(2026, 3, 2, 5, 0, tzinfo=UTC)  # the silence starts: we wrote at 06:00 Madrid
 

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 from followup_cli.crypto import new_key
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.helpers import LeadDB, base_config, followup, graph_config, lead, write_config
+from tests.helpers import LeadDB, base_config, graph_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Madrid"))
 KEYED = {"FOLLOWUP_ENCRYPTION_KEY": new_key()}  # no "bodies are not stored" warning

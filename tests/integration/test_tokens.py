@@ -13,7 +13,8 @@ from pathlib import Path
 import requests
 
 from tests.helpers import base_config as _base
-from tests.helpers import followup, graph_config, write_config
+from tests.helpers import followup_in_process as followup
+from tests.helpers import graph_config, write_config
 
 IG_A, IG_B = "17841000000000001", "17841000000000002"
 ACCT_OFF = {

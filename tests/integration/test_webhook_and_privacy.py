@@ -18,7 +18,8 @@ import pytest
 
 from followup_cli.crypto import BodyCipher, new_key
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.helpers import LeadDB, base_config, followup, lead, write_config
+from tests.helpers import LeadDB, base_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Madrid"))
 
