@@ -189,6 +189,7 @@ def reset() -> None:
         if getattr(h, _HANDLER_MARK, False):
             logger.removeHandler(h)
             h.close()
+    logger.setLevel(logging.DEBUG)  # as ``configure`` left it before it set the level
     _context["run_id"] = "-"
 
 
