@@ -28,7 +28,8 @@ from followup_cli.models import parse_time
 from followup_cli.store import open_store
 from followup_cli.store.base import SqlStore
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.helpers import LeadDB, base_config, followup, lead, write_config
+from tests.helpers import LeadDB, base_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 MADRID = ZoneInfo("Europe/Madrid")
 T = datetime(2026, 3, 2, 10, 0, tzinfo=MADRID)  # Monday 10:00
