@@ -23,7 +23,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tests.fakes.graph_api import Call, FakeGraphAPI
-from tests.helpers import LeadDB, followup, graph_config, lead, spawn_followup
+from tests.helpers import LeadDB, graph_config, lead, spawn_followup
+from tests.helpers import followup_in_process as followup
 from tests.integration.test_crash import claim, delivered, due_leads, rows_by_lead
 
 MADRID = ZoneInfo("Europe/Madrid")

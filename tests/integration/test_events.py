@@ -19,7 +19,8 @@ from followup_cli.config import load_config
 from followup_cli.events import BadEvent, IngestResult, parse, parse_event
 from followup_cli.store import open_store
 from followup_cli.store.base import SqlStore
-from tests.helpers import LeadDB, base_config, followup, lead, write_config
+from tests.helpers import LeadDB, base_config, lead, write_config
+from tests.helpers import followup_in_process as followup
 
 IG = "17841000000000001"
 
