@@ -32,11 +32,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from cryptography.fernet import Fernet, MultiFernet
+
     from .config import LoadedConfig, Problem
 
 KEY_ENV = "FOLLOWUP_ENCRYPTION_KEY"
@@ -102,6 +102,8 @@ class Cipher:
         items = parse_keys(keys) if isinstance(keys, str) or keys is None else list(keys)
         fernets: list[Fernet] = []
         ids: list[str] = []
+        if items:  # cryptography is imported only when there is a key (~20 ms of start-up)
+            from cryptography.fernet import Fernet, MultiFernet
         for i, k in enumerate(items, 1):
             try:
                 fernets.append(Fernet(k.encode()))
@@ -112,7 +114,7 @@ class Cipher:
                     f"{KEY_ENV}: {which} is not a valid Fernet key; generate one with "
                     "`followup keygen` (several keys: separate them with commas)"
                 ) from None
-        self._multi = MultiFernet(fernets) if fernets else None
+        self._multi: MultiFernet | None = MultiFernet(fernets) if fernets else None
         self._by_id = dict(zip(ids, fernets, strict=True))
         self.key_ids: tuple[str, ...] = tuple(ids)
 
@@ -154,15 +156,19 @@ class Cipher:
             token = stored
         else:
             return stored
+        if self._multi is None:
+            if strict:
+                raise UnreadableValue(kid)
+            return NO_KEY
+        from cryptography.fernet import InvalidToken
+
         try:
-            if self._multi is None:
-                raise InvalidToken
             fernet = self._by_id.get(kid) if kid else None
             return (fernet or self._multi).decrypt(token.encode()).decode()
         except InvalidToken:
             if strict:
                 raise UnreadableValue(kid) from None
-            return UNREADABLE if self._multi is not None else NO_KEY
+            return UNREADABLE
 
     def rotate(self, stored: Any, encrypted: bool = False) -> str | None:
         """``stored`` sealed with the first key (MultiFernet.rotate keeps the token's time),
@@ -182,6 +188,8 @@ class Cipher:
             kid, token = None, stored
         else:
             return self.seal(stored)
+        from cryptography.fernet import InvalidToken
+
         try:
             new = self._multi.rotate(token.encode()).decode()
         except InvalidToken:
@@ -276,4 +284,6 @@ def storage_problems(loaded: LoadedConfig, env: Mapping[str, str] | None = None)
 
 
 def new_key() -> str:
+    from cryptography.fernet import Fernet
+
     return Fernet.generate_key().decode()
