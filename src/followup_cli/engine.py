@@ -182,9 +182,10 @@ class Engine:
 
     def _planning_store(self) -> SqlStore | None:
         """A second connection for planning ahead, or None: an in-memory store shares its
-        one connection, and a dry run on a fresh SQLite file keeps the tool's (empty) tables
-        in TEMP, which only its own connection sees."""
-        if isinstance(self.store, MemoryStore) or getattr(self.store, "_temp_tables", False):
+        one connection, and a dry run on a fresh store (``scratch``) has the tool's (empty)
+        tables only in its own connection: in TEMP on SQLite, in a transaction that is
+        rolled back on Postgres."""
+        if isinstance(self.store, MemoryStore) or self.store.in_scratch:
             return None
         try:
             planner = self.store.clone()

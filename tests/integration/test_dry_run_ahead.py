@@ -4,6 +4,7 @@ as planning each account in its turn. SQLite file and Postgres."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from followup_cli.clock import Clock
 from followup_cli.config import parse_config
 from followup_cli.engine import Engine, RunOptions
 from followup_cli.store import open_store
+from followup_cli.store.access import reading
 from tests.helpers import LeadDB, base_config, lead
 from tests.unit.test_engine import RecordingChannel
 
@@ -32,8 +34,10 @@ def _config() -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
-def _dry_run(url: str, **options: Any) -> tuple[dict[str, Any], list[tuple], set[str]]:
-    store = open_store(url, "leads")
+def _dry_run(
+    url: str, fresh: bool = False, **options: Any
+) -> tuple[dict[str, Any], list[tuple], set[str]]:
+    store = open_store(url, "leads", readonly=fresh)
     threads: set[str] = set()
     plan = Engine.plan_account
 
@@ -45,7 +49,9 @@ def _dry_run(url: str, **options: Any) -> tuple[dict[str, Any], list[tuple], set
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(Engine, "plan_account", spy)
             engine = Engine(parse_config(_config()), store, RecordingChannel(), Clock(fixed=NOW))
-            summary = engine.run(RunOptions(now=NOW, dry_run=True, **options))
+            # a fresh store, as a read command opens it: the tool's tables in scratch
+            with reading(store) if fresh else contextlib.nullcontext():
+                summary = engine.run(RunOptions(now=NOW, dry_run=True, **options))
     finally:
         store.close()
     data = summary.as_dict()
@@ -109,3 +115,26 @@ def test_a_dry_run_planned_ahead_is_the_dry_run_planned_in_turn(
     assert ahead_planned == in_turn_planned
     assert len(in_turn_planned) == (4 if options else 8)
     assert [w for _, w, *_ in in_turn["by_account"]] == [{"not_due": n} for n in (1, 2, 3)]
+
+
+def test_a_dry_run_on_a_fresh_store_plans_in_turn_and_works(db: LeadDB) -> None:
+    """A fresh store (no tool tables yet): the dry run creates them for its own connection
+    only (TEMP on SQLite, a rolled-back transaction on Postgres), so no second connection
+    plans ahead, and every account is planned without an error."""
+    db.insert(
+        *(
+            lead(
+                f"{a}_0",
+                account_id=a,
+                last_inbound_at=NOW - 5 * H,
+                last_outbound_at=NOW - 4 * H,
+                last_inbound_text="how much?",
+                timezone="UTC",
+            )
+            for a in ACCOUNTS
+        )
+    )
+    data, planned, threads = _dry_run(db.url, fresh=True)
+    assert threads == {"MainThread"}
+    assert sorted(p[0] for p in planned) == sorted(ACCOUNTS)
+    assert data["would_send"] == len(ACCOUNTS)

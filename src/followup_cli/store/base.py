@@ -105,6 +105,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
 
     dialect = "sql"
     url = ""
+    in_scratch = False  # inside ``scratch``: the tool's tables exist for this connection only
 
     def __init__(self, lead_table: str = "leads") -> None:
         self.lead_table = lead_table
@@ -353,6 +354,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
         are created if missing, read, and nothing stays. How a dry run on a fresh store
         writes nothing."""
         self._scratch_schema()
+        self.in_scratch = True
         try:
             with self.transaction():
                 self.migrate()
@@ -360,6 +362,8 @@ class SqlStore(PersonQueries, OutcomeQueries):
                 raise _Rollback
         except _Rollback:
             pass
+        finally:
+            self.in_scratch = False
 
     def _scratch_schema(self) -> None:
         """Where ``scratch`` creates the tool's tables (SQLite read-only: in TEMP)."""
