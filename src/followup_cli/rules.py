@@ -212,20 +212,24 @@ def has_optout_keyword(text: str | None, joined: str) -> bool:
     return bool(text) and pattern is not None and pattern.search(normalize_text(text)) is not None
 
 
-def keyword_like_pattern(keyword: str) -> str | None:
+def keyword_like_pattern(keyword: str, exact: bool = False) -> str | None:
     """A coarse SQL LIKE pattern (``ESCAPE '\\'``) that every text ``keyword_optout`` matches
     with this keyword matches too, as far as SQL's ``lower()`` folds the text (ASCII text;
     the stores look at other text apart, ``_keyword_beyond_lower``): words joined by ``%``
-    (any spacing), vowels and non-ASCII letters as ``_`` (accents either way). The store's
+    (any spacing), vowels and non-ASCII letters as ``_`` (accents either way, and a
+    locale's ``lower()`` that folds ``I`` to ``ı``). ``exact`` keeps the vowels: for a
+    store whose LIKE folds ASCII case alone and that matches every non-ASCII text by the
+    rules themselves (SQLite), where ``%b_j_%`` would keep every "trabajo". The store's
     prefilter uses it to keep leads whose last message may opt out."""
     words = normalize_text(keyword).split()
     if not words:
         return None
+    wild = "'" if exact else "aeiouy'"  # an ASCII ` folds to '
     out = []
     for w in words:
         chars = []
         for c in w:
-            if c in "aeiouy'" or not c.isascii():
+            if c in wild or not c.isascii():
                 chars.append("_")
             elif c in "%_\\":
                 chars.append("\\" + c)
@@ -268,18 +272,18 @@ def _implies(big: str, small: str) -> bool:
     return True
 
 
-def keyword_like_patterns(keywords: Iterable[str]) -> tuple[str, ...]:
+def keyword_like_patterns(keywords: Iterable[str], exact: bool = False) -> tuple[str, ...]:
     """The ``keyword_like_pattern`` of every keyword, less those another one already
     covers (``%n_%m_s%m_ns_j_s%`` matches whatever ``no quiero más mensajes`` matches):
     a text matches one of these exactly when it matches one of all of them. Computed once
     per keyword set (the pruning compares every pair: 11 % of a dry run's samples when the
     candidate query asked for it on each page)."""
-    return _like_patterns(tuple(keywords))
+    return _like_patterns(tuple(keywords), exact)
 
 
 @lru_cache(maxsize=64)
-def _like_patterns(keywords: tuple[str, ...]) -> tuple[str, ...]:
-    every = sorted({p for p in map(keyword_like_pattern, keywords) if p})
+def _like_patterns(keywords: tuple[str, ...], exact: bool) -> tuple[str, ...]:
+    every = sorted({p for p in (keyword_like_pattern(k, exact) for k in keywords) if p})
     return tuple(
         p
         for p in every

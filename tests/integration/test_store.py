@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from followup_cli.config import DEFAULT_OPTOUT_KEYWORDS
 from followup_cli.errors import StoreConfigError, StoreError
 from followup_cli.models import PENDING, SENT, UNKNOWN, parse_lead
 from followup_cli.rules import keyword_optout
@@ -409,6 +410,34 @@ def test_candidates__a_stop_in_any_unicode_form_is_kept_when_the_lead_wrote_last
     assert caught == set(texts) - {"not_a_stop"}  # the rules' own verdict
     got = {r["id"] for r in store.candidate_leads("acct_a", 2, 6, keywords=keywords)}
     assert caught <= got, sorted(caught - got)
+
+
+def test_candidates__every_default_keyword_is_kept_and_ordinary_words_are_not_on_sqlite(
+    db: LeadDB, store: SqlStore
+) -> None:
+    """Every default keyword, in capitals, with an accent or as the rule reads it, keeps a
+    lead who wrote last a candidate; on SQLite (exact patterns) words that only share a
+    keyword's consonants ("para", "trabajo") do not."""
+    t = NOW - timedelta(hours=6)
+    wrote_last = {"last_inbound_at": t + timedelta(hours=1), "last_outbound_at": t}
+    texts = {f"kw{i}": f"ok, {k.upper()}!" for i, k in enumerate(DEFAULT_OPTOUT_KEYWORDS)}
+    texts.update(backtick="DON`T MESSAGE ME", accent="Quiero PARÁR ya")
+    ordinary = {"para": "para el trabajo, gracias", "paper": "send the paper"}
+    db.insert(
+        *(lead(k, last_inbound_text=v, **wrote_last) for k, v in {**texts, **ordinary}.items())
+    )
+    assert all(keyword_optout(v, DEFAULT_OPTOUT_KEYWORDS) for v in texts.values())
+    assert not any(keyword_optout(v, DEFAULT_OPTOUT_KEYWORDS) for v in ordinary.values())
+    got = set()
+    after = ""
+    while page := store.candidate_leads(
+        "acct_a", 2, 6, after, 500, keywords=DEFAULT_OPTOUT_KEYWORDS
+    ):
+        got |= {r["id"] for r in page}
+        after = store.page_key(page[-1]["id"])
+    assert set(texts) <= got, sorted(set(texts) - got)
+    if store.keyword_like_exact:
+        assert not got & set(ordinary)
 
 
 def test_candidates__page_through_by_id(db: LeadDB, store: SqlStore) -> None:

@@ -938,3 +938,41 @@ def test_keyword_like_patterns__drops_only_patterns_another_one_covers(text: str
     assert set(kept) <= every and len(kept) < len(every)
     lowered = normalize_text(text)
     assert any(_like(p, lowered) for p in kept) == any(_like(p, lowered) for p in every)
+
+
+_ASCII_WORDS = sorted({w for k in DEFAULT_OPTOUT_KEYWORDS for w in normalize_text(k).split()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([*_ASCII_WORDS, "PARA", "Trabajo", "price", "don`t", " ", "\t", "."]),
+            st.text(alphabet="abcdeijmnoprstuyABEIOSTU `'.,!?\n", max_size=6),
+        ),
+        max_size=6,
+    ).map(lambda parts: " ".join(p.encode("ascii", "ignore").decode() for p in parts)),
+    st.booleans(),
+)
+def test_exact_keyword_patterns__keep_every_ascii_text_the_rule_stops(
+    text: str, accented_keywords: bool
+) -> None:
+    """On a store whose LIKE folds ASCII case alone and that hands every non-ASCII text to
+    the rules (SQLite), the patterns keep their vowels: an ASCII text the rule reads as an
+    opt-out still matches one (LIKE ignores ASCII case, so compare lower case)."""
+    keywords = DEFAULT_OPTOUT_KEYWORDS if accented_keywords else ("stop", "don't message me")
+    if keyword_optout(text, keywords) is not None:
+        assert any(_like(p, text.lower()) for p in keyword_like_patterns(keywords, exact=True))
+
+
+def test_exact_keyword_patterns__leave_ordinary_words_out() -> None:
+    """``%b_j_%`` and ``%p_r_%`` (from "baja", "pare") kept "trabajo", "para" and "paper"; the
+    exact patterns keep only what holds the keyword's letters."""
+    exact = keyword_like_patterns(DEFAULT_OPTOUT_KEYWORDS, exact=True)
+    for text in ("para el trabajo", "paper", "support please", "how much?"):
+        assert not any(_like(p, text) for p in exact), text
+    coarse = keyword_like_patterns(DEFAULT_OPTOUT_KEYWORDS)
+    assert any(_like(p, "para el trabajo") for p in coarse)
+    for text in ("baja", "quiero parar", "no mas mensajes", "DON`T message me"):
+        assert keyword_optout(text, DEFAULT_OPTOUT_KEYWORDS) is not None, text
+        assert any(_like(p, text.lower()) for p in exact), text

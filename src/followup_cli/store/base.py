@@ -106,6 +106,8 @@ class SqlStore(PersonQueries, OutcomeQueries):
     dialect = "sql"
     url = ""
     in_scratch = False  # inside ``scratch``: the tool's tables exist for this connection only
+    # the keyword prefilter's LIKE patterns keep their vowels (``rules.keyword_like_pattern``)
+    keyword_like_exact = False
 
     def __init__(self, lead_table: str = "leads") -> None:
         self.lead_table = lead_table
@@ -454,7 +456,7 @@ class SqlStore(PersonQueries, OutcomeQueries):
         }
         likes = []
         text = col["last_inbound_text"]
-        patterns = keyword_like_patterns(keywords)
+        patterns = keyword_like_patterns(keywords, self.keyword_like_exact)
         if text != "NULL" and patterns:
             for i, pattern in enumerate(patterns):
                 params[f"kw{i}"] = pattern

@@ -326,6 +326,11 @@ class SQLiteStore(SqlStore):
         rows = self.query(self.q("table_columns", table=ident(table)))
         return tuple(r["name"] for r in rows) if rows else None
 
+    # LIKE folds ASCII case alone, whatever the locale, and every text with a non-ASCII
+    # character is matched by the rules' own normalisation (_keyword_beyond_lower): the
+    # patterns can keep their vowels, which "para", "trabajo" or "price" would pass
+    keyword_like_exact = True
+
     def _keyword_like(self, text: str, patterns: int, params: dict[str, Any]) -> str:
         # SQLite's LIKE already ignores ASCII case, all that its lower() folds, and the
         # patterns are lower case: lower() once for each pattern was half the prefilter's
