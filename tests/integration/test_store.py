@@ -416,8 +416,9 @@ def test_candidates__every_default_keyword_is_kept_and_ordinary_words_are_not_on
     db: LeadDB, store: SqlStore
 ) -> None:
     """Every default keyword, in capitals, with an accent or as the rule reads it, keeps a
-    lead who wrote last a candidate; on SQLite (exact patterns) words that only share a
-    keyword's consonants ("para", "trabajo") do not."""
+    lead who wrote last a candidate; where the patterns are exact (SQLite; Postgres 13+ on a
+    UTF-8 database) words that only share a keyword's consonants ("para", "trabajo") do
+    not."""
     t = NOW - timedelta(hours=6)
     wrote_last = {"last_inbound_at": t + timedelta(hours=1), "last_outbound_at": t}
     texts = {f"kw{i}": f"ok, {k.upper()}!" for i, k in enumerate(DEFAULT_OPTOUT_KEYWORDS)}

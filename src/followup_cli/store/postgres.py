@@ -317,27 +317,42 @@ class PostgresStore(SqlStore):
             {"ids": ids, "inb": inbound, "conv": converted, "now": now},
         )
 
+    @property
+    def keyword_like_exact(self) -> bool:  # type: ignore[override]
+        """Exact patterns (vowels kept) where every non-ASCII text is folded as the rules
+        fold it (``_keyword_beyond_lower``: Postgres 13+, UTF-8); case is then folded in
+        the "C" collation, ASCII alone, as the rules fold ASCII text (a Turkish locale's
+        lower() would make "QUIT" "quıt")."""
+        info = self.conn.info
+        return info.server_version >= 130000 and info.parameter_status("server_encoding") == "UTF8"
+
+    def _lower(self, text: str) -> str:
+        return (
+            f'lower(CAST({text} AS text) COLLATE "C")'
+            if self.keyword_like_exact
+            else f"lower({text})"
+        )
+
     def _keyword_like(self, text: str, patterns: int, params: dict[str, Any]) -> str:
         # lower() once a row and one LIKE ANY over the patterns (LIKE's default escape is
         # the backslash): a third of the time of one lower() LIKE ... ESCAPE per pattern.
         params["kw_any"] = [params[f"kw{i}"] for i in range(patterns)]
-        return f"lower({text}) LIKE ANY (CAST(:kw_any AS text[]))"
+        return f"{self._lower(text)} LIKE ANY (CAST(:kw_any AS text[]))"
 
     def _keyword_beyond_lower(
         self, text: str, keywords: tuple[str, ...], patterns: int, params: dict[str, Any]
     ) -> str | None:
-        info = self.conn.info
-        if info.server_version < 130000 or info.parameter_status("server_encoding") != "UTF8":
+        if not self.keyword_like_exact:
             return None  # normalize() is Postgres 13+, on a UTF-8 database only
         # Text with non-ASCII characters only: NFKD (full-width letters and ligatures to
-        # ASCII, accents apart), lower(), accents dropped (regexp_replace: translate() with
-        # every combining mark is 50 times slower) and typographic apostrophes made plain;
-        # folded once a row (OFFSET 0), then the same LIKE patterns.
+        # ASCII, accents apart), lower() in "C" (ASCII), accents dropped (regexp_replace:
+        # translate() with every combining mark is 50 times slower) and typographic
+        # apostrophes made plain; folded once a row (OFFSET 0), then the same LIKE patterns.
         params["fold_marks"] = _combining_class()
         params["fold_from"] = APOSTROPHES
         params["fold_to"] = "'" * len(APOSTROPHES)
         folded = (
-            f"translate(regexp_replace(lower(normalize(CAST({text} AS text), NFKD)), "
+            f"translate(regexp_replace({self._lower(f'normalize(CAST({text} AS text), NFKD)')}, "
             ":fold_marks, '', 'g'), :fold_from, :fold_to)"
         )
         likes = " OR ".join(f"k.f LIKE :kw{i} ESCAPE '\\'" for i in range(patterns))
