@@ -74,6 +74,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 @lru_cache(maxsize=1)
+def pg_fold_lower(text: str) -> str:
+    """SQL for ``text`` NFKD-decomposed and lower-cased in the "C" collation (ASCII alone,
+    whatever the database's locale), with the one case fold that NFKD does not give and
+    that yields ASCII: ß and ẞ to "ss" (``rules.fold_text`` case-folds). Accents and
+    apostrophes are left to the caller."""
+    lowered = f'lower(normalize(CAST({text} AS text), NFKD) COLLATE "C")'
+    return f"replace(replace({lowered}, 'ß', 'ss'), 'ẞ', 'ss')"
+
+
 def _combining_class() -> str:
     """A regular-expression class of every combining mark, as ranges."""
     ranges: list[list[int]] = []
@@ -352,7 +361,7 @@ class PostgresStore(SqlStore):
         params["fold_from"] = APOSTROPHES
         params["fold_to"] = "'" * len(APOSTROPHES)
         folded = (
-            f"translate(regexp_replace({self._lower(f'normalize(CAST({text} AS text), NFKD)')}, "
+            f"translate(regexp_replace({pg_fold_lower(text)}, "
             ":fold_marks, '', 'g'), :fold_from, :fold_to)"
         )
         likes = " OR ".join(f"k.f LIKE :kw{i} ESCAPE '\\'" for i in range(patterns))
