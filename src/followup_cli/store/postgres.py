@@ -73,7 +73,6 @@ def _first_line(exc: BaseException) -> str:
     return redact(text.splitlines()[0]) or type(exc).__name__
 
 
-@lru_cache(maxsize=1)
 def pg_fold_lower(text: str) -> str:
     """SQL for ``text`` NFKD-decomposed and lower-cased in the "C" collation (ASCII alone,
     whatever the database's locale), with the one case fold that NFKD does not give and
@@ -83,6 +82,7 @@ def pg_fold_lower(text: str) -> str:
     return f"replace(replace({lowered}, 'ß', 'ss'), 'ẞ', 'ss')"
 
 
+@lru_cache(maxsize=1)
 def _combining_class() -> str:
     """A regular-expression class of every combining mark, as ranges."""
     ranges: list[list[int]] = []
