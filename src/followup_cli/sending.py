@@ -358,20 +358,7 @@ class LiveExecutor(Executor):
         with self._write_tx(self.account.id):
             if stale:
                 store.release_unattempted(followup_ids=stale)
-            locked = store.try_lock_leads([lead.id for lead in leads])
-            rows: dict[str, dict[str, Any]] = {}
-            for row in store.lead_rows(sorted(locked)):
-                rows[str(row["id"])] = row
-            fresh_leads: dict[str, Lead] = {}
-            for lead in leads:
-                row = rows.get(lead.id)
-                if row is None:
-                    continue
-                try:
-                    fresh_leads[lead.id] = parse_lead(row)
-                except BadLead as exc:
-                    res.bad(exc.lead_id, str(exc))
-                    settled.add(lead.id)
+            locked, rows, fresh_leads = self._reread(leads, settled)
             persons = {
                 lid: store.person_key(f.account_id, f.recipient_id)
                 for lid, f in fresh_leads.items()
@@ -423,6 +410,26 @@ class LiveExecutor(Executor):
         self.claimed = batch
         self.settled |= settled - set(batch)
         return verdict
+
+    def _reread(
+        self, leads: list[Lead], settled: set[str]
+    ) -> tuple[set[str], dict[str, dict[str, Any]], dict[str, Lead]]:
+        """In the claim transaction: the leads this run may take (``try_lock_leads``), their
+        rows read again and parsed; a row that no longer parses is reported and settled."""
+        store = self.store
+        locked = store.try_lock_leads([lead.id for lead in leads])
+        rows = {str(row["id"]): row for row in store.lead_rows(sorted(locked))}
+        fresh: dict[str, Lead] = {}
+        for lead in leads:
+            row = rows.get(lead.id)
+            if row is None:
+                continue
+            try:
+                fresh[lead.id] = parse_lead(row)
+            except BadLead as exc:
+                self.result.bad(exc.lead_id, str(exc))
+                settled.add(lead.id)
+        return locked, rows, fresh
 
     def _skip_locked(self, lead: Lead, d: Decision, person: str | None) -> None:
         store, now, res = self.store, self.now, self.result
