@@ -11,6 +11,7 @@ from .config import Config, Sequence
 from .models import SKIPPED, BadLead, Lead, parse_lead
 from .render import Renderer, TemplateProblem
 from .store.base import SqlStore
+from .store.queries import all_of, compare
 
 HUMAN_REPLY_DAYS = 7  # Meta's HUMAN_AGENT tag: a person may reply this long after the lead
 
@@ -48,19 +49,15 @@ def _window_skips(
 ) -> list[dict[str, Any]]:
     """The ``skipped`` / ``outside_window`` tracking rows up to ``now`` (since ``now -
     since_hours`` when given; of one account when given), oldest first."""
-    sql = (
-        "SELECT id, lead_id, account_id, sequence_id, message_id, step, variant_id, "
-        "scheduled_at, claimed_at FROM followup_tracking "
-        "WHERE status = :status AND reason = :reason AND claimed_at <= :now"
-    )
     params: dict[str, Any] = {"status": SKIPPED, "reason": "outside_window", "now": now}
+    where = []
     if since_hours is not None:
-        sql += " AND claimed_at >= :since"
+        where.append(compare("claimed_at", ">=", "since"))
         params["since"] = now - timedelta(hours=since_hours)
     if account_id is not None:
-        sql += " AND account_id = :a"
+        where.append(compare("account_id", "=", "a"))
         params["a"] = account_id
-    return store.rows(sql + " ORDER BY claimed_at, lead_id, id", params)
+    return store.rows(store.q("handoff_window_skips", where=all_of(where)), params)
 
 
 def _readable_leads(store: SqlStore, lead_ids: list[str]) -> dict[str, Lead]:

@@ -50,6 +50,7 @@ def _parts(store, name: str) -> dict[str, queries.Sql]:
         "kept": store._in_list("action", KEPT_DETAIL_ACTIONS, param="kept")[0],
         "only": ALWAYS,
         "which": ALWAYS,
+        "meaning": columns(["lead_id", "status"]),
     }
     if name == "leads_insert":
         fill.update(columns=columns(COLUMN_NAMES), values=placeholders(COLUMN_NAMES))

@@ -5,21 +5,24 @@ Each step is a list of statements written once, with two placeholders the dialec
 ``{ts}`` (a timestamp column: ISO text on SQLite, timestamptz on Postgres), ``{id}`` (an
 auto-increment primary key), ``{bool}`` and ``{random_hex}`` (64 random hex digits from the
 database's own generator). A ``(dialect, statement)`` pair runs on that store only (triggers
-are spelled differently).
+are spelled differently); the triggers are named blocks of ``queries.sql`` ("the next-due
+triggers"), their column list quoted by ``queries.columns``.
 """
 
 from __future__ import annotations
 
+from .queries import columns, q
+
 # Every followup_tracking column but id (never changes) and attempted_at (0009): an UPDATE
 # of any of them changes what the tracking row means to the planner (0004, 0010).
 _TRACKING_MEANING = (
-    "lead_id, sequence_id, message_id, step, variant_id, account_id, user_id, "
-    "conversation_id, recipient_id, status, reason, followup_number, scheduled_at, "
-    "claimed_at, sent_at, delivered_at, read_at, responded_at, converted_at, "
-    "last_followup_at, next_followup_at, error_code, error_subcode, error_message, "
-    "external_id, body, body_encrypted, run_id, attempts, updated_at, person_key, "
-    "external_key"
-)
+    "lead_id", "sequence_id", "message_id", "step", "variant_id", "account_id", "user_id",
+    "conversation_id", "recipient_id", "status", "reason", "followup_number", "scheduled_at",
+    "claimed_at", "sent_at", "delivered_at", "read_at", "responded_at", "converted_at",
+    "last_followup_at", "next_followup_at", "error_code", "error_subcode", "error_message",
+    "external_id", "body", "body_encrypted", "run_id", "attempts", "updated_at", "person_key",
+    "external_key",
+)  # fmt: skip
 
 MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
     (
@@ -196,45 +199,12 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
             "ALTER TABLE followup_enrollments ADD COLUMN next_due_at {ts}",
             "ALTER TABLE followup_enrollments ADD COLUMN next_due_config TEXT",
             "ALTER TABLE followup_enrollments ADD COLUMN state_version INTEGER NOT NULL DEFAULT 0",
-            *(
-                (
-                    "sqlite",
-                    f"""CREATE TRIGGER IF NOT EXISTS followup_tracking_{op.lower()}
-                    AFTER {op} ON followup_tracking BEGIN
-                    UPDATE followup_enrollments SET state_version = state_version + 1,
-                        next_due_at = NULL WHERE lead_id = {row}.lead_id; END""",
-                )
-                for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
-            ),
-            (
-                "sqlite",
-                """CREATE TRIGGER IF NOT EXISTS followup_tracking_update_lead
-                AFTER UPDATE OF lead_id ON followup_tracking BEGIN
-                UPDATE followup_enrollments SET state_version = state_version + 1,
-                    next_due_at = NULL WHERE lead_id = OLD.lead_id; END""",
-            ),
-            (
-                "postgres",
-                """CREATE OR REPLACE FUNCTION followup_tracking_changed() RETURNS trigger
-                LANGUAGE plpgsql AS $$
-                BEGIN
-                    IF TG_OP <> 'INSERT' THEN
-                        UPDATE followup_enrollments SET state_version = state_version + 1,
-                            next_due_at = NULL WHERE lead_id = OLD.lead_id;
-                    END IF;
-                    IF TG_OP <> 'DELETE' THEN
-                        UPDATE followup_enrollments SET state_version = state_version + 1,
-                            next_due_at = NULL WHERE lead_id = NEW.lead_id;
-                    END IF;
-                    RETURN NULL;
-                END $$""",
-            ),
-            (
-                "postgres",
-                """CREATE TRIGGER followup_tracking_changed
-                AFTER INSERT OR UPDATE OR DELETE ON followup_tracking
-                FOR EACH ROW EXECUTE FUNCTION followup_tracking_changed()""",
-            ),
+            ("sqlite", q("next_due_on_insert", "sqlite")),
+            ("sqlite", q("next_due_on_update", "sqlite")),
+            ("sqlite", q("next_due_on_delete", "sqlite")),
+            ("sqlite", q("next_due_on_update_lead", "sqlite")),
+            ("postgres", q("next_due_function", "postgres")),
+            ("postgres", q("next_due_trigger", "postgres")),
         ],
     ),
     (
@@ -344,19 +314,11 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
         "0010_tracking_trigger_columns",
         [
             ("sqlite", "DROP TRIGGER IF EXISTS followup_tracking_update"),
-            (
-                "sqlite",
-                f"""CREATE TRIGGER IF NOT EXISTS followup_tracking_update
-                AFTER UPDATE OF {_TRACKING_MEANING} ON followup_tracking BEGIN
-                UPDATE followup_enrollments SET state_version = state_version + 1,
-                    next_due_at = NULL WHERE lead_id = NEW.lead_id; END""",
-            ),
+            ("sqlite", q("next_due_on_meaning", "sqlite", meaning=columns(_TRACKING_MEANING))),
             ("postgres", "DROP TRIGGER IF EXISTS followup_tracking_changed ON followup_tracking"),
             (
                 "postgres",
-                f"""CREATE TRIGGER followup_tracking_changed
-                AFTER INSERT OR DELETE OR UPDATE OF {_TRACKING_MEANING} ON followup_tracking
-                FOR EACH ROW EXECUTE FUNCTION followup_tracking_changed()""",
+                q("next_due_trigger_on_meaning", "postgres", meaning=columns(_TRACKING_MEANING)),
             ),
         ],
     ),

@@ -471,6 +471,16 @@ ORDER BY l.id LIMIT 5000
 -- name: lead_labels
 SELECT * FROM followup_lead_labels WHERE {where} ORDER BY sequence_id, lead_id
 
+-- ============================================================== handoff (handoff.py)
+
+-- The skipped / outside_window tracking rows up to :now, oldest first ("{where}": since
+-- :since, of account :a, both, or nothing).
+-- name: handoff_window_skips
+SELECT id, lead_id, account_id, sequence_id, message_id, step, variant_id, scheduled_at,
+  claimed_at FROM followup_tracking
+WHERE status = :status AND reason = :reason AND claimed_at <= :now AND {where}
+ORDER BY claimed_at, lead_id, id
+
 -- ====================================================== the lead store (leadstore.py)
 
 -- name: lead_count
@@ -506,6 +516,66 @@ SELECT {select} FROM {leads} l ORDER BY CAST(l.id AS TEXT) LIMIT 1000
 -- name: lead_check_page
 SELECT {select} FROM {leads} l WHERE CAST(l.id AS TEXT) > :after
 ORDER BY CAST(l.id AS TEXT) LIMIT 1000
+
+-- =================================== the next-due triggers (migrations.py 0004, 0010)
+-- Any change to a lead's tracking rows bumps its enrollments' state_version and clears the
+-- stored next_due_at, in the database itself (0004); an UPDATE of attempted_at alone does
+-- not ("{meaning}": every other followup_tracking column, 0010).
+
+-- name: next_due_on_insert@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_tracking_insert
+AFTER INSERT ON followup_tracking BEGIN
+UPDATE followup_enrollments SET state_version = state_version + 1,
+    next_due_at = NULL WHERE lead_id = NEW.lead_id; END
+
+-- name: next_due_on_update@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_tracking_update
+AFTER UPDATE ON followup_tracking BEGIN
+UPDATE followup_enrollments SET state_version = state_version + 1,
+    next_due_at = NULL WHERE lead_id = NEW.lead_id; END
+
+-- name: next_due_on_delete@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_tracking_delete
+AFTER DELETE ON followup_tracking BEGIN
+UPDATE followup_enrollments SET state_version = state_version + 1,
+    next_due_at = NULL WHERE lead_id = OLD.lead_id; END
+
+-- name: next_due_on_update_lead@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_tracking_update_lead
+AFTER UPDATE OF lead_id ON followup_tracking BEGIN
+UPDATE followup_enrollments SET state_version = state_version + 1,
+    next_due_at = NULL WHERE lead_id = OLD.lead_id; END
+
+-- name: next_due_on_meaning@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_tracking_update
+AFTER UPDATE OF {meaning} ON followup_tracking BEGIN
+UPDATE followup_enrollments SET state_version = state_version + 1,
+    next_due_at = NULL WHERE lead_id = NEW.lead_id; END
+
+-- name: next_due_function@postgres
+CREATE OR REPLACE FUNCTION followup_tracking_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        UPDATE followup_enrollments SET state_version = state_version + 1,
+            next_due_at = NULL WHERE lead_id = OLD.lead_id;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        UPDATE followup_enrollments SET state_version = state_version + 1,
+            next_due_at = NULL WHERE lead_id = NEW.lead_id;
+    END IF;
+    RETURN NULL;
+END $$
+
+-- name: next_due_trigger@postgres
+CREATE TRIGGER followup_tracking_changed
+AFTER INSERT OR UPDATE OR DELETE ON followup_tracking
+FOR EACH ROW EXECUTE FUNCTION followup_tracking_changed()
+
+-- name: next_due_trigger_on_meaning@postgres
+CREATE TRIGGER followup_tracking_changed
+AFTER INSERT OR DELETE OR UPDATE OF {meaning} ON followup_tracking
+FOR EACH ROW EXECUTE FUNCTION followup_tracking_changed()
 
 -- ============================================ the shared queries (store/base.py)
 
