@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -29,6 +29,9 @@ from .cli_common import (
     out,
 )
 from .store.access import READ
+
+if TYPE_CHECKING:
+    from .tokens import TokenState
 
 tokens_app = typer.Typer(
     help="Access tokens: set, accepted, expiring; refresh a long-lived one.", no_args_is_help=True
@@ -165,24 +168,36 @@ def tokens_check(
     _check_account(loaded, account)
     when = _when(now)
     states = check(loaded.config, account=account)
+    bad = _tokens_needing_attention(states, when, warn_days, loaded.config.channel.type)
+    if as_json:
+        _print_json({"ok": not bad, "accounts": [s.as_dict(when) for s in states]})
+        raise typer.Exit(2 if bad else 0)
+    out.print(_tokens_table(states, when, loaded.config.channel.type))
+    if bad:
+        err.print(f"followup: {len(bad)} account(s) need attention: {', '.join(bad)}")
+        raise typer.Exit(2)
+
+
+def _tokens_needing_attention(
+    states: list[TokenState], when: datetime, warn_days: float, channel_type: str
+) -> list[str]:
+    """The enabled accounts whose token is missing or refused (Instagram), or expires within
+    ``warn_days`` (its problem then says how to refresh it)."""
     bad = []
     for s in states:
         left = s.days_left(when)
-        if (
-            s.enabled
-            and (s.problem or s.accepted is False)
-            and loaded.config.channel.type == "instagram"
-        ):
+        if s.enabled and (s.problem or s.accepted is False) and channel_type == "instagram":
             bad.append(s.account_id)
         elif s.enabled and left is not None and left < warn_days:
             bad.append(s.account_id)
             s.problem = s.problem or (
                 f"expires in {max(left, 0):.1f} days: `followup tokens refresh {s.account_id}`"
             )
-    if as_json:
-        _print_json({"ok": not bad, "accounts": [s.as_dict(when) for s in states]})
-        raise typer.Exit(2 if bad else 0)
-    table = Table(title=f"Access tokens ({loaded.config.channel.type} channel)")
+    return bad
+
+
+def _tokens_table(states: list[TokenState], when: datetime, channel_type: str) -> Table:
+    table = Table(title=f"Access tokens ({channel_type} channel)")
     for col in (
         "account",
         "variable",
@@ -214,10 +229,7 @@ def tokens_check(
                 )
             )
         )
-    out.print(table)
-    if bad:
-        err.print(f"followup: {len(bad)} account(s) need attention: {', '.join(bad)}")
-        raise typer.Exit(2)
+    return table
 
 
 @tokens_app.command("refresh")

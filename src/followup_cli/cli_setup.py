@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.tree import Tree
@@ -24,6 +24,10 @@ from .cli_common import (
 from .config import load_config
 from .configcheck import check_config
 
+if TYPE_CHECKING:
+    from .config.loading import LoadedConfig, Problem
+    from .storecheck import TemplateStats
+
 sequences_app = typer.Typer(help="Validate and show sequences.yaml.", no_args_is_help=True)
 app.add_typer(sequences_app, name="sequences")
 
@@ -38,24 +42,12 @@ def sequences_check(
     """Validate everything before deploy: schema, ids, conditions, templates, window fit;
     with --db (or FOLLOWUP_DB) also that the lead store opens and has the lead table."""
     from .crypto import storage_problems
-    from .storecheck import SAMPLE_ROWS, check_against_leads
+    from .storecheck import check_against_leads
     from .tokens import unset_problems
 
     loaded = load_config(config)
-    store_problem: str | None = None  # about the database, not a line of the file
-    rows: list[dict[str, Any]] = []
-    if db:
-        try:
-            store = _store(loaded, db, config, migrate=False, readonly=True)
-            try:
-                store_problem = store.quick_check()  # a file corrupted in the middle
-                if store_problem is None:
-                    store.lead_columns()
-                    rows = store.sample_leads(SAMPLE_ROWS)
-            finally:
-                store.close()
-        except errors.StoreConfigError as exc:
-            store_problem = str(exc)
+    # store_problem: about the database, not a line of the file
+    store_problem, rows = _sample_leads(loaded, db, config) if db else (None, [])
     # Custom attributes are data: with leads to look at, their figures replace the guesses.
     problems = (
         check_config(loaded, check_attributes=not rows)
@@ -66,28 +58,73 @@ def sequences_check(
     if rows:
         found, stats = check_against_leads(loaded, rows)
         problems += found
+    failed = bool(store_problem) or any(p.level == "error" for p in problems)
+    if as_json:
+        _print_check_json(loaded, problems, store_problem, len(rows) if db else None, stats)
+        raise typer.Exit(2 if failed else 0)
+    _print_check(loaded, problems, store_problem, len(rows), stats)
+    if failed:
+        raise typer.Exit(2)
+
+
+def _sample_leads(
+    loaded: LoadedConfig, db: str, config: str
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """A problem with the database (None: none), and a sample of its lead rows."""
+    from .storecheck import SAMPLE_ROWS
+
+    try:
+        store = _store(loaded, db, config, migrate=False, readonly=True)
+        try:
+            problem = store.quick_check()  # a file corrupted in the middle
+            if problem is not None:
+                return problem, []
+            store.lead_columns()
+            return None, store.sample_leads(SAMPLE_ROWS)
+        finally:
+            store.close()
+    except errors.StoreConfigError as exc:
+        return str(exc), []
+
+
+def _print_check_json(
+    loaded: LoadedConfig,
+    problems: list[Problem],
+    store_problem: str | None,
+    sampled: int | None,
+    stats: list[TemplateStats],
+) -> None:
+    errors_ = [p for p in problems if p.level == "error"]
+    _print_json(
+        {
+            "ok": not errors_ and not store_problem,
+            "store": store_problem,
+            "sampled_leads": sampled,
+            "templates": [t.as_dict() for t in stats],
+            "problems": [
+                {
+                    "line": p.line,
+                    "where": p.where,
+                    "what": p.what,
+                    "level": p.level,
+                    "text": p.format(loaded.path),
+                }
+                for p in problems
+            ],
+        }
+    )
+
+
+def _print_check(
+    loaded: LoadedConfig,
+    problems: list[Problem],
+    store_problem: str | None,
+    sampled: int,
+    stats: list[TemplateStats],
+) -> None:
+    """The problems (errors first) on stderr, each template's figures, and the verdict."""
     errors_ = [p for p in problems if p.level == "error"]
     warnings = [p for p in problems if p.level == "warning"]
-    if as_json:
-        _print_json(
-            {
-                "ok": not errors_ and not store_problem,
-                "store": store_problem,
-                "sampled_leads": len(rows) if db else None,
-                "templates": [t.as_dict() for t in stats],
-                "problems": [
-                    {
-                        "line": p.line,
-                        "where": p.where,
-                        "what": p.what,
-                        "level": p.level,
-                        "text": p.format(loaded.path),
-                    }
-                    for p in problems
-                ],
-            }
-        )
-        raise typer.Exit(2 if errors_ or store_problem else 0)
     for p in errors_ + warnings:
         err.print(p.format(loaded.path), markup=False)
     if store_problem:
@@ -96,7 +133,7 @@ def sequences_check(
     limit = cfg.channel.max_text_bytes
     for t in stats:  # what each template does with the store's leads
         out.print(
-            f"{t.name}: {t.eligible} eligible of {len(rows)} sampled leads; longest "
+            f"{t.name}: {t.eligible} eligible of {sampled} sampled leads; longest "
             f"{t.longest} bytes"
             + (f" (lead {t.longest_lead})" if t.longest_lead else "")
             + (f"; {t.too_long} over {limit}" if limit else "; no channel limit"),
@@ -105,7 +142,7 @@ def sequences_check(
     if errors_ or store_problem:
         n = len(errors_) + bool(store_problem)
         err.print(f"{loaded.path}: {n} error(s); nothing was changed")
-        raise typer.Exit(2)
+        return
     n_msgs = sum(len(s.messages) for s in cfg.sequences)
     out.print(
         f"{loaded.path}: OK ({len(cfg.sequences)} sequences, {n_msgs} messages, "
