@@ -140,9 +140,10 @@ def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
     """Bring outcomes up to date from the lead store; safe to run any number of times.
 
     Incremental: only leads whose ``last_inbound_at`` / ``converted_at`` changed since the
-    last reconcile are read (``followup_outcome_marks`` keeps what was seen). A lead whose
+    last reconcile, or whose follow-ups or enrollments changed (the database forgets the
+    mark then), are read (``followup_outcome_marks`` keeps what was seen). A lead whose
     times are later than ``now`` (a replay) or unreadable gets no mark and is looked at
-    again next time.
+    again next time, unless it has no recent row to attribute anything to.
     """
     del config  # outcomes need only the lead store; the engine passes it for symmetry
     counts = OutcomeCounts()
@@ -158,7 +159,6 @@ def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
         for e in store.outcome_enrollments(since=since, lead_ids=ids):
             enr_by_lead[str(e["lead_id"])].append(e)
         leads = {str(lead["id"]): lead for lead in store.lead_rows(ids)}
-        counts.leads_checked += len(leads)
         settled_marks: list[tuple[str, str | None, str | None]] = []
         with store.transaction():
             for mark in chunk:
@@ -167,6 +167,12 @@ def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
                 if lead is None:
                     continue
                 fu, en = by_lead.get(lid, []), enr_by_lead.get(lid, [])
+                if not fu and not en:
+                    # nothing recent to attribute to: marked whatever its times say (a new
+                    # row forgets the mark, migration 0011); SQLite reads such leads too
+                    settled_marks.append((lid, mark["inbound_seen"], mark["converted_seen"]))
+                    continue
+                counts.leads_checked += 1
                 settled = True
                 for column, lead_column in (
                     ("responded_at", "last_inbound_at"),

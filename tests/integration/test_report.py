@@ -310,6 +310,25 @@ def test_reconcile__reads_only_leads_whose_times_changed(
     assert reconcile(store, config, NOW + timedelta(days=2)).leads_checked == 0
 
 
+def test_reconcile__a_new_followup_or_enrollment_forgets_the_leads_mark(
+    seeded: tuple[SqlStore, Config, Path], db: LeadDB
+) -> None:
+    """Migration 0011: Q1 and Q2 have no rows when first reconciled (SQLite marks them, as
+    seen); a follow-up or an enrollment written later, before their reply (another host's
+    row, arriving late), makes the next reconcile look at them again on both stores."""
+    store, config, _ = seeded
+    reconcile(store, config, NOW)
+    assert reconcile(store, config, NOW).leads_checked == 1  # L3, replying after `now`
+    followup_row(store, "Q1", "s1", "m1", 1, t(4, 8))  # before Q1's reply at 08:30
+    assert store.start_enrollment("Q2", "s1", "acct_a", t(4, 8), t(4, 8))
+    again = reconcile(store, config, NOW)
+    assert again.leads_checked == 3
+    assert (again.responded, again.enrollments_responded) == (1, 1)
+    status = db.query("SELECT status FROM followup_tracking WHERE lead_id = 'Q1'")[0]["status"]
+    assert status == "responded"
+    assert reconcile(store, config, NOW).leads_checked == 1
+
+
 def test_reconcile__a_conversion_by_status_alone_counts_from_when_it_is_first_seen(
     seeded: tuple[SqlStore, Config, Path], db: LeadDB
 ) -> None:

@@ -322,4 +322,23 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
             ),
         ],
     ),
+    (
+        # A reconcile mark (0003) holds for the lead's recent rows as they were: any new,
+        # moved or deleted follow-up or enrollment (a row inserted or deleted, its lead or
+        # its time changed) forgets the lead's mark, in the database itself, so the next
+        # reconcile looks at the lead again. A lead with no recent rows can then keep a mark
+        # too, and the SQLite reconcile reads each lead with one probe of its mark instead
+        # of two probes of its rows at every run (bench/RESULTS-select.md).
+        "0011_outcome_marks_forget",
+        [
+            *(
+                ("sqlite", q(f"mark_forget_{table}_{op}", "sqlite"))
+                for table in ("tracking", "enrollments")
+                for op in ("insert", "delete", "update")
+            ),
+            ("postgres", q("mark_forget_function", "postgres")),
+            ("postgres", q("mark_forget_tracking", "postgres")),
+            ("postgres", q("mark_forget_enrollments", "postgres")),
+        ],
+    ),
 ]

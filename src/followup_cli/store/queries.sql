@@ -348,23 +348,22 @@ WHERE (m.lead_id IS NULL
     CASE WHEN lower({status}) = 'converted' THEN 'status:converted' END), ''))
 ORDER BY a.lead_id
 
--- From the leads, in key order, probing marks first and the recent rows only for changed
--- leads: SQLite would sort the 1.5 M-row union into a temp b-tree instead (1.9 s against
--- 9.2 s at a million rows, bench/RESULTS-selection.md).
+-- Every lead whose times differ from its mark, or that has none, in table order: one probe
+-- of the marks per lead. A lead with no recent rows is marked too (0011 forgets a mark when
+-- the lead's rows change), so it is not probed for rows at every run; "IS NOT" takes a
+-- NULL that became '' as a change (one more look, never one fewer). Sorting by id or
+-- probing the recent rows per lead cost 0.79 s at a million leads, this 0.34 s
+-- (bench/RESULTS-select.md).
 -- name: changed_outcome_leads@sqlite
 SELECT l.id AS lead_id, CAST({inbound_at} AS TEXT) AS inbound_seen,
   COALESCE(CAST({converted_at} AS TEXT),
-    CASE WHEN lower({status}) = 'converted' THEN 'status:converted' END) AS converted_seen
+    CASE WHEN {status} LIKE 'converted' THEN 'status:converted' END) AS converted_seen
 FROM {leads} l
 LEFT JOIN followup_outcome_marks m ON m.lead_id = {lid}
-WHERE (m.lead_id IS NULL
-  OR COALESCE(m.inbound_seen, '') <> COALESCE(CAST({inbound_at} AS TEXT), '')
-  OR COALESCE(m.converted_seen, '') <> COALESCE(COALESCE(CAST({converted_at} AS TEXT),
-    CASE WHEN lower({status}) = 'converted' THEN 'status:converted' END), ''))
-  AND (EXISTS (SELECT 1 FROM followup_tracking t WHERE t.lead_id = {lid} AND t.sent_at >= :since)
-       OR EXISTS (SELECT 1 FROM followup_enrollments e
-                  WHERE e.lead_id = {lid} AND e.anchor_at >= :since))
-ORDER BY l.id
+WHERE m.lead_id IS NULL
+  OR m.inbound_seen IS NOT CAST({inbound_at} AS TEXT)
+  OR m.converted_seen IS NOT COALESCE(CAST({converted_at} AS TEXT),
+    CASE WHEN {status} LIKE 'converted' THEN 'status:converted' END)
 
 -- "{values}": (:l0, :i0, :c0, :now), ... for one chunk of marks.
 -- name: outcome_marks_save
@@ -576,6 +575,63 @@ FOR EACH ROW EXECUTE FUNCTION followup_tracking_changed()
 CREATE TRIGGER followup_tracking_changed
 AFTER INSERT OR DELETE OR UPDATE OF {meaning} ON followup_tracking
 FOR EACH ROW EXECUTE FUNCTION followup_tracking_changed()
+
+-- 0011: a lead's reconcile mark is forgotten when one of its follow-ups or enrollments is
+-- written, deleted or moved (its lead or its time).
+-- name: mark_forget_tracking_insert@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_tracking_mark_insert
+AFTER INSERT ON followup_tracking BEGIN
+DELETE FROM followup_outcome_marks WHERE lead_id = NEW.lead_id; END
+
+-- name: mark_forget_tracking_delete@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_tracking_mark_delete
+AFTER DELETE ON followup_tracking BEGIN
+DELETE FROM followup_outcome_marks WHERE lead_id = OLD.lead_id; END
+
+-- name: mark_forget_tracking_update@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_tracking_mark_update
+AFTER UPDATE OF lead_id, sent_at ON followup_tracking BEGIN
+DELETE FROM followup_outcome_marks WHERE lead_id = OLD.lead_id;
+DELETE FROM followup_outcome_marks WHERE lead_id = NEW.lead_id; END
+
+-- name: mark_forget_enrollments_insert@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_enrollments_mark_insert
+AFTER INSERT ON followup_enrollments BEGIN
+DELETE FROM followup_outcome_marks WHERE lead_id = NEW.lead_id; END
+
+-- name: mark_forget_enrollments_delete@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_enrollments_mark_delete
+AFTER DELETE ON followup_enrollments BEGIN
+DELETE FROM followup_outcome_marks WHERE lead_id = OLD.lead_id; END
+
+-- name: mark_forget_enrollments_update@sqlite
+CREATE TRIGGER IF NOT EXISTS followup_enrollments_mark_update
+AFTER UPDATE OF lead_id, anchor_at ON followup_enrollments BEGIN
+DELETE FROM followup_outcome_marks WHERE lead_id = OLD.lead_id;
+DELETE FROM followup_outcome_marks WHERE lead_id = NEW.lead_id; END
+
+-- name: mark_forget_function@postgres
+CREATE OR REPLACE FUNCTION followup_outcome_mark_forget() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        DELETE FROM followup_outcome_marks WHERE lead_id = OLD.lead_id;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        DELETE FROM followup_outcome_marks WHERE lead_id = NEW.lead_id;
+    END IF;
+    RETURN NULL;
+END $$
+
+-- name: mark_forget_tracking@postgres
+CREATE TRIGGER followup_tracking_mark_forget
+AFTER INSERT OR DELETE OR UPDATE OF lead_id, sent_at ON followup_tracking
+FOR EACH ROW EXECUTE FUNCTION followup_outcome_mark_forget()
+
+-- name: mark_forget_enrollments@postgres
+CREATE TRIGGER followup_enrollments_mark_forget
+AFTER INSERT OR DELETE OR UPDATE OF lead_id, anchor_at ON followup_enrollments
+FOR EACH ROW EXECUTE FUNCTION followup_outcome_mark_forget()
 
 -- ============================================ the shared queries (store/base.py)
 
