@@ -31,6 +31,7 @@ from followup_cli.rules import (
     normalize_text,
     quiet_until,
 )
+from followup_cli.rules.keywords import keyword_like_gates
 from tests.helpers import base_config
 
 MADRID = ZoneInfo("Europe/Madrid")
@@ -938,6 +939,36 @@ def test_keyword_like_patterns__drops_only_patterns_another_one_covers(text: str
     assert set(kept) <= every and len(kept) < len(every)
     lowered = normalize_text(text)
     assert any(_like(p, lowered) for p in kept) == any(_like(p, lowered) for p in every)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([*DEFAULT_OPTOUT_KEYWORDS, "100% of", "scri", "mensa", "plus", " "]),
+            st.text(alphabet="abcdeimnoprstuxz _%\\", max_size=6),
+        ),
+        max_size=5,
+    ).map(" ".join),
+    st.booleans(),
+)
+def test_keyword_like_gates__keep_exactly_the_texts_the_patterns_keep(
+    text: str, exact: bool
+) -> None:
+    """The SQLite prefilter asks the patterns that share a literal behind it: every pattern
+    is in one group, and "gate AND (one of its patterns)" keeps what the patterns keep."""
+    keywords = (*DEFAULT_OPTOUT_KEYWORDS, "100%_off", "100% offer", "a\\b")
+    patterns = keyword_like_patterns(keywords, exact)
+    groups = keyword_like_gates(patterns)
+    assert sorted(i for _, members in groups for i in members) == list(range(len(patterns)))
+    assert len(groups) < len(patterns) / 2 if exact else len(groups) < len(patterns)
+    lowered = normalize_text(text)
+    gated = any(
+        (gate is None or _like(gate, lowered)) and any(_like(patterns[i], lowered) for i in m)
+        for gate, m in groups
+    )
+    assert gated == any(_like(p, lowered) for p in patterns)
+    assert ("%100\\%%", (0, 1)) in keyword_like_gates(("%100\\%%off%", "%100\\%%of_er%"))
 
 
 _ASCII_WORDS = sorted({w for k in DEFAULT_OPTOUT_KEYWORDS for w in normalize_text(k).split()})

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from ..errors import StoreConfigError, StoreCorrupt, StoreError
 from ..models import format_time
 from ..rules import KEYWORD_SEPARATOR, has_optout_keyword
+from ..rules.keywords import keyword_like_gates
 from .base import SqlStore
 from .queries import ident
 
@@ -334,8 +335,19 @@ class SQLiteStore(SqlStore):
     def _keyword_like(self, text: str, patterns: int, params: dict[str, Any]) -> str:
         # SQLite's LIKE already ignores ASCII case, all that its lower() folds, and the
         # patterns are lower case: lower() once for each pattern was half the prefilter's
-        # time at a million leads (the tool never sets PRAGMA case_sensitive_like).
-        return " OR ".join(f"{text} LIKE :kw{i} ESCAPE '\\'" for i in range(patterns))
+        # time at a million leads (the tool never sets PRAGMA case_sensitive_like). The
+        # patterns that share a literal are asked behind it (keyword_like_gates): the same
+        # texts kept, with 19 LIKEs instead of 44 for a text that holds no keyword.
+        groups = keyword_like_gates(tuple(params[f"kw{i}"] for i in range(patterns)))
+        terms = []
+        for g, (gate, members) in enumerate(groups):
+            likes = " OR ".join(f"{text} LIKE :kw{i} ESCAPE '\\'" for i in members)
+            if gate is None:
+                terms.append(likes)
+            else:
+                params[f"kwg{g}"] = gate
+                terms.append(f"({text} LIKE :kwg{g} ESCAPE '\\' AND ({likes}))")
+        return " OR ".join(terms)
 
     def _keyword_beyond_lower(
         self, text: str, keywords: tuple[str, ...], patterns: int, params: dict[str, Any]
