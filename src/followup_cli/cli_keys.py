@@ -5,7 +5,7 @@ sealed: ``keys status`` (which key ids are at hand, which wrote rows) and ``keys
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from .cli_common import (
 )
 from .crypto import KEY_ENV
 from .store.access import READ, WRITE
+
+if TYPE_CHECKING:
+    from .store.sealing import RotateResult
 
 keys_app = typer.Typer(
     help=f"Encryption keys ({KEY_ENV}): status, and rotate to a new key.",
@@ -113,16 +116,7 @@ def keys_rotate(
     if as_json:
         _print_json(res.as_dict())
     else:
-        rows = sum(res.rows.values())
-        verb = "would change" if dry_run else "changed"
-        per_table = ", ".join(f"{t} {n}" for t, n in sorted(res.rows.items()))
-        out.print(
-            f"key {res.key_id}: {rows} row(s) {verb}"
-            + (f" ({per_table})" if per_table else "")
-            + f"; {res.rotated} value(s) re-encrypted, {res.sealed} encrypted that were in clear"
-            + (f", {res.dropped} unreadable removed" if res.dropped else ""),
-            markup=False,
-        )
+        out.print(_rotation_line(res, dry_run), markup=False)
     if res.unreadable:
         named = ", ".join(f"key id {k}: {n}" for k, n in sorted(res.unreadable.items()))
         err.print(
@@ -132,3 +126,16 @@ def keys_rotate(
             markup=False,
         )
         raise typer.Exit(errors.EXIT_USAGE)
+
+
+def _rotation_line(res: RotateResult, dry_run: bool) -> str:
+    """What ``keys rotate`` did (or would do): rows per table, values re-encrypted."""
+    rows = sum(res.rows.values())
+    verb = "would change" if dry_run else "changed"
+    per_table = ", ".join(f"{t} {n}" for t, n in sorted(res.rows.items()))
+    return (
+        f"key {res.key_id}: {rows} row(s) {verb}"
+        + (f" ({per_table})" if per_table else "")
+        + f"; {res.rotated} value(s) re-encrypted, {res.sealed} encrypted that were in clear"
+        + (f", {res.dropped} unreadable removed" if res.dropped else "")
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 CsvRow = tuple[str, str, str, Any]
@@ -30,66 +30,90 @@ def flat_metrics(data: Mapping[str, Any], skip: tuple[str, ...] = ()) -> dict[st
 
 def csv_rows(report: Mapping[str, Any]) -> list[CsvRow]:
     """(section, segment, metric, value): one row per metric and segment."""
-    rows: list[CsvRow] = []
+    return [
+        *_covered(report),
+        *_activity(report),
+        *_experiments(report),
+        *_problems(report["problems"]),
+        *_holdout(report["holdout"]),
+    ]
 
-    def add(
-        section: str, segment: str, data: Mapping[str, Any], skip: tuple[str, ...] = ()
-    ) -> None:
-        rows.extend((section, segment, k, v) for k, v in flat_metrics(data, skip).items())
 
+def _metrics(
+    section: str, segment: str, data: Mapping[str, Any], skip: tuple[str, ...] = ()
+) -> Iterator[CsvRow]:
+    """One segment's metrics as rows."""
+    return ((section, segment, k, v) for k, v in flat_metrics(data, skip).items())
+
+
+def _covered(report: Mapping[str, Any]) -> Iterator[CsvRow]:
+    """What the report covers: the period, the zone, the account."""
     p = report["period"]
-    rows.append(("report", "", "period_start", p["start"]))
-    rows.append(("report", "", "period_end", p["end"]))
-    rows.append(("report", "", "timezone", report["timezone"]))
-    rows.append(("report", "", "account", report["account"] or "all"))
-    add("summary", "", report["summary"])
+    yield ("report", "", "period_start", p["start"])
+    yield ("report", "", "period_end", p["end"])
+    yield ("report", "", "timezone", report["timezone"])
+    yield ("report", "", "account", report["account"] or "all")
+
+
+def _activity(report: Mapping[str, Any]) -> Iterator[CsvRow]:
+    """The totals, per day, per sequence and message, the progression, the best times."""
+    yield from _metrics("summary", "", report["summary"])
     for d in report["per_day"]:
-        add("per_day", d["date"], d, skip=("date",))
+        yield from _metrics("per_day", d["date"], d, skip=("date",))
     for s in report["sequences"]:
-        add("sequence", s["sequence_id"], s, skip=("sequence_id",))
+        yield from _metrics("sequence", s["sequence_id"], s, skip=("sequence_id",))
     for m in report["messages"]:
-        add(
+        yield from _metrics(
             "message",
             f"{m['sequence_id']}/{m['message_id']}",
             m,
             skip=("sequence_id", "message_id"),
         )
     for pr in report["progression"]:
-        add("progression", pr["sequence_id"], pr, skip=("sequence_id", "steps"))
+        yield from _metrics("progression", pr["sequence_id"], pr, skip=("sequence_id", "steps"))
         for s in pr["steps"]:
-            add(
+            yield from _metrics(
                 "progression_step",
                 f"{pr['sequence_id']}/{s['step']}/{s['message_id']}",
                 s,
                 skip=("step", "message_id"),
             )
     for h in report["best_times"]["hours"]:
-        add("hour", f"{h['hour']:02d}", h, skip=("hour",))
+        yield from _metrics("hour", f"{h['hour']:02d}", h, skip=("hour",))
     for w in report["best_times"]["weekdays"]:
-        add("weekday", w["name"], w, skip=("weekday", "name"))
+        yield from _metrics("weekday", w["name"], w, skip=("weekday", "name"))
+
+
+def _experiments(report: Mapping[str, Any]) -> Iterator[CsvRow]:
+    """The A/B tests and their variants, the coverage, the targets."""
     for ab in report["ab_tests"]:
         seg = f"{ab['sequence_id']}/{ab['message_id']}"
-        rows.append(("ab_test", seg, "winner", ab["winner"]))
+        yield ("ab_test", seg, "winner", ab["winner"])
         if ab["comparison"]:
-            add("ab_test", seg, ab["comparison"])
+            yield from _metrics("ab_test", seg, ab["comparison"])
         for v in ab["variants"]:
-            add("ab_variant", f"{seg}/{v['variant_id']}", v, skip=("variant_id",))
-    add("coverage", "", report["coverage"])
+            yield from _metrics("ab_variant", f"{seg}/{v['variant_id']}", v, skip=("variant_id",))
+    yield from _metrics("coverage", "", report["coverage"])
     for t in report["targets"]:
-        add("target", t["name"], t, skip=("name", "label"))
-    pb = report["problems"]
-    rows.append(("problems", "unknown", "count", pb["unknown"]))
-    rows.append(("problems", "pending", "count", pb["pending"]))
+        yield from _metrics("target", t["name"], t, skip=("name", "label"))
+
+
+def _problems(pb: Mapping[str, Any]) -> Iterator[CsvRow]:
+    """Unknown and pending counts, failures by code, skips by reason."""
+    yield ("problems", "unknown", "count", pb["unknown"])
+    yield ("problems", "pending", "count", pb["pending"])
     for code, n in pb["failed"]["by_code"].items():
-        rows.append(("failed", code, "count", n))
+        yield ("failed", code, "count", n)
     for reason, n in pb["skipped"]["by_reason"].items():
-        rows.append(("skipped", reason, "count", n))
-    ho = report["holdout"]
+        yield ("skipped", reason, "count", n)
+
+
+def _holdout(ho: Mapping[str, Any]) -> Iterator[CsvRow]:
+    """The holdout lift, overall and per sequence."""
     if ho["overall"]:
-        add("holdout", "all", ho["overall"])
+        yield from _metrics("holdout", "all", ho["overall"])
     for s in ho["sequences"]:
-        add("holdout", s["sequence_id"], s, skip=("sequence_id",))
-    return rows
+        yield from _metrics("holdout", s["sequence_id"], s, skip=("sequence_id",))
 
 
 def to_csv(report: Mapping[str, Any]) -> str:
