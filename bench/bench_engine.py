@@ -494,6 +494,15 @@ def send_runs(
             for m in done:
                 if m.code not in (0,):
                     raise SystemExit(f"run exited {m.code}: {m.stderr.strip()[-2000:]}")
+            if runs_at_once > 1:
+                for m in done:
+                    data = json.loads(m.stdout)
+                    print(
+                        f"#   run {data['run_id']}: {m.seconds:.2f}s, CPU {m.cpu:.2f}s, sent "
+                        f"{data['sent']}, skipped {data['skipped']}, left to other runs "
+                        f"{len(data.get('left_to_other_runs') or [])}",
+                        file=sys.stderr,
+                    )
             times.append(max(m.seconds for m in done))
             rss = max(rss, *(m.rss_mib for m in done))
             figures = figs() | {"cpu": sum(m.cpu for m in done)}
@@ -537,13 +546,16 @@ def cmd_inflight(args: argparse.Namespace, tmp: Path) -> None:
 
 def cmd_scaleout(args: argparse.Namespace, tmp: Path) -> None:
     """N live runs at once on one Postgres vs one run: speed-up and duplicates."""
-    one, _, _, sent1, _ = send_runs(args, tmp, "postgres", args.due, 1)
+    one, _, figs1, sent1, _ = send_runs(args, tmp, "postgres", args.due, 1)
     many, rss, figs, sent, dups = send_runs(args, tmp, "postgres", args.due, args.runs)
     t1, tn = statistics.median(one), statistics.median(many)
     print(
         f"scaleout postgres: due={args.due} accounts={args.accounts} latency={args.latency}s: "
         f"1 run {t1:.2f}s ({sent1} sent), {args.runs} runs {tn:.2f}s ({sent} sent): "
-        f"{t1 / tn:.2f}x one run, duplicates {dups}, peak RSS {rss:.0f} MiB"
+        f"{t1 / tn:.2f}x one run, duplicates {dups}, peak RSS {rss:.0f} MiB; "
+        f"CPU 1 run {figs1['cpu']:.2f}s, {args.runs} runs {figs['cpu']:.2f}s in all "
+        f"({figs['cpu'] / args.runs:.2f}s each); avg in flight 1 run "
+        f"{figs1['avg_in_flight']:.1f}, {args.runs} runs {figs['avg_in_flight']:.1f}"
     )
 
 

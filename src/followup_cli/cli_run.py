@@ -340,8 +340,12 @@ def _print_summary(data: dict[str, Any]) -> None:
             )
     for acct, why in data["stopped_accounts"].items():
         out.print(f"  [red]stopped {escape(acct)}[/red]: {escape(why)}")
+    left = data.get("left_to_other_runs") or []
+    if left:
+        names = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        out.print(f"  served by another run (it holds their lease): {escape(names)}")
     busy = ("sent", "failed", "unknown", "skipped", "deferred")
-    if not any(data[k] for k in busy):
+    if not any(data[k] for k in busy) and not data.get("left_to_other_runs"):
         out.print("  nothing was due; `followup explain LEAD` shows why a lead waits")
 
 

@@ -15,7 +15,8 @@
   killed after the mark leaves a ``pending`` row the next run marks ``unknown`` (never
   resent blindly); before it, a claim the next run releases (``claims.py``).
 * Concurrency: at most ``settings.max_in_flight`` requests in flight, accounts round robin,
-  one send at a time per account (``Engine._serve``).
+  one send at a time per account (``Engine._serve``); a live run serves an account only
+  while it holds the account's lease, so runs at once share the accounts (``leases.py``).
 
 Dry-run is a way of running the engine: the same planning, a ``DryExecutor`` that
 simulates claims in memory, sends nothing and writes nothing.
@@ -40,6 +41,7 @@ from .clock import Clock, wall
 from .config import Account, Config, LoadedConfig
 from .crypto import Cipher
 from .handoff import handoff
+from .leases import Leases
 from .models import DELIVERED, UNKNOWN, BadLead, Lead, parse_lead
 from .ratewindow import TICK as _TICK
 from .render import Renderer
@@ -118,16 +120,20 @@ class Engine:
             if a.enabled
         ]
         workers = min(self.config.settings.max_in_flight, len(runs))
+        # A live run serves an account only while it holds the account's lease, so that
+        # runs at once on one store share the accounts (leases.py; the claims stay the
+        # guarantee against sending twice). A dry run writes nothing: it plans them all.
+        leases = None if options.dry_run else Leases(self.store, run_id)
         try:
             if options.dry_run:
                 self._in_turn(runs, now)
             elif workers <= 1:
-                for r in runs:
-                    while r.step(self.store):
-                        pass
+                self._one_by_one(runs, leases)
             else:
-                self._serve(runs, workers)
+                self._serve(runs, workers, leases)
         finally:
+            if leases is not None:
+                leases.close()
             if not options.dry_run:
                 self._release_unattempted(run_id)
         results.extend(r.result for r in runs)
@@ -194,41 +200,96 @@ class Engine:
         planner.cipher = self.store.cipher
         return planner
 
-    def _serve(self, runs: list[AccountRun], workers: int) -> None:
+    def _one_by_one(self, runs: list[AccountRun], leases: Leases | None) -> None:
+        """One account after the other on this thread; those whose lease another run held
+        tried again at the end (``leases.py``)."""
+        later: list[AccountRun] = []
+        for last_try, queue in ((False, runs), (True, later)):
+            for r in queue:
+                if leases is not None and not leases.take(r, last_try):
+                    if not last_try:
+                        later.append(r)
+                    continue
+                try:
+                    while r.step(self.store):
+                        pass
+                finally:
+                    if leases is not None:
+                        leases.release(r)
+
+    def _serve(self, runs: list[AccountRun], workers: int, leases: Leases | None = None) -> None:
         """Step the accounts on ``workers`` threads, round robin: a thread takes the account
         that has waited longest, handles its leads up to and including one API call, and
         puts it back at the end of the line. An account is on one thread at a time, so its
         sends stay one at a time and in its order, and at most ``workers`` requests are in
         flight whatever the number of accounts. The threads share ``DB_CONNECTIONS`` store
         connections at most (each store serialises its own use: a transaction holds its
-        connection, a send holds none)."""
+        connection, a send holds none).
+
+        With ``leases`` (a live run), an account is started only once its lease is taken,
+        and while other runs are alive no more than this run's share of the accounts are
+        open at once (``Leases.share``): the others stay free for another run to take. An
+        account another run holds is tried again once this run has nothing else left to
+        do."""
         stores = [self.store.clone() for _ in range(min(workers, DB_CONNECTIONS))]
         for s in stores:
             s.cipher = self.store.cipher
-        ready = deque(runs)
+        fresh = deque(runs)  # not started yet
+        ready: deque[AccountRun] = deque()  # started, waiting for their next turn
+        later: deque[AccountRun] = deque()  # another run held the lease: once more at the end
         cond = threading.Condition()
-        state = {"busy": 0, "stop": False}
+        state = {"busy": 0, "open": 0, "stop": False, "share": len(runs), "last": False}
         errors: list[BaseException] = []
+
+        def next_turn() -> tuple[AccountRun, str] | None:
+            """Under ``cond``: the next account to step, and how it is taken."""
+            while not state["stop"]:
+                if fresh and (leases is None or state["open"] < state["share"]):
+                    return fresh.popleft(), "new"
+                if ready:
+                    return ready.popleft(), "turn"
+                if not fresh and not state["busy"]:
+                    state["last"] = True  # the rest of this run: the accounts put aside
+                if later and state["last"]:
+                    return later.popleft(), "last"
+                if not state["busy"]:
+                    return None
+                cond.wait()
+            return None
 
         def serve(store: SqlStore) -> None:
             while True:
+                if leases is not None and fresh:
+                    share = leases.share(len(runs))
+                    with cond:
+                        state["share"] = share
                 with cond:
-                    while not ready and state["busy"] and not state["stop"]:
-                        cond.wait()
-                    if not ready or state["stop"]:
+                    turn = next_turn()
+                    if turn is None:
                         return
-                    r = ready.popleft()
+                    r, how = turn
                     state["busy"] += 1
-                more = False
+                    if how != "turn":
+                        state["open"] += 1
+                more: bool | None = False
                 try:
-                    more = r.step(store)
+                    if how != "turn" and leases is not None and not leases.take(r, how == "last"):
+                        more = None  # not this run's to serve (now, or at all)
+                    else:
+                        more = r.step(store)
                 except BaseException as exc:  # noqa: BLE001 - raised by run() once all stop
                     errors.append(exc)
                 finally:
+                    if not more and leases is not None:
+                        leases.release(r)
                     with cond:
                         state["busy"] -= 1
                         if more:
                             ready.append(r)
+                        else:
+                            state["open"] -= 1
+                            if more is None and how == "new":
+                                later.append(r)
                         cond.notify_all()
 
         threads = [

@@ -94,6 +94,7 @@ class AccountResult:
     would_send: int = 0  # a dry run's planned sends (streamed to ``on_planned`` when set)
     attempts: int = 0
     breaker_failures: int = 0
+    left_to_another_run: bool = False  # another live run held its lease (``leases.py``)
     reached: bool = False  # some attempt of this run got an answer from the API
     unreachable_streak: int = 0  # sends in a row whose every attempt found no API
 
@@ -141,6 +142,10 @@ class RunSummary:
         return {a.account_id: a.stopped for a in self.accounts if a.stopped}
 
     @property
+    def left_to_other_runs(self) -> list[str]:
+        return [a.account_id for a in self.accounts if a.left_to_another_run]
+
+    @property
     def exit_code(self) -> int:
         if self.dry_run:
             return 0
@@ -173,6 +178,7 @@ class RunSummary:
             "bad_leads": [b for a in self.accounts for b in a.bad_leads],
             "bad_leads_new": list(self.bad_leads_new),
             "stopped_accounts": self.stopped_accounts,
+            "left_to_other_runs": self.left_to_other_runs,
             "stale_claims_marked_unknown": self.stale_marked_unknown,
             "stale_claims_released": self.stale_released,
             "unknown_open": self.unknown_open,
@@ -186,6 +192,7 @@ class RunSummary:
                     "skipped": dict(a.skipped),
                     "deferred": dict(a.deferred),
                     "stopped": a.stopped,
+                    "left_to_another_run": a.left_to_another_run,
                 }
                 for a in self.accounts
             },

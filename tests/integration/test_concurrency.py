@@ -2,7 +2,10 @@
 fake Graph API on loopback.
 
 * Postgres: the runs overlap for real (a barrier in the fake holds the first request of each
-  until every process is mid-send) and together serve every due lead exactly once.
+  until every process is mid-send) and together serve every due lead exactly once: on one
+  account with the accounts' leases out of the way (what keeps a message from going out
+  twice is the claim, not the lease), and on several accounts with them, each account then
+  served by one run.
 * SQLite: one run at a time. With ``--wait 0`` the others exit 75 with one line naming the
   holder; with ``--wait`` they wait for it and then find nothing left to do.
 
@@ -13,19 +16,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from subprocess import Popen
+from subprocess import PIPE, Popen
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.fakes.graph_api import Call, FakeGraphAPI
-from tests.helpers import LeadDB, graph_config, lead, spawn_followup
+from tests.helpers import LeadDB, base_config, graph_config, lead, spawn_followup, write_config
 
 MADRID = ZoneInfo("Europe/Madrid")
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=MADRID)  # Monday 09:00: step m1 is due for every lead
@@ -46,9 +50,30 @@ def due_leads(db: LeadDB, n: int) -> list[str]:
     return ids
 
 
-def start_runs(n: int, cfg: Path, db: LeadDB, *extra: str) -> list[Popen]:
+# The installed command with every account's lease granted to every run (leases.py): runs
+# at once then claim the same account's leads side by side, as they did before the leases.
+WITHOUT_LEASES = (
+    "import sys; from followup_cli.store.base import SqlStore; "
+    "SqlStore.try_lease = lambda self, account_id: True; "
+    "from followup_cli.cli import main; main(sys.argv[1:])"
+)
+
+
+def start_runs(n: int, cfg: Path, db: LeadDB, *extra: str, leases: bool = True) -> list[Popen]:
     args = ("run", "--config", str(cfg), "--db", db.url, "--now", T0.isoformat(), "--json")
-    return [spawn_followup(*args, *extra, env=ENV) for _ in range(n)]
+    if leases:
+        return [spawn_followup(*args, *extra, env=ENV) for _ in range(n)]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWUP_")} | ENV
+    return [
+        Popen(
+            [sys.executable, "-c", WITHOUT_LEASES, *args, *extra],
+            stdout=PIPE,
+            stderr=PIPE,
+            text=True,
+            env=full_env,
+        )
+        for _ in range(n)
+    ]
 
 
 def finish(procs: list[Popen], timeout: float = 60) -> list[tuple[int, str, str]]:
@@ -87,6 +112,8 @@ def run_intervals(db: LeadDB) -> list[tuple[datetime, datetime]]:
 def test_postgres__overlapping_runs_split_the_due_leads_and_serve_each_exactly_once(
     tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
 ) -> None:
+    """One account, five runs claiming its leads side by side (the leases out of the way):
+    the claims alone keep every message to one delivery."""
     workers = 5
     ids = due_leads(db, 100)
     cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url, timeout_seconds=30)
@@ -101,7 +128,7 @@ def test_postgres__overlapping_runs_split_the_due_leads_and_serve_each_exactly_o
             barrier.wait()
 
     graph.delay(0.005, times=None)  # keep the rest interleaved
-    results = finish(start_runs(workers, cfg, db))
+    results = finish(start_runs(workers, cfg, db, leases=False))
 
     assert not graph.hook_errors, "not every run reached a send at the same time"
     assert [rc for rc, _, _ in results] == [0] * workers, [err for _, _, err in results]
@@ -113,6 +140,83 @@ def test_postgres__overlapping_runs_split_the_due_leads_and_serve_each_exactly_o
     by_run = Counter(r["run_id"] for r in db.query("SELECT run_id FROM followup_tracking"))
     assert by_run == Counter({s["run_id"]: s["sent"] for s in summaries})
     # and the runs really overlapped in time
+    intervals = run_intervals(db)
+    assert max(start for start, _ in intervals) < min(end for _, end in intervals)
+
+
+@POSTGRES_ONLY
+def test_postgres__overlapping_runs_share_the_accounts_each_served_by_one_run(
+    tmp_path: Path, db: LeadDB
+) -> None:
+    """Five runs, ten accounts: each account's lease goes to one run, which serves all of
+    its due leads; the others take other accounts. Each run sends one message at a time
+    (``max_in_flight: 1``), so the first five requests come from five runs: the barrier
+    opens only when every run is mid-send on an account of its own."""
+    workers, accounts, per_account = 5, 10, 6
+    ids = [f"c{i:03d}" for i in range(accounts * per_account)]
+    silent = T0.replace(hour=6)
+    db.insert(
+        *(
+            lead(
+                i,
+                account_id=f"acct_{n % accounts}",
+                last_inbound_at=silent - timedelta(minutes=30),
+                last_outbound_at=silent,
+            )
+            for n, i in enumerate(ids)
+        )
+    )
+    with FakeGraphAPI() as graph:
+        channel = {
+            "type": "instagram",
+            "api_base": graph.base_url,
+            "api_version": "v21.0",
+            "window_hours": 24,
+            "max_retries": 0,
+            "messages_per_hour": 10_000,
+            "timeout_seconds": 30,
+        }
+        cfg = base_config(
+            channel=channel,
+            settings={"max_in_flight": 1},
+            accounts=[
+                {
+                    "id": f"acct_{a}",
+                    "user_id": "u_1",
+                    "ig_user_id": f"178410000000{a:05d}",
+                    "token_env": "FOLLOWUP_TOKEN_A",
+                }
+                for a in range(accounts)
+            ],
+        )
+        path = write_config(tmp_path / "sequences.yaml", cfg)
+        barrier = threading.Barrier(workers, timeout=30)
+        seen = iter(range(1 << 30))
+
+        @graph.on_request
+        def _all_mid_send(call: Call) -> None:
+            if next(seen) < workers:
+                barrier.wait()
+
+        graph.delay(0.005, times=None)
+        results = finish(start_runs(workers, path, db))
+
+        assert not graph.hook_errors, "not every run reached a send at the same time"
+        assert [rc for rc, _, _ in results] == [0] * workers, [err for _, _, err in results]
+        assert_each_once(graph, db, ids)
+    summaries = [json.loads(out) for _, out, _ in results]
+    assert all(s["sent"] > 0 for s in summaries), [s["sent"] for s in summaries]
+    assert sum(s["sent"] for s in summaries) == len(ids)
+    # every account served by one run, which sent all of its leads
+    rows = db.query("SELECT account_id, run_id FROM followup_tracking")
+    runs_of: dict[str, set[str]] = {}
+    for r in rows:
+        runs_of.setdefault(r["account_id"], set()).add(r["run_id"])
+    assert len(runs_of) == accounts and all(len(v) == 1 for v in runs_of.values()), runs_of
+    for s in summaries:
+        mine = {a for a, v in runs_of.items() if v == {s["run_id"]}}
+        assert {a for a, x in s["accounts"].items() if x["sent"]} == mine
+        assert set(s["left_to_other_runs"]) <= set(runs_of) - mine
     intervals = run_intervals(db)
     assert max(start for start, _ in intervals) < min(end for _, end in intervals)
 

@@ -31,6 +31,7 @@ Concurrency contract (see README "Never twice"):
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -196,6 +197,34 @@ class SqlStore(PersonQueries, OutcomeQueries):
 
     def _lock_account(self, account_id: str) -> None:
         self._take_lock("lock_wait", ":acct:" + account_id)
+
+    # -------------------------------------------------------------- leases
+    def try_lease(self, account_id: str) -> bool:
+        """Take the account's lease for this connection, not waiting: False when another
+        holds it. Which run serves an account (``leases.py``), never what keeps a message
+        from going out twice (the claims do that). Postgres: a session-level advisory lock
+        (other hosts see it; the server drops it with the connection). Elsewhere one live
+        run holds the database at a time (SQLite's run lock), so the lease only has to be
+        seen by the other store objects of this process on the same database."""
+        if has_query("lease_try", self.dialect):
+            return self._take_lock("lease_try", ":lease:" + account_id)
+        key = (self._lease_scope(), account_id)
+        with _LEASES_LOCK:
+            return _LEASES.setdefault(key, self) is self
+
+    def release_lease(self, account_id: str) -> None:
+        """Give back a lease ``try_lease`` took on this connection."""
+        if has_query("lease_release", self.dialect):
+            self._take_lock("lease_release", ":lease:" + account_id)
+            return
+        key = (self._lease_scope(), account_id)
+        with _LEASES_LOCK:
+            if _LEASES.get(key) is self:
+                del _LEASES[key]
+
+    def _lease_scope(self) -> str:
+        """What two store objects of one database share: its file (memory: the connection)."""
+        return self.url
 
     def _ddl(self, statement: str) -> str:
         raise NotImplementedError
@@ -979,6 +1008,10 @@ class SqlStore(PersonQueries, OutcomeQueries):
             },
         )
 
+    def other_runs_unfinished(self, run_id: str, since: datetime) -> list[dict[str, Any]]:
+        """The runs but ``run_id`` that have not finished and heartbeated after ``since``."""
+        return self.rows(self.q("runs_unfinished_others"), {"r": run_id, "since": since})
+
     def open_claims(self) -> list[dict[str, Any]]:
         """Pending claims joined with their run's liveness data."""
         return self.rows(self.q("claims_open"), {"p": PENDING})
@@ -992,6 +1025,11 @@ class SqlStore(PersonQueries, OutcomeQueries):
             )
             > 0
         )
+
+
+# The leases of the stores without a lease query (SQLite, memory): (scope, account) -> holder.
+_LEASES: dict[tuple[str, str], SqlStore] = {}
+_LEASES_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=256)

@@ -98,6 +98,9 @@ class MemoryStore(SQLiteStore):
     def describe(self) -> str:
         return "memory:"
 
+    def _lease_scope(self) -> str:
+        return f"memory:{id(self._shared)}"
+
     @property
     def changes(self) -> int:
         """Rows inserted, updated or deleted on this database so far (all clones)."""

@@ -742,6 +742,11 @@ ON CONFLICT (digest) DO NOTHING
 INSERT INTO followup_runs (run_id, host, pid, actor, started_at, heartbeat_at, business_now)
 VALUES (:r, :h, :p, :a, :w, :w, :n)
 
+-- The other runs that have not finished and heartbeated lately (``leases.py``).
+-- name: runs_unfinished_others
+SELECT run_id, host, pid, heartbeat_at, finished_at FROM followup_runs
+WHERE finished_at IS NULL AND run_id <> :r AND heartbeat_at > :since
+
 -- name: run_finish
 UPDATE followup_runs SET finished_at = :w, heartbeat_at = :w, exit_code = :c, summary = :s
 WHERE run_id = :r
@@ -757,6 +762,16 @@ SELECT pg_try_advisory_xact_lock(hashtextextended(COALESCE(current_schema(), '')
 
 -- name: lock_wait@postgres
 SELECT pg_advisory_xact_lock(hashtextextended(COALESCE(current_schema(), '') || :k, 0)) AS ok
+
+-- An account's lease (``leases.py``): a session-level advisory lock, held by the run that
+-- serves the account until it is done with it, and dropped by the server with the
+-- connection (a run killed with SIGKILL leaves none behind). Its own key, not the
+-- account's transaction lock above: the holder's other connections take that one.
+-- name: lease_try@postgres
+SELECT pg_try_advisory_lock(hashtextextended(COALESCE(current_schema(), '') || :k, 0)) AS ok
+
+-- name: lease_release@postgres
+SELECT pg_advisory_unlock(hashtextextended(COALESCE(current_schema(), '') || :k, 0)) AS ok
 
 -- name: lock_migrations@postgres
 SELECT pg_advisory_xact_lock(hashtextextended('followup:migrate', 0)) AS ok

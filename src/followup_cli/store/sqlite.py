@@ -176,6 +176,9 @@ class SQLiteStore(SqlStore):
             f"restore it from a backup or rebuild it (`sqlite3 {self.path} .recover`)"
         )
 
+    def _lease_scope(self) -> str:
+        return str(self.path.resolve())
+
     def clone(self) -> SQLiteStore:
         return SQLiteStore(self.path, self.lead_table, self.readonly)
 
