@@ -376,11 +376,13 @@ class SQLiteStore(SqlStore):
         enrolled_due, new_due = "1", ""
         if due:
             # an active enrollment whose stored next-due time is ahead, and nothing terminal
-            # happened to the lead since (what would end it now), cannot be acted on
+            # happened to the lead since (what would end it now), cannot be acted on. The
+            # status is compared with LIKE: it folds ASCII case as lower() does, without
+            # making a lowered copy of each row's status.
             quiet = (
                 f"{col['score']} BETWEEN :min_score AND :max_score "
                 f"AND {col['converted_at']} IS NULL "
-                f"AND ({col['status']} IS NULL OR lower({col['status']}) <> 'converted') "
+                f"AND ({col['status']} IS NULL OR {col['status']} NOT LIKE 'converted') "
                 f"AND ({col['last_inbound_at']} IS NULL OR {inbound} <= julianday(e.anchor_at)) "
                 "AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = l.id)"
             )
@@ -413,7 +415,7 @@ WHERE l.account_id = :account_id AND {"l.id > :after_id" if paged else "l.id IS 
         ({col["score"]} BETWEEN :min_score AND :max_score
          OR typeof({col["score"]}) IN ('text', 'blob'))
         AND {col["converted_at"]} IS NULL
-        AND ({col["status"]} IS NULL OR lower({col["status"]}) <> 'converted')
+        AND ({col["status"]} IS NULL OR {col["status"]} NOT LIKE 'converted')
         AND l.last_outbound_at IS NOT NULL
         AND COALESCE({inbound} > julianday(l.last_outbound_at), 0) = 0{new_due}
         AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = l.id)
