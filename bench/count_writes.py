@@ -5,6 +5,14 @@ every ``query``/``execute`` counted. A deterministic figure (load does not chang
     python bench/count_writes.py            # this tree
     python bench/count_writes.py OTHER_TREE # a tree from `git archive REV src` (its src/)
     python bench/count_writes.py --by-kind  # and the statements by kind, per message
+    python bench/count_writes.py --due 1000 # more due leads (200 by default)
+    python bench/count_writes.py --store postgres  # Postgres ($FOLLOWUP_TEST_PG), and the
+                                            # round trips to the server per message
+
+Round trips (Postgres) are counted in psycopg itself: outside pipeline mode every
+statement a cursor executes and every command the connection sends (BEGIN, COMMIT) waits
+for its answer, one round trip each; in pipeline mode only a sync, or a flush whose
+results the client then waits for, is one.
 
 Since the batched claims (issue 11 part 2) a message costs one write transaction (its
 attempt mark, carrying the previous outcome) plus its share of a batch claim (one per up
@@ -18,6 +26,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,9 +48,51 @@ def kind(sql: str) -> str:
     return f"{verb} {table.group(1) if table else ''}".strip()
 
 
+def count_round_trips(counts: dict[str, int]) -> None:
+    """Count psycopg's waits for the server in ``counts["rt"]`` (see the module's doc)."""
+    import psycopg
+    from psycopg import _connection_base, _pipeline_base
+
+    execute = psycopg.Cursor.execute
+    command = _connection_base.BaseConnection._exec_command
+    sync = _pipeline_base.BasePipeline._enqueue_sync
+    fetch = _pipeline_base.BasePipeline._fetch_gen
+
+    def counted_execute(self: Any, *a: Any, **k: Any) -> Any:
+        counts["rt"] += self._conn._pipeline is None
+        return execute(self, *a, **k)
+
+    def counted_command(self: Any, *a: Any, **k: Any) -> Any:
+        counts["rt"] += self._pipeline is None
+        return command(self, *a, **k)
+
+    def counted_sync(self: Any) -> Any:
+        counts["rt"] += 1
+        return sync(self)
+
+    def counted_fetch(self: Any, *, flush: bool) -> Any:
+        counts["rt"] += bool(flush and self.result_queue)
+        return fetch(self, flush=flush)
+
+    psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign]
+    _connection_base.BaseConnection._exec_command = counted_command  # type: ignore[method-assign]
+    _pipeline_base.BasePipeline._enqueue_sync = counted_sync  # type: ignore[method-assign]
+    _pipeline_base.BasePipeline._fetch_gen = counted_fetch  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> None:
     by_kind = "--by-kind" in argv
+    dialect = "sqlite"
+    if "--store" in argv:
+        i = argv.index("--store")
+        dialect = argv[i + 1]
+        argv = argv[:i] + argv[i + 2 :]
     argv = [a for a in argv if a != "--by-kind"]
+    due = DUE
+    if "--due" in argv:
+        i = argv.index("--due")
+        due = int(argv[i + 1])
+        argv = argv[:i] + argv[i + 2 :]
     root = Path(argv[0]).resolve() if argv else HERE
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(root / "src"))
@@ -52,13 +103,17 @@ def main(argv: list[str]) -> None:
     load_config = mod("followup_cli.config").load_config
     engine = mod("followup_cli.engine")
     open_store = mod("followup_cli.store").open_store
-    sqlite_store = mod("followup_cli.store.sqlite").SQLiteStore
+    store_class = (
+        mod("followup_cli.store.sqlite").SQLiteStore
+        if dialect == "sqlite"
+        else mod("followup_cli.store.postgres").PostgresStore
+    )
     fake_api = mod("tests.fakes.graph_api").FakeGraphAPI
     helpers = mod("tests.helpers")
 
-    counts = {"tx": 0, "stmt": 0}
+    counts = {"tx": 0, "stmt": 0, "rt": 0}
     kinds: Counter = Counter()
-    tx, query, run = sqlite_store.transaction, sqlite_store.query, sqlite_store.execute
+    tx, query, run = store_class.transaction, store_class.query, store_class.execute
 
     @contextmanager
     def counted_tx(self: Any) -> Iterator[None]:
@@ -78,7 +133,7 @@ def main(argv: list[str]) -> None:
 
     tmp = Path(tempfile.mkdtemp())
     os.chdir(tmp)
-    db = helpers.LeadDB.sqlite(tmp)
+    db = helpers.LeadDB.sqlite(tmp) if dialect == "sqlite" else helpers.LeadDB.postgres()
     db.insert(
         *[
             helpers.lead(
@@ -88,7 +143,7 @@ def main(argv: list[str]) -> None:
                 last_inbound_at=T - timedelta(hours=5),
                 last_outbound_at=T - timedelta(hours=4),
             )
-            for i in range(DUE)
+            for i in range(due)
         ]
     )
     accounts = []
@@ -114,13 +169,43 @@ def main(argv: list[str]) -> None:
         loaded = load_config(helpers.write_config(tmp / "s.yaml", cfg))
         store = open_store(db.url, "leads")
         eng = engine.Engine(loaded, store, make_channel(loaded.config, sleep=lambda s: None))
-        sqlite_store.transaction = counted_tx
-        sqlite_store.query, sqlite_store.execute = counted_query, counted_run
-        sent = eng.run(engine.RunOptions(now=T)).total("sent")
+        store_class.transaction = counted_tx
+        store_class.query, store_class.execute = counted_query, counted_run
+        later = (
+            getattr(store_class, "execute_later", None),
+            getattr(store_class, "query_later", None),
+        )
+        if dialect == "postgres" and later[0] is not None:  # statements not waited for
+
+            def counted_execute_later(self: Any, *a: Any, **k: Any) -> Any:
+                if self.pipelining:
+                    counts["stmt"] += 1
+                    kinds[kind(a[0] if a else k.get("sql", ""))] += 1
+                return later[0](self, *a, **k)
+
+            def counted_query_later(self: Any, *a: Any, **k: Any) -> Any:
+                if self.pipelining:
+                    counts["stmt"] += 1
+                    kinds[kind(a[0] if a else k.get("sql", ""))] += 1
+                return later[1](self, *a, **k)
+
+            store_class.execute_later = counted_execute_later
+            store_class.query_later = counted_query_later
+        if dialect == "postgres":
+            count_round_trips(counts)
+        cpu = time.process_time()
+        try:
+            sent = eng.run(engine.RunOptions(now=T)).total("sent")
+        finally:
+            cpu = time.process_time() - cpu
+            db.close()
     n = max(sent, 1)
+    trips = f", round trips {counts['rt']} ({counts['rt'] / n:.1f}/msg)" if counts["rt"] else ""
     print(
-        f"{root}: sent {sent}; write transactions {counts['tx']} ({counts['tx'] / n:.2f}/msg), "
-        f"statements {counts['stmt']} ({counts['stmt'] / n:.1f}/msg)"
+        f"{root} ({dialect}): sent {sent}; write transactions {counts['tx']} "
+        f"({counts['tx'] / n:.2f}/msg), statements {counts['stmt']} "
+        f"({counts['stmt'] / n:.1f}/msg){trips}; CPU {1000 * cpu / n:.2f} ms/msg (this process, "
+        "the fake API's threads and the counting included)"
     )
     if by_kind:
         for what, c in kinds.most_common():

@@ -42,7 +42,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -194,6 +194,29 @@ def append(
     Postgres, two on SQLite). When another writer moved the head since (another process,
     or a transaction that rolled back), nothing is written and the head is read, locked,
     as before: a row is only ever chained to the head as it really is."""
+    with store.transaction():
+        return append_later(
+            store, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
+        )()
+
+
+def append_later(
+    store: SqlStore,
+    action: str,
+    at: datetime,
+    who: str,
+    run_id: str | None = None,
+    lead_id: str | None = None,
+    account_id: str | None = None,
+    sequence_id: str | None = None,
+    message_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> Callable[[], int]:
+    """``append`` inside the caller's transaction; the returned function, called before the
+    transaction ends and before any other append of this connection, completes it and
+    gives the row's chain_seq. Inside ``SqlStore.pipelined`` (Postgres) nothing is waited
+    for: the head is read, locked, with the caller's statements, and the row goes out with
+    the commit; elsewhere the row is written at once as ``append`` writes it."""
     if at.tzinfo is None:  # the store would read a naive time in its own zone: fix it here
         at = at.astimezone()
     text = detail_text(detail)
@@ -211,21 +234,39 @@ def append(
         "detail_salt": salt,
         "detail_digest": detail_digest(salt, text) if salt and text is not None else None,
     }
-    with store.transaction():
-        key = (store.dialect, store.url)
-        seen, known = _SEEN.get(key), store.audit_role
-        row = None
-        if seen is not None and known is not None:  # (the role: this connection's own)
-            row = _chained(fields, (*seen, known[0]))
-        if row is None or seen is None or not _write(store, row, seen):
-            head = _head(store)  # locked until the commit
+    key = (store.dialect, store.url)
+    if store.pipelining:
+        # Statements go out together: the head is read (locked) with them, and the row
+        # chained to it goes out with the COMMIT (a row that could not be chained fails
+        # the transaction), so that no write of another run's head costs a round trip.
+        head_rows = store.query_later(store.q("audit_head"))
+
+        def locked() -> int:
+            rows = head_rows()
+            head = dict(rows[0]) if rows else _head(store)
             store.audit_role = (_role(head),)
             seen = (int(head["chain_seq"]), str(head["row_hash"]))
             row = _chained(fields, (*seen, store.audit_role[0]))
-            if not _write(store, row, seen):  # pragma: no cover - locked: ours
-                raise RuntimeError("the audit chain's head moved while locked")
-        _SEEN[key] = (row["chain_seq"], row["row_hash"])
-    return int(row["chain_seq"])
+            params = {**row, "prev_seq": seen[0], "prev_hash": seen[1]}
+            store.execute_later(store.q("audit_append_locked"), params)
+            _SEEN[key] = (row["chain_seq"], row["row_hash"])
+            return int(row["chain_seq"])
+
+        return locked
+    seen, known = _SEEN.get(key), store.audit_role
+    row = None
+    if seen is not None and known is not None:  # (the role: this connection's own)
+        row = _chained(fields, (*seen, known[0]))
+    if row is None or seen is None or not _write(store, row, seen):
+        head = _head(store)  # locked until the commit
+        store.audit_role = (_role(head),)
+        seen = (int(head["chain_seq"]), str(head["row_hash"]))
+        row = _chained(fields, (*seen, store.audit_role[0]))
+        if not _write(store, row, seen):  # pragma: no cover - locked: ours
+            raise RuntimeError("the audit chain's head moved while locked")
+    _SEEN[key] = (row["chain_seq"], row["row_hash"])
+    seq = int(row["chain_seq"])
+    return lambda: seq
 
 
 def _chained(fields: Mapping[str, Any], head: tuple[int, str, str | None]) -> dict[str, Any]:

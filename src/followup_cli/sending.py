@@ -44,6 +44,12 @@ CLAIM_BATCH = 16
 # re-read, before their message goes out: slow sends (latency, Retry-After waits) do not
 # send on a lead row read long ago.
 CLAIM_FRESH_SECONDS = 10.0
+# An audit row issued and not yet waited for (``SqlStore.audit_later``): call it to check it.
+Audited = Callable[[], int]
+
+
+def _nothing() -> int:
+    return 0
 
 
 class Executor:
@@ -164,9 +170,9 @@ class LiveExecutor(Executor):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         # the last send's rows to write, and its line for ``on_sent``
-        self._unrecorded: tuple[Callable[[], Callable[[], None]], PlannedSend] | None = None
+        self._unrecorded: tuple[Callable[[], Callable[[], Audited]], PlannedSend] | None = None
         self._announce: list[PlannedSend] = []
-        self._audit_due: Callable[[], None] | None = None
+        self._audit_due: Callable[[], Audited] | None = None
         self.claimed: dict[str, Claim] = {}  # lead id -> its claim, not yet attempted
         self.settled: set[str] = set()  # leads a batch handled without a claim
 
@@ -206,14 +212,19 @@ class LiveExecutor(Executor):
         )
 
     def _audit_recorded(self) -> None:
+        self._audit_issued()()
+
+    def _audit_issued(self) -> Audited:
+        """The last outcome's audit row issued (not waited for: ``SqlStore.audit_later``);
+        call the result before the transaction ends and before any other audit row."""
         audit, self._audit_due = self._audit_due, None
-        if audit is not None:
-            audit()
+        return audit() if audit is not None else _nothing
 
     @contextmanager
     def _write_tx(self, account_id: str | None = None) -> Iterator[None]:
         """A write transaction (holding the account's rate window when ``account_id``) that
-        also writes the account's last outcome: rows first, audit row last."""
+        also writes the account's last outcome: rows first, audit row last (or where the
+        caller issues it, ``_audit_issued``)."""
         held = self._unrecorded
         tx = self.store.claim_tx(account_id) if account_id else self.store.transaction()
         with tx:
@@ -508,18 +519,25 @@ class LiveExecutor(Executor):
 
     # -------------------------------------------------------------------- send
     def _attempt(self, claim: Claim) -> str | None:
-        """One transaction (the last outcome; the lead's row read again; this claim marked
-        attempted unless the lead or its person opted out since the claim), then the API
+        """One transaction (the last outcome; this claim marked attempted unless the lead or
+        its person opted out since the claim; the lead's row read again), then the API
         call. "changed" (nothing sent, the claim released) when the lead's row is not the
-        one the claim decided on."""
+        one the claim decided on. On Postgres the transaction is two round trips
+        (``SqlStore.pipelined``): its statements up to the row's read, then the rest with
+        the commit."""
         store = self.store
         at = self.engine.clock.now() if self.real_time else self.now
-        with self._write_tx():
-            row = store.lead_row(claim.lead.id)
+        with store.pipelined(), self._write_tx():
+            marked = store.mark_attempted_later(claim.fid, claim.lead.id, claim.person, at)
+            audited = self._audit_issued()  # the last outcome's row: locks the chain last
+            row = store.lead_row(claim.lead.id)  # (waits for the answers of all the above)
             same = row == claim.row
-            ok = same and store.mark_attempted(claim.fid, claim.lead.id, claim.person, at)
-            if not ok:  # changed, or opted out (or erased) since the claim: the step is free
+            ok = same and marked()
+            if marked() and not same:  # never handed to the API: released as unattempted
+                store.delete_followup(claim.fid, PENDING)
+            elif not ok:  # changed, or opted out (or erased) since the claim: the step is free
                 store.release_unattempted(followup_ids=[claim.fid])
+            audited()
         del self.claimed[claim.lead.id]  # (until committed, ``flush`` would release it)
         self._announced()
         if row is None:
@@ -532,17 +550,6 @@ class LiveExecutor(Executor):
             return None
         self._send(claim)
         return None
-
-    def _complete(self, fid: int, fields: dict[str, Any]) -> None:
-        """Record the outcome on this run's claim. It is ``pending``, or ``unknown`` when
-        another run took this one for dead during the call: the real outcome beats the guess."""
-        if not self.store.update_followup(fid, fields, PENDING):
-            self.store.update_followup(fid, fields, UNKNOWN)
-
-    def _release(self, fid: int) -> None:
-        """The message surely did not go out: free the step for a later run."""
-        if not self.store.delete_followup(fid, PENDING):
-            self.store.delete_followup(fid, UNKNOWN)
 
     def _send(self, claim: Claim) -> None:
         """The API call for a claim marked attempted, then what its answer means: counted at
@@ -585,9 +592,10 @@ class LiveExecutor(Executor):
                 "unknown", error_message=f"channel error: {type(exc).__name__}: {exc}"
             )
 
-    def _recorder(self, claim: Claim, result: SendResult) -> Callable[[], Callable[[], None]]:
-        """The writing of a send's outcome rows, for the account's next transaction; it
-        returns the writing of the outcome's audit row (last in that transaction)."""
+    def _recorder(self, claim: Claim, result: SendResult) -> Callable[[], Callable[[], Audited]]:
+        """The writing of a send's outcome rows, for the account's next transaction (not
+        waited for); it returns the writing of the outcome's audit row (last in that
+        transaction), which returns its check."""
         now, res, fid, lead, d = claim.now, self.result, claim.fid, claim.lead, claim.d
         assert d.sequence is not None and d.message is not None
         common = {
@@ -606,26 +614,48 @@ class LiveExecutor(Executor):
             "variant": d.variant_id,
         }
 
-        def record() -> Callable[[], None]:
+        def record() -> Callable[[], Audited]:
             """The outcome's rows, inside the caller's transaction (on the store of the
             account's current step); returns the writing of its audit row."""
             store = self.store
+            ended: Callable[[], int] = _nothing
             if result.outcome == "sent":
                 sent = {"status": SENT, "sent_at": now, "external_id": result.message_id}
-                self._complete(fid, {**common, **sent})
-                if _last_active_step(d) and store.end_enrollment(
-                    lead.id, d.sequence.id, "completed", now
-                ):
-                    res.ended["completed"] += 1  # now, not at the next run
+                store.record_outcome_later(fid, {**common, **sent})
+                if _last_active_step(d):
+                    ended = store.end_enrollment_later(lead.id, d.sequence.id, "completed", now)
             elif result.outcome == "failed":
                 failed = {"status": FAILED, "reason": result.kind or "permanent"}
-                self._complete(fid, {**common, **failed})
-                store.end_enrollment(lead.id, d.sequence.id, "failed", now)
+                store.record_outcome_later(fid, {**common, **failed})
+                store.end_enrollment_later(lead.id, d.sequence.id, "failed", now)
             elif result.outcome == "unknown":
-                self._complete(fid, {**common, "status": UNKNOWN, "reason": result.error_message})
+                store.record_outcome_later(
+                    fid, {**common, "status": UNKNOWN, "reason": result.error_message}
+                )
             else:  # deferred, cancelled, account_fatal: surely not sent
-                self._release(fid)
-            return lambda: self._audit("send", lead, d.sequence.id, d.message.id, audit_detail, now)
+                store.release_claim_later(fid)
+
+            def audit() -> Audited:
+                issued = self.store.audit_later(
+                    "send",
+                    now,
+                    self.engine.actor,
+                    self.run_id,
+                    lead.id,
+                    lead.account_id,
+                    d.sequence.id,
+                    d.message.id,
+                    audit_detail,
+                )
+
+                def check() -> int:
+                    if ended():
+                        res.ended["completed"] += 1  # now, not at the next run
+                    return issued()
+
+                return check
+
+            return audit
 
         return record
 

@@ -10,6 +10,7 @@ import pwd
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -228,6 +229,52 @@ def test_audit_chain__concurrent_writers_leave_one_valid_chain(db: LeadDB) -> No
         assert sorted(seqs) == list(range(1, 76))
         rep = auditchain.verify(first)
         assert rep.intact and rep.rows == 75, rep.problems
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_audit_chain__pipelined_and_plain_writers_leave_one_valid_chain(db: LeadDB) -> None:
+    """The send path's attempt transaction appends inside ``pipelined`` (on Postgres the
+    head is read, locked, with its other statements and the row goes out with the COMMIT);
+    other writers append as before; one of each rolls back now and then. One chain."""
+    first = open_store(db.url)
+    stores = [first, first.clone(), first.clone(), first.clone()]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def write(s: SqlStore, k: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            for i in range(20):
+                try:
+                    with s.pipelined() if k % 2 else nullcontext(), s.transaction():
+                        s.execute(
+                            "UPDATE followup_audit_head SET chain_seq = chain_seq WHERE id = 0"
+                        )
+                        done = s.audit_later("send", NOW, "ops", f"run{k}", f"lead{k}_{i}")
+                        s.query("SELECT 1 AS x")
+                        done()
+                        if i % 7 == 3:
+                            raise LookupError("rolled back")
+                except LookupError:
+                    pass
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s, k)) for k, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert not errors, errors
+        rows = first.rows("SELECT chain_seq, lead_id FROM followup_audit ORDER BY chain_seq")
+        kept = 4 * (20 - 3)  # i = 3, 10, 17 rolled back
+        assert [r["chain_seq"] for r in rows] == list(range(1, kept + 1))
+        assert not any(r["lead_id"].endswith(("_3", "_10", "_17")) for r in rows)
+        rep = auditchain.verify(first)
+        assert rep.intact and rep.rows == kept, rep.problems
     finally:
         for s in stores:
             s.close()

@@ -123,15 +123,15 @@ def test_a_failing_claim_still_writes_the_outcome_it_carried(
         cfg = setup(tmp_path, db, fake, monkeypatch, 1)
 
         def break_the_second_attempt(store: Any) -> None:
-            real, seen = store.mark_attempted, []
+            real, seen = store.mark_attempted_later, []
 
-            def mark_attempted(*args: Any) -> Any:
+            def mark_attempted_later(*args: Any) -> Any:
                 seen.append(args)
                 if len(seen) == 2:  # inside a0_l1's attempt, after a0_l0's outcome rows
                     raise StoreError("the database went away")
                 return real(*args)
 
-            store.mark_attempted = mark_attempted
+            store.mark_attempted_later = mark_attempted_later
 
         with pytest.raises(StoreError, match="went away"):
             run(tmp_path, db, cfg, wrap=break_the_second_attempt)

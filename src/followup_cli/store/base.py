@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -181,6 +181,33 @@ class SqlStore(PersonQueries, OutcomeQueries):
     def transaction(self) -> Iterator[None]:
         raise NotImplementedError
         yield
+
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Inside: ``execute_later`` and ``query_later`` statements go out together, with
+        the next statement whose answer is waited for (Postgres' pipeline mode: one round
+        trip for many statements); a transaction begun inside commits with one round trip.
+        Elsewhere each statement runs when it is issued, as outside."""
+        yield
+
+    @property
+    def pipelining(self) -> bool:
+        """Inside ``pipelined`` on a store that sends statements together."""
+        return False
+
+    def execute_later(self, sql: str, params: dict[str, Any] | None = None) -> Callable[[], int]:
+        """Issue a statement without waiting for it (inside ``pipelined``); the returned
+        function gives its row count (waiting then). An error is raised by the first wait
+        after it at the latest (the transaction's commit)."""
+        n = self.execute(sql, params)
+        return lambda: n
+
+    def query_later(
+        self, sql: str, params: dict[str, Any] | None = None
+    ) -> Callable[[], list[dict[str, Any]]]:
+        """``query`` without waiting for the rows until they are asked for (``execute_later``)."""
+        rows = self.query(sql, params)
+        return lambda: rows
 
     def _take_lock(self, name: str, key: str | None = None) -> bool:
         """Take the lock the named query ``name`` takes (``lock_try``: False when another
@@ -745,6 +772,17 @@ class SqlStore(PersonQueries, OutcomeQueries):
         params = {"now": now, "id": followup_id, "p": PENDING, "l": lead_id, "k": person_key}
         return self.execute(sql, params) > 0
 
+    def mark_attempted_later(
+        self, followup_id: int, lead_id: str, person_key: str | None, now: datetime
+    ) -> Callable[[], bool]:
+        """``mark_attempted``, not waited for: the returned function says whether it marked."""
+        sql = self.q(
+            "claim_mark_attempted" if person_key is None else "claim_mark_attempted_person"
+        )
+        params = {"now": now, "id": followup_id, "p": PENDING, "l": lead_id, "k": person_key}
+        n = self.execute_later(sql, params)
+        return lambda: n() > 0
+
     def release_unattempted(
         self, run_id: str | None = None, followup_ids: Sequence[int] | None = None
     ) -> int:
@@ -794,17 +832,28 @@ class SqlStore(PersonQueries, OutcomeQueries):
     def update_followup(
         self, followup_id: int, fields: dict[str, Any], only_status: str | None = None
     ) -> int:
+        sql, params = self._followup_update(followup_id, fields, (only_status,))
+        return self.execute(sql, params)
+
+    def record_outcome_later(self, followup_id: int, fields: dict[str, Any]) -> Callable[[], int]:
+        """A claim's outcome on its tracking row, ``pending`` or ``unknown`` (another run took
+        the claim's run for dead during the call: the real outcome beats the guess); not
+        waited for (``execute_later``)."""
+        sql, params = self._followup_update(followup_id, fields, (PENDING, UNKNOWN))
+        return self.execute_later(sql, params)
+
+    def _followup_update(
+        self, followup_id: int, fields: dict[str, Any], only: tuple[str | None, ...]
+    ) -> tuple[Sql, dict[str, Any]]:
         fields = _redact_fields(fields)  # before sealing: a secret is not even sealed
         # An unknown outcome's reason is the channel's error text: sealed like it.
         error_reason = fields.get("status") == UNKNOWN and "error_message" in fields
         fields = self._with_external_key(fields)
         fields = self._seal(fields, SEALED_TRACKING + (("reason",) if error_reason else ()))
         params = dict(fields, _id=followup_id)
-        only = ALWAYS
-        if only_status is not None:
-            only = compare("status", "=", "_only")
-            params["_only"] = only_status
-        return self.execute(self.q("claim_update", sets=equals(tuple(fields)), only=only), params)
+        where, names = _status_in(only, "_only")
+        params.update(names)
+        return self.q("claim_update", sets=equals(tuple(fields)), only=where), params
 
     def _with_external_key(self, fields: dict[str, Any]) -> dict[str, Any]:
         """``fields`` with the lookup hash of the message id they carry (``external_key``),
@@ -823,12 +872,14 @@ class SqlStore(PersonQueries, OutcomeQueries):
         return suppress.lookup_token(secret, str(value)) if secret else None
 
     def delete_followup(self, followup_id: int, only_status: str | None = PENDING) -> int:
-        params: dict[str, Any] = {"id": followup_id}
-        only = ALWAYS
-        if only_status is not None:
-            only = compare("status", "=", "s")
-            params["s"] = only_status
-        return self.execute(self.q("claim_delete", only=only), params)
+        where, params = _status_in((only_status,), "s")
+        return self.execute(self.q("claim_delete", only=where), {"id": followup_id, **params})
+
+    def release_claim_later(self, followup_id: int) -> Callable[[], int]:
+        """Delete a claim whose message surely did not go out, ``pending`` or ``unknown``
+        (``record_outcome_later``): the step is free; not waited for."""
+        where, params = _status_in((PENDING, UNKNOWN), "s")
+        return self.execute_later(self.q("claim_delete", only=where), {"id": followup_id, **params})
 
     def followup(self, followup_id: int) -> dict[str, Any] | None:
         rows = self.rows(self.q("followup"), {"id": followup_id})
@@ -884,10 +935,15 @@ class SqlStore(PersonQueries, OutcomeQueries):
         return n > 0
 
     def end_enrollment(self, lead_id: str, sequence_id: str, reason: str, now: datetime) -> bool:
-        n = self.execute(
+        return self.end_enrollment_later(lead_id, sequence_id, reason, now)() > 0
+
+    def end_enrollment_later(
+        self, lead_id: str, sequence_id: str, reason: str, now: datetime
+    ) -> Callable[[], int]:
+        """``end_enrollment`` not waited for: the returned function gives the rows ended."""
+        return self.execute_later(
             self.q("enrollment_end"), {"now": now, "r": reason, "l": lead_id, "s": sequence_id}
         )
-        return n > 0
 
     def enrollments(
         self,
@@ -926,6 +982,25 @@ class SqlStore(PersonQueries, OutcomeQueries):
         """Add a row to the audit log, chained to the one before (``auditchain``)."""
         detail = redact_obj(detail) if detail else detail  # API texts may quote a secret
         auditchain.append(
+            self, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
+        )
+
+    def audit_later(
+        self,
+        action: str,
+        at: datetime,
+        who: str,
+        run_id: str | None = None,
+        lead_id: str | None = None,
+        account_id: str | None = None,
+        sequence_id: str | None = None,
+        message_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Callable[[], int]:
+        """``audit`` inside the caller's transaction, not waited for: call the returned
+        function before the transaction ends (``auditchain.append_later``)."""
+        detail = redact_obj(detail) if detail else detail
+        return auditchain.append_later(
             self, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
         )
 
@@ -1030,6 +1105,15 @@ class SqlStore(PersonQueries, OutcomeQueries):
 # The leases of the stores without a lease query (SQLite, memory): (scope, account) -> holder.
 _LEASES: dict[tuple[str, str], SqlStore] = {}
 _LEASES_LOCK = threading.Lock()
+
+
+def _status_in(statuses: tuple[str | None, ...], param: str) -> tuple[Sql, dict[str, Any]]:
+    """``status = :param`` (or ``IN`` several), and its parameters; ALWAYS for (None,)."""
+    if statuses == (None,):
+        return ALWAYS, {}
+    if len(statuses) == 1:
+        return compare("status", "=", param), {param: statuses[0]}
+    return in_list("status", statuses, param)
 
 
 @lru_cache(maxsize=256)

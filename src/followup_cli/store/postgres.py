@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
 from psycopg.types.json import JsonbLoader, JsonLoader
@@ -119,6 +120,8 @@ class PostgresStore(SqlStore):
         self._depth = 0
         self._lock = threading.RLock()
         self._sql_cache: dict[str, str] = {}
+        self._piped = False  # inside ``pipelined``
+        self._pipe: psycopg.Pipeline | None = None  # in a transaction begun inside it
 
     def clone(self) -> PostgresStore:
         return PostgresStore(self.url, self.lead_table)
@@ -132,10 +135,69 @@ class PostgresStore(SqlStore):
             out = self._sql_cache[sql] = _convert(sql)
         return out
 
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        # The pipeline itself is entered by the transaction begun inside (``_pipelined_tx``):
+        # its exit, which waits for every answer still due, is then the COMMIT's round trip.
+        with self._lock:
+            outer, self._piped = self._piped, True
+            try:
+                yield
+            finally:
+                self._piped = outer
+
+    @property
+    def pipelining(self) -> bool:
+        return self._pipe is not None
+
+    def _waited(self, cur: psycopg.Cursor[Any]) -> psycopg.Cursor[Any]:
+        """Inside ``pipelined``: ``cur``'s answer received (with all issued before it)."""
+        if self._pipe is not None and cur.pgresult is None:
+            self._pipe.sync()
+        return cur
+
+    def execute_later(self, sql: str, params: dict[str, Any] | None = None) -> Callable[[], int]:
+        if self._pipe is None:
+            return super().execute_later(sql, params)
         try:
             with self._lock:
                 cur = self.conn.execute(self._sql(sql), params or {})
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+        def rowcount() -> int:
+            try:
+                with self._lock:
+                    return self._waited(cur).rowcount
+            except psycopg.Error as exc:
+                raise self._translate(exc) from exc
+
+        return rowcount
+
+    def query_later(
+        self, sql: str, params: dict[str, Any] | None = None
+    ) -> Callable[[], list[dict[str, Any]]]:
+        if self._pipe is None:
+            return super().query_later(sql, params)
+        try:
+            with self._lock:
+                cur = self.conn.execute(self._sql(sql), params or {})
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+        def rows() -> list[dict[str, Any]]:
+            try:
+                with self._lock:
+                    return self._waited(cur).fetchall()
+            except psycopg.Error as exc:
+                raise self._translate(exc) from exc
+
+        return rows
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        try:
+            with self._lock:
+                cur = self._waited(self.conn.execute(self._sql(sql), params or {}))
                 if not cur.description:
                     return []
                 try:
@@ -150,7 +212,7 @@ class PostgresStore(SqlStore):
                     for oid in _LENIENT:
                         lenient.adapters.register_loader(oid, _LENIENT[oid])
                     lenient.execute(self._sql(sql), params or {})
-                    return lenient.fetchall()
+                    return self._waited(lenient).fetchall()
         except psycopg.Error as exc:
             raise self._translate(exc) from exc
 
@@ -173,7 +235,7 @@ class PostgresStore(SqlStore):
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         try:
             with self._lock:
-                return self.conn.execute(self._sql(sql), params or {}).rowcount
+                return self._waited(self.conn.execute(self._sql(sql), params or {})).rowcount
         except psycopg.Error as exc:
             raise self._translate(exc) from exc
 
@@ -186,6 +248,9 @@ class PostgresStore(SqlStore):
                     yield
                 finally:
                     self._depth -= 1
+                return
+            if self._piped:
+                yield from self._pipelined_tx()
                 return
             try:
                 tx = self.conn.transaction()
@@ -209,6 +274,46 @@ class PostgresStore(SqlStore):
                 tx.__exit__(None, None, None)
             except psycopg.Error as exc:
                 raise StoreError(f"{self.describe()}: commit failed: {_first_line(exc)}") from exc
+
+    def _pipelined_tx(self) -> Iterator[None]:
+        """A transaction inside ``pipelined``, in pipeline mode: BEGIN goes out with the
+        statements after it, COMMIT with those issued last; the commit is waited for (with
+        every answer still due) before this returns."""
+        try:
+            with self.conn.pipeline() as pipe:
+                self._pipe = pipe
+                try:
+                    yield from self._pipelined_body(pipe)
+                finally:
+                    self._pipe = None
+        except psycopg.Error as exc:
+            # a statement failed (the pipeline skipped the rest, COMMIT too): roll back
+            try:
+                if self.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                    self.conn.execute("ROLLBACK")
+            except psycopg.Error:
+                pass
+            raise StoreError(f"{self.describe()}: commit failed: {_first_line(exc)}") from exc
+
+    def _pipelined_body(self, pipe: psycopg.Pipeline) -> Iterator[None]:
+        self.conn.execute("BEGIN")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            try:
+                try:
+                    pipe.sync()  # the answers still due (an error among them: ignored)
+                except psycopg.Error:
+                    pass
+                if self.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                    self.conn.execute("ROLLBACK")
+            except psycopg.Error:
+                pass
+            raise
+        self._depth = 0
+        self.conn.execute("COMMIT")  # sent, and waited for, by the pipeline's exit
 
     def _in_list(
         self, column: str, values: Sequence[Any], param: str = "ids"

@@ -200,6 +200,20 @@ SELECT :chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequen
   :message_id, :detail, :detail_salt, :detail_digest, :db_role, :prev_hash, :row_hash
 FROM head
 
+-- The row after the head this transaction read FOR UPDATE (``audit_head``, in a pipeline:
+-- ``auditchain.append_later``). The head cannot have moved while locked; if it had, the
+-- statement fails (1 / 0) rather than insert nothing: the transaction, sent on to its
+-- COMMIT without waiting for this answer, then cannot commit without its audit row.
+-- name: audit_append_locked@postgres
+WITH head AS (
+  UPDATE followup_audit_head SET chain_seq = :chain_seq, row_hash = :row_hash
+  WHERE id = 1 AND chain_seq = :prev_seq AND row_hash = :prev_hash RETURNING id)
+INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, account_id,
+  sequence_id, message_id, detail, detail_salt, detail_digest, db_role, prev_hash, row_hash)
+SELECT :chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
+  :message_id, :detail, :detail_salt, :detail_digest, :db_role, :prev_hash, :row_hash
+FROM (SELECT count(*) AS n FROM head) moved WHERE 1 / moved.n = 1
+
 -- name: audit_head_read
 SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1
 
