@@ -577,7 +577,9 @@ def test_output__json_summary_shape(tmp_path: Path, db: LeadDB, graph: FakeGraph
         "skipped": {"outside_window": 1},
         "deferred": {"rate_limit": 1},
         "stopped": None,
+        "left_to_another_run": False,
     }
+    assert data["left_to_other_runs"] == []
     assert data["accounts"]["acct_b"]["sent"] == 1
     outcomes = {m["lead_id"]: (m["outcome"], m["error_code"]) for m in data["messages"]}
     assert outcomes == {"gone": ("failed", 551), "ok": ("sent", None), "b1": ("sent", None)}
