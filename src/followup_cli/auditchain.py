@@ -186,14 +186,16 @@ def append(
 ) -> int:
     """Add one row at the end of the chain; returns its chain_seq.
 
-    The process remembers the head its last append to this database left (``_SEEN``, by
-    URL: the run's connections share it), and each connection its database role (read
-    with the head the first time; the tool never changes it): the row is chained to it and
-    written together
-    with a head update conditional on the head still being that one (one statement on
-    Postgres, two on SQLite). When another writer moved the head since (another process,
-    or a transaction that rolled back), nothing is written and the head is read, locked,
-    as before: a row is only ever chained to the head as it really is."""
+    Each connection reads the head, locked, at its first append, and its database role
+    with it (the tool never changes it). From then on, on Postgres 11+, one statement
+    locks the head, chains the row to it, hashes it (``_payload_parts``) and moves the
+    head, whoever wrote last. Elsewhere the process remembers the head its last append to
+    this database left (``_SEEN``, by URL: the run's connections share it): the row is
+    chained to it and written together with a head update conditional on the head still
+    being that one. When another writer moved the head since (another process, or a
+    transaction that rolled back), nothing is written and the head is read, locked, as
+    before: a row is only ever chained to the head as it really is. (A pipelined
+    transaction: ``append_later``.)"""
     with store.transaction():
         return append_later(
             store, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
@@ -254,6 +256,16 @@ def append_later(
 
         return locked
     seen, known = _SEEN.get(key), store.audit_role
+    if known is not None and store.hashes_in_sql:
+        # One statement, whoever wrote last: the head locked, the row chained and hashed
+        # by the database (``_payload_parts``), the head moved.
+        p1, p2 = _payload_parts(fields, known[0])
+        params = {**fields, "db_role": known[0], "p1": p1, "p2": p2}
+        done = store.query(store.q("audit_append_at_head"), params)
+        if done:  # (else the head row is gone: the way below puts it back)
+            _SEEN[key] = (int(done[0]["chain_seq"]), str(done[0]["row_hash"]))
+            seq = int(done[0]["chain_seq"])
+            return lambda: seq
     row = None
     if seen is not None and known is not None:  # (the role: this connection's own)
         row = _chained(fields, (*seen, known[0]))
@@ -267,6 +279,17 @@ def append_later(
     _SEEN[key] = (row["chain_seq"], row["row_hash"])
     seq = int(row["chain_seq"])
     return lambda: seq
+
+
+def _payload_parts(fields: Mapping[str, Any], role: str | None) -> tuple[str, str]:
+    """The canonical encoding of ``row_hash`` for a row of ``fields``, around the two
+    values only the head gives (chain_seq first, prev_hash last): the database puts them in
+    and hashes it (``audit_append_at_head``), byte for byte what ``row_hash`` hashes."""
+    assert HASHED_FIELDS[0] == "chain_seq" and HASHED_FIELDS[-1] == "prev_hash"
+    row = {**fields, "db_role": role}
+    inner = [_canon(f, row.get(f)) for f in HASHED_FIELDS[1:-1]]
+    middle = json.dumps(inner, separators=(",", ":"))[1:-1]
+    return json.dumps([VERSION], separators=(",", ":"))[:-1] + ",", "," + middle + ',"'
 
 
 def _chained(fields: Mapping[str, Any], head: tuple[int, str, str | None]) -> dict[str, Any]:

@@ -434,3 +434,31 @@ def test_postgres_records_the_database_role(db: LeadDB, store: SqlStore) -> None
     assert rep.intact, rep.problems
     tamper(db, "UPDATE followup_audit SET db_role = 'intruder'")
     assert [k for k, _ in kinds(verify(db)[1])] == ["changed"]
+
+
+def test_chain__rows_hashed_by_the_database_verify_like_the_others(store: SqlStore) -> None:
+    """After a connection's first append, Postgres chains, hashes and writes a row in one
+    statement: its hash is the one ``row_hash`` computes, for texts outside ASCII, quotes,
+    backslashes, empty and missing fields, a time with microseconds, and another writer in
+    between (SQLite: the same rows through the conditional update)."""
+    other = store.clone()
+    try:
+        odd = ['Zoë "ops" \\ 東京', "", "l\u2028é", None]
+        for i, text in enumerate(odd * 2):
+            writer = other if i == 3 else store
+            writer.audit(
+                "send",
+                NOW + timedelta(microseconds=7 * i + 1),
+                text or "ops",
+                text,
+                text,
+                text,
+                None,
+                "m1" if i % 2 else None,
+                {"note": text, "i": i} if i % 3 else None,
+            )
+    finally:
+        other.close()
+    report = auditchain.verify(store)
+    assert report.intact, [p.message for p in report.problems]
+    assert report.rows == 8

@@ -118,6 +118,8 @@ class SqlStore(PersonQueries, OutcomeQueries):
         # this connection's database role as the audit chain records it, once read
         # (``auditchain.append``; a 1-tuple: the role itself is None on SQLite)
         self.audit_role: tuple[str | None] | None = None
+        # The database computes an audit row's hash itself (``auditchain.append``).
+        self.hashes_in_sql = False
         self.key_problem: str | None = None  # checked before the first value is sealed
 
     @property

@@ -119,6 +119,7 @@ class PostgresStore(SqlStore):
             ) from None
         self._depth = 0
         self._lock = threading.RLock()
+        self.hashes_in_sql = self.conn.info.server_version >= 110000  # sha256()
         self._sql_cache: dict[str, str] = {}
         self._piped = False  # inside ``pipelined``
         self._pipe: psycopg.Pipeline | None = None  # in a transaction begun inside it

@@ -214,6 +214,27 @@ SELECT :chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequen
   :message_id, :detail, :detail_salt, :detail_digest, :db_role, :prev_hash, :row_hash
 FROM (SELECT count(*) AS n FROM head) moved WHERE 1 / moved.n = 1
 
+-- The append when the head is not the one this process last left (another process wrote
+-- since): the head read locked and moved, and the row inserted, in one statement, its hash
+-- computed here from the Python-built canonical encoding around the two values the head
+-- gives (``auditchain._payload_parts``): one wait for the head's lock instead of a failed
+-- conditional update, a locked read, then the insert.
+-- name: audit_append_at_head@postgres
+WITH old AS (
+  SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1 FOR UPDATE),
+new AS (
+  UPDATE followup_audit_head h SET chain_seq = old.chain_seq + 1,
+    row_hash = encode(sha256(convert_to(
+      :p1 || CAST(old.chain_seq + 1 AS text) || :p2 || old.row_hash || '"]', 'UTF8')), 'hex')
+  FROM old WHERE h.id = 1
+  RETURNING h.chain_seq, h.row_hash, old.row_hash AS prev_hash)
+INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, account_id,
+  sequence_id, message_id, detail, detail_salt, detail_digest, db_role, prev_hash, row_hash)
+SELECT new.chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
+  :message_id, :detail, :detail_salt, :detail_digest, :db_role, new.prev_hash, new.row_hash
+FROM new
+RETURNING chain_seq, row_hash
+
 -- name: audit_head_read
 SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1
 
