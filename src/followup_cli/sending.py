@@ -44,6 +44,9 @@ CLAIM_BATCH = 16
 # re-read, before their message goes out: slow sends (latency, Retry-After waits) do not
 # send on a lead row read long ago.
 CLAIM_FRESH_SECONDS = 10.0
+# A claim to insert: the claim, its tracking row, and its new enrollment (lead, sequence,
+# account, anchor, person key) if it starts one (``_insert_claims``).
+_ToInsert = tuple["Claim", dict[str, Any], tuple[str, str, str | None, datetime, str | None] | None]
 # An audit row issued and not yet waited for (``SqlStore.audit_later``): call it to check it.
 Audited = Callable[[], int]
 
@@ -363,6 +366,7 @@ class LiveExecutor(Executor):
         leads = self._batch()
         stale = [c.fid for c in self.claimed.values()]  # too old, or never reached
         batch: dict[str, Claim] = {}
+        todo: list[_ToInsert] = []
         settled: set[str] = set()
         at = self.engine.clock.elapsed()
         verdict: str | None = None
@@ -412,11 +416,12 @@ class LiveExecutor(Executor):
                     if n == 0:
                         verdict = full  # the current lead waits (or is deferred) unclaimed
                     break  # the leads after it: decided again when their turn comes
-                claim = self._claim_locked(fresh, d, person, at, rows[lead.id])
+                claim = self._claim_locked(fresh, d, person, at, rows[lead.id], todo)
                 settled.add(lead.id)
                 if claim is not None:
-                    window.take()
+                    window.take()  # (a step another run claimed first: room left unused)
                     batch[lead.id] = claim
+            self._insert_claims(todo, batch)
         # committed: each claim exists before its API call
         self.claimed = batch
         self.settled |= settled - set(batch)
@@ -459,20 +464,26 @@ class LiveExecutor(Executor):
         )
 
     def _claim_locked(
-        self, lead: Lead, d: Decision, person: str | None, at: float, raw: dict[str, Any]
+        self,
+        lead: Lead,
+        d: Decision,
+        person: str | None,
+        at: float,
+        raw: dict[str, Any],
+        todo: list[_ToInsert],
     ) -> Claim | None:
-        """Render and insert the lead's ``pending`` row (attempted_at NULL: not handed to the
-        API yet); None when it cannot be sent (named) or another run claimed the step."""
-        store, now, res = self.store, self.now, self.result
+        """Render the lead's message and add its ``pending`` row (attempted_at NULL: not
+        handed to the API yet) to ``todo``, for ``_insert_claims``; None when it cannot be
+        sent (named)."""
+        store, now = self.store, self.now
         assert d.sequence is not None and d.message is not None
         rendered = self.render(lead, d)
         if rendered is None:
             return None
         text, media = rendered
+        enrollment = None
         if d.new_enrollment and d.anchor_at is not None:
-            store.start_enrollment(
-                lead.id, d.sequence.id, lead.account_id, d.anchor_at, now, person_key=person
-            )
+            enrollment = (lead.id, d.sequence.id, lead.account_id, d.anchor_at, person)
         body, encrypted = stored_body(
             store.cipher,
             _body(text, media),
@@ -488,11 +499,25 @@ class LiveExecutor(Executor):
             person_key=person,
             attempted_at=None,
         )
-        fid = store.insert_followup(row)
-        if fid is None:
-            res.skipped["already_claimed"] += 1
-            return None
-        return Claim(fid, lead, d, person, text, media, now, at, raw)
+        claim = Claim(0, lead, d, person, text, media, now, at, raw)
+        todo.append((claim, row, enrollment))
+        return claim
+
+    def _insert_claims(self, todo: list[_ToInsert], batch: dict[str, Claim]) -> None:
+        """In the claim transaction: the batch's new enrollments, then its ``pending`` rows,
+        one statement each; a step another run claimed first is dropped from ``batch``."""
+        if not todo:
+            return
+        enrollments = [e for _, _, e in todo if e is not None]
+        if enrollments:
+            self.store.start_enrollments(enrollments, self.now)
+        ids = self.store.insert_followups([row for _, row, _ in todo])
+        for (claim, _, _), fid in zip(todo, ids, strict=True):
+            if fid is None:
+                self.result.skipped["already_claimed"] += 1
+                del batch[claim.lead.id]
+            else:
+                claim.fid = fid
 
     def _row(self, lead: Lead, d: Decision, status: str, **extra: Any) -> dict[str, Any]:
         assert d.sequence is not None and d.message is not None

@@ -56,6 +56,10 @@ def _parts(store, name: str) -> dict[str, queries.Sql]:
         fill.update(columns=columns(COLUMN_NAMES), values=placeholders(COLUMN_NAMES))
     if name == "claim_insert":
         fill.update(cols=columns(SEALED_TRACKING), values=placeholders(list(SEALED_TRACKING)))
+    if name == "claims_insert":
+        fill.update(cols=columns(SEALED_TRACKING), values=value_rows(2, SEALED_TRACKING))
+    if name == "enrollments_start":
+        fill.update(values=value_rows(2, ("l", "s", "a", "anchor", "p"), ("now", "h")))
     return {p: fill[p] for p in queries.parts(name, store.dialect)}
 
 

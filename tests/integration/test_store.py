@@ -120,6 +120,39 @@ def test_claim__the_same_step_cannot_be_claimed_twice(store: SqlStore) -> None:
     assert (row["status"], row["run_id"], row["claimed_at"]) == (PENDING, "r1", NOW)
 
 
+def test_claim__a_batch_insert_gives_each_new_step_its_id_and_none_to_a_taken_one(
+    store: SqlStore,
+) -> None:
+    """The claim batch's one INSERT (``insert_followups``): a step another run claimed first
+    gets None (the batch drops it), the others the id ``followup`` reads back; the batch's
+    enrollments are started by one statement too, an existing one left as it was."""
+    taken = store.insert_followup(claim_row("a2", run_id="r0"))
+    rows = [claim_row("a1"), claim_row("a2"), claim_row("a3", "m2", recipient_id="ig_a3")]
+    store.start_enrollment("a2", "s1", "acct_a", NOW - timedelta(hours=9), NOW)
+    store.start_enrollments(
+        [
+            ("a1", "s1", "acct_a", NOW - timedelta(hours=5), None),
+            ("a2", "s1", "acct_a", NOW - timedelta(hours=5), None),
+        ],
+        NOW,
+    )
+
+    ids = store.insert_followups(rows)
+
+    assert ids[1] is None and None not in (ids[0], ids[2]) and taken not in ids
+    for fid, row in ((ids[0], rows[0]), (ids[2], rows[2])):
+        got = store.followup(fid)
+        assert got is not None
+        assert (got["lead_id"], got["message_id"], got["run_id"]) == (
+            row["lead_id"],
+            row["message_id"],
+            "r1",
+        )
+    assert store.followup(ids[2])["recipient_id"] == "ig_a3"
+    anchors = {e["lead_id"]: e["anchor_at"] for e in store.enrollments()}
+    assert anchors == {"a1": NOW - timedelta(hours=5), "a2": NOW - timedelta(hours=9)}
+
+
 def test_claim__completion_only_touches_a_row_in_the_expected_status(store: SqlStore) -> None:
     fid = store.insert_followup(claim_row("a1"))
     assert fid is not None

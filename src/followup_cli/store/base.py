@@ -68,6 +68,7 @@ from .queries import (
     ident,
     in_list,
     placeholders,
+    value_rows,
 )
 from .queries import q as named_query
 from .rows import (  # noqa: F401
@@ -831,6 +832,24 @@ class SqlStore(PersonQueries, OutcomeQueries):
         out = self.query(_claim_insert(self.dialect, cols), {c: row[c] for c in cols})
         return int(out[0]["id"]) if out else None
 
+    def insert_followups(self, rows: Sequence[dict[str, Any]]) -> list[int | None]:
+        """``insert_followup`` for many rows (of distinct steps), a statement per chunk of
+        rows with the same columns: the id of each row, None for a step that already has
+        one."""
+        ready = [
+            self._seal(self._with_external_key(_redact_fields(r)), SEALED_TRACKING) for r in rows
+        ]
+        ids: dict[tuple[Any, Any, Any], int] = {}
+        by_cols: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in ready:
+            by_cols.setdefault(tuple(c for c in TRACKING_COLUMNS if c in row), []).append(row)
+        for cols, same in by_cols.items():
+            for chunk in _chunks(same, CLAIMS_PER_INSERT):
+                params = {f"{c}{i}": row[c] for i, row in enumerate(chunk) for c in cols}
+                for r in self.query(_claims_insert(self.dialect, cols, len(chunk)), params):
+                    ids[(r["lead_id"], r["sequence_id"], r["message_id"])] = int(r["id"])
+        return [ids.get((r["lead_id"], r["sequence_id"], r["message_id"])) for r in rows]
+
     def update_followup(
         self, followup_id: int, fields: dict[str, Any], only_status: str | None = None
     ) -> int:
@@ -935,6 +954,19 @@ class SqlStore(PersonQueries, OutcomeQueries):
             },
         )
         return n > 0
+
+    def start_enrollments(
+        self, rows: Sequence[tuple[str, str, str | None, datetime, str | None]], now: datetime
+    ) -> None:
+        """``start_enrollment`` (not a holdout) for many (lead, sequence, account, anchor,
+        person key), a statement per chunk."""
+        names = ("l", "s", "a", "anchor", "p")
+        for chunk in _chunks(list(rows), CLAIMS_PER_INSERT):
+            params: dict[str, Any] = {"now": now, "h": False}
+            for i, row in enumerate(chunk):
+                params.update({f"{n}{i}": v for n, v in zip(names, row, strict=True)})
+            values = value_rows(len(chunk), names, ("now", "h"))
+            self.execute(self.q("enrollments_start", values=values), params)
 
     def end_enrollment(self, lead_id: str, sequence_id: str, reason: str, now: datetime) -> bool:
         return self.end_enrollment_later(lead_id, sequence_id, reason, now)() > 0
@@ -1116,6 +1148,16 @@ def _status_in(statuses: tuple[str | None, ...], param: str) -> tuple[Sql, dict[
     if len(statuses) == 1:
         return compare("status", "=", param), {param: statuses[0]}
     return in_list("status", statuses, param)
+
+
+# Rows in one multi-row INSERT at most (a batch of claims is 16: ``sending.CLAIM_BATCH``).
+CLAIMS_PER_INSERT = 32
+
+
+@lru_cache(maxsize=256)
+def _claims_insert(dialect: str, cols: tuple[str, ...], count: int) -> Sql:
+    """The INSERT of ``count`` tracking rows with these columns (built once per shape)."""
+    return named_query("claims_insert", dialect, cols=columns(cols), values=value_rows(count, cols))
 
 
 @lru_cache(maxsize=256)

@@ -858,6 +858,19 @@ WHERE action = 'backlog_lost' AND account_id = :a AND at >= :start AND at <= :no
 INSERT INTO followup_tracking ({cols}) VALUES ({values})
 ON CONFLICT (lead_id, sequence_id, message_id) DO NOTHING RETURNING id
 
+-- A batch's claims (``{values}``: one row of placeholders per claim); the ids of those
+-- inserted, by their key (a step another run claimed first has no row here).
+-- name: claims_insert
+INSERT INTO followup_tracking ({cols}) VALUES {values}
+ON CONFLICT (lead_id, sequence_id, message_id) DO NOTHING
+RETURNING id, lead_id, sequence_id, message_id
+
+-- name: enrollments_start
+INSERT INTO followup_enrollments (lead_id, sequence_id, account_id, anchor_at, person_key,
+  started_at, holdout)
+VALUES {values}
+ON CONFLICT (lead_id, sequence_id) DO NOTHING
+
 -- name: claim_update
 UPDATE followup_tracking SET {sets} WHERE id = :_id AND {only}
 
