@@ -190,7 +190,10 @@ def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
                         settled = False  # in the future of a replay, or unreadable
                 if settled:
                     settled_marks.append((lid, mark["inbound_seen"], mark["converted_seen"]))
-            store.save_outcome_marks(settled_marks, now)
+        # After the chunk's commit: a claim that forgets one of these marks (0011) never
+        # waits for this transaction's locks on outcomes while this one waits for its mark
+        # (a crash in between leaves the leads unmarked: looked at again, idempotent).
+        store.save_outcome_marks(settled_marks, now)
     return counts
 
 

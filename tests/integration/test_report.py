@@ -329,6 +329,28 @@ def test_reconcile__a_new_followup_or_enrollment_forgets_the_leads_mark(
     assert reconcile(store, config, NOW).leads_checked == 1
 
 
+def test_a_new_followup_never_waits_for_a_mark_a_reconcile_holds(
+    seeded: tuple[SqlStore, Config, Path], db: LeadDB
+) -> None:
+    """Postgres (migration 0013): a claim's row forgets the lead's mark without waiting for
+    a reconcile that holds it (a claim batch and a reconcile over many leads, each waiting
+    for the other, would deadlock); that mark is then left as the reconcile writes it."""
+    if db.backend != "postgres":
+        pytest.skip("row locks: Postgres (SQLite serialises writers)")
+    import psycopg
+
+    store, config, _ = seeded
+    reconcile(store, config, NOW)
+    with psycopg.connect(db.url) as other:  # a reconcile's transaction, left open
+        other.execute("SET lock_timeout = '5s'")
+        other.execute("SELECT 1 FROM followup_outcome_marks WHERE lead_id = 'L5' FOR UPDATE")
+        store.execute("SET lock_timeout = '2s'")  # a wait would fail, not hang
+        followup_row(store, "L5", "s1", "m9", 9, t(4, 9))
+        followup_row(store, "L6", "s1", "m9", 9, t(4, 9))
+    marks = {r["lead_id"] for r in db.query("SELECT lead_id FROM followup_outcome_marks")}
+    assert "L5" in marks and "L6" not in marks
+
+
 def test_reconcile__a_conversion_by_status_alone_counts_from_when_it_is_first_seen(
     seeded: tuple[SqlStore, Config, Path], db: LeadDB
 ) -> None:

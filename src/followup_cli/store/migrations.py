@@ -355,4 +355,11 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
             ),
         ],
     ),
+    (
+        # 0011's trigger on Postgres never waits for a mark another transaction holds (a
+        # reconcile writing marks, now after its chunk's commit, outcomes.py): a claim
+        # batch and a reconcile could otherwise each hold what the other waits for.
+        "0013_outcome_marks_forget_skip_locked",
+        [("postgres", q("mark_forget_function_skip_locked", "postgres"))],
+    ),
 ]

@@ -668,6 +668,27 @@ CREATE TRIGGER followup_enrollments_mark_forget
 AFTER INSERT OR DELETE OR UPDATE OF lead_id, anchor_at ON followup_enrollments
 FOR EACH ROW EXECUTE FUNCTION followup_outcome_mark_forget()
 
+-- 0013: the same, never waiting: a mark another transaction holds (a reconcile writing it)
+-- is left as it is (that reconcile read the rows before this one, as a reconcile that read
+-- them just before this row was written would), so a claim never waits on a reconcile's
+-- marks and the two cannot deadlock over them.
+-- name: mark_forget_function_skip_locked@postgres
+CREATE OR REPLACE FUNCTION followup_outcome_mark_forget() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        DELETE FROM followup_outcome_marks WHERE lead_id IN (SELECT m.lead_id
+            FROM followup_outcome_marks m WHERE m.lead_id = OLD.lead_id
+            FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        DELETE FROM followup_outcome_marks WHERE lead_id IN (SELECT m.lead_id
+            FROM followup_outcome_marks m WHERE m.lead_id = NEW.lead_id
+            FOR UPDATE SKIP LOCKED);
+    END IF;
+    RETURN NULL;
+END $$
+
 -- ============================================ the shared queries (store/base.py)
 
 -- name: migrations_applied
