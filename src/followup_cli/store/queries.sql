@@ -386,7 +386,8 @@ ORDER BY a.lead_id
 -- Every lead whose times differ from its mark, or that has none, in table order: one probe
 -- of the marks per lead. A lead with no recent rows is marked too (0011 forgets a mark when
 -- the lead's rows change), so it is not probed for rows at every run; "IS NOT" takes a
--- NULL that became '' as a change (one more look, never one fewer). Sorting by id or
+-- NULL that became '' as a change (one more look, never one fewer); a row without an id
+-- is no lead (nothing tracks it, and it could never be marked). Sorting by id or
 -- probing the recent rows per lead cost 0.79 s at a million leads, this 0.34 s
 -- (bench/RESULTS-select.md).
 -- name: changed_outcome_leads@sqlite
@@ -395,10 +396,10 @@ SELECT l.id AS lead_id, CAST({inbound_at} AS TEXT) AS inbound_seen,
     CASE WHEN {status} LIKE 'converted' THEN 'status:converted' END) AS converted_seen
 FROM {leads} l
 LEFT JOIN followup_outcome_marks m ON m.lead_id = {lid}
-WHERE m.lead_id IS NULL
+WHERE l.id IS NOT NULL AND (m.lead_id IS NULL
   OR m.inbound_seen IS NOT CAST({inbound_at} AS TEXT)
   OR m.converted_seen IS NOT COALESCE(CAST({converted_at} AS TEXT),
-    CASE WHEN {status} LIKE 'converted' THEN 'status:converted' END)
+    CASE WHEN {status} LIKE 'converted' THEN 'status:converted' END))
 
 -- "{values}": (:l0, :i0, :c0, :now), ... for one chunk of marks.
 -- name: outcome_marks_save
