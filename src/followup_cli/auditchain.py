@@ -217,8 +217,10 @@ def append_later(
     """``append`` inside the caller's transaction; the returned function, called before the
     transaction ends and before any other append of this connection, completes it and
     gives the row's chain_seq. Inside ``SqlStore.pipelined`` (Postgres) nothing is waited
-    for: the head is read, locked, with the caller's statements, and the row goes out with
-    the commit; elsewhere the row is written at once as ``append`` writes it."""
+    for: the row goes out with the commit, chained by the database (0 is returned then),
+    or, at a connection's first append, the head is read, locked, with the caller's
+    statements and the row chained to it goes out with the commit; elsewhere the row is
+    written at once as ``append`` writes it."""
     if at.tzinfo is None:  # the store would read a naive time in its own zone: fix it here
         at = at.astimezone()
     text = detail_text(detail)
@@ -237,6 +239,20 @@ def append_later(
         "detail_digest": detail_digest(salt, text) if salt and text is not None else None,
     }
     key = (store.dialect, store.url)
+    if store.pipelining and store.audit_role is not None and store.hashes_in_sql:
+        # The row goes out with the COMMIT as one statement that locks the head, chains
+        # the row to it and hashes it (``_payload_parts``), or fails the transaction when
+        # there is no head row: the head's lock is held while the server runs that
+        # statement and the commit, never across a round trip to this process.
+        role = store.audit_role[0]
+
+        def at_head() -> int:
+            p1, p2 = _payload_parts(fields, role)
+            params = {**fields, "db_role": role, "p1": p1, "p2": p2}
+            store.execute_later(store.q("audit_append_at_head_or_fail"), params)
+            return 0  # (its place is the database's to choose, at the commit)
+
+        return at_head
     if store.pipelining:
         # Statements go out together: the head is read (locked) with them, and the row
         # chained to it goes out with the COMMIT (a row that could not be chained fails

@@ -444,9 +444,9 @@ def test_chain__rows_hashed_by_the_database_verify_like_the_others(store: SqlSto
     other = store.clone()
     try:
         odd = ['Zoë "ops" \\ 東京', "", "l\u2028é", None]
-        for i, text in enumerate(odd * 2):
+        for i, text in enumerate(odd * 3):
             writer = other if i == 3 else store
-            writer.audit(
+            args = (
                 "send",
                 NOW + timedelta(microseconds=7 * i + 1),
                 text or "ops",
@@ -457,8 +457,35 @@ def test_chain__rows_hashed_by_the_database_verify_like_the_others(store: SqlSto
                 "m1" if i % 2 else None,
                 {"note": text, "i": i} if i % 3 else None,
             )
+            if i < 8:
+                writer.audit(*args)
+            else:  # the send path's way: with the COMMIT of a pipelined transaction
+                with writer.pipelined(), writer.transaction():
+                    writer.audit_later(*args)()
     finally:
         other.close()
     report = auditchain.verify(store)
     assert report.intact, [p.message for p in report.problems]
-    assert report.rows == 8
+    assert report.rows == 12
+
+
+@POSTGRES_ONLY
+def test_chain__a_pipelined_row_with_no_head_to_chain_to_fails_its_transaction(
+    db: LeadDB, store: SqlStore
+) -> None:
+    """The row the database chains with a pipelined COMMIT, when the head row was deleted
+    in the meantime: the transaction fails (nothing it wrote is kept) instead of committing
+    without its audit row; the next plain append puts the head back."""
+    from followup_cli.errors import StoreError
+
+    store.audit("send", NOW, "ops", "run1", "l1")  # the connection's first: its role read
+    tamper(db, "DELETE FROM followup_audit_head")
+    with pytest.raises(StoreError), store.pipelined(), store.transaction():
+        store.execute(store.q("config_seen"), {"d": "x", "p": "p", "a": "ops", "now": NOW})
+        store.audit_later("send", NOW, "ops", "run1", "l2")()
+    assert store.query("SELECT COUNT(*) AS n FROM followup_config_seen WHERE digest = 'x'") == [
+        {"n": 0}
+    ]
+    assert [r["lead_id"] for r in store.query("SELECT lead_id FROM followup_audit")] == ["l1"]
+    store.audit("send", NOW, "ops", "run1", "l3")
+    assert store.query("SELECT chain_seq FROM followup_audit_head") == [{"chain_seq": 2}]

@@ -235,6 +235,23 @@ SELECT new.chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :seq
 FROM new
 RETURNING chain_seq, row_hash
 
+-- The same inside a pipeline, sent with the COMMIT unwaited: it fails (1 / 0) rather than
+-- insert nothing when there is no head row, so the transaction cannot commit without it.
+-- name: audit_append_at_head_or_fail@postgres
+WITH old AS (
+  SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1 FOR UPDATE),
+new AS (
+  UPDATE followup_audit_head h SET chain_seq = old.chain_seq + 1,
+    row_hash = encode(sha256(convert_to(
+      :p1 || CAST(old.chain_seq + 1 AS text) || :p2 || old.row_hash || '"]', 'UTF8')), 'hex')
+  FROM old WHERE h.id = 1
+  RETURNING h.chain_seq, h.row_hash, old.row_hash AS prev_hash)
+INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, account_id,
+  sequence_id, message_id, detail, detail_salt, detail_digest, db_role, prev_hash, row_hash)
+SELECT new.chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
+  :message_id, :detail, :detail_salt, :detail_digest, :db_role, new.prev_hash, new.row_hash
+FROM (SELECT count(*) AS n FROM new) moved LEFT JOIN new ON true WHERE 1 / moved.n = 1
+
 -- name: audit_head_read
 SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1
 
