@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,6 +167,24 @@ def _fmt(dt: datetime | None) -> str:
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(redact_obj(data), indent=2, default=str, sort_keys=False) + "\n")
+
+
+def _print_json_listing(data: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+    """``_print_json(data | {key: list(items)})``, byte for byte, with ``key`` last in
+    ``data`` (its value an empty list there): the items written one at a time, so that a
+    run's thousands of messages are never all copied (redacted, encoded) at once."""
+    head = json.dumps(redact_obj(data), indent=2, default=str, sort_keys=False)
+    tail = f"{json.dumps(key)}: []\n}}"
+    if not head.endswith(tail):
+        raise ValueError(f"{key!r} is not the last key of the data, with an empty list")
+    w = sys.stdout.write
+    w(head[: -len("]\n}")])
+    n = 0
+    for item in items:
+        text = json.dumps(redact_obj(item), indent=2, default=str, sort_keys=False)
+        w(("," if n else "") + "\n    " + text.replace("\n", "\n    "))
+        n += 1
+    w("\n  ]\n}\n" if n else "]\n}\n")
 
 
 def _has_lead_table(store: SqlStore) -> bool:

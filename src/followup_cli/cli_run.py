@@ -28,7 +28,7 @@ from .cli_common import (
     _fmt,
     _load,
     _now,
-    _print_json,
+    _print_json_listing,
     _store,
     app,
     err,
@@ -234,11 +234,11 @@ def _print_run(summary: RunSummary, plan: _PlanSink | None, ops: RunOps, as_json
     """What a run prints once it is over: JSON, the dry-run table or the summary on a
     terminal; then the bad rows and the failure line for cron."""
     dry_run = plan is not None
-    data = summary.as_dict()
+    data = summary.as_dict(messages=False)
     if as_json and plan is not None:
         plan.print_json(data)
     elif as_json:
-        _print_json(data)
+        _print_json_listing(data, "messages", summary.message_dicts())
     elif dry_run and plan is not None:
         _print_dry_run(summary, plan)
     elif sys.stdout.isatty():

@@ -149,7 +149,7 @@ class Engine:
                 run_id,
             )
             self.store.finish_run(
-                run_id, wall(), summary.exit_code, summary.as_dict() | {"messages": []}
+                run_id, wall(), summary.exit_code, summary.as_dict(messages=False)
             )
         return summary
 

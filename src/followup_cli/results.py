@@ -4,6 +4,7 @@ counts and the run's summary (what ``followup run --json`` prints)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -160,7 +161,9 @@ class RunSummary:
             return 3
         return 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, messages: bool = True) -> dict[str, Any]:
+        """The summary as JSON prints it; ``messages=False``: without the list of every
+        planned or sent message ("messages" then empty; ``message_dicts`` gives them)."""
         return {
             "run_id": self.run_id,
             "now": self.now.isoformat(),
@@ -196,8 +199,14 @@ class RunSummary:
                 }
                 for a in self.accounts
             },
-            "messages": [p.as_dict() for p in self.planned],
+            "messages": list(self.message_dicts()) if messages else [],
         }
+
+    def message_dicts(self) -> Iterator[dict[str, Any]]:
+        """Each planned or sent message as "messages" lists it, one at a time."""
+        for a in self.accounts:
+            for p in a.planned:
+                yield p.as_dict()
 
 
 def decide_or_name(
