@@ -73,6 +73,8 @@ class Leases:
         other runs are alive, so that runs started a moment apart split the accounts
         instead of the first taking them all. Counted again at most every
         ``SHARE_SECONDS`` (it grows as the other runs finish)."""
+        if not self.store.leases_across_processes:
+            return accounts  # one live run holds the database (SQLite's run lock)
         t = time.monotonic()
         if self._share is None or t - self._share[0] > SHARE_SECONDS:
             self._share = (t, self._other_runs_alive())

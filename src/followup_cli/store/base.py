@@ -252,6 +252,11 @@ class SqlStore(PersonQueries, OutcomeQueries):
             if _LEASES.get(key) is self:
                 del _LEASES[key]
 
+    @property
+    def leases_across_processes(self) -> bool:
+        """Whether another process's run can hold a lease here (Postgres)."""
+        return has_query("lease_try", self.dialect)
+
     def _lease_scope(self) -> str:
         """What two store objects of one database share: its file (memory: the connection)."""
         return self.url
