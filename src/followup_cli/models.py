@@ -364,11 +364,15 @@ class LeadState:
     person_enrollments: tuple[PersonEnrollment, ...] = ()
 
     def active_enrollment(self) -> EnrollmentRecord | None:
+        if not self.enrollments:
+            return None
         active = [e for e in self.enrollments if e.ended_at is None]
         return max(active, key=lambda e: e.started_at) if active else None
 
     def counted(self, sequence_id: str | None = None) -> list[FollowupRecord]:
         """Follow-ups the person (may have) received, under this lead row or another."""
+        if not self.followups and not self.person_followups:
+            return []
         return [
             f
             for f in self.followups + self.person_followups

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import types
 import unicodedata
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -15,13 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from followup_cli.config import DEFAULT_OPTOUT_KEYWORDS, Config
+from followup_cli.config import DEFAULT_OPTOUT_KEYWORDS, Condition, Config
 from followup_cli.models import EnrollmentRecord, FollowupRecord, Lead, LeadState
 from followup_cli.rules import (
     APOSTROPHES,
     KEYWORD_SEPARATOR,
     choose_variant,
     combining_marks,
+    condition_holds,
     decide,
     fold_text,
     has_optout_keyword,
@@ -30,6 +32,7 @@ from followup_cli.rules import (
     keyword_optout,
     normalize_text,
     quiet_until,
+    trigger_holds,
 )
 from followup_cli.rules.keywords import keyword_like_gates
 from tests.helpers import base_config
@@ -1007,3 +1010,36 @@ def test_exact_keyword_patterns__leave_ordinary_words_out() -> None:
     for text in ("baja", "quiero parar", "no mas mensajes", "DON`T message me"):
         assert keyword_optout(text, DEFAULT_OPTOUT_KEYWORDS) is not None, text
         assert any(_like(p, text.lower()) for p in exact), text
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.integers(0, 3),
+    st.sampled_from([1.0, 2.5, "2", "1.0", "x", "", "qualified", True, False]),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    field=st.sampled_from(["score", "status", "nope", ""]),
+    op=st.sampled_from(["between", "eq", "in", "ne", "gt", "exists"]),
+    value=st.one_of(st.lists(_VALUES, min_size=2, max_size=3), _VALUES, st.lists(_VALUES)),
+    score=_VALUES,
+    status=_VALUES,
+)
+def test_trigger_holds__compiled_conditions_answer_as_the_condition_walk(
+    field: str, op: str, value: Any, score: Any, status: Any
+) -> None:
+    """A run compiles each trigger condition once; it must hold exactly where
+    ``condition_holds`` holds, for any operand (odd ones raise as before, lead by lead)."""
+    cond = Condition.model_construct(field=field, op=op, value=value, any=None, all=None)
+    lead = Lead(id="L1", account_id="a", recipient_id="r", score=score, status=status)
+    seq = types.SimpleNamespace(trigger=(cond,))
+
+    def answer(f: Any) -> Any:
+        try:
+            return bool(f())
+        except Exception as exc:  # noqa: BLE001 - the same error, the same way
+            return type(exc)
+
+    assert answer(lambda: trigger_holds(seq, lead)) == answer(lambda: condition_holds(cond, lead))

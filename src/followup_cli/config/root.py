@@ -64,10 +64,15 @@ class Config(_Model):
         return v
 
     def account(self, account_id: str | None) -> Account | None:
+        return None if account_id is None else self._accounts_by_id.get(account_id)
+
+    @cached_property
+    def _accounts_by_id(self) -> dict[str, Account]:
+        """Each account by id, the first of a repeated id (asked for every lead decided)."""
+        out: dict[str, Account] = {}
         for a in self.accounts:
-            if a.id == account_id:
-                return a
-        return None
+            out.setdefault(a.id, a)
+        return out
 
     def settings_for(self, account: Account | None) -> Settings:
         if account is None:

@@ -124,7 +124,7 @@ def decide(
         lead_id=lead.id,
         account_id=lead.account_id,
         followup_number=len(counted) + 1,
-        last_followup_at=max((f.at for f in counted), default=None),
+        last_followup_at=max((f.at for f in counted), default=None) if counted else None,
     )
     g = Gate(lead, state, config, now, d, state.active_enrollment(), counted, explain=explain)
     for gate in GATES:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from ..config import Settings
@@ -37,6 +38,13 @@ def quiet_until(now: datetime, settings: Settings, lead_tz: str | None) -> datet
 
 
 def local_day(dt: datetime, tz_name: str) -> date:
+    if dt.tzinfo is UTC:  # the rules' times: one instant each, asked for again and again
+        return _local_day(dt, tz_name)
+    return dt.astimezone(ZoneInfo(tz_name)).date()
+
+
+@lru_cache(maxsize=4096)
+def _local_day(dt: datetime, tz_name: str) -> date:
     return dt.astimezone(ZoneInfo(tz_name)).date()
 
 

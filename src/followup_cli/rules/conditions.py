@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..config import Condition, Sequence
@@ -78,7 +79,62 @@ def condition_holds(cond: Condition, lead: Lead) -> bool:
 
 
 def trigger_holds(sequence: Sequence, lead: Lead) -> bool:
-    return all(condition_holds(c, lead) for c in sequence.trigger)
+    """Every condition of the sequence's trigger holds (``condition_holds``, each compiled
+    once a sequence: a run asks for every lead it decides)."""
+    hit = _TRIGGERS.get(id(sequence))
+    if hit is None or hit[0] is not sequence:
+        if len(_TRIGGERS) >= 1024:
+            _TRIGGERS.clear()
+        hit = _TRIGGERS[id(sequence)] = (sequence, tuple(map(_compiled, sequence.trigger)))
+    for holds in hit[1]:
+        if not holds(lead):
+            return False
+    return True
+
+
+# By sequence (kept alive here, so that its id is not reused): its trigger's predicates.
+_TRIGGERS: dict[int, tuple[Sequence, tuple[Callable[[Lead], Any], ...]]] = {}
+
+
+def _compiled(cond: Condition) -> Callable[[Lead], Any]:
+    """A predicate that answers what ``condition_holds(cond, lead)`` answers, with the
+    condition's shape, field and operands looked at once: a column's ``between``, ``eq``
+    and ``in`` (what triggers use most) without the walk through the operators; anything
+    else (a nested ``any``/``all``, an attribute, an operand it cannot use) is
+    ``condition_holds`` itself. A column is read as ``Lead.value`` reads it."""
+    field, op, target = cond.field or "", cond.op, cond.value
+    generic: Callable[[Lead], Any] = lambda lead: condition_holds(cond, lead)  # noqa: E731
+    if cond.any is not None or cond.all is not None or field.startswith("attributes."):
+        return generic
+    if op == "between":
+        if not isinstance(target, list | tuple) or len(target) < 2:
+            return generic  # raises (or not) as condition_holds does, lead by lead
+        low, high = target[0], target[1]
+        if low is None or high is None:
+            return lambda lead: False
+        low, high = _num(low), _num(high)
+
+        def between(lead: Lead) -> bool:
+            value = getattr(lead, field, None)
+            if value is None:
+                return False
+            value = _num(value)
+            try:  # as _cmp: a TypeError is False, for gte and lte alike
+                return value >= low and value <= high
+            except TypeError:
+                return False
+
+        return between
+    if op == "eq":
+        return lambda lead: _eq(getattr(lead, field, None), target)
+    if op == "in":
+
+        def is_in(lead: Lead) -> bool:
+            value = getattr(lead, field, None)
+            return any(_eq(value, t) for t in target)
+
+        return is_in
+    return generic
 
 
 def describe_conditions(conditions: tuple[Condition, ...]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from ..config import Config, Message, Sequence, Settings
@@ -14,7 +15,10 @@ from ..models import Lead, LeadState
 from .decision import TERMINAL, Action, Check, Decision
 
 
+@lru_cache(maxsize=256)
 def hours_delta(hours: float) -> timedelta:
+    """``timedelta(hours=hours)``; the hours are the config's (a few values a run, asked for
+    several times a lead), so each is built once."""
     return timedelta(hours=hours)
 
 

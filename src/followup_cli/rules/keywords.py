@@ -68,8 +68,12 @@ def keyword_optout(text: str | None, keywords: tuple[str, ...]) -> str | None:
     if not text:
         return None
     norm = normalize_text(text)
-    joined = _joined(tuple(keywords))
-    anyone = any_keyword(joined)
+    last = _LAST_ANY[0]
+    if last[0] is keywords:  # a run asks with the same tuple for every lead
+        anyone = last[1]
+    else:
+        anyone = any_keyword(_joined(tuple(keywords)))
+        _LAST_ANY[0] = (keywords, anyone)
     if anyone is None or anyone.search(norm) is None:  # one pass finds there is none
         return None
     for kw, pattern in _keyword_patterns(tuple(keywords)):
@@ -79,6 +83,9 @@ def keyword_optout(text: str | None, keywords: tuple[str, ...]) -> str | None:
 
 
 KEYWORD_SEPARATOR = "\x1f"  # between keywords given as one string
+# The keywords ``keyword_optout`` was last asked with (that very tuple) and their pattern:
+# hashing 48 keywords for the lru_cache was most of its time for a text without any.
+_LAST_ANY: list[tuple[object, re.Pattern[str] | None]] = [(None, None)]
 
 
 @lru_cache(maxsize=64)

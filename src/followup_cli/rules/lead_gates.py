@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from ..config import Settings
 from .decision import Decision
 from .gate import Gate, fmt_time
 from .keywords import keyword_optout
+
+# Each account's settings' opt-out keywords (a property that builds the tuple), by the
+# settings object: built once a run instead of once a lead (settings are frozen).
+_KEYWORDS: dict[int, tuple[Settings, tuple[str, ...]]] = {}
+
+
+def optout_keywords(st: Settings) -> tuple[str, ...]:
+    """``st.all_optout_keywords``, the same tuple every time for the same settings."""
+    hit = _KEYWORDS.get(id(st))
+    if hit is None or hit[0] is not st:
+        if len(_KEYWORDS) >= 256:
+            _KEYWORDS.clear()
+        hit = _KEYWORDS[id(st)] = (st, st.all_optout_keywords)
+    return hit[1]
 
 
 def gate_account(g: Gate) -> Decision | None:
@@ -25,7 +40,7 @@ def gate_account(g: Gate) -> Decision | None:
 def gate_optout(g: Gate) -> Decision | None:
     """Opt-out: an erasure, a recorded opt-out (the lead's or the person's), or a keyword."""
     state = g.state
-    kw = keyword_optout(g.lead.last_inbound_text, g.settings.all_optout_keywords)
+    kw = keyword_optout(g.lead.last_inbound_text, optout_keywords(g.settings))
     if state.suppression == "erasure":
         g.check("opt-out", False, "the person was erased on request")
         return g.stop("opted_out", "the person was erased on request: never messaged again")

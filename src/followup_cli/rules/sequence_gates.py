@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..models import FAILED, PENDING, UNKNOWN
+from ..models import FAILED, PENDING, UNKNOWN, FollowupRecord
 from .conditions import trigger_holds
 from .decision import Decision
 from .gate import Gate, config_sequence, fmt_time, hours_delta
@@ -71,9 +71,12 @@ def _new_sequence(g: Gate) -> Decision | None:
             )
     g.check("silence", True, lambda: f"silent since {fmt_time(d.anchor_at)} (we wrote last)")
     # never the same sequence twice, for the person (under any lead row)
-    done = {e.sequence_id for e in state.enrollments} | {
-        e.sequence_id for e in state.person_enrollments
-    }
+    done = (
+        {e.sequence_id for e in state.enrollments}
+        | {e.sequence_id for e in state.person_enrollments}
+        if state.enrollments or state.person_enrollments
+        else ()
+    )
     seq = next(
         (
             c
@@ -96,6 +99,26 @@ def gate_step(g: Gate) -> Decision | None:
     seq = g.seq
     assert seq is not None
     seq_rows = [f for f in g.state.followups if f.sequence_id == seq.id]
+    if seq_rows:
+        held = _held(g, seq_rows)
+        if held is not None:
+            return held
+    done_ids = {f.message_id for f in seq_rows}
+    step = next(
+        ((i, m) for i, m in enumerate(seq.messages, start=1) if m.active and m.id not in done_ids),
+        None,
+    )
+    if step is None:
+        g.check("step", False, lambda: f"every message of {seq.id} is done")
+        return g.stop("completed", f"{seq.id} is complete")
+    g.next_step = step
+    return None
+
+
+def _held(g: Gate, seq_rows: list[FollowupRecord]) -> Decision | None:
+    """A failed step ends the sequence; an open one holds it."""
+    seq = g.seq
+    assert seq is not None
     failed = [f for f in seq_rows if f.status == FAILED]
     if failed:
         g.check("step", False, lambda: f"{failed[-1].message_id} failed permanently")
@@ -116,15 +139,6 @@ def gate_step(g: Gate) -> Decision | None:
             )
         g.check("step", False, lambda: f"{f.message_id} is being sent by a run")
         return g.wait("in_flight", f"{f.message_id} is being sent by a run right now", None)
-    done_ids = {f.message_id for f in seq_rows}
-    step = next(
-        ((i, m) for i, m in enumerate(seq.messages, start=1) if m.active and m.id not in done_ids),
-        None,
-    )
-    if step is None:
-        g.check("step", False, lambda: f"every message of {seq.id} is done")
-        return g.stop("completed", f"{seq.id} is complete")
-    g.next_step = step
     return None
 
 

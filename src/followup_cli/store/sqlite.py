@@ -9,8 +9,9 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +21,7 @@ from ..models import format_time
 from ..rules import KEYWORD_SEPARATOR, has_optout_keyword
 from ..rules.keywords import keyword_like_gates
 from .base import SqlStore
-from .queries import ident
+from .queries import Sql, ident, placeholders
 
 BUSY_TIMEOUT_SECONDS = 30.0
 # One lock per database file for the write transactions of this process's connections to
@@ -231,6 +232,26 @@ class SQLiteStore(SqlStore):
                 return self.conn.execute(sql, bound).rowcount
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
+
+    def _in_list(
+        self, column: str, values: Sequence[Any], param: str = "p"
+    ) -> tuple[Sql, dict[str, Any]]:
+        # Texts: one JSON array parameter (``json_each``), as Postgres passes one array.
+        # sqlite3 binds a named parameter by searching the statement's list of names, so
+        # 500 of them cost 0.34 ms a statement against 0.07 (a third of lead_states).
+        # Other values (numbers; text that is not plain ASCII, which may hold undecodable
+        # bytes that ``_bind`` passes as a blob) keep the IN list of parameters.
+        if _json_each() and all(type(v) is str for v in values):
+            joined = "".join(values)
+            if joined.isascii() and "\x00" not in joined:
+                name = f"{param}_list"  # not "{param}0"..., nor a query's own ":p"
+                return (
+                    Sql(
+                        f"{ident(column)} IN (SELECT value FROM json_each({placeholders([name])}))"
+                    ),
+                    {name: json.dumps(list(values))},
+                )
+        return super()._in_list(column, values, param)
 
     def page_key(self, lead_id: Any) -> Any:
         return lead_id  # as stored: an integer id pages as an integer, text as text
@@ -458,6 +479,17 @@ def _keyword(raw: Any, keywords: str) -> int:
         return int(has_optout_keyword(text, keywords))
     except Exception:  # noqa: BLE001 - a value it cannot read only misses the coarse filter
         return 0
+
+
+@lru_cache(maxsize=1)
+def _json_each() -> bool:
+    """This process's SQLite has ``json_each`` (built in since 3.38, an option before)."""
+    try:
+        with closing(sqlite3.connect(":memory:")) as conn:
+            conn.execute("SELECT value FROM json_each('[1]')").fetchall()
+    except sqlite3.Error:
+        return False
+    return True
 
 
 def _lenient_text(raw: bytes) -> str:
