@@ -150,7 +150,7 @@ class RunOps:
 
     def done(self, summary: Any, store: SqlStore | None = None, config: Any = None) -> int:
         """The engine finished: log per account, say the backlog; the run's exit code."""
-        data = summary.as_dict()
+        data = summary.as_dict(messages=False)
         self.summary = {k: v for k, v in data.items() if k != "messages"}
         for acct, a in data.get("accounts", {}).items():
             log.info(
