@@ -14,7 +14,7 @@ them; an executor does the work for each lead:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -178,6 +178,8 @@ class LiveExecutor(Executor):
         self._audit_due: Callable[[], Audited] | None = None
         self.claimed: dict[str, Claim] = {}  # lead id -> its claim, not yet attempted
         self.settled: set[str] = set()  # leads a batch handled without a claim
+        # inside ``_audits_last``: the audit rows of the transaction, written at its end
+        self._held_audits: list[tuple[Any, ...]] | None = None
 
     # ---------------------------------------------------------------- outcomes
     def _record_locked(self) -> None:
@@ -200,7 +202,11 @@ class LiveExecutor(Executor):
         at: datetime | None = None,
     ) -> None:
         """An audit row of this run about ``lead``, after the last outcome's own row (the
-        chain in the order things happened; a no-op when that row is the one written)."""
+        chain in the order things happened; a no-op when that row is the one written);
+        inside ``_audits_last``, held until the transaction's other writes are done."""
+        if self._held_audits is not None:
+            self._held_audits.append((action, lead, sequence_id, message_id, detail, at))
+            return
         self._audit_recorded()
         self.store.audit(
             action,
@@ -214,6 +220,24 @@ class LiveExecutor(Executor):
             detail,
         )
 
+    @contextmanager
+    def _audits_last(self) -> Iterator[None]:
+        """Inside a write transaction: its audit rows (``_audit``) are written when the
+        body is done, after the last outcome's own row. Appending to the audit chain
+        locks its head until the commit: taken last, the head is never held while this
+        transaction waits for a lead's rows that another writer holds while it waits for
+        the head (an opt-out, an event, another run's outcome): Postgres would abort one
+        of the two ("deadlock detected")."""
+        self._held_audits = []
+        try:
+            yield
+            held = self._held_audits
+        finally:
+            self._held_audits = None
+        self._audit_recorded()
+        for action, lead, sequence_id, message_id, detail, at in held:
+            self._audit(action, lead, sequence_id, message_id, detail, at)
+
     def _audit_recorded(self) -> None:
         self._audit_issued()()
 
@@ -224,14 +248,19 @@ class LiveExecutor(Executor):
         return audit() if audit is not None else _nothing
 
     @contextmanager
-    def _write_tx(self, account_id: str | None = None) -> Iterator[None]:
+    def _write_tx(self, account_id: str | None = None, leads: Sequence[str] = ()) -> Iterator[None]:
         """A write transaction (holding the account's rate window when ``account_id``) that
         also writes the account's last outcome: rows first, audit row last (or where the
-        caller issues it, ``_audit_issued``)."""
+        caller issues it, ``_audit_issued``). ``leads``: the leads whose rows it may write;
+        their rows (and the last outcome's lead's) are locked first, in lead id order
+        (``SqlStore.lock_lead_rows``)."""
         held = self._unrecorded
         tx = self.store.claim_tx(account_id) if account_id else self.store.transaction()
         with tx:
             try:
+                if leads:
+                    mine = {*leads, *([held[1].lead_id] if held is not None else [])}
+                    self.store.lock_lead_rows(sorted(mine))
                 self._record_locked()
                 yield
             except BaseException:
@@ -276,7 +305,8 @@ class LiveExecutor(Executor):
             person = store.person_key(fresh.account_id, fresh.recipient_id)
             d = decide_or_name(fresh, store.lead_state(lead.id, person), self.config, now, None)
             if d is not None:
-                self._bookkeep_locked(fresh, d)
+                with self._audits_last():
+                    self._bookkeep_locked(fresh, d)
 
     def _bookkeep_locked(self, lead: Lead, d: Decision) -> None:
         store, now = self.store, self.now
@@ -370,7 +400,8 @@ class LiveExecutor(Executor):
         settled: set[str] = set()
         at = self.engine.clock.elapsed()
         verdict: str | None = None
-        with self._write_tx(self.account.id):
+        mine = [lead.id for lead in leads] + list(self.claimed)
+        with self._write_tx(self.account.id, mine), self._audits_last():
             if stale:
                 store.release_unattempted(followup_ids=stale)
             locked, rows, fresh_leads = self._reread(leads, settled)

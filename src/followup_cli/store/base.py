@@ -768,6 +768,13 @@ class SqlStore(PersonQueries, OutcomeQueries):
         holds the others: the caller skips them)."""
         return {lid for lid in lead_ids if self._try_lock_lead(lid)}
 
+    def lock_lead_rows(self, lead_ids: Sequence[str]) -> None:
+        """Inside a transaction: lock the enrollments of these leads, in lead id order (the
+        order every writer of many leads keeps: reconcile, a claim batch). Postgres; SQLite's
+        ``BEGIN IMMEDIATE`` already holds the whole database."""
+        if lead_ids and has_query("lead_rows_lock", self.dialect):
+            self.query(self.q("lead_rows_lock"), {"ids": list(lead_ids)})
+
     def mark_attempted(
         self, followup_id: int, lead_id: str, person_key: str | None, now: datetime
     ) -> bool:

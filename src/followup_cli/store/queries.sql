@@ -847,6 +847,14 @@ SELECT pg_try_advisory_lock(hashtextextended(COALESCE(current_schema(), '') || :
 -- name: lease_release@postgres
 SELECT pg_advisory_unlock(hashtextextended(COALESCE(current_schema(), '') || :k, 0)) AS ok
 
+-- The enrollments of the leads a transaction may write, locked in one order (lead id, as
+-- reconcile takes them, then sequence): a claim batch takes them first, so it never holds
+-- one lead's rows while it waits for another's that a reconcile, holding the first one's
+-- next, waits for (``SqlStore.lock_lead_rows``).
+-- name: lead_rows_lock@postgres
+SELECT 1 AS x FROM followup_enrollments WHERE lead_id = ANY(:ids)
+ORDER BY lead_id, sequence_id FOR UPDATE
+
 -- name: lock_migrations@postgres
 SELECT pg_advisory_xact_lock(hashtextextended('followup:migrate', 0)) AS ok
 

@@ -1,0 +1,212 @@
+"""Writers that meet on the same rows take them in one order, so two of them never wait for
+each other (Postgres would abort one with "deadlock detected", SQLSTATE 40P01, and the run
+or the command would end with exit 1).
+
+The order: the account's lock, then the leads' rows (enrollments, tracking) by lead id,
+then the audit chain's head, last, just before the commit.
+
+Each test sets two transactions against each other step by step, on two connections: the
+second is started where the first one stands and let go once it waits for a lock (polled
+in ``pg_locks``) or has finished; then the first goes on. Postgres only: SQLite serialises
+every writer with ``BEGIN IMMEDIATE``, so nothing there can wait in a cycle.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from followup_cli.channels import make_channel
+from followup_cli.cli_people import _add_optout
+from followup_cli.config import load_config
+from followup_cli.engine import Engine, RunOptions, RunSummary
+from followup_cli.store import open_store
+from followup_cli.store.postgres import PostgresStore
+from tests.fakes.graph_api import FakeGraphAPI
+from tests.helpers import LeadDB, base_config, lead, write_config
+
+MADRID = ZoneInfo("Europe/Madrid")
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=MADRID)  # Monday 10:00: m1 due for Y
+T1 = T0 + timedelta(days=1)  # Tuesday 10:00: m2 due for Y; X's window closed long ago
+POSTGRES_ONLY = pytest.mark.parametrize("db", ["postgres"], indirect=True)
+
+
+def _config(tmp_path: Path, fake: FakeGraphAPI, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("FOLLOWUP_TOKEN_A", "tok-a")
+    cfg = base_config(
+        channel={"type": "instagram", "api_base": fake.base_url, "window_hours": 72},
+    )
+    return load_config(write_config(tmp_path / "sequences.yaml", cfg))
+
+
+def _run(loaded: Any, db: LeadDB, now: datetime) -> RunSummary:
+    store = open_store(db.url, "leads")
+    channel = make_channel(loaded.config, sleep=lambda s: None)
+    try:
+        return Engine(loaded, store, channel).run(RunOptions(now=now))
+    finally:
+        channel.close()
+        store.close()
+
+
+def _beside(db: LeadDB, work: Callable[[Any], None]) -> Callable[[], BaseException | None]:
+    """Start ``work`` on a store of its own in a thread; return once it waits for a lock
+    or has finished. The returned function joins it and gives what it raised."""
+    store = open_store(db.url, "leads")
+    assert isinstance(store, PostgresStore)
+    pid = store.conn.info.backend_pid
+    raised: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            work(store)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    waiting = "SELECT count(*) AS n FROM pg_locks WHERE pid = %s AND NOT granted"
+    deadline = time.monotonic() + 30
+    while thread.is_alive() and time.monotonic() < deadline:
+        if db._pg.execute(waiting, [pid]).fetchone()[0]:
+            break
+        time.sleep(0.005)  # polling pg_locks, not a wait for timing
+
+    def join() -> BaseException | None:
+        thread.join(60)
+        store.close()
+        return raised[0] if raised else None
+
+    return join
+
+
+@POSTGRES_ONLY
+def test_a_claim_batch_and_an_optout_of_its_next_lead_never_deadlock(
+    tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim batch skips X (outside the window: a skipped row and an audit row), then
+    claims Y; meanwhile `followup optout Y` ends Y's enrollment and audits. Before, the batch
+    held the audit head from X's audit row while it waited for Y's enrollment, and the
+    opt-out held Y's enrollment while it waited for the head: Postgres aborted one of them.
+    Now the batch writes its audit rows last (and locks Y's rows first): the opt-out waits
+    for the batch, and once it is done Y's attempt finds it: Y gets nothing."""
+    with FakeGraphAPI() as fake:
+        loaded = _config(tmp_path, fake, monkeypatch)
+        db.insert(
+            lead(
+                "Y",
+                last_inbound_at=T0 - timedelta(hours=5),
+                last_outbound_at=T0 - timedelta(hours=4),
+            )
+        )
+        assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == 1  # Y's m1
+        db.insert(
+            lead(
+                "X",
+                last_inbound_at=T1 - timedelta(hours=100),
+                last_outbound_at=T1 - timedelta(hours=99),
+            )
+        )
+        joins: list[Callable[[], BaseException | None]] = []
+        real = PostgresStore.insert_followups
+
+        def insert_followups(self: PostgresStore, rows: Any) -> Any:
+            if not joins and any(r["lead_id"] == "Y" for r in rows):
+                joins.append(_beside(db, lambda s: _add_optout(s, "Y", "stop", "tester", T1)))
+            return real(self, rows)
+
+        ended: list[BaseException | None] = []
+        real_mark = PostgresStore.mark_attempted_later
+
+        def mark_attempted_later(self: PostgresStore, *args: Any) -> Any:
+            if joins and not ended:  # the opt-out is done before Y's attempt
+                ended.append(joins[0]())
+            return real_mark(self, *args)
+
+        monkeypatch.setattr(PostgresStore, "insert_followups", insert_followups)
+        monkeypatch.setattr(PostgresStore, "mark_attempted_later", mark_attempted_later)
+        summary = _run(loaded, db, T1)
+        assert joins, "the batch claimed Y"
+        assert ended == [None]
+        delivered = [c.recipient_id for c in fake.deliveries]
+
+    assert delivered == ["ig_Y"]  # m1 at T0; m2 never: Y opted out before its attempt
+    acct = summary.as_dict()["accounts"]["acct_a"]
+    assert acct["sent"] == 0 and acct["skipped"].get("outside_window") == 1
+    rows = {(r["lead_id"], r["message_id"]): r["status"] for r in db.tracking()}
+    assert rows == {("Y", "m1"): "sent", ("X", "m1"): "skipped"}
+    assert db.query("SELECT lead_id FROM followup_optouts") == [{"lead_id": "Y"}]
+
+
+@POSTGRES_ONLY
+def test_a_claim_batch_and_another_runs_reconcile_never_deadlock(
+    tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A and B got m1 at T0; at T1, m2 is planned for both (B's window closes first, so B
+    comes first), and both reply before the batch claims them: the batch ends B's
+    enrollment, then A's. Meanwhile another run's reconcile attributes the replies, lead by
+    lead in id order: A's follow-up and enrollment, then B's. Before, each held the lead the
+    other wanted next and Postgres aborted one (the run's batch, or the other run's
+    reconcile: exit 1). Now the batch locks the rows of every lead it may write in id
+    order first: the reconcile waits for it, and both end cleanly."""
+    from followup_cli.outcomes import reconcile
+
+    with FakeGraphAPI() as fake:
+        loaded = _config(tmp_path, fake, monkeypatch)
+        db.insert(
+            lead(
+                "A",
+                last_inbound_at=T0 - timedelta(hours=5),
+                last_outbound_at=T0 - timedelta(hours=4),
+            ),
+            lead(
+                "B",
+                last_inbound_at=T0 - timedelta(hours=6),
+                last_outbound_at=T0 - timedelta(hours=4),
+            ),
+        )
+        assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == 2
+        replied: list[bool] = []
+        joins: list[Callable[[], BaseException | None]] = []
+        counts: list[Any] = []
+        real_lock, real_end = PostgresStore.try_lock_leads, PostgresStore.end_enrollment
+
+        def try_lock_leads(self: PostgresStore, lead_ids: Any) -> Any:
+            if not replied:  # planned as due; the replies land before the batch reads them
+                replied.append(True)
+                for lid in ("A", "B"):
+                    db.update(lid, last_inbound_at=T1 - timedelta(minutes=10))
+            return real_lock(self, lead_ids)
+
+        def end_enrollment(self: PostgresStore, lead_id: str, *args: Any) -> Any:
+            done = real_end(self, lead_id, *args)
+            if not joins and lead_id == "B":
+                joins.append(_beside(db, lambda s: counts.append(reconcile(s, loaded.config, T1))))
+            return done
+
+        monkeypatch.setattr(PostgresStore, "try_lock_leads", try_lock_leads)
+        monkeypatch.setattr(PostgresStore, "end_enrollment", end_enrollment)
+        summary = _run(loaded, db, T1)
+        assert joins, "the batch ended B's enrollment"
+        assert joins[0]() is None
+        delivered = sorted(c.recipient_id for c in fake.deliveries)
+
+    assert delivered == ["ig_A", "ig_B"]  # m1 only
+    assert summary.as_dict()["ended"] == {"replied": 2}
+    assert counts[0].responded == 2
+    statuses = {r["lead_id"]: r["status"] for r in db.tracking()}
+    assert statuses == {"A": "responded", "B": "responded"}
+    ended = db.query(
+        "SELECT lead_id, ended_reason, responded_at IS NOT NULL AS r FROM followup_enrollments ORDER BY lead_id"
+    )
+    assert ended == [
+        {"lead_id": "A", "ended_reason": "replied", "r": True},
+        {"lead_id": "B", "ended_reason": "replied", "r": True},
+    ]
