@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 # Tracking statuses. ``pending`` is a committed claim whose send has not finished;
@@ -59,6 +60,16 @@ def format_time(dt: datetime | None) -> str | None:
     """The one text form of a time in the tool's own SQLite tables: sortable UTC ISO 8601."""
     if dt is None:
         return None
+    if dt.tzinfo is None:  # local time: as the process's zone says now (not cached)
+        return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _format_time(dt)
+
+
+# A run writes the same few instants (its ``now``, a lead's times) into many rows and audit
+# hashes; strftime costs ~4 us a call. Equal aware datetimes are the same instant, so they
+# format the same.
+@lru_cache(maxsize=4096)
+def _format_time(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
