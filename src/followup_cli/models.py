@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Tracking statuses. ``pending`` is a committed claim whose send has not finished;
 # ``unknown`` is a send whose outcome nobody can know (killed mid-call, timed out after
@@ -134,7 +135,7 @@ MAX_TEXT_CHARS = 1_000_000  # last_inbound_text, attributes (as JSON text)
 # Times Postgres holds and Python cannot (read back as their text): infinity, BC, year 10000+
 _BEYOND_PYTHON = re.compile(r"\s*([+-]?infinity|\d{5,}-|.*\bBC\s*$)", re.IGNORECASE)
 ID_COLUMNS = ("id", "account_id", "recipient_id", "user_id", "conversation_id")
-TEXT_COLUMNS = ("username", "first_name", "status", "timezone", "last_inbound_text")
+_BYTES = (bytes, bytearray, memoryview)
 
 
 def printable(value: Any, limit: int = 80) -> str:
@@ -165,7 +166,7 @@ def _column_text(lead_id: str, column: str, v: Any, limit: int = MAX_ID_CHARS) -
         return None
     if type(v) is str and len(v) <= limit and v.isascii():
         return v  # what the checks below let through unchanged (ASCII is UTF-8)
-    if isinstance(v, bytes | bytearray | memoryview):
+    if isinstance(v, _BYTES):
         if column == "id":  # a blob never compares equal to the text the tool keeps
             raise BadLead(lead_id, column, f"a blob, not text: {printable(bytes(v))}")
         try:
@@ -235,15 +236,17 @@ def _parse_attributes(lead_id: str, raw: Any) -> dict[str, Any]:
     named for what it is, not called invalid JSON."""
     if raw is None or raw == "":
         return {}
-    if isinstance(raw, Mapping):
-        return dict(raw)
-    if isinstance(raw, bytes | bytearray | memoryview):
-        try:
-            raw = bytes(raw).decode()
-        except UnicodeDecodeError:
-            raise BadLead(lead_id, "attributes", "not valid JSON (not UTF-8 text)") from None
+    if type(raw) is not str:  # text (SQLite) is neither of these
+        if isinstance(raw, Mapping):
+            return dict(raw)
+        if isinstance(raw, _BYTES):
+            try:
+                raw = bytes(raw).decode()
+            except UnicodeDecodeError:
+                raise BadLead(lead_id, "attributes", "not valid JSON (not UTF-8 text)") from None
     if isinstance(raw, str):
-        _utf8(lead_id, "attributes", raw)
+        if not raw.isascii():
+            _utf8(lead_id, "attributes", raw)
         if len(raw) > MAX_TEXT_CHARS:
             raise BadLead(
                 lead_id, "attributes", f"too long ({len(raw)} characters; at most {MAX_TEXT_CHARS})"
@@ -272,59 +275,71 @@ def _parse_attributes(lead_id: str, raw: Any) -> dict[str, Any]:
 
 
 def parse_lead(row: Mapping[str, Any]) -> Lead:
-    """A lead-store row -> Lead; raises BadLead naming the column and the problem."""
-    raw_id = row.get("id")
+    """A lead-store row -> Lead; raises BadLead naming the column and the problem.
+
+    The columns are checked in a fixed order (the id, the other ids, the texts, then the
+    recipient, the times, the score, the attributes and the time zone): a row with several
+    bad values is named for the first."""
+    get = row.get
+    raw_id = get("id")
     if raw_id is None or raw_id == "":
         raise BadLead("?", "id", "missing lead id")
-    if isinstance(raw_id, str):
-        named = printable(raw_id, MAX_ID_CHARS)
+    if type(raw_id) is str and len(raw_id) <= MAX_ID_CHARS and raw_id.isascii():
+        lead_id = raw_id  # what _column_text gives back at once
     else:
-        named = printable(raw_id)
-    lead_id = _column_text(named, "id", raw_id)
-    assert lead_id is not None
-    ids = {c: _column_text(lead_id, c, row.get(c)) for c in ID_COLUMNS[1:]}
-    texts = {
-        c: _column_text(
-            lead_id, c, row.get(c), MAX_TEXT_CHARS if c == "last_inbound_text" else MAX_ID_CHARS
-        )
-        for c in TEXT_COLUMNS
-    }
-    recipient = ids["recipient_id"]
+        named = printable(raw_id, MAX_ID_CHARS) if isinstance(raw_id, str) else printable(raw_id)
+        checked = _column_text(named, "id", raw_id)
+        assert checked is not None
+        lead_id = checked
+    account_id = _column_text(lead_id, "account_id", get("account_id"))
+    recipient = _column_text(lead_id, "recipient_id", get("recipient_id"))
+    user_id = _column_text(lead_id, "user_id", get("user_id"))
+    conversation_id = _column_text(lead_id, "conversation_id", get("conversation_id"))
+    username = _column_text(lead_id, "username", get("username"))
+    first_name = _column_text(lead_id, "first_name", get("first_name"))
+    status = _column_text(lead_id, "status", get("status"))
+    tz = _column_text(lead_id, "timezone", get("timezone"))
+    inbound_text = _column_text(
+        lead_id, "last_inbound_text", get("last_inbound_text"), MAX_TEXT_CHARS
+    )
     if not recipient or not recipient.strip():
         raise BadLead(
             lead_id, "recipient_id", "missing recipient (IGSID); the lead cannot be messaged"
         )
-    times = {
-        col: _lead_time(lead_id, col, row.get(col))
-        for col in ("last_inbound_at", "last_outbound_at", "converted_at")
-    }
-    score = _score(lead_id, row.get("score"))
-    attrs = _parse_attributes(lead_id, row.get("attributes"))
-    tz = texts["timezone"]
-    if tz:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise BadLead(lead_id, "timezone", f"unknown IANA time zone {printable(tz)}") from None
+    last_inbound_at = _lead_time(lead_id, "last_inbound_at", get("last_inbound_at"))
+    last_outbound_at = _lead_time(lead_id, "last_outbound_at", get("last_outbound_at"))
+    converted_at = _lead_time(lead_id, "converted_at", get("converted_at"))
+    score = _score(lead_id, get("score"))
+    attrs = _parse_attributes(lead_id, get("attributes"))
+    if tz and not _known_zone(tz):
+        raise BadLead(lead_id, "timezone", f"unknown IANA time zone {printable(tz)}")
     return Lead(
         id=lead_id,
-        account_id=ids["account_id"],
+        account_id=account_id,
         recipient_id=recipient.strip(),
-        user_id=ids["user_id"],
-        conversation_id=ids["conversation_id"],
-        username=texts["username"],
-        first_name=texts["first_name"],
+        user_id=user_id,
+        conversation_id=conversation_id,
+        username=username,
+        first_name=first_name,
         score=score,
-        status=texts["status"],
-        last_inbound_at=times["last_inbound_at"],
-        last_inbound_text=texts["last_inbound_text"],
-        last_outbound_at=times["last_outbound_at"],
-        converted_at=times["converted_at"],
+        status=status,
+        last_inbound_at=last_inbound_at,
+        last_inbound_text=inbound_text,
+        last_outbound_at=last_outbound_at,
+        converted_at=converted_at,
         timezone=tz or None,
         attributes=attrs,
     )
+
+
+@lru_cache(maxsize=1024)
+def _known_zone(name: str) -> bool:
+    """An IANA time zone this machine knows (each name looked up once a process)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,8 @@ class Renderer:
             raise TemplateProblem((), f"no template for {sequence.id}/{message.id}/{variant_id}")
         loc = self._loc[key]
         template = self._compiled[key]
-        variant = next((v for v in message.variants or () if v.id == variant_id), None)
+        variants = message.variants
+        variant = next((v for v in variants if v.id == variant_id), None) if variants else None
         media = (variant.media_url if variant else None) or message.media_url
         if template is None:
             failed = self._failed.get(key)

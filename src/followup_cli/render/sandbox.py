@@ -5,13 +5,13 @@ through ``_finalize``; ``render_bounded`` renders one template with a fresh budg
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import wraps
 from typing import Any
 
 from jinja2 import nodes
 from jinja2.exceptions import TemplateSyntaxError
-from jinja2.runtime import Undefined
+from jinja2.runtime import Undefined, new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import pass_context
 
@@ -172,30 +172,39 @@ def make_env() -> BoundedSandbox:
     return BoundedSandbox()
 
 
-def _generate(template: Any, context: dict[str, Any]) -> Iterator[str]:
-    """``template.generate(context)``, with the template's globals copied into a plain
-    dict once per template instead of from Jinja's ChainMap at every render."""
+def render_bounded(template: Any, context: dict[str, Any]) -> str:
+    """Render with a fresh step budget, stopping as soon as the output is too long.
+
+    What ``template.render(context)`` does, for the one rendering a message costs: the
+    template's globals are copied into a plain dict once per template (instead of being
+    merged from Jinja's ChainMap, and its keys listed, at every render), and its chunks are
+    read straight from the compiled render function; an exception raised in it goes
+    through Jinja's ``handle_exception`` as ``Template.generate`` sends it."""
     base = template.__dict__.get("_bounded_globals")
     if base is None:
         base = template._bounded_globals = dict(template.globals)
-    ctx = template.new_context({**base, **context}, shared=True)
-    try:
-        yield from template.root_render_func(ctx)
-    except Exception:  # noqa: BLE001 - as Template.generate: Jinja re-raises it, traced
-        yield template.environment.handle_exception()
-
-
-def render_bounded(template: Any, context: dict[str, Any]) -> str:
-    """Render with a fresh step budget, stopping as soon as the output is too long."""
     _budget.left = MAX_STEPS
     try:
+        ctx = new_context(
+            template.environment,
+            template.name,
+            template.blocks,
+            {**base, **context},
+            shared=True,
+            globals=base,
+        )
         parts: list[str] = []
         size = 0
-        for chunk in _generate(template, context):
-            size += len(chunk)
-            if size > MAX_CHARS:
-                raise too_big("the message")
-            parts.append(chunk)
+        try:
+            for chunk in template.root_render_func(ctx):
+                size += len(chunk)
+                if size > MAX_CHARS:
+                    break
+                parts.append(chunk)
+        except Exception:  # noqa: BLE001 - as Template.generate: Jinja re-raises it, traced
+            template.environment.handle_exception()
+        if size > MAX_CHARS:
+            raise too_big("the message")
         return "".join(parts)
     finally:
         _budget.left = None

@@ -8,11 +8,13 @@ from typing import Any
 from ..config import Condition, Sequence
 from ..models import Lead
 
+_NUMBER = (int, float)  # a tuple: ``int | float`` would build a union at every call
+
 
 def _num(v: Any) -> Any:
     if isinstance(v, bool):
         return v
-    if isinstance(v, int | float):
+    if isinstance(v, _NUMBER):
         return v
     if isinstance(v, str):
         try:
