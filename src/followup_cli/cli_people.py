@@ -248,7 +248,7 @@ def _undo_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: 
 
 def _add_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: datetime) -> None:
     """Opt a lead (and its person) out and end its enrollments, audited."""
-    with store.transaction():
+    with store.transaction(), store.audits_last():
         changed = store.add_optout(lead, reason, "cli", who, now)
         for e in store.enrollments(lead_id=lead):
             store.end_enrollment(lead, e["sequence_id"], "opted_out", now)

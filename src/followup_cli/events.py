@@ -346,7 +346,7 @@ def apply_events(
             # not recorded, so ingesting it again once its time has come applies it.
             result.after_now += 1
             continue
-        with store.transaction():
+        with store.transaction(), store.audits_last():
             lead_id, row = _resolve(store, ev)
             if _erased(store, ev, lead_id):
                 # Nothing of an erased person is stored again (not even the event's key).

@@ -113,6 +113,8 @@ def import_optouts(
     plan = _resolve(store, entries, path, accounts, default_account)
     result = ImportResult(path, lines=len(entries))
     with store.transaction():
+        # the leads' rows first, in one order (``SqlStore.lock_lead_rows``), not the file's
+        store.lock_lead_rows([item[0] for _, kind, item in plan if kind == "lead"])
         new_lines = {line for line, kind, item in plan if _record(store, kind, item, who, now)}
         result.new = len(new_lines)
         result.already = result.lines - result.new

@@ -174,6 +174,7 @@ class LiveExecutor(Executor):
         super().__init__(*args)
         # the last send's rows to write, and its line for ``on_sent``
         self._unrecorded: tuple[Callable[[], Callable[[], Audited]], PlannedSend] | None = None
+        self._unrecorded_fid = 0  # its claim's tracking row
         self._announce: list[PlannedSend] = []
         self._audit_due: Callable[[], Audited] | None = None
         self.claimed: dict[str, Claim] = {}  # lead id -> its claim, not yet attempted
@@ -252,15 +253,18 @@ class LiveExecutor(Executor):
         """A write transaction (holding the account's rate window when ``account_id``) that
         also writes the account's last outcome: rows first, audit row last (or where the
         caller issues it, ``_audit_issued``). ``leads``: the leads whose rows it may write;
-        their rows (and the last outcome's lead's) are locked first, in lead id order
-        (``SqlStore.lock_lead_rows``)."""
+        their rows (and the last outcome's lead's, after the run's own claims it writes) are
+        locked first, in lead id order (``SqlStore.lock_lead_rows``)."""
         held = self._unrecorded
         tx = self.store.claim_tx(account_id) if account_id else self.store.transaction()
         with tx:
             try:
                 if leads:
-                    mine = {*leads, *([held[1].lead_id] if held is not None else [])}
-                    self.store.lock_lead_rows(sorted(mine))
+                    mine, fids = set(leads), [c.fid for c in self.claimed.values()]
+                    if held is not None:
+                        mine.add(held[1].lead_id)
+                        fids.append(self._unrecorded_fid)
+                    self.store.lock_lead_rows(sorted(mine), sorted(fids))
                 self._record_locked()
                 yield
             except BaseException:
@@ -624,6 +628,7 @@ class LiveExecutor(Executor):
         )
         count_outcome(self.result, self.account, result)
         self._unrecorded = (self._recorder(claim, result), planned)
+        self._unrecorded_fid = claim.fid
         self.result.planned.append(planned)
         trip_breaker(self.result, self.account, self.config.settings_for(self.account))
 

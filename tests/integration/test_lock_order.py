@@ -13,6 +13,7 @@ every writer with ``BEGIN IMMEDIATE``, so nothing there can wait in a cycle.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -87,16 +88,31 @@ def _beside(db: LeadDB, work: Callable[[Any], None]) -> Callable[[], BaseExcepti
     return join
 
 
+def _optout_cli(store: Any) -> None:
+    _add_optout(store, "Y", "stop", "tester", T1)
+
+
+def _optout_event(store: Any) -> None:
+    from followup_cli import events
+
+    doc = {"type": "opted_out", "lead_id": "Y", "at": (T1 - timedelta(minutes=1)).isoformat()}
+    loaded = load_config(Path("sequences.yaml"))
+    events.ingest(store, loaded.config, json.dumps(doc), "events.jsonl", T1, "tester")
+
+
 @POSTGRES_ONLY
+@pytest.mark.parametrize("optout", [_optout_cli, _optout_event], ids=["cli", "event"])
 def test_a_claim_batch_and_an_optout_of_its_next_lead_never_deadlock(
-    tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch, optout: Callable[[Any], None]
 ) -> None:
     """A claim batch skips X (outside the window: a skipped row and an audit row), then
-    claims Y; meanwhile `followup optout Y` ends Y's enrollment and audits. Before, the batch
-    held the audit head from X's audit row while it waited for Y's enrollment, and the
-    opt-out held Y's enrollment while it waited for the head: Postgres aborted one of them.
-    Now the batch writes its audit rows last (and locks Y's rows first): the opt-out waits
-    for the batch, and once it is done Y's attempt finds it: Y gets nothing."""
+    claims Y; meanwhile Y opts out (`followup optout Y`, or an opted_out event ingested):
+    its enrollment ended, audited. Before, the batch held the audit head from X's audit row
+    while it waited for Y's enrollment, and the opt-out held Y's enrollment while it waited
+    for the head (the event: the other way round, its audit row written before it ended the
+    enrollment); Postgres aborted one of them. Now every writer here writes its audit rows
+    last (and the batch locks Y's rows first): the opt-out waits for the batch, and once it
+    is done Y's attempt finds it: Y gets nothing."""
     with FakeGraphAPI() as fake:
         loaded = _config(tmp_path, fake, monkeypatch)
         db.insert(
@@ -119,7 +135,7 @@ def test_a_claim_batch_and_an_optout_of_its_next_lead_never_deadlock(
 
         def insert_followups(self: PostgresStore, rows: Any) -> Any:
             if not joins and any(r["lead_id"] == "Y" for r in rows):
-                joins.append(_beside(db, lambda s: _add_optout(s, "Y", "stop", "tester", T1)))
+                joins.append(_beside(db, optout))
             return real(self, rows)
 
         ended: list[BaseException | None] = []

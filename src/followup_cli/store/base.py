@@ -122,6 +122,8 @@ class SqlStore(PersonQueries, OutcomeQueries):
         # The database computes an audit row's hash itself (``auditchain.append``).
         self.hashes_in_sql = False
         self.key_problem: str | None = None  # checked before the first value is sealed
+        # inside ``audits_last``: the audit rows to write when its body is done
+        self._held_audits: list[tuple[Any, ...]] | None = None
 
     @property
     def cipher(self) -> Cipher:
@@ -768,11 +770,17 @@ class SqlStore(PersonQueries, OutcomeQueries):
         holds the others: the caller skips them)."""
         return {lid for lid in lead_ids if self._try_lock_lead(lid)}
 
-    def lock_lead_rows(self, lead_ids: Sequence[str]) -> None:
-        """Inside a transaction: lock the enrollments of these leads, in lead id order (the
-        order every writer of many leads keeps: reconcile, a claim batch). Postgres; SQLite's
-        ``BEGIN IMMEDIATE`` already holds the whole database."""
-        if lead_ids and has_query("lead_rows_lock", self.dialect):
+    def lock_lead_rows(self, lead_ids: Sequence[str], followup_ids: Sequence[int] = ()) -> None:
+        """Inside a transaction: lock these tracking rows (the transaction's own claims, by
+        id), then the enrollments of these leads in lead id order: the order every writer of
+        many leads keeps (reconcile, a claim batch), and a tracking row before its lead's
+        enrollments, as the trigger that moves them takes them. Postgres; SQLite's ``BEGIN
+        IMMEDIATE`` already holds the whole database."""
+        if not has_query("lead_rows_lock", self.dialect):
+            return
+        if followup_ids:
+            self.query(self.q("claims_lock"), {"ids": list(followup_ids)})
+        if lead_ids:
             self.query(self.q("lead_rows_lock"), {"ids": list(lead_ids)})
 
     def mark_attempted(
@@ -1025,11 +1033,36 @@ class SqlStore(PersonQueries, OutcomeQueries):
         message_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Add a row to the audit log, chained to the one before (``auditchain``)."""
+        """Add a row to the audit log, chained to the one before (``auditchain``); inside
+        ``audits_last``, once its body is done."""
+        if self._held_audits is not None:
+            self._held_audits.append(
+                (action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail)
+            )
+            return
         detail = redact_obj(detail) if detail else detail  # API texts may quote a secret
         auditchain.append(
             self, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
         )
+
+    @contextmanager
+    def audits_last(self) -> Iterator[None]:
+        """Inside a write transaction: its audit rows (``audit``) are written, in order,
+        when the body is done. Appending to the audit chain locks its head until the commit
+        (Postgres): taken last, the head is never held while the transaction waits for a
+        lead's rows that another writer holds while it waits for the head (Postgres would
+        abort one of the two: "deadlock detected")."""
+        if self._held_audits is not None:
+            yield
+            return
+        self._held_audits = []
+        try:
+            yield
+            held = self._held_audits
+        finally:
+            self._held_audits = None
+        for row in held:
+            self.audit(*row)
 
     def audit_later(
         self,

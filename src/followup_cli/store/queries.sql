@@ -851,6 +851,11 @@ SELECT pg_advisory_unlock(hashtextextended(COALESCE(current_schema(), '') || :k,
 -- reconcile takes them, then sequence): a claim batch takes them first, so it never holds
 -- one lead's rows while it waits for another's that a reconcile, holding the first one's
 -- next, waits for (``SqlStore.lock_lead_rows``).
+-- Before them, the transaction's own claims it will write (a tracking row, then its lead's
+-- enrollments: the order of a row's writer whose trigger moves the enrollments).
+-- name: claims_lock@postgres
+SELECT 1 AS x FROM followup_tracking WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
+
 -- name: lead_rows_lock@postgres
 SELECT 1 AS x FROM followup_enrollments WHERE lead_id = ANY(:ids)
 ORDER BY lead_id, sequence_id FOR UPDATE
