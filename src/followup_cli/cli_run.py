@@ -145,6 +145,10 @@ def run(
     lock = None if dry_run else _run_lock(resolve_db(db, config), wait)
     store = _store(loaded, db, config, need=READ if dry_run else WRITE)
     try:
+        if dry_run:  # a preview reads less than the run writes: a corrupt page must show
+            problem = store.quick_check()
+            if problem is not None:
+                raise errors.StoreCorrupt(problem)
         options = RunOptions(
             now=when,
             dry_run=dry_run,
