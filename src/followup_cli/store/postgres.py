@@ -96,6 +96,10 @@ def _combining_class() -> str:
     return "[" + "".join(chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in ranges) + "]"
 
 
+# Pipeline mode needs libpq 14+ on the client (any server): ``PostgresStore.pipelined``.
+_PIPELINE_SUPPORTED = psycopg.Pipeline.is_supported()
+
+
 def _convert(sql: str) -> str:
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
@@ -140,6 +144,9 @@ class PostgresStore(SqlStore):
     def pipelined(self) -> Iterator[None]:
         # The pipeline itself is entered by the transaction begun inside (``_pipelined_tx``):
         # its exit, which waits for every answer still due, is then the COMMIT's round trip.
+        if not _PIPELINE_SUPPORTED:  # libpq before 14: each statement waited for, as outside
+            yield
+            return
         with self._lock:
             outer, self._piped = self._piped, True
             try:
