@@ -19,6 +19,8 @@ EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_SEND_FAILURES = 3
 EXIT_LOCKED = 75
+# deadlock_detected, serialization_failure: the transaction was rolled back, whole
+CONFLICT_SQLSTATES = ("40P01", "40001")
 
 
 class FollowupError(Exception):
@@ -38,7 +40,18 @@ class StoreConfigError(ConfigError):
 
 
 class StoreError(FollowupError):
-    """The database failed while a command was running."""
+    """The database failed while a command was running. ``sqlstate``: the driver's code,
+    when it gave one (Postgres)."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    @property
+    def conflict(self) -> bool:
+        """The database aborted the transaction for a lock cycle with another one (40P01)
+        or a serialization conflict (40001): it rolled back whole, and may be run again."""
+        return self.sqlstate in CONFLICT_SQLSTATES
 
 
 class StoreCorrupt(StoreConfigError, StoreError):

@@ -34,12 +34,14 @@ add an opt-out, end the enrollment and are audited.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from .config import Config
@@ -47,7 +49,7 @@ from .models import parse_time
 from .outcomes import OutcomeCounts, attribute, last_before, lead_outcome_rows
 from .outcomes import record_followup_outcome as record
 from .rules import keyword_optout
-from .store.base import SqlStore
+from .store.base import SqlStore, retried
 
 EVENT_TYPES = ("delivered", "read", "replied", "converted", "opted_out")
 WEBHOOK_OBJECTS = ("instagram", "page")
@@ -346,42 +348,56 @@ def apply_events(
             # not recorded, so ingesting it again once its time has come applies it.
             result.after_now += 1
             continue
-        with store.transaction(), store.audits_last():
-            lead_id, row = _resolve(store, ev)
-            if _erased(store, ev, lead_id):
-                # Nothing of an erased person is stored again (not even the event's key).
-                result.ignored["erased_person"] += 1
-                continue
-            event_id = store.insert_event(
-                {
-                    "event_key": ev.key,
-                    "type": ev.type,
-                    "source": ev.source,
-                    "lead_id": lead_id,
-                    "account_id": ev.account_id or (row or {}).get("account_id"),
-                    "message_id": ev.message_id,
-                    "at": ev.at,
-                    "outcome": "pending",
-                    "detail": json.dumps({"where": ev.where}) if ev.where else None,
-                    "ingested_at": now,
-                }
-            )
-            if event_id is None:
-                result.duplicates += 1
-                continue
-            result.new += 1
-            if lead_id is None:
-                outcome = "unmatched"
-                result.unmatched += 1
-            else:
-                changed = _apply(store, config, ev, lead_id, row, now, who, result)
-                outcome = "applied" if changed else "no_change"
-                if changed:
-                    result.applied[ev.type] += 1
-                else:
-                    result.no_change += 1
-            store.set_event_outcome(event_id, outcome)
+        # one transaction an event, run again if the database aborts it for a conflict
+        # with another writer (rolled back whole; the counts put back)
+        before = {k: copy.copy(v) for k, v in vars(result).items()}
+        retried(
+            partial(_apply_event, store, config, ev, now, who, result),
+            partial(vars(result).update, before),
+            "events ingest",
+        )
     return result
+
+
+def _apply_event(
+    store: SqlStore, config: Config, ev: Event, now: datetime, who: str, result: IngestResult
+) -> None:
+    """One event in one transaction, its audit rows written last (``SqlStore.audits_last``)."""
+    with store.transaction(), store.audits_last():
+        lead_id, row = _resolve(store, ev)
+        if _erased(store, ev, lead_id):
+            # Nothing of an erased person is stored again (not even the event's key).
+            result.ignored["erased_person"] += 1
+            return
+        event_id = store.insert_event(
+            {
+                "event_key": ev.key,
+                "type": ev.type,
+                "source": ev.source,
+                "lead_id": lead_id,
+                "account_id": ev.account_id or (row or {}).get("account_id"),
+                "message_id": ev.message_id,
+                "at": ev.at,
+                "outcome": "pending",
+                "detail": json.dumps({"where": ev.where}) if ev.where else None,
+                "ingested_at": now,
+            }
+        )
+        if event_id is None:
+            result.duplicates += 1
+            return
+        result.new += 1
+        if lead_id is None:
+            outcome = "unmatched"
+            result.unmatched += 1
+        else:
+            changed = _apply(store, config, ev, lead_id, row, now, who, result)
+            outcome = "applied" if changed else "no_change"
+            if changed:
+                result.applied[ev.type] += 1
+            else:
+                result.no_change += 1
+        store.set_event_outcome(event_id, outcome)
 
 
 def _erased(store: SqlStore, ev: Event, lead_id: str | None) -> bool:

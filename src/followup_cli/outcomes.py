@@ -19,15 +19,17 @@ Nothing later than ``now`` is recorded: a replay with ``--now`` sees the past as
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from .config import Config
 from .models import CONVERTED, DELIVERED, READ, RESPONDED, SENT, parse_time
-from .store.base import SqlStore
+from .store.base import SqlStore, retried
 
 ATTRIBUTION_DAYS = 30
 ATTRIBUTION = timedelta(days=ATTRIBUTION_DAYS)
@@ -159,42 +161,64 @@ def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
         for e in store.outcome_enrollments(since=since, lead_ids=ids):
             enr_by_lead[str(e["lead_id"])].append(e)
         leads = {str(lead["id"]): lead for lead in store.lead_rows(ids)}
-        settled_marks: list[tuple[str, str | None, str | None]] = []
-        with store.transaction():
-            for mark in chunk:
-                lid = str(mark["lead_id"])
-                lead = leads.get(lid)
-                if lead is None:
-                    continue
-                fu, en = by_lead.get(lid, []), enr_by_lead.get(lid, [])
-                if not fu and not en:
-                    # nothing recent to attribute to: marked whatever its times say (a new
-                    # row forgets the mark, migration 0011); SQLite reads such leads too
-                    settled_marks.append((lid, mark["inbound_seen"], mark["converted_seen"]))
-                    continue
-                counts.leads_checked += 1
-                settled = True
-                for column, lead_column in (
-                    ("responded_at", "last_inbound_at"),
-                    ("converted_at", "converted_at"),
-                ):
-                    bad = len(counts.bad_times)
-                    at = _time(lead, lead_column, counts)
-                    if at is None and column == "converted_at" and _status_converted(lead):
-                        # converted by status alone: first seen now (a conversion time
-                        # known only to within a run; the kept time never moves later)
-                        at = now
-                    if at is not None and at <= now:
-                        attribute(store, fu, en, column, at, now, counts)
-                    elif at is not None or len(counts.bad_times) > bad:
-                        settled = False  # in the future of a replay, or unreadable
-                if settled:
-                    settled_marks.append((lid, mark["inbound_seen"], mark["converted_seen"]))
+        work = partial(_reconcile_chunk, store, chunk, leads, by_lead, enr_by_lead, now, counts)
+        before = copy.deepcopy(counts)
+        reset = partial(_put_back, counts, before)
+        settled_marks = retried(work, reset, "reconcile")
         # After the chunk's commit: a claim that forgets one of these marks (0011) never
         # waits for this transaction's locks on outcomes while this one waits for its mark
         # (a crash in between leaves the leads unmarked: looked at again, idempotent).
         store.save_outcome_marks(settled_marks, now)
     return counts
+
+
+def _put_back(counts: OutcomeCounts, before: OutcomeCounts) -> None:
+    counts.__dict__.update(copy.deepcopy(before).__dict__)
+
+
+def _reconcile_chunk(
+    store: SqlStore,
+    chunk: Sequence[Mapping[str, Any]],
+    leads: Mapping[str, Mapping[str, Any]],
+    by_lead: Mapping[str, list[dict[str, Any]]],
+    enr_by_lead: Mapping[str, list[dict[str, Any]]],
+    now: datetime,
+    counts: OutcomeCounts,
+) -> list[tuple[str, str | None, str | None]]:
+    """One chunk's outcomes in one transaction (leads in id order, as ``changed_outcome_leads``
+    gives them); returns the marks of the leads settled."""
+    settled_marks: list[tuple[str, str | None, str | None]] = []
+    with store.transaction():
+        for mark in chunk:
+            lid = str(mark["lead_id"])
+            lead = leads.get(lid)
+            if lead is None:
+                continue
+            fu, en = by_lead.get(lid, []), enr_by_lead.get(lid, [])
+            if not fu and not en:
+                # nothing recent to attribute to: marked whatever its times say (a new
+                # row forgets the mark, migration 0011); SQLite reads such leads too
+                settled_marks.append((lid, mark["inbound_seen"], mark["converted_seen"]))
+                continue
+            counts.leads_checked += 1
+            settled = True
+            for column, lead_column in (
+                ("responded_at", "last_inbound_at"),
+                ("converted_at", "converted_at"),
+            ):
+                bad = len(counts.bad_times)
+                at = _time(lead, lead_column, counts)
+                if at is None and column == "converted_at" and _status_converted(lead):
+                    # converted by status alone: first seen now (a conversion time
+                    # known only to within a run; the kept time never moves later)
+                    at = now
+                if at is not None and at <= now:
+                    attribute(store, fu, en, column, at, now, counts)
+                elif at is not None or len(counts.bad_times) > bad:
+                    settled = False  # in the future of a replay, or unreadable
+            if settled:
+                settled_marks.append((lid, mark["inbound_seen"], mark["converted_seen"]))
+    return settled_marks
 
 
 def lead_outcome_rows(

@@ -226,3 +226,110 @@ def test_a_claim_batch_and_another_runs_reconcile_never_deadlock(
         {"lead_id": "A", "ended_reason": "replied", "r": True},
         {"lead_id": "B", "ended_reason": "replied", "r": True},
     ]
+
+
+@POSTGRES_ONLY
+def test_a_reconcile_aborted_for_a_deadlock_runs_its_chunk_again(
+    tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer outside the tool's order (here a session that locks B's enrollment, then
+    A's) can still make Postgres abort a reconcile's chunk (40P01: rolled back whole). The
+    reconcile runs the chunk again, once the other one is done, and counts each outcome
+    once; before, the run (or `followup report`) ended with exit 1."""
+    import psycopg
+
+    from followup_cli import outcomes
+
+    with FakeGraphAPI() as fake:
+        loaded = _config(tmp_path, fake, monkeypatch)
+        db.insert(
+            lead(
+                "A",
+                last_inbound_at=T0 - timedelta(hours=5),
+                last_outbound_at=T0 - timedelta(hours=4),
+            ),
+            lead(
+                "B",
+                last_inbound_at=T0 - timedelta(hours=6),
+                last_outbound_at=T0 - timedelta(hours=4),
+            ),
+        )
+        assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == 2
+    for lid in ("A", "B"):
+        db.update(lid, last_inbound_at=T1 - timedelta(minutes=10))
+    chunks: list[int] = []
+    real = outcomes._reconcile_chunk
+
+    def counted(*args: Any) -> Any:
+        chunks.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(outcomes, "_reconcile_chunk", counted)
+    counts: list[Any] = []
+    with psycopg.connect(db.url) as other:
+        other.execute("SET deadlock_timeout = '60s'")  # the reconcile is the one aborted
+        other.execute("SELECT 1 FROM followup_enrollments WHERE lead_id = 'B' FOR UPDATE")
+        join = _beside(db, lambda s: counts.append(outcomes.reconcile(s, loaded.config, T1)))
+        # the reconcile holds A's rows and waits for B's: take A's too (a cycle)
+        other.execute("SELECT 1 FROM followup_enrollments WHERE lead_id = 'A' FOR UPDATE")
+        other.commit()
+    assert join() is None
+    assert len(chunks) == 2, "the chunk ran again"
+    assert (counts[0].responded, counts[0].enrollments_responded) == (2, 2)
+    statuses = {r["lead_id"]: r["status"] for r in db.tracking()}
+    assert statuses == {"A": "responded", "B": "responded"}
+
+
+@POSTGRES_ONLY
+def test_an_event_aborted_for_a_deadlock_is_applied_again_once(
+    tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for an ingested event: its transaction, aborted for a lock cycle with a
+    writer outside the tool's order, runs again once that one is done; the event is
+    recorded, counted and audited once (before: `followup events ingest` exited 1)."""
+    import psycopg
+
+    from followup_cli import events
+
+    with FakeGraphAPI() as fake:
+        loaded = _config(tmp_path, fake, monkeypatch)
+        db.insert(
+            lead(
+                "A",
+                last_inbound_at=T0 - timedelta(hours=5),
+                last_outbound_at=T0 - timedelta(hours=4),
+            )
+        )
+        assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == 1
+    doc = {"type": "replied", "lead_id": "A", "at": (T1 - timedelta(minutes=10)).isoformat()}
+    applied: list[int] = []
+    real = events._apply_event
+
+    def counted(*args: Any) -> Any:
+        applied.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(events, "_apply_event", counted)
+    results: list[Any] = []
+
+    def ingest(store: Any) -> None:
+        results.append(events.ingest(store, loaded.config, json.dumps(doc), "e.jsonl", T1, "t"))
+
+    with psycopg.connect(db.url) as other:
+        other.execute("SET deadlock_timeout = '60s'")  # the event's transaction is aborted
+        other.execute("SELECT 1 FROM followup_enrollments WHERE lead_id = 'A' FOR UPDATE")
+        join = _beside(db, ingest)
+        # the event holds A's follow-up and waits for A's enrollment: take the follow-up too
+        other.execute("SELECT 1 FROM followup_tracking WHERE lead_id = 'A' FOR UPDATE")
+        other.commit()
+    assert join() is None
+    assert len(applied) == 2, "the event's transaction ran again"
+    got = results[0].as_dict()
+    assert (got["new"], got["applied"], got["enrollments_ended"]) == (
+        1,
+        {"replied": 1},
+        {"replied": 1},
+    )
+    assert [r["outcome"] for r in db.query("SELECT outcome FROM followup_events")] == ["applied"]
+    ends = db.query("SELECT lead_id FROM followup_audit WHERE action = 'enrollment_end'")
+    assert ends == [{"lead_id": "A"}]

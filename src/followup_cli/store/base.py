@@ -1181,6 +1181,30 @@ class SqlStore(PersonQueries, OutcomeQueries):
         )
 
 
+# Times a whole transaction is run when the database aborts it for a conflict (``retried``).
+CONFLICT_ATTEMPTS = 3
+
+
+def retried(work: Callable[[], Any], reset: Callable[[], None], what: str) -> Any:
+    """``work()``: one whole transaction and nothing outside it (never an API call), run
+    again, after ``reset()`` puts back what it changed in memory, when the database aborted
+    it for a lock cycle or a serialization conflict with another writer
+    (``StoreError.conflict``: it was rolled back whole), up to ``CONFLICT_ATTEMPTS`` times
+    in all; the last conflict is raised (one line, exit 1)."""
+    from ..errors import StoreError
+    from ..logsetup import get
+
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return work()
+        except StoreError as exc:
+            if not exc.conflict or attempt == CONFLICT_ATTEMPTS:
+                raise
+            get("store").info("%s: %s; running it again", what, exc.sqlstate)
+            reset()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # The leases of the stores without a lease query (SQLite, memory): (scope, account) -> holder.
 _LEASES: dict[tuple[str, str], SqlStore] = {}
 _LEASES_LOCK = threading.Lock()

@@ -100,6 +100,19 @@ def _combining_class() -> str:
 _PIPELINE_SUPPORTED = psycopg.Pipeline.is_supported()
 
 
+def _store_error(message: str, exc: psycopg.Error) -> StoreError:
+    """A driver error as the project's, with its SQLSTATE; a transaction the server aborted
+    for a conflict with another one (``StoreError.conflict``) says so, and what to do."""
+    err = StoreError(message, getattr(exc, "sqlstate", None))
+    if err.conflict:
+        err = StoreError(
+            f"{message} (another run or command was writing the same rows; this "
+            "transaction was rolled back whole: run the command again)",
+            err.sqlstate,
+        )
+    return err
+
+
 def _convert(sql: str) -> str:
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
@@ -235,7 +248,7 @@ class PostgresStore(SqlStore):
                 f"`followup db grants --runner {role}` (or --reader for read commands), "
                 "run as the tables' owner"
             )
-        return StoreError(f"{self.describe()}: {first}")
+        return _store_error(f"{self.describe()}: {first}", exc)
 
     def page_key(self, lead_id: Any) -> Any:
         return str(lead_id)  # pages compare the id as text (``_lid``)
@@ -281,7 +294,9 @@ class PostgresStore(SqlStore):
             try:
                 tx.__exit__(None, None, None)
             except psycopg.Error as exc:
-                raise StoreError(f"{self.describe()}: commit failed: {_first_line(exc)}") from exc
+                raise _store_error(
+                    f"{self.describe()}: commit failed: {_first_line(exc)}", exc
+                ) from exc
 
     def _pipelined_tx(self) -> Iterator[None]:
         """A transaction inside ``pipelined``, in pipeline mode: BEGIN goes out with the
@@ -301,7 +316,9 @@ class PostgresStore(SqlStore):
                     self.conn.execute("ROLLBACK")
             except psycopg.Error:
                 pass
-            raise StoreError(f"{self.describe()}: commit failed: {_first_line(exc)}") from exc
+            raise _store_error(
+                f"{self.describe()}: commit failed: {_first_line(exc)}", exc
+            ) from exc
 
     def _pipelined_body(self, pipe: psycopg.Pipeline) -> Iterator[None]:
         self.conn.execute("BEGIN")
