@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -157,12 +160,33 @@ def run(
             budget_seconds=budget,
             run_id=ops.run_id,
         )
-        summary, plan = _run_on(store, loaded, ops, options, lock, as_json, on_schedule)
+        with _fewer_collections():
+            summary, plan = _run_on(store, loaded, ops, options, lock, as_json, on_schedule)
         code = ops.done(summary, store, loaded)
     finally:
         store.close()
     _print_run(summary, plan, ops, as_json)
     raise typer.Exit(code)
+
+
+# Container objects allocated between two collections of the youngest generation, during a
+# run. A run makes a few dozen per due lead (rows, leads, states, decisions), nearly all
+# freed by their reference counts; at Python's default (700) the collector ran ~1,000
+# times for 100k due leads, and its full passes over every object of the process: 0.56 s,
+# 12 % of the run's CPU, against 0.08 s at this threshold. Cyclic garbage waits longer.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Inside: the garbage collector runs less often (``GC_YOUNG_THRESHOLD``); restored after
+    (a command run in process leaves the process as it found it)."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], GC_YOUNG_THRESHOLD), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def _warn_unset_tokens(ops: RunOps, loaded: LoadedConfig, account: str | None) -> None:
@@ -360,6 +384,40 @@ DRY_RUN_ROWS = 50  # rows of the dry-run table; --json lists every planned messa
 _LINE = json.JSONEncoder(default=str)
 
 
+def _line_encoder() -> Callable[[Any], str]:
+    """``_LINE.encode`` for a planned message's dict. ``JSONEncoder.encode`` builds a new C
+    encoder at every call (a third of its time for one message); this one is built once,
+    without the circular-reference check (a planned message is a flat dict). Where the C
+    encoder is missing, or does not encode a sample as ``_LINE`` does, ``_LINE.encode``."""
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    sample = {"a": 'é\u2028"', "n": None, "i": -3, "f": 1.5, "t": True, "o": datetime(2026, 1, 1)}
+    try:
+        c = c_make_encoder(  # the arguments JSONEncoder.iterencode passes it
+            None,
+            _LINE.default,
+            encode_basestring_ascii,
+            _LINE.indent,
+            _LINE.key_separator,
+            _LINE.item_separator,
+            _LINE.sort_keys,
+            _LINE.skipkeys,
+            _LINE.allow_nan,
+        )
+
+        def encode(o: Any) -> str:
+            return "".join(c(o, 0))
+
+        if encode(sample) == _LINE.encode(sample):
+            return encode
+    except Exception:  # noqa: BLE001, S110 - no C encoder, or another signature: the slow path
+        pass
+    return _LINE.encode
+
+
+_encode_line = _line_encoder()
+
+
 class _PlanSink:
     """A dry run's planned messages, streamed: the first rows for the table and, for
     --json, every one spooled to a temporary file (memory stays flat at any size)."""
@@ -376,7 +434,7 @@ class _PlanSink:
         if len(self.first) < DRY_RUN_ROWS:
             self.first.append(planned)
         if self.spool is not None:
-            self.spool.write(_LINE.encode(planned.as_dict()) + "\n")
+            self.spool.write(_encode_line(planned.as_dict()) + "\n")
 
     def print_json(self, data: dict[str, Any]) -> None:
         """``data`` as _print_json prints it, its "messages" read back from the spool."""
