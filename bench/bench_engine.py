@@ -124,7 +124,13 @@ def _tool_ts(dialect: str, hours_ago: float) -> str:
     return f"'{t.isoformat()}'::timestamptz"
 
 
-def data_sql(dialect: str, leads: int, due: int, accounts: int) -> list[str]:
+# every lead's last message (--text-kind): none holds an opt-out keyword
+TEXTS = {"ascii": "how much?", "accented": "¿cuánto cuesta el envío? 😊"}
+
+
+def data_sql(
+    dialect: str, leads: int, due: int, accounts: int, text: str = TEXTS["ascii"]
+) -> list[str]:
     """The lead table's rows and the tool's own rows (run after `followup migrate`)."""
     if dialect == "sqlite":
         src = (
@@ -150,9 +156,10 @@ def data_sql(dialect: str, leads: int, due: int, accounts: int) -> list[str]:
     last_in = when(6, {"<= 2": 5, "<= 5": 31, "= 6": 31, "<= 8": 2, "= 9": 2}, h)
     converted = f"CASE WHEN NOT {is_due} AND {cat} = 6 THEN {h(dialect, 1)} END"
     status = f"CASE WHEN NOT {is_due} AND {cat} = 6 THEN 'converted' ELSE 'qualified' END"
+    quoted = "'" + text.replace("'", "''") + "'"
     out = [
         f"INSERT INTO leads SELECT {lid}, {acct}, 'u_1', 'conv_' || i, 'ig_' || i, "
-        f"'user_' || i, 'Ana', 2 + (i % 5), {status}, {last_in}, 'how much?', {last_out}, "
+        f"'user_' || i, 'Ana', 2 + (i % 5), {status}, {last_in}, {quoted}, {last_out}, "
         f"{converted}, 'UTC', {attrs} {frm}"
     ]
     t = _tool_ts
@@ -237,7 +244,14 @@ class Store:
 
 
 def build(
-    dialect: str, tmp: Path, pg: str, leads: int, due: int, accounts: int, cfg_text: str
+    dialect: str,
+    tmp: Path,
+    pg: str,
+    leads: int,
+    due: int,
+    accounts: int,
+    cfg_text: str,
+    text: str = TEXTS["ascii"],
 ) -> Store:
     schema = os.environ.get("BENCH_SCHEMA", SCHEMA)
     """A fresh store with the data above; the tool's tables through `followup migrate`."""
@@ -259,7 +273,7 @@ def build(
     t = time.perf_counter()
     store.sql([LEADS_DDL[dialect], LEAD_INDEX])
     cli("migrate", "--config", str(cfg), "--db", store.url)
-    store.sql(data_sql(dialect, leads, due, accounts))
+    store.sql(data_sql(dialect, leads, due, accounts, text))
     if dialect == "postgres":
         store.sql(["ANALYZE"])
     print(
@@ -379,7 +393,9 @@ def cmd_idle(args: argparse.Namespace, tmp: Path) -> None:
     """A real run with nothing due: the first run (which may write what later runs use) and
     the median of the runs after it."""
     for dialect in stores(args):
-        s = build(dialect, tmp, args.pg, args.leads, 0, args.accounts, config(args.accounts))
+        text = TEXTS[args.text_kind]
+        cfg = config(args.accounts)
+        s = build(dialect, tmp, args.pg, args.leads, 0, args.accounts, cfg, text)
         base = ["run", "--now", NOW.isoformat(), "--config", str(s.cfg), "--db", s.url, "--json"]
         first = cli(*base)
         runs = [cli(*base) for _ in range(args.repeat)]
@@ -387,7 +403,8 @@ def cmd_idle(args: argparse.Namespace, tmp: Path) -> None:
         data = json.loads(runs[-1].stdout)
         tracking = s.query("SELECT count(*) FROM followup_tracking")[0][0]
         print(
-            f"idle {dialect}: leads={args.leads} tracking={tracking}: first run "
+            f"idle {dialect} ({args.text_kind} texts): leads={args.leads} tracking={tracking}: "
+            "first run "
             f"{first.seconds:.2f}s, then median {sec:.2f}s of "
             f"{[round(r.seconds, 2) for r in runs]}, peak RSS {rss:.0f} MiB, "
             f"sent {data['sent']}, waiting {sum(data['waiting'].values())}; "
@@ -583,6 +600,13 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("idle")
     common(p, 10)
     p.add_argument("--leads", type=int, default=1_000_000)
+    p.add_argument(
+        "--text-kind",
+        choices=tuple(TEXTS),
+        default="ascii",
+        help="every lead's last message: ascii 'how much?', accented '¿cuánto cuesta el "
+        "envío? 😊' (neither an opt-out)",
+    )
     for name, accounts, due in (("send", 4, 2000), ("inflight", 50, 0), ("scaleout", 50, 800)):
         p = sub.add_parser(name)
         common(p, accounts)
