@@ -25,10 +25,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from followup_cli.config import parse_config
+from followup_cli.config import DEFAULT_OPTOUT_KEYWORDS, parse_config
 from followup_cli.engine import Engine
 from followup_cli.models import BadLead, parse_lead
 from followup_cli.results import decide_or_name
+from followup_cli.rules import keyword_optout
 from followup_cli.store import open_store
 from followup_cli.store.base import SqlStore
 from tests.helpers import LeadDB, base_config, lead, pg_available
@@ -36,6 +37,39 @@ from tests.helpers import LeadDB, base_config, lead, pg_available
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 DIGEST = "this-config"
 HOURS = st.sampled_from([None, 0.5, 2, 3, 5, 30, 200])  # hours before NOW (None: no value)
+# last messages: ASCII, and non-ASCII ones (the SQLite store matches these by the rules in
+# Python, Postgres folds them in SQL) that stop the lead or not
+TEXTS = ["how much?", "please STOP", "ok", None, "parar ya"]
+NON_ASCII = [
+    "¿cuánto cuesta el envío? 😊",
+    "ＳＴＯＰ",  # full-width
+    "Stóp",  # the accent is dropped: "stop"
+    "sto\u0301p por favor",  # a combining mark inside the word
+    "s\u0336t\u0336o\u0336p\u0336",  # struck through
+    "NO MÁS MENSAJES",
+    "não quero mais mensagens!",
+    "QUİT",  # Turkish dotted capital I (the config adds "quit")
+    "quıt",  # dotless i: not "quit"
+    "Schluß, ARRÊTEZ",
+    "STRAẞE",  # capital sharp s (the config adds "straße")
+    "🛑stop🛑",
+    "شكرا stop",  # right to left, then the keyword
+    "\u202estop\u202c",  # a right-to-left override around it
+    "stopp😊bitte",
+    "ａｂｍｅｌｄｅｎ bitte",
+    "baja\u200b",  # a zero-width space after it
+    "\u05e9\u05dc\u05d5\u05dd",  # Hebrew, no keyword
+    "stopé",  # the accent makes another word
+    "ﬆop",  # the st ligature
+    "sí, gracias",
+]
+NON_ASCII_WORDS = ["stop", "baja", "parar", "ß", "İ", "ı", "é", "\u0301", "😊", "Ｓ", " ", "'"]
+TEXT = st.one_of(
+    st.sampled_from(TEXTS + NON_ASCII),
+    st.lists(st.one_of(st.sampled_from(NON_ASCII_WORDS), st.text(max_size=3)), max_size=5).map(
+        "".join
+    ),
+)
 
 LEAD = st.fixed_dictionaries(
     {
@@ -44,7 +78,7 @@ LEAD = st.fixed_dictionaries(
         "converted": st.sampled_from([None, None, None, 1]),
         "inbound": HOURS,
         "outbound": HOURS,
-        "text": st.sampled_from(["how much?", "please STOP", "ok", None, "parar ya"]),
+        "text": TEXT,
         "optout": st.booleans(),
         "enrollment": st.sampled_from([None, "active", "ended"]),
         "anchor": st.sampled_from([1, 4, 10, 40]),
@@ -126,6 +160,13 @@ def _seed(db: LeadDB, store: SqlStore, leads: list[dict[str, Any]]) -> dict[str,
     return by_id
 
 
+EXTRA_KEYWORDS = ["quit", "straße", "ｓｃｈｌｕß"]
+
+
+def _stops(text: str | None) -> bool:
+    return keyword_optout(text, (*DEFAULT_OPTOUT_KEYWORDS, *EXTRA_KEYWORDS)) is not None
+
+
 def _terminal(spec: dict[str, Any]) -> bool:
     """Something that ends an enrollment now, whatever its stored next-due time."""
     replied = spec["inbound"] is not None and spec["inbound"] < spec["anchor"]
@@ -135,7 +176,7 @@ def _terminal(spec: dict[str, Any]) -> bool:
         or spec["converted"] is not None
         or replied
         or spec["optout"]
-        or spec["text"] in ("please STOP", "parar ya")
+        or _stops(spec["text"])
     )
 
 
@@ -164,7 +205,7 @@ def test_every_lead_the_rules_act_on_is_a_candidate__3000_at_once(
         "converted": [None, None, None, 1],
         "inbound": [None, 0.5, 2, 3, 5, 30, 200],
         "outbound": [None, 0.5, 2, 3, 5, 30, 200],
-        "text": ["how much?", "please STOP", "ok", None, "parar ya"],
+        "text": TEXTS + NON_ASCII,
         "optout": [False, True],
         "enrollment": [None, "active", "ended"],
         "anchor": [1, 4, 10, 40],
@@ -221,7 +262,13 @@ def check(db: LeadDB, store: SqlStore, leads: list[dict[str, Any]]) -> None:
 def _yaml() -> str:
     import yaml
 
-    cfg = base_config(settings={"quiet_hours": None, "timezone": "UTC"})
+    cfg = base_config(
+        settings={
+            "quiet_hours": None,
+            "timezone": "UTC",
+            "optout_keywords_extra": EXTRA_KEYWORDS,
+        }
+    )
     # a second sequence: a lead whose enrollment in s1 ended can start s2 after a reply
     second = {**cfg["sequences"][0], "id": "s2", "name": "Again", "priority": 2}
     cfg["sequences"].append(second)

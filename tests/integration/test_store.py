@@ -474,6 +474,44 @@ def test_candidates__every_default_keyword_is_kept_and_ordinary_words_are_not_on
         assert not got & set(ordinary)
 
 
+def test_candidates__a_keyword_in_a_blob_or_after_a_nul_is_kept(
+    db: LeadDB, store: SqlStore
+) -> None:
+    """A last message SQLite holds as a blob of UTF-8 (the lead parser decodes it; length()
+    counts its bytes, so it looked like ASCII text to the LIKEs) or with a NUL before the
+    keyword (length() and LIKE stop there) is matched by the rules themselves; Postgres
+    holds neither: the same texts as plain text there. Ordinary non-ASCII text is not kept."""
+    t = NOW - timedelta(hours=6)
+    wrote_last = {"last_inbound_at": t + timedelta(hours=1), "last_outbound_at": t}
+    texts = {
+        "blob_wide": "ＳＴＯＰ",
+        "blob_accent": "Quiero PARÁR ya",
+        "blob_ascii": "please stop",
+        "nul": "ok\x00 STOP",
+        "blob_nul": "ok\x00 ＳＴＯＰ",
+    }
+    ordinary = {"accented": "¿cuánto cuesta el envío? 😊", "blob_plain": "sí, gracias"}
+    sqlite = db.backend == "sqlite"
+
+    def stored(k: str, v: str) -> object:
+        if not sqlite:
+            return v.replace("\x00", " ")
+        return v.encode() if k.startswith("blob") else v
+
+    db.insert(
+        *(
+            lead(k, last_inbound_text=stored(k, v), **wrote_last)
+            for k, v in {**texts, **ordinary}.items()
+        )
+    )
+    assert all(keyword_optout(v, DEFAULT_OPTOUT_KEYWORDS) for v in texts.values())
+    assert not any(keyword_optout(v, DEFAULT_OPTOUT_KEYWORDS) for v in ordinary.values())
+    got = {r["id"] for r in store.candidate_leads("acct_a", 2, 6, keywords=DEFAULT_OPTOUT_KEYWORDS)}
+    assert set(texts) <= got, sorted(set(texts) - got)
+    if store.keyword_like_exact:
+        assert not got & set(ordinary)
+
+
 def _ascii(text: str) -> str:
     return "".join(ch if ch.isascii() else "?" for ch in text)
 

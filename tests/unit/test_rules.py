@@ -883,6 +883,23 @@ def test_the_prefilters_one_pass_keyword_check_agrees_with_keyword_optout(text: 
     assert has_optout_keyword(text, joined) == (found is not None), (text, found)
 
 
+def test_sqlites_keyword_function__in_doubt_a_candidate() -> None:
+    """``followup_keyword`` (SQLite's prefilter, for non-ASCII text and blobs) answers as the
+    rules do for what it can read, never raises, and keeps a value it cannot read."""
+    from followup_cli.store.sqlite import _keyword
+
+    class Unreadable:
+        def __str__(self) -> str:
+            raise ValueError("no")
+
+    joined = KEYWORD_SEPARATOR.join(DEFAULT_OPTOUT_KEYWORDS)
+    assert _keyword("ＳＴＯＰ".encode(), joined) == 1
+    assert _keyword(b"\xff\xfe please stop", joined) == 1  # invalid UTF-8 around it
+    assert _keyword("¿cuánto cuesta el envío? 😊".encode(), joined) == 0
+    assert _keyword(None, joined) == 0
+    assert _keyword(Unreadable(), joined) == 1
+
+
 def _fold_by_the_book(text: str) -> str:
     t = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
     t = "".join(c for c in t if not unicodedata.combining(c))
