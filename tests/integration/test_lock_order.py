@@ -259,9 +259,12 @@ def test_a_reconcile_aborted_for_a_deadlock_runs_its_chunk_again(
         db.update(lid, last_inbound_at=T1 - timedelta(minutes=10))
     chunks: list[int] = []
     real = outcomes._reconcile_chunk
+    committed = threading.Event()
 
     def counted(*args: Any) -> Any:
         chunks.append(1)
+        if len(chunks) > 1:  # run again once the other one is done (else it may meet it again)
+            assert committed.wait(30)
         return real(*args)
 
     monkeypatch.setattr(outcomes, "_reconcile_chunk", counted)
@@ -273,6 +276,7 @@ def test_a_reconcile_aborted_for_a_deadlock_runs_its_chunk_again(
         # the reconcile holds A's rows and waits for B's: take A's too (a cycle)
         other.execute("SELECT 1 FROM followup_enrollments WHERE lead_id = 'A' FOR UPDATE")
         other.commit()
+        committed.set()
     assert join() is None
     assert len(chunks) == 2, "the chunk ran again"
     assert (counts[0].responded, counts[0].enrollments_responded) == (2, 2)
@@ -304,9 +308,12 @@ def test_an_event_aborted_for_a_deadlock_is_applied_again_once(
     doc = {"type": "replied", "lead_id": "A", "at": (T1 - timedelta(minutes=10)).isoformat()}
     applied: list[int] = []
     real = events._apply_event
+    committed = threading.Event()
 
     def counted(*args: Any) -> Any:
         applied.append(1)
+        if len(applied) > 1:  # run again once the other one is done (else it may meet it again)
+            assert committed.wait(30)
         return real(*args)
 
     monkeypatch.setattr(events, "_apply_event", counted)
@@ -322,6 +329,7 @@ def test_an_event_aborted_for_a_deadlock_is_applied_again_once(
         # the event holds A's follow-up and waits for A's enrollment: take the follow-up too
         other.execute("SELECT 1 FROM followup_tracking WHERE lead_id = 'A' FOR UPDATE")
         other.commit()
+        committed.set()
     assert join() is None
     assert len(applied) == 2, "the event's transaction ran again"
     got = results[0].as_dict()

@@ -31,7 +31,9 @@ Concurrency contract (see README "Never twice"):
 from __future__ import annotations
 
 import json
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -1190,7 +1192,8 @@ def retried(work: Callable[[], Any], reset: Callable[[], None], what: str) -> An
     again, after ``reset()`` puts back what it changed in memory, when the database aborted
     it for a lock cycle or a serialization conflict with another writer
     (``StoreError.conflict``: it was rolled back whole), up to ``CONFLICT_ATTEMPTS`` times
-    in all; the last conflict is raised (one line, exit 1)."""
+    in all, a short random pause between them; the last conflict is raised (one line,
+    exit 1)."""
     from ..errors import StoreError
     from ..logsetup import get
 
@@ -1202,6 +1205,9 @@ def retried(work: Callable[[], Any], reset: Callable[[], None], what: str) -> An
                 raise
             get("store").info("%s: %s; running it again", what, exc.sqlstate)
             reset()
+            # a moment for the other transaction to finish first (jittered: two writers
+            # aborted together do not meet again at once)
+            time.sleep(random.uniform(0.02, 0.1) * attempt)  # noqa: S311 - not a secret
     raise AssertionError("unreachable")  # pragma: no cover
 
 
