@@ -474,6 +474,32 @@ def test_candidates__every_default_keyword_is_kept_and_ordinary_words_are_not_on
         assert not got & set(ordinary)
 
 
+def test_candidates__without_exact_patterns_every_non_ascii_stop_is_kept(
+    db: LeadDB, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the store cannot fold non-ASCII text in SQL (Postgres before 13, or not UTF-8:
+    the coarse patterns), a lead who wrote last "ＳＴＯＰ", "sto\u0301p" or "SCHLUẞ" is
+    still a candidate (forced here on a server that could)."""
+    monkeypatch.setattr(type(store), "keyword_like_exact", False)
+    t = NOW - timedelta(hours=6)
+    wrote_last = {"last_inbound_at": t + timedelta(hours=1), "last_outbound_at": t}
+    keywords = (*DEFAULT_OPTOUT_KEYWORDS, "schluß", "quit")
+    texts = {
+        "wide": "ＳＴＯＰ",
+        "mark": "sto\u0301p por favor",
+        "struck": "s\u0336t\u0336o\u0336p\u0336",
+        "sharp": "SCHLUẞ!",
+        "dotted": "QUİT",
+        "ligature": "ﬆop",
+        "emoji": "🛑stop🛑",
+        "wide_phrase": "ｎｏ ｍáｓ ｍｅｎｓａｊｅｓ",
+    }
+    db.insert(*(lead(k, last_inbound_text=v, **wrote_last) for k, v in texts.items()))
+    assert all(keyword_optout(v, keywords) for v in texts.values())
+    got = {r["id"] for r in store.candidate_leads("acct_a", 2, 6, keywords=keywords)}
+    assert set(texts) <= got, sorted(set(texts) - got)
+
+
 def test_candidates__a_keyword_in_a_blob_or_after_a_nul_is_kept(
     db: LeadDB, store: SqlStore
 ) -> None:

@@ -482,7 +482,11 @@ class PostgresStore(SqlStore):
         self, text: str, keywords: tuple[str, ...], patterns: int, params: dict[str, Any]
     ) -> str | None:
         if not self.keyword_like_exact:
-            return None  # normalize() is Postgres 13+, on a UTF-8 database only
+            # normalize() is Postgres 13+, on a UTF-8 database only: elsewhere every text
+            # with a non-ASCII character is kept (the rules decide it), as the coarse
+            # patterns cannot see "ＳＴＯＰ", "sto\u0301p" or "SCHLUẞ" (any encoding)
+            params["kw_non_ascii"] = "[^\\x01-\\x7f]"
+            return f"CAST({text} AS text) ~ :kw_non_ascii"
         # Text with non-ASCII characters only: NFKD (full-width letters and ligatures to
         # ASCII, accents apart), lower() in "C" (ASCII), accents dropped (regexp_replace:
         # translate() with every combining mark is 50 times slower) and typographic
