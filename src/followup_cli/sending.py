@@ -286,6 +286,12 @@ class LiveExecutor(Executor):
         unattempted = [c.fid for c in self.claimed.values()]
         if self._unrecorded is not None or unattempted:
             with self.store.transaction():
+                # the rows it writes first, in the one order (``_write_tx``)
+                leads, fids = set(self.claimed), list(unattempted)
+                if self._unrecorded is not None:
+                    leads.add(self._unrecorded[1].lead_id)
+                    fids.append(self._unrecorded_fid)
+                self.store.lock_lead_rows(sorted(leads), sorted(fids))
                 self._record_locked()
                 if unattempted:
                     self.store.release_unattempted(followup_ids=unattempted)
