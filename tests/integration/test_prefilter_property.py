@@ -66,9 +66,13 @@ NON_ASCII = [
 NON_ASCII_WORDS = ["stop", "baja", "parar", "ß", "İ", "ı", "é", "\u0301", "😊", "Ｓ", " ", "'"]
 TEXT = st.one_of(
     st.sampled_from(TEXTS + NON_ASCII),
-    st.lists(st.one_of(st.sampled_from(NON_ASCII_WORDS), st.text(max_size=3)), max_size=5).map(
-        "".join
-    ),
+    st.lists(
+        st.one_of(
+            st.sampled_from(NON_ASCII_WORDS),
+            st.text(st.characters(exclude_characters="\x00"), max_size=3),
+        ),
+        max_size=5,
+    ).map("".join),
 )
 
 LEAD = st.fixed_dictionaries(
