@@ -14,10 +14,12 @@ them; an executor does the work for each lead:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .channels.base import SendResult
@@ -28,7 +30,7 @@ from .ratewindow import RateWindow
 from .render import TemplateProblem
 from .results import AccountResult, PlannedSend, decide_or_name
 from .rules import Decision, local_midnight
-from .store.base import SqlStore
+from .store.base import SqlStore, retried
 
 if TYPE_CHECKING:  # pragma: no cover
     from .accountrun import AccountRun
@@ -402,15 +404,34 @@ class LiveExecutor(Executor):
         account's windows (the caller waits or defers); the batch then claims nothing."""
         if self.real_time:
             self.now = self.engine.clock.now()
-        store, now, res = self.store, self.now, self.result
+        res = self.result
         leads = self._batch()
         stale = [c.fid for c in self.claimed.values()]  # too old, or never reached
+        at = self.engine.clock.elapsed()
+        mine = [lead.id for lead in leads] + list(self.claimed)
+        # one whole transaction, run again (its counts put back) if the database aborts it
+        # for a conflict with another writer: nothing was claimed, nothing sent
+        before = {k: copy.copy(v) for k, v in vars(res).items() if k != "planned"}
+        batch, settled, verdict = retried(
+            partial(self._claim_in_tx, leads, stale, mine, at),
+            partial(vars(res).update, before),
+            "claim batch",
+        )
+        # committed: each claim exists before its API call
+        self.claimed = batch
+        self.settled |= settled - set(batch)
+        return verdict
+
+    def _claim_in_tx(
+        self, leads: list[Lead], stale: list[int], mine: list[str], at: float
+    ) -> tuple[dict[str, Claim], set[str], str | None]:
+        """``_claim_batch``'s transaction: the claims made, the leads settled without one,
+        and the verdict on the current lead."""
+        store, now, res = self.store, self.now, self.result
         batch: dict[str, Claim] = {}
         todo: list[_ToInsert] = []
         settled: set[str] = set()
-        at = self.engine.clock.elapsed()
         verdict: str | None = None
-        mine = [lead.id for lead in leads] + list(self.claimed)
         with self._write_tx(self.account.id, mine), self._audits_last():
             if stale:
                 store.release_unattempted(followup_ids=stale)
@@ -463,10 +484,7 @@ class LiveExecutor(Executor):
                     window.take()  # (a step another run claimed first: room left unused)
                     batch[lead.id] = claim
             self._insert_claims(todo, batch)
-        # committed: each claim exists before its API call
-        self.claimed = batch
-        self.settled |= settled - set(batch)
-        return verdict
+        return batch, settled, verdict
 
     def _reread(
         self, leads: list[Lead], settled: set[str]

@@ -341,3 +341,82 @@ def test_an_event_aborted_for_a_deadlock_is_applied_again_once(
     assert [r["outcome"] for r in db.query("SELECT outcome FROM followup_events")] == ["applied"]
     ends = db.query("SELECT lead_id FROM followup_audit WHERE action = 'enrollment_end'")
     assert ends == [{"lead_id": "A"}]
+
+
+@POSTGRES_ONLY
+def test_a_claim_batch_aborted_for_a_deadlock_claims_again_once(
+    tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim batch aborted for a lock cycle (here a session that holds Y's enrollment,
+    then waits for the account's lock the batch holds) is rolled back whole: nothing was
+    claimed or sent. The run claims the batch again once the other one is done, and
+    counts each decision once (X skipped once, Y sent once); before, the run ended with
+    exit 1 and Y's step waited for the next run."""
+    import psycopg
+
+    from followup_cli.sending import LiveExecutor
+
+    with FakeGraphAPI() as fake:
+        loaded = _config(tmp_path, fake, monkeypatch)
+        db.insert(
+            lead(
+                "Y",
+                last_inbound_at=T0 - timedelta(hours=5),
+                last_outbound_at=T0 - timedelta(hours=4),
+            )
+        )
+        assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == 1  # Y's m1
+        db.insert(
+            lead(
+                "X",
+                last_inbound_at=T1 - timedelta(hours=100),
+                last_outbound_at=T1 - timedelta(hours=99),
+            )
+        )
+        calls: list[int] = []
+        committed = threading.Event()
+        threads: list[threading.Thread] = []
+        real = LiveExecutor._claim_in_tx
+        other = psycopg.connect(db.url)
+
+        def claim_in_tx(self: LiveExecutor, *args: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                other.execute("SET deadlock_timeout = '60s'")  # the batch is the one aborted
+                other.execute("SELECT 1 FROM followup_enrollments WHERE lead_id = 'Y' FOR UPDATE")
+                pid = self.store.conn.info.backend_pid
+
+                def take_the_account() -> None:  # once the batch waits for Y's row
+                    waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
+                    with psycopg.connect(db.url, autocommit=True) as probe:
+                        while not probe.execute(waiting, [pid]).fetchone()[0]:
+                            time.sleep(0.005)  # polling pg_locks, not a wait for timing
+                    other.execute(
+                        "SELECT pg_advisory_xact_lock(hashtextextended("
+                        "COALESCE(current_schema(), '') || ':acct:acct_a', 0))"
+                    )
+                    other.commit()
+                    committed.set()
+
+                threads.append(threading.Thread(target=take_the_account, daemon=True))
+                threads[0].start()
+            else:
+                assert committed.wait(30)
+            return real(self, *args)
+
+        monkeypatch.setattr(LiveExecutor, "_claim_in_tx", claim_in_tx)
+        try:
+            summary = _run(loaded, db, T1)
+        finally:
+            other.close()
+        threads[0].join(30)
+        delivered = [c.recipient_id for c in fake.deliveries]
+
+    assert len(calls) == 2, "the batch ran again"
+    assert delivered == ["ig_Y", "ig_Y"]  # m1 at T0, m2 now: once
+    acct = summary.as_dict()["accounts"]["acct_a"]
+    assert acct["sent"] == 1 and acct["skipped"] == {"outside_window": 1}
+    rows = sorted((r["lead_id"], r["message_id"], r["status"]) for r in db.tracking())
+    assert rows == [("X", "m1", "skipped"), ("Y", "m1", "sent"), ("Y", "m2", "sent")]
+    skips = db.query("SELECT lead_id FROM followup_audit WHERE action = 'skip'")
+    assert skips == [{"lead_id": "X"}]
