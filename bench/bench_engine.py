@@ -2,6 +2,7 @@
 
     python bench/bench_engine.py dryrun --leads 1000000 --due 100000 [--text] [--warm]
     python bench/bench_engine.py idle   --leads 1000000            # a real run, nothing due
+    python bench/bench_engine.py idle   --leads 200000 --text-kind accented  # '¿cuánto...? 😊'
     python bench/bench_engine.py send   --due 2000 --accounts 4     # loopback fake, no latency
     python bench/bench_engine.py inflight --accounts 50 --per-account 20 --latency 0.15
     python bench/bench_engine.py scaleout --runs 4 --due 800 --accounts 50 --latency 0.05

@@ -68,6 +68,10 @@ def test_dryrun_json_and_text(tmp_path, capsys, store) -> None:
 def test_idle_run_sends_nothing(tmp_path, capsys, store) -> None:
     out = run(tmp_path, capsys, "idle", "--leads", "300", "--store", store)
     assert "sent 0," in out and "tracking=" in out
+    out = run(
+        tmp_path, capsys, "idle", "--leads", "300", "--store", store, "--text-kind", "accented"
+    )
+    assert f"idle {store} (accented texts): leads=300" in out and "sent 0," in out
 
 
 def test_send_sends_each_due_lead_once(tmp_path, capsys, store) -> None:
