@@ -34,7 +34,6 @@ add an opt-out, end the enrollment and are audited.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections import Counter
@@ -49,7 +48,7 @@ from .models import parse_time
 from .outcomes import OutcomeCounts, attribute, last_before, lead_outcome_rows
 from .outcomes import record_followup_outcome as record
 from .rules import keyword_optout
-from .store.base import SqlStore, retried
+from .store.base import SqlStore, put_back, retried
 
 EVENT_TYPES = ("delivered", "read", "replied", "converted", "opted_out")
 WEBHOOK_OBJECTS = ("instagram", "page")
@@ -350,10 +349,9 @@ def apply_events(
             continue
         # one transaction an event, run again if the database aborts it for a conflict
         # with another writer (rolled back whole; the counts put back)
-        before = {k: copy.copy(v) for k, v in vars(result).items()}
         retried(
             partial(_apply_event, store, config, ev, now, who, result),
-            partial(vars(result).update, before),
+            put_back(result),
             "events ingest",
         )
     return result

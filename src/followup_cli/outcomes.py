@@ -19,7 +19,6 @@ Nothing later than ``now`` is recorded: a replay with ``--now`` sees the past as
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 
 from .config import Config
 from .models import CONVERTED, DELIVERED, READ, RESPONDED, SENT, parse_time
-from .store.base import SqlStore, retried
+from .store.base import SqlStore, put_back, retried
 
 ATTRIBUTION_DAYS = 30
 ATTRIBUTION = timedelta(days=ATTRIBUTION_DAYS)
@@ -162,18 +161,12 @@ def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
             enr_by_lead[str(e["lead_id"])].append(e)
         leads = {str(lead["id"]): lead for lead in store.lead_rows(ids)}
         work = partial(_reconcile_chunk, store, chunk, leads, by_lead, enr_by_lead, now, counts)
-        before = copy.deepcopy(counts)
-        reset = partial(_put_back, counts, before)
-        settled_marks = retried(work, reset, "reconcile")
+        settled_marks = retried(work, put_back(counts), "reconcile")
         # After the chunk's commit: a claim that forgets one of these marks (0011) never
         # waits for this transaction's locks on outcomes while this one waits for its mark
         # (a crash in between leaves the leads unmarked: looked at again, idempotent).
         store.save_outcome_marks(settled_marks, now)
     return counts
-
-
-def _put_back(counts: OutcomeCounts, before: OutcomeCounts) -> None:
-    counts.__dict__.update(copy.deepcopy(before).__dict__)
 
 
 def _reconcile_chunk(

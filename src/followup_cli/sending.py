@@ -14,7 +14,6 @@ them; an executor does the work for each lead:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -30,7 +29,7 @@ from .ratewindow import RateWindow
 from .render import TemplateProblem
 from .results import AccountResult, PlannedSend, decide_or_name
 from .rules import Decision, local_midnight
-from .store.base import SqlStore, retried
+from .store.base import SqlStore, put_back, retried
 
 if TYPE_CHECKING:  # pragma: no cover
     from .accountrun import AccountRun
@@ -411,10 +410,9 @@ class LiveExecutor(Executor):
         mine = [lead.id for lead in leads] + list(self.claimed)
         # one whole transaction, run again (its counts put back) if the database aborts it
         # for a conflict with another writer: nothing was claimed, nothing sent
-        before = {k: copy.copy(v) for k, v in vars(res).items() if k != "planned"}
         batch, settled, verdict = retried(
             partial(self._claim_in_tx, leads, stale, mine, at),
-            partial(vars(res).update, before),
+            put_back(res, skip=("planned",)),
             "claim batch",
         )
         # committed: each claim exists before its API call

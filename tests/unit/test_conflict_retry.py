@@ -4,11 +4,14 @@ it changed in memory put back first; any other database error is raised at once.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
+
 import pytest
 
 from followup_cli.errors import StoreError
 from followup_cli.store import base
-from followup_cli.store.base import CONFLICT_ATTEMPTS, retried
+from followup_cli.store.base import CONFLICT_ATTEMPTS, put_back, retried
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +70,24 @@ def test_the_line_of_a_conflict_says_it_was_rolled_back_and_to_run_again() -> No
     assert "\n" not in str(err) and "rolled back whole: run the command again" in str(err)
     plain = _store_error("postgresql://h/db: boom", psycopg.errors.UniqueViolation("boom"))
     assert not plain.conflict and str(plain) == "postgresql://h/db: boom"
+
+
+@dataclass
+class _Counts:
+    new: int = 0
+    by: Counter = field(default_factory=Counter)
+
+
+def test_counts_are_put_back_before_each_attempt_however_many() -> None:
+    """Two conflicts, then the transaction commits: its counts once, as if run once."""
+    counts = _Counts(new=5, by=Counter(a=1))
+    failures = [StoreError("deadlock detected", "40P01") for _ in range(CONFLICT_ATTEMPTS - 1)]
+
+    def work() -> None:
+        counts.new += 1
+        counts.by["a"] += 1
+        if failures:
+            raise failures.pop(0)
+
+    retried(work, put_back(counts), "t")
+    assert counts == _Counts(new=6, by=Counter(a=2))

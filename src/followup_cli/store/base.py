@@ -30,6 +30,7 @@ Concurrency contract (see README "Never twice"):
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import threading
@@ -1209,6 +1210,18 @@ def retried(work: Callable[[], Any], reset: Callable[[], None], what: str) -> An
             # aborted together do not meet again at once)
             time.sleep(random.uniform(0.02, 0.1) * attempt)  # noqa: S311 - not a secret
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def put_back(obj: Any, skip: tuple[str, ...] = ()) -> Callable[[], None]:
+    """A ``reset`` for ``retried``: puts ``obj``'s attributes (but ``skip``) back as they
+    are now, copies of them each time (a counter changed by one attempt is not the one
+    the next attempt starts from)."""
+    saved = {k: copy.copy(v) for k, v in vars(obj).items() if k not in skip}
+
+    def reset() -> None:
+        vars(obj).update({k: copy.copy(v) for k, v in saved.items()})
+
+    return reset
 
 
 # The leases of the stores without a lease query (SQLite, memory): (scope, account) -> holder.
