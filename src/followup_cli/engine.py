@@ -29,7 +29,7 @@ import socket
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +38,7 @@ from .accountrun import AccountRun
 from .channels.base import Channel, OutgoingMessage, idempotency_key
 from .claims import recover_stale_claims
 from .clock import Clock, wall
-from .config import Account, Config, LoadedConfig
+from .config import Account, Config, LoadedConfig, Settings
 from .crypto import Cipher
 from .handoff import handoff
 from .leases import Leases
@@ -357,6 +357,28 @@ class Engine:
         nameless = store.leads_without_id(account.id)
         if nameless:
             result.bad("?", f"lead rows of account {account.id} without an id: {nameless}")
+        for page in self._candidate_pages(account, store, now, st, digest):
+            leads: list[Lead] = []
+            for row in page:
+                try:
+                    leads.append(parse_lead(row))
+                except BadLead as exc:
+                    result.bad(exc.lead_id, str(exc))
+            acts, books = self._decide_page(leads, store, now, st, digest, result, live)
+            actionable += acts
+            bookkeeping += books
+        far = datetime.max.replace(tzinfo=now.tzinfo)
+        # Windows closing soonest first, then the longest-overdue step, then lead id.
+        actionable.sort(
+            key=lambda ld: (ld[1].window_closes_at or far, ld[1].due_at or far, ld[0].id)
+        )
+        return actionable, bookkeeping
+
+    def _candidate_pages(
+        self, account: Account, store: SqlStore, now: datetime, st: Settings, digest: str
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The account's lead rows that may be due (``SqlStore.candidate_leads``), a page at
+        a time in id order; the next page is read once the caller is done with this one."""
         after: Any = None
         while True:
             page = store.candidate_leads(
@@ -371,48 +393,54 @@ class Engine:
                 new_due_before=self.new_leads_due_before(account, now),
             )
             if not page:
-                break
+                return
             last = store.page_key(page[-1]["id"])
             if last == after:
-                break  # rows without an id filled a page: no way past them (named below)
+                return  # a page of rows without an id: none past it (``plan_account`` names them)
             after = last
-            leads: list[Lead] = []
-            for row in page:
-                try:
-                    leads.append(parse_lead(row))
-                except BadLead as exc:
-                    result.bad(exc.lead_id, str(exc))
-            ids = [lead.id for lead in leads]
-            versions = store.enrollment_versions(ids) if live else {}  # before the state
-            states = store.lead_states(
-                ids,
-                {lead.id: store.person_key(lead.account_id, lead.recipient_id) for lead in leads},
-            )
-            hints: list[tuple[str, str, int, datetime]] = []
-            for lead in leads:
-                d = decide_or_name(lead, states[lead.id], self.config, now, result)
-                if d is None:
-                    continue
-                if d.action in ("send", "skip"):
-                    actionable.append((lead, d))
-                elif d.action in ("end", "holdout") or d.keyword_optout:
-                    bookkeeping.append((lead, d))
-                elif d.action == "wait":
-                    result.waiting[d.reason] += 1
-                version = versions.get((lead.id, d.sequence_id or ""))
-                if version is not None:
-                    hint = self.next_due_hint(d, st)
-                    if hint is not None and hint > now:
-                        hints.append((lead.id, d.sequence_id or "", version, hint))
-            if hints:
-                store.set_next_due(hints, digest)
+            yield page
             if len(page) < CANDIDATE_PAGE:
-                break
-        far = datetime.max.replace(tzinfo=now.tzinfo)
-        # Windows closing soonest first, then the longest-overdue step, then lead id.
-        actionable.sort(
-            key=lambda ld: (ld[1].window_closes_at or far, ld[1].due_at or far, ld[0].id)
+                return
+
+    def _decide_page(
+        self,
+        leads: list[Lead],
+        store: SqlStore,
+        now: datetime,
+        st: Settings,
+        digest: str,
+        result: AccountResult,
+        live: bool,
+    ) -> tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]:
+        """A page of leads decided on their states (read for the page at once): (actions to
+        execute, bookkeeping actions), in the page's order. A ``live`` run stores, for each
+        active enrollment not due yet, when it can be due at the earliest."""
+        actionable: list[tuple[Lead, Decision]] = []
+        bookkeeping: list[tuple[Lead, Decision]] = []
+        ids = [lead.id for lead in leads]
+        versions = store.enrollment_versions(ids) if live else {}  # before the state
+        states = store.lead_states(
+            ids,
+            {lead.id: store.person_key(lead.account_id, lead.recipient_id) for lead in leads},
         )
+        hints: list[tuple[str, str, int, datetime]] = []
+        for lead in leads:
+            d = decide_or_name(lead, states[lead.id], self.config, now, result)
+            if d is None:
+                continue
+            if d.action in ("send", "skip"):
+                actionable.append((lead, d))
+            elif d.action in ("end", "holdout") or d.keyword_optout:
+                bookkeeping.append((lead, d))
+            elif d.action == "wait":
+                result.waiting[d.reason] += 1
+            version = versions.get((lead.id, d.sequence_id or ""))
+            if version is not None:
+                hint = self.next_due_hint(d, st)
+                if hint is not None and hint > now:
+                    hints.append((lead.id, d.sequence_id or "", version, hint))
+        if hints:
+            store.set_next_due(hints, digest)
         return actionable, bookkeeping
 
     def new_leads_due_before(self, account: Account, now: datetime) -> datetime:
