@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from ..crypto import stored_body
-from ..models import PENDING, SKIPPED, BadLead, Lead, parse_lead
+from ..models import PENDING, SKIPPED, BadLead, Lead, LeadState, parse_lead
 from ..results import decide_or_name
 from ..rules import Decision
 from ..store.base import put_back, retried
@@ -176,7 +176,7 @@ class Claiming(LiveTransactions):
     ) -> tuple[dict[str, Claim], set[str], str | None]:
         """``_claim_batch``'s transaction: the claims made, the leads settled without one,
         and the verdict on the current lead."""
-        store, now, res = self.store, self.now, self.result
+        store, now = self.store, self.now
         batch: dict[str, Claim] = {}
         todo: list[_ToInsert] = []
         settled: set[str] = set()
@@ -197,31 +197,11 @@ class Claiming(LiveTransactions):
             for n, lead in enumerate(leads):
                 if lead.id in settled:
                     continue
-                if lead.id not in locked:
-                    res.skipped["claimed_by_another_run"] += 1
+                send = self._decided_send(lead, locked, fresh_leads, persons, states)
+                if send is None:
                     settled.add(lead.id)
                     continue
-                fresh = fresh_leads.get(lead.id)
-                if fresh is None:
-                    res.skipped["lead_gone"] += 1
-                    settled.add(lead.id)
-                    continue
-                person = persons[lead.id]
-                d = decide_or_name(fresh, states[lead.id], self.config, now, res)
-                if d is None:
-                    settled.add(lead.id)
-                    continue
-                if d.action not in ("send", "skip"):
-                    # Something changed since planning (opt-out, reply, another run): obey it.
-                    self._bookkeep_locked(fresh, d)
-                    if d.action == "wait":
-                        res.waiting[d.reason] += 1
-                    settled.add(lead.id)
-                    continue
-                if d.action == "skip":
-                    self._skip_locked(fresh, d, person)
-                    settled.add(lead.id)
-                    continue
+                fresh, d, person = send
                 full = window.full()
                 if full is not None:
                     if n == 0:
@@ -234,6 +214,42 @@ class Claiming(LiveTransactions):
                     batch[lead.id] = claim
             self._insert_claims(todo, batch)
         return batch, settled, verdict
+
+    def _decided_send(
+        self,
+        lead: Lead,
+        locked: set[str],
+        fresh_leads: dict[str, Lead],
+        persons: dict[str, str | None],
+        states: dict[str, LeadState],
+    ) -> tuple[Lead, Decision, str | None] | None:
+        """In the claim transaction: ``lead`` decided again on its fresh row and state, and
+        (its fresh lead, the decision, its person) when that is a send to claim. Anything
+        else is handled here and None returned: another run holds the lead, its row is gone,
+        or the decision asks for no send (an opt-out, an end, a holdout, a wait: obeyed and
+        counted; a skip: its row written)."""
+        res = self.result
+        if lead.id not in locked:
+            res.skipped["claimed_by_another_run"] += 1
+            return None
+        fresh = fresh_leads.get(lead.id)
+        if fresh is None:
+            res.skipped["lead_gone"] += 1
+            return None
+        person = persons[lead.id]
+        d = decide_or_name(fresh, states[lead.id], self.config, self.now, res)
+        if d is None:
+            return None
+        if d.action not in ("send", "skip"):
+            # Something changed since planning (opt-out, reply, another run): obey it.
+            self._bookkeep_locked(fresh, d)
+            if d.action == "wait":
+                res.waiting[d.reason] += 1
+            return None
+        if d.action == "skip":
+            self._skip_locked(fresh, d, person)
+            return None
+        return fresh, d, person
 
     def _reread(
         self, leads: list[Lead], settled: set[str]
