@@ -28,7 +28,6 @@ import os
 import socket
 import threading
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -49,6 +48,7 @@ from .results import AccountResult, PlannedSend, RunOptions, RunSummary, decide_
 from .rules import Check, Decision, local_midnight, next_local_midnight, next_run_slot
 from .store.base import SqlStore, actor
 from .store.memory import MemoryStore
+from .turns import Turns
 
 CANDIDATE_PAGE = 1000
 DB_CONNECTIONS = 8  # store connections one run opens at most, however many sends in flight
@@ -234,67 +234,13 @@ class Engine:
         stores = [self.store.clone() for _ in range(min(workers, DB_CONNECTIONS))]
         for s in stores:
             s.cipher = self.store.cipher
-        fresh = deque(runs)  # not started yet
-        ready: deque[AccountRun] = deque()  # started, waiting for their next turn
-        later: deque[AccountRun] = deque()  # another run held the lease: once more at the end
-        cond = threading.Condition()
-        state = {"busy": 0, "open": 0, "stop": False, "share": len(runs), "last": False}
-        errors: list[BaseException] = []
-
-        def next_turn() -> tuple[AccountRun, str] | None:
-            """Under ``cond``: the next account to step, and how it is taken."""
-            while not state["stop"]:
-                if fresh and (leases is None or state["open"] < state["share"]):
-                    return fresh.popleft(), "new"
-                if ready:
-                    return ready.popleft(), "turn"
-                if not fresh and not state["busy"]:
-                    state["last"] = True  # the rest of this run: the accounts put aside
-                if later and state["last"]:
-                    return later.popleft(), "last"
-                if not state["busy"]:
-                    return None
-                cond.wait()
-            return None
-
-        def serve(store: SqlStore) -> None:
-            while True:
-                if leases is not None and fresh:
-                    share = leases.share(len(runs))
-                    with cond:
-                        state["share"] = share
-                with cond:
-                    turn = next_turn()
-                    if turn is None:
-                        return
-                    r, how = turn
-                    state["busy"] += 1
-                    if how != "turn":
-                        state["open"] += 1
-                more: bool | None = False
-                try:
-                    if how != "turn" and leases is not None and not leases.take(r, how == "last"):
-                        more = None  # not this run's to serve (now, or at all)
-                    else:
-                        more = r.step(store)
-                except BaseException as exc:  # noqa: BLE001 - raised by run() once all stop
-                    errors.append(exc)
-                finally:
-                    if not more and leases is not None:
-                        leases.release(r)
-                    with cond:
-                        state["busy"] -= 1
-                        if more:
-                            ready.append(r)
-                        else:
-                            state["open"] -= 1
-                            if more is None and how == "new":
-                                later.append(r)
-                        cond.notify_all()
-
+        turns = Turns(runs, leases)
         threads = [
             threading.Thread(
-                target=serve, args=(stores[i % len(stores)],), name=f"send-{i}", daemon=True
+                target=turns.serve,
+                args=(stores[i % len(stores)],),
+                name=f"send-{i}",
+                daemon=True,
             )
             for i in range(workers)
         ]
@@ -306,19 +252,17 @@ class Engine:
         finally:
             # Interrupted: each thread finishes the lead it holds, then takes no other; the
             # outcomes still held are written (an account that ran out of leads wrote its own).
-            with cond:
-                state["stop"] = True
-                cond.notify_all()
+            turns.stop()
             for t in threads:
                 t.join()
             try:
-                for r in ready:
+                for r in turns.ready:
                     r.flush(stores[0])
             finally:
                 for s in stores:
                     s.close()
-        if errors:
-            raise errors[0]
+        if turns.errors:
+            raise turns.errors[0]
 
     # ----------------------------------------------------------- stale claims
     def expire_stale_claims(self, now: datetime, run_id: str) -> int:
