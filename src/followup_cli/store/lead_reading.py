@@ -1,0 +1,153 @@
+"""The lead table as the tool reads it: its usable columns, the candidate leads
+of an account (the SQL prefilter), a lead's row read again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from ..leadcolumns import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
+from ..redact import redact
+from ..rules import keyword_like_patterns
+from .queries import Sql, ident
+from .rows import _chunks
+
+
+@lru_cache(maxsize=64)
+def _select_list(present: tuple[str, ...]) -> Sql:
+    return Sql(
+        ", ".join(
+            ident(f"l.{c}") if c in present else f"NULL AS {ident(c)}"
+            for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
+        )
+    )
+
+
+class LeadQueries:
+    """Mixed into ``SqlStore``: uses its seam (``query``, ``execute``, ``transaction``,
+    locks) and its other queries."""
+
+    # ----------------------------------------------------------- lead table
+    def lead_columns(self) -> tuple[str, ...]:
+        """The lead table's usable columns; StoreConfigError when it is missing or lacks some."""
+        from ..errors import StoreConfigError
+
+        if self._lead_columns is None:
+            cols = self._table_columns(self.lead_table)
+            if cols is None:
+                raise StoreConfigError(
+                    f"{self.describe()}: no table or view {self.lead_table!r}; create it (columns "
+                    f"in the README) or set settings.lead_table in sequences.yaml"
+                )
+            missing = [c for c in REQUIRED_LEAD_COLUMNS if c not in cols]
+            if missing:
+                raise StoreConfigError(
+                    f"{self.describe()}: table {self.lead_table!r} lacks column(s) "
+                    f"{', '.join(missing)}; see the README for the lead-store columns"
+                )
+            wanted = REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
+            self._lead_columns = tuple(c for c in wanted if c in cols)
+        return self._lead_columns
+
+    def _select_list(self) -> Sql:
+        """The lead columns as ``l.<column>``, NULL for those the table lacks."""
+        return _select_list(self.lead_columns())
+
+    def describe(self) -> str:
+        return redact(self.url) or self.url
+
+    def candidate_leads(
+        self,
+        account_id: str,
+        min_score: int,
+        max_score: int,
+        after_id: Any = "",
+        page: int = 1000,
+        keywords: Sequence[str] = (),
+        *,
+        now: datetime | None = None,
+        config: str | None = None,
+        new_due_before: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page (by id) of an account's leads that may be due; the SQL prefilter.
+
+        With ``now`` (and the ``config`` digest), work in proportion to what is due: an
+        active enrollment is left out while the next-due time a run stored for it (under
+        this config) is still ahead and nothing terminal happened to the lead (a reply, a
+        conversion, a score out of range, an opt-out); a lead in no sequence is left out
+        when we wrote to it after ``new_due_before`` (no step can be due yet).
+
+        Conservative: it keeps every lead the decision function could act on (including
+        rows with unparseable values, so they are reported) and drops the rest: other
+        accounts, out-of-range scores, converted, opted out, the lead wrote last, and
+        leads whose current silence an ended enrollment already covered. A lead not yet
+        opted out whose last message may hold an opt-out ``keyword`` is always kept, even
+        when it wrote last, so its "stop" is recorded at once (the decision function checks
+        whole words; this is a coarse, case-folded LIKE).
+        """
+        present = set(self.lead_columns())
+        col = {
+            c: (f"l.{c}" if c in present else "NULL")
+            for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
+        }
+        params: dict[str, Any] = {
+            "account_id": account_id,
+            "min_score": min_score,
+            "max_score": max_score,
+            "after_id": after_id,
+            "page": page,
+        }
+        likes = []
+        text = col["last_inbound_text"]
+        patterns = keyword_like_patterns(keywords, self.keyword_like_exact)
+        if text != "NULL" and patterns:
+            for i, pattern in enumerate(patterns):
+                params[f"kw{i}"] = pattern
+            likes.append(self._keyword_like(text, len(patterns), params))
+            beyond = self._keyword_beyond_lower(text, tuple(keywords), len(patterns), params)
+            if beyond is not None:
+                likes.append(beyond)
+        keyword = (
+            f"(({' OR '.join(likes)}) "
+            f"AND NOT EXISTS (SELECT 1 FROM followup_optouts o2 WHERE o2.lead_id = {self._lid()}))"
+            if likes
+            else "1 = 0"
+        )
+        if now is not None:
+            params.update(now=now, config=config or "", new_due=new_due_before or now)
+        paged = after_id is not None and after_id != ""
+        sql = self._candidate_sql(
+            self._select_list(), col, keyword, paged=paged, due=now is not None
+        )
+        return self.query(sql, params)
+
+    def sample_leads(self, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` raw lead rows, any ones (`sequences check --db` measures templates
+        and attributes on them; unparsed, so bad rows are only skipped there)."""
+        sql = self.q("leads_sample", select=self._select_list(), leads=self.leads)
+        return self.query(sql, {"n": limit})
+
+    def page_key(self, lead_id: Any) -> Any:
+        """What the next candidate page starts after, given the last row's id."""
+        return str(lead_id)
+
+    def leads_without_id(self, account_id: str) -> int:
+        """An account's lead rows whose id is NULL: never candidates (nothing could track
+        them), counted so that the run names them."""
+        rows = self.query(self.q("leads_without_id", leads=self.leads), {"a": account_id})
+        return int(rows[0]["n"])
+
+    def lead_row(self, lead_id: str) -> dict[str, Any] | None:
+        sql = self.q("lead_row", select=self._select_list(), leads=self.leads)
+        rows = self.query(sql, {"id": lead_id})
+        return rows[0] if rows else None
+
+    def lead_rows(self, lead_ids: Sequence[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(list(lead_ids), 500):
+            where, names = self._lead_id_in(chunk)
+            sql = self.q("lead_rows", select=self._select_list(), leads=self.leads, ids=where)
+            out.extend(self.query(sql, names))
+        return out
