@@ -221,11 +221,34 @@ def append_later(
     or, at a connection's first append, the head is read, locked, with the caller's
     statements and the row chained to it goes out with the commit; elsewhere the row is
     written at once as ``append`` writes it."""
+    fields = _row_fields(
+        action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
+    )
+    key = (store.dialect, store.url)
+    if store.pipelining:
+        return _append_pipelined(store, fields, key)
+    seq = _append_now(store, fields, key)
+    return lambda: seq
+
+
+def _row_fields(
+    action: str,
+    at: datetime,
+    who: str,
+    run_id: str | None,
+    lead_id: str | None,
+    account_id: str | None,
+    sequence_id: str | None,
+    message_id: str | None,
+    detail: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The row's own fields, before the chain gives it a place: an aware time, the detail as
+    stored text with its salted digest."""
     if at.tzinfo is None:  # the store would read a naive time in its own zone: fix it here
         at = at.astimezone()
     text = detail_text(detail)
     salt = secrets.token_hex(16) if text is not None else None
-    fields: dict[str, Any] = {
+    return {
         "at": at,
         "actor": who,
         "action": action,
@@ -238,8 +261,13 @@ def append_later(
         "detail_salt": salt,
         "detail_digest": detail_digest(salt, text) if salt and text is not None else None,
     }
-    key = (store.dialect, store.url)
-    if store.pipelining and store.audit_role is not None and store.hashes_in_sql:
+
+
+def _append_pipelined(
+    store: SqlStore, fields: dict[str, Any], key: tuple[str, str]
+) -> Callable[[], int]:
+    """``append_later`` inside ``SqlStore.pipelined``: nothing waited for now."""
+    if store.audit_role is not None and store.hashes_in_sql:
         # The row goes out with the COMMIT as one statement that locks the head, chains
         # the row to it and hashes it (``_payload_parts``), or fails the transaction when
         # there is no head row: the head's lock is held while the server runs that
@@ -253,24 +281,27 @@ def append_later(
             return 0  # (its place is the database's to choose, at the commit)
 
         return at_head
-    if store.pipelining:
-        # Statements go out together: the head is read (locked) with them, and the row
-        # chained to it goes out with the COMMIT (a row that could not be chained fails
-        # the transaction), so that no write of another run's head costs a round trip.
-        head_rows = store.query_later(store.q("audit_head"))
+    # Statements go out together: the head is read (locked) with them, and the row
+    # chained to it goes out with the COMMIT (a row that could not be chained fails
+    # the transaction), so that no write of another run's head costs a round trip.
+    head_rows = store.query_later(store.q("audit_head"))
 
-        def locked() -> int:
-            rows = head_rows()
-            head = dict(rows[0]) if rows else _head(store)
-            store.audit_role = (_role(head),)
-            seen = (int(head["chain_seq"]), str(head["row_hash"]))
-            row = _chained(fields, (*seen, store.audit_role[0]))
-            params = {**row, "prev_seq": seen[0], "prev_hash": seen[1]}
-            store.execute_later(store.q("audit_append_locked"), params)
-            _SEEN[key] = (row["chain_seq"], row["row_hash"])
-            return int(row["chain_seq"])
+    def locked() -> int:
+        rows = head_rows()
+        head = dict(rows[0]) if rows else _head(store)
+        store.audit_role = (_role(head),)
+        seen = (int(head["chain_seq"]), str(head["row_hash"]))
+        row = _chained(fields, (*seen, store.audit_role[0]))
+        params = {**row, "prev_seq": seen[0], "prev_hash": seen[1]}
+        store.execute_later(store.q("audit_append_locked"), params)
+        _SEEN[key] = (row["chain_seq"], row["row_hash"])
+        return int(row["chain_seq"])
 
-        return locked
+    return locked
+
+
+def _append_now(store: SqlStore, fields: dict[str, Any], key: tuple[str, str]) -> int:
+    """``append_later`` outside a pipeline: the row written at once; its chain_seq."""
     seen, known = _SEEN.get(key), store.audit_role
     if known is not None and store.hashes_in_sql:
         # One statement, whoever wrote last: the head locked, the row chained and hashed
@@ -280,8 +311,7 @@ def append_later(
         done = store.query(store.q("audit_append_at_head"), params)
         if done:  # (else the head row is gone: the way below puts it back)
             _SEEN[key] = (int(done[0]["chain_seq"]), str(done[0]["row_hash"]))
-            seq = int(done[0]["chain_seq"])
-            return lambda: seq
+            return int(done[0]["chain_seq"])
     row = None
     if seen is not None and known is not None:  # (the role: this connection's own)
         row = _chained(fields, (*seen, known[0]))
@@ -293,8 +323,7 @@ def append_later(
         if not _write(store, row, seen):  # pragma: no cover - locked: ours
             raise RuntimeError("the audit chain's head moved while locked")
     _SEEN[key] = (row["chain_seq"], row["row_hash"])
-    seq = int(row["chain_seq"])
-    return lambda: seq
+    return int(row["chain_seq"])
 
 
 def _payload_parts(fields: Mapping[str, Any], role: str | None) -> tuple[str, str]:
