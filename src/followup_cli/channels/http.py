@@ -113,6 +113,9 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+_MAX_TEMPLATES = 64  # prepared requests kept per session (one per account and URL)
+
+
 class EnvSession(requests.Session):
     """A ``requests.Session`` that reads the environment once per origin (scheme, host,
     port) instead of on every request: the proxies (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY),
@@ -124,6 +127,7 @@ class EnvSession(requests.Session):
         super().__init__()
         self._settings: dict[tuple[str, str | None, int | None], dict[str, Any]] = {}
         self._netrc: dict[tuple[str, str | None, int | None], Any] = {}
+        self._templates: dict[tuple[str, str, tuple[tuple[str, str], ...]], Any] = {}
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -136,6 +140,40 @@ class EnvSession(requests.Session):
             settings = super().merge_environment_settings(url, {}, None, None, None)
             self._settings[key] = settings
         return {**settings, "proxies": dict(settings["proxies"])}
+
+    def post_quick(
+        self,
+        url: str,
+        headers: dict[str, str],
+        timeout: tuple[float, float],
+        json: Any = None,
+        data: bytes | None = None,
+    ) -> requests.Response:
+        """``self.post(url, data=data, json=json, headers=headers, timeout=timeout)``, the
+        same request on the wire, without building it anew each time: the request prepared
+        the first time for this URL, these headers and this kind of body (merged session
+        headers, netrc or URL credentials, proxies and CA bundle resolved as ``requests``
+        resolves them) is copied and only its body set. While the session holds a cookie
+        (a server set one), every request is built in full, as ``requests`` builds it."""
+        kind = "json" if json is not None else "data" if data else None
+        if kind is None or len(self.cookies):
+            return self.post(url, data=data, json=json, headers=headers, timeout=timeout)
+        key = (url, kind, tuple(headers.items()))
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= _MAX_TEMPLATES:
+                self._templates.clear()
+            # the same kind of body sets the same body headers (Content-Type for JSON,
+            # Content-Length for both), in the order requests sets them
+            sample = requests.Request(
+                "POST", url, headers=headers, json={} if kind == "json" else None,
+                data=b"-" if kind == "data" else None,
+            )  # fmt: skip
+            template = self._templates[key] = self.prepare_request(sample)
+        prep = template.copy()
+        prep.prepare_body(data, None, json)
+        settings = self.merge_environment_settings(prep.url, {}, None, None, None)
+        return self.send(prep, timeout=timeout, allow_redirects=True, **settings)
 
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
         if request.auth is not None or self.auth or not self.trust_env:
@@ -183,7 +221,7 @@ class HttpSender:
         self._local = threading.local()
 
     @property
-    def session(self) -> requests.Session:
+    def session(self) -> EnvSession:
         s = getattr(self._local, "session", None)
         if s is None:
             s = self._local.session = EnvSession()
@@ -200,9 +238,9 @@ class HttpSender:
         """One POST of a JSON payload (or of exact bytes, when they are signed), classified."""
         try:
             if data is not None:
-                resp = self.session.post(url, data=data, headers=headers, timeout=self.timeout)
+                resp = self.session.post_quick(url, headers, self.timeout, data=data)
             else:
-                resp = self.session.post(url, json=payload, headers=headers, timeout=self.timeout)
+                resp = self.session.post_quick(url, headers, self.timeout, json=payload)
         except requests.exceptions.ConnectTimeout:
             why = f"connect timeout to {origin(url)} (the request did not leave)"
             return Attempt("unreachable", message=why)
