@@ -43,6 +43,14 @@ DbOpt = Annotated[
         "(default: followup.db beside the config).",
     ),
 ]
+UnusedDbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="FOLLOWUP_DB",
+        help="Accepted as by every command (a common option); this one reads no database.",
+    ),
+]
 NowOpt = Annotated[
     str | None,
     typer.Option("--now", help="Pretend it is this time (ISO 8601; UTC when no offset)."),
@@ -107,6 +115,8 @@ def _load(config: str, strict: bool = True) -> LoadedConfig:
     loaded = load_config(config)
     if strict:
         problems = [p for p in check_config(loaded) if p.level == "error"]
+        if len(problems) == 1:  # one line, as cron mails it
+            raise ConfigError(problems[0].format(loaded.path))
         if problems:
             raise ConfigError(
                 "\n".join(p.format(loaded.path) for p in problems)

@@ -18,6 +18,7 @@ from .cli_common import (
     DbOpt,
     JsonOpt,
     NowOpt,
+    UnusedDbOpt,
     _check_account,
     _fmt,
     _load,
@@ -42,6 +43,7 @@ app.add_typer(tokens_app, name="tokens")
 @app.command("schedule")
 def schedule_command(
     config: ConfigOpt = "sequences.yaml",
+    db: UnusedDbOpt = None,
     now: NowOpt = None,
     count: Annotated[int, typer.Option("--count", min=1, max=100, help="Slots to show.")] = 6,
 ) -> None:
@@ -153,6 +155,7 @@ def _print_status(data: dict[str, Any]) -> None:
 @tokens_app.command("check")
 def tokens_check(
     config: ConfigOpt = "sequences.yaml",
+    db: UnusedDbOpt = None,
     account: AccountOpt = None,
     warn_days: Annotated[
         float, typer.Option("--warn-days", min=0, help="Fail when a token expires sooner.")

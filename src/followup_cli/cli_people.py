@@ -100,6 +100,8 @@ def _explain(
             f"lead {lead}: cannot be decided ({type(exc).__name__}: {exc}); "
             "fix the row in the lead store"
         ) from None
+    if d.action == "send":
+        _explain_message(loaded.config, parsed, d, when)
     if d.action == "send" and not pending:
         # Every rule of the lead holds; the account's own windows may still hold it back.
         from .engine import account_windows
@@ -110,6 +112,28 @@ def _explain(
             d.action, d.reason, d.detail, d.next_at = "wait", *blocked
     history = [] if pending else store.followups(lead_id=lead)
     return d, history
+
+
+def _explain_message(config: Any, lead: Any, d: Any, when: datetime) -> None:
+    """A due lead's message rendered as the run renders it: a lead its template cannot
+    serve (an attribute it lacks, a text over the channel's limit, an empty message) is
+    skipped by the run, so it is not due here either (the skip reason is the run's)."""
+    from .render import Renderer, TemplateProblem
+    from .rules.decision import Check
+
+    try:
+        r = Renderer(config).render(
+            d.sequence, d.message, d.variant_id, lead.context(),
+            config.account(lead.account_id), when,
+        )  # fmt: skip
+        if r.text or r.media_url:
+            return
+        reason, what = "empty_message", "the message renders empty"
+    except TemplateProblem as tp:
+        reason, what = tp.reason, tp.what
+    d.checks.append(Check("message", False, what))
+    d.action, d.reason = "skip", reason
+    d.detail = f"{d.sequence.id}/{d.message.id}: {what}"
 
 
 def _print_explanation(lead: str, when: datetime, d: Any, history: list[dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ from .cli_common import (
     ConfigOpt,
     DbOpt,
     JsonOpt,
+    UnusedDbOpt,
     _load_optional,
     _one_line,
     _print_json,
@@ -152,7 +153,9 @@ def _print_check(
 
 
 @sequences_app.command("show")
-def sequences_show(config: ConfigOpt = "sequences.yaml", as_json: JsonOpt = False) -> None:
+def sequences_show(
+    config: ConfigOpt = "sequences.yaml", db: UnusedDbOpt = None, as_json: JsonOpt = False
+) -> None:
     """Show sequences, triggers and steps as a tree."""
     from .rules import describe_conditions
 

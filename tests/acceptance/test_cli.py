@@ -199,6 +199,7 @@ def test_bad_template_is_caught_before_any_send(setup: tuple[Path, LeadDB], tmp_
     r = followup("run", "--config", str(path), "--db", db.url, "--now", NOW.isoformat())
     assert r.returncode == 2
     assert "bad.yaml:" in r.stderr and "frist_name" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # one line, for cron's mail
     assert "Hi" not in r.stdout
     check = followup("sequences", "check", "--config", str(path))
     assert check.returncode == 2 and "frist_name" in check.stderr
@@ -363,3 +364,31 @@ def test_python_dash_m_works() -> None:
         [sys.executable, "-m", "followup_cli", "--help"], capture_output=True, text=True
     )
     assert r.returncode == 0 and "followup" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--dry-run"],
+        ["report", "--format", "json"],
+        ["explain", "due1", "--json"],
+        ["optout", "--list"],
+        ["sequences", "check"],
+        ["sequences", "show"],
+        ["schedule"],
+        ["status"],
+        ["plan"],
+        ["tokens", "check"],
+    ],
+)
+def test_every_command_takes_the_common_options(
+    setup: tuple[Path, LeadDB], args: list[str]
+) -> None:
+    """--config and --db are common options (the brief): a script or wrapper that passes
+    both to every command is not refused by the one that needs no database."""
+    cfg, db = setup
+    r = followup(*args, "--config", str(cfg), "--db", db.url)
+    assert "No such option" not in r.stderr, r.stderr
+    assert r.returncode in (0, 3), (r.returncode, r.stderr)
+    by_env = followup(*args, env={"FOLLOWUP_CONFIG": str(cfg), "FOLLOWUP_DB": db.url})
+    assert by_env.returncode == r.returncode, by_env.stderr

@@ -232,3 +232,32 @@ def test_default_or_and_is_defined_guard_a_nested_attribute(db: LeadDB, tmp_path
         "town/x/u",
         "town/x/u",
     ]
+
+
+def test_explain__a_lead_lacking_a_used_attribute_is_not_due_and_says_why(
+    db: LeadDB, tmp_path: Path
+) -> None:
+    """explain shows what a run would do: the run skips a lead its template cannot serve
+    (missing_attribute:product, too_long), so explain does not say DUE NOW for it."""
+    db.insert(
+        due("has", attributes={"product": "the yoga mat"}),
+        due("lacks", attributes={"interest": "pricing"}),
+        due("long", attributes={"product": "é" * 600}),
+    )
+    cfg = config_with(tmp_path, PRODUCT, channel={"type": "instagram", "window_hours": 24})
+    common = ["--config", str(cfg), "--db", db.url, "--now", NOW.isoformat()]
+    has = json.loads(followup("explain", "has", *common, "--json").stdout)
+    assert (has["action"], has["reason"]) == ("send", "due")
+    for lead_id, reason in (("lacks", "missing_attribute:product"), ("long", "too_long")):
+        r = followup("explain", lead_id, *common, "--json")
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        assert (data["action"], data["reason"]) == ("skip", reason), data
+        assert data["checks"][-1]["ok"] is False and data["checks"][-1]["rule"] == "message"
+        text = followup("explain", lead_id, *common)
+        assert text.returncode == 0, text.stderr
+        assert "DUE NOW" not in text.stdout and "CANNOT BE SENT" in text.stdout, text.stdout
+    assert "lead.attributes.product" in followup("explain", "lacks", *common).stdout
+    dry, _ = run_json(cfg, db, "--dry-run")
+    assert dry["would_send"] == 1
+    assert dry["skipped"] == {"missing_attribute:product": 1, "too_long": 1}
