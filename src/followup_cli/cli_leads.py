@@ -197,9 +197,8 @@ def leads_check(
     Example: followup leads check --db postgresql://app@db/crm
     """
     from .leadstore import check_lead_store
-    from .store import open_store
 
-    store = open_store(resolve_db(db, config), _table_name(config), migrate=False, readonly=True)
+    store = _store(_load_optional(config), db, config, migrate=False, readonly=True)
     try:
         result = check_lead_store(store)
     finally:
