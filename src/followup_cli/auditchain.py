@@ -78,6 +78,24 @@ PAGE = 5000
 _SEEN: dict[tuple[str, str], tuple[int, str]] = {}
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit row as its writer gives it: what happened (``action``), when (``at``), who
+    (``who``: ``actor()``), and what it is about; ``detail`` is stored as JSON text. The
+    chain gives it the rest (``append``). ``SqlStore.audit`` takes these fields in this
+    order, by position or by name."""
+
+    action: str
+    at: datetime
+    who: str
+    run_id: str | None = None
+    lead_id: str | None = None
+    account_id: str | None = None
+    sequence_id: str | None = None
+    message_id: str | None = None
+    detail: Mapping[str, Any] | None = None
+
+
 # ---------------------------------------------------------------------- who
 
 
@@ -172,18 +190,7 @@ def _head(store: SqlStore) -> dict[str, Any]:
     return {**dict(store.query(store.q("audit_head"))[0]), **head}
 
 
-def append(
-    store: SqlStore,
-    action: str,
-    at: datetime,
-    who: str,
-    run_id: str | None = None,
-    lead_id: str | None = None,
-    account_id: str | None = None,
-    sequence_id: str | None = None,
-    message_id: str | None = None,
-    detail: Mapping[str, Any] | None = None,
-) -> int:
+def append(store: SqlStore, entry: AuditEntry) -> int:
     """Add one row at the end of the chain; returns its chain_seq.
 
     Each connection reads the head, locked, at its first append, and its database role
@@ -197,23 +204,10 @@ def append(
     before: a row is only ever chained to the head as it really is. (A pipelined
     transaction: ``append_later``.)"""
     with store.transaction():
-        return append_later(
-            store, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
-        )()
+        return append_later(store, entry)()
 
 
-def append_later(
-    store: SqlStore,
-    action: str,
-    at: datetime,
-    who: str,
-    run_id: str | None = None,
-    lead_id: str | None = None,
-    account_id: str | None = None,
-    sequence_id: str | None = None,
-    message_id: str | None = None,
-    detail: Mapping[str, Any] | None = None,
-) -> Callable[[], int]:
+def append_later(store: SqlStore, entry: AuditEntry) -> Callable[[], int]:
     """``append`` inside the caller's transaction; the returned function, called before the
     transaction ends and before any other append of this connection, completes it and
     gives the row's chain_seq. Inside ``SqlStore.pipelined`` (Postgres) nothing is waited
@@ -221,9 +215,7 @@ def append_later(
     or, at a connection's first append, the head is read, locked, with the caller's
     statements and the row chained to it goes out with the commit; elsewhere the row is
     written at once as ``append`` writes it."""
-    fields = _row_fields(
-        action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
-    )
+    fields = _row_fields(entry)
     key = (store.dialect, store.url)
     if store.pipelining:
         return _append_pipelined(store, fields, key)
@@ -231,32 +223,23 @@ def append_later(
     return lambda: seq
 
 
-def _row_fields(
-    action: str,
-    at: datetime,
-    who: str,
-    run_id: str | None,
-    lead_id: str | None,
-    account_id: str | None,
-    sequence_id: str | None,
-    message_id: str | None,
-    detail: Mapping[str, Any] | None,
-) -> dict[str, Any]:
+def _row_fields(entry: AuditEntry) -> dict[str, Any]:
     """The row's own fields, before the chain gives it a place: an aware time, the detail as
     stored text with its salted digest."""
+    at = entry.at
     if at.tzinfo is None:  # the store would read a naive time in its own zone: fix it here
         at = at.astimezone()
-    text = detail_text(detail)
+    text = detail_text(entry.detail)
     salt = secrets.token_hex(16) if text is not None else None
     return {
         "at": at,
-        "actor": who,
-        "action": action,
-        "run_id": run_id,
-        "lead_id": lead_id,
-        "account_id": account_id,
-        "sequence_id": sequence_id,
-        "message_id": message_id,
+        "actor": entry.who,
+        "action": entry.action,
+        "run_id": entry.run_id,
+        "lead_id": entry.lead_id,
+        "account_id": entry.account_id,
+        "sequence_id": entry.sequence_id,
+        "message_id": entry.message_id,
         "detail": text,
         "detail_salt": salt,
         "detail_digest": detail_digest(salt, text) if salt and text is not None else None,

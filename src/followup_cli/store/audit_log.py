@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from .. import auditchain
+from ..auditchain import AuditEntry
 from ..redact import redact, redact_obj
 from .rows import BAD_LEADS_NOTED
 
@@ -19,29 +21,19 @@ class AuditQueries:
     locks) and its other queries."""
 
     # ----------------------------------------------------------------- audit
-    def audit(
-        self,
-        action: str,
-        at: datetime,
-        who: str,
-        run_id: str | None = None,
-        lead_id: str | None = None,
-        account_id: str | None = None,
-        sequence_id: str | None = None,
-        message_id: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
+    def audit(self, *fields: Any, **named: Any) -> None:
         """Add a row to the audit log, chained to the one before (``auditchain``); inside
-        ``audits_last``, once its body is done."""
+        ``audits_last``, once its body is done. Takes ``auditchain.AuditEntry``'s fields:
+        action, at, who, then run, lead, account, sequence and message ids and detail."""
+        self._audit_entry(AuditEntry(*fields, **named))
+
+    def _audit_entry(self, entry: AuditEntry) -> None:
         if self._held_audits is not None:
-            self._held_audits.append(
-                (action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail)
-            )
+            self._held_audits.append(entry)
             return
-        detail = redact_obj(detail) if detail else detail  # API texts may quote a secret
-        auditchain.append(
-            self, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
-        )
+        if entry.detail:  # API texts may quote a secret
+            entry = replace(entry, detail=redact_obj(entry.detail))
+        auditchain.append(self, entry)
 
     @contextmanager
     def audits_last(self) -> Iterator[None]:
@@ -59,27 +51,16 @@ class AuditQueries:
             held = self._held_audits
         finally:
             self._held_audits = None
-        for row in held:
-            self.audit(*row)
+        for entry in held:
+            self._audit_entry(entry)
 
-    def audit_later(
-        self,
-        action: str,
-        at: datetime,
-        who: str,
-        run_id: str | None = None,
-        lead_id: str | None = None,
-        account_id: str | None = None,
-        sequence_id: str | None = None,
-        message_id: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> Callable[[], int]:
+    def audit_later(self, *fields: Any, **named: Any) -> Callable[[], int]:
         """``audit`` inside the caller's transaction, not waited for: call the returned
         function before the transaction ends (``auditchain.append_later``)."""
-        detail = redact_obj(detail) if detail else detail
-        return auditchain.append_later(
-            self, action, at, who, run_id, lead_id, account_id, sequence_id, message_id, detail
-        )
+        entry = AuditEntry(*fields, **named)
+        if entry.detail:
+            entry = replace(entry, detail=redact_obj(entry.detail))
+        return auditchain.append_later(self, entry)
 
     def audit_followup(
         self,

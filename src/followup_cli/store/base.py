@@ -111,7 +111,7 @@ class SqlStore(
         self.hashes_in_sql = False
         self.key_problem: str | None = None  # checked before the first value is sealed
         # inside ``audits_last``: the audit rows to write when its body is done
-        self._held_audits: list[tuple[Any, ...]] | None = None
+        self._held_audits: list[auditchain.AuditEntry] | None = None
 
     @property
     def cipher(self) -> Cipher:
