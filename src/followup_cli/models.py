@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Tracking statuses. ``pending`` is a committed claim whose send has not finished;
@@ -173,6 +174,8 @@ def _column_text(lead_id: str, column: str, v: Any, limit: int = MAX_ID_CHARS) -
             v = bytes(v).decode("utf-8")
         except UnicodeDecodeError:
             raise BadLead(lead_id, column, "not UTF-8 text (a blob of other bytes)") from None
+    elif isinstance(v, UUID) and column in ID_COLUMNS:
+        return str(v)  # a uuid key (Postgres): compared as its text, as an integer one
     elif isinstance(v, bool) or (column in ID_COLUMNS and not isinstance(v, str | int)):
         raise BadLead(lead_id, column, f"not text: {printable(v)}")
     text = _utf8(lead_id, column, v if isinstance(v, str) else str(v))

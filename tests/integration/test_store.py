@@ -915,3 +915,48 @@ def test_sqlite_write_transactions_of_one_process_queue_on_one_lock(db: LeadDB) 
     finally:
         a.close()
         b.close()
+
+
+def test_lead_table__a_uuid_id_column_works_like_a_text_one(db: LeadDB, tmp_path: Any) -> None:
+    """A host app whose leads.id is a uuid (the README: "an integer or uuid key works too,
+    compared as text"): the run sends once, explain and optout take the id as text. Before,
+    Postgres handed the rows over as uuid objects and every lead was skipped as 'not text'."""
+    import json
+    import uuid
+
+    from tests.helpers import base_config, followup, write_config
+
+    ts = "TIMESTAMPTZ" if db.backend == "postgres" else "TEXT"
+    create_table(
+        db,
+        f"CREATE TABLE crm_uuid (id UUID PRIMARY KEY, account_id TEXT, recipient_id TEXT, "
+        f"first_name TEXT, score INTEGER, last_inbound_at {ts}, last_outbound_at {ts})",
+    )
+    inbound, outbound = (NOW - timedelta(hours=5)).isoformat(), (NOW - timedelta(hours=4))
+    ids = [str(uuid.UUID(int=n)) for n in (7, 42, 1001)]
+    for lead_id in ids:
+        args = (lead_id, f"ig_{lead_id}", inbound, outbound.isoformat())
+        sql = "INSERT INTO crm_uuid VALUES (?, 'acct_a', ?, 'Ana', 4, ?, ?)"
+        if db.backend == "sqlite":
+            conn = sqlite3.connect(db.url)
+            conn.execute(sql, args)
+            conn.commit()
+            conn.close()
+        else:
+            db.query(sql, args)
+    raw = base_config()
+    raw["settings"]["lead_table"] = "crm_uuid"
+    cfg = write_config(tmp_path / "sequences.yaml", raw)
+    opts = ("--config", str(cfg), "--db", db.url)
+    assert followup("optout", ids[2], *opts).returncode == 0
+    common = (*opts, "--now", NOW.isoformat(), "--json")
+    explained = followup("explain", ids[0], *common)
+    assert explained.returncode == 0, explained.stderr
+    assert json.loads(explained.stdout)["action"] == "send"
+    r = followup("run", *common)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bad_leads"] == []
+    rows = db.query("SELECT lead_id, status FROM followup_tracking ORDER BY lead_id")
+    assert rows == [{"lead_id": ids[0], "status": "sent"}, {"lead_id": ids[1], "status": "sent"}]
+    again = followup("run", *common)
+    assert again.returncode == 0 and '"sent": 0' in again.stdout, again.stdout
