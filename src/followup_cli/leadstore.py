@@ -26,7 +26,7 @@ from .leadcolumns import COLUMN_NAMES, COLUMNS, OPTIONAL_LEAD_COLUMNS, REQUIRED_
 from .models import BadLead, parse_lead
 from .store import sqlite_path
 from .store.base import SqlStore
-from .store.queries import ident, placeholders
+from .store.queries import definitions, ident, placeholders
 from .store.queries import q as named_query
 
 INDEX_NAME = "{table}_account_id_id"
@@ -35,13 +35,14 @@ INTEGER_COLUMNS = ("score",)
 
 def lead_table_ddl(dialect: str, table: str = "leads") -> list[str]:
     """CREATE TABLE and the recommended index, for ``sqlite`` or ``postgres``."""
-    cols = ",\n  ".join(
-        f"{c.name} {c.postgres if dialect == 'postgres' else c.sqlite}" for c in COLUMNS
+    cols = definitions(
+        [(c.name, c.postgres if dialect == "postgres" else c.sqlite) for c in COLUMNS]
     )
     index = INDEX_NAME.format(table=table.replace(".", "_"))
+    leads = ident(table)
     return [
-        f"CREATE TABLE IF NOT EXISTS {ident(table)} (\n  {cols}\n)",
-        f"CREATE INDEX IF NOT EXISTS {ident(index)} ON {ident(table)} (account_id, id)",
+        named_query("lead_table_create", dialect, leads=leads, columns=cols),
+        named_query("lead_table_index", dialect, index=ident(index), leads=leads),
     ]
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 
 from followup_cli.auditchain import KEPT_DETAIL_ACTIONS
-from followup_cli.leadcolumns import COLUMN_NAMES
+from followup_cli.leadcolumns import COLUMN_NAMES, COLUMNS
+from followup_cli.leadstore import lead_table_ddl
 from followup_cli.store import open_store, queries
 from followup_cli.store.queries import (
     ALWAYS,
     columns,
+    definitions,
     equals,
     ident,
     placeholders,
@@ -58,6 +60,11 @@ def _parts(store, name: str) -> dict[str, queries.Sql]:
         fill.update(cols=columns(SEALED_TRACKING), values=placeholders(list(SEALED_TRACKING)))
     if name == "claims_insert":
         fill.update(cols=columns(SEALED_TRACKING), values=value_rows(2, SEALED_TRACKING))
+    if name == "lead_table_create":
+        types = [(c.name, c.postgres if store.dialect == "postgres" else c.sqlite) for c in COLUMNS]
+        fill.update(columns=definitions(types))
+    if name == "lead_table_index":
+        fill.update(index=ident("leads_account_id_id"))
     if name == "enrollments_start":
         fill.update(values=value_rows(2, ("l", "s", "a", "anchor", "p"), ("now", "h")))
     return {p: fill[p] for p in queries.parts(name, store.dialect)}
@@ -67,7 +74,7 @@ def test_named_queries__every_statement_compiles_on_the_real_schema(db):
     store = open_store(db.url)
     try:
         store.lead_columns()
-        checked = 0
+        checked: list[str] = []
         for name in queries.names(store.dialect):
             sql = store.q(name, **_parts(store, name))
             if not _STATEMENT.match(sql) or (store.dialect == "postgres" and "PRAGMA" in sql):
@@ -76,7 +83,40 @@ def test_named_queries__every_statement_compiles_on_the_real_schema(db):
             params.update({p: [] for p in re.findall(r"ANY\(:(\w+)\)", sql)})
             with store.transaction():
                 store.query("EXPLAIN " + sql, params)
-            checked += 1
-        assert checked > 50
+            checked.append(name)
+        assert len(checked) > 50
+        # what the tool knows of a chunk of leads and of persons (store/lead_states.py)
+        for name in ("lead_state_followups", "lead_state_enrollments", "lead_state_optouts"):
+            assert name in checked
+        for name in ("person_state_followups", "person_state_enrollments"):
+            assert name in checked
+        assert "person_state_suppressions" in checked
+    finally:
+        store.close()
+
+
+def test_named_queries__the_lead_table_ddl_makes_the_contract_table(db):
+    """``leads init``'s, the demo's and the in-memory store's DDL (named blocks
+    ``lead_table_create``, ``lead_table_index``) runs on both stores and makes a table with
+    every lead column."""
+    store = open_store(db.url)
+    try:
+        ddl = lead_table_ddl(store.dialect, "ddl_probe")
+        assert ddl[0].startswith('CREATE TABLE IF NOT EXISTS "ddl_probe" (\n  id TEXT PRIMARY KEY,')
+        assert ddl[1] == (
+            'CREATE INDEX IF NOT EXISTS "ddl_probe_account_id_id" ON "ddl_probe" (account_id, id)'
+        )
+        with store.transaction():
+            for statement in ddl:
+                store.execute(statement)
+        insert = (
+            f'INSERT INTO "ddl_probe" ({columns(COLUMN_NAMES)}) '
+            f"VALUES ({placeholders(COLUMN_NAMES)})"
+        )
+        with store.transaction():
+            store.execute(insert, {c: None for c in COLUMN_NAMES} | {"id": "l1"})
+        assert [r["id"] for r in store.query('SELECT id FROM "ddl_probe"')] == ["l1"]
+        with store.transaction():
+            store.execute('DROP TABLE "ddl_probe"')
     finally:
         store.close()

@@ -57,18 +57,9 @@ class StateQueries:
         optouts: dict[str, str | None] = {}
         for chunk in _chunks(list(lead_ids), 500):
             where, names = self._in_list("lead_id", chunk)
-            for r in self.rows(
-                "SELECT lead_id, sequence_id, message_id, variant_id, status, reason, sent_at, "
-                f"claimed_at FROM followup_tracking WHERE {where} ORDER BY id",
-                names,
-            ):
+            for r in self.rows(self.q("lead_state_followups", ids=where), names):
                 followups.setdefault(r["lead_id"], []).append(_followup_record(r))
-            for r in self.rows(
-                "SELECT lead_id, sequence_id, anchor_at, started_at, ended_at, ended_reason, "
-                "holdout "
-                f"FROM followup_enrollments WHERE {where}",
-                names,
-            ):
+            for r in self.rows(self.q("lead_state_enrollments", ids=where), names):
                 enrollments.setdefault(r["lead_id"], []).append(
                     EnrollmentRecord(
                         sequence_id=r["sequence_id"],
@@ -79,9 +70,7 @@ class StateQueries:
                         holdout=bool(r["holdout"]),
                     )
                 )
-            for r in self.query(
-                f"SELECT lead_id, reason FROM followup_optouts WHERE {where}", names
-            ):
+            for r in self.query(self.q("lead_state_optouts", ids=where), names):
                 optouts[r["lead_id"]] = r["reason"]
         return followups, enrollments, optouts
 
@@ -99,23 +88,13 @@ class StateQueries:
         p_supp: dict[str, tuple[str, str | None]] = {}
         for chunk in _chunks(sorted(set(keys.values())), 500):
             where, names = self._in_list("person_key", chunk)
-            for r in self.rows(
-                "SELECT lead_id, person_key, sequence_id, message_id, variant_id, status, "
-                f"reason, sent_at, claimed_at FROM followup_tracking WHERE {where} ORDER BY id",
-                names,
-            ):
+            for r in self.rows(self.q("person_state_followups", keys=where), names):
                 p_follow.setdefault(r["person_key"], []).append((r["lead_id"], _followup_record(r)))
-            for r in self.rows(
-                "SELECT lead_id, person_key, sequence_id, ended_at FROM followup_enrollments "
-                f"WHERE {where}",
-                names,
-            ):
+            for r in self.rows(self.q("person_state_enrollments", keys=where), names):
                 p_enrol.setdefault(r["person_key"], []).append(
                     PersonEnrollment(r["lead_id"], r["sequence_id"], r["ended_at"])
                 )
-            for r in self.query(
-                f"SELECT person_key, kind, reason FROM followup_suppressions WHERE {where}", names
-            ):
+            for r in self.query(self.q("person_state_suppressions", keys=where), names):
                 p_supp[r["person_key"]] = (r["kind"], r["reason"])
         return p_follow, p_enrol, p_supp
 

@@ -114,6 +114,19 @@ def columns(names: list[str] | tuple[str, ...]) -> Sql:
     return Sql(", ".join(ident(c) for c in names))
 
 
+_TYPE = re.compile(r"^[A-Z]+( [A-Z]+)*$")
+
+
+def definitions(pairs: Sequence[tuple[str, str]]) -> Sql:
+    """``name TYPE,\n  name TYPE ...``: a CREATE TABLE's column definitions, from the
+    tool's own column names and SQL types (``leadcolumns.COLUMNS``); anything else is
+    refused."""
+    for name, kind in pairs:
+        if not _IDENT.match(name) or not _TYPE.match(kind):
+            raise ValueError(f"not a column definition: {name!r} {kind!r}")
+    return Sql(",\n  ".join(f"{name} {kind}" for name, kind in pairs))
+
+
 @lru_cache(maxsize=1)
 def load() -> dict[str, str]:
     """Every block of ``queries.sql`` by name (``name`` or ``name@dialect``); parsed once."""

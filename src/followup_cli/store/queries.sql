@@ -535,6 +535,16 @@ ORDER BY claimed_at, lead_id, id
 
 -- ====================================================== the lead store (leadstore.py)
 
+-- leads init, the demo, the in-memory store: "{columns}": each lead column and its type
+-- in the dialect (leadcolumns.COLUMNS, queries.definitions).
+-- name: lead_table_create
+CREATE TABLE IF NOT EXISTS {leads} (
+  {columns}
+)
+
+-- name: lead_table_index
+CREATE INDEX IF NOT EXISTS {index} ON {leads} (account_id, id)
+
 -- name: lead_count
 SELECT COUNT(*) AS n FROM {leads}
 
@@ -749,6 +759,30 @@ SELECT l.id FROM {leads} l WHERE {ids}
 -- name: enrollment_versions
 SELECT lead_id, sequence_id, state_version FROM followup_enrollments
 WHERE {ids} AND ended_at IS NULL
+
+-- What the tool knows of a chunk of leads (lead_states.py): "{ids}": lead_id IN (...).
+-- name: lead_state_followups
+SELECT lead_id, sequence_id, message_id, variant_id, status, reason, sent_at, claimed_at
+FROM followup_tracking WHERE {ids} ORDER BY id
+
+-- name: lead_state_enrollments
+SELECT lead_id, sequence_id, anchor_at, started_at, ended_at, ended_reason, holdout
+FROM followup_enrollments WHERE {ids}
+
+-- name: lead_state_optouts
+SELECT lead_id, reason FROM followup_optouts WHERE {ids}
+
+-- The same of a chunk of persons: "{keys}": person_key IN (...).
+-- name: person_state_followups
+SELECT lead_id, person_key, sequence_id, message_id, variant_id, status, reason, sent_at,
+  claimed_at
+FROM followup_tracking WHERE {keys} ORDER BY id
+
+-- name: person_state_enrollments
+SELECT lead_id, person_key, sequence_id, ended_at FROM followup_enrollments WHERE {keys}
+
+-- name: person_state_suppressions
+SELECT person_key, kind, reason FROM followup_suppressions WHERE {keys}
 
 -- Store a next-due time only if the enrollment's version is still the one read.
 -- name: next_due_set
