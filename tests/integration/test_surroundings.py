@@ -117,6 +117,43 @@ def test_corrupt_sqlite__check_finds_it_and_run_is_exit_2_with_one_line(place: P
         assert "->" not in r.stdout  # the console channel sent nothing
 
 
+def test_a_dry_runs_check_beside_it_is_what_it_says_before_its_own_error(
+    place: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dry run's quick_check runs on a second connection while the run plans; what it
+    finds is the one line and exit 2, even when the run met an error of its own first (a
+    corrupt page it read), and nothing is printed on stdout."""
+    from followup_cli.cli import main
+    from followup_cli.engine import Engine
+    from followup_cli.errors import StoreError
+    from followup_cli.store.sqlite import SQLiteStore
+
+    cfg, db = sqlite_store(place, n=5)
+    assert followup("migrate", "--config", str(cfg), "--db", str(db)).returncode == 0
+    threads: list[str] = []
+
+    def check(self: SQLiteStore) -> str:
+        import threading
+
+        threads.append(threading.current_thread().name)
+        return f"{self.path}: the database file is corrupt (PRAGMA quick_check: page 7)"
+
+    def plan(*args: object, **kwargs: object) -> None:
+        raise StoreError(f"{db}: database disk image is malformed")
+
+    monkeypatch.setattr(SQLiteStore, "quick_check", check)
+    for broken_plan in (False, True):
+        if broken_plan:
+            monkeypatch.setattr(Engine, "plan_account", plan)
+        with pytest.raises(SystemExit) as exit_:
+            main(["run", "--dry-run", "--json", "--config", str(cfg), "--db", str(db)])
+        assert exit_.value.code == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert "PRAGMA quick_check: page 7" in one_line(captured.err)
+    assert threads and all(t.startswith("quick-check") for t in threads)
+
+
 def test_sound_sqlite__check_says_ok(place: Path) -> None:
     cfg, db = sqlite_store(place, n=5)
     check = followup("sequences", "check", "--config", str(cfg), "--db", str(db))

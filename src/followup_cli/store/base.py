@@ -428,6 +428,14 @@ class SqlStore(
         """A cheap integrity check of the database file; None when sound (or not a file)."""
         return None
 
+    def checker(self) -> SqlStore | None:
+        """A second connection to run ``quick_check`` on beside the work of this one (then
+        ``interrupt`` stops it), or None: check here, if there is anything to check."""
+        return None
+
+    def interrupt(self) -> None:
+        """Stop the statement running on this connection, if the driver can (any thread)."""
+
     def pending_migrations(self) -> list[str]:
         try:
             done = {r["name"] for r in self.query(self.q("migrations_applied"))}

@@ -84,6 +84,9 @@ class MemoryStore(SQLiteStore):
             for stmt in lead_table_ddl(self.dialect, self.lead_table):
                 self.execute(stmt)
 
+    def checker(self) -> None:
+        return None  # one connection, in memory
+
     def clone(self) -> MemoryStore:
         with self._lock:
             self._shared.users += 1

@@ -177,6 +177,13 @@ class SQLiteStore(SqlStore):
             f"restore it from a backup or rebuild it (`sqlite3 {self.path} .recover`)"
         )
 
+    def checker(self) -> SQLiteStore | None:
+        return self.clone()
+
+    def interrupt(self) -> None:
+        """Stop the statement running on this connection (any thread may call it)."""
+        self.conn.interrupt()
+
     def _lease_scope(self) -> str:
         return str(self.path.resolve())
 
