@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from queue import SimpleQueue
 from typing import Any
 
 from .accountrun import AccountRun
@@ -52,6 +53,11 @@ from .turns import Turns
 
 CANDIDATE_PAGE = 1000
 DB_CONNECTIONS = 8  # store connections one run opens at most, however many sends in flight
+# A dry run plans this many accounts ahead of the one it walks, each on a connection of its
+# own: an account's candidate query (the scan of its lead rows, without the GIL) overlaps
+# the deciding and rendering of the others (one planner: the walk waited for it half the
+# time of a dry run of a million leads, bench/RESULTS-select.md).
+PLAN_AHEAD = 2
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -161,22 +167,33 @@ class Engine:
 
     def _in_turn(self, runs: list[AccountRun], now: datetime) -> None:
         """A dry run: the accounts one after the other, in order, on this thread; the next
-        account is planned on a second connection meanwhile (its SQL releases the GIL), when
-        the store can open one that sees the same tables."""
-        planner = self._planning_store() if len(runs) > 1 else None
-        if planner is None:
+        ``PLAN_AHEAD`` accounts are planned meanwhile, each on a connection of its own (their
+        SQL releases the GIL), when the store can open ones that see the same tables."""
+        planners = self._planning_stores(min(PLAN_AHEAD, len(runs) - 1))
+        if not planners:
             for r in runs:
                 while r.step(self.store):
                     pass
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan") as pool:
+        free: SimpleQueue[SqlStore] = SimpleQueue()
+        for p in planners:
+            free.put(p)
+
+        def plan(r: AccountRun) -> tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]:
+            store = free.get()  # as many workers as connections: one is always free here
+            try:
+                return self.plan_account(r.account, store, now, r.result, False)
+            finally:
+                free.put(store)
+
+        ahead = 1  # the next account to plan ahead (the first is planned on this thread)
+        with ThreadPoolExecutor(max_workers=len(planners), thread_name_prefix="plan") as pool:
             try:
                 for k, r in enumerate(runs):
-                    if k + 1 < len(runs):
-                        nxt = runs[k + 1]
-                        nxt.planned = pool.submit(
-                            self.plan_account, nxt.account, planner, now, nxt.result, False
-                        )
+                    # at most PLAN_AHEAD plans wait (their leads and decisions in memory)
+                    while ahead < len(runs) and ahead <= k + len(planners):
+                        runs[ahead].planned = pool.submit(plan, runs[ahead])
+                        ahead += 1
                     while r.step(self.store):
                         pass
             finally:
@@ -184,21 +201,25 @@ class Engine:
                     if r.planned is not None:
                         r.planned.cancel()
                 pool.shutdown(wait=True)
-                planner.close()
+                for p in planners:
+                    p.close()
 
-    def _planning_store(self) -> SqlStore | None:
-        """A second connection for planning ahead, or None: an in-memory store shares its
-        one connection, and a dry run on a fresh store (``scratch``) has the tool's (empty)
-        tables only in its own connection: in TEMP on SQLite, in a transaction that is
-        rolled back on Postgres."""
-        if isinstance(self.store, MemoryStore) or self.store.in_scratch:
-            return None
-        try:
-            planner = self.store.clone()
-        except Exception:  # noqa: BLE001 - no second connection: plan in turn
-            return None
-        planner.cipher = self.store.cipher
-        return planner
+    def _planning_stores(self, n: int) -> list[SqlStore]:
+        """Up to ``n`` more connections for planning ahead, or none: an in-memory store shares
+        its one connection, and a dry run on a fresh store (``scratch``) has the tool's (empty)
+        tables only in its own connection: in TEMP on SQLite, in a transaction that is rolled
+        back on Postgres."""
+        if n <= 0 or isinstance(self.store, MemoryStore) or self.store.in_scratch:
+            return []
+        planners: list[SqlStore] = []
+        for _ in range(n):
+            try:
+                planner = self.store.clone()
+            except Exception:  # noqa: BLE001 - no more connections: plan with fewer
+                break
+            planner.cipher = self.store.cipher
+            planners.append(planner)
+        return planners
 
     def _one_by_one(self, runs: list[AccountRun], leases: Leases | None) -> None:
         """One account after the other on this thread; those whose lease another run held

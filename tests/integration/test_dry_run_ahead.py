@@ -1,6 +1,7 @@
-"""A dry run plans the next account on a second connection while the current one renders
-(``Engine._in_turn``): the same summary and the same planned messages, in the same order,
-as planning each account in its turn. SQLite file and Postgres."""
+"""A dry run plans the next accounts (``engine.PLAN_AHEAD``), each on a connection of its
+own, while the current one renders (``Engine._in_turn``): the same summary and the same
+planned messages, in the same order, as planning each account in its turn. SQLite file and
+Postgres."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from followup_cli import engine as engine_module
 from followup_cli.clock import Clock
 from followup_cli.config import parse_config
 from followup_cli.engine import Engine, RunOptions
@@ -65,9 +67,10 @@ def _dry_run(
     return data, planned, threads
 
 
+@pytest.mark.parametrize("plan_ahead", [1, 2])
 @pytest.mark.parametrize("options", [{}, {"limit": 4}])
 def test_a_dry_run_planned_ahead_is_the_dry_run_planned_in_turn(
-    db: LeadDB, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    db: LeadDB, options: dict[str, Any], plan_ahead: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = []
     for k, account in enumerate(ACCOUNTS):
@@ -105,9 +108,10 @@ def test_a_dry_run_planned_ahead_is_the_dry_run_planned_in_turn(
             )
     store.close()
 
+    monkeypatch.setattr(engine_module, "PLAN_AHEAD", plan_ahead)
     ahead, ahead_planned, threads = _dry_run(db.url, **options)
-    assert "plan" in threads, "the next account was planned on the planning thread"
-    monkeypatch.setattr(Engine, "_planning_store", lambda self: None)
+    assert "plan" in threads, "the next accounts were planned on the planning threads"
+    monkeypatch.setattr(Engine, "_planning_stores", lambda self, n: [])
     in_turn, in_turn_planned, threads = _dry_run(db.url, **options)
     assert "plan" not in threads
 
