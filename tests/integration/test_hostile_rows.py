@@ -173,6 +173,9 @@ SQLITE_BAD = [
     ("last_outbound_at", b"\x00\xff"),
     ("last_inbound_at", "0001-01-01T00:00:00Z"),
     ("last_inbound_at", "2026-13-45T99:00:00Z"),
+    ("converted_at", "soon"),  # the prefilter's "IS NULL" left these out unnamed
+    ("converted_at", "9999-12-31"),
+    ("converted_at", 1772445600),
     ("score", "four"),  # text in an INTEGER column
     ("score", 4.5),
     ("score", b"\x04"),
@@ -201,6 +204,8 @@ PG_BAD = [
     ("last_outbound_at", "4000-01-01 BC"),
     ("last_inbound_at", "-infinity"),
     ("last_inbound_at", "1066-10-14T12:00:00Z"),
+    ("converted_at", "infinity"),  # the prefilter's "IS NULL" left these out unnamed
+    ("converted_at", "0800-01-01T00:00:00Z"),
     ("score", "4.5"),
     ("attributes", "[1, 2]"),
     ("attributes", '"just text"'),

@@ -556,7 +556,8 @@ WHERE l.account_id = :account_id AND {lid + " > :after_id" if paged else "l.id I
       WHEN 3 THEN true
       WHEN 0 THEN
         {c["score"]} BETWEEN :min_score AND :max_score
-        AND {c["converted_at"]} IS NULL
+        AND ({c["converted_at"]} IS NULL
+             OR {c["converted_at"]} NOT BETWEEN '1900-01-01Z' AND '3000-01-01Z')
         AND ({c["status"]} IS NULL OR lower({c["status"]}) <> 'converted')
         AND l.last_outbound_at IS NOT NULL
         AND COALESCE({c["last_inbound_at"]} > l.last_outbound_at, false) = false{new_due}

@@ -444,7 +444,8 @@ WHERE l.account_id = :account_id AND {"l.id > :after_id" if paged else "l.id IS 
       WHEN 0 THEN
         ({col["score"]} BETWEEN :min_score AND :max_score
          OR typeof({col["score"]}) IN ('text', 'blob'))
-        AND {col["converted_at"]} IS NULL
+        AND ({col["converted_at"]} IS NULL
+             OR COALESCE(julianday({col["converted_at"]}) NOT BETWEEN {_JD_1900} AND {_JD_3000}, 1))
         AND ({col["status"]} IS NULL OR {col["status"]} NOT LIKE 'converted')
         AND l.last_outbound_at IS NOT NULL
         AND COALESCE({inbound} > julianday(l.last_outbound_at), 0) = 0{new_due}
@@ -454,6 +455,11 @@ WHERE l.account_id = :account_id AND {"l.id > :after_id" if paged else "l.id IS 
   )
 ORDER BY l.id
 LIMIT :page"""
+
+
+# julianday('1900-01-01') and julianday('3000-01-01'): a conversion time outside them (or
+# not a time) is garbage the run names (models.LEAD_TIME_MIN/MAX), not a conversion
+_JD_1900, _JD_3000 = 2415020.5, 2816787.5
 
 
 _READONLY = (
