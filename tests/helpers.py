@@ -358,3 +358,71 @@ def graph_config(path: Path, base_url: str, **channel: Any) -> Path:
     }
     ch.update(channel)
     return write_config(path, base_config(channel=ch))
+
+
+# A transaction the server aborts for a conflict, on demand: a DO block that raises the
+# SQLSTATE of a deadlock (the server rolls back whatever the transaction did before it).
+_CONFLICT_PG = (
+    "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected (a test''s conflict)' "
+    "USING ERRCODE = '{state}'; END $$"
+)
+
+
+def conflict_at(
+    monkeypatch: Any, pattern: str, times: int = 1, skip: int = 0, sqlstate: str = "40P01"
+) -> list[str]:
+    """The statements whose text holds ``pattern``, after the first ``skip`` of them, meet a
+    conflict with another writer ``times`` times (SQLSTATE 40P01 deadlock, or 40001). On
+    Postgres the server raises it (the transaction aborted for real), through the driver
+    and the store's own translation; inside a pipeline (``SqlStore.pipelined``) it is
+    issued before the statement and raised at the next wait, as a real one is. On SQLite,
+    which never has one, the store raises the StoreError Postgres' translation gives.
+    Returns the statements met so far (those that got the conflict are prefixed "!")."""
+    import threading
+
+    from followup_cli.errors import StoreError
+    from followup_cli.store.postgres import PostgresStore
+    from followup_cli.store.sqlite import SQLiteStore
+
+    met: list[str] = []
+    inside = threading.local()  # a statement's wrapper calling another store method
+
+    def hit(sql: str) -> bool:
+        if pattern not in sql or getattr(inside, "on", False):
+            return False
+        n = len(met)
+        met.append(("!" if skip <= n < skip + times else "") + sql)
+        return skip <= n < skip + times
+
+    pg_now, pg_later = PostgresStore.execute, PostgresStore.execute_later
+
+    def pg(name: str) -> None:
+        real = getattr(PostgresStore, name)
+
+        def wrapped(self: Any, sql: str, params: Any = None) -> Any:
+            if hit(sql):
+                do = pg_later if name.endswith("_later") and self.pipelining else pg_now
+                do(self, _CONFLICT_PG.format(state=sqlstate))
+            inside.on = True
+            try:
+                return real(self, sql, params)
+            finally:
+                inside.on = False
+
+        monkeypatch.setattr(PostgresStore, name, wrapped)
+
+    def lite(name: str) -> None:
+        real = getattr(SQLiteStore, name)
+
+        def wrapped(self: Any, sql: str, params: Any = None) -> Any:
+            if hit(sql):
+                raise StoreError(f"{self.path}: deadlock detected (a test's conflict)", sqlstate)
+            return real(self, sql, params)
+
+        monkeypatch.setattr(SQLiteStore, name, wrapped)
+
+    for name in ("execute", "query", "execute_later", "query_later"):
+        pg(name)
+    for name in ("execute", "query"):  # (its *_later are the base's: they call these)
+        lite(name)
+    return met

@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from .clock import wall
-from .store.base import SqlStore
+from .store.base import SqlStore, nothing_to_put_back, retried
 
 STALE_HEARTBEAT_SECONDS = 300
 
@@ -37,20 +38,43 @@ def recover_stale_claims(store: SqlStore, who: str, now: datetime, run_id: str) 
         why = _why_gone(c, host)
         if why is None:
             continue
+        # Each below is one whole transaction, conditional on the claim as it is then, and
+        # nothing outside it: a conflict with another writer (40P01, 40001) rolled it back
+        # whole, so it runs again (``retried``) instead of ending the run.
         if c.get("attempted_at") is None:
             # conditional on attempted_at IS NULL still: a run taken for dead that marks it
             # now wins (the delete then does nothing; the next run finds it attempted)
-            released += store.release_unattempted(followup_ids=[c["id"]])
+            released += retried(
+                partial(_release, store, c["id"]), nothing_to_put_back, "stale claim release"
+            )
             continue
-        # one transaction: a run killed in between leaves the claim pending for the
-        # next run to mark, never an unknown row the audit log does not explain
-        with store.transaction():
-            if not store.mark_unknown(c["id"], why, now):
-                continue
-            detail = {"why": why, "claim_run": c["run_id"]}
-            store.audit_followup("claim_unknown", now, who, c, detail, run_id)
-        marked += 1
+        if retried(
+            partial(_mark_unknown, store, c, why, who, now, run_id),
+            nothing_to_put_back,
+            "stale claim",
+        ):
+            marked += 1
     return marked, released
+
+
+def _release(store: SqlStore, followup_id: int) -> int:
+    """One statement, a transaction of its own: the claim's tracking row, then its lead's
+    enrollments (the trigger's), in the one order."""
+    return store.release_unattempted(followup_ids=[followup_id])
+
+
+def _mark_unknown(
+    store: SqlStore, c: dict[str, Any], why: str, who: str, now: datetime, run_id: str
+) -> bool:
+    """One transaction: a run killed in between leaves the claim pending for the next run
+    to mark, never an unknown row the audit log does not explain. In the one order: the
+    claim's tracking row (then its lead's enrollments, by the trigger), the audit row last."""
+    with store.transaction():
+        if not store.mark_unknown(c["id"], why, now):
+            return False
+        detail = {"why": why, "claim_run": c["run_id"]}
+        store.audit_followup("claim_unknown", now, who, c, detail, run_id)
+    return True
 
 
 def _why_gone(c: dict[str, Any], host: str) -> str | None:

@@ -36,7 +36,7 @@ from .cli_common import (
 )
 from .errors import ConfigError
 from .store.access import READ, WRITE, reading
-from .store.base import SqlStore
+from .store.base import SqlStore, nothing_to_put_back, retried
 
 unknown_app = typer.Typer(
     help="Follow-ups whose outcome nobody knows: list and resolve.", no_args_is_help=True
@@ -264,19 +264,43 @@ def _undo_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: 
             f"{lead}: erased on request; `optout --undo` never lifts an erasure. "
             f"`followup erase --lift {lead} --yes` does (audited); nothing was changed"
         )
-    with store.transaction():
-        changed = store.remove_optout(lead)
-        store.audit("optout_undo", now, who, lead_id=lead, detail={"reason": reason})
+
+    def lift() -> bool:
+        with store.transaction(), store.audits_last():
+            store.lock_lead_rows([lead])  # the one order: the lead's rows, the audit row last
+            changed = store.remove_optout(lead)
+            store.audit("optout_undo", now, who, lead_id=lead, detail={"reason": reason})
+        return changed
+
+    # One whole transaction and nothing outside it: a conflict with a busy run (40P01,
+    # 40001) rolled it back whole, so it runs again (``retried``) instead of failing.
+    changed = retried(lift, nothing_to_put_back, "optout --undo")
     out.print(f"{lead}: opt-out removed" if changed else f"{lead}: was not opted out")
 
 
 def _add_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: datetime) -> None:
     """Opt a lead (and its person) out and end its enrollments, audited."""
-    with store.transaction(), store.audits_last():
-        changed = store.add_optout(lead, reason, "cli", who, now)
-        for e in store.enrollments(lead_id=lead):
-            store.end_enrollment(lead, e["sequence_id"], "opted_out", now)
-        store.audit("optout", now, who, lead_id=lead, detail={"reason": reason, "source": "cli"})
+
+    def stop() -> bool:
+        with store.transaction(), store.audits_last():
+            # The one order (docs/never-twice.md): the lead's enrollments first, before its
+            # opt-out row, as a run's claim batch and bookkeeping take them (a batch that
+            # holds them and meets STOP in the lead's last message inserts the same
+            # opt-out row: taken the other way round, each waited for the other); the audit
+            # row last.
+            store.lock_lead_rows([lead])
+            changed = store.add_optout(lead, reason, "cli", who, now)
+            for e in store.enrollments(lead_id=lead):
+                store.end_enrollment(lead, e["sequence_id"], "opted_out", now)
+            store.audit(
+                "optout", now, who, lead_id=lead, detail={"reason": reason, "source": "cli"}
+            )
+        return changed
+
+    # An operator's stop must not fail because a run is busy: a conflict with another
+    # writer (40P01, 40001) rolled the transaction back whole (no opt-out, no audit row)
+    # and nothing outside it happened, so it runs again (``retried``).
+    changed = retried(stop, nothing_to_put_back, "optout")
     exists = store.lead_row(lead) is not None if _has_lead_table(store) else True
     note = (
         ""

@@ -458,7 +458,9 @@ def _apply(
         attribute(store, followups, enrollments, "converted_at", ev.at, now, counts)
         changed = bool(counts.converted or counts.enrollments_converted)
         return _end(store, lead_id, "converted", ev, now, who, result) or changed
-    # opted_out
+    # opted_out: the lead's enrollments locked before its opt-out row is written, in the
+    # one order (``SqlStore.lock_lead_rows``; ``followup optout`` and a run take them so)
+    store.lock_lead_rows([lead_id])
     return _optout(store, lead_id, ev.reason or "opted out (event)", "event", ev, now, who, result)
 
 

@@ -91,3 +91,11 @@ def test_counts_are_put_back_before_each_attempt_however_many() -> None:
 
     retried(work, put_back(counts), "t")
     assert counts == _Counts(new=6, by=Counter(a=2))
+
+
+def test_only_the_named_counts_are_put_back_when_asked() -> None:
+    counts = _Counts(new=5, by=Counter(a=1))
+    reset = put_back(counts, only=("by",))
+    counts.new, counts.by["a"] = 7, 9
+    reset()
+    assert counts == _Counts(new=7, by=Counter(a=1))

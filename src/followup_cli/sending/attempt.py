@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from ..channels.base import SendResult
 from ..models import FAILED, PENDING, SENT, UNKNOWN
 from ..results import PlannedSend
 from ..rules import Decision
+from ..store.base import put_back, retried
 from .answers import count_outcome, trip_breaker
 from .transactions import Audited, LiveTransactions, _nothing
 
@@ -30,19 +33,18 @@ class Attempting(LiveTransactions):
         one the claim decided on. On Postgres the transaction is two round trips
         (``SqlStore.pipelined``): its statements up to the row's read, then the rest with
         the commit."""
-        store = self.store
         at = self.engine.clock.now() if self.real_time else self.now
-        with store.pipelined(), self._write_tx():
-            marked = store.mark_attempted_later(claim.fid, claim.lead.id, claim.person, at)
-            audited = self._audit_issued()  # the last outcome's row: locks the chain last
-            row = store.lead_row(claim.lead.id)  # (waits for the answers of all the above)
-            same = row == claim.row
-            ok = same and marked()
-            if marked() and not same:  # never handed to the API: released as unattempted
-                store.delete_followup(claim.fid, PENDING)
-            elif not ok:  # changed, or opted out (or erased) since the claim: the step is free
-                store.release_unattempted(followup_ids=[claim.fid])
-            audited()
+        # The transaction runs before the API call: a conflict with another writer (40P01,
+        # 40001, in pipeline mode too: raised at the wait for an answer or at the COMMIT)
+        # rolled it back whole, before anything was sent: no mark, no outcome written
+        # (``_write_tx`` holds it again), nothing committed. So it runs again, deciding
+        # again on the lead's row read again, its counts put back first (``retried``).
+        row, same, ok = retried(
+            partial(self._attempt_tx, claim, at),
+            # (the one count it changes: an enrollment the last outcome ended)
+            put_back(self.result, only=("ended",)),
+            "attempt",
+        )
         del self.claimed[claim.lead.id]  # (until committed, ``flush`` would release it)
         self._announced()
         if row is None:
@@ -55,6 +57,25 @@ class Attempting(LiveTransactions):
             return None
         self._send(claim)
         return None
+
+    def _attempt_tx(self, claim: Claim, at: datetime) -> tuple[dict[str, Any] | None, bool, bool]:
+        """``_attempt``'s transaction: the lead's row read again, whether it is the one the
+        claim decided on, whether the claim was marked attempted (to send). The one order:
+        the claim and the last outcome's tracking rows, then their leads' enrollments
+        (``_write_tx``), the audit row last."""
+        store = self.store
+        with store.pipelined(), self._write_tx(leads=[claim.lead.id], claims=[claim.fid]):
+            marked = store.mark_attempted_later(claim.fid, claim.lead.id, claim.person, at)
+            audited = self._audit_issued()  # the last outcome's row: locks the chain last
+            row = store.lead_row(claim.lead.id)  # (waits for the answers of all the above)
+            same = row == claim.row
+            ok = same and marked()
+            if marked() and not same:  # never handed to the API: released as unattempted
+                store.delete_followup(claim.fid, PENDING)
+            elif not ok:  # changed, or opted out (or erased) since the claim: the step is free
+                store.release_unattempted(followup_ids=[claim.fid])
+            audited()
+        return row, same, ok
 
     def _send(self, claim: Claim) -> None:
         """The API call for a claim marked attempted, then what its answer means: counted at

@@ -53,10 +53,23 @@ class Claiming(LiveTransactions):
 
     # ------------------------------------------------------------- bookkeeping
     def bookkeep(self, lead: Lead, d: Decision) -> None:
+        # One whole transaction and nothing outside it (no API call): a conflict with
+        # another writer (40P01, 40001) rolled it back whole, so it runs again, deciding
+        # again on the lead's fresh row, its counts put back first (``retried``).
+        retried(
+            partial(self._bookkeep_tx, lead),
+            put_back(self.result, skip=("planned",)),
+            "bookkeeping",
+        )
+
+    def _bookkeep_tx(self, lead: Lead) -> None:
         store, now = self.store, self.now
         with store.lead_tx(lead.id, None) as got:
             if not got:
                 return
+            # the lead's rows first, in the one order (``SqlStore.lock_lead_rows``): its
+            # enrollments before its opt-out row (``followup optout`` takes them so too)
+            store.lock_lead_rows([lead.id])
             row = store.lead_row(lead.id)
             if row is None:
                 return

@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..models import Lead
 from ..results import PlannedSend
+from ..store.base import put_back, retried
 from .executor import Executor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,18 +110,25 @@ class LiveTransactions(Executor):
         return audit() if audit is not None else _nothing
 
     @contextmanager
-    def _write_tx(self, account_id: str | None = None, leads: Sequence[str] = ()) -> Iterator[None]:
+    def _write_tx(
+        self,
+        account_id: str | None = None,
+        leads: Sequence[str] = (),
+        claims: Sequence[int] | None = None,
+    ) -> Iterator[None]:
         """A write transaction (holding the account's rate window when ``account_id``) that
         also writes the account's last outcome: rows first, audit row last (or where the
         caller issues it, ``_audit_issued``). ``leads``: the leads whose rows it may write;
-        their rows (and the last outcome's lead's, after the run's own claims it writes) are
-        locked first, in lead id order (``SqlStore.lock_lead_rows``)."""
+        their rows (and the last outcome's lead's, after the run's own claims it writes:
+        ``claims``, else every claim not attempted yet) are locked first, in lead id order
+        (``SqlStore.lock_lead_rows``)."""
         held = self._unrecorded
         tx = self.store.claim_tx(account_id) if account_id else self.store.transaction()
         with tx:
             try:
                 if leads:
-                    mine, fids = set(leads), [c.fid for c in self.claimed.values()]
+                    mine = set(leads)
+                    fids = [c.fid for c in self.claimed.values()] if claims is None else [*claims]
                     if held is not None:
                         mine.add(held[1].lead_id)
                         fids.append(self._unrecorded_fid)
@@ -144,16 +153,29 @@ class LiveTransactions(Executor):
     def flush(self) -> None:
         unattempted = [c.fid for c in self.claimed.values()]
         if self._unrecorded is not None or unattempted:
-            with self.store.transaction():
-                # the rows it writes first, in the one order (``_write_tx``)
-                leads, fids = set(self.claimed), list(unattempted)
-                if self._unrecorded is not None:
-                    leads.add(self._unrecorded[1].lead_id)
-                    fids.append(self._unrecorded_fid)
-                self.store.lock_lead_rows(sorted(leads), sorted(fids))
-                self._record_locked()
-                if unattempted:
-                    self.store.release_unattempted(followup_ids=unattempted)
-                self._audit_recorded()
+            held, counts = self._unrecorded, put_back(self.result, only=("ended",))
+
+            def reset() -> None:
+                # rolled back: the outcome held again, its count put back
+                self._unrecorded, self._audit_due, self._announce = held, None, []
+                counts()
+
+            # One whole transaction (the outcome of a call made before it, and claims never
+            # handed to the API) and nothing outside it: a conflict with another writer
+            # (40P01, 40001) rolled it back whole, so it runs again (``retried``).
+            retried(partial(self._flush_tx, unattempted), reset, "end of turn")
             self.claimed.clear()
         self._announced()
+
+    def _flush_tx(self, unattempted: list[int]) -> None:
+        with self.store.transaction():
+            # the rows it writes first, in the one order (``_write_tx``)
+            leads, fids = set(self.claimed), list(unattempted)
+            if self._unrecorded is not None:
+                leads.add(self._unrecorded[1].lead_id)
+                fids.append(self._unrecorded_fid)
+            self.store.lock_lead_rows(sorted(leads), sorted(fids))
+            self._record_locked()
+            if unattempted:
+                self.store.release_unattempted(followup_ids=unattempted)
+            self._audit_recorded()

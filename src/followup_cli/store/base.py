@@ -475,16 +475,26 @@ def retried(work: Callable[[], Any], reset: Callable[[], None], what: str) -> An
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def put_back(obj: Any, skip: tuple[str, ...] = ()) -> Callable[[], None]:
-    """A ``reset`` for ``retried``: puts ``obj``'s attributes (but ``skip``) back as they
-    are now, copies of them each time (a counter changed by one attempt is not the one
-    the next attempt starts from)."""
-    saved = {k: copy.copy(v) for k, v in vars(obj).items() if k not in skip}
+def put_back(
+    obj: Any, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None
+) -> Callable[[], None]:
+    """A ``reset`` for ``retried``: puts ``obj``'s attributes (but ``skip``; or ``only``
+    these) back as they are now, copies of them each time (a counter changed by one attempt
+    is not the one the next attempt starts from)."""
+    saved = {
+        k: copy.copy(v)
+        for k, v in vars(obj).items()
+        if k not in skip and (only is None or k in only)
+    }
 
     def reset() -> None:
         vars(obj).update({k: copy.copy(v) for k, v in saved.items()})
 
     return reset
+
+
+def nothing_to_put_back() -> None:
+    """A ``reset`` for ``retried`` where the transaction changed nothing in memory."""
 
 
 # The leases of the stores without a lease query (SQLite, memory): (scope, account) -> holder.

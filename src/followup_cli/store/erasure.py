@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from .. import auditchain, suppress
-from .base import SqlStore, _chunks
-from .queries import Sql
+from .base import SqlStore, _chunks, nothing_to_put_back, retried
+from .queries import Sql, has_query
 
 # The tool's tables an erasure rewrites (the ones to purge of old row versions afterwards).
 ERASE_TABLES = (
@@ -45,15 +46,35 @@ def erase_lead(
     tables when the role may).
     """
     store.begin_erase()
+    # One whole transaction and nothing outside it (the purge comes after its commit): a
+    # conflict with another writer (40P01, 40001; a run at work on the person's rows)
+    # rolled it back whole, so it runs again (``retried``) instead of failing.
+    counts = retried(partial(_erase_tx, store, lead_id, who, now), nothing_to_put_back, "erase")
+    if purge:
+        counts["purge"] = store.purge_old_versions(ERASE_TABLES)
+    return counts
+
+
+def _erase_tx(store: SqlStore, lead_id: str, who: str, now: datetime) -> dict[str, Any]:
+    """``erase_lead``'s transaction, its writes in the one order (docs/never-twice.md): the
+    person's rows locked first (their tracking rows by id, then their enrollments by lead
+    id), then written; the audit rows last (the old ones scrubbed, then the erasure's own)."""
     with store.transaction():
         ref = store.person_ref(lead_id)
         key, account, recipient = ref if ref else (None, None, None)
         ids = _person_lead_ids(store, lead_id, key, account, recipient)
-        counts: dict[str, Any] = {"lead_rows": len(ids)}
-        scrubbed, audit_scrubbed = _scrub_leads(store, ids, key, now)
-        counts.update(scrubbed)
+        _lock_rows(store, ids)
+        scrubbed = _scrub_leads(store, ids, key, now)
+        counts: dict[str, Any] = {  # (in the order the command prints them)
+            "lead_rows": len(ids),
+            "tracking_rows_scrubbed": scrubbed["tracking_rows_scrubbed"],
+            "audit_rows_scrubbed": 0,
+            "events_scrubbed": scrubbed["events_scrubbed"],
+        }
         counts["run_notes_scrubbed"] = _scrub_run_notes(store, ids)
         counts["person"] = _suppress_erased(store, ids, key, account, who, now)
+        audit_scrubbed = _scrub_audit(store, ids)
+        counts["audit_rows_scrubbed"] = len(audit_scrubbed)
         store.audit(
             "erase",
             now,
@@ -65,9 +86,18 @@ def erase_lead(
                 "audit_scrubbed": audit_scrubbed,
             },
         )
-    if purge:
-        counts["purge"] = store.purge_old_versions(ERASE_TABLES)
     return counts
+
+
+def _lock_rows(store: SqlStore, ids: list[str]) -> None:
+    """The leads' tracking rows by id, then their enrollments by lead id, locked before any
+    is written (``SqlStore.lock_lead_rows``; Postgres, where a statement of many rows
+    would lock them in whatever order it meets them)."""
+    if not has_query("erase_tracking_lock", store.dialect):
+        return
+    where, names = store._in_list("lead_id", ids)  # (one array: no limit to chunk for)
+    store.execute(store.q("erase_tracking_lock", ids=where), names)
+    store.lock_lead_rows(ids)
 
 
 def _person_lead_ids(
@@ -100,21 +130,17 @@ def _person_lead_ids(
     return sorted(lead_ids)
 
 
-def _scrub_leads(
-    store: SqlStore, ids: list[str], key: str | None, now: datetime
-) -> tuple[dict[str, int], list[int]]:
+def _scrub_leads(store: SqlStore, ids: list[str], key: str | None, now: datetime) -> dict[str, int]:
     """Remove what identifies the person from the rows of these leads (and the tracking rows
-    of the person under lead ids the host no longer has); returns the counts and the audit
-    chain places whose detail was removed."""
-    scrubbed = {"tracking_rows_scrubbed": 0, "audit_rows_scrubbed": 0, "events_scrubbed": 0}
-    audit_scrubbed: list[int] = []  # chain places, recorded in the erasure's own row
+    of the person under lead ids the host no longer has), but the audit rows
+    (``_scrub_audit``); returns the counts."""
+    scrubbed = {"tracking_rows_scrubbed": 0, "events_scrubbed": 0}
     secret = store.person_secret()
     for chunk in _chunks(ids, 500):
         where, names = SqlStore._in_list(store, "lead_id", chunk)
         scrubbed["tracking_rows_scrubbed"] += store.execute(
             store.q("erase_scrub_tracking", ids=where), {**names, "f": False, "now": now}
         )
-        audit_scrubbed += auditchain.scrub(store, where, names)
         scrubbed["events_scrubbed"] += _scrub_events(store, where, names, secret)
         for name in ("erase_enrollments_person", "erase_outcome_marks", "erase_optouts"):
             store.execute(store.q(name, ids=where), names)
@@ -123,8 +149,17 @@ def _scrub_leads(
         scrubbed["tracking_rows_scrubbed"] += store.execute(
             store.q("erase_scrub_tracking_of_person"), {"f": False, "now": now, "k": key}
         )
-    scrubbed["audit_rows_scrubbed"] = len(audit_scrubbed)
-    return scrubbed, audit_scrubbed
+    return scrubbed
+
+
+def _scrub_audit(store: SqlStore, ids: list[str]) -> list[int]:
+    """The audit rows of these leads lose their detail, after the erasure's other writes
+    (the audit rows last); returns their chain places, recorded in the erasure's own row."""
+    places: list[int] = []
+    for chunk in _chunks(ids, 500):
+        where, names = SqlStore._in_list(store, "lead_id", chunk)
+        places += auditchain.scrub(store, where, names)
+    return places
 
 
 def _scrub_events(store: SqlStore, where: Sql, names: dict[str, Any], secret: str | None) -> int:
@@ -164,7 +199,16 @@ def lift_erasure(
 ) -> dict[str, Any] | None:
     """Lift an erasure: the person (a lead id, or a recipient id of ``account_id``) may be
     messaged again by sequences. Their erased data does not come back. None when no erasure
-    holds for them."""
+    holds for them. One whole transaction, nothing outside it: run again on a conflict
+    (``retried``, as ``erase_lead``)."""
+    return retried(
+        partial(_lift_tx, store, target, account_id, who, now), nothing_to_put_back, "erase --lift"
+    )
+
+
+def _lift_tx(
+    store: SqlStore, target: str, account_id: str | None, who: str, now: datetime
+) -> dict[str, Any] | None:
     with store.transaction():
         ref = store.person_ref(target)  # a lead id the lead table or the tool's rows know
         known_lead = ref is not None or bool(store.query(store.q("optout_of_lead"), {"l": target}))

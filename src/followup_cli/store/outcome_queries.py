@@ -135,13 +135,30 @@ class OutcomeQueries:
     ) -> dict[str, Any] | None:
         """An operator's verdict on an unknown follow-up: it went out (``sent``, at its
         claim time) or it did not (the row is deleted, so a later run may send the step).
-        None when the row is not unknown."""
+        None when the row is not unknown.
+
+        One whole transaction, conditional on the row being unknown still, and nothing
+        outside it: a conflict with another writer (40P01, 40001; a run's reconcile or
+        claims) rolled it back whole, so it runs again (``retried``) instead of failing."""
+        from .base import nothing_to_put_back, retried
+
+        return retried(
+            lambda: self._resolve_unknown_tx(followup_id, sent, who, now),
+            nothing_to_put_back,
+            "unknown resolve",
+        )
+
+    def _resolve_unknown_tx(
+        self, followup_id: int, sent: bool, who: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """In the one order: the tracking row (then its lead's enrollments, by the
+        trigger), its lead's reconcile mark, the audit row last."""
         with self.transaction():
             row = self.followup(followup_id)
             if row is None or row["status"] != UNKNOWN:
                 return None
             if sent:
-                self.update_followup(
+                changed = self.update_followup(
                     followup_id,
                     {"status": SENT, "sent_at": row["claimed_at"], "updated_at": now},
                     UNKNOWN,
@@ -149,7 +166,9 @@ class OutcomeQueries:
                 # a reply or conversion seen earlier may now belong to this follow-up
                 self.forget_outcome_mark(row["lead_id"])
             else:
-                self.delete_followup(followup_id, UNKNOWN)
+                changed = self.delete_followup(followup_id, UNKNOWN)
+            if not changed:  # another resolve committed since it was read: its verdict holds
+                return None
             detail = {"followup_id": followup_id, "as": "sent" if sent else "released"}
             self.audit_followup("unknown_resolved", now, who, row, detail)
         return row

@@ -894,6 +894,11 @@ SELECT 1 AS x FROM followup_tracking WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
 SELECT 1 AS x FROM followup_enrollments WHERE lead_id = ANY(:ids)
 ORDER BY lead_id, sequence_id FOR UPDATE
 
+-- An erasure's leads' tracking rows, by id, before it writes any of them (then their
+-- enrollments, ``lead_rows_lock``).
+-- name: erase_tracking_lock@postgres
+SELECT 1 AS x FROM followup_tracking WHERE {ids} ORDER BY id FOR UPDATE
+
 -- name: lock_migrations@postgres
 SELECT pg_advisory_xact_lock(hashtextextended('followup:migrate', 0)) AS ok
 

@@ -92,10 +92,12 @@ class TrackingQueries:
         IMMEDIATE`` already holds the whole database."""
         if not has_query("lead_rows_lock", self.dialect):
             return
+        # not waited for (inside ``pipelined``: with the statements after them): the
+        # server takes the locks before it runs those
         if followup_ids:
-            self.query(self.q("claims_lock"), {"ids": list(followup_ids)})
+            self.execute_later(self.q("claims_lock"), {"ids": list(followup_ids)})
         if lead_ids:
-            self.query(self.q("lead_rows_lock"), {"ids": list(lead_ids)})
+            self.execute_later(self.q("lead_rows_lock"), {"ids": list(lead_ids)})
 
     def mark_attempted(
         self, followup_id: int, lead_id: str, person_key: str | None, now: datetime
