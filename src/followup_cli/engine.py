@@ -95,6 +95,10 @@ class Engine:
 
     # ------------------------------------------------------------------ run
     def run(self, options: RunOptions) -> RunSummary:
+        """One run of every account ``options`` names. Whether it is a dry run is decided
+        here, once: a dry run plans the accounts in turn and writes nothing; a live run
+        begins (``_begin``: its row, the reconcile, a dead run's claims), serves the
+        accounts under their leases (``_serve_live``) and ends (``_end``: its row closed)."""
         now = options.now or self.clock.now()
         run_id = options.run_id or uuid.uuid4().hex[:12]
         summary = RunSummary(run_id=run_id, now=now, dry_run=options.dry_run)
@@ -102,22 +106,47 @@ class Engine:
         budget = options.budget_seconds
         if budget is None:
             budget = self.default_budget_seconds(now)
-        if not options.dry_run:
-            self.store.start_run(run_id, socket.gethostname(), os.getpid(), self.actor, wall(), now)
-            from .outcomes import reconcile  # responses and conversions since the last run
+        if options.dry_run:
+            results, runs = self._account_runs(accounts, now, run_id, options, budget)
+            self._in_turn(runs, now)  # a dry run writes nothing: it plans them all
+            self._summarise(summary, results, runs)
+            return summary
+        self._begin(summary, now, run_id)
+        results, runs = self._account_runs(accounts, now, run_id, options, budget)
+        self._serve_live(runs, run_id)
+        self._summarise(summary, results, runs)
+        self._end(summary, results, now, run_id)
+        return summary
 
-            reconcile(self.store, self.config, now)
-            summary.stale_marked_unknown, summary.stale_released = recover_stale_claims(
-                self.store, self.actor, now, run_id
+    def _begin(self, summary: RunSummary, now: datetime, run_id: str) -> None:
+        """A live run's start: its row, the responses and conversions since the last run,
+        the claims of runs that are gone, the config version seen."""
+        self.store.start_run(run_id, socket.gethostname(), os.getpid(), self.actor, wall(), now)
+        from .outcomes import reconcile  # responses and conversions since the last run
+
+        reconcile(self.store, self.config, now)
+        summary.stale_marked_unknown, summary.stale_released = recover_stale_claims(
+            self.store, self.actor, now, run_id
+        )
+        if self.store.config_seen(self.loaded.digest, self.loaded.path, self.actor, now):
+            self.store.audit(
+                "config_seen",
+                now,
+                self.actor,
+                run_id,
+                detail={"digest": self.loaded.digest, "path": self.loaded.path},
             )
-            if self.store.config_seen(self.loaded.digest, self.loaded.path, self.actor, now):
-                self.store.audit(
-                    "config_seen",
-                    now,
-                    self.actor,
-                    run_id,
-                    detail={"digest": self.loaded.digest, "path": self.loaded.path},
-                )
+
+    def _account_runs(
+        self,
+        accounts: list[Account],
+        now: datetime,
+        run_id: str,
+        options: RunOptions,
+        budget: float,
+    ) -> tuple[list[AccountResult], list[AccountRun]]:
+        """The results of the disabled accounts, and a walk (``AccountRun``) for each
+        enabled one, sharing the run's ``--limit``."""
         remaining = [options.limit]  # shared across accounts, guarded by self._lock
         results = [AccountResult(a.id, stopped=None) for a in accounts if not a.enabled]
         runs = [
@@ -125,39 +154,46 @@ class Engine:
             for a in accounts
             if a.enabled
         ]
+        return results, runs
+
+    def _serve_live(self, runs: list[AccountRun], run_id: str) -> None:
+        """A live run's accounts served, one by one or on ``max_in_flight`` threads. A live
+        run serves an account only while it holds the account's lease, so that runs at once
+        on one store share the accounts (leases.py; the claims stay the guarantee against
+        sending twice). Whatever ends it, the claims never handed to the API are freed."""
         workers = min(self.config.settings.max_in_flight, len(runs))
-        # A live run serves an account only while it holds the account's lease, so that
-        # runs at once on one store share the accounts (leases.py; the claims stay the
-        # guarantee against sending twice). A dry run writes nothing: it plans them all.
-        leases = None if options.dry_run else Leases(self.store, run_id)
+        leases = Leases(self.store, run_id)
         try:
-            if options.dry_run:
-                self._in_turn(runs, now)
-            elif workers <= 1:
+            if workers <= 1:
                 self._one_by_one(runs, leases)
             else:
                 self._serve(runs, workers, leases)
         finally:
-            if leases is not None:
-                leases.close()
-            if not options.dry_run:
-                self._release_unattempted(run_id)
+            leases.close()
+            self._release_unattempted(run_id)
+
+    def _summarise(
+        self, summary: RunSummary, results: list[AccountResult], runs: list[AccountRun]
+    ) -> None:
+        """The accounts' results in the config's order, and the run's time, in ``summary``."""
         results.extend(r.result for r in runs)
         order = {a.id: i for i, a in enumerate(self.config.accounts)}
         summary.accounts = sorted(results, key=lambda r: order.get(r.account_id, 1 << 30))
         summary.elapsed_seconds = self.clock.elapsed()
-        if not options.dry_run:
-            summary.unknown_open = self.store.count_open(UNKNOWN)
-            summary.bad_leads_new = self.store.note_bad_leads(
-                [(i, b) for a in results for i, b in zip(a.bad_lead_ids, a.bad_leads, strict=True)],
-                now,
-                self.actor,
-                run_id,
-            )
-            self.store.finish_run(
-                run_id, wall(), summary.exit_code, summary.as_dict(messages=False)
-            )
-        return summary
+
+    def _end(
+        self, summary: RunSummary, results: list[AccountResult], now: datetime, run_id: str
+    ) -> None:
+        """A live run's end: the open unknowns counted, the bad lead rows noted (each once),
+        its row closed with the exit code and the summary."""
+        summary.unknown_open = self.store.count_open(UNKNOWN)
+        summary.bad_leads_new = self.store.note_bad_leads(
+            [(i, b) for a in results for i, b in zip(a.bad_lead_ids, a.bad_leads, strict=True)],
+            now,
+            self.actor,
+            run_id,
+        )
+        self.store.finish_run(run_id, wall(), summary.exit_code, summary.as_dict(messages=False))
 
     def default_budget_seconds(self, now: datetime) -> float:
         """End a run before the next cron slot (5 minutes early), within run_budget_minutes."""
