@@ -57,6 +57,9 @@ class AccountRun:
         self.actionable: list[tuple[Lead, Decision]] = []
         self.i = 0  # the next lead of ``actionable``
         self.batch_size = engine.config.settings_for(account).batch_size
+        # A dry run's people (recipient ids) that said stop or have a message planned: the
+        # live run decides each claim again, and sends such a person nothing more.
+        self.dry_persons: set[str] = set()
         self.rate_blocked = False  # the account is at its hourly limit and cannot wait for it
         self.day_blocked = False  # the account's daily cap is reached
         self.beat = 0.0
@@ -77,6 +80,8 @@ class AccountRun:
         executor = LiveExecutor(*args, self.real_time) if self.live else DryExecutor(*args)
         for lead, d in bookkeeping:
             executor.bookkeep(lead, d)
+            if d.keyword_optout and not self.live:
+                self.dry_persons.add((lead.recipient_id or "").strip())
         self.beat = engine.clock.elapsed()
         return executor
 
@@ -157,6 +162,10 @@ class AccountRun:
                         break
                     if self.remaining[0] is not None:
                         self.remaining[0] -= 1
+            person = None if self.live or d.action != "send" else (lead.recipient_id or "").strip()
+            if person is not None and person in self.dry_persons:
+                continue  # the live run's claim would decide it again: no send to this person
+            planned = result.would_send
             while (verdict := executor.execute(lead, d)) in ("rate_limit", "daily_cap"):
                 if verdict == "daily_cap":
                     # The account's day is used up: nothing to wait for in this run.
@@ -175,6 +184,8 @@ class AccountRun:
                     result.deferred["rate_limit"] += 1
                     self._give_back()
                     break
+            if person is not None and result.would_send != planned:
+                self.dry_persons.add(person)
             if engine.progress:
                 engine.progress(account.id, i + 1, total)
         self.i = total

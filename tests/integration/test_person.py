@@ -480,3 +480,29 @@ def test_report_coverage_leaves_out_a_person_who_said_stop_under_any_lead_row(
     r = followup(how, "p1", *args, *common)
     assert r.returncode == 0, r.stderr
     assert qualified() == 1  # p1 and p2 are one person; p3 is still someone to reach
+
+
+def test_a_dry_run_shows_what_the_run_sends_to_a_person_with_two_rows(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    """--dry-run shows exactly what the run would send: one message for two due rows of one
+    person, and none for a row whose person wrote "stop" under another row (the live run
+    decides each claim again and sends neither; the dry run listed both)."""
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    db.insert(
+        due("a_twin", "ig_twin"),
+        due("b_twin", "ig_twin"),
+        due("c_quiet", "ig_stopper"),  # sorts before the row that says stop
+        due("d_stop", "ig_stopper", last_inbound_text="please STOP"),
+        due("solo", "ig_solo"),
+    )
+    dry = run(cfg, db, NOW, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    live = run(cfg, db, NOW)
+    assert live.returncode == 0, live.stderr
+    sent = json.loads(live.stdout)
+    assert sorted(m["lead_id"] for m in sent["messages"]) == ["a_twin", "solo"]
+    assert sorted(m["lead_id"] for m in planned["messages"]) == ["a_twin", "solo"]
+    assert planned["would_send"] == sent["sent"] == 2
+    assert sorted(c.recipient_id for c in graph.deliveries) == ["ig_solo", "ig_twin"]
