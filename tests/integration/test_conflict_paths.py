@@ -243,3 +243,70 @@ def test_the_end_of_a_turn_met_by_a_conflict_writes_the_last_outcome_once(
     assert [c.recipient_id for c in graph.deliveries] == ["ig_p1"]
     assert [(t["lead_id"], t["status"]) for t in db.tracking()] == [("p1", "sent")]
     assert _audits(db, "send") == ["p1"]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("command", ["optout", "optout --undo", "erase", "unknown resolve"])
+def test_an_operators_command_waits_for_a_runs_write_transaction_on_sqlite(
+    sent_m1: tuple[Path, LeadDB], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """SQLite: while a run holds the write lock (another connection in BEGIN IMMEDIATE),
+    `followup optout` (and the other operator's commands that write) waits for it (the
+    busy timeout of every connection the tool opens) instead of failing with "database is
+    locked". The holder lets go from a thread once the command's write transaction has
+    begun to run (SQLite's statement trace: from there on, SQLite's own C code tries the
+    lock and waits)."""
+    import sqlite3
+    import threading
+
+    from followup_cli.store.sqlite import SQLiteStore
+
+    cfg, db = sent_m1
+    common = ("--config", str(cfg), "--db", db.url)
+    if command == "optout --undo":
+        assert followup("optout", "p1", *common).returncode == 0
+    args = {
+        "optout": ("optout", "p1"),
+        "optout --undo": ("optout", "p1", "--undo"),
+        "erase": ("erase", "p1", "--yes"),
+        "unknown resolve": ("unknown", "resolve", "1", "--release"),
+    }[command]
+    if command == "unknown resolve":
+        _write(db, "UPDATE followup_tracking SET status = 'unknown', sent_at = NULL WHERE id = 1")
+    begun = threading.Event()
+    real_connect = SQLiteStore._connect
+
+    def connect(self: SQLiteStore) -> sqlite3.Connection:
+        conn = real_connect(self)
+        conn.set_trace_callback(lambda sql: begun.set() if sql == "BEGIN IMMEDIATE" else None)
+        return conn
+
+    monkeypatch.setattr(SQLiteStore, "_connect", connect)
+    holder = sqlite3.connect(db.url, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # a run's write transaction
+    released: list[bool] = []
+
+    def release() -> None:
+        if begun.wait(60):  # the command's first write transaction is running: waiting
+            released.append(True)
+        holder.execute("COMMIT")
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    try:
+        r = followup(*args, *common)
+    finally:
+        thread.join(60)
+        holder.close()
+    assert released == [True]
+    assert r.returncode == 0 and "locked" not in r.stderr, r.stderr
+    optouts = db.query("SELECT lead_id, source FROM followup_optouts")
+    assert (
+        optouts
+        == {
+            "optout": [{"lead_id": "p1", "source": "cli"}],
+            "optout --undo": [],
+            "erase": [{"lead_id": "p1", "source": "erasure"}],
+            "unknown resolve": [],
+        }[command]
+    )

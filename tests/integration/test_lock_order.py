@@ -57,6 +57,75 @@ def _run(loaded: Any, db: LeadDB, now: datetime) -> RunSummary:
         store.close()
 
 
+def _m1_sent(loaded: Any, db: LeadDB, *rows: dict[str, Any]) -> None:
+    """These leads got m1 at T0 (each enrolled in s1)."""
+    db.insert(*rows)
+    assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == len(rows)
+
+
+def _silent(lead_id: str, hours: int = 5) -> dict[str, Any]:
+    """A lead whose m1 is due at T0 (it wrote ``hours`` before T0, we answered an hour later)."""
+    return lead(
+        lead_id,
+        last_inbound_at=T0 - timedelta(hours=hours),
+        last_outbound_at=T0 - timedelta(hours=4),
+    )
+
+
+def _past_window(lead_id: str) -> dict[str, Any]:
+    """A lead due at T1 whose messaging window closed long ago (skipped: a row, an audit row)."""
+    return lead(
+        lead_id,
+        last_inbound_at=T1 - timedelta(hours=100),
+        last_outbound_at=T1 - timedelta(hours=99),
+    )
+
+
+def _again_once_done(real: Callable[..., Any], done: threading.Event) -> tuple[Any, list[int]]:
+    """``real`` counted; a second call waits for ``done`` first (the other transaction has
+    finished: run again at once, it could meet it again). Returns the wrapper and the count."""
+    calls: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            assert done.wait(30)
+        return real(*args)
+
+    return counted, calls
+
+
+def _cycle_with(
+    db: LeadDB, first: str, work: Callable[[Any], None], second: str, done: threading.Event
+) -> BaseException | None:
+    """A writer outside the tool's order: a session takes the rows ``first`` locks, ``work``
+    starts beside it (on a store of its own) and waits for them, then the session takes
+    the rows ``second`` locks, which ``work`` holds: a lock cycle, in which Postgres aborts
+    ``work``'s transaction (the session's deadlock_timeout is the longer). The session
+    commits, sets ``done``; returns what ``work`` raised (joined)."""
+    import psycopg
+
+    with psycopg.connect(db.url) as other:
+        other.execute("SET deadlock_timeout = '60s'")  # ``work``'s transaction is the one aborted
+        other.execute(first)
+        join = _beside(db, work)
+        other.execute(second)
+        other.commit()
+        done.set()
+    return join()
+
+
+def _until_waiting(conn: Any, pid: int, alive: Callable[[], bool] = lambda: True) -> None:
+    """Return once the server backend ``pid`` waits for a lock (or ``alive()`` turns false;
+    30 s at most), polling ``pg_locks`` on ``conn``."""
+    waiting = "SELECT count(*) AS n FROM pg_locks WHERE pid = %s AND NOT granted"
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        if conn.execute(waiting, [pid]).fetchone()[0]:
+            return
+        time.sleep(0.005)  # polling pg_locks, not a wait for timing
+
+
 def _beside(db: LeadDB, work: Callable[[Any], None]) -> Callable[[], BaseException | None]:
     """Start ``work`` on a store of its own in a thread; return once it waits for a lock
     or has finished. The returned function joins it and gives what it raised."""
@@ -73,15 +142,12 @@ def _beside(db: LeadDB, work: Callable[[Any], None]) -> Callable[[], BaseExcepti
 
     thread = threading.Thread(target=body, daemon=True)
     thread.start()
-    waiting = "SELECT count(*) AS n FROM pg_locks WHERE pid = %s AND NOT granted"
-    deadline = time.monotonic() + 30
-    while thread.is_alive() and time.monotonic() < deadline:
-        if db._pg.execute(waiting, [pid]).fetchone()[0]:
-            break
-        time.sleep(0.005)  # polling pg_locks, not a wait for timing
+    _until_waiting(db._pg, pid, thread.is_alive)
 
     def join() -> BaseException | None:
         thread.join(60)
+        if thread.is_alive():
+            return TimeoutError("still waiting after 60 s")
         store.close()
         return raised[0] if raised else None
 
@@ -113,23 +179,12 @@ def test_a_claim_batch_and_an_optout_of_its_next_lead_never_deadlock(
     enrollment); Postgres aborted one of them. Now every writer here writes its audit rows
     last (and the batch locks Y's rows first): the opt-out waits for the batch, and once it
     is done Y's attempt finds it: Y gets nothing."""
+    from followup_cli.sending import LiveExecutor
+
     with FakeGraphAPI() as fake:
         loaded = _config(tmp_path, fake, monkeypatch)
-        db.insert(
-            lead(
-                "Y",
-                last_inbound_at=T0 - timedelta(hours=5),
-                last_outbound_at=T0 - timedelta(hours=4),
-            )
-        )
-        assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == 1  # Y's m1
-        db.insert(
-            lead(
-                "X",
-                last_inbound_at=T1 - timedelta(hours=100),
-                last_outbound_at=T1 - timedelta(hours=99),
-            )
-        )
+        _m1_sent(loaded, db, _silent("Y"))
+        db.insert(_past_window("X"))
         joins: list[Callable[[], BaseException | None]] = []
         real = PostgresStore.insert_followups
 
@@ -139,15 +194,15 @@ def test_a_claim_batch_and_an_optout_of_its_next_lead_never_deadlock(
             return real(self, rows)
 
         ended: list[BaseException | None] = []
-        real_mark = PostgresStore.mark_attempted_later
+        real_attempt = LiveExecutor._attempt_tx
 
-        def mark_attempted_later(self: PostgresStore, *args: Any) -> Any:
-            if joins and not ended:  # the opt-out is done before Y's attempt
+        def attempt_tx(self: LiveExecutor, *args: Any) -> Any:
+            if joins and not ended:  # the opt-out is done before Y's attempt begins
                 ended.append(joins[0]())
-            return real_mark(self, *args)
+            return real_attempt(self, *args)
 
         monkeypatch.setattr(PostgresStore, "insert_followups", insert_followups)
-        monkeypatch.setattr(PostgresStore, "mark_attempted_later", mark_attempted_later)
+        monkeypatch.setattr(LiveExecutor, "_attempt_tx", attempt_tx)
         summary = _run(loaded, db, T1)
         assert joins, "the batch claimed Y"
         assert ended == [None]
@@ -159,6 +214,48 @@ def test_a_claim_batch_and_an_optout_of_its_next_lead_never_deadlock(
     rows = {(r["lead_id"], r["message_id"]): r["status"] for r in db.tracking()}
     assert rows == {("Y", "m1"): "sent", ("X", "m1"): "skipped"}
     assert db.query("SELECT lead_id FROM followup_optouts") == [{"lead_id": "Y"}]
+
+
+@POSTGRES_ONLY
+def test_a_claim_batch_meeting_stop_and_followup_optout_of_the_lead_never_deadlock(
+    tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Y's m2 is planned; before the batch reads Y again, Y writes STOP, and the operator
+    runs `followup optout Y`. The batch holds Y's enrollment (locked first) and records the
+    keyword opt-out (Y's opt-out row); the operator's opt-out wrote Y's opt-out row first,
+    then waited for Y's enrollment: each waited for the other and Postgres aborted the
+    operator's command (exit 1, "run it again"). Now the opt-out takes Y's enrollment first
+    too: it waits for the batch, then finds Y opted out already, and ends cleanly (an
+    operator's stop never fails because a run is busy). Y gets nothing more."""
+    with FakeGraphAPI() as fake:
+        loaded = _config(tmp_path, fake, monkeypatch)
+        _m1_sent(loaded, db, _silent("Y"))
+        joins: list[Callable[[], BaseException | None]] = []
+        real = PostgresStore.try_lock_leads
+
+        def try_lock_leads(self: PostgresStore, lead_ids: Any) -> Any:
+            if not joins:  # the batch holds Y's enrollment: STOP lands, and the opt-out
+                self.execute("SET deadlock_timeout = '60s'")  # (the opt-out the one aborted)
+                db.update("Y", last_inbound_at=T1 - timedelta(minutes=5), last_inbound_text="STOP")
+                joins.append(_beside(db, _optout_cli))
+            return real(self, lead_ids)
+
+        monkeypatch.setattr(PostgresStore, "try_lock_leads", try_lock_leads)
+        summary = _run(loaded, db, T1)
+        assert joins, "the batch read Y again"
+        assert joins[0]() is None, "the operator's opt-out failed"
+        delivered = [c.recipient_id for c in fake.deliveries]
+
+    assert delivered == ["ig_Y"]  # m1 at T0 only
+    acct = summary.as_dict()["accounts"]["acct_a"]
+    assert acct["sent"] == 0 and summary.as_dict()["optouts"] == 1
+    optouts = db.query("SELECT lead_id, source FROM followup_optouts")
+    assert optouts == [{"lead_id": "Y", "source": "keyword"}]
+    audited = db.query(
+        "SELECT action, actor FROM followup_audit WHERE lead_id = 'Y' AND action = 'optout' "
+        "ORDER BY id"
+    )
+    assert len(audited) == 2 and audited[-1]["actor"] == "tester"  # the run's, the operator's
 
 
 @POSTGRES_ONLY
@@ -176,19 +273,7 @@ def test_a_claim_batch_and_another_runs_reconcile_never_deadlock(
 
     with FakeGraphAPI() as fake:
         loaded = _config(tmp_path, fake, monkeypatch)
-        db.insert(
-            lead(
-                "A",
-                last_inbound_at=T0 - timedelta(hours=5),
-                last_outbound_at=T0 - timedelta(hours=4),
-            ),
-            lead(
-                "B",
-                last_inbound_at=T0 - timedelta(hours=6),
-                last_outbound_at=T0 - timedelta(hours=4),
-            ),
-        )
-        assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == 2
+        _m1_sent(loaded, db, _silent("A"), _silent("B", hours=6))
         replied: list[bool] = []
         joins: list[Callable[[], BaseException | None]] = []
         counts: list[Any] = []
@@ -236,48 +321,26 @@ def test_a_reconcile_aborted_for_a_deadlock_runs_its_chunk_again(
     A's) can still make Postgres abort a reconcile's chunk (40P01: rolled back whole). The
     reconcile runs the chunk again, once the other one is done, and counts each outcome
     once; before, the run (or `followup report`) ended with exit 1."""
-    import psycopg
-
     from followup_cli import outcomes
 
     with FakeGraphAPI() as fake:
         loaded = _config(tmp_path, fake, monkeypatch)
-        db.insert(
-            lead(
-                "A",
-                last_inbound_at=T0 - timedelta(hours=5),
-                last_outbound_at=T0 - timedelta(hours=4),
-            ),
-            lead(
-                "B",
-                last_inbound_at=T0 - timedelta(hours=6),
-                last_outbound_at=T0 - timedelta(hours=4),
-            ),
-        )
-        assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == 2
+        _m1_sent(loaded, db, _silent("A"), _silent("B", hours=6))
     for lid in ("A", "B"):
         db.update(lid, last_inbound_at=T1 - timedelta(minutes=10))
-    chunks: list[int] = []
-    real = outcomes._reconcile_chunk
     committed = threading.Event()
-
-    def counted(*args: Any) -> Any:
-        chunks.append(1)
-        if len(chunks) > 1:  # run again once the other one is done (else it may meet it again)
-            assert committed.wait(30)
-        return real(*args)
-
+    counted, chunks = _again_once_done(outcomes._reconcile_chunk, committed)
     monkeypatch.setattr(outcomes, "_reconcile_chunk", counted)
     counts: list[Any] = []
-    with psycopg.connect(db.url) as other:
-        other.execute("SET deadlock_timeout = '60s'")  # the reconcile is the one aborted
-        other.execute("SELECT 1 FROM followup_enrollments WHERE lead_id = 'B' FOR UPDATE")
-        join = _beside(db, lambda s: counts.append(outcomes.reconcile(s, loaded.config, T1)))
+    raised = _cycle_with(
+        db,
+        "SELECT 1 FROM followup_enrollments WHERE lead_id = 'B' FOR UPDATE",
+        lambda s: counts.append(outcomes.reconcile(s, loaded.config, T1)),
         # the reconcile holds A's rows and waits for B's: take A's too (a cycle)
-        other.execute("SELECT 1 FROM followup_enrollments WHERE lead_id = 'A' FOR UPDATE")
-        other.commit()
-        committed.set()
-    assert join() is None
+        "SELECT 1 FROM followup_enrollments WHERE lead_id = 'A' FOR UPDATE",
+        committed,
+    )
+    assert raised is None
     assert len(chunks) == 2, "the chunk ran again"
     assert (counts[0].responded, counts[0].enrollments_responded) == (2, 2)
     statuses = {r["lead_id"]: r["status"] for r in db.tracking()}
@@ -291,46 +354,29 @@ def test_an_event_aborted_for_a_deadlock_is_applied_again_once(
     """The same for an ingested event: its transaction, aborted for a lock cycle with a
     writer outside the tool's order, runs again once that one is done; the event is
     recorded, counted and audited once (before: `followup events ingest` exited 1)."""
-    import psycopg
-
     from followup_cli import events
 
     with FakeGraphAPI() as fake:
         loaded = _config(tmp_path, fake, monkeypatch)
-        db.insert(
-            lead(
-                "A",
-                last_inbound_at=T0 - timedelta(hours=5),
-                last_outbound_at=T0 - timedelta(hours=4),
-            )
-        )
-        assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == 1
+        _m1_sent(loaded, db, _silent("A"))
     doc = {"type": "replied", "lead_id": "A", "at": (T1 - timedelta(minutes=10)).isoformat()}
-    applied: list[int] = []
-    real = events._apply_event
     committed = threading.Event()
-
-    def counted(*args: Any) -> Any:
-        applied.append(1)
-        if len(applied) > 1:  # run again once the other one is done (else it may meet it again)
-            assert committed.wait(30)
-        return real(*args)
-
+    counted, applied = _again_once_done(events._apply_event, committed)
     monkeypatch.setattr(events, "_apply_event", counted)
     results: list[Any] = []
 
     def ingest(store: Any) -> None:
         results.append(events.ingest(store, loaded.config, json.dumps(doc), "e.jsonl", T1, "t"))
 
-    with psycopg.connect(db.url) as other:
-        other.execute("SET deadlock_timeout = '60s'")  # the event's transaction is aborted
-        other.execute("SELECT 1 FROM followup_enrollments WHERE lead_id = 'A' FOR UPDATE")
-        join = _beside(db, ingest)
+    raised = _cycle_with(
+        db,
+        "SELECT 1 FROM followup_enrollments WHERE lead_id = 'A' FOR UPDATE",
+        ingest,
         # the event holds A's follow-up and waits for A's enrollment: take the follow-up too
-        other.execute("SELECT 1 FROM followup_tracking WHERE lead_id = 'A' FOR UPDATE")
-        other.commit()
-        committed.set()
-    assert join() is None
+        "SELECT 1 FROM followup_tracking WHERE lead_id = 'A' FOR UPDATE",
+        committed,
+    )
+    assert raised is None
     assert len(applied) == 2, "the event's transaction ran again"
     got = results[0].as_dict()
     assert (got["new"], got["applied"], got["enrollments_ended"]) == (
@@ -358,21 +404,8 @@ def test_a_claim_batch_aborted_for_a_deadlock_claims_again_once(
 
     with FakeGraphAPI() as fake:
         loaded = _config(tmp_path, fake, monkeypatch)
-        db.insert(
-            lead(
-                "Y",
-                last_inbound_at=T0 - timedelta(hours=5),
-                last_outbound_at=T0 - timedelta(hours=4),
-            )
-        )
-        assert _run(loaded, db, T0).as_dict()["accounts"]["acct_a"]["sent"] == 1  # Y's m1
-        db.insert(
-            lead(
-                "X",
-                last_inbound_at=T1 - timedelta(hours=100),
-                last_outbound_at=T1 - timedelta(hours=99),
-            )
-        )
+        _m1_sent(loaded, db, _silent("Y"))
+        db.insert(_past_window("X"))
         calls: list[int] = []
         committed = threading.Event()
         threads: list[threading.Thread] = []
@@ -387,10 +420,8 @@ def test_a_claim_batch_aborted_for_a_deadlock_claims_again_once(
                 pid = self.store.conn.info.backend_pid
 
                 def take_the_account() -> None:  # once the batch waits for Y's row
-                    waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
                     with psycopg.connect(db.url, autocommit=True) as probe:
-                        while not probe.execute(waiting, [pid]).fetchone()[0]:
-                            time.sleep(0.005)  # polling pg_locks, not a wait for timing
+                        _until_waiting(probe, pid)
                     other.execute(
                         "SELECT pg_advisory_xact_lock(hashtextextended("
                         "COALESCE(current_schema(), '') || ':acct:acct_a', 0))"
