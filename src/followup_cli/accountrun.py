@@ -54,7 +54,9 @@ class AccountRun:
         self.planned: (
             Future[tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]] | None
         ) = None
-        self.actionable: list[tuple[Lead, Decision]] = []
+        # The plan; a lead's entry is dropped (None) once the walk has moved past it, so
+        # that a long run does not hold every lead it has sent to until its end.
+        self.actionable: list[tuple[Lead, Decision] | None] = []
         self.i = 0  # the next lead of ``actionable``
         self.batch_size = engine.config.settings_for(account).batch_size
         # A dry run's people (recipient ids) that said stop or have a message planned: the
@@ -86,7 +88,7 @@ class AccountRun:
         return executor
 
     def _sends_from(self, i: int) -> int:
-        return sum(1 for _, x in self.actionable[i:] if x.action == "send")
+        return sum(1 for ld in self.actionable[i:] if ld is not None and ld[1].action == "send")
 
     def limit_left(self) -> int | None:
         """Sends the run's --limit still allows after the current lead (None: no limit)."""
@@ -138,7 +140,11 @@ class AccountRun:
                 return True  # one API call a turn: the next account's turn
             i = self.i
             self.i += 1
-            lead, d = self.actionable[i]
+            if i:
+                self.actionable[i - 1] = None  # walked past: read by nothing any more
+            entry = self.actionable[i]
+            assert entry is not None
+            lead, d = entry
             if self.live and (i % self.batch_size == 0 or engine.clock.elapsed() - self.beat > 30):
                 # Each batch (and every 30 s within one) the run shows it is alive, so that
                 # other runs never take its open claims for a dead run's.

@@ -144,7 +144,11 @@ class Claiming(LiveTransactions):
         out: list[Lead] = []
         persons: set[str] = set()
         sends = 0
-        for lead, d in run.actionable[run.i - 1 :]:
+        plan = run.actionable
+        for j in range(run.i - 1, len(plan)):  # (a slice would copy the rest of the plan)
+            entry = plan[j]
+            assert entry is not None  # (only the leads before the current one are dropped)
+            lead, d = entry
             if lead.id in self.settled:
                 continue
             if d.action == "send":
