@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..channels.base import SendResult
 from ..models import FAILED, PENDING, SENT, UNKNOWN
-from ..results import PlannedSend
+from ..results import AccountResult, PlannedSend
 from ..rules import Decision
 from ..store.base import put_back, retried
 from .answers import count_outcome, trip_breaker
@@ -123,68 +123,100 @@ class Attempting(LiveTransactions):
         """The writing of a send's outcome rows, for the account's next transaction (not
         waited for); it returns the writing of the outcome's audit row (last in that
         transaction), which returns its check."""
-        now, res, fid, lead, d = claim.now, self.result, claim.fid, claim.lead, claim.d
-        assert d.sequence is not None and d.message is not None
-        common = {
-            "attempts": result.attempts,
-            "error_code": result.error_code,
-            "error_subcode": result.error_subcode,
-            "error_message": result.error_message,
-            "updated_at": now,
-        }
-        audit_detail = {
-            "followup_id": fid,
-            "outcome": result.outcome,
-            "code": result.error_code,
-            "subcode": result.error_subcode,
-            "attempts": result.attempts,
-            "variant": d.variant_id,
-        }
+        res = self.result
+        common, audit_detail = _outcome_fields(claim, result)
 
         def record() -> Callable[[], Audited]:
             """The outcome's rows, inside the caller's transaction (on the store of the
             account's current step); returns the writing of its audit row."""
-            store = self.store
-            ended: Callable[[], int] = _nothing
-            if result.outcome == "sent":
-                sent = {"status": SENT, "sent_at": now, "external_id": result.message_id}
-                store.record_outcome_later(fid, {**common, **sent})
-                if _last_active_step(d):
-                    ended = store.end_enrollment_later(lead.id, d.sequence.id, "completed", now)
-            elif result.outcome == "failed":
-                failed = {"status": FAILED, "reason": result.kind or "permanent"}
-                store.record_outcome_later(fid, {**common, **failed})
-                store.end_enrollment_later(lead.id, d.sequence.id, "failed", now)
-            elif result.outcome == "unknown":
-                store.record_outcome_later(
-                    fid, {**common, "status": UNKNOWN, "reason": result.error_message}
-                )
-            else:  # deferred, cancelled, account_fatal: surely not sent
-                store.release_claim_later(fid)
-
-            def audit() -> Audited:
-                issued = self.store.audit_later(
-                    "send",
-                    now,
-                    self.engine.actor,
-                    self.run_id,
-                    lead.id,
-                    lead.account_id,
-                    d.sequence.id,
-                    d.message.id,
-                    audit_detail,
-                )
-
-                def check() -> int:
-                    if ended():
-                        res.ended["completed"] += 1  # now, not at the next run
-                    return issued()
-
-                return check
-
-            return audit
+            ended = self._write_outcome(claim, result, common)
+            return self._outcome_audit(claim, audit_detail, ended, res)
 
         return record
+
+    def _write_outcome(
+        self, claim: Claim, result: SendResult, common: dict[str, Any]
+    ) -> Callable[[], int]:
+        """The outcome's tracking row (sent, failed, unknown; or the claim released when
+        surely not sent) and the enrollment it ends, not waited for; returns the check of
+        a completed enrollment's end."""
+        now, fid, lead, d = claim.now, claim.fid, claim.lead, claim.d
+        assert d.sequence is not None
+        store = self.store
+        ended: Callable[[], int] = _nothing
+        if result.outcome == "sent":
+            sent = {"status": SENT, "sent_at": now, "external_id": result.message_id}
+            store.record_outcome_later(fid, {**common, **sent})
+            if _last_active_step(d):
+                ended = store.end_enrollment_later(lead.id, d.sequence.id, "completed", now)
+        elif result.outcome == "failed":
+            failed = {"status": FAILED, "reason": result.kind or "permanent"}
+            store.record_outcome_later(fid, {**common, **failed})
+            store.end_enrollment_later(lead.id, d.sequence.id, "failed", now)
+        elif result.outcome == "unknown":
+            store.record_outcome_later(
+                fid, {**common, "status": UNKNOWN, "reason": result.error_message}
+            )
+        else:  # deferred, cancelled, account_fatal: surely not sent
+            store.release_claim_later(fid)
+        return ended
+
+    def _outcome_audit(
+        self,
+        claim: Claim,
+        audit_detail: dict[str, Any],
+        ended: Callable[[], int],
+        res: AccountResult,
+    ) -> Callable[[], Audited]:
+        """The writing of the outcome's "send" audit row; it returns its check, which also
+        counts an enrollment the send completed."""
+        now, lead, d = claim.now, claim.lead, claim.d
+        assert d.sequence is not None and d.message is not None
+
+        def audit() -> Audited:
+            issued = self.store.audit_later(
+                "send",
+                now,
+                self.engine.actor,
+                self.run_id,
+                lead.id,
+                lead.account_id,
+                d.sequence.id,
+                d.message.id,
+                audit_detail,
+            )
+
+            def check() -> int:
+                if ended():
+                    res.ended["completed"] += 1  # now, not at the next run
+                return issued()
+
+            return check
+
+        return audit
+
+
+def _outcome_fields(claim: Claim, result: SendResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What every outcome's tracking row gets (its attempts, error, time), and its audit
+    row's detail."""
+    d = claim.d
+    assert d.sequence is not None and d.message is not None
+    common = {
+        "attempts": result.attempts,
+        "error_code": result.error_code,
+        "error_subcode": result.error_subcode,
+        "error_message": result.error_message,
+        "updated_at": claim.now,
+    }
+    audit_detail = {
+        "followup_id": claim.fid,
+        "outcome": result.outcome,
+        "code": result.error_code,
+        "subcode": result.error_subcode,
+        "attempts": result.attempts,
+        "variant": d.variant_id,
+    }
+    return common, audit_detail
 
 
 def _last_active_step(d: Decision) -> bool:
