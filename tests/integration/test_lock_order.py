@@ -314,6 +314,57 @@ def test_a_claim_batch_and_another_runs_reconcile_never_deadlock(
 
 
 @POSTGRES_ONLY
+def test_an_attempt_and_another_runs_reconcile_never_deadlock(
+    tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B got m2 (its outcome written by the next attempt, A's), then A and B replied; A's
+    row changed since its claim, so A's attempt releases its claim (A's enrollment, by the
+    trigger) after writing B's outcome (B's enrollment). Meanwhile another run's reconcile
+    attributes the replies lead by lead in id order: A's rows, then B's. Before, each held
+    the lead the other wanted next and Postgres aborted the attempt (the run ended with
+    exit 1). Now the attempt locks its rows first, in the one order (the claims' tracking
+    rows, then A's and B's enrollments by lead id): the reconcile waits for it."""
+    from followup_cli.outcomes import reconcile
+
+    with FakeGraphAPI() as fake:
+        loaded = _config(tmp_path, fake, monkeypatch)
+        _m1_sent(loaded, db, _silent("A"), _silent("B", hours=6))  # B's window closes first
+        joins: list[Callable[[], BaseException | None]] = []
+        counts: list[Any] = []
+        real_mark, real_delete = PostgresStore.mark_attempted_later, PostgresStore.delete_followup
+
+        def mark_attempted_later(self: PostgresStore, fid: int, lead_id: str, *args: Any) -> Any:
+            if lead_id == "A" and not joins:  # B got m2; both reply now
+                for lid in ("A", "B"):
+                    db.update(lid, last_inbound_at=T1 + timedelta(minutes=1))
+            return real_mark(self, fid, lead_id, *args)
+
+        def other_run(store: Any) -> None:
+            store.execute("SET deadlock_timeout = '60s'")  # (the attempt the one aborted)
+            counts.append(reconcile(store, loaded.config, T1 + timedelta(minutes=2)))
+
+        def delete_followup(self: PostgresStore, *args: Any) -> Any:
+            if not joins:  # A's attempt holds B's rows; A's it is about to write
+                joins.append(_beside(db, other_run))
+            return real_delete(self, *args)
+
+        monkeypatch.setattr(PostgresStore, "mark_attempted_later", mark_attempted_later)
+        monkeypatch.setattr(PostgresStore, "delete_followup", delete_followup)
+        summary = _run(loaded, db, T1)
+        assert joins, "A's attempt released its claim"
+        assert joins[0]() is None
+        delivered = sorted(c.recipient_id for c in fake.deliveries)
+
+    assert delivered == ["ig_A", "ig_B", "ig_B"]  # A's m2 never: it replied before its call
+    acct = summary.as_dict()["accounts"]["acct_a"]
+    assert acct["sent"] == 1
+    assert counts[0].responded == 2
+    rows = sorted((r["lead_id"], r["message_id"], r["status"]) for r in db.tracking())
+    # (B's m2 was not written yet when the reconcile read B: the reply is m1's)
+    assert rows == [("A", "m1", "responded"), ("B", "m1", "responded"), ("B", "m2", "sent")]
+
+
+@POSTGRES_ONLY
 def test_a_reconcile_aborted_for_a_deadlock_runs_its_chunk_again(
     tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
