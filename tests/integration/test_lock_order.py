@@ -502,3 +502,39 @@ def test_a_claim_batch_aborted_for_a_deadlock_claims_again_once(
     assert rows == [("X", "m1", "skipped"), ("Y", "m1", "sent"), ("Y", "m2", "sent")]
     skips = db.query("SELECT lead_id FROM followup_audit WHERE action = 'skip'")
     assert skips == [{"lead_id": "X"}]
+
+
+@POSTGRES_ONLY
+def test_an_erasure_aborted_for_a_deadlock_runs_again_once(
+    tmp_path: Path, db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure takes the person's rows in the one order (tracking rows, then
+    enrollments); a writer outside that order (here a session that locks A's enrollment,
+    then A's follow-up) can still make Postgres abort it (40P01: rolled back whole). It
+    runs again once that one is done: A erased once, one erasure audit row; before,
+    `followup erase` ended with exit 1."""
+    from followup_cli.store import erasure
+
+    with FakeGraphAPI() as fake:
+        loaded = _config(tmp_path, fake, monkeypatch)
+        _m1_sent(loaded, db, _silent("A"))
+    committed = threading.Event()
+    counted, tries = _again_once_done(erasure._person_lead_ids, committed)
+    monkeypatch.setattr(erasure, "_person_lead_ids", counted)
+    raised = _cycle_with(
+        db,
+        "SELECT 1 FROM followup_enrollments WHERE lead_id = 'A' FOR UPDATE",
+        lambda s: erasure.erase_lead(s, "A", "tester", T1, purge=False),
+        # the erasure holds A's follow-up and waits for A's enrollment: take the follow-up
+        "SELECT 1 FROM followup_tracking WHERE lead_id = 'A' FOR UPDATE",
+        committed,
+    )
+    assert raised is None
+    assert len(tries) == 2, "the erasure ran again"
+    assert db.query("SELECT lead_id, source FROM followup_optouts") == [
+        {"lead_id": "A", "source": "erasure"}
+    ]
+    assert db.query("SELECT lead_id FROM followup_audit WHERE action = 'erase'") == [
+        {"lead_id": "A"}
+    ]
+    assert db.query("SELECT recipient_id FROM followup_tracking") == [{"recipient_id": None}]
