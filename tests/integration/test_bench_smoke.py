@@ -1,4 +1,5 @@
-"""Each benchmark of bench/bench_engine.py at a tiny size, so the script cannot rot.
+"""Each benchmark of bench/bench_engine.py (and bench/bench_http.py) at a tiny size, so the
+scripts cannot rot.
 
 No timing is asserted (the figures live in bench/RESULTS-engine.md); what is asserted is that
 each command runs end to end and that the work it measures really happened (the due leads
@@ -113,3 +114,13 @@ def test_scaleout_runs_at_once_without_duplicates(tmp_path, capsys, store) -> No
         "0.01",
     )
     assert "(20 sent), 2 runs" in out and "duplicates 0" in out
+
+
+def test_http_clients_each_post_to_the_fake(capsys) -> None:
+    spec = importlib.util.spec_from_file_location("bench_http", ROOT / "bench" / "bench_http.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    figures = mod.main(["--calls", "5", "--repeat", "1"])
+    assert set(figures) == {"urllib3", "requests", "sender", "channel"}
+    assert "channel" in capsys.readouterr().out
