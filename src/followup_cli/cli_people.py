@@ -101,6 +101,8 @@ def _explain(
             "fix the row in the lead store"
         ) from None
     if d.action == "send":
+        _explain_person_keyword(store, loaded.config, parsed, d)
+    if d.action == "send":
         _explain_message(loaded.config, parsed, d, when)
     if d.action == "send" and not pending:
         # Every rule of the lead holds; the account's own windows may still hold it back.
@@ -112,6 +114,37 @@ def _explain(
             d.action, d.reason, d.detail, d.next_at = "wait", *blocked
     history = [] if pending else store.followups(lead_id=lead)
     return d, history
+
+
+def _explain_person_keyword(store: SqlStore, config: Any, lead: Any, d: Any) -> None:
+    """A due lead whose person wrote an opt-out keyword under another lead row: the next
+    run records that opt-out before it sends anything, so this lead is not due either."""
+    from .models import BadLead, parse_lead
+    from .rules.decision import Check
+    from .rules.keywords import keyword_optout
+
+    if not lead.recipient_id:
+        return
+    keywords = config.settings_for(config.account(lead.account_id)).all_optout_keywords
+    ids = store.query(
+        store.q("erase_leads_of_recipient", leads=store.leads),
+        {"a": lead.account_id, "r": lead.recipient_id},
+    )
+    others = sorted(str(r["id"]) for r in ids if str(r["id"]) != lead.id)
+    for row in store.lead_rows(others) if others else ():
+        try:
+            other = parse_lead(row)
+        except BadLead:
+            continue
+        kw = keyword_optout(other.last_inbound_text, keywords)
+        if kw:
+            d.checks.append(Check("opt-out", False, f"the person wrote {kw!r} as lead {other.id}"))
+            d.action, d.reason = "none", "opted_out"
+            d.detail = (
+                f"the person behind this lead wrote {kw!r} as lead {other.id}: "
+                "the next run records the opt-out"
+            )
+            return
 
 
 def _explain_message(config: Any, lead: Any, d: Any, when: datetime) -> None:

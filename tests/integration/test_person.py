@@ -496,6 +496,12 @@ def test_a_dry_run_shows_what_the_run_sends_to_a_person_with_two_rows(
         due("d_stop", "ig_stopper", last_inbound_text="please STOP"),
         due("solo", "ig_solo"),
     )
+    common = ["--config", str(cfg), "--db", db.url, "--now", NOW.isoformat()]
+    explained = followup("explain", "c_quiet", *common, "--json")
+    assert explained.returncode == 0, explained.stderr
+    verdict = json.loads(explained.stdout)
+    assert (verdict["action"], verdict["reason"]) == ("none", "opted_out"), verdict
+    assert "d_stop" in verdict["detail"] and "stop" in verdict["detail"].lower()
     dry = run(cfg, db, NOW, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     planned = json.loads(dry.stdout)
