@@ -10,13 +10,12 @@ written and the claims it will not attempt are released (``flush``).
 from __future__ import annotations
 
 from concurrent.futures import Future
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .clock import wall
 from .config import Account
 from .models import Lead
-from .results import AccountResult, RunOptions
+from .results import AccountResult, RunContext
 from .rules import Decision
 from .sending import DryExecutor, Executor, LiveExecutor
 from .store.base import SqlStore
@@ -31,25 +30,16 @@ class AccountRun:
     ``--limit`` and time budget. ``step`` does the next piece of work on the store it is
     given; the engine never steps one account on two threads at once."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        account: Account,
-        now: datetime,
-        run_id: str,
-        options: RunOptions,
-        budget: float,
-        remaining: list[int | None],
-    ) -> None:
+    def __init__(self, engine: Engine, account: Account, run: RunContext) -> None:
         self.engine = engine
         self.account = account
-        self.now = now
-        self.run_id = run_id
-        self.options = options
-        self.budget = budget
-        self.remaining = remaining  # the run's --limit, shared (engine._lock)
+        self.now = run.now
+        self.run_id = run.run_id
+        self.options = run.options
+        self.budget = run.budget
+        self.remaining = run.remaining  # the run's --limit, shared (engine._lock)
         self.result = AccountResult(account.id)
-        self.live = not options.dry_run
+        self.live = run.live
         self.executor: Executor | None = None
         self.planned: (
             Future[tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]] | None

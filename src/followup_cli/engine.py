@@ -45,7 +45,14 @@ from .leases import Leases
 from .models import DELIVERED, UNKNOWN, BadLead, Lead, parse_lead
 from .ratewindow import TICK as _TICK
 from .render import Renderer
-from .results import AccountResult, PlannedSend, RunOptions, RunSummary, decide_or_name
+from .results import (
+    AccountResult,
+    PlannedSend,
+    RunContext,
+    RunOptions,
+    RunSummary,
+    decide_or_name,
+)
 from .rules import Check, Decision, local_midnight, next_local_midnight, next_run_slot
 from .store.base import SqlStore, actor
 from .store.memory import MemoryStore
@@ -106,13 +113,14 @@ class Engine:
         budget = options.budget_seconds
         if budget is None:
             budget = self.default_budget_seconds(now)
+        run = RunContext(now, run_id, options, budget, remaining=[options.limit])
         if options.dry_run:
-            results, runs = self._account_runs(accounts, now, run_id, options, budget)
+            results, runs = self._account_runs(accounts, run)
             self._in_turn(runs, now)  # a dry run writes nothing: it plans them all
             self._summarise(summary, results, runs)
             return summary
         self._begin(summary, now, run_id)
-        results, runs = self._account_runs(accounts, now, run_id, options, budget)
+        results, runs = self._account_runs(accounts, run)
         self._serve_live(runs, run_id)
         self._summarise(summary, results, runs)
         self._end(summary, results, now, run_id)
@@ -138,22 +146,12 @@ class Engine:
             )
 
     def _account_runs(
-        self,
-        accounts: list[Account],
-        now: datetime,
-        run_id: str,
-        options: RunOptions,
-        budget: float,
+        self, accounts: list[Account], run: RunContext
     ) -> tuple[list[AccountResult], list[AccountRun]]:
         """The results of the disabled accounts, and a walk (``AccountRun``) for each
-        enabled one, sharing the run's ``--limit``."""
-        remaining = [options.limit]  # shared across accounts, guarded by self._lock
+        enabled one, in the run's context (its ``--limit`` shared, guarded by self._lock)."""
         results = [AccountResult(a.id, stopped=None) for a in accounts if not a.enabled]
-        runs = [
-            AccountRun(self, a, now, run_id, options, budget, remaining)
-            for a in accounts
-            if a.enabled
-        ]
+        runs = [AccountRun(self, a, run) for a in accounts if a.enabled]
         return results, runs
 
     def _serve_live(self, runs: list[AccountRun], run_id: str) -> None:

@@ -24,6 +24,24 @@ class RunOptions:
     run_id: str | None = None  # chosen by the caller, so that its logs carry it from the start
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What every account of one run shares, resolved once by ``Engine.run``: the run's
+    instant and id, its options, its time budget in seconds, and the ``--limit`` left (one
+    list for the whole run, changed under the engine's lock)."""
+
+    now: datetime
+    run_id: str
+    options: RunOptions
+    budget: float
+    remaining: list[int | None]
+
+    @property
+    def live(self) -> bool:
+        """Not a dry run: claims, sends and writes."""
+        return not self.options.dry_run
+
+
 @dataclass
 class PlannedSend:
     lead_id: str
