@@ -322,3 +322,21 @@ def test_account_settings__an_override_is_held_to_the_global_settings_bounds(
     cfg["accounts"][0]["settings"] = {key: bad}
     with pytest.raises(ConfigError, match=rf"accounts\[0\]\.settings\.{key}"):
         parse_config(yaml.safe_dump(cfg))
+
+
+def test_condition__a_time_column_takes_an_iso_time_quoted_or_not() -> None:
+    """`value: 2026-03-01` (YAML reads it as a date) is the ISO text a time column compares
+    with; a value that is no time is an error naming the column (before: the date was
+    refused as 'not a number or a text', and any text passed and never matched)."""
+    cfg = base_config()
+    cfg["sequences"][0]["trigger"] = [
+        {"field": "last_inbound_at", "op": "between", "value": ["2026-03-01", "2026-03-31"]}
+    ]
+    text = text_of(cfg).replace("'2026-03-01'", "2026-03-01")
+    assert "- 2026-03-01\n" in text
+    cond = parse_config(text, "seq.yaml").config.sequences[0].trigger[0]
+    assert cond.value == ["2026-03-01", "2026-03-31"]
+    cfg["sequences"][0]["trigger"] = [{"field": "converted_at", "op": "gte", "value": "soon"}]
+    with pytest.raises(ConfigError) as info:
+        parse_config(text_of(cfg), "seq.yaml")
+    assert "converted_at is a time" in str(info.value) and "seq.yaml:" in str(info.value)

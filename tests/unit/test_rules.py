@@ -1060,3 +1060,44 @@ def test_trigger_holds__compiled_conditions_answer_as_the_condition_walk(
             return type(exc)
 
     assert answer(lambda: trigger_holds(seq, lead)) == answer(lambda: condition_holds(cond, lead))
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "holds"),
+    [
+        ("gt", "2026-03-01", True),
+        ("gte", "2026-03-02T08:00:00Z", True),
+        ("gte", "2026-03-02T09:00:00+01:00", True),  # the same instant
+        ("lt", "2026-03-05", True),
+        ("lte", "2026-03-02T08:00:00", True),  # no offset: UTC
+        ("between", ["2026-03-01", "2026-03-05"], True),
+        ("gt", "2026-03-05", False),
+        ("lt", "2026-03-01", False),
+        ("between", ["2026-03-03", "2026-03-05"], False),
+        ("gt", "not a time", False),
+        ("lt", 5, False),
+    ],
+)
+def test_condition__a_time_column_compares_with_an_iso_time(
+    op: str, value: Any, holds: bool
+) -> None:
+    """`last_inbound_at gte 2026-03-01` compares times (before, only `gt` held, by the text
+    of the time; gte, lt, lte and between never held on a time column)."""
+    at = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    # (the config refuses a value that is no time; the rules hold none either way)
+    cond = Condition.model_construct(
+        field="last_inbound_at", op=op, value=value, any=None, all=None
+    )
+    lead = Lead(id="L1", account_id="a", recipient_id="r", score=4, last_inbound_at=at)
+    seq = types.SimpleNamespace(trigger=(cond,))
+    assert condition_holds(cond, lead) is holds
+    assert trigger_holds(seq, lead) is holds
+
+
+@pytest.mark.parametrize("op", ["gt", "gte", "lt", "lte"])
+def test_condition__a_text_and_a_number_do_not_compare(op: str) -> None:
+    """`attributes.x gt 2` on "abc" or on a list is no match, for every ordering operator
+    (before, `gt` alone compared their texts: "abc" > "2")."""
+    for x in ("abc", [1, 2], {"a": 1}):
+        lead = Lead(id="L1", account_id="a", recipient_id="r", score=4, attributes={"x": x})
+        assert condition_holds(Condition(field="attributes.x", op=op, value=2), lead) is False

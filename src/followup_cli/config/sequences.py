@@ -4,11 +4,15 @@ A/B variants."""
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..models import parse_time
 from .bounds import COUNT_MAX, HOURS_MAX, LEAD_COLUMNS, OPERATORS, SCORE_BOUND, WEIGHT_MAX, _Model
+
+TIME_COLUMNS = ("last_inbound_at", "last_outbound_at", "converted_at")
 
 
 class Condition(_Model):
@@ -33,6 +37,15 @@ class Condition(_Model):
         description="Every one of these conditions holds (to nest inside any).",
         examples=[[{"field": "score", "op": "gte", "value": 4}]],
     )
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _dates_as_text(cls, value: Any) -> Any:
+        """An unquoted YAML date or time (``value: 2026-03-01``) is its ISO 8601 text: what
+        a time column compares with (and an attribute holding ISO dates, as text)."""
+        if isinstance(value, list | tuple):
+            return [cls._dates_as_text(v) for v in value]
+        return value.isoformat() if isinstance(value, date | datetime) else value
 
     @model_validator(mode="after")
     def _shape(self) -> Condition:
@@ -86,6 +99,14 @@ def _comparable(field: str, op: str, value: Any) -> float | str:
     as in the rules) or a text; on ``score`` a number. Raises ValueError naming the fix."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"@value `{op}` compares with a number or a text, not {value!r}")
+    if field in TIME_COLUMNS:
+        when = _iso_time(value)
+        if when is None:
+            raise ValueError(
+                f"@value {field} is a time: `{op}` compares it with an ISO 8601 time such as "
+                f"2026-03-01 or 2026-03-01T09:00:00+01:00, not {value!r}"
+            )
+        return when
     if isinstance(value, str):
         try:
             value = float(value)
@@ -98,6 +119,15 @@ def _comparable(field: str, op: str, value: Any) -> float | str:
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"@value `{op}` needs a finite number, not {value!r}")
     return float(value)
+
+
+def _iso_time(value: Any) -> str | None:
+    """ISO 8601 text as a UTC time's text (which sorts as the times do); None otherwise."""
+    try:
+        when = parse_time(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return when.isoformat() if when is not None else None
 
 
 class Variant(_Model):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from ..config import Condition, Sequence
-from ..models import Lead
+from ..models import Lead, parse_time
 
 _NUMBER = (int, float)  # a tuple: ``int | float`` would build a union at every call
 
@@ -24,10 +25,25 @@ def _num(v: Any) -> Any:
     return v
 
 
+def _time(v: Any) -> datetime | None:
+    """A time to compare with a time column: the column's own, or ISO 8601 text (UTC when
+    no offset is given); None for anything else."""
+    if isinstance(v, datetime):
+        return v
+    try:
+        return parse_time(v) if isinstance(v, str) else None
+    except ValueError:
+        return None
+
+
 def _cmp(a: Any, b: Any, op: str) -> bool:
     if a is None or b is None:
         return False
     a, b = _num(a), _num(b)
+    if isinstance(a, datetime) or isinstance(b, datetime):
+        a, b = _time(a), _time(b)  # a time column and ISO text: compared as times
+        if a is None or b is None:
+            return False
     try:
         if op == "gt":
             return a > b
@@ -37,8 +53,8 @@ def _cmp(a: Any, b: Any, op: str) -> bool:
             return a < b
         if op == "lte":
             return a <= b
-    except TypeError:
-        return str(a) > str(b) if op == "gt" else False
+    except TypeError:  # a text and a number (or a list...): no order, no match
+        return False
     return False
 
 
@@ -115,6 +131,8 @@ def _compiled(cond: Condition) -> Callable[[Lead], Any]:
         if low is None or high is None:
             return lambda lead: False
         low, high = _num(low), _num(high)
+        if isinstance(low, str) or isinstance(high, str):
+            return generic  # a text bound: a text column, or ISO times for a time column
 
         def between(lead: Lead) -> bool:
             value = getattr(lead, field, None)
