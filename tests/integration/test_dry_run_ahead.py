@@ -111,7 +111,7 @@ def test_a_dry_run_planned_ahead_is_the_dry_run_planned_in_turn(
     monkeypatch.setattr(engine_module, "PLAN_AHEAD", plan_ahead)
     ahead, ahead_planned, threads = _dry_run(db.url, **options)
     assert "plan" in threads, "the next accounts were planned on the planning threads"
-    monkeypatch.setattr(Engine, "_planning_stores", lambda self, n: [])
+    monkeypatch.setattr(Engine, "_second_stores", lambda self, n: [])
     in_turn, in_turn_planned, threads = _dry_run(db.url, **options)
     assert "plan" not in threads
 

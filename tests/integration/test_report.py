@@ -310,11 +310,57 @@ def test_reconcile__reads_only_leads_whose_times_changed(
     assert reconcile(store, config, NOW + timedelta(days=2)).leads_checked == 0
 
 
+def test_a_live_run_reconciles_on_a_thread_beside_its_accounts_and_is_done_when_it_ends(
+    seeded: tuple[SqlStore, Config, Path], db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's reconcile (engine._reconciling) goes on beside the accounts, on a connection
+    of its own; its outcomes are written when the run returns, and its error is the run's."""
+    import threading
+
+    from followup_cli import outcomes
+    from followup_cli.clock import Clock
+    from followup_cli.engine import Engine, RunOptions
+    from followup_cli.errors import StoreError
+    from tests.unit.test_engine import RecordingChannel
+
+    _, _, path = seeded
+    loaded = load_config(str(path))
+    threads: list[str] = []
+    real = outcomes.reconcile
+
+    def spy(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    def broken(*args: Any) -> Any:
+        raise StoreError("the reconcile failed")
+
+    def run() -> Any:
+        store = open_store(db.url)
+        try:
+            return Engine(loaded, store, RecordingChannel(), Clock(fixed=NOW)).run(
+                RunOptions(now=NOW)
+            )
+        finally:
+            store.close()
+
+    monkeypatch.setattr(outcomes, "reconcile", spy)
+    run()
+    assert [t.split("_")[0] for t in threads] == ["reconcile"]
+    enr = {
+        r["lead_id"]: r
+        for r in db.query("SELECT lead_id, responded_at, converted_at FROM followup_enrollments")
+    }
+    assert enr["H1"]["converted_at"] is not None and enr["H3"]["responded_at"] is not None
+    monkeypatch.setattr(outcomes, "reconcile", broken)
+    with pytest.raises(StoreError, match="the reconcile failed"):
+        run()
+
+
 def test_reconcile__a_new_followup_or_enrollment_forgets_the_leads_mark(
     seeded: tuple[SqlStore, Config, Path], db: LeadDB
 ) -> None:
-    """Migration 0011: Q1 and Q2 have no rows when first reconciled (SQLite marks them, as
-    seen); a follow-up or an enrollment written later, before their reply (another host's
+    """Migration 0011: Q1 and Q2 have no rows when first reconciled (marked, as seen); a follow-up or an enrollment written later, before their reply (another host's
     row, arriving late), makes the next reconcile look at them again on both stores."""
     store, config, _ = seeded
     reconcile(store, config, NOW)
