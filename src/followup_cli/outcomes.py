@@ -190,7 +190,7 @@ def _reconcile_chunk(
             fu, en = by_lead.get(lid, []), enr_by_lead.get(lid, [])
             if not fu and not en:
                 # nothing recent to attribute to: marked whatever its times say (a new
-                # row forgets the mark, migration 0011); SQLite reads such leads too
+                # row forgets the mark, migration 0011)
                 settled_marks.append((lid, mark["inbound_seen"], mark["converted_seen"]))
                 continue
             counts.leads_checked += 1

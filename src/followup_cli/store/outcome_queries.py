@@ -97,12 +97,12 @@ class OutcomeQueries:
         return self.execute(sql, {"at": at, "l": lead_id, "s": sequence_id}) > 0
 
     def changed_outcome_leads(self, since: datetime) -> list[dict[str, Any]]:
-        """Leads with a follow-up sent or an enrollment started since ``since`` whose
-        ``last_inbound_at`` / ``converted_at`` differ from what the last reconcile saw (or
-        that no reconcile has seen, or whose rows changed since): the only leads whose
-        outcomes can have changed. One query; its cost is a join, not a Python loop over
-        every follow-up. SQLite also returns such leads without recent rows (one probe of
-        the marks per lead is cheaper there than probing the rows), which reconcile marks."""
+        """Leads whose ``last_inbound_at`` / ``converted_at`` differ from what the last
+        reconcile saw (or that no reconcile has seen, or whose rows changed since): the only
+        leads whose outcomes can have changed. One query, the lead table against the marks;
+        among them leads without a follow-up or enrollment since ``since``, which reconcile
+        marks (reading each lead against its mark is cheaper than finding the leads of the
+        recent rows at every run). Postgres gives them in lead id order (the lock order)."""
         # A host app that marks a conversion by status alone: the mark records it too.
         sql = self.q(
             "changed_outcome_leads",

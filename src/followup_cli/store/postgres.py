@@ -137,9 +137,20 @@ class PostgresStore(SqlStore):
         self._depth = 0
         self._lock = threading.RLock()
         self.hashes_in_sql = self.conn.info.server_version >= 110000  # sha256()
+        if self.conn.info.server_version >= 110000:
+            # No JIT for this session (the host's own sessions keep theirs): the tool's
+            # statements are short or read rows, and compiling one took longer than it
+            # saved (the reconcile's 0.8 s of 6.4 at a million leads, bench/RESULTS-select.md)
+            self._no_jit()
         self._sql_cache: dict[str, str] = {}
         self._piped = False  # inside ``pipelined``
         self._pipe: psycopg.Pipeline | None = None  # in a transaction begun inside it
+
+    def _no_jit(self) -> None:
+        try:
+            self.conn.execute("SET jit = off")
+        except psycopg.Error:  # a server built without it, a pooler that refuses SET
+            pass
 
     def clone(self) -> PostgresStore:
         """Another connection; the lead table's columns as this one read them (reading

@@ -380,25 +380,28 @@ WHERE id = :id AND ({column} IS NULL OR {column} > :at)
 UPDATE followup_enrollments SET {column} = :at
 WHERE lead_id = :l AND sequence_id = :s AND ({column} IS NULL OR {column} > :at)
 
--- Leads with a follow-up sent or an enrollment started since :since whose last_inbound_at /
--- converted_at differ from what the last reconcile saw (followup_outcome_marks), or that
--- no reconcile has seen. "{inbound_at}", "{converted_at}", "{status}": the lead table's
--- columns, NULL when it has none; "{lid}": its id as the tool's TEXT lead ids compare.
--- From the recent follow-ups and enrollments to their leads: Postgres hashes or merges the
--- union (2.5 s at a million rows, bench/RESULTS-selection.md).
+-- Every lead whose last_inbound_at / converted_at differ from what the last reconcile saw
+-- (followup_outcome_marks), or that no reconcile has seen, as on SQLite below: a lead with
+-- no recent rows is marked too (0011 forgets a mark when the lead's rows change), so each
+-- run reads the lead table against the marks (one hash or merge join, no JIT: the
+-- connection turns it off) instead of sorting the union of every recent follow-up and
+-- enrollment (1M leads: 6.4 s, 0.8 s of it compiling, against 2.6 s with the unmarked
+-- 300k, bench/RESULTS-select.md). In lead id order: the reconcile locks lead after lead in
+-- that order (docs/never-twice.md). "IS DISTINCT FROM" takes a NULL that became '' as a
+-- change (one more look, never one fewer). "{inbound_at}", "{converted_at}", "{status}":
+-- the lead table's columns, NULL when it has none; "{lid}": its id as the tool's TEXT lead
+-- ids compare.
 -- name: changed_outcome_leads
-SELECT a.lead_id AS lead_id, CAST({inbound_at} AS TEXT) AS inbound_seen,
+SELECT {lid} AS lead_id, CAST({inbound_at} AS TEXT) AS inbound_seen,
   COALESCE(CAST({converted_at} AS TEXT),
     CASE WHEN lower({status}) = 'converted' THEN 'status:converted' END) AS converted_seen
-FROM (SELECT lead_id FROM followup_tracking WHERE sent_at >= :since
-      UNION SELECT lead_id FROM followup_enrollments WHERE anchor_at >= :since) a
-JOIN {leads} l ON {lid} = a.lead_id
-LEFT JOIN followup_outcome_marks m ON m.lead_id = a.lead_id
-WHERE (m.lead_id IS NULL
-  OR COALESCE(m.inbound_seen, '') <> COALESCE(CAST({inbound_at} AS TEXT), '')
-  OR COALESCE(m.converted_seen, '') <> COALESCE(COALESCE(CAST({converted_at} AS TEXT),
-    CASE WHEN lower({status}) = 'converted' THEN 'status:converted' END), ''))
-ORDER BY a.lead_id
+FROM {leads} l
+LEFT JOIN followup_outcome_marks m ON m.lead_id = {lid}
+WHERE l.id IS NOT NULL AND (m.lead_id IS NULL
+  OR m.inbound_seen IS DISTINCT FROM CAST({inbound_at} AS TEXT)
+  OR m.converted_seen IS DISTINCT FROM COALESCE(CAST({converted_at} AS TEXT),
+    CASE WHEN lower({status}) = 'converted' THEN 'status:converted' END))
+ORDER BY 1
 
 -- Every lead whose times differ from its mark, or that has none, in table order: one probe
 -- of the marks per lead. A lead with no recent rows is marked too (0011 forgets a mark when
