@@ -474,6 +474,32 @@ def test_candidates__every_default_keyword_is_kept_and_ordinary_words_are_not_on
         assert not got & set(ordinary)
 
 
+@pytest.mark.parametrize("extra", [(), ("50%_off", "back\\slash")])
+def test_candidates__keywords_with_like_wildcards_or_backslashes_match_as_written(
+    db: LeadDB, store: SqlStore, extra: tuple[str, ...]
+) -> None:
+    """The patterns' ESCAPE is written only when a keyword holds %, _ or a backslash (SQLite:
+    a two-argument LIKE costs less); with or without it a text holding a keyword is kept,
+    a backslash in a text is a plain character, and the wildcards of such a keyword match
+    themselves only."""
+    t = NOW - timedelta(hours=6)
+    wrote_last = {"last_inbound_at": t + timedelta(hours=1), "last_outbound_at": t}
+    keywords = (*DEFAULT_OPTOUT_KEYWORDS, *extra)
+    texts = {"stop": "C:\\temp\\ STOP please", "slash_stop": "\\stop\\"}
+    if extra:
+        texts.update(pct="GET 50%_OFF now", slash="a back\\slash b")
+    ordinary = {"plain": "how much? C:\\temp", "pct_like": "get 50x off now"}
+    db.insert(
+        *(lead(k, last_inbound_text=v, **wrote_last) for k, v in {**texts, **ordinary}.items())
+    )
+    assert all(keyword_optout(v, keywords) for v in texts.values())
+    assert not any(keyword_optout(v, keywords) for v in ordinary.values())
+    got = {r["id"] for r in store.candidate_leads("acct_a", 2, 6, keywords=keywords)}
+    assert set(texts) <= got, sorted(set(texts) - got)
+    if store.keyword_like_exact:
+        assert not got & set(ordinary), sorted(got & set(ordinary))
+
+
 def test_candidates__without_exact_patterns_every_non_ascii_stop_is_kept(
     db: LeadDB, store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -369,15 +369,21 @@ class SQLiteStore(SqlStore):
         # time at a million leads (the tool never sets PRAGMA case_sensitive_like). The
         # patterns that share a literal are asked behind it (keyword_like_gates): the same
         # texts kept, with 19 LIKEs instead of 44 for a text that holds no keyword.
-        groups = keyword_like_gates(tuple(params[f"kw{i}"] for i in range(patterns)))
+        # ESCAPE only when a pattern holds the escape character (a keyword with %, _ or \):
+        # without one the pattern matches the same texts, and a two-argument LIKE costs
+        # less (the ten account passes at a million leads: ~0.15 s of 2.4 s CPU).
+        pats = [params[f"kw{i}"] for i in range(patterns)]
+        groups = keyword_like_gates(tuple(pats))
+        escaped = any("\\" in p for p in pats + [g for g, _ in groups if g is not None])
+        esc = " ESCAPE '\\'" if escaped else ""
         terms = []
         for g, (gate, members) in enumerate(groups):
-            likes = " OR ".join(f"{text} LIKE :kw{i} ESCAPE '\\'" for i in members)
+            likes = " OR ".join(f"{text} LIKE :kw{i}{esc}" for i in members)
             if gate is None:
                 terms.append(likes)
             else:
                 params[f"kwg{g}"] = gate
-                terms.append(f"({text} LIKE :kwg{g} ESCAPE '\\' AND ({likes}))")
+                terms.append(f"({text} LIKE :kwg{g}{esc} AND ({likes}))")
         return " OR ".join(terms)
 
     def _keyword_beyond_lower(
