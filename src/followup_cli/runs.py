@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .store.base import SqlStore, actor
+from .store.base import SqlStore, actor, nothing_to_put_back, retried
 from .store.queries import NULL, ident
 
 SLOT_MIGRATION = "0005_run_slots"
@@ -29,16 +30,24 @@ def has_slots(store: SqlStore) -> bool:
 
 def claim_slot(store: SqlStore, slot_key: str, run_id: str, at: datetime) -> bool:
     """Take a slot for this run; False when another run (any host, any process) took it."""
-    with store.transaction():
-        n = store.execute(store.q("slot_claim"), {"s": slot_key, "r": run_id, "at": at})
-    return n > 0
+
+    def claim() -> int:
+        with store.transaction():
+            return store.execute(store.q("slot_claim"), {"s": slot_key, "r": run_id, "at": at})
+
+    # one conditional statement: run again on a conflict (``_again``)
+    return _again(claim, "slot claim") > 0
 
 
 def release_slot(store: SqlStore, slot_key: str, run_id: str) -> None:
     """Give a slot back (the run could not start, e.g. another run held the lock): the next
     tick tries it again."""
-    with store.transaction():
-        store.execute(store.q("slot_release"), {"s": slot_key, "r": run_id})
+
+    def release() -> None:
+        with store.transaction():
+            store.execute(store.q("slot_release"), {"s": slot_key, "r": run_id})
+
+    _again(release, "slot release")
 
 
 def slot_taken_by(store: SqlStore, slot_key: str) -> str | None:
@@ -60,6 +69,32 @@ def record(
     """Finish this run's row with its final exit code and slot; insert the row when the
     run stopped before the engine wrote one (exit 2, 75, 1)."""
     slot_col = has_slots(store)
+    _again(
+        lambda: _record_tx(
+            store, run_id, started, finished, now, exit_code, slot, summary, slot_col
+        ),
+        "run record",
+    )
+
+
+def _again(work: Callable[[], Any], what: str) -> Any:
+    """``work``: one whole transaction on the runs' rows, its writes conditional on the rows
+    as it reads them, nothing outside it: a conflict with another writer (40P01, 40001; an
+    erasure scrubbing run notes) rolled it back whole, so it runs again (``retried``)."""
+    return retried(work, nothing_to_put_back, what)
+
+
+def _record_tx(
+    store: SqlStore,
+    run_id: str,
+    started: datetime,
+    finished: datetime,
+    now: datetime | None,
+    exit_code: int,
+    slot: str | None,
+    summary: dict[str, Any] | None,
+    slot_col: bool,
+) -> None:
     with store.transaction():
         rows = store.query(store.q("run_summary"), {"r": run_id})
         if rows:

@@ -310,3 +310,19 @@ def test_an_operators_command_waits_for_a_runs_write_transaction_on_sqlite(
             "unknown resolve": [],
         }[command]
     )
+
+
+def test_a_runs_record_met_by_a_conflict_runs_again(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's own record at its end (its row finished with the final exit code) met a
+    conflict and ran again: the row holds it (before: "could not record the run")."""
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    db.insert(*_due("p1"))
+    met = conflict_at(monkeypatch, "SET finished_at = COALESCE(")
+    r = _run(cfg, db)
+    assert r.returncode == 0, r.stderr
+    assert _once_again(met)
+    rows = db.query("SELECT exit_code, summary FROM followup_runs")
+    assert len(rows) == 1 and rows[0]["exit_code"] == 0
+    assert json.loads(rows[0]["summary"])["exit_code"] == 0

@@ -55,10 +55,11 @@ class Claiming(LiveTransactions):
     def bookkeep(self, lead: Lead, d: Decision) -> None:
         # One whole transaction and nothing outside it (no API call): a conflict with
         # another writer (40P01, 40001) rolled it back whole, so it runs again, deciding
-        # again on the lead's fresh row, its counts put back first (``retried``).
+        # again on the lead's fresh row, its counts put back first (``retried``: the three
+        # ``_bookkeep_locked`` changes).
         retried(
             partial(self._bookkeep_tx, lead),
-            put_back(self.result, skip=("planned",)),
+            put_back(self.result, only=("optouts", "ended", "holdout")),
             "bookkeeping",
         )
 
