@@ -62,10 +62,11 @@ from .turns import Turns
 CANDIDATE_PAGE = 1000
 DB_CONNECTIONS = 8  # store connections one run opens at most, however many sends in flight
 # A dry run plans this many accounts ahead of the one it walks, each on a connection of its
-# own: an account's candidate query (the scan of its lead rows, without the GIL) overlaps
-# the deciding and rendering of the others (one planner: the walk waited for it half the
-# time of a dry run of a million leads, bench/RESULTS-select.md).
-PLAN_AHEAD = 2
+# own (an account's candidate query, the scan of its lead rows, runs without the GIL). Two
+# ahead overlapped more of the scans at 1M leads / 100k due (7.0 against 7.9 s), but cost
+# more where most rows are candidates (100k / 100k: 5.9 against 5.1 s, +1.3 s system time:
+# three threads passing the GIL back and forth at every row a planner fetches), so one.
+PLAN_AHEAD = 1
 
 
 ProgressFn = Callable[[str, int, int], None]
