@@ -19,7 +19,7 @@ from typing import Any
 
 from .config import LoadedConfig
 from .errors import ConfigError
-from .store.base import SqlStore
+from .store.base import SqlStore, nothing_to_put_back, retried
 
 COLUMNS = ("lead_id", "recipient_id", "account_id", "reason")
 KNOWN = set(COLUMNS) | {"id", "source", "created_at"}
@@ -112,18 +112,25 @@ def import_optouts(
     default_account = account or (accounts[0] if len(accounts) == 1 else None)
     plan = _resolve(store, entries, path, accounts, default_account)
     result = ImportResult(path, lines=len(entries))
-    with store.transaction():
-        # the leads' rows first, in one order (``SqlStore.lock_lead_rows``), not the file's
-        store.lock_lead_rows([item[0] for _, kind, item in plan if kind == "lead"])
-        new_lines = {line for line, kind, item in plan if _record(store, kind, item, who, now)}
-        result.new = len(new_lines)
-        result.already = result.lines - result.new
-        store.audit(
-            "optout_import",
-            now,
-            who,
-            detail={"file": path, "lines": result.lines, "new": result.new},
-        )
+
+    def record() -> None:
+        with store.transaction():
+            # the leads' rows first, in one order (``SqlStore.lock_lead_rows``), not the file's
+            store.lock_lead_rows([item[0] for _, kind, item in plan if kind == "lead"])
+            new_lines = {line for line, kind, item in plan if _record(store, kind, item, who, now)}
+            result.new = len(new_lines)
+            result.already = result.lines - result.new
+            store.audit(
+                "optout_import",
+                now,
+                who,
+                detail={"file": path, "lines": result.lines, "new": result.new},
+            )
+
+    # One whole transaction (idempotent opt-outs, counted anew each time) and nothing
+    # outside it: a conflict with a busy run (40P01, 40001) rolled it back whole, so it
+    # runs again (``retried``) instead of failing.
+    retried(record, nothing_to_put_back, "optout --import")
     return result
 
 

@@ -326,3 +326,19 @@ def test_a_runs_record_met_by_a_conflict_runs_again(
     rows = db.query("SELECT exit_code, summary FROM followup_runs")
     assert len(rows) == 1 and rows[0]["exit_code"] == 0
     assert json.loads(rows[0]["summary"])["exit_code"] == 0
+
+
+def test_an_optout_import_met_by_a_conflict_runs_again_and_writes_once(
+    sent_m1: tuple[Path, LeadDB], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg, db = sent_m1
+    src = tmp_path / "stops.csv"
+    src.write_text("lead_id,reason\np1,asked by email\np2,spam complaint\n")
+    met = conflict_at(monkeypatch, AUDIT_ROW)
+    r = followup("optout", "--import", str(src), "--config", str(cfg), "--db", db.url)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "2 line(s): 2 new opt-out(s), 0 already recorded" in r.stdout
+    assert _once_again(met)
+    rows = db.query("SELECT lead_id FROM followup_optouts ORDER BY lead_id")
+    assert rows == [{"lead_id": "p1"}, {"lead_id": "p2"}]
+    assert _audits(db, "optout_import") == [None]
