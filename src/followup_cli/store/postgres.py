@@ -374,10 +374,7 @@ class PostgresStore(SqlStore):
         if not lead_ids:
             return set()
         rows = self.query(  # one round trip for the batch; try-locks never wait
-            "SELECT k AS lead_id, pg_try_advisory_xact_lock(hashtextextended("
-            "COALESCE(current_schema(), '') || :prefix || k, 0)) AS ok "
-            "FROM unnest(CAST(:ids AS text[])) AS k",
-            {"ids": list(lead_ids), "prefix": ":lead:"},
+            self.q("leads_try_lock"), {"ids": list(lead_ids), "prefix": ":lead:"}
         )
         return {r["lead_id"] for r in rows if r["ok"]}
 

@@ -862,6 +862,11 @@ WHERE finished_at IS NULL AND run_id <> :r AND heartbeat_at > :since
 UPDATE followup_runs SET finished_at = :w, heartbeat_at = :w, exit_code = :c, summary = :s
 WHERE run_id = :r
 
+-- A live run shows it is alive, each batch (``AccountRun``): its open claims are not a
+-- dead run's.
+-- name: run_heartbeat
+UPDATE followup_runs SET heartbeat_at = :w WHERE run_id = :r
+
 -- ============================== the dialect seam (store/sqlite.py, store/postgres.py)
 
 -- Locks: Postgres takes transaction-level advisory locks (SQLite's BEGIN IMMEDIATE already
@@ -873,6 +878,14 @@ SELECT pg_try_advisory_xact_lock(hashtextextended(COALESCE(current_schema(), '')
 
 -- name: lock_wait@postgres
 SELECT pg_advisory_xact_lock(hashtextextended(COALESCE(current_schema(), '') || :k, 0)) AS ok
+
+-- A claim batch's leads, each try-locked (never waited for) in one round trip: the ids of
+-- those locked.
+-- name: leads_try_lock@postgres
+SELECT k AS lead_id,
+  pg_try_advisory_xact_lock(hashtextextended(COALESCE(current_schema(), '') || :prefix || k, 0))
+    AS ok
+FROM unnest(CAST(:ids AS text[])) AS k
 
 -- An account's lease (``leases.py``): a session-level advisory lock, held by the run that
 -- serves the account until it is done with it, and dropped by the server with the

@@ -25,9 +25,7 @@ class RunQueries:
         )
 
     def heartbeat(self, run_id: str, wall: datetime) -> None:
-        self.execute(
-            "UPDATE followup_runs SET heartbeat_at = :w WHERE run_id = :r", {"w": wall, "r": run_id}
-        )
+        self.execute(self.q("run_heartbeat"), {"w": wall, "r": run_id})
 
     def finish_run(
         self, run_id: str, wall: datetime, exit_code: int, summary: dict[str, Any]
