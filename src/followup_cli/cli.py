@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("FOLLOWUP_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     register_environment()  # FOLLOWUP_*TOKEN*/KEY*/SECRET* values never come out
+    if not debug:
+        _quiet_libraries()
     lines: list[str] = []
     try:
         # Standalone mode handles usage errors (exit 2), --help and typer.Exit itself and
@@ -71,6 +73,18 @@ def main(argv: list[str] | None = None) -> None:
             err.print(f"followup: {line}", markup=False)
     sys.stdout.flush()
     sys.exit(code)
+
+
+def _quiet_libraries() -> None:
+    """A library's own log warnings (psycopg's "error ignored terminating <Pipeline>" when
+    the server drops the connection) never reach stderr through logging's last resort: an
+    error is one line (the command's), as cron mails it; --debug shows them."""
+    import logging
+
+    for name in ("psycopg",):
+        lib = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in lib.handlers):
+            lib.addHandler(logging.NullHandler())
 
 
 if __name__ == "__main__":  # pragma: no cover

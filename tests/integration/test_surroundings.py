@@ -267,3 +267,42 @@ def test_postgres_column_of_a_type_the_rules_cannot_compare_is_exit_2_naming_it(
         assert r.returncode == 2, r.stderr
         line = one_line(r.stderr)
         assert "leads.last_outbound_at is text" in line and "timestamptz" in line
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+def test_postgres_dropping_the_connection_mid_run_is_one_line_and_no_send_is_repeated(
+    tmp_path: Path, db: LeadDB, graph: object
+) -> None:
+    """The server ends the run's sessions mid-send (a restart, pg_terminate_backend): the
+    run ends with one line (psycopg's own "error ignored terminating <Pipeline>" warning
+    came out too, through logging's last resort), and the next run marks the send in flight
+    unknown and sends each other lead once."""
+    import psycopg
+
+    from tests.helpers import PG_BASE
+
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    db.insert(*(due(f"d{i}") for i in range(6)))
+    seen = iter(range(1 << 30))
+
+    @graph.on_request
+    def _drop_sessions(call: object) -> None:
+        if next(seen) == 2:
+            with psycopg.connect(PG_BASE, autocommit=True) as conn:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                    (db.schema,),
+                )
+
+    env = {"FOLLOWUP_TOKEN_A": "tok-a"}
+    args = ["run", "--config", str(cfg), "--db", db.url, "--now", NOW.isoformat()]
+    r = followup(*args, env=env)
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr and "Pipeline" not in r.stderr
+    db.settled()
+    again = followup(*args[:-1], (NOW + timedelta(minutes=5)).isoformat(), env=env)
+    assert again.returncode == 3, again.stderr  # the send in flight: unknown
+    delivered = sorted(c.recipient_id for c in graph.deliveries)
+    assert delivered == sorted(f"ig_d{i}" for i in range(6)), delivered
