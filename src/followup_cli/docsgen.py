@@ -212,7 +212,10 @@ def configuration_markdown() -> str:
         if model is Condition:
             out += [
                 "Fields: any lead column (`id`, `account_id`, `score`, `status`, "
-                "`last_inbound_text`, ...) or `attributes.<key>` (dots go deeper).",
+                "`last_inbound_text`, ...) or `attributes.<key>` (dots go deeper). "
+                "A time column (`last_inbound_at`, `last_outbound_at`, `converted_at`) compares "
+                "with an ISO 8601 time, quoted or not (`value: 2026-03-01`; UTC when no offset "
+                "is given). A text and a number do not compare: no ordering operator holds.",
                 "",
                 "| op | holds when | example |",
                 "|---|---|---|",
