@@ -298,9 +298,20 @@ def _undo_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: 
             f"`followup erase --lift {lead} --yes` does (audited); nothing was changed"
         )
 
+    others: list[str] = []
+
     def lift() -> bool:
         with store.transaction(), store.audits_last():
             store.lock_lead_rows([lead])  # the one order: the lead's rows, the audit row last
+            others[:] = store.other_optouts(lead)
+            if others and not store.is_opted_out(lead):
+                # Not this row's opt-out: its person's, said under another row. Lifting
+                # it from here would resume someone who said stop there; nothing changes.
+                raise ConfigError(
+                    f"{lead}: not opted out itself; its person is, under lead "
+                    f"{', '.join(others)}: `followup optout {others[0]} --undo` resumes "
+                    f"them; nothing was changed"
+                )
             changed = store.remove_optout(lead)
             store.audit("optout_undo", now, who, lead_id=lead, detail={"reason": reason})
         return changed
@@ -308,7 +319,13 @@ def _undo_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: 
     # One whole transaction and nothing outside it: a conflict with a busy run (40P01,
     # 40001) rolled it back whole, so it runs again (``retried``) instead of failing.
     changed = retried(lift, nothing_to_put_back, "optout --undo")
-    out.print(f"{lead}: opt-out removed" if changed else f"{lead}: was not opted out")
+    if changed and others:
+        out.print(
+            f"{lead}: opt-out removed; its person stays opted out under lead "
+            f"{', '.join(others)} (`followup optout {others[0]} --undo` resumes them)"
+        )
+    else:
+        out.print(f"{lead}: opt-out removed" if changed else f"{lead}: was not opted out")
 
 
 def _add_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: datetime) -> None:

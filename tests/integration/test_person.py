@@ -512,3 +512,34 @@ def test_a_dry_run_shows_what_the_run_sends_to_a_person_with_two_rows(
     assert sorted(m["lead_id"] for m in planned["messages"]) == ["a_twin", "solo"]
     assert planned["would_send"] == sent["sent"] == 2
     assert sorted(c.recipient_id for c in graph.deliveries) == ["ig_solo", "ig_twin"]
+
+
+def test_optout_undo_under_another_row_never_resumes_a_person_who_said_stop_elsewhere(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    """v1 said stop; v2 is the same person. `optout v2 --undo` must not resume the person
+    behind v1's stop (it did: the person's opt-out went, v1's stayed listed, v2 was messaged)."""
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    common = ["--config", str(cfg), "--db", db.url]
+    db.insert(due("w1", "ig_w"), due("w2", "ig_w"))
+    assert followup("optout", "w1", *common).returncode == 0
+    refused = followup("optout", "w2", "--undo", *common)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "under lead w1" in refused.stderr and "optout w1 --undo" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert run(cfg, db, NOW).returncode == 0
+    assert graph.deliveries_to("ig_w") == []  # still the person's stop
+    listed = followup("optout", "--list", *common)
+    assert "w1" in listed.stdout
+
+    # Both rows opted out: lifting one keeps the person stopped, and says why.
+    assert followup("optout", "w2", *common).returncode == 0
+    one = followup("optout", "w2", "--undo", *common)
+    assert one.returncode == 0 and "stays opted out under lead w1" in one.stdout
+    assert run(cfg, db, NOW + timedelta(minutes=1)).returncode == 0
+    assert graph.deliveries_to("ig_w") == []
+    # The last row's undo resumes the person: one message (one person, two rows).
+    last = followup("optout", "w1", "--undo", *common)
+    assert last.returncode == 0 and "opt-out removed" in last.stdout
+    assert run(cfg, db, NOW + timedelta(minutes=2)).returncode == 0
+    assert len(graph.deliveries_to("ig_w")) == 1

@@ -201,11 +201,45 @@ class PersonQueries:
         return n > 0 or m
 
     def remove_optout(self, lead_id: str) -> bool:
-        """Lift a lead's opt-out and its person's, never an erasure (``erase --lift`` does)."""
+        """Lift a lead's opt-out and its person's, never an erasure (``erase --lift`` does).
+
+        The person's opt-out stays while another lead row of the same person still holds
+        an opt-out of its own (``other_optouts``): lifting it from this row would resume a
+        person who said stop under that other row."""
         n = self.execute(self.q("optout_remove_unless"), {"l": lead_id, "e": suppress.ERASURE})
         key = self.person_key_of(lead_id)
-        m = self.remove_suppression(key, suppress.OPTOUT) if key else False
-        return n > 0 or m
+        if not key or self.other_optouts(lead_id, key):
+            return n > 0
+        return self.remove_suppression(key, suppress.OPTOUT) or n > 0
+
+    def other_optouts(self, lead_id: str, key: str | None = None) -> list[str]:
+        """The other lead rows of ``lead_id``'s person (``key``) holding an opt-out of their
+        own (not an erasure), by lead id: the rows the host table still has, matched by
+        their account and recipient, and the lead the person's opt-out was recorded under."""
+        key = key or self.person_key_of(lead_id)
+        if not key:
+            return []
+        held = {
+            str(r["lead_id"])
+            for r in self.optouts()
+            if r.get("source") != suppress.ERASURE and str(r["lead_id"]) != str(lead_id)
+        }
+        if not held:
+            return []
+        found = {
+            str(row["id"])
+            for row in self.lead_rows(sorted(held))
+            if self.person_key(
+                None if row.get("account_id") is None else str(row["account_id"]),
+                row.get("recipient_id"),
+            )
+            == key
+        }
+        recorded = self.suppression(key)
+        if recorded and recorded.get("lead_id") is not None:
+            if str(recorded["lead_id"]) in held:
+                found.add(str(recorded["lead_id"]))
+        return sorted(found)
 
     def optouts(self) -> list[dict[str, Any]]:
         return self.rows(self.q("optouts_all"))
