@@ -167,6 +167,15 @@ def test_a_missing_attribute_is_falsy_and_named_when_printed() -> None:
     assert refused(deep).reason == "missing_attribute:product.name"
     assert refused(deep, {"attributes": {"product": {}}}).reason == "missing_attribute:product.name"
     assert render(deep, {"attributes": {"product": {"name": "mat"}}}) == "mat"
+    # a null value is lacked too: never printed as "" (a DM saying "Still keen on ?")
+    null = {"attributes": {"product": None}}
+    assert refused("Still keen on {{ lead.attributes.product }}?", null).reason == (
+        "missing_attribute:product"
+    )
+    assert render("{{ lead.attributes.product or 'our product' }}", null) == "our product"
+    assert refused(deep, {"attributes": {"product": {"name": None}}}).reason == (
+        "missing_attribute:product.name"
+    )
     assert (
         render("{{ lead.attributes.product.name or 'x' }}", {"attributes": {"product": {}}}) == "x"
     )

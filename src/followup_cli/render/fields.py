@@ -51,10 +51,10 @@ class Record:
 
 
 class Attributes(dict):
-    """``lead.attributes``: a key this lead lacks is a ``MissingAttribute`` when used, and
-    falsy when tested, so ``or``, ``if`` and ``default`` guard it. Nested mappings are seen
-    the same way: a lead without ``address``, or whose ``address`` has no ``city``, lacks
-    ``address.city``."""
+    """``lead.attributes``: a key this lead lacks (or holds as null) is a ``MissingAttribute``
+    when used, and falsy when tested, so ``or``, ``if`` and ``default`` guard it. Nested
+    mappings are seen the same way: a lead without ``address``, or whose ``address`` has no
+    ``city``, lacks ``address.city``."""
 
     __slots__ = ("__path",)
 
@@ -71,6 +71,8 @@ class Attributes(dict):
 
     def __getitem__(self, key: Any) -> Any:
         value = super().__getitem__(key)
+        if value is None:  # a null is no value: lacked, so guarded or named, never "None" or ""
+            raise KeyError(key)
         if isinstance(value, Mapping) and not isinstance(value, Attributes):
             return self._child(str(key), value)
         return value
