@@ -151,6 +151,7 @@ class AccountRun:
                 if engine.progress:
                     engine.progress(account.id, i + 1, total)
                 continue
+            counted = False  # this lead took one of the run's --limit sends
             if d.action == "send":
                 with engine._lock:
                     if self.remaining[0] is not None and self.remaining[0] <= 0:
@@ -158,10 +159,13 @@ class AccountRun:
                         break
                     if self.remaining[0] is not None:
                         self.remaining[0] -= 1
+                        counted = True
             person = None if self.live or d.action != "send" else (lead.recipient_id or "").strip()
             if person is not None and person in self.dry_persons:
+                if counted:
+                    self._give_back()  # (as the live run's claim gives it back)
                 continue  # the live run's claim would decide it again: no send to this person
-            planned = result.would_send
+            planned, handed = result.would_send, executor.calls
             while (verdict := executor.execute(lead, d)) in ("rate_limit", "daily_cap"):
                 if verdict == "daily_cap":
                     # The account's day is used up: nothing to wait for in this run.
@@ -182,6 +186,16 @@ class AccountRun:
                     break
             if person is not None and result.would_send != planned:
                 self.dry_persons.add(person)
+            if (
+                counted
+                and verdict not in ("rate_limit", "daily_cap")  # (given back above)
+                and executor.calls == handed
+                and result.would_send == planned
+            ):
+                # Decided again at the claim and not sent (a second row of one person, a
+                # reply or STOP since the plan, a template this lead cannot fill): --limit
+                # counts messages, so the room goes to the next lead.
+                self._give_back()
             if engine.progress:
                 engine.progress(account.id, i + 1, total)
         self.i = total

@@ -543,3 +543,20 @@ def test_optout_undo_under_another_row_never_resumes_a_person_who_said_stop_else
     assert last.returncode == 0 and "opt-out removed" in last.stdout
     assert run(cfg, db, NOW + timedelta(minutes=2)).returncode == 0
     assert len(graph.deliveries_to("ig_w")) == 1
+
+
+def test_limit_counts_messages_not_a_second_row_of_one_person(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    """`run --limit 2` with two due rows of one person and another person: the second row
+    is decided again at the claim and not sent, so the room goes to the other person (it
+    used to be counted, and one message went out)."""
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    db.insert(due("x1", "ig_x"), due("x2", "ig_x"), due("x3", "ig_y"))
+    dry = run(cfg, db, NOW, "--limit", "2", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert sorted(m["lead_id"] for m in json.loads(dry.stdout)["messages"]) == ["x1", "x3"]
+    live = run(cfg, db, NOW, "--limit", "2")
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert len(graph.deliveries_to("ig_x")) == 1
+    assert len(graph.deliveries_to("ig_y")) == 1
