@@ -119,9 +119,11 @@ class AccountRun:
             pass
 
     def _step(self, store: SqlStore) -> bool:
+        """Walk the plan until one API call is made (True: the next account's turn) or the
+        walk ends (False)."""
         if self.executor is None:
             self.executor = self._start(store)
-        executor, engine, result, account = self.executor, self.engine, self.result, self.account
+        executor = self.executor
         executor.store = store
         calls = executor.calls
         total = len(self.actionable)
@@ -134,72 +136,90 @@ class AccountRun:
                 self.actionable[i - 1] = None  # walked past: read by nothing any more
             entry = self.actionable[i]
             assert entry is not None
-            lead, d = entry
-            if self.live and (i % self.batch_size == 0 or engine.clock.elapsed() - self.beat > 30):
-                # Each batch (and every 30 s within one) the run shows it is alive, so that
-                # other runs never take its open claims for a dead run's.
-                self.beat = engine.clock.elapsed()
-                store.heartbeat(self.run_id, wall())
-            if result.stopped:
-                result.deferred["account_stopped"] += self._sends_from(i)
+            if not self._lead(store, i, total, *entry):
                 break
-            if engine.clock.elapsed() > self.budget:
-                result.deferred["time_budget"] += self._sends_from(i)
-                break
-            if d.action == "send" and (self.rate_blocked or self.day_blocked):
-                result.deferred["daily_cap" if self.day_blocked else "rate_limit"] += 1
-                if engine.progress:
-                    engine.progress(account.id, i + 1, total)
-                continue
-            counted = False  # this lead took one of the run's --limit sends
-            if d.action == "send":
-                with engine._lock:
-                    if self.remaining[0] is not None and self.remaining[0] <= 0:
-                        result.deferred["limit"] += self._sends_from(i)
-                        break
-                    if self.remaining[0] is not None:
-                        self.remaining[0] -= 1
-                        counted = True
-            person = None if self.live or d.action != "send" else (lead.recipient_id or "").strip()
-            if person is not None and person in self.dry_persons:
-                if counted:
-                    self._give_back()  # (as the live run's claim gives it back)
-                continue  # the live run's claim would decide it again: no send to this person
-            planned, handed = result.would_send, executor.calls
-            while (verdict := executor.execute(lead, d)) in ("rate_limit", "daily_cap"):
-                if verdict == "daily_cap":
-                    # The account's day is used up: nothing to wait for in this run.
-                    self.day_blocked = True
-                    result.deferred["daily_cap"] += 1
-                    self._give_back()
-                    break
-                # At the limit: wait for the sliding window only when time is real and the
-                # run's budget allows; otherwise the rest of the account waits for a later run.
-                can_wait = self.live and self.real_time
-                if not (
-                    can_wait
-                    and engine._wait_for_rate_window(account, store, self.run_id, self.budget)
-                ):
-                    self.rate_blocked = True
-                    result.deferred["rate_limit"] += 1
-                    self._give_back()
-                    break
-            if person is not None and result.would_send != planned:
-                self.dry_persons.add(person)
-            if (
-                counted
-                and verdict not in ("rate_limit", "daily_cap")  # (given back above)
-                and executor.calls == handed
-                and result.would_send == planned
-            ):
-                # Decided again at the claim and not sent (a second row of one person, a
-                # reply or STOP since the plan, a template this lead cannot fill): --limit
-                # counts messages, so the room goes to the next lead.
-                self._give_back()
-            if engine.progress:
-                engine.progress(account.id, i + 1, total)
         self.i = total
         return False
+
+    def _lead(self, store: SqlStore, i: int, total: int, lead: Lead, d: Decision) -> bool:
+        """The plan's ``i``-th lead: deferred, given to the executor, or the walk's end
+        (False: the account stopped, the time budget or the run's --limit is used up)."""
+        engine, result, executor = self.engine, self.result, self.executor
+        assert executor is not None
+        if self.live and (i % self.batch_size == 0 or engine.clock.elapsed() - self.beat > 30):
+            # Each batch (and every 30 s within one) the run shows it is alive, so that
+            # other runs never take its open claims for a dead run's.
+            self.beat = engine.clock.elapsed()
+            store.heartbeat(self.run_id, wall())
+        if result.stopped:
+            result.deferred["account_stopped"] += self._sends_from(i)
+            return False
+        if engine.clock.elapsed() > self.budget:
+            result.deferred["time_budget"] += self._sends_from(i)
+            return False
+        if d.action == "send" and (self.rate_blocked or self.day_blocked):
+            result.deferred["daily_cap" if self.day_blocked else "rate_limit"] += 1
+            self._progress(i, total)
+            return True
+        counted = False  # this lead took one of the run's --limit sends
+        if d.action == "send":
+            with engine._lock:
+                if self.remaining[0] is not None and self.remaining[0] <= 0:
+                    result.deferred["limit"] += self._sends_from(i)
+                    return False
+                if self.remaining[0] is not None:
+                    self.remaining[0] -= 1
+                    counted = True
+        person = None if self.live or d.action != "send" else (lead.recipient_id or "").strip()
+        if person is not None and person in self.dry_persons:
+            if counted:
+                self._give_back()  # (as the live run's claim gives it back)
+            return True  # the live run's claim would decide it again: no send to this person
+        planned, handed = result.would_send, executor.calls
+        verdict = self._execute(store, lead, d)
+        if person is not None and result.would_send != planned:
+            self.dry_persons.add(person)
+        if (
+            counted
+            and verdict not in ("rate_limit", "daily_cap")  # (given back in _execute)
+            and executor.calls == handed
+            and result.would_send == planned
+        ):
+            # Decided again at the claim and not sent (a second row of one person, a
+            # reply or STOP since the plan, a template this lead cannot fill): --limit
+            # counts messages, so the room goes to the next lead.
+            self._give_back()
+        self._progress(i, total)
+        return True
+
+    def _execute(self, store: SqlStore, lead: Lead, d: Decision) -> str | None:
+        """The executor's handling of one lead, waiting for the hourly window when time is
+        real and the budget allows; a full window or day defers the account's rest."""
+        engine, result, executor = self.engine, self.result, self.executor
+        assert executor is not None
+        while (verdict := executor.execute(lead, d)) in ("rate_limit", "daily_cap"):
+            if verdict == "daily_cap":
+                # The account's day is used up: nothing to wait for in this run.
+                self.day_blocked = True
+                result.deferred["daily_cap"] += 1
+                self._give_back()
+                break
+            # At the limit: wait for the sliding window only when time is real and the
+            # run's budget allows; otherwise the rest of the account waits for a later run.
+            can_wait = self.live and self.real_time
+            if not (
+                can_wait
+                and engine._wait_for_rate_window(self.account, store, self.run_id, self.budget)
+            ):
+                self.rate_blocked = True
+                result.deferred["rate_limit"] += 1
+                self._give_back()
+                break
+        return verdict
+
+    def _progress(self, i: int, total: int) -> None:
+        if self.engine.progress:
+            self.engine.progress(self.account.id, i + 1, total)
 
     def _give_back(self) -> None:
         """A send the --limit counted did not happen: it counts for another lead."""
