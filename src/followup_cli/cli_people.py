@@ -312,7 +312,7 @@ def _undo_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: 
                     f"{', '.join(others)}: `followup optout {others[0]} --undo` resumes "
                     f"them; nothing was changed"
                 )
-            changed = store.remove_optout(lead)
+            changed = store.remove_optout(lead, others)
             store.audit("optout_undo", now, who, lead_id=lead, detail={"reason": reason})
         return changed
 

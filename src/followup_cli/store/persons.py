@@ -3,6 +3,7 @@ erasures of the person), and the lead-level opt-out table."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -200,15 +201,18 @@ class PersonQueries:
         )
         return n > 0 or m
 
-    def remove_optout(self, lead_id: str) -> bool:
+    def remove_optout(self, lead_id: str, others: Sequence[str] | None = None) -> bool:
         """Lift a lead's opt-out and its person's, never an erasure (``erase --lift`` does).
 
         The person's opt-out stays while another lead row of the same person still holds
         an opt-out of its own (``other_optouts``): lifting it from this row would resume a
-        person who said stop under that other row."""
+        person who said stop under that other row. (``others``: those rows, when the caller
+        has just read them.)"""
         n = self.execute(self.q("optout_remove_unless"), {"l": lead_id, "e": suppress.ERASURE})
         key = self.person_key_of(lead_id)
-        if not key or self.other_optouts(lead_id, key):
+        if others is None and key:
+            others = self.other_optouts(lead_id, key)
+        if not key or others:
             return n > 0
         return self.remove_suppression(key, suppress.OPTOUT) or n > 0
 
