@@ -986,3 +986,55 @@ def test_lead_table__a_uuid_id_column_works_like_a_text_one(db: LeadDB, tmp_path
     assert rows == [{"lead_id": ids[0], "status": "sent"}, {"lead_id": ids[1], "status": "sent"}]
     again = followup("run", *common)
     assert again.returncode == 0 and '"sent": 0' in again.stdout, again.stdout
+
+
+def test_lead_table__a_status_column_of_an_enum_type_works_like_a_text_one(
+    db: LeadDB, tmp_path: Any
+) -> None:
+    """A host app whose leads.status is a Postgres ENUM (CREATE TYPE lead_status AS ENUM
+    ...), as many keep it: every command reads the status as its text. Before, each query
+    that folds it (``lower(status)``) failed on Postgres: the run, report, plan and status
+    ended in exit 1 with "function lower(lead_status) does not exist"."""
+    import json
+
+    from tests.helpers import base_config, followup, write_config
+
+    if db.backend == "postgres":
+        db.query("CREATE TYPE lead_status AS ENUM ('new', 'qualified', 'converted', 'lost')")
+        ts, status = "TIMESTAMPTZ", "lead_status"
+    else:
+        ts, status = "TEXT", "TEXT CHECK (status IN ('new', 'qualified', 'converted', 'lost'))"
+    create_table(
+        db,
+        f"CREATE TABLE crm_enum (id TEXT PRIMARY KEY, account_id TEXT, recipient_id TEXT, "
+        f"first_name TEXT, score INTEGER, status {status}, last_inbound_at {ts}, "
+        f"last_outbound_at {ts})",
+    )
+    inbound, outbound = (NOW - timedelta(hours=5)).isoformat(), (NOW - timedelta(hours=4))
+    for lead_id, st in (("e1", "qualified"), ("e2", "converted"), ("e3", "new")):
+        sql = "INSERT INTO crm_enum VALUES (?, 'acct_a', ?, 'Ana', 4, ?, ?, ?)"
+        args = (lead_id, f"ig_{lead_id}", st, inbound, outbound.isoformat())
+        if db.backend == "sqlite":
+            conn = sqlite3.connect(db.url)
+            conn.execute(sql, args)
+            conn.commit()
+            conn.close()
+        else:
+            db.query(sql.replace("?, ?, ?)", "CAST(? AS lead_status), ?, ?)"), args)
+    raw = base_config()
+    raw["settings"]["lead_table"] = "crm_enum"
+    cfg = write_config(tmp_path / "sequences.yaml", raw)
+    opts = ("--config", str(cfg), "--db", db.url)
+    common = (*opts, "--now", NOW.isoformat())
+    dry = followup("run", "--dry-run", "--json", *common)
+    assert dry.returncode == 0, dry.stderr
+    assert sorted(m["lead_id"] for m in json.loads(dry.stdout)["messages"]) == ["e1", "e3"]
+    r = followup("run", "--json", *common)
+    assert r.returncode == 0, r.stderr
+    rows = db.query("SELECT lead_id, status FROM followup_tracking ORDER BY lead_id")
+    assert rows == [{"lead_id": "e1", "status": "sent"}, {"lead_id": "e3", "status": "sent"}]
+    for command in (("report", "--format", "json"), ("plan",), ("leads",), ("handoff",)):
+        done = followup(*command, *common)
+        assert done.returncode == 0, (command, done.stderr)
+    assert followup("status", *opts).returncode in (0, 3)  # healthy or not: it answers
+    assert "unexpected" not in followup("status", *opts).stderr

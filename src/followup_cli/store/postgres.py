@@ -23,7 +23,7 @@ from ..errors import PrivilegeError, StoreConfigError, StoreError
 from ..redact import redact
 from ..rules import APOSTROPHES, combining_marks
 from .base import SqlStore
-from .queries import Sql, ident
+from .queries import NULL, Sql, ident
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _TYPED_NULL = {
@@ -364,6 +364,12 @@ class PostgresStore(SqlStore):
         # every call (half the time of lead_states at a million leads).
         return Sql(f"{ident(column)} = ANY(:{param})"), {param: list(values)}
 
+    def _lead_column(self, column: str) -> Sql:
+        """As on SQLite, and the status as its text: a host's ENUM (or other) status type has
+        no lower() of its own."""
+        found = super()._lead_column(column)
+        return Sql(f"CAST({found} AS text)") if column == "status" and found != NULL else found
+
     def _lid(self) -> Sql:
         self.lead_columns()  # learns the id column's type
         # A text id compares with the tool's TEXT lead ids as it is (and keeps its index);
@@ -527,6 +533,8 @@ class PostgresStore(SqlStore):
         due: bool = False,
     ) -> str:
         c = {k: (_TYPED_NULL.get(k, v) if v == "NULL" else v) for k, v in col.items()}
+        if c["status"] != _TYPED_NULL["status"]:
+            c["status"] = f"CAST({c['status']} AS text)"  # an ENUM status folds as its text
         lid = self._lid()
         enrolled_due, new_due = "true", ""
         if due:
