@@ -57,6 +57,23 @@ def _run(loaded: Any, db: LeadDB, now: datetime) -> RunSummary:
         store.close()
 
 
+def _own_reconcile_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's own reconcile done before its accounts, as one step, instead of beside them
+    (``Engine._reconciling``): started beside, under load it may read the replies a test lands
+    mid-run and attribute them before the other run's reconcile the test sets against the
+    batch, which then finds nothing to do (and takes none of the locks the test is about)."""
+    from contextlib import contextmanager
+
+    from followup_cli.outcomes import reconcile
+
+    @contextmanager
+    def first(self: Engine, now: datetime) -> Any:
+        reconcile(self.store, self.config, now)
+        yield
+
+    monkeypatch.setattr(Engine, "_reconciling", first)
+
+
 def _m1_sent(loaded: Any, db: LeadDB, *rows: dict[str, Any]) -> None:
     """These leads got m1 at T0 (each enrolled in s1)."""
     db.insert(*rows)
@@ -271,6 +288,7 @@ def test_a_claim_batch_and_another_runs_reconcile_never_deadlock(
     order first: the reconcile waits for it, and both end cleanly."""
     from followup_cli.outcomes import reconcile
 
+    _own_reconcile_first(monkeypatch)
     with FakeGraphAPI() as fake:
         loaded = _config(tmp_path, fake, monkeypatch)
         _m1_sent(loaded, db, _silent("A"), _silent("B", hours=6))
@@ -326,6 +344,7 @@ def test_an_attempt_and_another_runs_reconcile_never_deadlock(
     rows, then A's and B's enrollments by lead id): the reconcile waits for it."""
     from followup_cli.outcomes import reconcile
 
+    _own_reconcile_first(monkeypatch)
     with FakeGraphAPI() as fake:
         loaded = _config(tmp_path, fake, monkeypatch)
         _m1_sent(loaded, db, _silent("A"), _silent("B", hours=6))  # B's window closes first
