@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import Any
+
+import typer
 
 from . import errors
 from .cli_common import app, err
@@ -43,11 +46,29 @@ def main(argv: list[str] | None = None) -> None:
     if not debug:
         _quiet_libraries()
     lines: list[str] = []
+    usage_error, click_error, no_args = _click_errors()
     try:
-        # Standalone mode handles usage errors (exit 2), --help and typer.Exit itself and
-        # always ends in SystemExit; our own errors and bugs come out here.
-        app(args=args, prog_name="followup")
-        code = 0
+        # Not standalone: a usage error comes out here (one line below, as cron mails it;
+        # Click's own is a framed box of five); --help and typer.Exit return their code.
+        rv = app(args=args, prog_name="followup", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except no_args as exc:  # plain `followup`: the help, as before
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+        code = exc.exit_code
+    except usage_error as exc:
+        lines = [_usage_line(exc)]
+        code = exc.exit_code
+    except click_error as exc:
+        lines = [redact(exc.format_message()) or type(exc).__name__]
+        code = exc.exit_code
+    except typer.Abort:
+        lines = ["aborted"]
+        code = errors.EXIT_UNEXPECTED
+    except BrokenPipeError:  # `followup report | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = errors.EXIT_UNEXPECTED
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except FollowupError as exc:
@@ -73,6 +94,28 @@ def main(argv: list[str] | None = None) -> None:
             err.print(f"followup: {line}", markup=False)
     sys.stdout.flush()
     sys.exit(code)
+
+
+def _click_errors() -> tuple[type, type, type]:
+    """Click's UsageError, ClickException and NoArgsIsHelpError as this typer raises them
+    (its own vendored copy of click in recent versions, click itself in older ones)."""
+    mro = typer.BadParameter.__mro__
+    usage = next(c for c in mro if c.__name__ == "UsageError")
+    click_error = next(c for c in mro if c.__name__ == "ClickException")
+    no_args = getattr(sys.modules[usage.__module__], "NoArgsIsHelpError", None)
+    return usage, click_error, no_args or _Never
+
+
+class _Never(Exception):
+    """Raised by nothing (a click without NoArgsIsHelpError prints the help and exits)."""
+
+
+def _usage_line(exc: Any) -> str:
+    """A usage error in one line: the command, what is wrong, where the help is."""
+    path = exc.ctx.command_path if exc.ctx is not None else "followup"
+    where = path.removeprefix("followup").strip()
+    message = " ".join(exc.format_message().split())
+    return f"{where + ': ' if where else ''}{message} (see `{path} --help`)"
 
 
 def _quiet_libraries() -> None:

@@ -392,3 +392,35 @@ def test_every_command_takes_the_common_options(
     assert r.returncode in (0, 3), (r.returncode, r.stderr)
     by_env = followup(*args, env={"FOLLOWUP_CONFIG": str(cfg), "FOLLOWUP_DB": db.url})
     assert by_env.returncode == r.returncode, by_env.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["run", "--limt", "3"], ["run", "--limt", "--limit"]),
+        (["run", "--limit", "-1"], ["run", "--limit"]),
+        (["unknown", "resolve", "abc"], ["unknown resolve", "integer"]),
+        (["leads", "import"], ["leads import", "file"]),
+        (["rn"], ["rn"]),
+    ],
+)
+def test_bad_usage_is_one_line_on_stderr_and_exit_2(args: list[str], names: list[str]) -> None:
+    """A typo in a crontab line or a script is a failure cron mails: one line naming the
+    command, the option and where the help is, like every other error; before, Click's
+    framed box of five lines (Usage, Try, a box of the message)."""
+    r = followup(*args)
+    assert r.returncode == 2, r
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("followup: ") and "--help" in lines[0], lines
+    for name in names:
+        assert name in lines[0], (name, lines)
+    assert r.stdout == ""
+
+
+def test_help_and_version_still_exit_0() -> None:
+    for args in (["--help"], ["run", "--help"], ["--version"]):
+        r = followup(*args)
+        assert r.returncode == 0 and r.stdout and r.stderr == "", (args, r)
+    bare = followup()
+    assert bare.returncode == 2 and "run" in bare.stdout + bare.stderr
