@@ -18,6 +18,7 @@ from .cli_common import (
     DbOpt,
     JsonOpt,
     NowOpt,
+    _check_account,
     _fmt,
     _load,
     _load_optional,
@@ -81,6 +82,7 @@ def leads_list(
     from .report import leads_in_sequences
 
     loaded = _load(config, strict=False)
+    _check_account(loaded, account)
     when = _when(now)
     store = _store(loaded, db, config, need=READ)
     try:
@@ -88,6 +90,12 @@ def leads_list(
             rows = leads_in_sequences(store, loaded.config, when, sequence, account)
     finally:
         store.close()
+    known = [s.id for s in loaded.config.sequences]
+    if sequence is not None and sequence not in known and not rows:  # a typo, not a quiet day
+        raise ConfigError(
+            f"--sequence {sequence}: no such sequence in {loaded.path} "
+            f"(sequences: {', '.join(known) or 'none'})"
+        )
     if as_json:
         _print_json(rows)
         return

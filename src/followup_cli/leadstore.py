@@ -193,25 +193,31 @@ class ImportResult:
 def read_csv_leads(text: str, name: str) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """(line, row, problem) per CSV record: the row as the store will hold it, validated
     with the run's own parser; ``problem`` names the column and the fix when it is bad."""
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+    header = _csv_step(reader, name, lambda: reader.fieldnames)
     if not header:
         raise ConfigError(f"{name}: empty file; the first line must name the columns")
     header = [h.strip() for h in header]
     reader.fieldnames = header
     missing = [c for c in REQUIRED_LEAD_COLUMNS if c not in header]
     if missing:
+        hint = ""
+        if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+            hint = "; the file is not comma-separated: save it as CSV with commas"
         raise ConfigError(
             f"{name}:1: missing column(s) {', '.join(missing)}; the header needs "
             f"{', '.join(REQUIRED_LEAD_COLUMNS)} (optional: {', '.join(OPTIONAL_LEAD_COLUMNS)})"
+            + hint
         )
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
         raise ConfigError(f"{name}:1: column(s) named twice: {', '.join(dup)}")
-    start = 2
-    for record in reader:
-        line = start
-        start = reader.line_num + 1
+    while (record := _csv_step(reader, name, lambda: next(reader, None))) is not None:
+        # the record's first line: blank lines before it are skipped, a quoted value may
+        # hold line breaks of its own
+        values = [v for v in record.values() if isinstance(v, str)]
+        values += [x for v in record.values() if isinstance(v, list) for x in v]
+        line = reader.line_num - sum(v.count("\n") for v in values)
         if None in record:
             yield line, None, f"{len(header)} columns in the header, more values on this line"
             continue
@@ -234,6 +240,22 @@ def read_csv_leads(text: str, name: str) -> Iterator[tuple[int, dict[str, Any] |
         if row.get("attributes") is not None:
             row["attributes"] = json.dumps(lead.attributes, ensure_ascii=False)
         yield line, row, None
+
+
+# A field may hold a last message or attributes up to a million characters (README); csv's
+# default limit (131,072) made such a file an unexpected error.
+FIELD_LIMIT = 4_000_000
+
+
+def _csv_step(reader: Any, name: str, step: Any) -> Any:
+    """One step of a csv reader: its errors (a field beyond the limit) named with the line."""
+    old = csv.field_size_limit(FIELD_LIMIT)
+    try:
+        return step()
+    except csv.Error as exc:
+        raise ConfigError(f"{name}:{reader.line_num + 1}: not a CSV line ({exc})") from None
+    finally:
+        csv.field_size_limit(old)
 
 
 def import_csv(source: str, text: str, url: str, table: str = "leads") -> ImportResult:
@@ -281,8 +303,8 @@ def _valid_rows(source: str, text: str, result: ImportResult) -> dict[str, dict[
     know, the rejected lines and the duplicates noted in ``result``."""
     rows: dict[str, dict[str, Any]] = {}
     first_line: dict[str, int] = {}
-    reader = csv.reader(io.StringIO(text))
-    header = [h.strip() for h in next(reader, [])]
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
+    header = [h.strip() for h in _csv_step(reader, source, lambda: next(reader, []))]
     result.ignored_columns = [h for h in header if h and h not in COLUMN_NAMES]
     for line, row, problem in read_csv_leads(text, source):
         if problem is not None:

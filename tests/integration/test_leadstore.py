@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,6 +191,55 @@ def test_leads_import__bad_lines_named_by_line_and_reason_same_parser_as_the_run
     assert got == [("l1", 4, "integer", '{"interest": "pricing"}'), ("l2", 5, "integer", None)]
 
 
+def test_leads_import__a_messy_csv_names_the_right_lines_and_never_fails_unexpectedly(
+    tmp_path: Path,
+) -> None:
+    """A spreadsheet's export: a BOM, CRLF, blank lines, a quoted value over two lines, a
+    long last message. Before, a line after a blank one was named by the wrong number (the
+    line before it), a value over 131,072 characters was "unexpected error: Error: field
+    larger than field limit" (exit 1), a BOM on stdin hid the id column, and a file with
+    semicolons was only "missing column(s)"."""
+    dbp = tmp_path / "l.db"
+    assert followup_in_process("leads", "init", "--db", str(dbp)).returncode == 0
+    long_text = "how much? " * 20_000  # 200,000 characters: a long message, not garbage
+    lines = [
+        HEADER.rstrip("\n") + ",last_inbound_text",
+        GOOD[0] + ",hi",  # line 2
+        "",  # line 3: blank
+        "",  # line 4: blank
+        "l5,acct_a,ig_5,Eva,four,new,,2026-03-02T07:05:00Z,,,hi",  # line 5: score
+        'l6,acct_a,ig_6,Eva,4,new,,2026-03-02T07:05:00Z,,,"two\nlines"',  # lines 6-7
+        "l8,acct_a,,Eva,4,new,,2026-03-02T07:05:00Z,,,hi",  # line 8: no recipient
+        f'l9,acct_a,ig_9,Eva,4,new,,2026-03-02T07:05:00Z,,,"{long_text}"',  # line 9
+    ]
+    path = tmp_path / "messy.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    r = followup_in_process("leads", "import", str(path), "--db", str(dbp))
+    assert r.returncode == 2, r.stderr
+    assert "3 new, 0 updated, 0 unchanged, 2 line(s) rejected" in r.stdout, r.stdout
+    assert f"{path}:5: lead l5: score: not an integer" in r.stderr, r.stderr
+    assert f"{path}:8: lead l8: recipient_id: missing recipient" in r.stderr, r.stderr
+    assert "unexpected" not in r.stderr
+    conn = sqlite3.connect(dbp)
+    got = dict(conn.execute("SELECT id, length(last_inbound_text) FROM leads").fetchall())
+    conn.close()
+    assert got == {"l1": 2, "l6": 9, "l9": len(long_text.strip())}
+    # the same file piped in, BOM and all: nothing new, the same lines named
+    piped = subprocess.run(
+        [sys.executable, "-m", "followup_cli", "leads", "import", "-", "--db", str(dbp)],
+        input=path.read_bytes(),
+        capture_output=True,
+        check=False,
+    )
+    out, err = piped.stdout.decode(), piped.stderr.decode()
+    assert piped.returncode == 2 and "0 new, 0 updated, 3 unchanged" in out, (out, err)
+    assert "<stdin>:5: lead l5" in err
+    semi = tmp_path / "semi.csv"
+    semi.write_text("id;account_id;recipient_id;score;last_outbound_at\nl1;acct_a;ig_1;4;x\n")
+    r = followup_in_process("leads", "import", str(semi), "--db", str(dbp))
+    assert r.returncode == 2 and "not comma-separated" in r.stderr, r.stderr
+
+
 def test_leads_import__idempotent_and_upserts_by_id(tmp_path: Path) -> None:
     dbp = tmp_path / "l.db"
     assert followup_in_process("leads", "init", "--db", str(dbp)).returncode == 0
@@ -289,6 +340,25 @@ def test_leads__plain_and_list_still_show_leads_in_a_sequence(db: LeadDB, tmp_pa
     assert plain.returncode == 0 and listed.returncode == 0, plain.stderr + listed.stderr
     assert json.loads(plain.stdout) == json.loads(listed.stdout)
     assert [r["lead_id"] for r in json.loads(plain.stdout)] == ["l1"]
+
+
+def test_leads__an_unknown_account_or_sequence_is_exit_2_not_an_empty_list(
+    db: LeadDB, tmp_path: Path
+) -> None:
+    """`followup leads --sequence wram` (a typo) said "no lead is in a sequence", exit 0, as
+    on a quiet day; run, plan, report and handoff refuse an unknown --account (exit 2)."""
+    cfg = write_config(tmp_path / "c.yaml", base_config())
+    db.insert(
+        lead("l1", last_inbound_at="2026-03-02T07:00:00Z", last_outbound_at="2026-03-02T07:05:00Z")
+    )
+    opts = ("--config", str(cfg), "--db", db.url, "--now", "2026-03-02T14:00:00+01:00")
+    assert followup_in_process("run", *opts).returncode == 0
+    for bad, said in ((("--sequence", "wram"), "sequences: s1"), (("--account", "nope"), "nope")):
+        r = followup_in_process("leads", *bad, *opts)
+        assert r.returncode == 2 and said in r.stderr, r
+        assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
+    ok = followup_in_process("leads", "--sequence", "s1", "--account", "acct_a", "--json", *opts)
+    assert ok.returncode == 0 and [r["lead_id"] for r in json.loads(ok.stdout)] == ["l1"]
 
 
 def test_readme__the_three_own_data_commands_work_as_copied(tmp_path: Path) -> None:
