@@ -340,3 +340,26 @@ def test_condition__a_time_column_takes_an_iso_time_quoted_or_not() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text_of(cfg), "seq.yaml")
     assert "converted_at is a time" in str(info.value) and "seq.yaml:" in str(info.value)
+
+
+def test_a_misspelt_required_key_is_one_error_naming_the_key_it_was_meant_to_be() -> None:
+    """`delay_hour: 20` was two errors ("delay_hours: required key is missing" and
+    "delay_hour: unknown key"): two lines where cron mails one, for one typo."""
+    cfg = base_config()
+    step = cfg["sequences"][0]["messages"][1]
+    step["delay_hour"] = step.pop("delay_hours")
+    with pytest.raises(ConfigError) as info:
+        parse_config(yaml.safe_dump(cfg, sort_keys=False), "seq.yaml")
+    lines = str(info.value).splitlines()
+    assert len(lines) == 1, lines
+    assert (
+        "sequences[0].messages[1].delay_hour: unknown key; did you mean `delay_hours`?"
+        in (lines[0])
+    )
+    # a key that is missing without a look-alike is still said as missing
+    del cfg["sequences"][0]["messages"][1]["delay_hour"]
+    cfg["sequences"][0]["messages"][1]["colour"] = "red"
+    with pytest.raises(ConfigError) as info:
+        parse_config(yaml.safe_dump(cfg, sort_keys=False), "seq.yaml")
+    text = str(info.value)
+    assert "delay_hours: required key is missing" in text and "colour: unknown key" in text

@@ -4,6 +4,7 @@ nodes, depth), validated by the schema, and every problem reported as
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,8 @@ def parse_config(text: str, path: str = "sequences.yaml") -> LoadedConfig:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem_from_pydantic(err, lines) for err in exc.errors()]
+        errs = _misspelt(exc.errors())
+        problems = [_problem_from_pydantic(err, lines) for err in errs]
         raise ConfigError("\n".join(p.format(path) for p in _dedupe(problems))) from None
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return LoadedConfig(config=config, path=path, lines=lines, digest=digest)
@@ -178,6 +180,24 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
             seen.add(key)
             out.append(p)
     return out
+
+
+def _misspelt(errs: list[Any]) -> list[Any]:
+    """A required key written with a typo (``delay_hour: 20``) is one mistake, said once:
+    the unknown key, with the name it was meant to be; not also "required key is missing"
+    (two lines where cron mails one)."""
+    missing = {tuple(e["loc"]): e for e in errs if e.get("type") == "missing" and e.get("loc")}
+    out, merged = [], set()
+    for e in errs:
+        loc = tuple(e.get("loc", ()))
+        if e.get("type") == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            near = [m for m in missing if m[:-1] == loc[:-1] and isinstance(m[-1], str)]
+            match = difflib.get_close_matches(loc[-1], [m[-1] for m in near], n=1, cutoff=0.7)
+            if match:
+                merged.add(loc[:-1] + (match[0],))
+                e = {**e, "type": "misspelt", "msg": f"unknown key; did you mean `{match[0]}`?"}
+        out.append(e)
+    return [e for e in out if not (e.get("type") == "missing" and tuple(e["loc"]) in merged)]
 
 
 def _problem_from_pydantic(err: dict, lines: dict[tuple, int]) -> Problem:
