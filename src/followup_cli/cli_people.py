@@ -106,7 +106,7 @@ def _explain(
         _explain_message(loaded.config, parsed, d, when)
     if d.action == "send" and not pending:
         # Every rule of the lead holds; the account's own windows may still hold it back.
-        from .engine import account_windows
+        from .accountwindows import account_windows
 
         checks, blocked = account_windows(loaded.config, store, parsed.account_id, when)
         d.checks.extend(checks)

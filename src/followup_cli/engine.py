@@ -1,7 +1,7 @@
 """One run: select -> decide -> claim -> send -> record.
 
-* Select (here): per account, the SQL prefilter pages through candidate leads
-  (``plan_account``), leaving out those that cannot be due yet.
+* Select (``accountplan.AccountPlanner``): per account, the SQL prefilter pages through
+  candidate leads (``plan_account``), leaving out those that cannot be due yet.
 * Decide (``rules.decide``, pure): send, skip, end, hold out or wait, per lead.
 * Per account (``accountrun.AccountRun``): the plan walked in order, one API call a turn.
 * Claim (``sending.LiveExecutor``): the account's next leads in one transaction under its
@@ -15,8 +15,14 @@
   killed after the mark leaves a ``pending`` row the next run marks ``unknown`` (never
   resent blindly); before it, a claim the next run releases (``claims.py``).
 * Concurrency: at most ``settings.max_in_flight`` requests in flight, accounts round robin,
-  one send at a time per account (``Engine._serve``); a live run serves an account only
-  while it holds the account's lease, so runs at once share the accounts (``leases.py``).
+  one send at a time per account (``accountpool.AccountPool._serve``); a live run serves an
+  account only while it holds the account's lease, so runs at once share the accounts
+  (``leases.py``).
+
+Here: ``Engine`` (the run's phases: begin, serve, summarise, end; the time budget; the
+helpers the executors share), made of ``AccountPlanner`` (accountplan.py: select and
+decide) and ``AccountPool`` (accountpool.py: the accounts served in turn, or on threads
+under leases). ``explain``'s account windows are in accountwindows.py.
 
 Dry-run is a way of running the engine: the same planning, a ``DryExecutor`` that
 simulates claims in memory, sends nothing and writes nothing.
@@ -28,23 +34,20 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from queue import SimpleQueue
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
+from .accountplan import AccountPlanner
+from .accountpool import AccountPool
 from .accountrun import AccountRun
+from .accountwindows import account_windows
 from .channels.base import Channel, OutgoingMessage, idempotency_key
 from .claims import recover_stale_claims
 from .clock import Clock, wall
-from .config import Account, Config, LoadedConfig, Settings
+from .config import Account, Config, LoadedConfig
 from .crypto import Cipher
 from .handoff import handoff
-from .leases import Leases
-from .models import DELIVERED, UNKNOWN, BadLead, Lead, parse_lead
-from .ratewindow import TICK as _TICK
+from .models import DELIVERED, UNKNOWN, Lead
 from .render import Renderer
 from .results import (
     AccountResult,
@@ -54,25 +57,13 @@ from .results import (
     RunSummary,
     decide_or_name,
 )
-from .rules import Check, Decision, local_midnight, next_local_midnight, next_run_slot
+from .rules import Decision, next_run_slot
 from .store.base import SqlStore, actor
-from .store.memory import MemoryStore
-from .turns import Turns
-
-CANDIDATE_PAGE = 1000
-DB_CONNECTIONS = 8  # store connections one run opens at most, however many sends in flight
-# A dry run plans this many accounts ahead of the one it walks, each on a connection of its
-# own (an account's candidate query, the scan of its lead rows, runs without the GIL). Two
-# ahead overlapped more of the scans at 1M leads / 100k due (7.0 against 7.9 s), but cost
-# more where most rows are candidates (100k / 100k: 5.9 against 5.1 s, +1.3 s system time:
-# three threads passing the GIL back and forth at every row a planner fetches), so one.
-PLAN_AHEAD = 1
-
 
 ProgressFn = Callable[[str, int, int], None]
 
 
-class Engine:
+class Engine(AccountPool, AccountPlanner):
     """Runs the cron job against one store and one channel. Knows nothing of Typer or Rich."""
 
     def __init__(
@@ -154,23 +145,6 @@ class Engine:
         runs = [AccountRun(self, a, run) for a in accounts if a.enabled]
         return results, runs
 
-    def _serve_live(self, runs: list[AccountRun], now: datetime, run_id: str) -> None:
-        """A live run's accounts served, one by one or on ``max_in_flight`` threads. A live
-        run serves an account only while it holds the account's lease, so that runs at once
-        on one store share the accounts (leases.py; the claims stay the guarantee against
-        sending twice). Whatever ends it, the claims never handed to the API are freed."""
-        workers = min(self.config.settings.max_in_flight, len(runs))
-        leases = Leases(self.store, run_id)
-        with self._reconciling(now):  # the responses and conversions since the last run
-            try:
-                if workers <= 1:
-                    self._one_by_one(runs, leases)
-                else:
-                    self._serve(runs, workers, leases)
-            finally:
-                leases.close()
-                self._release_unattempted(run_id)
-
     def _summarise(
         self, summary: RunSummary, results: list[AccountResult], runs: list[AccountRun]
     ) -> None:
@@ -200,306 +174,12 @@ class Engine:
         to_next = (next_run_slot(now, st) - now).total_seconds() - 300
         return max(60.0, min(st.run_budget_minutes * 60, to_next))
 
-    @contextmanager
-    def _reconciling(self, now: datetime) -> Iterator[None]:
-        """A live run brings outcomes up to date (``outcomes.reconcile``: responses and
-        conversions since the last run) on a connection of its own while it serves the
-        accounts: it reads the whole lead table as the accounts' candidate queries do, and
-        one after the other they were 0.4 s of 2.1 at a million leads. Nothing a run decides
-        or claims reads what it writes (follow-ups' outcome times and statuses among those
-        counted alike, enrollments' outcome times, marks); its transactions keep the one
-        lock order, as another run's reconcile beside this one would. Done when the block
-        ends: its error then, unless the run's own comes first."""
-        from .outcomes import reconcile
-
-        second = self._second_stores(1)
-        if not second:
-            reconcile(self.store, self.config, now)
-            yield
-            return
-        store = second[0]
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
-        done = pool.submit(reconcile, store, self.config, now)
-        try:
-            yield
-        except BaseException as exc:
-            if not isinstance(exc, Exception):  # interrupted: stop it (its chunk rolls back)
-                store.interrupt()
-            raise
-        finally:
-            pool.shutdown(wait=True)
-            store.close()
-        done.result()
-
-    def _in_turn(self, runs: list[AccountRun], now: datetime) -> None:
-        """A dry run: the accounts one after the other, in order, on this thread; the next
-        ``PLAN_AHEAD`` accounts are planned meanwhile, each on a connection of its own (their
-        SQL releases the GIL), when the store can open ones that see the same tables."""
-        planners = self._second_stores(min(PLAN_AHEAD, len(runs) - 1))
-        if not planners:
-            for r in runs:
-                while r.step(self.store):
-                    pass
-            return
-        free: SimpleQueue[SqlStore] = SimpleQueue()
-        for p in planners:
-            free.put(p)
-
-        def plan(r: AccountRun) -> tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]:
-            store = free.get()  # as many workers as connections: one is always free here
-            try:
-                return self.plan_account(r.account, store, now, r.result, False)
-            finally:
-                free.put(store)
-
-        ahead = 1  # the next account to plan ahead (the first is planned on this thread)
-        with ThreadPoolExecutor(max_workers=len(planners), thread_name_prefix="plan") as pool:
-            try:
-                for k, r in enumerate(runs):
-                    # at most PLAN_AHEAD plans wait (their leads and decisions in memory)
-                    while ahead < len(runs) and ahead <= k + len(planners):
-                        runs[ahead].planned = pool.submit(plan, runs[ahead])
-                        ahead += 1
-                    while r.step(self.store):
-                        pass
-            finally:
-                for r in runs:  # an error: the plans not taken yet are not waited for
-                    if r.planned is not None:
-                        r.planned.cancel()
-                pool.shutdown(wait=True)
-                for p in planners:
-                    p.close()
-
-    def _second_stores(self, n: int) -> list[SqlStore]:
-        """Up to ``n`` more connections (planning ahead, the reconcile), or none: an in-memory
-        store shares its one connection, and a dry run on a fresh store (``scratch``) has the
-        tool's (empty) tables only in its own connection: in TEMP on SQLite, in a transaction
-        that is rolled back on Postgres."""
-        if n <= 0 or isinstance(self.store, MemoryStore) or self.store.in_scratch:
-            return []
-        planners: list[SqlStore] = []
-        for _ in range(n):
-            try:
-                planner = self.store.clone()
-            except Exception:  # noqa: BLE001 - no more connections: plan with fewer
-                break
-            planner.cipher = self.store.cipher
-            planners.append(planner)
-        return planners
-
-    def _one_by_one(self, runs: list[AccountRun], leases: Leases | None) -> None:
-        """One account after the other on this thread; those whose lease another run held
-        tried again at the end (``leases.py``)."""
-        later: list[AccountRun] = []
-        for last_try, queue in ((False, runs), (True, later)):
-            for r in queue:
-                if leases is not None and not leases.take(r, last_try):
-                    if not last_try:
-                        later.append(r)
-                    continue
-                try:
-                    while r.step(self.store):
-                        pass
-                finally:
-                    if leases is not None:
-                        leases.release(r)
-
-    def _serve(self, runs: list[AccountRun], workers: int, leases: Leases | None = None) -> None:
-        """Step the accounts on ``workers`` threads, round robin: a thread takes the account
-        that has waited longest, handles its leads up to and including one API call, and
-        puts it back at the end of the line. An account is on one thread at a time, so its
-        sends stay one at a time and in its order, and at most ``workers`` requests are in
-        flight whatever the number of accounts. The threads share ``DB_CONNECTIONS`` store
-        connections at most (each store serialises its own use: a transaction holds its
-        connection, a send holds none).
-
-        With ``leases`` (a live run), an account is started only once its lease is taken,
-        and while other runs are alive no more than this run's share of the accounts are
-        open at once (``Leases.share``): the others stay free for another run to take. An
-        account another run holds is tried again once this run has nothing else left to
-        do."""
-        stores = [self.store.clone() for _ in range(min(workers, DB_CONNECTIONS))]
-        for s in stores:
-            s.cipher = self.store.cipher
-        turns = Turns(runs, leases)
-        threads = [
-            threading.Thread(
-                target=turns.serve,
-                args=(stores[i % len(stores)],),
-                name=f"send-{i}",
-                daemon=True,
-            )
-            for i in range(workers)
-        ]
-        try:
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        finally:
-            # Interrupted: each thread finishes the lead it holds, then takes no other; the
-            # outcomes still held are written (an account that ran out of leads wrote its own).
-            turns.stop()
-            for t in threads:
-                t.join()
-            try:
-                for r in turns.ready:
-                    r.flush(stores[0])
-            finally:
-                for s in stores:
-                    s.close()
-        if turns.errors:
-            raise turns.errors[0]
-
     # ----------------------------------------------------------- stale claims
     def expire_stale_claims(self, now: datetime, run_id: str) -> int:
         """Other runs' claims whose run is gone: ``unknown`` when attempted (never resent
         blindly), released when never handed to the API (``claims.py``). Returns the
         number marked unknown."""
         return recover_stale_claims(self.store, self.actor, now, run_id)[0]
-
-    def _release_unattempted(self, run_id: str) -> None:
-        """Whatever ended the run: the claims it never handed to the API are freed (each
-        account releases its own as its turn ends; this catches one that could not).
-        If the store refuses, the next run releases them (its run is then gone)."""
-        try:
-            self.store.release_unattempted(run_id)
-        except Exception:  # noqa: BLE001, S110 - an error already ending the run comes first
-            pass
-
-    # ---------------------------------------------------------------- planning
-    def plan_account(
-        self,
-        account: Account,
-        store: SqlStore,
-        now: datetime,
-        result: AccountResult,
-        live: bool = False,
-    ) -> tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]:
-        """All decisions for an account: (actions to execute in order, bookkeeping actions).
-
-        Only leads that may be due are read (see ``SqlStore.candidate_leads``); a ``live``
-        run stores, for each active enrollment it finds not due yet, when it can be due at
-        the earliest, so the next runs leave it out until then."""
-        st = self.config.settings_for(account)
-        actionable: list[tuple[Lead, Decision]] = []
-        bookkeeping: list[tuple[Lead, Decision]] = []
-        digest = self.loaded.digest
-        nameless = store.leads_without_id(account.id)
-        if nameless:
-            result.bad("?", f"lead rows of account {account.id} without an id: {nameless}")
-        for page in self._candidate_pages(account, store, now, st, digest):
-            leads: list[Lead] = []
-            for row in page:
-                try:
-                    leads.append(parse_lead(row))
-                except BadLead as exc:
-                    result.bad(exc.lead_id, str(exc))
-            acts, books = self._decide_page(leads, store, now, st, digest, result, live)
-            actionable += acts
-            bookkeeping += books
-        far = datetime.max.replace(tzinfo=now.tzinfo)
-        # Windows closing soonest first, then the longest-overdue step, then lead id.
-        actionable.sort(
-            key=lambda ld: (ld[1].window_closes_at or far, ld[1].due_at or far, ld[0].id)
-        )
-        return actionable, bookkeeping
-
-    def _candidate_pages(
-        self, account: Account, store: SqlStore, now: datetime, st: Settings, digest: str
-    ) -> Iterator[list[dict[str, Any]]]:
-        """The account's lead rows that may be due (``SqlStore.candidate_leads``), a page at
-        a time in id order; the next page is read once the caller is done with this one."""
-        after: Any = None
-        while True:
-            page = store.candidate_leads(
-                account.id,
-                st.min_score,
-                st.max_score,
-                after,
-                CANDIDATE_PAGE,
-                keywords=st.all_optout_keywords,
-                now=now,
-                config=digest,
-                new_due_before=self.new_leads_due_before(account, now),
-            )
-            if not page:
-                return
-            last = store.page_key(page[-1]["id"])
-            if last == after:
-                return  # a page of rows without an id: none past it (``plan_account`` names them)
-            after = last
-            yield page
-            if len(page) < CANDIDATE_PAGE:
-                return
-
-    def _decide_page(
-        self,
-        leads: list[Lead],
-        store: SqlStore,
-        now: datetime,
-        st: Settings,
-        digest: str,
-        result: AccountResult,
-        live: bool,
-    ) -> tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]:
-        """A page of leads decided on their states (read for the page at once): (actions to
-        execute, bookkeeping actions), in the page's order. A ``live`` run stores, for each
-        active enrollment not due yet, when it can be due at the earliest."""
-        actionable: list[tuple[Lead, Decision]] = []
-        bookkeeping: list[tuple[Lead, Decision]] = []
-        ids = [lead.id for lead in leads]
-        versions = store.enrollment_versions(ids) if live else {}  # before the state
-        states = store.lead_states(
-            ids,
-            {lead.id: store.person_key(lead.account_id, lead.recipient_id) for lead in leads},
-        )
-        hints: list[tuple[str, str, int, datetime]] = []
-        for lead in leads:
-            d = decide_or_name(lead, states[lead.id], self.config, now, result)
-            if d is None:
-                continue
-            if d.action in ("send", "skip"):
-                actionable.append((lead, d))
-            elif d.action in ("end", "holdout") or d.keyword_optout:
-                bookkeeping.append((lead, d))
-            elif d.action == "wait":
-                result.waiting[d.reason] += 1
-            version = versions.get((lead.id, d.sequence_id or ""))
-            if version is not None:
-                hint = self.next_due_hint(d, st)
-                if hint is not None and hint > now:
-                    hints.append((lead.id, d.sequence_id or "", version, hint))
-        if hints:
-            store.set_next_due(hints, digest)
-        return actionable, bookkeeping
-
-    def new_leads_due_before(self, account: Account, now: datetime) -> datetime:
-        """A lead not in a sequence can be due only if we wrote to it before this time: the
-        shortest delay of any active step of any active sequence (less the pull-forward
-        allowance) before ``now``."""
-        delays = [
-            m.delay_hours for s in self.config.sequences if s.active for m in s.messages if m.active
-        ]
-        if not delays:
-            return now - timedelta(days=365 * 100)
-        st = self.config.settings_for(account)
-        earliest = min(delays) - (st.pull_forward_hours if st.pull_forward else 0)
-        return now - timedelta(hours=earliest)
-
-    def next_due_hint(self, d: Decision, st: Any) -> datetime | None:
-        """For an enrolled lead that is not due: the earliest time a run can act on it
-        (send, skip or end a holdout), as long as its tracking rows and the config stay
-        the same; None when a run must look again every time (a step in flight or unknown,
-        a cap, quiet hours...). A terminal change (reply, conversion, score, opt-out) is
-        caught by the candidate query itself."""
-        if d.action == "wait" and d.reason == "not_due" and d.due_at is not None:
-            pull = st.pull_forward_hours if st.pull_forward else 0
-            return d.due_at - timedelta(hours=pull)
-        if d.action == "none" and d.reason == "holdout" and d.anchor_at and d.sequence:
-            last = max((m.delay_hours for m in d.sequence.messages), default=0)
-            return d.anchor_at + timedelta(hours=last)
-        return None
 
     def _wait_for_rate_window(
         self, account: Account, store: SqlStore, run_id: str, budget: float
@@ -562,70 +242,6 @@ class Engine:
         return None
 
 
-def account_windows(
-    config: Config, store: SqlStore, account_id: str | None, now: datetime
-) -> tuple[list[Check], tuple[str, str, datetime | None] | None]:
-    """The account's hourly and daily windows as ``explain`` shows them: a check line each,
-    and (reason, detail, room again at) when one of them is full: what holds a due lead back
-    even though every rule of its own holds."""
-    account = config.account(account_id)
-    if account is None:
-        return [], None
-    hour, day = config.rate_limits(account)
-    checks: list[Check] = []
-    blocked: tuple[str, str, datetime | None] | None = None
-    since = now - timedelta(hours=1)
-    used = store.recent_sends(account.id, since)
-    if used >= hour:
-        oldest = store.oldest_recent_send(account.id, since)
-        again = oldest + timedelta(hours=1) if oldest else None
-        when = f"; room again at {_fmt_utc(again)}" if again else ""
-        checks.append(
-            Check(
-                "account hourly cap",
-                False,
-                f"{account.id} sent {used} of {hour} in the last hour{when}",
-            )
-        )
-        blocked = (
-            "account_hourly_cap",
-            f"account {account.id}'s hourly cap is full ({used} of {hour}){when}",
-            again,
-        )
-    else:
-        checks.append(
-            Check("account hourly cap", True, f"{account.id}: {used} of {hour} in the last hour")
-        )
-    if day is not None:
-        tz = config.settings_for(account).timezone
-        used_day = store.recent_sends(account.id, local_midnight(now, tz) - _TICK)
-        if used_day >= day:
-            again = next_local_midnight(now, tz)
-            checks.append(
-                Check(
-                    "account daily cap",
-                    False,
-                    f"{account.id} sent {used_day} of {day} today ({tz}); "
-                    f"room again at {_fmt_utc(again)}",
-                )
-            )
-            blocked = blocked or (
-                "account_daily_cap",
-                f"account {account.id}'s daily cap is full ({used_day} of {day} today, {tz}); "
-                f"room again at {_fmt_utc(again)}",
-                again,
-            )
-        else:
-            checks.append(
-                Check("account daily cap", True, f"{account.id}: {used_day} of {day} today ({tz})")
-            )
-    return checks, blocked
-
-
-def _fmt_utc(dt: datetime | None) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if dt else "never"
-
-
 __all__ = [
     "Engine",
     "RunOptions",
@@ -634,4 +250,6 @@ __all__ = [
     "PlannedSend",
     "DELIVERED",
     "handoff",
+    "account_windows",
+    "decide_or_name",
 ]

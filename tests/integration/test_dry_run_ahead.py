@@ -1,4 +1,4 @@
-"""A dry run plans the next accounts (``engine.PLAN_AHEAD``), each on a connection of its
+"""A dry run plans the next accounts (``accountpool.PLAN_AHEAD``), each on a connection of its
 own, while the current one renders (``Engine._in_turn``): the same summary and the same
 planned messages, in the same order, as planning each account in its turn. SQLite file and
 Postgres."""
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from followup_cli import engine as engine_module
+from followup_cli import accountpool
 from followup_cli.clock import Clock
 from followup_cli.config import parse_config
 from followup_cli.engine import Engine, RunOptions
@@ -108,7 +108,7 @@ def test_a_dry_run_planned_ahead_is_the_dry_run_planned_in_turn(
             )
     store.close()
 
-    monkeypatch.setattr(engine_module, "PLAN_AHEAD", plan_ahead)
+    monkeypatch.setattr(accountpool, "PLAN_AHEAD", plan_ahead)
     ahead, ahead_planned, threads = _dry_run(db.url, **options)
     assert "plan" in threads, "the next accounts were planned on the planning threads"
     monkeypatch.setattr(Engine, "_second_stores", lambda self, n: [])

@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from followup_cli import engine as engine_module
+from followup_cli import accountplan
 from followup_cli.channels import make_channel
 from followup_cli.clock import Clock
 from followup_cli.config import load_config
@@ -334,7 +334,7 @@ def check_run(backend: str, pairs: list[tuple[str, Any]], must_name: bool) -> No
 
 @pytest.fixture(autouse=True)
 def _small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_module, "CANDIDATE_PAGE", 2)
+    monkeypatch.setattr(accountplan, "CANDIDATE_PAGE", 2)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
