@@ -264,6 +264,9 @@ def optout(
             _export_optouts(store, lead or "-")
         elif undo:
             assert lead is not None
+            from .optouts import refuse_undo_of_a_keyword
+
+            refuse_undo_of_a_keyword(store, loaded, lead)
             _undo_optout(store, lead, reason, actor(), now)
         else:
             assert lead is not None

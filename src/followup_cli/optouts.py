@@ -232,3 +232,37 @@ def export_optouts(store: SqlStore) -> tuple[str, int, int]:
 
 def _iso(dt: object) -> str:
     return dt.isoformat() if isinstance(dt, datetime) else str(dt or "")
+
+
+def refuse_undo_of_a_keyword(store: SqlStore, loaded: LoadedConfig | None, lead_id: str) -> None:
+    """``optout LEAD --undo`` of a lead whose last message holds an opt-out keyword: that
+    message stops it whatever is recorded (the next run records the opt-out again), so
+    lifting the record would tell the operator the lead resumes when it never does. Refused,
+    nothing changed; the lead resumes once it writes again without the keyword."""
+    from .config import Settings
+    from .models import BadLead, parse_lead
+    from .rules import keyword_optout
+
+    row = store.lead_row(lead_id)
+    if row is None:
+        return
+    try:
+        lead = parse_lead(row)
+    except BadLead:
+        return
+    config = loaded.config if loaded is not None else None
+    account = config.account(lead.account_id) if config is not None else None
+    settings = (
+        config.settings_for(account)
+        if config is not None and account is not None
+        else config.settings
+        if config is not None
+        else Settings()
+    )
+    kw = keyword_optout(lead.last_inbound_text, settings.all_optout_keywords)
+    if kw:
+        raise ConfigError(
+            f"{lead_id}: its last message holds the opt-out keyword {kw!r}, which stops it "
+            "whatever is recorded (the next run would record the opt-out again); it resumes "
+            "once it writes again without it; nothing was changed"
+        )

@@ -560,3 +560,27 @@ def test_limit_counts_messages_not_a_second_row_of_one_person(
     assert live.returncode == 0, live.stdout + live.stderr
     assert len(graph.deliveries_to("ig_x")) == 1
     assert len(graph.deliveries_to("ig_y")) == 1
+
+
+def test_optout_undo_of_a_lead_whose_last_message_says_stop_is_refused_not_a_silent_no_op(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    """A lead whose last message holds an opt-out keyword: `optout --undo` said "opt-out
+    removed", exit 0, and the next run recorded the same keyword opt-out again from the same
+    message: the operator was told the lead resumes, and it never did. Now the undo is
+    refused (exit 2, one line naming the keyword and when the lead resumes), nothing is
+    changed; once the lead writes again without it, the keyword no longer holds it."""
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    common = ["--config", str(cfg), "--db", db.url]
+    db.insert(due("k1", "ig_k1", last_inbound_text="please STOP writing"), due("k2", "ig_k2"))
+    assert run(cfg, db, NOW).returncode == 0
+    assert graph.deliveries_to("ig_k1") == [] and len(graph.deliveries_to("ig_k2")) == 1
+    undo = followup("optout", "k1", "--undo", *common)
+    assert undo.returncode == 2, undo
+    assert len(undo.stderr.splitlines()) == 1 and "'stop'" in undo.stderr, undo.stderr
+    assert "nothing was changed" in undo.stderr
+    listed = json.loads(followup("optout", "--list", "--json", *common).stdout)
+    assert [r["lead_id"] for r in listed] == ["k1"]
+    # an opt-out recorded by hand, with nothing in the last message, is lifted as before
+    assert followup("optout", "k2", *common).returncode == 0
+    assert followup("optout", "k2", "--undo", *common).returncode == 0
