@@ -256,3 +256,32 @@ def test_no_template_builds_more_than_the_bound_or_runs_long(expr: str, loop: bo
         assert text is not None and len(text) <= MAX_CHARS
         assert "1234567890" not in text  # the sample lead's recipient id: no record printed
     assert time.monotonic() - started < 8.0, template
+
+
+def test_an_attribute_named_like_a_dict_method_is_the_leads_value() -> None:
+    """A host app's custom fields `items`, `values`, `count`, `keys`, `get`, ...:
+    `{{ lead.attributes.items }}` was the dict's method, so every lead holding `items` was
+    skipped ("builtin_function_or_method object has no element 0") or got "<built-in method
+    ...>" in its DM. The lead's value wins; a lead without it is still missing it; and the
+    idiom `lead.attributes.get('x', 'y')` still works for a lead that has no `get` field."""
+    data = {
+        "attributes": {
+            "items": ["shoe", "hat"],
+            "values": "quality",
+            "count": 3,
+            "keys": 2,
+            "address": {"items": "a box"},
+        }
+    }
+    assert render("{{ lead.attributes.items[0] }}, {{ lead.attributes.items | length }}", data) == (
+        "shoe, 2"
+    )
+    assert render("{{ lead.attributes.values }} x{{ lead.attributes.count }}", data) == (
+        "quality x3"
+    )
+    assert render("{{ lead.attributes.keys + 1 }} {{ lead.attributes.address.items }}", data) == (
+        "3 a box"
+    )
+    assert render("{{ lead.attributes.get('colour', 'any colour') }}", data) == "any colour"
+    null = {"attributes": {"items": None}}
+    assert refused("{{ lead.attributes.items }}", null).reason == "missing_attribute:items"

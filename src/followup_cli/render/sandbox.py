@@ -16,7 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import pass_context
 
 from .errors import TemplateLimit
-from .fields import FieldUndefined, Record
+from .fields import Attributes, FieldUndefined, Record
 from .limits import (
     MAX_CHARS,
     MAX_ITEMS,
@@ -136,6 +136,16 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             check_size(right, "the values of %")
             check_percent_format(left)
         return checked_result(super().call_binop(context, operator, left, right), operator)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # A custom field named like a dict method (`items`, `values`, `count`, `get`...) is
+        # the lead's value, not the method: Jinja tries the attribute first.
+        if isinstance(obj, Attributes) and dict.__contains__(obj, attribute):
+            try:
+                return obj[attribute]
+            except KeyError:  # held as null: lacked, as any missing attribute
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
 
     def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         _step()
