@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import Account, Config, LoadedConfig, Settings
 from .models import BadLead, Lead, parse_lead
+from .person_inbound import PersonRows
 from .results import AccountResult, decide_or_name
 from .rules import Decision
 from .store.base import SqlStore
@@ -38,8 +39,10 @@ class AccountPlanner:
     ) -> tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]:
         """All decisions for an account: (actions to execute in order, bookkeeping actions).
 
-        Only leads that may be due are read (see ``SqlStore.candidate_leads``); a ``live``
-        run stores, for each active enrollment it finds not due yet, when it can be due at
+        Only leads that may be due are read (see ``SqlStore.candidate_leads``), each decided
+        on its person's latest inbound message, under any of its lead rows
+        (``person_inbound``: one query, once the account has a candidate); a ``live`` run
+        stores, for each active enrollment it finds not due yet, when it can be due at
         the earliest, so the next runs leave it out until then."""
         st = self.config.settings_for(account)
         actionable: list[tuple[Lead, Decision]] = []
@@ -48,6 +51,7 @@ class AccountPlanner:
         nameless = store.leads_without_id(account.id)
         if nameless:
             result.bad("?", f"lead rows of account {account.id} without an id: {nameless}")
+        persons: PersonRows | None = None  # read once the account has a candidate
         for page in self._candidate_pages(account, store, now, st, digest):
             leads: list[Lead] = []
             for row in page:
@@ -55,6 +59,11 @@ class AccountPlanner:
                     leads.append(parse_lead(row))
                 except BadLead as exc:
                     result.bad(exc.lead_id, str(exc))
+            if leads:
+                # the silence is the person's: the latest inbound of any of its rows
+                if persons is None:
+                    persons = PersonRows.load(store, account.id)
+                leads = persons.apply_all(leads)
             acts, books = self._decide_page(leads, store, now, st, digest, result, live)
             actionable += acts
             bookkeeping += books

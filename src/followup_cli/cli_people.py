@@ -79,6 +79,7 @@ def _explain(
     """The decision the run would make for the lead now (with the account's windows), and
     the lead's tracking rows."""
     from .models import BadLead, LeadState, parse_lead
+    from .person_inbound import PersonRows
     from .rules import decide
 
     pending = _pending_migrations(store)
@@ -90,6 +91,8 @@ def _explain(
         parsed = parse_lead(row)
     except BadLead as exc:
         raise ConfigError(f"{exc}; fix the row in the lead store") from None
+    # the silence is the person's: the latest inbound under any of its lead rows
+    parsed = PersonRows.for_recipient(store, parsed.account_id, parsed.recipient_id).apply(parsed)
     if state is None:
         person = store.person_key(parsed.account_id, parsed.recipient_id)
         state = store.lead_state(lead, person)

@@ -92,6 +92,11 @@ class Lead:
     converted_at: datetime | None = None
     timezone: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    # The person's other lead rows (same account and recipient id), as the run found them
+    # (``person_inbound``), and the one whose inbound message is ``last_inbound_at`` when it
+    # is later than this row's own: the silence is the person's, not the row's. Not columns.
+    other_rows: tuple[str, ...] = ()
+    inbound_lead_id: str | None = None
 
     def context(self) -> dict[str, Any]:
         """What templates see as ``lead``."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from .config import Config
 from .models import CONVERTED, DELIVERED, READ, RESPONDED, SENT, parse_time
+from .person_inbound import inbound_time
 from .store.base import SqlStore, put_back, retried
 
 ATTRIBUTION_DAYS = 30
@@ -160,6 +161,7 @@ def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
         for e in store.outcome_enrollments(since=since, lead_ids=ids):
             enr_by_lead[str(e["lead_id"])].append(e)
         leads = {str(lead["id"]): lead for lead in store.lead_rows(ids)}
+        _persons_rows(store, leads, by_lead, enr_by_lead, since, now)
         work = partial(_reconcile_chunk, store, chunk, leads, by_lead, enr_by_lead, now, counts)
         settled_marks = retried(work, put_back(counts), "reconcile")
         # After the chunk's commit: a claim that forgets one of these marks (0011) never
@@ -167,6 +169,45 @@ def reconcile(store: SqlStore, config: Config, now: datetime) -> OutcomeCounts:
         # (a crash in between leaves the leads unmarked: looked at again, idempotent).
         store.save_outcome_marks(settled_marks, now)
     return counts
+
+
+def _persons_rows(
+    store: SqlStore,
+    leads: Mapping[str, Mapping[str, Any]],
+    by_lead: dict[str, list[dict[str, Any]]],
+    enr_by_lead: dict[str, list[dict[str, Any]]],
+    since: datetime,
+    now: datetime,
+) -> None:
+    """A response recorded on a lead row the tool never wrote to (the host app holds the
+    person under a newer lead id too) is the person's: for such a lead whose message is
+    recent, the follow-ups and enrollments of its person under other rows (by person key)
+    stand in for its own (``by_lead``, ``enr_by_lead``), so the follow-up it answers counts
+    as answered. Only the response: a conversion stays the row's own."""
+    keys: dict[str, str] = {}
+    for lid, lead in leads.items():
+        if by_lead.get(lid) or enr_by_lead.get(lid):
+            continue
+        at = inbound_time(lead.get("last_inbound_at"))
+        if at is None or not since <= at <= now:
+            continue
+        account = lead.get("account_id")
+        key = store.person_key(None if account is None else str(account), lead.get("recipient_id"))
+        if key:
+            keys[lid] = key
+    if not keys:
+        return
+    wanted = sorted(set(keys.values()))
+    fu: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    en: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in store.outcome_followups(since=since, lead_ids=wanted, by="person_key"):
+        fu[r["person_key"]].append(r)
+    for e in store.outcome_enrollments(since=since, lead_ids=wanted, by="person_key"):
+        en[e["person_key"]].append(e)
+    for lid, key in keys.items():
+        if fu.get(key) or en.get(key):
+            by_lead[lid] = [{**r, "person": True} for r in fu.get(key, ())]
+            enr_by_lead[lid] = [{**e, "person": True} for e in en.get(key, ())]
 
 
 def _reconcile_chunk(
@@ -201,6 +242,8 @@ def _reconcile_chunk(
             ):
                 bad = len(counts.bad_times)
                 at = _time(lead, lead_column, counts)
+                if column == "converted_at" and (fu or en) and (fu or en)[0].get("person"):
+                    continue  # the person's rows stand in for the response only
                 if at is None and column == "converted_at" and _status_converted(lead):
                     # converted by status alone: first seen now (a conversion time
                     # known only to within a run; the kept time never moves later)

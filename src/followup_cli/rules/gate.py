@@ -26,6 +26,14 @@ def fmt_time(dt: datetime | None) -> str:
     return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else "never"
 
 
+def under(lead: Lead) -> str:
+    """Where the lead's last inbound message is: "" when under its own row, else naming the
+    person's other lead row that carries it (``person_inbound``)."""
+    if lead.inbound_lead_id is None:
+        return ""
+    return f" as lead {lead.inbound_lead_id} (another lead row of the same person)"
+
+
 @dataclass
 class Gate:
     """What the gates of ``decide`` share: the inputs, and the decision being built."""

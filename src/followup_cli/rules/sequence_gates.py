@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..models import FAILED, PENDING, UNKNOWN, FollowupRecord
 from .conditions import trigger_holds
 from .decision import Decision
-from .gate import Gate, config_sequence, fmt_time, hours_delta
+from .gate import Gate, config_sequence, fmt_time, hours_delta, under
 
 
 def gate_sequence(g: Gate) -> Decision | None:
@@ -24,8 +24,14 @@ def _enrolled_sequence(g: Gate) -> Decision | None:
         )
     d.sequence = g.seq = seq
     if lead.last_inbound_at is not None and lead.last_inbound_at > enrollment.anchor_at:
-        g.check("silence", False, lambda: f"the lead replied {fmt_time(lead.last_inbound_at)}")
-        return g.stop("replied", f"the lead replied at {fmt_time(lead.last_inbound_at)}")
+        g.check(
+            "silence",
+            False,
+            lambda: f"the lead replied {fmt_time(lead.last_inbound_at)}{under(lead)}",
+        )
+        return g.stop(
+            "replied", f"the lead replied at {fmt_time(lead.last_inbound_at)}{under(lead)}"
+        )
     g.check("silence", True, lambda: f"silent since {fmt_time(enrollment.anchor_at)}")
     if not seq.active:
         g.check("sequence", False, lambda: f"{seq.id} is inactive (paused)")
@@ -51,8 +57,14 @@ def _new_sequence(g: Gate) -> Decision | None:
         g.check("silence", False, "we never wrote to this lead")
         return g.stop("never_contacted", "no outbound message yet: nothing to follow up")
     if lead.last_inbound_at is not None and lead.last_inbound_at > lead.last_outbound_at:
-        g.check("silence", False, lambda: f"the lead wrote last ({fmt_time(lead.last_inbound_at)})")
-        return g.stop("waiting_for_human", "the lead wrote last and waits for a human reply")
+        g.check(
+            "silence",
+            False,
+            lambda: f"the lead wrote last ({fmt_time(lead.last_inbound_at)}){under(lead)}",
+        )
+        return g.stop(
+            "waiting_for_human", f"the lead wrote last{under(lead)} and waits for a human reply"
+        )
     d.anchor_at = lead.last_outbound_at
     # A new enrollment needs a new conversation round since the previous one.
     if state.enrollments:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .clock import local_day, next_local_midnight, next_run_slot, quiet_until
 from .decision import Decision
-from .gate import Gate, fmt_time, hours_delta
+from .gate import Gate, fmt_time, hours_delta, under
 from .variants import choose_variant, in_holdout
 
 
@@ -51,7 +51,8 @@ def gate_no_response(g: Gate) -> Decision | None:
                 "no response",
                 False,
                 lambda: (
-                    f"the lead wrote {fmt_time(inbound)}; silent {hours:g}h at {fmt_time(quiet_ok)}"
+                    f"the lead wrote {fmt_time(inbound)}{under(g.lead)}; "
+                    f"silent {hours:g}h at {fmt_time(quiet_ok)}"
                 ),
             )
             return g.wait(

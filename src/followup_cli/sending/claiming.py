@@ -13,6 +13,7 @@ from typing import Any
 
 from ..crypto import stored_body
 from ..models import PENDING, SKIPPED, BadLead, Lead, LeadState, parse_lead
+from ..person_inbound import from_rows
 from ..results import decide_or_name
 from ..rules import Decision
 from ..store.base import put_back, retried
@@ -78,6 +79,8 @@ class Claiming(LiveTransactions):
                 fresh = parse_lead(row)
             except BadLead:
                 return
+            if lead.other_rows:  # the person's reply under another row (``person_inbound``)
+                fresh = from_rows(fresh, self._person_rows([lead]).values())
             person = store.person_key(fresh.account_id, fresh.recipient_id)
             d = decide_or_name(fresh, store.lead_state(lead.id, person), self.config, now, None)
             if d is not None:
@@ -287,7 +290,23 @@ class Claiming(LiveTransactions):
             except BadLead as exc:
                 self.result.bad(exc.lead_id, str(exc))
                 settled.add(lead.id)
+        others = self._person_rows([lead for lead in leads if lead.id in fresh])
+        if others:
+            for lead in leads:
+                if lead.other_rows and lead.id in fresh:
+                    fresh[lead.id] = from_rows(
+                        fresh[lead.id], (others[i] for i in lead.other_rows if i in others)
+                    )
         return locked, rows, fresh
+
+    def _person_rows(self, leads: list[Lead]) -> dict[str, dict[str, Any]]:
+        """In the claim transaction: the other lead rows of these leads' persons, as the plan
+        found them (``Lead.other_rows``), read again by id: a reply under any of them since
+        the plan is the person's (``person_inbound``)."""
+        ids = sorted({i for lead in leads for i in lead.other_rows})
+        if not ids:
+            return {}
+        return {str(row["id"]): row for row in self.store.lead_rows(ids)}
 
     def _skip_locked(self, lead: Lead, d: Decision, person: str | None) -> None:
         store, now, res = self.store, self.now, self.result

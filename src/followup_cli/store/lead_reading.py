@@ -139,6 +139,27 @@ class LeadQueries:
         rows = self.query(self.q("leads_without_id", leads=self.leads), {"a": account_id})
         return int(rows[0]["n"])
 
+    def person_rows(
+        self, account_id: str | None, recipient: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The rows (id, recipient_id, last_inbound_at) of the account's persons held by more
+        than one lead row; with ``recipient``, that person's rows, however many
+        (``person_inbound``)."""
+        inbound = self._lead_column("last_inbound_at")
+        if recipient is None:
+            pairs = self.query(
+                self.q("person_pairs_of_account", leads=self.leads), {"a": account_id}
+            )
+            pairs = [p for p in pairs if p["r"] is not None and str(p["r"]).strip()]
+            if not pairs:
+                return []
+            if any(int(p["n"]) > 2 for p in pairs):
+                sql = self.q("person_rows_of_account", leads=self.leads, inbound_at=inbound)
+                return self.query(sql, {"a": account_id})
+            return self.lead_rows([str(x) for p in pairs for x in (p["lo"], p["hi"])])
+        sql = self.q("person_rows_of_recipient", leads=self.leads, inbound_at=inbound)
+        return self.query(sql, {"a": account_id, "r": recipient.strip()})
+
     def lead_row(self, lead_id: str) -> dict[str, Any] | None:
         sql = self.q("lead_row", select=self._select_list(), leads=self.leads)
         rows = self.query(sql, {"id": lead_id})

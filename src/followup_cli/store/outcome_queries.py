@@ -31,16 +31,25 @@ class OutcomeQueries:
     _OUTCOME_COLUMNS = ("delivered_at", "read_at", "responded_at", "converted_at")
 
     def outcome_followups(
-        self, since: datetime | None = None, lead_ids: Sequence[str] | None = None
+        self,
+        since: datetime | None = None,
+        lead_ids: Sequence[str] | None = None,
+        by: str = "lead_id",
     ) -> list[dict[str, Any]]:
-        """Follow-ups that went out (``sent_at`` set), oldest first: what outcomes attach to."""
-        return self._since_for_leads("outcome_followups", "sent_at", "id", since, lead_ids)
+        """Follow-ups that went out (``sent_at`` set), oldest first: what outcomes attach to.
+        ``by="person_key"``: ``lead_ids`` are person keys (the person's rows, any lead)."""
+        return self._since_for_leads("outcome_followups", "sent_at", "id", since, lead_ids, by)
 
     def outcome_enrollments(
-        self, since: datetime | None = None, lead_ids: Sequence[str] | None = None
+        self,
+        since: datetime | None = None,
+        lead_ids: Sequence[str] | None = None,
+        by: str = "lead_id",
     ) -> list[dict[str, Any]]:
         """Enrollments (holdout included) whose silence started since ``since``."""
-        return self._since_for_leads("outcome_enrollments", "anchor_at", "lead_id", since, lead_ids)
+        return self._since_for_leads(
+            "outcome_enrollments", "anchor_at", "lead_id", since, lead_ids, by
+        )
 
     def _since_for_leads(
         self,
@@ -49,9 +58,11 @@ class OutcomeQueries:
         tie_col: str,
         since: datetime | None,
         lead_ids: Sequence[str] | None,
+        by: str = "lead_id",
     ) -> list[dict[str, Any]]:
         """The query ``name`` narrowed to ``time_col >= since`` and to ``lead_ids`` (in
-        chunks), ordered by (``time_col``, ``tie_col``)."""
+        chunks; values of the column ``by``), ordered by (``time_col``, ``tie_col``)."""
+        assert by in ("lead_id", "person_key")
         params: dict[str, Any] = {}
         conds: list[Sql] = []
         if since is not None:
@@ -61,7 +72,7 @@ class OutcomeQueries:
             return self.rows(self.q(name, where=all_of(conds)), params)
         out: list[dict[str, Any]] = []
         for chunk in _chunks(list(lead_ids), 500):
-            where, names = self._in_list("lead_id", chunk)
+            where, names = self._in_list(by, chunk)
             out.extend(self.rows(self.q(name, where=all_of([*conds, where])), {**params, **names}))
         return sorted(out, key=lambda r: (r[time_col], r[tie_col]))
 

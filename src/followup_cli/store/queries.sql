@@ -358,7 +358,7 @@ SET default_transaction_read_only = on
 
 -- name: outcome_followups
 SELECT id, lead_id, sequence_id, message_id, step, variant_id, account_id, status, sent_at,
-  delivered_at, read_at, responded_at, converted_at
+  delivered_at, read_at, responded_at, converted_at, person_key
 FROM followup_tracking WHERE sent_at IS NOT NULL AND {where}
 ORDER BY sent_at, id
 
@@ -758,6 +758,35 @@ SELECT {select} FROM {leads} l WHERE {ids}
 
 -- name: lead_ids_present
 SELECT l.id FROM {leads} l WHERE {ids}
+
+-- The persons an account holds under more than one lead row (person_inbound.py), asked
+-- once a run for an account with candidates: one pass over the account's rows (the host's
+-- table may have no index on recipient_id), grouped by recipient id; a person with two
+-- rows is named by its two ids (read again by id), one with more by its count (then
+-- person_rows_of_account). A blank recipient id is nobody (left out by the caller).
+-- At 100k rows an account, SQLite: 0.14 s CPU, against 0.17-0.24 s for the window below.
+-- name: person_pairs_of_account
+SELECT trim(CAST(l.recipient_id AS TEXT)) AS r, count(*) AS n,
+  min(CAST(l.id AS TEXT)) AS lo, max(CAST(l.id AS TEXT)) AS hi
+FROM {leads} l
+WHERE l.account_id = :a AND l.id IS NOT NULL
+GROUP BY trim(CAST(l.recipient_id AS TEXT)) HAVING count(*) > 1
+
+-- Each row of those persons: id, recipient id and last inbound time.
+-- "{inbound_at}": l.last_inbound_at, or NULL when the lead table lacks it.
+-- name: person_rows_of_account
+SELECT p.id, p.recipient_id, p.last_inbound_at FROM (
+  SELECT l.id AS id, l.recipient_id AS recipient_id, {inbound_at} AS last_inbound_at,
+    count(*) OVER (PARTITION BY trim(CAST(l.recipient_id AS TEXT))) AS n
+  FROM {leads} l
+  WHERE l.account_id = :a AND l.id IS NOT NULL AND trim(CAST(l.recipient_id AS TEXT)) <> ''
+) p WHERE p.n > 1
+
+-- One person's rows (explain).
+-- name: person_rows_of_recipient
+SELECT l.id AS id, l.recipient_id AS recipient_id, {inbound_at} AS last_inbound_at
+FROM {leads} l
+WHERE l.account_id = :a AND l.id IS NOT NULL AND trim(CAST(l.recipient_id AS TEXT)) = :r
 
 -- name: enrollment_versions
 SELECT lead_id, sequence_id, state_version FROM followup_enrollments
