@@ -584,3 +584,29 @@ def test_optout_undo_of_a_lead_whose_last_message_says_stop_is_refused_not_a_sil
     # an opt-out recorded by hand, with nothing in the last message, is lifted as before
     assert followup("optout", "k2", *common).returncode == 0
     assert followup("optout", "k2", "--undo", *common).returncode == 0
+
+
+@pytest.mark.parametrize("by", ["lead", "other_lead", "recipient"])
+def test_erase_lift_lifts_the_erasure_from_every_lead_row_of_the_person(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI, by: str
+) -> None:
+    """`erase v1` erases the person behind v1: every lead row of theirs (v1, v2) is marked
+    erased. `erase --lift v1` said "erasure lifted; sequences may message this person again"
+    but removed the mark of v1 alone: v2 stayed "erased on request" (explain, optout --list),
+    `optout v2 --undo` refused it, and the person could be messaged through v1 only."""
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    common = ["--config", str(cfg), "--db", db.url]
+    db.insert(due("v1", "ig_v"), due("v2", "ig_v"), due("w1", "ig_w"))
+    assert followup("erase", "v1", "--yes", *common).returncode == 0
+    assert followup("optout", "w1", *common).returncode == 0
+    target = {"lead": ["v1"], "other_lead": ["v2"], "recipient": ["ig_v", "--account", "acct_a"]}
+    lifted = followup("erase", "--lift", *target[by], "--yes", *common)
+    assert lifted.returncode == 0, lifted.stderr
+    listed = json.loads(followup("optout", "--list", "--json", *common).stdout)
+    assert [r["lead_id"] for r in listed] == ["w1"], listed  # only the other person's own
+    for lid in ("v1", "v2"):
+        explained = followup("explain", lid, *common, "--now", NOW.isoformat(), "--json")
+        assert json.loads(explained.stdout)["reason"] != "opted_out", (lid, explained.stdout)
+    assert run(cfg, db, NOW).returncode == 0
+    assert len(graph.deliveries_to("ig_v")) == 1  # the person, once
+    assert graph.deliveries_to("ig_w") == []

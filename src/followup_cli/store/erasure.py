@@ -101,13 +101,17 @@ def _lock_rows(store: SqlStore, ids: list[str]) -> None:
 
 
 def _person_lead_ids(
-    store: SqlStore, lead_id: str, key: str | None, account: str | None, recipient: str | None
+    store: SqlStore,
+    lead_id: str | None,
+    key: str | None,
+    account: str | None,
+    recipient: str | None,
 ) -> list[str]:
     """Every lead id of the person: by its keyed hash in the tool's rows, by (account,
     recipient) in the tracking rows and in the lead table (when there is one)."""
     from ..errors import ConfigError
 
-    lead_ids = {lead_id}
+    lead_ids = {lead_id} if lead_id is not None else set()
     if key is not None:
         for name in ("erase_leads_of_person_tracking", "erase_leads_of_person_enrollments"):
             lead_ids |= {str(r["lead_id"]) for r in store.query(store.q(name), {"k": key})}
@@ -219,14 +223,15 @@ def _lift_tx(
             key = store.person_key(account_id, target)  # a recipient id of that account
             person_account = account_id
         lifted_person = store.remove_suppression(key, suppress.ERASURE) if key else False
+        # every lead row of the person the erasure marked, not the named one alone
+        recipient = ref[2] if ref else (target if lead_id is None and key else None)
+        ids = _person_lead_ids(store, lead_id, key, person_account, recipient)
         lifted_lead = False
-        if lead_id is not None:
-            lifted_lead = (
-                store.execute(
-                    store.q("optout_remove_source"), {"l": lead_id, "s": suppress.ERASURE}
-                )
-                > 0
+        for lid in ids:
+            removed = store.execute(
+                store.q("optout_remove_source"), {"l": lid, "s": suppress.ERASURE}
             )
+            lifted_lead = removed > 0 or lifted_lead
         if not (lifted_person or lifted_lead):
             return None
         store.audit(
