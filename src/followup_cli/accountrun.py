@@ -69,7 +69,13 @@ class AccountRun:
         # the run happens at one instant and never waits.
         self.real_time = self.options.now is None and not engine.clock.simulated
         args = (engine, store, self, result)
-        executor = LiveExecutor(*args, self.real_time) if self.live else DryExecutor(*args)
+        executor: Executor
+        if self.live:
+            executor = live = LiveExecutor(*args, self.real_time)
+            if self.actionable or bookkeeping:  # (it will write: its audit chain is open)
+                live.open_chain()
+        else:
+            executor = DryExecutor(*args)
         for lead, d in bookkeeping:
             executor.bookkeep(lead, d)
             if d.keyword_optout and not self.live:

@@ -18,21 +18,35 @@ detail_digest, db_role and prev_hash. The detail text is covered through
 ``detail_digest = SHA-256(detail_salt || detail)``, with a random salt per row, so that
 an erasure can remove the detail *and* its salt while the chain stays verifiable, and the
 digest left behind cannot be used to confirm a guess of what the detail said.
-``followup_audit_head`` (one row) holds the last chain_seq and row_hash: deleting the
+``followup_audit_head`` holds each chain's last chain_seq and row_hash: deleting the
 newest rows is found too.
 
-Writers are serialised: the head row is updated (or read ``FOR UPDATE``) on Postgres
-inside the transaction that inserts the row, so its lock is held until the commit; on
-SQLite every write transaction is ``BEGIN IMMEDIATE``. A writer that remembers the head
-it left writes its next row with one conditional statement (``append``). A unique index
-on ``chain_seq`` is the last guard: two rows can never take one place.
+The chains (0014). The main chain (``chain`` = "") holds every row but the engine's
+account turns'; each account the engine writes to has a chain of its own
+(``account:<id>``, :func:`account_chain`), so that the accounts' attempts, each appending
+under its chain's head lock held through the commit's disk flush, do not wait for each
+other's flush. A chain other than the main one is opened by a row of the main chain
+(action ``audit_chain_open``, its detail naming the chain), in the transaction that
+creates its head (:func:`open_chain`); its first row links to that opening row's hash
+instead of the genesis. So every chain hangs off the main one: deleting a whole chain, its
+head with it, still leaves the opening row that names it, and a chain nobody opened is
+rows added by hand. Rows written before 0014 are the main chain's and verify as before.
 
-What this proves, and what not: ``followup audit verify`` finds a row whose content was
-changed, rows deleted from the middle or the end, rows inserted by hand, and details
-removed by anything but an erasure. Someone who can write the database *and* recompute
+Writers of a chain are serialised: its head row is updated (or read ``FOR UPDATE``) on
+Postgres inside the transaction that inserts the row, so its lock is held until the
+commit; on SQLite every write transaction is ``BEGIN IMMEDIATE``. A transaction appends to
+one chain (the engine's account transactions to the account's, every other writer to the
+main one), except the opening of a chain (the main chain's head, then the new head: no
+one holds the new one). A writer that remembers the head it left writes its next row with
+one conditional statement (``append``). A unique index on ``(chain, chain_seq)`` is the
+last guard: two rows can never take one place in a chain.
+
+What this proves, and what not: ``followup audit verify`` finds, in every chain, a row
+whose content was changed, rows deleted from the middle or the end, rows inserted by hand,
+and details removed by anything but an erasure. Someone who can write the database *and* recompute
 every hash after the change (the code is public, the hash is not keyed) can rewrite the
-chain consistently: keep the head that ``verify`` prints somewhere else (a ticket, a log
-shipped off the host) and pass it back with ``--head`` to prove the rows up to it are
+chain consistently: keep the heads that ``verify`` prints somewhere else (a ticket, a log
+shipped off the host) and pass them back with ``--head`` to prove the rows up to each are
 the ones you saw.
 """
 
@@ -74,8 +88,17 @@ HASHED_FIELDS = (
     "prev_hash",
 )
 PAGE = 5000
-# (dialect, url) -> (chain_seq, row_hash) of the last row this process appended there
-_SEEN: dict[tuple[str, str], tuple[int, str]] = {}
+MAIN = ""  # the main chain's name
+OPEN_ACTION = "audit_chain_open"  # the main chain's row that opens another chain
+# (dialect, url, chain) -> (chain_seq, row_hash) of the last row this process appended there
+_SEEN: dict[tuple[str, str, str], tuple[int, str]] = {}
+# (dialect, url, chain): chains this process knows are open there
+_OPENED: set[tuple[str, str, str]] = set()
+
+
+def account_chain(account_id: str) -> str:
+    """The chain of the engine's rows about one account."""
+    return f"account:{account_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +117,7 @@ class AuditEntry:
     sequence_id: str | None = None
     message_id: str | None = None
     detail: Mapping[str, Any] | None = None
+    chain: str = MAIN  # the chain it is appended to (``account_chain``; "" the main one)
 
 
 # ---------------------------------------------------------------------- who
@@ -179,15 +203,59 @@ def _role(head: Mapping[str, Any]) -> str | None:
     return str(s) if c in (None, s) else f"{s} as {c}"
 
 
-def _head(store: SqlStore) -> dict[str, Any]:
-    rows = store.query(store.q("audit_head"))
+def _head(store: SqlStore, chain: str = MAIN) -> dict[str, Any]:
+    """The chain's head, locked until the commit (Postgres); put back when it is gone, or
+    made when the chain was never opened (``_open``)."""
+    rows = store.query(store.q("audit_head"), {"chain": chain})
     if rows:
         return dict(rows[0])
     # The head row is gone (by hand): go on from the last chained row; verify says so.
-    last = store.query(store.q("audit_last_chained"))
+    last = store.query(store.q("audit_last_chained"), {"chain": chain})
+    if not last and chain != MAIN:
+        return _open(store, chain)
     head = {"chain_seq": 0, "row_hash": GENESIS} if not last else dict(last[0])
-    store.execute(store.q("audit_head_insert"), {"s": head["chain_seq"], "h": head["row_hash"]})
-    return {**dict(store.query(store.q("audit_head"))[0]), **head}
+    _insert_head(store, chain, head)
+    return {**dict(store.query(store.q("audit_head"), {"chain": chain})[0]), **head}
+
+
+def _insert_head(store: SqlStore, chain: str, head: Mapping[str, Any]) -> None:
+    params = {"chain": chain, "s": head["chain_seq"], "h": head["row_hash"]}
+    store.execute(store.q("audit_head_insert"), params)
+
+
+def _open(store: SqlStore, chain: str) -> dict[str, Any]:
+    """Inside a transaction: open ``chain`` (it has no head and no rows): a row of the main
+    chain names it, and its head starts at that row's hash. The main chain's head is locked
+    first, so two openers of one chain take turns and the second finds it open."""
+    _head(store, MAIN)  # (locked until the commit)
+    again = store.query(store.q("audit_head"), {"chain": chain})
+    if again:
+        return dict(again[0])
+    at = datetime.now().astimezone()
+    entry = AuditEntry(OPEN_ACTION, at, actor(), detail={"chain": chain})
+    key = (store.dialect, store.url, MAIN)
+    _append_now(store, _row_fields(entry), key)
+    _insert_head(store, chain, {"chain_seq": 0, "row_hash": _SEEN[key][1]})
+    return dict(store.query(store.q("audit_head"), {"chain": chain})[0])
+
+
+def open_chain(store: SqlStore, chain: str) -> None:
+    """Make sure ``chain`` is open (in a transaction of its own, before any transaction
+    appends to it: the main chain's head is then never taken inside one of those). A
+    conflict with another writer (40P01, 40001) rolled it back whole: it runs again."""
+    from .store.base import nothing_to_put_back, retried
+
+    key = (store.dialect, store.url, chain)
+    if chain == MAIN or key in _OPENED:
+        return
+
+    def tx() -> None:
+        with store.transaction():
+            if not store.query(store.q("audit_head"), {"chain": chain}):
+                _head(store, chain)
+
+    retried(tx, nothing_to_put_back, "audit chain open")
+    _OPENED.add(key)
 
 
 def append(store: SqlStore, entry: AuditEntry) -> int:
@@ -216,7 +284,7 @@ def append_later(store: SqlStore, entry: AuditEntry) -> Callable[[], int]:
     statements and the row chained to it goes out with the commit; elsewhere the row is
     written at once as ``append`` writes it."""
     fields = _row_fields(entry)
-    key = (store.dialect, store.url)
+    key = (store.dialect, store.url, entry.chain)
     if store.pipelining:
         return _append_pipelined(store, fields, key)
     seq = _append_now(store, fields, key)
@@ -243,11 +311,12 @@ def _row_fields(entry: AuditEntry) -> dict[str, Any]:
         "detail": text,
         "detail_salt": salt,
         "detail_digest": detail_digest(salt, text) if salt and text is not None else None,
+        "chain": entry.chain,
     }
 
 
 def _append_pipelined(
-    store: SqlStore, fields: dict[str, Any], key: tuple[str, str]
+    store: SqlStore, fields: dict[str, Any], key: tuple[str, str, str]
 ) -> Callable[[], int]:
     """``append_later`` inside ``SqlStore.pipelined``: nothing waited for now."""
     if store.audit_role is not None and store.hashes_in_sql:
@@ -267,11 +336,12 @@ def _append_pipelined(
     # Statements go out together: the head is read (locked) with them, and the row
     # chained to it goes out with the COMMIT (a row that could not be chained fails
     # the transaction), so that no write of another run's head costs a round trip.
-    head_rows = store.query_later(store.q("audit_head"))
+    chain = fields["chain"]
+    head_rows = store.query_later(store.q("audit_head"), {"chain": chain})
 
     def locked() -> int:
         rows = head_rows()
-        head = dict(rows[0]) if rows else _head(store)
+        head = dict(rows[0]) if rows else _head(store, chain)
         store.audit_role = (_role(head),)
         seen = (int(head["chain_seq"]), str(head["row_hash"]))
         row = _chained(fields, (*seen, store.audit_role[0]))
@@ -283,7 +353,7 @@ def _append_pipelined(
     return locked
 
 
-def _append_now(store: SqlStore, fields: dict[str, Any], key: tuple[str, str]) -> int:
+def _append_now(store: SqlStore, fields: dict[str, Any], key: tuple[str, str, str]) -> int:
     """``append_later`` outside a pipeline: the row written at once; its chain_seq."""
     seen, known = _SEEN.get(key), store.audit_role
     if known is not None and store.hashes_in_sql:
@@ -299,7 +369,7 @@ def _append_now(store: SqlStore, fields: dict[str, Any], key: tuple[str, str]) -
     if seen is not None and known is not None:  # (the role: this connection's own)
         row = _chained(fields, (*seen, known[0]))
     if row is None or seen is None or not _write(store, row, seen):
-        head = _head(store)  # locked until the commit
+        head = _head(store, fields["chain"])  # locked until the commit
         store.audit_role = (_role(head),)
         seen = (int(head["chain_seq"]), str(head["row_hash"]))
         row = _chained(fields, (*seen, store.audit_role[0]))
@@ -340,8 +410,9 @@ def _write(store: SqlStore, row: dict[str, Any], head: tuple[int, str]) -> bool:
 
 
 def backfill(store: SqlStore) -> int:
-    """Chain the rows written before the chain existed, in id order (the migration)."""
-    head = _head(store)
+    """Chain the rows written before the chain existed, in id order (the migration 0007:
+    the main chain, before 0014 gave rows a chain)."""
+    head = store.query(store.q("audit_backfill_head"))[0]
     seq, prev = int(head["chain_seq"]), str(head["row_hash"])
     after, done = -1, 0
     while True:
@@ -367,20 +438,29 @@ def backfill(store: SqlStore) -> int:
     return done
 
 
-def scrub(store: SqlStore, where: Sql, params: dict[str, Any]) -> list[int]:
+def scrub(store: SqlStore, where: Sql, params: dict[str, Any]) -> dict[str, list[int]]:
     """Erasure: remove the detail (and its salt) of the audit rows ``where`` selects (an
-    ``SqlStore._in_list`` of lead ids); the chain stays verifiable. Returns their chain
-    places, for the erasure's own row to record (``verify`` then knows these rows were
-    scrubbed, not tampered with)."""
+    ``SqlStore._in_list`` of lead ids); the chains stay verifiable. Returns their places,
+    chain -> chain_seqs, for the erasure's own row to record (``scrubbed_detail``: ``verify``
+    then knows these rows were scrubbed, not tampered with)."""
     kept, names = store._in_list("action", KEPT_DETAIL_ACTIONS, param="kept")
     params = {**params, **names}
-    seqs = [
-        int(r["chain_seq"])
-        for r in store.query(store.q("audit_scrubbed_places", ids=where, kept=kept), params)
-        if r["chain_seq"] is not None
-    ]
+    places: dict[str, list[int]] = {}
+    for r in store.query(store.q("audit_scrubbed_places", ids=where, kept=kept), params):
+        if r["chain_seq"] is not None:
+            places.setdefault(r["chain"] or MAIN, []).append(int(r["chain_seq"]))
     store.execute(store.q("audit_scrub", ids=where, kept=kept), params)
-    return sorted(seqs)
+    return {c: sorted(seqs) for c, seqs in places.items()}
+
+
+def scrubbed_detail(places: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+    """How an erasure's row records the places it scrubbed: ``audit_scrubbed``, the main
+    chain's (as before 0014), and ``audit_scrubbed_chains``, the other chains', when any."""
+    detail: dict[str, Any] = {"audit_scrubbed": sorted(places.get(MAIN, []))}
+    others = {c: sorted(s) for c, s in sorted(places.items()) if c != MAIN and s}
+    if others:
+        detail["audit_scrubbed_chains"] = others
+    return detail
 
 
 # ------------------------------------------------------------------- verify
@@ -399,22 +479,30 @@ class Problem:
 class ChainReport:
     rows: int = 0
     scrubbed: int = 0  # rows whose detail an erasure removed (recorded as such)
-    head_seq: int = 0
+    head_seq: int = 0  # the main chain's head
     head_hash: str = GENESIS
     problems: list[Problem] = field(default_factory=list)
     anchor: str | None = None  # --head: the hash that was expected in the chain
     anchor_found: bool | None = None
+    # the other chains: name -> (rows, head chain_seq, head row_hash)
+    chains: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    # --head given more than once: every hash, and whether it was found
+    anchors: dict[str, bool] = field(default_factory=dict)
 
     @property
     def intact(self) -> bool:
-        return not self.problems and self.anchor_found is not False
+        return not self.problems and all(self.anchors.values()) and self.anchor_found is not False
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "intact": self.intact,
             "rows": self.rows,
             "scrubbed_by_erasure": self.scrubbed,
             "head": {"chain_seq": self.head_seq, "row_hash": self.head_hash},
+            "chains": {
+                name: {"rows": n, "head": {"chain_seq": seq, "row_hash": h}}
+                for name, (n, seq, h) in self.chains.items()
+            },
             "anchor": None
             if self.anchor is None
             else {"row_hash": self.anchor, "found": self.anchor_found},
@@ -422,49 +510,119 @@ class ChainReport:
                 {"kind": p.kind, "ids": p.ids, "message": p.message} for p in self.problems
             ],
         }
+        if len(self.anchors) > 1:
+            out["anchors"] = [{"row_hash": h, "found": f} for h, f in self.anchors.items()]
+        return out
 
 
-def verify(store: SqlStore, anchor: str | None = None) -> ChainReport:
-    """Walk the chain in order and report every place it does not hold. ``anchor``: a
-    row_hash noted earlier (a head ``verify`` printed) that must still be in the chain."""
-    rep = ChainReport(anchor=anchor.strip().lower() if anchor else None)
-    if rep.anchor is not None:
-        rep.anchor_found = rep.anchor == GENESIS
-    walk = _Walk(rep)
+def verify(store: SqlStore, anchor: str | Sequence[str] | None = None) -> ChainReport:
+    """Walk every chain in order (the main one first) and report every place it does not
+    hold. ``anchor``: row_hashes noted earlier (heads ``verify`` printed) that must still be
+    in a chain."""
+    hashes = [anchor] if isinstance(anchor, str) else list(anchor or [])
+    hashes = [h.strip().lower() for h in hashes if h and h.strip()]
+    rep = ChainReport(anchor=hashes[0] if hashes else None)
+    rep.anchors = {h: h == GENESIS for h in hashes}
+    scrubs = _Scrubs()
+    opened: dict[str, str] = {}  # chain -> the hash of the main chain's row that opened it
+    walks: dict[str, _Walk] = {}
     for r in _chain_rows(store):
+        chain = r.get("chain") or MAIN
+        walk = walks.get(chain)
+        if walk is None:
+            walk = walks[chain] = _Walk(rep, scrubs, chain, _genesis(rep, chain, opened))
         walk.row(r)
-    walk.scrubs()
+        if chain == MAIN and r.get("action") == OPEN_ACTION:
+            named = _opened_chain(r.get("detail"))
+            if named is not None and named not in opened:
+                opened[named] = str(r.get("row_hash") or "")
+    rep.problems.extend(scrubs.problems())
+    rep.scrubbed = scrubs.count
     rep.problems.extend(_unchained(store))
-    rep.head_seq, rep.head_hash = walk.prev_seq, walk.prev_hash
-    rep.problems.extend(_head_problems(store, walk))
+    rep.problems.extend(_head_problems(store, rep, walks, opened))
+    if rep.anchor is not None:
+        rep.anchor_found = rep.anchors[rep.anchor]
     return rep
 
 
+def _genesis(rep: ChainReport, chain: str, opened: Mapping[str, str]) -> str | None:
+    """What a chain's first row links to: the genesis (the main chain), else the hash of
+    the main chain's row that opened it (None, and a problem, when none did)."""
+    if chain == MAIN:
+        return GENESIS
+    if chain in opened:
+        return opened[chain]
+    rep.problems.append(
+        Problem(
+            "unopened",
+            [],
+            f"chain {chain!r} was never opened in the main chain: its rows were added by hand",
+        )
+    )
+    return None
+
+
+def _opened_chain(detail: Any) -> str | None:
+    try:
+        data = json.loads(detail) if detail else None
+    except ValueError:
+        return None
+    name = data.get("chain") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
 def _chain_rows(store: SqlStore) -> Iterator[dict[str, Any]]:
-    """The chained audit rows in chain order, a page at a time."""
-    after = 0
+    """The chained audit rows, chain by chain (the main one first), each in its order, a
+    page at a time."""
+    chain, after = MAIN, 0
     while True:
-        rows = store.rows(store.q("audit_chain_page"), {"a": after, "n": PAGE})
+        rows = store.rows(store.q("audit_chain_page"), {"c": chain, "a": after, "n": PAGE})
         if not rows:
             return
         for r in rows:
-            after = int(r["chain_seq"])
+            chain, after = r.get("chain") or MAIN, int(r["chain_seq"])
             yield r
 
 
-class _Walk:
-    """The walk along the chain: each row checked against the one before it and against
-    its own hash and digest; the rows whose detail was removed, kept for ``scrubs``."""
+class _Scrubs:
+    """The rows whose detail was removed, and the places erasures say they scrubbed."""
 
-    def __init__(self, rep: ChainReport) -> None:
-        self.rep = rep
-        self.prev_seq, self.prev_hash, self.prev_id = 0, GENESIS, None
-        self.scrubbed: dict[int, int] = {}  # chain_seq -> id
-        self.recorded: set[int] = set()  # chain places erasures say they scrubbed
+    def __init__(self) -> None:
+        self.scrubbed: dict[tuple[str, int], int] = {}  # (chain, chain_seq) -> id
+        self.recorded: set[tuple[str, int]] = set()
+        self.count = 0
+
+    def problems(self) -> list[Problem]:
+        """Details removed by an erasure that records it count; any other is a problem."""
+        self.count = sum(1 for s in self.scrubbed if s in self.recorded)
+        lost = sorted(rid for s, rid in self.scrubbed.items() if s not in self.recorded)
+        if not lost:
+            return []
+        return [
+            Problem(
+                "scrubbed_unrecorded",
+                lost,
+                f"the detail of {len(lost)} row(s) was removed, but no erasure records "
+                f"it: id {_ids(lost)}",
+            )
+        ]
+
+
+class _Walk:
+    """The walk along one chain: each row checked against the one before it and against
+    its own hash and digest; the rows whose detail was removed, kept for ``_Scrubs``."""
+
+    def __init__(self, rep: ChainReport, scrubs: _Scrubs, chain: str, genesis: str | None):
+        self.rep, self.scrubs, self.chain = rep, scrubs, chain
+        self.genesis = genesis
+        self.rows = 0
+        self.prev_seq, self.prev_id = 0, None
+        self.prev_hash: str | None = genesis
 
     def row(self, r: dict[str, Any]) -> None:
         seq, rid = int(r["chain_seq"]), int(r["id"])
         self.rep.rows += 1
+        self.rows += 1
         self._link(r, seq, rid)
         changed = self._changes(r, seq, rid)
         if changed:
@@ -472,18 +630,19 @@ class _Walk:
                 Problem(
                     "changed",
                     [rid],
-                    f"row id {rid} ({r.get('action')}, {format_time(r['at'])}) was changed: "
-                    + "; ".join(changed),
+                    f"row id {rid} ({r.get('action')}, {format_time(r['at'])}){_of(self.chain)} "
+                    "was changed: " + "; ".join(changed),
                 )
             )
-        if self.rep.anchor is not None and r.get("row_hash") == self.rep.anchor:
-            self.rep.anchor_found = True
+        if r.get("row_hash") in self.rep.anchors:
+            self.rep.anchors[str(r["row_hash"])] = True
         self.prev_seq, self.prev_hash, self.prev_id = seq, r.get("row_hash") or "", rid
 
     def _link(self, r: dict[str, Any], seq: int, rid: int) -> None:
         """The row follows the one before it: the next chain place, and its hash."""
         prev_seq, prev_id = self.prev_seq, self.prev_id
         where = f"after id {prev_id}" if prev_id is not None else "at the start"
+        where += _of(self.chain)
         ids = [rid] if prev_id is None else [prev_id, rid]
         if seq != prev_seq + 1:
             n = seq - prev_seq - 1
@@ -495,7 +654,7 @@ class _Walk:
                     f"(chain places {prev_seq + 1}..{seq - 1})",
                 )
             )
-        elif r.get("prev_hash") != self.prev_hash:
+        elif self.prev_hash is not None and r.get("prev_hash") != self.prev_hash:
             self.rep.problems.append(
                 Problem(
                     "relinked",
@@ -515,26 +674,16 @@ class _Walk:
             if salt is None or digest is None or detail_digest(salt, text) != digest:
                 changed.append("its detail does not match its digest")
             elif r.get("action") == "erase":
-                self.recorded |= _recorded_scrubs(text)
+                self.scrubs.recorded |= _recorded_scrubs(text)
         elif digest is not None:
-            self.scrubbed[seq] = rid
+            self.scrubs.scrubbed[(self.chain, seq)] = rid
         elif salt is not None:
             changed.append("it has a salt but no detail digest")
         return changed
 
-    def scrubs(self) -> None:
-        """Details removed by an erasure that records it count; any other is a problem."""
-        self.rep.scrubbed = sum(1 for s in self.scrubbed if s in self.recorded)
-        lost = sorted(rid for s, rid in self.scrubbed.items() if s not in self.recorded)
-        if lost:
-            self.rep.problems.append(
-                Problem(
-                    "scrubbed_unrecorded",
-                    lost,
-                    f"the detail of {len(lost)} row(s) was removed, but no erasure records "
-                    f"it: id {_ids(lost)}",
-                )
-            )
+
+def _of(chain: str) -> str:
+    return "" if chain == MAIN else f" in chain {chain!r}"
 
 
 def _unchained(store: SqlStore) -> list[Problem]:
@@ -552,22 +701,47 @@ def _unchained(store: SqlStore) -> list[Problem]:
     ]
 
 
-def _head_problems(store: SqlStore, walk: _Walk) -> list[Problem]:
-    """The head record names the last row the walk found: nothing cut off the end, added
-    past it or replaced."""
-    heads = store.query(store.q("audit_head_read"))
-    if not heads:
-        return [Problem("head", [], "the chain's head record (followup_audit_head) was deleted")]
-    h_seq, h_hash = int(heads[0]["chain_seq"]), str(heads[0]["row_hash"])
+def _head_problems(
+    store: SqlStore, rep: ChainReport, walks: Mapping[str, _Walk], opened: Mapping[str, str]
+) -> list[Problem]:
+    """Each chain's head record names the last row its walk found: nothing cut off the
+    end, added past it or replaced; every chain the main one opened has its head."""
+    heads = {
+        (h.get("chain") or MAIN): (int(h["chain_seq"]), str(h["row_hash"]))
+        for h in store.query(store.q("audit_head_read"))
+    }
+    main = walks.get(MAIN) or _Walk(rep, _Scrubs(), MAIN, GENESIS)
+    rep.head_seq, rep.head_hash = main.prev_seq, main.prev_hash or GENESIS
+    problems: list[Problem] = []
+    for chain in sorted({MAIN, *walks, *opened, *heads}):
+        walk = walks.get(chain) or _Walk(rep, _Scrubs(), chain, opened.get(chain))
+        if chain != MAIN:
+            rep.chains[chain] = (walk.rows, walk.prev_seq, walk.prev_hash or "")
+            if chain not in opened and chain not in walks:  # (else reported by the walk)
+                problems.append(
+                    Problem("unopened", [], f"chain {chain!r} has a head but was never opened")
+                )
+        if chain not in heads:
+            what = "the chain's" if chain == MAIN else f"chain {chain!r}'s"
+            problems.append(
+                Problem("head", [], f"{what} head record (followup_audit_head) was deleted")
+            )
+            continue
+        problems.extend(_head_problem(walk, *heads[chain]))
+    return problems
+
+
+def _head_problem(walk: _Walk, h_seq: int, h_hash: str) -> list[Problem]:
     prev_seq, prev_id = walk.prev_seq, walk.prev_id
     ids = [] if prev_id is None else [prev_id]
+    of = _of(walk.chain)
     last = f"after id {prev_id}" if prev_id is not None else "(the log is empty now)"
     if h_seq > prev_seq:
         return [
             Problem(
                 "truncated",
                 ids,
-                f"the newest {h_seq - prev_seq} row(s) were deleted {last} "
+                f"the newest {h_seq - prev_seq} row(s){of} were deleted {last} "
                 f"(chain places {prev_seq + 1}..{h_seq})",
             )
         ]
@@ -576,29 +750,41 @@ def _head_problems(store: SqlStore, walk: _Walk) -> list[Problem]:
             Problem(
                 "head",
                 ids,
-                f"the head record names chain place {h_seq}, but rows go on to {prev_seq}: "
+                f"the head record{of} names chain place {h_seq}, but rows go on to {prev_seq}: "
                 "rows were added past it by hand",
             )
         ]
-    if h_hash != walk.prev_hash:
+    if h_hash != (walk.prev_hash or ""):
         return [
             Problem(
                 "head",
                 ids,
-                f"the newest row (id {prev_id}) is not the one the head record names: it "
+                f"the newest row{of} (id {prev_id}) is not the one the head record names: it "
                 "was replaced",
             )
         ]
     return []
 
 
-def _recorded_scrubs(text: str) -> set[int]:
+def _recorded_scrubs(text: str) -> set[tuple[str, int]]:
+    """The places an erasure's row records: ``audit_scrubbed`` (the main chain's) and
+    ``audit_scrubbed_chains`` (the others', by chain)."""
     try:
         data = json.loads(text)
     except ValueError:
         return set()
-    seqs = data.get("audit_scrubbed") if isinstance(data, dict) else None
-    return {int(s) for s in seqs if isinstance(s, int)} if isinstance(seqs, list) else set()
+    if not isinstance(data, dict):
+        return set()
+    places: set[tuple[str, int]] = set()
+    main = data.get("audit_scrubbed")
+    if isinstance(main, list):
+        places |= {(MAIN, int(s)) for s in main if isinstance(s, int)}
+    others = data.get("audit_scrubbed_chains")
+    if isinstance(others, dict):
+        for chain, seqs in others.items():
+            if isinstance(chain, str) and isinstance(seqs, list):
+                places |= {(chain, int(s)) for s in seqs if isinstance(s, int)}
+    return places
 
 
 def _ids(ids: Sequence[int], limit: int = 20) -> str:

@@ -90,8 +90,12 @@ def audit_show(
 @audit_app.command("verify")
 def audit_verify(
     head: Annotated[
-        str | None,
-        typer.Option("--head", help="A head hash noted earlier: it must still be in the chain."),
+        list[str] | None,
+        typer.Option(
+            "--head",
+            help="A head hash noted earlier: it must still be in a chain (repeat it for the "
+            "heads of several chains).",
+        ),
     ] = None,
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
@@ -99,9 +103,10 @@ def audit_verify(
 ) -> None:
     """Prove the audit log was not changed: exit 0 when intact, 3 when not.
 
-    Walks the hash chain and names the rows changed, deleted (in the middle or at the end)
-    or added by hand; details removed by an erasure are counted, not reported. Keep the
-    head it prints somewhere else and pass it back with --head later."""
+    Walks the hash chains (the main one, and one per account the runs write to) and names
+    the rows changed, deleted (in the middle or at the end) or added by hand; details
+    removed by an erasure are counted, not reported. Keep the heads it prints somewhere
+    else and pass them back with --head later."""
     loaded = _load_optional(config)
     store = _store(loaded, db, config, need=READ)
     try:
@@ -125,10 +130,12 @@ def audit_verify(
             out.print(f"  {p.kind}: {p.message}", markup=False)
         if len(report.problems) > SHOWN:
             out.print(f"  ... {len(report.problems) - SHOWN} more (--json lists all)", markup=False)
-    if report.anchor is not None:
-        found = "found" if report.anchor_found else "NOT found: the rows up to it were rewritten"
-        out.print(f"--head {report.anchor}: {found}", markup=False)
+    for anchor, was_found in report.anchors.items():
+        found = "found" if was_found else "NOT found: the rows up to it were rewritten"
+        out.print(f"--head {anchor}: {found}", markup=False)
     out.print(f"head: {report.head_seq} {report.head_hash}", markup=False)
+    for chain, (_, seq, row_hash) in report.chains.items():
+        out.print(f"head of {chain}: {seq} {row_hash}", markup=False)
     raise typer.Exit(code)
 
 

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,8 @@ from followup_cli.store import open_store
 from followup_cli.store.base import SqlStore, actor
 from followup_cli.store.erasure import erase_lead
 from followup_cli.store.migrations import MIGRATIONS
-from tests.helpers import LeadDB, lead
+from tests.fakes.graph_api import FakeGraphAPI
+from tests.helpers import LeadDB, graph_config, lead
 from tests.helpers import followup_in_process as followup
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -305,7 +307,7 @@ def test_audit_chain__a_head_remembered_wrongly_is_never_chained_to(
         raise RuntimeError("rolled back")
     store.audit("send", NOW, "ops", "run1", "l3")
 
-    key = (store.dialect, store.url)
+    key = (store.dialect, store.url, auditchain.MAIN)
     stale = auditchain._SEEN[key]
     other = open_store(db.url)  # another process: it does not know this one's head
     try:
@@ -489,3 +491,290 @@ def test_chain__a_pipelined_row_with_no_head_to_chain_to_fails_its_transaction(
     assert [r["lead_id"] for r in store.query("SELECT lead_id FROM followup_audit")] == ["l1"]
     store.audit("send", NOW, "ops", "run1", "l3")
     assert store.query("SELECT chain_seq FROM followup_audit_head") == [{"chain_seq": 2}]
+
+
+# ---------------------------------------------------------- one chain per account (0014)
+
+ACCT = auditchain.account_chain("acct_a")
+
+
+def write_chain(store: SqlStore, chain: str, n: int, lead_id: str = "c1") -> list[int]:
+    """``n`` rows appended to ``chain`` (opened first, as the engine does), the way the send
+    path appends them (pipelined on Postgres, with the COMMIT); their ids in chain order."""
+    auditchain.open_chain(store, chain)
+    for i in range(n):
+        with store.pipelined(), store.transaction():
+            store.audit_later(
+                "send", NOW + timedelta(seconds=i), "ops", "run1", lead_id if i % 2 else f"x{i}",
+                "acct_a", "s1", "m1", {"i": i}, chain=chain,
+            )()  # fmt: skip
+    rows = store.rows(
+        "SELECT id FROM followup_audit WHERE chain = :c ORDER BY chain_seq", {"c": chain}
+    )
+    return [r["id"] for r in rows]
+
+
+def test_account_chain__hangs_off_the_main_chain_and_verifies(db: LeadDB, store: SqlStore) -> None:
+    write_rows(store, 2)
+    ids = write_chain(store, ACCT, 4)
+    write_rows(store, 1, lead_id="l2")  # the main chain goes on beside it
+    opening = store.rows("SELECT * FROM followup_audit WHERE action = 'audit_chain_open'")
+    assert len(opening) == 1 and opening[0]["chain"] == "" and opening[0]["chain_seq"] == 3
+    assert json.loads(opening[0]["detail"]) == {"chain": ACCT}
+    rows = store.rows(
+        "SELECT * FROM followup_audit WHERE chain = :c ORDER BY chain_seq", {"c": ACCT}
+    )
+    assert [r["chain_seq"] for r in rows] == [1, 2, 3, 4] and [r["id"] for r in rows] == ids
+    assert rows[0]["prev_hash"] == opening[0]["row_hash"]  # linked to its opening
+    code, rep = verify(db)
+    assert code == 0 and rep["intact"] and rep["rows"] == 8, rep
+    assert rep["head"]["chain_seq"] == 4
+    assert rep["chains"] == {
+        ACCT: {"rows": 4, "head": {"chain_seq": 4, "row_hash": rows[-1]["row_hash"]}}
+    }
+    text = followup("audit", "verify", "--db", db.url)
+    assert text.returncode == 0 and f"head of {ACCT}: 4 {rows[-1]['row_hash']}" in text.stdout
+    auditchain._OPENED.clear()
+    auditchain.open_chain(store, ACCT)  # opened once, whoever asks again
+    assert len(store.rows("SELECT id FROM followup_audit WHERE action = 'audit_chain_open'")) == 1
+
+
+@pytest.mark.parametrize(
+    "tampering",
+    ["changed", "deleted", "inserted", "reordered", "truncated", "whole_chain", "head", "forged"],
+)
+def test_account_chain__verify_finds_every_kind_of_tampering(
+    db: LeadDB, store: SqlStore, tampering: str
+) -> None:
+    write_rows(store, 2)
+    ids = write_chain(store, ACCT, 5)
+    assert verify(db)[0] == 0
+    if tampering == "changed":
+        tamper(db, "UPDATE followup_audit SET actor = 'nobody' WHERE id = ?", (ids[1],))
+        expected = [("changed", [ids[1]])]
+    elif tampering == "deleted":
+        tamper(db, "DELETE FROM followup_audit WHERE id = ?", (ids[2],))
+        expected = [("deleted", [ids[1], ids[3]])]
+    elif tampering == "inserted":  # a row given the next place of the chain by hand
+        tamper(
+            db,
+            "INSERT INTO followup_audit (chain, chain_seq, at, actor, action, prev_hash, row_hash)"
+            " VALUES (?, 6, ?, 'ops', 'send', ?, ?)",
+            (
+                ACCT,
+                "2026-03-02T09:00:00.000000Z" if db.backend == "sqlite" else NOW,
+                "0" * 64,
+                "1" * 64,
+            ),
+        )
+        added = db.query("SELECT id FROM followup_audit WHERE chain_seq = 6 AND chain <> ''")[0][
+            "id"
+        ]
+        expected = [("relinked", [ids[4], added]), ("changed", [added]), ("head", [added])]
+    elif tampering == "reordered":  # two rows swap places
+        tamper(
+            db,
+            "UPDATE followup_audit SET chain_seq = -chain_seq WHERE id IN (?, ?)",
+            (ids[1], ids[2]),
+        )
+        tamper(db, "UPDATE followup_audit SET chain_seq = 3 WHERE id = ?", (ids[1],))
+        tamper(db, "UPDATE followup_audit SET chain_seq = 2 WHERE id = ?", (ids[2],))
+        expected = [("relinked", [ids[0], ids[2]]), ("changed", [ids[2]]),
+                    ("relinked", [ids[2], ids[1]]), ("changed", [ids[1]]),
+                    ("relinked", [ids[1], ids[3]])]  # fmt: skip
+    elif tampering == "truncated":
+        tamper(db, "DELETE FROM followup_audit WHERE id >= ?", (ids[3],))
+        expected = [("truncated", [ids[2]])]
+    elif tampering == "whole_chain":  # its rows and its head: its opening still names it
+        tamper(db, "DELETE FROM followup_audit WHERE chain = ?", (ACCT,))
+        tamper(db, "DELETE FROM followup_audit_head WHERE chain = ?", (ACCT,))
+        expected = [("head", [])]
+    elif tampering == "head":
+        tamper(db, "DELETE FROM followup_audit_head WHERE chain = ?", (ACCT,))
+        expected = [("head", [])]
+    else:  # rows moved to a chain nobody opened
+        tamper(db, "UPDATE followup_audit SET chain = 'account:evil' WHERE chain = ?", (ACCT,))
+        tamper(db, "UPDATE followup_audit_head SET chain = 'account:evil' WHERE chain = ?", (ACCT,))
+        expected = [("unopened", []), ("head", [])]
+    code, rep = verify(db)
+    assert code == 3 and not rep["intact"]
+    assert kinds(rep) == expected, rep
+    if tampering != "forged":
+        assert ACCT in " ".join(p["message"] for p in rep["problems"])
+
+
+def test_account_chain__the_head_noted_before_finds_a_rewritten_chain(
+    db: LeadDB, store: SqlStore
+) -> None:
+    write_chain(store, ACCT, 3)
+    code, rep = verify(db)
+    main, acct = rep["head"]["row_hash"], rep["chains"][ACCT]["head"]["row_hash"]
+    assert verify(db, "--head", main, "--head", acct)[0] == 0
+    opening = store.rows("SELECT row_hash FROM followup_audit WHERE chain = ''")[-1]["row_hash"]
+    prev = opening  # the account chain rewritten whole, hashes and head recomputed
+    for r in store.rows(
+        "SELECT * FROM followup_audit WHERE chain = :c ORDER BY chain_seq", {"c": ACCT}
+    ):
+        r.update(actor="nobody", prev_hash=prev)
+        prev = auditchain.row_hash(r)
+        tamper(
+            db,
+            "UPDATE followup_audit SET actor = ?, prev_hash = ?, row_hash = ? WHERE id = ?",
+            ("nobody", r["prev_hash"], prev, r["id"]),
+        )
+    tamper(db, "UPDATE followup_audit_head SET row_hash = ? WHERE chain = ?", (prev, ACCT))
+    assert verify(db)[0] == 0  # consistent: only the heads kept elsewhere show it
+    code, rep = verify(db, "--head", main, "--head", acct)
+    assert code == 3 and rep["anchors"] == [
+        {"row_hash": main, "found": True},
+        {"row_hash": acct, "found": False},
+    ], rep
+    text = followup("audit", "verify", "--db", db.url, "--head", main, "--head", acct)
+    assert text.returncode == 3 and f"--head {acct}: NOT found" in text.stdout
+
+
+def test_account_chain__writers_of_several_chains_at_once_leave_every_chain_valid(
+    db: LeadDB,
+) -> None:
+    """Four connections: two append to their accounts' chains the send path's way (one of
+    them opening its chain while the others write), two to the main chain; one in seven
+    transactions rolls back. Every chain is whole."""
+    first = open_store(db.url)
+    stores = [first, first.clone(), first.clone(), first.clone()]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+    auditchain.open_chain(first, "account:k1")
+
+    def write(s: SqlStore, k: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            chain = auditchain.account_chain(f"k{k}") if k % 2 else ""
+            auditchain.open_chain(s, chain)
+            for i in range(20):
+                try:
+                    with s.pipelined() if k % 2 else nullcontext(), s.transaction():
+                        s.audit_later("send", NOW, "ops", f"run{k}", f"lead{k}_{i}", chain=chain)()
+                        if i % 7 == 3:
+                            raise LookupError("rolled back")
+                except LookupError:
+                    pass
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s, k)) for k, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert not errors, errors
+        rows = first.rows("SELECT chain, chain_seq FROM followup_audit ORDER BY chain, chain_seq")
+        by: dict[str, list[int]] = {}
+        for r in rows:
+            by.setdefault(r["chain"], []).append(r["chain_seq"])
+        assert by["account:k1"] == by["account:k3"] == list(range(1, 18))
+        assert by[""] == list(range(1, 2 * 17 + 3))  # and the two openings
+        rep = auditchain.verify(first)
+        assert rep.intact and rep.rows == 4 * 17 + 2, rep.problems
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_erase__scrubs_the_persons_rows_in_account_chains_and_records_where(
+    db: LeadDB, store: SqlStore
+) -> None:
+    db.insert(lead("z1", recipient_id="ig_ZOLT"))
+    write_chain(store, ACCT, 4, lead_id="z1")  # z1 is the lead of rows 2 and 4
+    store.audit("optout", NOW, "ops", lead_id="z1", detail={"reason": "Zoltana phoned"})
+    counts = erase_lead(store, "z1", "ops", NOW, purge=False)
+    assert counts["audit_rows_scrubbed"] == 3
+    erased = db.query("SELECT detail FROM followup_audit WHERE action = 'erase'")[0]["detail"]
+    assert json.loads(erased)["audit_scrubbed_chains"] == {ACCT: [2, 4]}
+    code, rep = verify(db)
+    assert code == 0 and rep["scrubbed_by_erasure"] == 3, rep
+    # a detail of an account chain removed by hand is still tampering
+    ids = db.query("SELECT id FROM followup_audit WHERE chain = ? AND chain_seq = 1", (ACCT,))
+    tamper(
+        db,
+        "UPDATE followup_audit SET detail = NULL, detail_salt = NULL WHERE id = ?",
+        (ids[0]["id"],),
+    )
+    assert kinds(verify(db)[1]) == [("scrubbed_unrecorded", [ids[0]["id"]])]
+
+
+def test_migration_0014__a_single_chain_store_verifies_and_grows_chains(
+    db: LeadDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store the version before 0014 wrote (one chain, its head id 1): after the upgrade
+    its rows verify as they are, new rows go to the main chain and to account chains, and
+    an old row changed by hand is still found."""
+    import followup_cli.store.base as base
+
+    before = [m for m in MIGRATIONS if m[0] < "0014"]
+    monkeypatch.setattr(base, "MIGRATIONS", before)
+    old = open_store(db.url)
+    prev = auditchain.GENESIS
+    try:
+        for i in range(1, 5):  # as 0013's writers chained them
+            row = {
+                "chain_seq": i, "at": NOW + timedelta(minutes=i), "actor": "ops", "action": "send",
+                "run_id": "r0", "lead_id": f"o{i}", "account_id": "acct_a", "sequence_id": "s1",
+                "message_id": "m1", "detail": None, "detail_salt": None, "detail_digest": None,
+                "db_role": None, "prev_hash": prev,
+            }  # fmt: skip
+            prev = row["row_hash"] = auditchain.row_hash(row)
+            old.execute(
+                "INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, "
+                "account_id, sequence_id, message_id, detail, detail_salt, detail_digest, "
+                "db_role, prev_hash, row_hash) VALUES (:chain_seq, :at, :actor, :action, "
+                ":run_id, :lead_id, :account_id, :sequence_id, :message_id, :detail, "
+                ":detail_salt, :detail_digest, :db_role, :prev_hash, :row_hash)",
+                row,
+            )
+        old.execute(
+            "UPDATE followup_audit_head SET chain_seq = 4, row_hash = :h WHERE id = 1", {"h": prev}
+        )
+    finally:
+        old.close()
+    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS)
+    auditchain._SEEN.clear()
+    new = open_store(db.url)
+    try:
+        rep = auditchain.verify(new)
+        assert rep.intact and rep.rows == 4 and rep.head_seq == 4, rep.problems
+        new.audit("optout", NOW, "ops", lead_id="n1", detail={"y": 2})
+        write_chain(new, ACCT, 2)
+        rep = auditchain.verify(new)
+        assert rep.intact and rep.rows == 8 and rep.head_seq == 6, rep.problems
+        assert rep.chains == {ACCT: (2, 2, rep.chains[ACCT][2])}
+    finally:
+        new.close()
+    tamper(db, "UPDATE followup_audit SET actor = 'nobody' WHERE lead_id = 'o2'")
+    assert [k for k, _ in kinds(verify(db)[1])] == ["changed"]
+
+
+def test_a_run__writes_each_accounts_rows_to_its_own_chain(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    """The engine's account transactions (claims, attempts, outcomes) append to the account's
+    chain, opened once in the main chain; the run's other rows (config seen) to the main one;
+    a second run goes on in the same chain."""
+    cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
+    silent = {
+        "last_inbound_at": NOW - timedelta(hours=5),
+        "last_outbound_at": NOW - timedelta(hours=4),
+    }
+    db.insert(lead("e1", **silent), lead("e2", **silent))
+    env = {"FOLLOWUP_TOKEN_A": "tok-a"}
+    for at in (NOW, NOW + timedelta(hours=1)):
+        db.insert(lead(f"e{at.hour}", **{k: v + (at - NOW) for k, v in silent.items()}))
+        r = followup("run", "--config", str(cfg), "--db", db.url, "--now", at.isoformat(), env=env)
+        assert r.returncode == 0, r.stderr
+    rows = db.query("SELECT chain, action, lead_id FROM followup_audit ORDER BY chain, chain_seq")
+    sends = [(r["chain"], r["lead_id"]) for r in rows if r["action"] == "send"]
+    assert sorted(sends) == [(ACCT, "e1"), (ACCT, "e2"), (ACCT, "e8"), (ACCT, "e9")]
+    assert [r["action"] for r in rows if r["chain"] == ""].count("audit_chain_open") == 1
+    assert {r["chain"] for r in rows if r["action"] == "config_seen"} == {""}
+    code, rep = verify(db)
+    assert code == 0 and rep["chains"][ACCT]["rows"] == 4, rep

@@ -226,20 +226,28 @@ def test_a_stale_claim_met_by_a_conflict_is_marked_again_once(
     assert len(graph.deliveries) == 2
 
 
+@pytest.mark.parametrize("skip", [1, 2])
 def test_the_end_of_a_turn_met_by_a_conflict_writes_the_last_outcome_once(
-    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    db: LeadDB,
+    graph: FakeGraphAPI,
+    monkeypatch: pytest.MonkeyPatch,
+    skip: int,
 ) -> None:
     """One lead: its outcome is written by the end of the account's turn (no next lead
-    carries it), whose transaction met a conflict at its audit row (the second of the run,
-    after config_seen) and ran again: the outcome and its audit row once."""
+    carries it), whose transaction met a conflict at its audit row (the third of the run,
+    after config_seen and the opening of the account's audit chain) and ran again: the
+    outcome and its audit row once. (skip=1: the opening of the chain met it, and ran
+    again: opened once.)"""
     cfg = graph_config(tmp_path / "sequences.yaml", graph.base_url)
     db.insert(*_due("p1"))
-    met = conflict_at(monkeypatch, AUDIT_ROW, skip=1)
+    met = conflict_at(monkeypatch, AUDIT_ROW, skip=skip)
     r = _run(cfg, db)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["sent"] == 1
     assert _audits(db, "config_seen") == [None]
-    assert _once_again(met[1:])
+    assert _audits(db, "audit_chain_open") == [None]
+    assert len(met) == 4 and _once_again(met[skip : skip + 2]), met
     assert [c.recipient_id for c in graph.deliveries] == ["ig_p1"]
     assert [(t["lead_id"], t["status"]) for t in db.tracking()] == [("p1", "sent")]
     assert _audits(db, "send") == ["p1"]

@@ -3,7 +3,8 @@ each other (Postgres would abort one with "deadlock detected", SQLSTATE 40P01, a
 or the command would end with exit 1).
 
 The order: the account's lock, then the leads' rows (enrollments, tracking) by lead id,
-then the audit chain's head, last, just before the commit.
+then the audit chain's head, last, just before the commit (one chain a transaction: the
+account's own for a run's account transactions, the main one for every other writer).
 
 Each test sets two transactions against each other step by step, on two connections: the
 second is started where the first one stands and let go once it waits for a lock (polled

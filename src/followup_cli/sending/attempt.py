@@ -184,6 +184,7 @@ class Attempting(LiveTransactions):
                 d.sequence.id,
                 d.message.id,
                 audit_detail,
+                chain=self.audit_chain,
             )
 
             def check() -> int:

@@ -11,6 +11,7 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from .. import auditchain
 from ..models import Lead
 from ..results import PlannedSend
 from ..store.base import put_back, retried
@@ -42,6 +43,15 @@ class LiveTransactions(Executor):
         self.settled: set[str] = set()  # leads a batch handled without a claim
         # inside ``_audits_last``: the audit rows of the transaction, written at its end
         self._held_audits: list[tuple[Any, ...]] | None = None
+        # every audit row of the account's transactions goes to the account's own chain
+        # (``auditchain``: its head locked through the commit, the other accounts' not)
+        self.audit_chain = auditchain.account_chain(self.account.id)
+
+    def open_chain(self) -> None:
+        """The account's audit chain opened, before any of its transactions appends to it
+        (``auditchain.open_chain``: once per account and database, in a transaction of its
+        own)."""
+        auditchain.open_chain(self.store, self.audit_chain)
 
     # ---------------------------------------------------------------- outcomes
     def _record_locked(self) -> None:
@@ -80,6 +90,7 @@ class LiveTransactions(Executor):
             sequence_id,
             message_id,
             detail,
+            chain=self.audit_chain,
         )
 
     @contextmanager

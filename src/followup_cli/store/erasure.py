@@ -74,7 +74,7 @@ def _erase_tx(store: SqlStore, lead_id: str, who: str, now: datetime) -> dict[st
         counts["run_notes_scrubbed"] = _scrub_run_notes(store, ids)
         counts["person"] = _suppress_erased(store, ids, key, account, who, now)
         audit_scrubbed = _scrub_audit(store, ids)
-        counts["audit_rows_scrubbed"] = len(audit_scrubbed)
+        counts["audit_rows_scrubbed"] = sum(len(s) for s in audit_scrubbed.values())
         store.audit(
             "erase",
             now,
@@ -83,7 +83,7 @@ def _erase_tx(store: SqlStore, lead_id: str, who: str, now: datetime) -> dict[st
             detail={
                 "lead_rows": len(ids),
                 "person_suppressed": key is not None,
-                "audit_scrubbed": audit_scrubbed,
+                **auditchain.scrubbed_detail(audit_scrubbed),
             },
         )
     return counts
@@ -156,13 +156,15 @@ def _scrub_leads(store: SqlStore, ids: list[str], key: str | None, now: datetime
     return scrubbed
 
 
-def _scrub_audit(store: SqlStore, ids: list[str]) -> list[int]:
+def _scrub_audit(store: SqlStore, ids: list[str]) -> dict[str, list[int]]:
     """The audit rows of these leads lose their detail, after the erasure's other writes
-    (the audit rows last); returns their chain places, recorded in the erasure's own row."""
-    places: list[int] = []
+    (the audit rows last); returns their places (chain -> chain_seqs), recorded in the
+    erasure's own row."""
+    places: dict[str, list[int]] = {}
     for chunk in _chunks(ids, 500):
         where, names = SqlStore._in_list(store, "lead_id", chunk)
-        places += auditchain.scrub(store, where, names)
+        for chain, seqs in auditchain.scrub(store, where, names).items():
+            places.setdefault(chain, []).extend(seqs)
     return places
 
 

@@ -362,4 +362,23 @@ MIGRATIONS: list[tuple[str, list[str | tuple[str, str]]]] = [
         "0013_outcome_marks_forget_skip_locked",
         [("postgres", q("mark_forget_function_skip_locked", "postgres"))],
     ),
+    (
+        # One audit chain per account the engine writes to, beside the main one (issue 11,
+        # auditchain.py): every attempt appended its row under the one head's row lock, held
+        # through its COMMIT's disk flush, so the accounts' commits could not share a flush.
+        # A row's chain is ``chain`` ("" the main chain: every row written before keeps it
+        # and verifies as before); a chain's place is unique within it; each chain has its
+        # head row (the main one keeps id 1), and is opened by a row of the main chain that
+        # its first row links to.
+        "0014_audit_chains",
+        [
+            "ALTER TABLE followup_audit ADD COLUMN chain TEXT NOT NULL DEFAULT ''",
+            "DROP INDEX IF EXISTS followup_audit_chain",
+            """CREATE UNIQUE INDEX IF NOT EXISTS followup_audit_chains
+                ON followup_audit (chain, chain_seq)""",
+            "ALTER TABLE followup_audit_head ADD COLUMN chain TEXT NOT NULL DEFAULT ''",
+            """CREATE UNIQUE INDEX IF NOT EXISTS followup_audit_head_chain
+                ON followup_audit_head (chain)""",
+        ],
+    ),
 ]

@@ -167,36 +167,49 @@ UPDATE followup_runs SET summary = :s WHERE run_id = :r
 
 -- ========================================================= audit chain (auditchain.py)
 
--- The row lock serialises writers until the transaction commits.
+-- The chains: "" (the main one; its head keeps id 1) and one per account the engine writes
+-- to ("account:<id>", opened by a row of the main chain). ":chain" names the chain.
+
+-- The row lock serialises a chain's writers until the transaction commits.
 -- name: audit_head@postgres
 SELECT chain_seq, row_hash, session_user::text AS s_role, current_user::text AS c_role
-FROM followup_audit_head WHERE id = 1 FOR UPDATE
+FROM followup_audit_head WHERE chain = :chain FOR UPDATE
 
 -- name: audit_head@sqlite
-SELECT chain_seq, row_hash, NULL AS s_role, NULL AS c_role FROM followup_audit_head WHERE id = 1
+SELECT chain_seq, row_hash, NULL AS s_role, NULL AS c_role FROM followup_audit_head
+WHERE chain = :chain
 
 -- name: audit_last_chained
-SELECT chain_seq, row_hash FROM followup_audit WHERE chain_seq IS NOT NULL
+SELECT chain_seq, row_hash FROM followup_audit WHERE chain = :chain AND chain_seq IS NOT NULL
 ORDER BY chain_seq DESC LIMIT 1
 
+-- The main chain's head is id 1; another chain's takes the next id (its openers are
+-- serialised by the main chain's head, ``auditchain._open``).
 -- name: audit_head_insert
-INSERT INTO followup_audit_head (id, chain_seq, row_hash) VALUES (1, :s, :h)
-ON CONFLICT (id) DO NOTHING
+INSERT INTO followup_audit_head (id, chain, chain_seq, row_hash)
+SELECT CASE WHEN CAST(:chain AS TEXT) = '' THEN 1 ELSE COALESCE(MAX(id), 1) + 1 END, :chain, :s, :h
+FROM followup_audit_head WHERE true
+ON CONFLICT DO NOTHING
+
+-- The head of the main chain as the migration that made it knew it (0007: no chain column
+-- yet; ``auditchain.backfill``).
+-- name: audit_backfill_head
+SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1
 
 -- name: audit_head_set
 UPDATE followup_audit_head SET chain_seq = :s, row_hash = :h WHERE id = 1
 
 -- name: audit_advance
 UPDATE followup_audit_head SET chain_seq = :chain_seq, row_hash = :row_hash
-WHERE id = 1 AND chain_seq = :prev_seq AND row_hash = :prev_hash
+WHERE chain = :chain AND chain_seq = :prev_seq AND row_hash = :prev_hash
 
 -- name: audit_append@postgres
 WITH head AS (
   UPDATE followup_audit_head SET chain_seq = :chain_seq, row_hash = :row_hash
-  WHERE id = 1 AND chain_seq = :prev_seq AND row_hash = :prev_hash RETURNING id)
-INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, account_id,
+  WHERE chain = :chain AND chain_seq = :prev_seq AND row_hash = :prev_hash RETURNING id)
+INSERT INTO followup_audit (chain, chain_seq, at, actor, action, run_id, lead_id, account_id,
   sequence_id, message_id, detail, detail_salt, detail_digest, db_role, prev_hash, row_hash)
-SELECT :chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
+SELECT :chain, :chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
   :message_id, :detail, :detail_salt, :detail_digest, :db_role, :prev_hash, :row_hash
 FROM head
 
@@ -207,10 +220,10 @@ FROM head
 -- name: audit_append_locked@postgres
 WITH head AS (
   UPDATE followup_audit_head SET chain_seq = :chain_seq, row_hash = :row_hash
-  WHERE id = 1 AND chain_seq = :prev_seq AND row_hash = :prev_hash RETURNING id)
-INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, account_id,
+  WHERE chain = :chain AND chain_seq = :prev_seq AND row_hash = :prev_hash RETURNING id)
+INSERT INTO followup_audit (chain, chain_seq, at, actor, action, run_id, lead_id, account_id,
   sequence_id, message_id, detail, detail_salt, detail_digest, db_role, prev_hash, row_hash)
-SELECT :chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
+SELECT :chain, :chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
   :message_id, :detail, :detail_salt, :detail_digest, :db_role, :prev_hash, :row_hash
 FROM (SELECT count(*) AS n FROM head) moved WHERE 1 / moved.n = 1
 
@@ -221,17 +234,18 @@ FROM (SELECT count(*) AS n FROM head) moved WHERE 1 / moved.n = 1
 -- conditional update, a locked read, then the insert.
 -- name: audit_append_at_head@postgres
 WITH old AS (
-  SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1 FOR UPDATE),
+  SELECT chain_seq, row_hash FROM followup_audit_head WHERE chain = :chain FOR UPDATE),
 new AS (
   UPDATE followup_audit_head h SET chain_seq = old.chain_seq + 1,
     row_hash = encode(sha256(convert_to(
       :p1 || CAST(old.chain_seq + 1 AS text) || :p2 || old.row_hash || '"]', 'UTF8')), 'hex')
-  FROM old WHERE h.id = 1
+  FROM old WHERE h.chain = :chain
   RETURNING h.chain_seq, h.row_hash, old.row_hash AS prev_hash)
-INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, account_id,
+INSERT INTO followup_audit (chain, chain_seq, at, actor, action, run_id, lead_id, account_id,
   sequence_id, message_id, detail, detail_salt, detail_digest, db_role, prev_hash, row_hash)
-SELECT new.chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
-  :message_id, :detail, :detail_salt, :detail_digest, :db_role, new.prev_hash, new.row_hash
+SELECT :chain, new.chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id,
+  :sequence_id, :message_id, :detail, :detail_salt, :detail_digest, :db_role, new.prev_hash,
+  new.row_hash
 FROM new
 RETURNING chain_seq, row_hash
 
@@ -239,30 +253,34 @@ RETURNING chain_seq, row_hash
 -- insert nothing when there is no head row, so the transaction cannot commit without it.
 -- name: audit_append_at_head_or_fail@postgres
 WITH old AS (
-  SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1 FOR UPDATE),
+  SELECT chain_seq, row_hash FROM followup_audit_head WHERE chain = :chain FOR UPDATE),
 new AS (
   UPDATE followup_audit_head h SET chain_seq = old.chain_seq + 1,
     row_hash = encode(sha256(convert_to(
       :p1 || CAST(old.chain_seq + 1 AS text) || :p2 || old.row_hash || '"]', 'UTF8')), 'hex')
-  FROM old WHERE h.id = 1
+  FROM old WHERE h.chain = :chain
   RETURNING h.chain_seq, h.row_hash, old.row_hash AS prev_hash)
-INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, account_id,
+INSERT INTO followup_audit (chain, chain_seq, at, actor, action, run_id, lead_id, account_id,
   sequence_id, message_id, detail, detail_salt, detail_digest, db_role, prev_hash, row_hash)
-SELECT new.chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
-  :message_id, :detail, :detail_salt, :detail_digest, :db_role, new.prev_hash, new.row_hash
+SELECT :chain, new.chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id,
+  :sequence_id, :message_id, :detail, :detail_salt, :detail_digest, :db_role, new.prev_hash,
+  new.row_hash
 FROM (SELECT count(*) AS n FROM new) moved LEFT JOIN new ON true WHERE 1 / moved.n = 1
 
+-- Every chain's head (``auditchain.verify``).
 -- name: audit_head_read
-SELECT chain_seq, row_hash FROM followup_audit_head WHERE id = 1
+SELECT chain, chain_seq, row_hash FROM followup_audit_head ORDER BY chain
 
 -- name: audit_insert
-INSERT INTO followup_audit (chain_seq, at, actor, action, run_id, lead_id, account_id,
+INSERT INTO followup_audit (chain, chain_seq, at, actor, action, run_id, lead_id, account_id,
   sequence_id, message_id, detail, detail_salt, detail_digest, db_role, prev_hash, row_hash)
-VALUES (:chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
+VALUES (:chain, :chain_seq, :at, :actor, :action, :run_id, :lead_id, :account_id, :sequence_id,
   :message_id, :detail, :detail_salt, :detail_digest, :db_role, :prev_hash, :row_hash)
 
+-- (0007: no chain column yet)
 -- name: audit_unchained_page
-SELECT * FROM followup_audit WHERE chain_seq IS NULL AND id > :a ORDER BY id LIMIT :n
+SELECT id, at, actor, action, run_id, lead_id, account_id, sequence_id, message_id, detail
+FROM followup_audit WHERE chain_seq IS NULL AND id > :a ORDER BY id LIMIT :n
 
 -- name: audit_chain_row
 UPDATE followup_audit SET chain_seq = :chain_seq, detail_salt = :detail_salt,
@@ -271,15 +289,17 @@ WHERE id = :id
 
 -- Erasure: "{ids}" selects the person's lead ids; "{kept}" the actions whose detail stays.
 -- name: audit_scrubbed_places
-SELECT chain_seq FROM followup_audit
+SELECT chain, chain_seq FROM followup_audit
 WHERE {ids} AND detail IS NOT NULL AND NOT ({kept})
 
 -- name: audit_scrub
 UPDATE followup_audit SET detail = NULL, detail_salt = NULL
 WHERE {ids} AND detail IS NOT NULL AND NOT ({kept})
 
+-- Every chain, the main one ("") first, each in its order.
 -- name: audit_chain_page
-SELECT * FROM followup_audit WHERE chain_seq > :a ORDER BY chain_seq LIMIT :n
+SELECT * FROM followup_audit WHERE chain_seq > 0 AND (chain, chain_seq) > (:c, :a)
+ORDER BY chain, chain_seq LIMIT :n
 
 -- name: audit_unchained_ids
 SELECT id FROM followup_audit WHERE chain_seq IS NULL OR chain_seq <= 0 ORDER BY id
