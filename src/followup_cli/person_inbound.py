@@ -19,8 +19,9 @@ Where it is read:
   ``apply`` to each candidate before it is decided;
 * the claim (and bookkeeping): the other rows the plan found (``Lead.other_rows``) read
   again by id inside the claim transaction (``from_rows``), so a reply under another row
-  since the plan stops the send; a lead row the host creates for the person after the plan
-  is seen by the next run;
+  since the plan stops the send; the attempt reads them again (``inbound_snapshot``): one
+  since the claim releases it, to be decided again. A lead row the host creates for the
+  person after the plan is seen by the next run;
 * ``explain``: the rows of the lead's person (``for_recipient``).
 
 A row without a usable recipient id is nobody's; a time that is no time (or out of the
@@ -102,6 +103,12 @@ def from_rows(lead: Lead, rows: Iterable[Mapping[str, Any]]) -> Lead:
         and (None if r.get("account_id") is None else str(r["account_id"])) == lead.account_id
     ]
     return merged(lead, others)
+
+
+def inbound_snapshot(rows: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """What of the person's other rows a claim compares at its attempt: (id, last inbound
+    as stored), in id order."""
+    return tuple(sorted((str(r["id"]), r.get("last_inbound_at")) for r in rows))
 
 
 class PersonRows:

@@ -187,13 +187,16 @@ def test_a_person_who_wrote_last_under_another_row_waits_for_a_human(
     assert texts(graph, "ig_person") == []
 
 
-def test_a_reply_under_another_row_between_the_plan_and_the_claim_stops_the_send(
-    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+@pytest.mark.parametrize("when", ["before_the_claim", "after_the_claim"])
+def test_a_reply_under_another_row_during_the_run_stops_the_send(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI, when: str
 ) -> None:
-    """The plan saw A due; while the run sends to someone else, the person writes under B:
-    A's claim decides again on the person's rows (one claim a batch here), and sends
-    nothing."""
-    cfg = config(tmp_path / "sequences.yaml", graph.base_url, batch_size=1)
+    """The plan saw A due; while the run sends to someone else, the person writes under B.
+    Before A's claim (one claim a batch): the claim decides again on the person's rows.
+    After it (A claimed in the same batch as z): the attempt reads B again, releases the
+    claim, and A is decided again. Either way A gets nothing."""
+    batch = {"before_the_claim": 1, "after_the_claim": 100}[when]
+    cfg = config(tmp_path / "sequences.yaml", graph.base_url, batch_size=batch)
     db.insert(
         # z's window closes first: the run sends to z first
         row("lead_z", "ig_other", last_inbound_at=NOW - timedelta(hours=6)),
@@ -216,6 +219,7 @@ def test_a_reply_under_another_row_between_the_plan_and_the_claim_stops_the_send
     assert seen == ["ig_other"]
     assert planned(live) == [("lead_z", "m1")]
     assert texts(graph, "ig_person") == []
+    assert [r["lead_id"] for r in db.tracking()] == ["lead_z"]  # A's claim released
 
 
 # ----------------------------------------------- STOP under a row that is no candidate

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..channels.base import SendResult
 from ..models import FAILED, PENDING, SENT, UNKNOWN
+from ..person_inbound import inbound_snapshot
 from ..results import AccountResult, PlannedSend
 from ..rules import Decision
 from ..store.base import put_back, retried
@@ -30,9 +31,10 @@ class Attempting(LiveTransactions):
         """One transaction (the last outcome; this claim marked attempted unless the lead or
         its person opted out since the claim; the lead's row read again), then the API
         call. "changed" (nothing sent, the claim released) when the lead's row is not the
-        one the claim decided on. On Postgres the transaction is two round trips
-        (``SqlStore.pipelined``): its statements up to the row's read, then the rest with
-        the commit."""
+        one the claim decided on, or another row of its person has a new inbound time. On
+        Postgres the transaction is two round trips (``SqlStore.pipelined``): its
+        statements up to the row's read, then the rest with the commit (and one more for a
+        person with other rows)."""
         at = self.engine.clock.now() if self.real_time else self.now
         # The transaction runs before the API call: a conflict with another writer (40P01,
         # 40001, in pipeline mode too: raised at the wait for an answer or at the COMMIT)
@@ -69,6 +71,9 @@ class Attempting(LiveTransactions):
             audited = self._audit_issued()  # the last outcome's row: locks the chain last
             row = store.lead_row(claim.lead.id)  # (waits for the answers of all the above)
             same = row == claim.row
+            if same and claim.others:  # a reply under another row of the person since
+                again = store.lead_rows([i for i, _ in claim.others])
+                same = inbound_snapshot(again) == claim.others
             ok = same and marked()
             if marked() and not same:  # never handed to the API: released as unattempted
                 store.delete_followup(claim.fid, PENDING)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..crypto import stored_body
 from ..models import PENDING, SKIPPED, BadLead, Lead, LeadState, parse_lead
-from ..person_inbound import from_rows
+from ..person_inbound import from_rows, inbound_snapshot
 from ..results import decide_or_name
 from ..rules import Decision
 from ..store.base import put_back, retried
@@ -46,6 +46,9 @@ class Claim:
     now: datetime  # the claim's instant (its rows' times)
     at: float  # when it was claimed, in seconds of the run (``Clock.elapsed``)
     row: dict[str, Any]  # the lead's row as the claim read it (compared at the attempt)
+    # the person's other rows as the claim read them: (id, last inbound), compared at the
+    # attempt too (a reply under any of them since the claim stops the send)
+    others: tuple[tuple[str, Any], ...] = ()
 
 
 class Claiming(LiveTransactions):
@@ -205,7 +208,7 @@ class Claiming(LiveTransactions):
         with self._write_tx(self.account.id, mine), self._audits_last():
             if stale:
                 store.release_unattempted(followup_ids=stale)
-            locked, rows, fresh_leads = self._reread(leads, settled)
+            locked, rows, fresh_leads, others = self._reread(leads, settled)
             persons = {
                 lid: store.person_key(f.account_id, f.recipient_id)
                 for lid, f in fresh_leads.items()
@@ -230,6 +233,8 @@ class Claiming(LiveTransactions):
                     break  # the leads after it: decided again when their turn comes
                 claim = self._claim_locked(fresh, d, person, at, rows[lead.id], todo)
                 settled.add(lead.id)
+                if claim is not None and fresh.other_rows:
+                    claim.others = inbound_snapshot(others[i] for i in fresh.other_rows)
                 if claim is not None:
                     window.take()  # (a step another run claimed first: room left unused)
                     batch[lead.id] = claim
@@ -274,9 +279,10 @@ class Claiming(LiveTransactions):
 
     def _reread(
         self, leads: list[Lead], settled: set[str]
-    ) -> tuple[set[str], dict[str, dict[str, Any]], dict[str, Lead]]:
+    ) -> tuple[set[str], dict[str, dict[str, Any]], dict[str, Lead], dict[str, dict[str, Any]]]:
         """In the claim transaction: the leads this run may take (``try_lock_leads``), their
-        rows read again and parsed; a row that no longer parses is reported and settled."""
+        rows read again and parsed, each merged with its person's other rows, read again too
+        (returned last, by id); a row that no longer parses is reported and settled."""
         store = self.store
         locked = store.try_lock_leads([lead.id for lead in leads])
         rows = {str(row["id"]): row for row in store.lead_rows(sorted(locked))}
@@ -297,7 +303,7 @@ class Claiming(LiveTransactions):
                     fresh[lead.id] = from_rows(
                         fresh[lead.id], (others[i] for i in lead.other_rows if i in others)
                     )
-        return locked, rows, fresh
+        return locked, rows, fresh, others
 
     def _person_rows(self, leads: list[Lead]) -> dict[str, dict[str, Any]]:
         """In the claim transaction: the other lead rows of these leads' persons, as the plan
