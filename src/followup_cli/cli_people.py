@@ -262,7 +262,10 @@ def optout(
             from .optouts import import_optouts
 
             result = import_optouts(store, loaded, import_, account, actor(), now)
-            out.print(result.line())
+            if as_json:
+                _print_json(dict(result.__dict__))
+            else:
+                out.print(result.line())
         elif export:
             _export_optouts(store, lead or "-")
         elif undo:
@@ -270,10 +273,20 @@ def optout(
             from .optouts import refuse_undo_of_a_keyword
 
             refuse_undo_of_a_keyword(store, loaded, lead)
-            _undo_optout(store, lead, reason, actor(), now)
+            changed, line = _undo_optout(store, lead, reason, actor(), now)
+            _said(line, as_json, lead_id=lead, opted_out=False, changed=changed)
         else:
             assert lead is not None
-            _add_optout(store, lead, reason, actor(), now)
+            changed, line = _add_optout(store, lead, reason, actor(), now)
+            _said(line, as_json, lead_id=lead, opted_out=True, changed=changed)
+
+
+def _said(line: str, as_json: bool, **fields: Any) -> None:
+    """What `optout LEAD [--undo]` did: its line, or with --json an object holding it."""
+    if as_json:
+        _print_json({**fields, "message": line})
+    else:
+        out.print(line)
 
 
 def _export_optouts(store: SqlStore, target: str) -> None:
@@ -296,7 +309,9 @@ def _export_optouts(store: SqlStore, target: str) -> None:
         )
 
 
-def _undo_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: datetime) -> None:
+def _undo_optout(
+    store: SqlStore, lead: str, reason: str | None, who: str, now: datetime
+) -> tuple[bool, str]:
     """Lift a lead's opt-out (never an erasure), audited."""
     if store.is_erased(lead):
         raise ConfigError(
@@ -326,15 +341,16 @@ def _undo_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: 
     # 40001) rolled it back whole, so it runs again (``retried``) instead of failing.
     changed = retried(lift, nothing_to_put_back, "optout --undo")
     if changed and others:
-        out.print(
+        return changed, (
             f"{lead}: opt-out removed; its person stays opted out under lead "
             f"{', '.join(others)} (`followup optout {others[0]} --undo` resumes them)"
         )
-    else:
-        out.print(f"{lead}: opt-out removed" if changed else f"{lead}: was not opted out")
+    return changed, (f"{lead}: opt-out removed" if changed else f"{lead}: was not opted out")
 
 
-def _add_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: datetime) -> None:
+def _add_optout(
+    store: SqlStore, lead: str, reason: str | None, who: str, now: datetime
+) -> tuple[bool, str]:
     """Opt a lead (and its person) out and end its enrollments, audited."""
 
     def stop() -> bool:
@@ -363,13 +379,13 @@ def _add_optout(store: SqlStore, lead: str, reason: str | None, who: str, now: d
         if exists
         else f" (note: no lead {lead!r} in the lead table yet; the opt-out holds when it appears)"
     )
-    out.print((f"{lead}: opted out" if changed else f"{lead}: already opted out") + note)
     if store.key_problem:
         err.print(
             f"followup: warning: {store.key_problem} (the opt-out holds; its recipient id "
             "was not stored)",
             markup=False,
         )
+    return changed, (f"{lead}: opted out" if changed else f"{lead}: already opted out") + note
 
 
 def _print_optouts(store: SqlStore, as_json: bool) -> None:

@@ -610,3 +610,28 @@ def test_erase_lift_lifts_the_erasure_from_every_lead_row_of_the_person(
     assert run(cfg, db, NOW).returncode == 0
     assert len(graph.deliveries_to("ig_v")) == 1  # the person, once
     assert graph.deliveries_to("ig_w") == []
+
+
+def test_optout_json__a_lead_its_undo_and_an_import_answer_in_json(
+    tmp_path: Path, db: LeadDB
+) -> None:
+    """`followup optout LEAD --json` (and --undo, --import) took --json and printed text
+    ("j1: opted out"): a script parsing it failed. Each answers one JSON object now."""
+    cfg = write_config(tmp_path / "sequences.yaml", base_config())
+    common = ["--config", str(cfg), "--db", db.url, "--json"]
+    db.insert(due("j1", "ig_j1"), due("j2", "ig_j2"))
+    first = json.loads(followup("optout", "j1", "--reason", "asked", *common).stdout)
+    assert first == {
+        "lead_id": "j1",
+        "opted_out": True,
+        "changed": True,
+        "message": "j1: opted out",
+    }
+    again = json.loads(followup("optout", "j1", *common).stdout)
+    assert again["changed"] is False and again["message"] == "j1: already opted out"
+    undone = json.loads(followup("optout", "j1", "--undo", *common).stdout)
+    assert undone["opted_out"] is False and undone["changed"] is True
+    path = tmp_path / "stop.csv"
+    path.write_text("lead_id,reason\nj2,by phone\n")
+    imported = json.loads(followup("optout", "--import", str(path), *common).stdout)
+    assert imported["new"] == 1 and imported["already"] == 0 and imported["lines"] == 1
