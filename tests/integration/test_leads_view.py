@@ -101,8 +101,9 @@ def test_lead_labels__one_row_per_lead_in_a_sequence_with_step_state_and_next_ti
     assert (a1["action"], a1["reason"]) == ("wait", "not_due")
     assert rows["v_holdout"]["state"] == "holdout" and rows["v_holdout"]["next_message_id"] is None
 
-    only = followup("leads", *common, "--sequence", "nope", "--json")
-    assert only.returncode == 0 and json.loads(only.stdout) == []
+    only = followup("leads", *common, "--sequence", "nope", "--json")  # a typo is named
+    assert only.returncode == 2 and only.stdout == "", only.stderr
+    assert "nope" in only.stderr and "no such sequence" in only.stderr
     table = followup("leads", *common, "--account", "acct_a", "--now", "2026-03-02T14:00:00+01:00")
     assert table.returncode == 0, table.stderr
     assert "6 lead(s) in a sequence" in table.stdout and "in_progress" in table.stdout
