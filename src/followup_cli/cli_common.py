@@ -99,11 +99,14 @@ def _now(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return parse_time(value)
+        when = parse_time(value)
     except ValueError:
         raise ConfigError(
             f"--now {value!r}: not an ISO 8601 time, e.g. 2026-11-28T09:00:00+01:00"
         ) from None
+    if not 1900 <= when.year <= 2999:  # as a lead row's times: days around it must exist
+        raise ConfigError(f"--now {value!r}: a time between the years 1900 and 2999, please")
+    return when
 
 
 def _when(value: str | None) -> datetime:

@@ -424,3 +424,26 @@ def test_help_and_version_still_exit_0() -> None:
         assert r.returncode == 0 and r.stdout and r.stderr == "", (args, r)
     bare = followup()
     assert bare.returncode == 2 and "run" in bare.stdout + bare.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "--now", "9999-12-31T23:00:00+00:00"],
+        ["status", "--now", "0001-01-01T00:00:00+00:00"],
+        ["schedule", "--now", "9999-12-31T23:00:00Z"],
+        ["explain", "due1", "--now", "9999-12-31T23:00:00Z"],
+        ["report", "--date", "9999-12-31"],
+    ],
+)
+def test_a_time_beyond_the_calendar_is_exit_2_naming_it(
+    setup: tuple[Path, LeadDB], args: list[str]
+) -> None:
+    """--now 9999-12-31 (or year 1) was "unexpected error: OverflowError: date value out of
+    range" (exit 1) from report, status and schedule, which look at the days around it; as
+    a lead row's times, a time outside the years 1900-2999 is refused, one line, exit 2."""
+    cfg, db = setup
+    r = followup(*args, "--config", str(cfg), "--db", db.url)
+    assert r.returncode == 2, r
+    assert "unexpected" not in r.stderr and "1900 and 2999" in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1

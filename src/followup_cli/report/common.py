@@ -51,6 +51,8 @@ def period_for(
                 on = date.fromisoformat(on)
             except ValueError:
                 raise ConfigError(f"--date {on!r}: not a date; write it as YYYY-MM-DD") from None
+        if not 1900 <= on.year <= 2999:  # the day's bounds (and the next day) must exist
+            raise ConfigError(f"--date {on.isoformat()}: a day between the years 1900 and 2999")
         return Period(on, on, tz)
     n = DEFAULT_DAYS if days is None else days
     if not 1 <= n <= MAX_DAYS:
