@@ -36,13 +36,20 @@ def open_private(
 
 
 def write_private(path: str | Path, data: str | bytes, encoding: str = "utf-8") -> None:
-    """Write ``data`` to ``path`` (replacing its content), creating the file ``0600``."""
-    if isinstance(data, bytes):
-        with open_private(path, "wb") as fh:
-            fh.write(data)
-    else:
-        with open_private(path, "w", encoding=encoding) as fh:
-            fh.write(data)
+    """Write ``data`` to ``path`` (replacing its content), creating the file ``0600``. A
+    path that cannot be written (a folder, no permission, no folder) is one line, exit 2."""
+    from .errors import ConfigError
+
+    try:
+        if isinstance(data, bytes):
+            with open_private(path, "wb") as fh:
+                fh.write(data)
+        else:
+            with open_private(path, "w", encoding=encoding) as fh:
+                fh.write(data)
+    except OSError as exc:
+        what = "a folder; give a file name in it" if Path(path).is_dir() else exc.strerror
+        raise ConfigError(f"{path}: cannot write it ({what})") from None
 
 
 def atomic_write_private(path: str | Path, data: str | bytes, encoding: str = "utf-8") -> None:

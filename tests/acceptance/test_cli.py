@@ -447,3 +447,22 @@ def test_a_time_beyond_the_calendar_is_exit_2_naming_it(
     assert r.returncode == 2, r
     assert "unexpected" not in r.stderr and "1900 and 2999" in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_an_output_path_that_is_a_folder_is_exit_2_naming_it(
+    setup: tuple[Path, LeadDB], tmp_path: Path
+) -> None:
+    """`report --format csv -o DIR` (and `optout --export DIR`) was "unexpected error:
+    IsADirectoryError" (exit 1): one line naming the path, exit 2, as a missing folder."""
+    cfg, db = setup
+    common = ("--config", str(cfg), "--db", db.url)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for args in (
+        ("report", "--format", "csv", "-o", str(folder), "--now", NOW.isoformat()),
+        ("optout", "--export", str(folder)),
+    ):
+        r = followup(*args, *common)
+        assert r.returncode == 2, (args, r)
+        assert "unexpected" not in r.stderr and f"{folder}: cannot write it" in r.stderr
+        assert len(r.stderr.splitlines()) == 1, r.stderr
