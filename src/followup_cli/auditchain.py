@@ -92,8 +92,6 @@ MAIN = ""  # the main chain's name
 OPEN_ACTION = "audit_chain_open"  # the main chain's row that opens another chain
 # (dialect, url, chain) -> (chain_seq, row_hash) of the last row this process appended there
 _SEEN: dict[tuple[str, str, str], tuple[int, str]] = {}
-# (dialect, url, chain): chains this process knows are open there
-_OPENED: set[tuple[str, str, str]] = set()
 
 
 def account_chain(account_id: str) -> str:
@@ -241,12 +239,12 @@ def _open(store: SqlStore, chain: str) -> dict[str, Any]:
 
 def open_chain(store: SqlStore, chain: str) -> None:
     """Make sure ``chain`` is open (in a transaction of its own, before any transaction
-    appends to it: the main chain's head is then never taken inside one of those). A
+    appends to it: the main chain's head is then never taken inside one of those). One
+    read when it is (each account's first turn of a run), no process-wide memory of it. A
     conflict with another writer (40P01, 40001) rolled it back whole: it runs again."""
     from .store.base import nothing_to_put_back, retried
 
-    key = (store.dialect, store.url, chain)
-    if chain == MAIN or key in _OPENED:
+    if chain == MAIN or store.query(store.q("audit_head_exists"), {"chain": chain}):
         return
 
     def tx() -> None:
@@ -255,7 +253,6 @@ def open_chain(store: SqlStore, chain: str) -> None:
                 _head(store, chain)
 
     retried(tx, nothing_to_put_back, "audit chain open")
-    _OPENED.add(key)
 
 
 def append(store: SqlStore, entry: AuditEntry) -> int:

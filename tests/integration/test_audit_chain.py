@@ -534,8 +534,11 @@ def test_account_chain__hangs_off_the_main_chain_and_verifies(db: LeadDB, store:
     }
     text = followup("audit", "verify", "--db", db.url)
     assert text.returncode == 0 and f"head of {ACCT}: 4 {rows[-1]['row_hash']}" in text.stdout
-    auditchain._OPENED.clear()
-    auditchain.open_chain(store, ACCT)  # opened once, whoever asks again
+    other = store.clone()
+    try:
+        auditchain.open_chain(other, ACCT)  # opened once, whoever asks again
+    finally:
+        other.close()
     assert len(store.rows("SELECT id FROM followup_audit WHERE action = 'audit_chain_open'")) == 1
 
 
@@ -601,6 +604,11 @@ def test_account_chain__verify_finds_every_kind_of_tampering(
     assert kinds(rep) == expected, rep
     if tampering != "forged":
         assert ACCT in " ".join(p["message"] for p in rep["problems"])
+    if tampering == "head":  # the next run's opening puts the head back from the last row
+        write_chain(store, ACCT, 1)
+        code, rep = verify(db)
+        assert code == 0 and rep["chains"][ACCT]["rows"] == 6, rep
+        assert len(db.query("SELECT id FROM followup_audit WHERE action = 'audit_chain_open'")) == 1
 
 
 def test_account_chain__the_head_noted_before_finds_a_rewritten_chain(

@@ -179,6 +179,9 @@ FROM followup_audit_head WHERE chain = :chain FOR UPDATE
 SELECT chain_seq, row_hash, NULL AS s_role, NULL AS c_role FROM followup_audit_head
 WHERE chain = :chain
 
+-- name: audit_head_exists
+SELECT 1 AS x FROM followup_audit_head WHERE chain = :chain
+
 -- name: audit_last_chained
 SELECT chain_seq, row_hash FROM followup_audit WHERE chain = :chain AND chain_seq IS NOT NULL
 ORDER BY chain_seq DESC LIMIT 1
