@@ -28,6 +28,7 @@ class AccountPlanner:
 
     config: Config
     loaded: LoadedConfig
+    _census: dict[str, list[str]] | None = None  # each account's candidate ids (census.py)
 
     def plan_account(
         self,
@@ -78,7 +79,26 @@ class AccountPlanner:
         self, account: Account, store: SqlStore, now: datetime, st: Settings, digest: str
     ) -> Iterator[list[dict[str, Any]]]:
         """The account's lead rows that may be due (``SqlStore.candidate_leads``), a page at
-        a time in id order; the next page is read once the caller is done with this one."""
+        a time in id order; the next page is read once the caller is done with this one.
+        With the run's census, the ids it found, a page at a time."""
+        census = self._census.get(account.id) if self._census is not None else None
+        if census is not None:
+            for i in range(0, len(census), CANDIDATE_PAGE):
+                page = store.candidate_leads(
+                    account.id,
+                    st.min_score,
+                    st.max_score,
+                    None,
+                    CANDIDATE_PAGE,
+                    keywords=st.all_optout_keywords,
+                    now=now,
+                    config=digest,
+                    new_due_before=self.new_leads_due_before(account, now),
+                    among=census[i : i + CANDIDATE_PAGE],
+                )
+                if page:
+                    yield page
+            return
         after: Any = None
         while True:
             page = store.candidate_leads(

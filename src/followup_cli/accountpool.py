@@ -6,6 +6,8 @@
   round robin on ``settings.max_in_flight`` threads sharing at most ``DB_CONNECTIONS``
   connections (``_serve``, ``turns.py``), the reconcile beside them (``_reconciling``); the
   claims never handed to the API freed whatever ends it (``_release_unattempted``).
+* Both select every account's candidates together first, where the store can
+  (``_censused``, ``census.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import datetime
 from queue import SimpleQueue
 from typing import TYPE_CHECKING
 
+from .census import take_census
 from .leases import Leases
 from .models import Lead
 from .rules import Decision
@@ -27,7 +30,7 @@ from .turns import Turns
 
 if TYPE_CHECKING:
     from .accountrun import AccountRun
-    from .config import Config
+    from .config import Config, LoadedConfig
 
 DB_CONNECTIONS = 8  # store connections one run opens at most, however many sends in flight
 # A dry run plans this many accounts ahead of the one it walks, each on a connection of its
@@ -44,6 +47,8 @@ class AccountPool:
 
     store: SqlStore
     config: Config
+    loaded: LoadedConfig
+    _census: dict[str, list[str]] | None
 
     def _serve_live(self, runs: list[AccountRun], now: datetime, run_id: str) -> None:
         """A live run's accounts served, one by one or on ``max_in_flight`` threads. A live
@@ -52,7 +57,8 @@ class AccountPool:
         sending twice). Whatever ends it, the claims never handed to the API are freed."""
         workers = min(self.config.settings.max_in_flight, len(runs))
         leases = Leases(self.store, run_id)
-        with self._reconciling(now):  # the responses and conversions since the last run
+        # the responses and conversions since the last run reconciled beside the accounts
+        with self._reconciling(now), self._censused(runs, now):
             try:
                 if workers <= 1:
                     self._one_by_one(runs, leases)
@@ -131,6 +137,25 @@ class AccountPool:
                 pool.shutdown(wait=True)
                 for p in planners:
                     p.close()
+
+    @contextmanager
+    def _censused(self, runs: list[AccountRun], now: datetime) -> Iterator[None]:
+        """The accounts' candidates selected together, when the store can (``census.py``):
+        what ``_candidate_pages`` reads inside the block, instead of a pass over each
+        account's rows."""
+        self._census = take_census(
+            self.store,
+            self._second_stores,
+            self.config,
+            [r.account for r in runs],
+            now,
+            self.loaded.digest,
+            self.new_leads_due_before,  # type: ignore[attr-defined]  # AccountPlanner's
+        )
+        try:
+            yield
+        finally:
+            self._census = None
 
     def _second_stores(self, n: int) -> list[SqlStore]:
         """Up to ``n`` more connections (planning ahead, the reconcile), or none: an in-memory

@@ -110,7 +110,8 @@ class Engine(AccountPool, AccountPlanner):
         run = RunContext(now, run_id, options, budget, remaining=[options.limit])
         if options.dry_run:
             results, runs = self._account_runs(accounts, run)
-            self._in_turn(runs, now)  # a dry run writes nothing: it plans them all
+            with self._censused(runs, now):
+                self._in_turn(runs, now)  # a dry run writes nothing: it plans them all
             self._summarise(summary, results, runs)
             return summary
         self._begin(summary, now, run_id)

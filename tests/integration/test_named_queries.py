@@ -53,6 +53,14 @@ def _parts(store, name: str) -> dict[str, queries.Sql]:
         "only": ALWAYS,
         "which": ALWAYS,
         "meaning": columns(["lead_id", "status"]),
+        "lead_range": ALWAYS,
+        "enrollment_range": ALWAYS,
+        "score": store._lead_column("score"),
+        "last_inbound_at": store._lead_column("last_inbound_at"),
+        "keyword": ALWAYS,
+        "rows": ALWAYS,
+        "enrolled_due": ALWAYS,
+        "new_due": ALWAYS,
     }
     if name == "leads_insert":
         fill.update(columns=columns(COLUMN_NAMES), values=placeholders(COLUMN_NAMES))

@@ -12,7 +12,7 @@ The dialect seam, all that ``SQLiteStore`` and ``PostgresStore`` supply:
   * the schema: ``_ddl`` (the migrations' column types), ``_table_columns``;
   * maintenance: ``_scratch_schema``, ``quick_check``, ``purge_old_versions``;
   * what one Postgres statement does better: ``save_outcome_marks``, ``set_next_due``;
-  * the candidate prefilter: ``_candidate_sql``, ``_keyword_beyond_lower``.
+  * the candidate prefilter: ``_candidate_columns``, ``_keyword_like``, ``_keyword_beyond_lower``.
 Locks are named queries a dialect may lack (``lock_try@postgres``; SQLite's ``BEGIN
 IMMEDIATE`` already holds the database): ``_take_lock`` runs them where they exist, as
 ``begin_erase`` runs ``erase_begin@sqlite``.
@@ -255,18 +255,6 @@ class SqlStore(
         raise NotImplementedError
 
     def _table_columns(self, table: str) -> tuple[str, ...] | None:
-        raise NotImplementedError
-
-    def _candidate_sql(
-        self,
-        select: str,
-        col: dict[str, str],
-        keyword: str = "1 = 0",
-        paged: bool = True,
-        due: bool = False,
-    ) -> str:
-        """The prefilter; ``paged``: after ``:after_id`` (the first page has no bound, which
-        also keeps an integer id column from comparing with an empty text)."""
         raise NotImplementedError
 
     def _keyword_like(self, text: str, patterns: int, params: dict[str, Any]) -> str:

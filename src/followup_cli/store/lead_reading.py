@@ -11,7 +11,7 @@ from typing import Any
 from ..leadcolumns import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
 from ..redact import redact
 from ..rules import keyword_like_patterns
-from .queries import Sql, ident
+from .queries import ALWAYS, Sql, ident
 from .rows import _chunks
 
 
@@ -58,6 +58,8 @@ class LeadQueries:
     def describe(self) -> str:
         return redact(self.url) or self.url
 
+    has_census = False  # candidate_census (Postgres)
+
     def candidate_leads(
         self,
         account_id: str,
@@ -70,6 +72,7 @@ class LeadQueries:
         now: datetime | None = None,
         config: str | None = None,
         new_due_before: datetime | None = None,
+        among: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """One page (by id) of an account's leads that may be due; the SQL prefilter.
 
@@ -86,12 +89,10 @@ class LeadQueries:
         opted out whose last message may hold an opt-out ``keyword`` is always kept, even
         when it wrote last, so its "stop" is recorded at once (the decision function checks
         whole words; this is a coarse, case-folded LIKE).
+
+        ``among``: only these lead ids (a page of what ``candidate_census`` found), instead
+        of the page after ``after_id``.
         """
-        present = set(self.lead_columns())
-        col = {
-            c: (f"l.{c}" if c in present else "NULL")
-            for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
-        }
         params: dict[str, Any] = {
             "account_id": account_id,
             "min_score": min_score,
@@ -99,29 +100,68 @@ class LeadQueries:
             "after_id": after_id,
             "page": page,
         }
-        likes = []
-        text = col["last_inbound_text"]
-        patterns = keyword_like_patterns(keywords, self.keyword_like_exact)
-        if text != "NULL" and patterns:
-            for i, pattern in enumerate(patterns):
-                params[f"kw{i}"] = pattern
-            likes.append(self._keyword_like(text, len(patterns), params))
-            beyond = self._keyword_beyond_lower(text, tuple(keywords), len(patterns), params)
-            if beyond is not None:
-                likes.append(beyond)
-        keyword = (
-            f"(({' OR '.join(likes)}) "
-            f"AND NOT EXISTS (SELECT 1 FROM followup_optouts o2 WHERE o2.lead_id = {self._lid()}))"
-            if likes
-            else "1 = 0"
-        )
+        col = self._lead_terms()
+        keyword = self._keyword_term(col["last_inbound_text"], keywords, params)
         if now is not None:
             params.update(now=now, config=config or "", new_due=new_due_before or now)
-        paged = after_id is not None and after_id != ""
-        sql = self._candidate_sql(
-            self._select_list(), col, keyword, paged=paged, due=now is not None
+        lid = self._lid()
+        if among is not None:
+            params["among"] = list(among)
+            rows = f"{lid} = ANY(CAST(:among AS text[]))"
+        elif after_id is not None and after_id != "":
+            rows = f"{lid} > :after_id"
+        else:
+            rows = "l.id IS NOT NULL"
+        return self.query(self._candidate_sql(col, keyword, rows, due=now is not None), params)
+
+    def _candidate_sql(self, col: dict[str, str], keyword: str, rows: str, due: bool) -> Sql:
+        """The named query ``candidate_leads`` over ``rows`` of the account, filled in."""
+        lid, cols = self._lid(), self._candidate_columns(col)
+        due_parts = {"enrolled_due": ALWAYS, "new_due": ALWAYS}
+        if due:
+            due_parts = {
+                "enrolled_due": self.q("candidate_enrolled_due", lid=lid, **cols),
+                "new_due": self.q("candidate_new_due"),
+            }
+        return self.q(
+            "candidate_leads",
+            select=self._select_list(),
+            leads=self.leads,
+            lid=lid,
+            rows=Sql(rows),
+            keyword=Sql(keyword),
+            **cols,
+            **due_parts,
         )
-        return self.query(sql, params)
+
+    def _candidate_columns(self, col: dict[str, str]) -> dict[str, Sql]:
+        """The lead columns the candidate queries compare, as they compare them."""
+        return {k: Sql(col[k]) for k in ("score", "converted_at", "status", "last_inbound_at")}
+
+    def _lead_terms(self) -> dict[str, str]:
+        """Each lead column as the candidate queries name it: ``l.<column>``, or NULL."""
+        present = set(self.lead_columns())
+        return {
+            c: (f"l.{c}" if c in present else "NULL")
+            for c in REQUIRED_LEAD_COLUMNS + OPTIONAL_LEAD_COLUMNS
+        }
+
+    def _keyword_term(self, text: str, keywords: Sequence[str], params: dict[str, Any]) -> str:
+        """The candidate queries' keyword term: the last message may hold one of the opt-out
+        ``keywords`` and the lead is not opted out yet (its patterns added to ``params``)."""
+        patterns = keyword_like_patterns(keywords, self.keyword_like_exact)
+        if text == "NULL" or not patterns:
+            return "1 = 0"
+        for i, pattern in enumerate(patterns):
+            params[f"kw{i}"] = pattern
+        likes = [self._keyword_like(text, len(patterns), params)]
+        beyond = self._keyword_beyond_lower(text, tuple(keywords), len(patterns), params)
+        if beyond is not None:
+            likes.append(beyond)
+        return (
+            f"(({' OR '.join(likes)}) "
+            f"AND NOT EXISTS (SELECT 1 FROM followup_optouts o2 WHERE o2.lead_id = {self._lid()}))"
+        )
 
     def sample_leads(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` raw lead rows, any ones (`sequences check --db` measures templates

@@ -34,6 +34,15 @@ _TYPED_NULL = {
 }
 
 
+def _typed(col: dict[str, str]) -> dict[str, str]:
+    """The candidate queries' lead columns: a typed NULL for one the table lacks, an ENUM
+    status as its text (it folds so)."""
+    c = {k: (_TYPED_NULL.get(k, v) if v == "NULL" else v) for k, v in col.items()}
+    if c["status"] != _TYPED_NULL["status"]:
+        c["status"] = f"CAST({c['status']} AS text)"
+    return c
+
+
 _TIME_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
 _NUMBER_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
 _LEAD_TYPES = (
@@ -524,62 +533,65 @@ class PostgresStore(SqlStore):
             f"AND EXISTS (SELECT 1 FROM (SELECT {folded} AS f OFFSET 0) k WHERE {likes}))"
         )
 
-    def _candidate_sql(
+    def _candidate_columns(self, col: dict[str, str]) -> dict[str, Sql]:
+        return {k: Sql(v) for k, v in _typed(col).items() if k in _TYPED_NULL}
+
+    @property
+    def has_census(self) -> bool:
+        """A text lead id (``_lid`` keeps the table's own index): the census's ranges and
+        id lists compare with it as they are."""
+        self.lead_columns()
+        return bool(getattr(self, "_text_lead_ids", False))
+
+    def census_ranges(self, n: int) -> list[tuple[str | None, str | None]]:
+        """The lead ids cut into up to ``n`` ranges of about equal size, from the planner's
+        histogram of the id column; one unbounded range without one (a view)."""
+        cuts: list[str] = []
+        if n > 1:
+            rows = self.query(self.q("lead_id_cuts"), {"t": self.lead_table, "n": n})
+            cuts = sorted({r["cut"] for r in rows if r["cut"] is not None})
+        bounds: list[str | None] = [None, *cuts, None]
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    def candidate_census(
         self,
-        select: str,
-        col: dict[str, str],
-        keyword: str = "1 = 0",
-        paged: bool = True,
-        due: bool = False,
-    ) -> str:
-        c = {k: (_TYPED_NULL.get(k, v) if v == "NULL" else v) for k, v in col.items()}
-        if c["status"] != _TYPED_NULL["status"]:
-            c["status"] = f"CAST({c['status']} AS text)"  # an ENUM status folds as its text
+        accounts: Sequence[tuple[str, int, int, datetime]],
+        keywords: Sequence[str],
+        now: datetime,
+        config: str,
+        ids: tuple[str | None, str | None] = (None, None),
+    ) -> dict[str, list[str]]:
+        """The candidate lead ids of each account (``accounts``: id, score range, when a lead
+        in no sequence can be due; one keyword list for them all) among the lead ids from
+        ``ids[0]`` up to, not including, ``ids[1]``: the leads ``candidate_leads`` keeps."""
+        lo, hi = ids
+        params: dict[str, Any] = {
+            "accounts": [a[0] for a in accounts],
+            "min_scores": [a[1] for a in accounts],
+            "max_scores": [a[2] for a in accounts],
+            "new_dues": [a[3] for a in accounts],
+            "config": config,
+            "now": now,
+            "lo": lo,
+            "hi": hi,
+        }
         lid = self._lid()
-        enrolled_due, new_due = "true", ""
-        if due:
-            # an active enrollment whose stored next-due time is ahead, and nothing terminal
-            # happened to the lead since (what would end it now), cannot be acted on
-            quiet = (
-                f"{c['score']} BETWEEN :min_score AND :max_score "
-                f"AND {c['converted_at']} IS NULL "
-                f"AND ({c['status']} IS NULL OR lower({c['status']}) <> 'converted') "
-                f"AND ({c['last_inbound_at']} IS NULL OR {c['last_inbound_at']} <= e.anchor_at) "
-                f"AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid})"
-            )
-            enrolled_due = f"""e.next_due_at IS NULL OR e.next_due_config IS DISTINCT FROM :config
-                 OR e.next_due_at <= :now OR NOT COALESCE({quiet}, false)"""
-            # a lead in no sequence: not before the shortest delay after our last message
-            # (a time from year 3000 on is garbage: kept, for the run to name the row)
-            new_due = """
-        AND (l.last_outbound_at <= :new_due OR l.last_outbound_at >= '3000-01-01Z')"""
-        # One probe of the lead's enrollments says which branch holds (as on SQLite): 3, an
-        # active enrollment that may be due; 2, active ones none of which is due; 1, an ended
-        # one that covers the lead's current silence; 0 or none, a lead in no sequence, whose
-        # own columns decide. A scalar subquery stays a per-row index probe; OFFSET 0 keeps
-        # the opt-out NOT EXISTS one too (without it, under the OR, the planner hashes every
-        # opt-out of every account for each page).
-        return f"""
-SELECT {select} FROM {self.lead_table} l
-WHERE l.account_id = :account_id AND {lid + " > :after_id" if paged else "l.id IS NOT NULL"}
-  AND (
-    CASE COALESCE((
-        SELECT max(CASE WHEN e.ended_at IS NULL THEN CASE WHEN {enrolled_due} THEN 3 ELSE 2 END
-                        WHEN {c["last_inbound_at"]} IS NULL
-                          OR e.anchor_at >= {c["last_inbound_at"]} THEN 1
-                        ELSE 0 END)
-        FROM followup_enrollments e WHERE e.lead_id = {lid}), 0)
-      WHEN 3 THEN true
-      WHEN 0 THEN
-        {c["score"]} BETWEEN :min_score AND :max_score
-        AND ({c["converted_at"]} IS NULL
-             OR {c["converted_at"]} NOT BETWEEN '1900-01-01Z' AND '3000-01-01Z')
-        AND ({c["status"]} IS NULL OR lower({c["status"]}) <> 'converted')
-        AND l.last_outbound_at IS NOT NULL
-        AND COALESCE({c["last_inbound_at"]} > l.last_outbound_at, false) = false{new_due}
-        AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid} OFFSET 0)
-      ELSE false END
-    OR {keyword}
-  )
-ORDER BY {lid}
-LIMIT :page"""
+        ranges = [("{lid} >= :lo", lo), ("{lid} < :hi", hi)]
+        lead_range = [cond for cond, bound in ranges if bound is not None] or ["l.id IS NOT NULL"]
+        enrollment_range = [
+            cond.replace("{lid}", "lead_id") for cond, bound in ranges if bound is not None
+        ] or ["true"]
+        col = self._lead_terms()
+        sql = self.q(
+            "candidate_census",
+            leads=self.leads,
+            lid=lid,
+            lead_range=Sql(" AND ".join(lead_range).replace("{lid}", lid)),
+            enrollment_range=Sql(" AND ".join(enrollment_range)),
+            keyword=Sql(self._keyword_term(col["last_inbound_text"], keywords, params)),
+            **self._candidate_columns(col),
+        )
+        out: dict[str, list[str]] = {}
+        for row in self.query(sql, params):
+            out.setdefault(row["account_id"], []).append(row["id"])
+        return out

@@ -769,6 +769,159 @@ WHERE person_key IS NULL
 -- name: leads_sample
 SELECT {select} FROM {leads} l LIMIT :n
 
+-- The candidate prefilter (lead_reading.candidate_leads): an account's leads that may be
+-- due, a page at a time. "{rows}": which of the account's rows (after :after_id, among
+-- :among, or all); "{score}", "{converted_at}", "{status}", "{last_inbound_at}": the lead's
+-- columns (NULL, typed on Postgres, for those the table lacks); "{keyword}": the keyword
+-- term (the last message may hold an opt-out keyword). With a time to compare with
+-- (:now), "{enrolled_due}" is candidate_enrolled_due and "{new_due}" candidate_new_due;
+-- without, both always hold.
+-- One probe of the lead's enrollments says which branch holds: 3, an active enrollment
+-- that may be due (a candidate); 2, active ones none of which is due (not a candidate, and
+-- not a new lead either); 1, an ended one that already covers the lead's current silence
+-- (not a candidate); 0 or none, a lead in no sequence, whose own columns decide. The same
+-- sets as an EXISTS for each branch, a third fewer probes (bench/RESULTS-select.md). On
+-- SQLite a time is compared as its julianday(); a conversion time outside
+-- julianday('1900-01-01') .. julianday('3000-01-01') (or not a time) is garbage the run
+-- names (models.LEAD_TIME_MIN/MAX), not a conversion; the status is compared with LIKE,
+-- which folds ASCII case as lower() does without a lowered copy of each row's status.
+-- name: candidate_leads@sqlite
+SELECT {select} FROM {leads} l
+WHERE l.account_id = :account_id AND {rows}
+  AND (
+    CASE COALESCE((
+        SELECT max(CASE WHEN e.ended_at IS NULL THEN CASE WHEN {enrolled_due} THEN 3 ELSE 2 END
+                        WHEN {last_inbound_at} IS NULL
+                          OR julianday(e.anchor_at) >= julianday({last_inbound_at}) THEN 1
+                        ELSE 0 END)
+        FROM followup_enrollments e WHERE e.lead_id = {lid}), 0)
+      WHEN 3 THEN 1
+      WHEN 0 THEN
+        ({score} BETWEEN :min_score AND :max_score OR typeof({score}) IN ('text', 'blob'))
+        AND ({converted_at} IS NULL
+             OR COALESCE(julianday({converted_at}) NOT BETWEEN 2415020.5 AND 2816787.5, 1))
+        AND ({status} IS NULL OR {status} NOT LIKE 'converted')
+        AND l.last_outbound_at IS NOT NULL
+        AND COALESCE(julianday({last_inbound_at}) > julianday(l.last_outbound_at), 0) = 0
+        AND {new_due}
+        AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid})
+      ELSE 0 END
+    OR {keyword}
+  )
+ORDER BY l.id
+LIMIT :page
+
+-- The same on Postgres. A scalar subquery stays a per-row index probe; OFFSET 0 keeps the
+-- opt-out NOT EXISTS one too (without it, under the OR, the planner hashes every opt-out
+-- of every account for each page).
+-- name: candidate_leads@postgres
+SELECT {select} FROM {leads} l
+WHERE l.account_id = :account_id AND {rows}
+  AND (
+    CASE COALESCE((
+        SELECT max(CASE WHEN e.ended_at IS NULL THEN CASE WHEN {enrolled_due} THEN 3 ELSE 2 END
+                        WHEN {last_inbound_at} IS NULL
+                          OR e.anchor_at >= {last_inbound_at} THEN 1
+                        ELSE 0 END)
+        FROM followup_enrollments e WHERE e.lead_id = {lid}), 0)
+      WHEN 3 THEN true
+      WHEN 0 THEN
+        {score} BETWEEN :min_score AND :max_score
+        AND ({converted_at} IS NULL
+             OR {converted_at} NOT BETWEEN '1900-01-01Z' AND '3000-01-01Z')
+        AND ({status} IS NULL OR lower({status}) <> 'converted')
+        AND l.last_outbound_at IS NOT NULL
+        AND COALESCE({last_inbound_at} > l.last_outbound_at, false) = false
+        AND {new_due}
+        AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid} OFFSET 0)
+      ELSE false END
+    OR {keyword}
+  )
+ORDER BY {lid}
+LIMIT :page
+
+-- An active enrollment whose stored next-due time is ahead, and nothing terminal happened
+-- to the lead since (what would end it now), cannot be acted on: otherwise it may be due.
+-- name: candidate_enrolled_due@sqlite
+e.next_due_at IS NULL OR e.next_due_config IS NOT :config OR e.next_due_at <= :now
+  OR NOT COALESCE({score} BETWEEN :min_score AND :max_score AND {converted_at} IS NULL
+    AND ({status} IS NULL OR {status} NOT LIKE 'converted')
+    AND ({last_inbound_at} IS NULL OR julianday({last_inbound_at}) <= julianday(e.anchor_at))
+    AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid}), 0)
+
+-- name: candidate_enrolled_due@postgres
+e.next_due_at IS NULL OR e.next_due_config IS DISTINCT FROM :config OR e.next_due_at <= :now
+  OR NOT COALESCE({score} BETWEEN :min_score AND :max_score AND {converted_at} IS NULL
+    AND ({status} IS NULL OR lower({status}) <> 'converted')
+    AND ({last_inbound_at} IS NULL OR {last_inbound_at} <= e.anchor_at)
+    AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid}), false)
+
+-- A lead in no sequence: not before the shortest delay after our last message (a time
+-- from year 3000 on is garbage: kept, for the run to name the row).
+-- name: candidate_new_due@sqlite
+(julianday(l.last_outbound_at) <= julianday(:new_due)
+  OR julianday(l.last_outbound_at) IS NULL
+  OR julianday(l.last_outbound_at) >= julianday('3000-01-01'))
+
+-- name: candidate_new_due@postgres
+(l.last_outbound_at <= :new_due OR l.last_outbound_at >= '3000-01-01Z')
+
+-- The candidate census (engine: all of a run's accounts in a few statements instead of a pass
+-- per account): the lead ids of "{lead_range}" that the candidate prefilter keeps, for each
+-- account of the arrays (its score range, and when a lead in no sequence can be due). The
+-- same leads as candidate_leads' query, which probes each lead's enrollments (a per-row
+-- index probe, most of an account's pass); here every enrollment is read once, its lead's
+-- in one row, merged with the leads in id order: the lead's enrollments say whether one is
+-- active and stored as due (active_due), the least anchor of the active ones (the lead
+-- spoke after one of them: not quiet) and the greatest anchor of the ended ones (one
+-- covers the current silence). "{score}", "{converted_at}", "{status}", "{last_inbound_at}":
+-- the lead's columns (a typed NULL for those it lacks); "{keyword}": the keyword term.
+-- name: candidate_census@postgres
+WITH e AS (
+  SELECT lead_id, bool_or(ended_at IS NULL) AS active,
+    bool_or(ended_at IS NULL AND (next_due_at IS NULL
+      OR next_due_config IS DISTINCT FROM :config OR next_due_at <= :now)) AS active_due,
+    min(anchor_at) FILTER (WHERE ended_at IS NULL) AS active_anchor,
+    max(anchor_at) FILTER (WHERE ended_at IS NOT NULL) AS ended_anchor
+  FROM followup_enrollments WHERE {enrollment_range} GROUP BY lead_id)
+SELECT CAST(l.account_id AS text) AS account_id, {lid} AS id
+FROM {leads} l
+JOIN unnest(CAST(:accounts AS text[]), CAST(:min_scores AS integer[]),
+    CAST(:max_scores AS integer[]), CAST(:new_dues AS timestamptz[]))
+  AS a(account_id, min_score, max_score, new_due) ON a.account_id = CAST(l.account_id AS text)
+LEFT JOIN e ON e.lead_id = {lid}
+WHERE {lead_range} AND (
+  CASE WHEN e.active THEN e.active_due
+      OR NOT COALESCE({score} BETWEEN a.min_score AND a.max_score
+        AND {converted_at} IS NULL AND ({status} IS NULL OR lower({status}) <> 'converted')
+        AND ({last_inbound_at} IS NULL OR {last_inbound_at} <= e.active_anchor)
+        AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid}), false)
+    WHEN e.ended_anchor IS NOT NULL
+      AND ({last_inbound_at} IS NULL OR e.ended_anchor >= {last_inbound_at}) THEN false
+    ELSE {score} BETWEEN a.min_score AND a.max_score
+      AND ({converted_at} IS NULL
+           OR {converted_at} NOT BETWEEN '1900-01-01Z' AND '3000-01-01Z')
+      AND ({status} IS NULL OR lower({status}) <> 'converted')
+      AND l.last_outbound_at IS NOT NULL
+      AND COALESCE({last_inbound_at} > l.last_outbound_at, false) = false
+      AND (l.last_outbound_at <= a.new_due OR l.last_outbound_at >= '3000-01-01Z')
+      AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid} OFFSET 0)
+    END
+  OR {keyword})
+ORDER BY 2
+
+-- Where the planner's histogram of the lead table's id cuts it into :n parts of about the
+-- same size (the census's ranges); no row when the table has no statistics (a view).
+-- name: lead_id_cuts@postgres
+SELECT s.b[(array_length(s.b, 1) * k) / :n + 1] AS cut
+FROM (SELECT CAST(CAST(st.histogram_bounds AS text) AS text[]) AS b
+      FROM pg_stats st JOIN pg_class c ON c.oid = to_regclass(:t)
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE st.schemaname = n.nspname AND st.tablename = c.relname AND st.attname = 'id'
+        AND st.histogram_bounds IS NOT NULL) s,
+  generate_series(1, :n - 1) AS k
+ORDER BY k
+
 -- name: leads_without_id
 SELECT COUNT(*) AS n FROM {leads} l WHERE l.account_id = :a AND l.id IS NULL
 
