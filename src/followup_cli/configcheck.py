@@ -127,7 +127,21 @@ def _account_problems(cfg: Config, line: Line) -> list[Problem]:
     """What the instagram channel needs of every account; a file with no account."""
     problems: list[Problem] = []
     if cfg.channel.type == "instagram":
+        owner: dict[str, str] = {}
         for i, acct in enumerate(cfg.accounts):
+            ig = acct.ig_user_id
+            if ig and ig in owner:  # a copied account block: its leads sent from another's
+                loc = ("accounts", i, "ig_user_id")
+                problems.append(
+                    Problem(
+                        line(*loc),
+                        _where(loc),
+                        f"Instagram account {ig} is already {owner[ig]}'s: each account "
+                        "sends as its own Instagram account (its caps, opt-outs and rate "
+                        "limit are per account); give this one its own ig_user_id",
+                    )
+                )
+            owner.setdefault(ig or "", acct.id)
             for key in ("ig_user_id", "token_env"):
                 if not getattr(acct, key):
                     loc = ("accounts", i)

@@ -363,3 +363,18 @@ def test_a_misspelt_required_key_is_one_error_naming_the_key_it_was_meant_to_be(
         parse_config(yaml.safe_dump(cfg, sort_keys=False), "seq.yaml")
     text = str(info.value)
     assert "delay_hours: required key is missing" in text and "colour: unknown key" in text
+
+
+def test_two_accounts_with_one_instagram_account_is_an_error_naming_both() -> None:
+    """A copied account block whose ig_user_id was not changed passed `sequences check`:
+    the second account's leads were sent from the first's Instagram account, with caps,
+    opt-outs and the rate limit counted apart (a person could get both accounts' steps)."""
+    cfg = base_config(channel={"type": "instagram", "api_base": "https://graph.instagram.com"})
+    cfg["accounts"].append({**cfg["accounts"][0], "id": "acct_b", "token_env": "TOKEN_B"})
+    loaded = parse_config(yaml.safe_dump(cfg, sort_keys=False), "seq.yaml")
+    errors = [p for p in check_config(loaded) if p.level == "error"]
+    assert len(errors) == 1, errors
+    assert errors[0].where == "accounts[1].ig_user_id" and "acct_a" in errors[0].what
+    cfg["accounts"][1]["ig_user_id"] = "17841000000000002"
+    loaded = parse_config(yaml.safe_dump(cfg, sort_keys=False), "seq.yaml")
+    assert [p for p in check_config(loaded) if p.level == "error"] == []
