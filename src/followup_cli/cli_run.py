@@ -267,6 +267,11 @@ def _run_on(
     store.lead_columns()
     check_keys(store)  # a key that cannot read the rows: exit 2 before anything is sent
     when = options.now
+    if on_schedule and not loaded.config.settings.run_times:
+        raise errors.ConfigError(
+            f"{loaded.path}: settings.run_times is empty: --on-schedule has no slot to run "
+            "(nothing was sent); list the times, or have cron call `followup run` at them"
+        )
     if on_schedule and not ops.take_slot(store, loaded.config.settings, when or _wall()):
         raise typer.Exit(0)  # no slot due, or another run took it: nothing to do
     ops.started(when or _wall())

@@ -270,6 +270,18 @@ def _setting_warnings(cfg: Config, line: Line) -> list[Problem]:
                 "warning",
             )
         )
+    if not cfg.settings.run_times:
+        loc = ("settings", "run_times")
+        problems.append(
+            Problem(
+                line(*loc),
+                "settings.run_times",
+                "empty: `followup run --on-schedule` (the crontab.example and systemd line) "
+                "has no slot to run and fails; list the times, or have cron call "
+                "`followup run` at them",
+                "warning",
+            )
+        )
     if cfg.channel.type == "webhook" and not cfg.channel.secret_env:
         loc = ("channel", "type")
         problems.append(

@@ -207,6 +207,29 @@ def test_on_schedule__a_broken_config_is_said_once_not_at_every_tick(tmp_path, d
     assert [r["exit_code"] for r in runs_table(db)] == [2]
 
 
+def test_on_schedule__no_run_times_is_exit_2_said_once_not_a_silent_exit_0(tmp_path, db):
+    """`run_times: []` passed `sequences check` and every `--on-schedule` tick (the
+    crontab.example line) exited 0 having found no slot: the job never ran, silently, and
+    `status` was the only place to notice. Now check warns, and a tick is exit 2, mailed once."""
+    cfg = base_config()
+    cfg["settings"]["run_times"] = []
+    db.insert(due_lead("l1", datetime(2026, 3, 2, 9, 5, tzinfo=UTC)))
+    path = write_config(tmp_path / "sequences.yaml", cfg)
+    check = followup("sequences", "check", "--config", str(path))
+    assert check.returncode == 0 and "settings.run_times: empty" in check.stderr, check.stderr
+    args = ("run", "--on-schedule", "--config", str(path), "--db", db.url)
+    first = followup(*args, "--now", "2026-03-02T09:05:00+01:00")
+    second = followup(*args, "--now", "2026-03-02T09:10:00+01:00")
+    assert (first.returncode, second.returncode) == (2, 2), first.stderr
+    assert "run_times is empty" in first.stderr and len(first.stderr.splitlines()) == 1
+    assert second.stderr == ""
+    assert db.tracking() == []
+    plain = followup(
+        "run", "--config", str(path), "--db", db.url, "--now", "2026-03-02T09:05:00+01:00"
+    )
+    assert plain.returncode == 0 and [t["status"] for t in db.tracking()] == ["sent"]
+
+
 # ------------------------------------------------------------------ logs
 
 
