@@ -154,6 +154,8 @@ def test_census__the_same_leads_as_each_accounts_own_query(pg: tuple[LeadDB, Sql
     assert all(expected.values()) and any(len(v) < 600 for v in expected.values())
 
     whole = store.candidate_census(ACCOUNTS, KEYWORDS, NOW, DIGEST)
+    # its plan settings end with its transaction
+    assert store.query("SHOW enable_hashjoin")[0]["enable_hashjoin"] == "on"
     assert {a: set(v) for a, v in whole.items()} == expected
     assert all(v == sorted(v) for v in whole.values())  # in id order, pages as before
 

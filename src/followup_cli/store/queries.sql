@@ -910,6 +910,10 @@ WHERE {lead_range} AND (
   OR {keyword})
 ORDER BY 2
 
+-- For the census's transaction: merge joins and sorted aggregates (both inputs in id order).
+-- name: census_plan@postgres
+SELECT set_config('enable_hashjoin', 'off', true) AS j, set_config('enable_hashagg', 'off', true) AS a
+
 -- Where the planner's histogram of the lead table's id cuts it into :n parts of about the
 -- same size (the census's ranges); no row when the table has no statistics (a view).
 -- name: lead_id_cuts@postgres
