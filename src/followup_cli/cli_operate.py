@@ -239,6 +239,7 @@ def _tokens_table(states: list[TokenState], when: datetime, channel_type: str) -
 def tokens_refresh(
     account: Annotated[str, typer.Argument(help="Account id.")],
     config: ConfigOpt = "sequences.yaml",
+    db: UnusedDbOpt = None,
 ) -> None:
     """Refresh the account's long-lived Instagram token (it must be over 24 hours old and
     unexpired) and print the new one on stdout for your secret store. Nothing else is

@@ -466,3 +466,13 @@ def test_an_output_path_that_is_a_folder_is_exit_2_naming_it(
         assert r.returncode == 2, (args, r)
         assert "unexpected" not in r.stderr and f"{folder}: cannot write it" in r.stderr
         assert len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_tokens_refresh_takes_the_common_db_option_too(setup: tuple[Path, LeadDB]) -> None:
+    """`tokens refresh ACCOUNT --db URL` was "No such option: --db" where every other command
+    takes it (a wrapper passing both common options to every command was refused)."""
+    cfg, db = setup
+    with_db = followup("tokens", "refresh", "acct_a", "--config", str(cfg), "--db", db.url)
+    without = followup("tokens", "refresh", "acct_a", "--config", str(cfg))
+    assert "No such option" not in with_db.stderr, with_db.stderr
+    assert (with_db.returncode, with_db.stderr) == (without.returncode, without.stderr)
