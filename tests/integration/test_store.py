@@ -1038,3 +1038,57 @@ def test_lead_table__a_status_column_of_an_enum_type_works_like_a_text_one(
         assert done.returncode == 0, (command, done.stderr)
     assert followup("status", *opts).returncode in (0, 3)  # healthy or not: it answers
     assert "unexpected" not in followup("status", *opts).stderr
+
+
+def test_lead_table__blank_padded_char_columns_read_as_their_text(
+    db: LeadDB, tmp_path: Any
+) -> None:
+    """A host app that keeps ids, accounts and recipients in fixed-width CHAR(n) columns:
+    Postgres pads the value with blanks ('acct_a    '), which are not part of it (Postgres
+    itself compares CHAR values without them). Every command reads the value without the
+    padding. Before, the run and the dry run sent nothing and said nothing: the rows came
+    back as account 'acct_a    ', which no configured account is (explain: "account
+    'acct_a    ' is not configured")."""
+    import json
+
+    from tests.helpers import base_config, followup, write_config
+
+    text = "CHAR(12)" if db.backend == "postgres" else "TEXT"
+    ts = "TIMESTAMPTZ" if db.backend == "postgres" else "TEXT"
+    create_table(
+        db,
+        f"CREATE TABLE crm_char (id {text} PRIMARY KEY, account_id {text}, "
+        f"recipient_id {text}, first_name TEXT, score INTEGER, status {text}, "
+        f"last_inbound_at {ts}, last_outbound_at {ts})",
+    )
+    inbound, outbound = (NOW - timedelta(hours=5)).isoformat(), (NOW - timedelta(hours=4))
+    for lead_id in ("c1", "c2"):
+        sql = "INSERT INTO crm_char VALUES (?, 'acct_a', ?, 'Ana', 4, 'qualified', ?, ?)"
+        args = (lead_id, f"ig_{lead_id}", inbound, outbound.isoformat())
+        if db.backend == "sqlite":
+            conn = sqlite3.connect(db.url)
+            conn.execute(sql, args)
+            conn.commit()
+            conn.close()
+        else:
+            db.query(sql, args)
+    raw = base_config()
+    raw["settings"]["lead_table"] = "crm_char"
+    cfg = write_config(tmp_path / "sequences.yaml", raw)
+    common = ("--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    dry = followup("run", "--dry-run", "--json", *common)
+    assert dry.returncode == 0, dry.stderr
+    assert sorted(m["lead_id"] for m in json.loads(dry.stdout)["messages"]) == ["c1", "c2"]
+    explained = followup("explain", "c1", *common)
+    assert explained.returncode == 0, explained.stderr
+    assert "not configured" not in explained.stdout
+    r = followup("run", "--json", *common)
+    assert r.returncode == 0, r.stderr
+    rows = db.query("SELECT lead_id, account_id, status FROM followup_tracking ORDER BY lead_id")
+    assert rows == [
+        {"lead_id": "c1", "account_id": "acct_a", "status": "sent"},
+        {"lead_id": "c2", "account_id": "acct_a", "status": "sent"},
+    ]
+    again = followup("run", "--json", *common)  # the claims found the rows again by id
+    assert again.returncode == 0, again.stderr
+    assert len(db.query("SELECT id FROM followup_tracking")) == 2

@@ -18,6 +18,7 @@ from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
 from psycopg.types.json import JsonbLoader, JsonLoader
+from psycopg.types.string import TextLoader
 
 from ..errors import PrivilegeError, StoreConfigError, StoreError
 from ..redact import redact
@@ -64,6 +65,15 @@ def _lenient(base: type) -> type:
                 return bytes(data).decode("utf-8", "replace")
 
     return Lenient
+
+
+class _BlankPadded(TextLoader):
+    """A CHAR(n) value without the blanks that pad it: they are not part of the value
+    (Postgres compares CHAR values without them, and casts them away to text), so a host's
+    fixed-width account, id or recipient column reads as the text it holds."""
+
+    def load(self, data: Any) -> str:
+        return super().load(data).rstrip(" ")
 
 
 _LENIENT = {
@@ -143,6 +153,7 @@ class PostgresStore(SqlStore):
                 f"{self.describe()}: cannot connect ({first}); check the URL, that Postgres is "
                 "running and that the database exists"
             ) from None
+        self.conn.adapters.register_loader("bpchar", _BlankPadded)
         self._depth = 0
         self._lock = threading.RLock()
         self.hashes_in_sql = self.conn.info.server_version >= 110000  # sha256()
