@@ -39,6 +39,8 @@ class Pinger:
         self.host = urlsplit(url).netloc or url
         self._threads: list[threading.Thread] = []
         self.errors: list[str] = []
+        self._said = threading.Lock()  # a ping's warning vs ``finish`` giving up on it
+        self._gave_up = False
 
     def _send(self, method: str, url: str, body: str | None, what: str) -> None:
         try:
@@ -53,8 +55,11 @@ class Pinger:
                 raise requests.HTTPError(f"HTTP {r.status_code}")
         except Exception as exc:  # noqa: BLE001 - a ping never changes the run
             msg = f"{what} ping to {self.host} failed: {type(exc).__name__}"
-            self.errors.append(msg)
-            log.warning(msg)
+            with self._said:
+                if self._gave_up:  # the run said it stopped waiting, and its log may be closed
+                    return
+                self.errors.append(msg)
+                log.warning(msg)
 
     def _spawn(self, method: str, url: str, body: str | None, what: str) -> threading.Thread:
         t = threading.Thread(
@@ -78,10 +83,12 @@ class Pinger:
         deadline = time.monotonic() + self.timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        if any(t.is_alive() for t in self._threads):
-            msg = f"ping to {self.host} did not answer within {self.timeout:g}s; not waiting"
-            self.errors.append(msg)
-            log.warning(msg)
+        with self._said:
+            if any(t.is_alive() for t in self._threads):
+                self._gave_up = True
+                msg = f"ping to {self.host} did not answer within {self.timeout:g}s; not waiting"
+                self.errors.append(msg)
+                log.warning(msg)
 
 
 __all__ = ["Pinger"]
