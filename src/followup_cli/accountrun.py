@@ -1,7 +1,8 @@
 """One account's part of a run: its plan walked in its own order, one API call a turn.
 
 ``AccountRun`` plans the account (``Engine.plan_account``), then hands its due leads one at
-a time to an executor (``sending.LiveExecutor`` or ``DryExecutor``), within the account's
+a time to the run's executor (``sending.LiveExecutor`` or ``DryExecutor``: the only thing
+that makes the walk live or dry, chosen by ``Engine.run``), within the account's
 hourly and daily caps (waiting for the sliding hour when time is real and the budget
 allows), the run's ``--limit`` and time budget; whatever ends its turn, the last outcome is
 written and the claims it will not attempt are released (``flush``).
@@ -12,12 +13,11 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-from .clock import wall
 from .config import Account
 from .models import Lead
 from .results import AccountResult, RunContext
 from .rules import Decision
-from .sending import DryExecutor, Executor, LiveExecutor
+from .sending import Executor
 from .store.base import SqlStore
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,7 +30,9 @@ class AccountRun:
     ``--limit`` and time budget. ``step`` does the next piece of work on the store it is
     given; the engine never steps one account on two threads at once."""
 
-    def __init__(self, engine: Engine, account: Account, run: RunContext) -> None:
+    def __init__(
+        self, engine: Engine, account: Account, run: RunContext, executor: type[Executor]
+    ) -> None:
         self.engine = engine
         self.account = account
         self.now = run.now
@@ -39,7 +41,7 @@ class AccountRun:
         self.budget = run.budget
         self.remaining = run.remaining  # the run's --limit, shared (engine._lock)
         self.result = AccountResult(account.id)
-        self.live = run.live
+        self.executor_type = executor  # live or dry: chosen once, by ``Engine.run``
         self.executor: Executor | None = None
         self.planned: (
             Future[tuple[list[tuple[Lead, Decision]], list[tuple[Lead, Decision]]]] | None
@@ -49,9 +51,6 @@ class AccountRun:
         self.actionable: list[tuple[Lead, Decision] | None] = []
         self.i = 0  # the next lead of ``actionable``
         self.batch_size = engine.config.settings_for(account).batch_size
-        # A dry run's people (recipient ids) that said stop or have a message planned: the
-        # live run decides each claim again, and sends such a person nothing more.
-        self.dry_persons: set[str] = set()
         self.rate_blocked = False  # the account is at its hourly limit and cannot wait for it
         self.day_blocked = False  # the account's daily cap is reached
         self.beat = 0.0
@@ -63,23 +62,16 @@ class AccountRun:
             self.planned = None
         else:
             self.actionable, bookkeeping = engine.plan_account(
-                self.account, store, self.now, result, self.live
+                self.account, store, self.now, result, self.executor_type.writes
             )
         # Real time moves during a run (a send takes time, a wait takes longer); with --now
         # the run happens at one instant and never waits.
         self.real_time = self.options.now is None and not engine.clock.simulated
-        args = (engine, store, self, result)
-        executor: Executor
-        if self.live:
-            executor = live = LiveExecutor(*args, self.real_time)
-            if self.actionable or bookkeeping:  # (it will write: its audit chain is open)
-                live.open_chain()
-        else:
-            executor = DryExecutor(*args)
+        executor = self.executor_type(engine, store, self, result, self.real_time)
+        if self.actionable or bookkeeping:  # (a live run will write: its audit chain opened)
+            executor.open_chain()
         for lead, d in bookkeeping:
             executor.bookkeep(lead, d)
-            if d.keyword_optout and not self.live:
-                self.dry_persons.add((lead.recipient_id or "").strip())
         self.beat = engine.clock.elapsed()
         return executor
 
@@ -152,11 +144,11 @@ class AccountRun:
         (False: the account stopped, the time budget or the run's --limit is used up)."""
         engine, result, executor = self.engine, self.result, self.executor
         assert executor is not None
-        if self.live and (i % self.batch_size == 0 or engine.clock.elapsed() - self.beat > 30):
+        if i % self.batch_size == 0 or engine.clock.elapsed() - self.beat > 30:
             # Each batch (and every 30 s within one) the run shows it is alive, so that
             # other runs never take its open claims for a dead run's.
             self.beat = engine.clock.elapsed()
-            store.heartbeat(self.run_id, wall())
+            executor.heartbeat()
         if result.stopped:
             result.deferred["account_stopped"] += self._sends_from(i)
             return False
@@ -176,15 +168,8 @@ class AccountRun:
                 if self.remaining[0] is not None:
                     self.remaining[0] -= 1
                     counted = True
-        person = None if self.live or d.action != "send" else (lead.recipient_id or "").strip()
-        if person is not None and person in self.dry_persons:
-            if counted:
-                self._give_back()  # (as the live run's claim gives it back)
-            return True  # the live run's claim would decide it again: no send to this person
         planned, handed = result.would_send, executor.calls
         verdict = self._execute(store, lead, d)
-        if person is not None and result.would_send != planned:
-            self.dry_persons.add(person)
         if (
             counted
             and verdict not in ("rate_limit", "daily_cap")  # (given back in _execute)
@@ -192,8 +177,9 @@ class AccountRun:
             and result.would_send == planned
         ):
             # Decided again at the claim and not sent (a second row of one person, a
-            # reply or STOP since the plan, a template this lead cannot fill): --limit
-            # counts messages, so the room goes to the next lead.
+            # reply or STOP since the plan, a template this lead cannot fill; in a dry run,
+            # a person already planned or who said stop): --limit counts messages, so the
+            # room goes to the next lead.
             self._give_back()
         self._progress(i, total)
         return True
@@ -201,7 +187,7 @@ class AccountRun:
     def _execute(self, store: SqlStore, lead: Lead, d: Decision) -> str | None:
         """The executor's handling of one lead, waiting for the hourly window when time is
         real and the budget allows; a full window or day defers the account's rest."""
-        engine, result, executor = self.engine, self.result, self.executor
+        result, executor = self.result, self.executor
         assert executor is not None
         while (verdict := executor.execute(lead, d)) in ("rate_limit", "daily_cap"):
             if verdict == "daily_cap":
@@ -210,13 +196,10 @@ class AccountRun:
                 result.deferred["daily_cap"] += 1
                 self._give_back()
                 break
-            # At the limit: wait for the sliding window only when time is real and the
-            # run's budget allows; otherwise the rest of the account waits for a later run.
-            can_wait = self.live and self.real_time
-            if not (
-                can_wait
-                and engine._wait_for_rate_window(self.account, store, self.run_id, self.budget)
-            ):
+            # At the limit: wait for the sliding window when the executor can (a live run,
+            # time real, the budget allows); otherwise the rest of the account waits for a
+            # later run.
+            if not executor.wait_for_window(self.budget):
                 self.rate_blocked = True
                 result.deferred["rate_limit"] += 1
                 self._give_back()

@@ -58,6 +58,7 @@ from .results import (
     decide_or_name,
 )
 from .rules import Decision, next_run_slot
+from .sending import DryExecutor, Executor, LiveExecutor
 from .store.base import SqlStore, actor
 
 ProgressFn = Callable[[str, int, int], None]
@@ -108,14 +109,14 @@ class Engine(AccountPool, AccountPlanner):
         if budget is None:
             budget = self.default_budget_seconds(now)
         run = RunContext(now, run_id, options, budget, remaining=[options.limit])
-        if options.dry_run:
-            results, runs = self._account_runs(accounts, run)
+        if options.dry_run:  # the one place a dry run differs: its executor, and no run row
+            results, runs = self._account_runs(accounts, run, DryExecutor)
             with self._censused(runs, now):
                 self._in_turn(runs, now)  # a dry run writes nothing: it plans them all
             self._summarise(summary, results, runs)
             return summary
         self._begin(summary, now, run_id)
-        results, runs = self._account_runs(accounts, run)
+        results, runs = self._account_runs(accounts, run, LiveExecutor)
         self._serve_live(runs, now, run_id)
         self._summarise(summary, results, runs)
         self._end(summary, results, now, run_id)
@@ -138,12 +139,13 @@ class Engine(AccountPool, AccountPlanner):
             )
 
     def _account_runs(
-        self, accounts: list[Account], run: RunContext
+        self, accounts: list[Account], run: RunContext, executor: type[Executor]
     ) -> tuple[list[AccountResult], list[AccountRun]]:
         """The results of the disabled accounts, and a walk (``AccountRun``) for each
-        enabled one, in the run's context (its ``--limit`` shared, guarded by self._lock)."""
+        enabled one, in the run's context (its ``--limit`` shared, guarded by self._lock),
+        handing its leads to ``executor`` (live or dry)."""
         results = [AccountResult(a.id, stopped=None) for a in accounts if not a.enabled]
-        runs = [AccountRun(self, a, run) for a in accounts if a.enabled]
+        runs = [AccountRun(self, a, run, executor) for a in accounts if a.enabled]
         return results, runs
 
     def _summarise(

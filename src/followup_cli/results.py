@@ -36,11 +36,6 @@ class RunContext:
     budget: float
     remaining: list[int | None]
 
-    @property
-    def live(self) -> bool:
-        """Not a dry run: claims, sends and writes."""
-        return not self.options.dry_run
-
 
 @dataclass
 class PlannedSend:

@@ -1,11 +1,16 @@
 """The executor ``accountrun.AccountRun`` hands each due lead to: ``Executor`` (what a live
 and a dry run share: the account's rate windows, the rendering) and ``DryExecutor`` (the
-same walk, claims simulated in memory; writes nothing)."""
+same walk, claims simulated in memory; writes nothing).
+
+The executor is what makes a run dry or live, chosen once (``Engine.run``): the walk
+(``AccountRun``) asks it, never a flag, whether the plan stores next-due hints
+(``writes``), how a heartbeat is written (``heartbeat``) and whether to wait for a full
+hourly window (``wait_for_window``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..models import Lead
 from ..ratewindow import RateWindow
@@ -20,6 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Executor:
+    writes = False  # whether the run writes: its plan stores next-due hints (``plan_account``)
+
     def __init__(
         self,
         engine: Engine,
@@ -43,6 +50,19 @@ class Executor:
 
     def bookkeep(self, lead: Lead, d: Decision) -> None:
         raise NotImplementedError
+
+    def open_chain(self) -> None:
+        """The account's audit chain opened before its first write (a dry run writes none)."""
+        return None
+
+    def heartbeat(self) -> None:
+        """The run shows it is alive (a live run's row; a dry run has none)."""
+        return None
+
+    def wait_for_window(self, budget: float) -> bool:
+        """Wait for the account's full hourly window to have room; False: it cannot (the
+        rest of the account waits for a later run)."""
+        return False
 
     def flush(self) -> None:
         """Write what is still held in memory (a live run's last outcome, its claims)."""
@@ -77,15 +97,27 @@ class Executor:
 
 
 class DryExecutor(Executor):
-    """Plans what a live run would do, simulating claims in memory; writes nothing."""
+    """Plans what a live run would do, simulating claims in memory; writes nothing. It never
+    waits: a dry run happens at the plan's instant."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(
+        self,
+        engine: Engine,
+        store: SqlStore,
+        run: AccountRun,
+        result: AccountResult,
+        real_time: bool = False,
+    ) -> None:
+        super().__init__(engine, store, run, result)
         self.rate = self.window(self.store, self.now)
+        # The people (recipient ids) that said stop or have a message planned: the live
+        # run decides each claim again, and sends such a person nothing more.
+        self.persons: set[str] = set()
 
     def bookkeep(self, lead: Lead, d: Decision) -> None:
         if d.keyword_optout:
             self.result.optouts += 1
+            self.persons.add((lead.recipient_id or "").strip())
         if d.action == "end":
             self.result.ended[d.reason] += 1
         elif d.action == "holdout":
@@ -96,6 +128,9 @@ class DryExecutor(Executor):
         if d.action == "skip":
             self.result.skipped[d.reason] += 1
             return None
+        person = (lead.recipient_id or "").strip()
+        if person in self.persons:
+            return None  # the live run's claim would decide it again: no send to this person
         full = self.rate.full()
         if full is not None:
             return full
@@ -104,6 +139,7 @@ class DryExecutor(Executor):
             return None
         self.rate.take()
         self.result.would_send += 1
+        self.persons.add(person)
         planned = PlannedSend.of(lead, self.account.id, d, *rendered)
         if self.engine.on_planned is not None:
             self.engine.on_planned(planned)

@@ -3,6 +3,7 @@ write transactions they share (``transactions``), put together."""
 
 from __future__ import annotations
 
+from ..clock import wall
 from .attempt import Attempting
 from .claiming import Claiming
 
@@ -13,3 +14,16 @@ class LiveExecutor(Claiming, Attempting):
     next transaction of the account (or one of its own when the account's turn ends). Until
     written, the claim stays ``pending``, attempted: a run that dies in between leaves it
     for the next run to mark ``unknown``, never to resend."""
+
+    writes = True
+
+    def heartbeat(self) -> None:
+        """The run's row shows it is alive, so that other runs never take its open claims
+        for a dead run's."""
+        self.store.heartbeat(self.run_id, wall())
+
+    def wait_for_window(self, budget: float) -> bool:
+        """Only when time is real (no --now) and the run's budget allows."""
+        return self.real_time and self.engine._wait_for_rate_window(
+            self.account, self.store, self.run_id, budget
+        )
