@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -44,7 +44,7 @@ from .store.access import READ, WRITE, reading
 
 if TYPE_CHECKING:
     from .config import LoadedConfig
-    from .engine import RunOptions, RunSummary
+    from .engine import Engine, RunOptions, RunSummary
     from .operate import RunOps
     from .runlock import RunLock
     from .store.base import SqlStore
@@ -120,8 +120,8 @@ def run(
 ) -> None:
     """The cron job: send every follow-up that is due now."""
     from . import operate
-    from .engine import RunOptions
 
+    mode = _DryRun(as_json) if dry_run else _LiveRun(as_json)  # decided here, once
     ops = operate.begin(
         operate.RunOps(
             config,
@@ -141,45 +141,151 @@ def run(
     )
     loaded = _load(config)
     ops.lead_table = loaded.config.settings.lead_table
-    if dry_run:  # the preview says what the real run would stop at
-        _warn_unset_tokens(ops, loaded, account)
+    mode.preview(ops, loaded, account)
     _check_account(loaded, account)
-    when = _now(now)
-    lock = None if dry_run else _run_lock(resolve_db(db, config), wait)
-    store = _store(loaded, db, config, need=READ if dry_run else WRITE)
-    plan: _PlanSink | None = None
+    options = _options(now, dry_run, account, limit, budget, ops.run_id)
+    mode.take_lock(db, config, wait)
+    store = _store(loaded, db, config, need=mode.need)
     try:
-        options = RunOptions(
-            now=when,
-            dry_run=dry_run,
-            account=account,
-            limit=limit,
-            budget_seconds=budget,
-            run_id=ops.run_id,
-        )
-        with _checked(store, dry_run), _fewer_collections():
-            summary, plan = _run_on(store, loaded, ops, options, lock, as_json, on_schedule)
+        with mode.checked(store), _fewer_collections():
+            summary = _run_on(store, loaded, ops, options, mode, on_schedule)
         code = ops.done(summary, store, loaded)
     except BaseException:
-        if plan is not None:  # the check found the file corrupt: nothing of the plan is shown
-            plan.close()
+        mode.abort()  # e.g. the check found the file corrupt: nothing of the plan is shown
         raise
     finally:
         store.close()
-    _print_run(summary, plan, ops, as_json)
+    mode.show(summary, ops)
     raise typer.Exit(code)
 
 
+def _options(
+    now: str | None,
+    dry_run: bool,
+    account: str | None,
+    limit: int | None,
+    budget: float | None,
+    run_id: str,
+) -> RunOptions:
+    from .engine import RunOptions
+
+    return RunOptions(
+        now=_now(now),
+        dry_run=dry_run,
+        account=account,
+        limit=limit,
+        budget_seconds=budget,
+        run_id=run_id,
+    )
+
+
+class _LiveRun:
+    """How ``followup run`` runs and shows a live run: under the run lock (SQLite), with
+    write access, a progress bar on a terminal; then the JSON or, on a terminal, the
+    summary; under cron only the bad rows not reported before."""
+
+    need = WRITE
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.lock: RunLock | None = None
+        self.bar: tuple[Any, Any] | None = None
+
+    def preview(self, ops: RunOps, loaded: LoadedConfig, account: str | None) -> None:
+        return None
+
+    def take_lock(self, db: str | None, config: str, wait: float) -> None:
+        self.lock = _run_lock(resolve_db(db, config), wait)
+
+    def checked(self, store: SqlStore) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def hooks(self) -> dict[str, Any]:
+        """The engine's callbacks: a progress bar on a terminal."""
+        self.bar = _progress() if sys.stderr.isatty() and not self.as_json else None
+        return {"progress": self.bar and self.bar[1]}
+
+    def run(self, engine: Engine, options: RunOptions, store: SqlStore) -> RunSummary:
+        if self.lock is None:
+            return engine.run(options)
+        with self.lock:
+            return engine.run(options)
+
+    def finished(self) -> None:
+        if self.bar:
+            self.bar[0].stop()
+
+    def abort(self) -> None:
+        return None
+
+    def show(self, summary: RunSummary, ops: RunOps) -> None:
+        data = summary.as_dict(messages=False)
+        if self.as_json:
+            _print_json_listing(data, "messages", summary.message_dicts())
+        elif sys.stdout.isatty():
+            _print_summary(data)
+        # On a terminal every bad row; under cron only those not reported before, so a row
+        # that stays bad is mailed once rather than three times a day.
+        _print_closing(
+            summary, data, data["bad_leads" if sys.stderr.isatty() else "bad_leads_new"], ops
+        )
+
+
+class _DryRun:
+    """How ``followup run --dry-run`` runs and shows a dry run: first the warnings the real
+    run would stop at; read access only, no lock, the file checked beside the run; the
+    planned messages streamed (``_PlanSink``), on a fresh store inside a transaction rolled
+    back; then the JSON or the table, and every bad row."""
+
+    need = READ
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.plan: _PlanSink | None = None
+
+    def preview(self, ops: RunOps, loaded: LoadedConfig, account: str | None) -> None:
+        _warn_unset_tokens(ops, loaded, account)  # what the real run would stop at
+
+    def take_lock(self, db: str | None, config: str, wait: float) -> None:
+        return None
+
+    def checked(self, store: SqlStore) -> AbstractContextManager[None]:
+        return _quick_checked(store)
+
+    def hooks(self) -> dict[str, Any]:
+        """The engine's callbacks: each planned message to the sink."""
+        self.plan = _PlanSink(spool=self.as_json)
+        return {"on_planned": self.plan.add}
+
+    def run(self, engine: Engine, options: RunOptions, store: SqlStore) -> RunSummary:
+        # A fresh store: the tool's tables exist in a transaction that is rolled back.
+        with reading(store):
+            return engine.run(options)
+
+    def finished(self) -> None:
+        return None
+
+    def abort(self) -> None:
+        if self.plan is not None:
+            self.plan.close()
+
+    def show(self, summary: RunSummary, ops: RunOps) -> None:
+        assert self.plan is not None
+        data = summary.as_dict(messages=False)
+        if self.as_json:
+            self.plan.print_json(data)
+        else:
+            _print_dry_run(summary, self.plan)
+        _print_closing(summary, data, data["bad_leads"], ops)
+
+
 @contextmanager
-def _checked(store: SqlStore, dry_run: bool) -> Iterator[None]:
+def _quick_checked(store: SqlStore) -> Iterator[None]:
     """A dry run checks the file (``SqlStore.quick_check``): a preview reads less than the
     run writes, and a corrupt page must show. On a second connection while the run plans
     (SQLite checks without the GIL; 0.75 s of a dry run of a million leads, one after the
     other before): what it finds ends the command (exit 2, one line) before anything is
     printed, in place of any error the run met on the same file."""
-    if not dry_run:
-        yield
-        return
     try:
         checker = store.checker()
     except Exception:  # noqa: BLE001 - no second connection: check on this one, first
@@ -253,13 +359,12 @@ def _run_on(
     loaded: LoadedConfig,
     ops: RunOps,
     options: RunOptions,
-    lock: RunLock | None,
-    as_json: bool,
+    mode: _LiveRun | _DryRun,
     on_schedule: bool,
-) -> tuple[RunSummary, _PlanSink | None]:
+) -> RunSummary:
     """The run itself on an open store: keys checked, the slot taken (``--on-schedule``),
-    the engine run under the lock (a dry run: in a transaction rolled back when the store
-    is fresh); returns the summary and a dry run's plan."""
+    the engine run as ``mode`` runs it (live: under the lock; dry: in a transaction rolled
+    back when the store is fresh)."""
     from .channels import make_channel
     from .engine import Engine
     from .store.sealing import check_keys
@@ -276,55 +381,21 @@ def _run_on(
         raise typer.Exit(0)  # no slot due, or another run took it: nothing to do
     ops.started(when or _wall())
     # --json owns stdout: the console channel then prints to stderr
-    channel = make_channel(loaded.config, stream=sys.stderr if as_json else None)
-    dry_run = options.dry_run
-    progress = _progress() if sys.stderr.isatty() and not as_json and not dry_run else None
-    plan = _PlanSink(spool=as_json) if dry_run else None
-    engine = Engine(
-        loaded,
-        store,
-        channel,
-        Clock(fixed=when),
-        progress=progress and progress[1],
-        on_planned=plan.add if plan else None,
-        on_sent=ops.on_sent,
-    )
+    channel = make_channel(loaded.config, stream=sys.stderr if mode.as_json else None)
+    engine = Engine(loaded, store, channel, Clock(fixed=when), on_sent=ops.on_sent, **mode.hooks())
     try:
-        if lock is not None:
-            with lock:
-                summary = engine.run(options)
-        elif dry_run:
-            # A fresh store: the tool's tables exist in a transaction that is rolled back.
-            with reading(store):
-                summary = engine.run(options)
-        else:
-            summary = engine.run(options)
+        summary = mode.run(engine, options, store)
     except BaseException:
-        if plan is not None:
-            plan.close()
+        mode.abort()
         raise
-    if progress:
-        progress[0].stop()
+    mode.finished()
     channel.close()
-    return summary, plan
+    return summary
 
 
-def _print_run(summary: RunSummary, plan: _PlanSink | None, ops: RunOps, as_json: bool) -> None:
-    """What a run prints once it is over: JSON, the dry-run table or the summary on a
-    terminal; then the bad rows and the failure line for cron."""
-    dry_run = plan is not None
-    data = summary.as_dict(messages=False)
-    if as_json and plan is not None:
-        plan.print_json(data)
-    elif as_json:
-        _print_json_listing(data, "messages", summary.message_dicts())
-    elif dry_run and plan is not None:
-        _print_dry_run(summary, plan)
-    elif sys.stdout.isatty():
-        _print_summary(data)
-    # On a terminal (and in a dry run) every bad row; under cron only those not reported
-    # before, so a row that stays bad is mailed once rather than three times a day.
-    bad = data["bad_leads"] if dry_run or sys.stderr.isatty() else data["bad_leads_new"]
+def _print_closing(summary: RunSummary, data: dict[str, Any], bad: list[str], ops: RunOps) -> None:
+    """A run's last lines, after the JSON, the table or the summary: the ``bad`` lead rows
+    and the failure line for cron."""
     for line in bad[:20]:
         ops.say(logging.WARNING, f"warning: skipped {line}")
     if len(bad) > 20:
