@@ -22,14 +22,14 @@ from .redact import redact, register_environment
 # Each command family lives in its own module and registers its commands on ``app`` when
 # imported; the import order is the order of `followup --help`.
 # isort: off
-from . import cli_run, cli_operate, cli_people, cli_setup, cli_report, cli_audit, cli_keys
-from . import cli_leads, cli_plan, cli_db
+from . import cli_run, cli_operate, cli_explain, cli_people, cli_outcomes, cli_setup
+from . import cli_report, cli_audit, cli_keys, cli_leads, cli_plan, cli_db
 # isort: on
 
 __all__ = ["app", "main"]
 FAMILIES = (
-    cli_run, cli_operate, cli_people, cli_setup, cli_report, cli_audit, cli_keys, cli_leads,
-    cli_plan, cli_db,
+    cli_run, cli_operate, cli_explain, cli_people, cli_outcomes, cli_setup, cli_report,
+    cli_audit, cli_keys, cli_leads, cli_plan, cli_db,
 )  # fmt: skip
 add_examples(app)
 

@@ -1,35 +1,24 @@
-"""One person at a time: ``explain``, ``optout``, ``unknown``, ``erase``, ``handoff``,
-and ``events ingest`` (what leads did)."""
+"""One person at a time: ``optout`` (stop, resume, list, import, export) and ``erase``
+(forget a lead's data, or lift an erasure)."""
 
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
-from . import errors
 from .cli_common import (
-    AccountOpt,
     ConfigOpt,
     DbOpt,
     JsonOpt,
-    NowOpt,
-    _check_account,
     _fmt,
     _has_lead_table,
-    _load,
     _load_optional,
     _opened,
-    _pending_migrations,
     _plain,
     _print_json,
-    _when,
     app,
     err,
     out,
@@ -38,170 +27,7 @@ from .errors import ConfigError
 from .store.access import READ, WRITE, reading
 from .store.base import SqlStore, nothing_to_put_back, retried
 
-unknown_app = typer.Typer(
-    help="Follow-ups whose outcome nobody knows: list and resolve.", no_args_is_help=True
-)
-app.add_typer(unknown_app, name="unknown")
-events_app = typer.Typer(
-    help="Outcome events from the host app or Instagram webhooks.", no_args_is_help=True
-)
-app.add_typer(events_app, name="events")
-
-LeadArg = Annotated[str, typer.Argument(help="Lead id.")]
 YesOpt = Annotated[bool, typer.Option("--yes", help="Do it (without it, nothing changes).")]
-
-
-@app.command()
-def explain(
-    lead: LeadArg,
-    config: ConfigOpt = "sequences.yaml",
-    db: DbOpt = None,
-    now: NowOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Why a lead is or is not due, which step is next and when."""
-    loaded = _load(config, strict=False)
-    when = _when(now)
-    with _opened(loaded, db, config, READ) as store:
-        d, history = _explain(store, loaded, lead, when)
-    if as_json:
-        data = d.as_dict()
-        data["now"] = when.isoformat()
-        data["history"] = [_plain(h, drop=("body",)) for h in history]
-        _print_json(data)
-        return
-    _print_explanation(lead, when, d, history)
-
-
-def _explain(
-    store: SqlStore, loaded: Any, lead: str, when: datetime
-) -> tuple[Any, list[dict[str, Any]]]:
-    """The decision the run would make for the lead now (with the account's windows), and
-    the lead's tracking rows."""
-    from .models import BadLead, LeadState, parse_lead
-    from .person_inbound import PersonRows
-    from .rules import decide
-
-    pending = _pending_migrations(store)
-    state = LeadState() if pending else None
-    row = store.lead_row(lead)
-    if row is None:
-        raise ConfigError(f"no lead {lead!r} in table {store.lead_table!r} of {store.describe()}")
-    try:
-        parsed = parse_lead(row)
-    except BadLead as exc:
-        raise ConfigError(f"{exc}; fix the row in the lead store") from None
-    # the silence is the person's: the latest inbound under any of its lead rows
-    parsed = PersonRows.for_recipient(store, parsed.account_id, parsed.recipient_id).apply(parsed)
-    if state is None:
-        person = store.person_key(parsed.account_id, parsed.recipient_id)
-        state = store.lead_state(lead, person)
-    try:
-        d = decide(parsed, state, loaded.config, when)
-    except Exception as exc:  # noqa: BLE001 - a value the rules cannot compute with
-        raise ConfigError(
-            f"lead {lead}: cannot be decided ({type(exc).__name__}: {exc}); "
-            "fix the row in the lead store"
-        ) from None
-    if d.action == "send":
-        _explain_person_keyword(store, loaded.config, parsed, d)
-    if d.action == "send":
-        _explain_message(loaded.config, parsed, d, when)
-    if d.action == "send" and not pending:
-        # Every rule of the lead holds; the account's own windows may still hold it back.
-        from .accountwindows import account_windows
-
-        checks, blocked = account_windows(loaded.config, store, parsed.account_id, when)
-        d.checks.extend(checks)
-        if blocked is not None:
-            d.action, d.reason, d.detail, d.next_at = "wait", *blocked
-    history = [] if pending else store.followups(lead_id=lead)
-    return d, history
-
-
-def _explain_person_keyword(store: SqlStore, config: Any, lead: Any, d: Any) -> None:
-    """A due lead whose person wrote an opt-out keyword under another lead row: the next
-    run records that opt-out before it sends anything, so this lead is not due either."""
-    from .models import BadLead, parse_lead
-    from .rules.decision import Check
-    from .rules.keywords import keyword_optout
-
-    if not lead.recipient_id:
-        return
-    keywords = config.settings_for(config.account(lead.account_id)).all_optout_keywords
-    ids = store.query(
-        store.q("erase_leads_of_recipient", leads=store.leads),
-        {"a": lead.account_id, "r": lead.recipient_id},
-    )
-    others = sorted(str(r["id"]) for r in ids if str(r["id"]) != lead.id)
-    for row in store.lead_rows(others) if others else ():
-        try:
-            other = parse_lead(row)
-        except BadLead:
-            continue
-        kw = keyword_optout(other.last_inbound_text, keywords)
-        if kw:
-            d.checks.append(Check("opt-out", False, f"the person wrote {kw!r} as lead {other.id}"))
-            d.action, d.reason = "none", "opted_out"
-            d.detail = (
-                f"the person behind this lead wrote {kw!r} as lead {other.id}: "
-                "the next run records the opt-out"
-            )
-            return
-
-
-def _explain_message(config: Any, lead: Any, d: Any, when: datetime) -> None:
-    """A due lead's message rendered as the run renders it: a lead its template cannot
-    serve (an attribute it lacks, a text over the channel's limit, an empty message) is
-    skipped by the run, so it is not due here either (the skip reason is the run's)."""
-    from .render import Renderer, TemplateProblem
-    from .rules.decision import Check
-
-    try:
-        r = Renderer(config).render(
-            d.sequence, d.message, d.variant_id, lead.context(),
-            config.account(lead.account_id), when,
-        )  # fmt: skip
-        if r.text or r.media_url:
-            return
-        reason, what = "empty_message", "the message renders empty"
-    except TemplateProblem as tp:
-        reason, what = tp.reason, tp.what
-    d.checks.append(Check("message", False, what))
-    d.action, d.reason = "skip", reason
-    d.detail = f"{d.sequence.id}/{d.message.id}: {what}"
-
-
-def _print_explanation(lead: str, when: datetime, d: Any, history: list[dict[str, Any]]) -> None:
-    verdict = {
-        "send": "[green]DUE NOW[/green]",
-        "wait": "[yellow]WAITING[/yellow]",
-        "skip": "[red]CANNOT BE SENT[/red]",
-        "end": "[red]ENROLLMENT ENDS[/red]",
-        "holdout": "[blue]HOLDOUT[/blue]",
-        "none": "[dim]NOT DUE[/dim]",
-    }[d.action]
-    out.print(f"[bold]{escape(lead)}[/bold] at {when.isoformat()}: {verdict} — {escape(d.detail)}")
-    for c in d.checks:
-        mark = "[green]✓[/green]" if c.ok else ("[red]✗[/red]" if c.ok is False else "·")
-        out.print(f"  {mark} {c.rule}: {escape(c.detail)}")
-    if d.sequence:
-        out.print(f"  sequence: {d.sequence.id} ({d.sequence.name or d.sequence.id})")
-    if d.message:
-        out.print(
-            f"  next step: {d.step} {d.message.id}{'/' + d.variant_id if d.variant_id else ''}, "
-            f"due {_fmt(d.due_at)} UTC"
-        )
-    if d.next_at:
-        out.print(f"  re-check after: {_fmt(d.next_at)} UTC")
-    if d.window_closes_at:
-        out.print(f"  messaging window closes: {_fmt(d.window_closes_at)} UTC")
-    for h in history:
-        out.print(
-            f"  history: {h['sequence_id']}/{h['message_id']} {h['status']}"
-            f" {_fmt(h.get('sent_at') or h.get('claimed_at'))}"
-            f"{' code ' + str(h['error_code']) if h.get('error_code') else ''}"
-        )
 
 
 # -------------------------------------------------------------------- optout
@@ -421,76 +247,6 @@ def _print_optouts(store: SqlStore, as_json: bool) -> None:
         )
 
 
-# ------------------------------------------------------------------- unknown
-
-
-@unknown_app.command("list")
-def unknown_list(
-    config: ConfigOpt = "sequences.yaml", db: DbOpt = None, as_json: JsonOpt = False
-) -> None:
-    """Follow-ups whose outcome is unknown (and claims still pending)."""
-    loaded = _load_optional(config)
-    with _opened(loaded, db, config, READ) as store, reading(store):
-        rows = store.followups(status="unknown") + store.followups(status="pending")
-    from .crypto import show_body
-
-    if as_json:
-        hidden = ("body", "body_encrypted", "person_key", "external_key")
-        _print_json(
-            [
-                # the text: what to look for in the conversation
-                {**_plain(r, drop=hidden), "text": show_body(r.get("body"))}
-                for r in rows
-            ]
-        )
-        return
-    if not rows:
-        out.print("no follow-ups with an unknown outcome")
-    for r in rows:
-        variant = f"/{r['variant_id']}" if r.get("variant_id") else ""
-        text = " ".join(show_body(r.get("body")).split())
-        out.print(
-            f"{r['id']}\t{r['status']}\t{r['lead_id']}\t{r['sequence_id']}/{r['message_id']}"
-            f"{variant}\t{_fmt(r['claimed_at'])}\t{r.get('reason') or r.get('error_message') or ''}"
-            f"\t{text[:60] + '…' if len(text) > 60 else text}",
-            markup=False,
-        )
-    if rows:
-        out.print(
-            "Check the conversation in Instagram, then "
-            "`followup unknown resolve ID --sent` or `--release`."
-        )
-
-
-@unknown_app.command("resolve")
-def unknown_resolve(
-    followup_id: Annotated[
-        int, typer.Argument(help="Tracking row id (from `followup unknown list`).")
-    ],
-    sent: Annotated[bool, typer.Option("--sent", help="It did go out: mark it sent.")] = False,
-    release: Annotated[
-        bool, typer.Option("--release", help="It did not go out: free the step for a later run.")
-    ] = False,
-    config: ConfigOpt = "sequences.yaml",
-    db: DbOpt = None,
-) -> None:
-    """Resolve an unknown follow-up: mark it sent, or release it for a retry."""
-    from .store.base import actor
-
-    if sent == release:
-        raise ConfigError("choose one: --sent (it went out) or --release (it did not)")
-    loaded = _load_optional(config)
-    with _opened(loaded, db, config, WRITE) as store:
-        row = store.resolve_unknown(followup_id, sent, actor(), datetime.now(UTC))
-    if row is None:
-        raise ConfigError(
-            f"tracking row {followup_id} is not an unknown follow-up (see `followup unknown list`)"
-        )
-    out.print(
-        f"{followup_id}: {'marked sent' if sent else 'released: a later run may send this step'}"
-    )
-
-
 # ---------------------------------------------------------------- erase
 
 
@@ -565,112 +321,3 @@ def _lift_erasure(
         f"{target}: erasure lifted; sequences may message this person again. Their erased "
         "data does not come back. To keep them from being messaged: `followup optout`"
     )
-
-
-@app.command()
-def handoff(
-    account: AccountOpt = None,
-    since: Annotated[
-        float | None,
-        typer.Option("--since", min=0, help="Only leads skipped in the last HOURS (default: all)."),
-    ] = None,
-    config: ConfigOpt = "sequences.yaml",
-    db: DbOpt = None,
-    now: NowOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Leads whose messaging window closed with a step still due: for human agents."""
-    from .engine import handoff as handoff_leads
-
-    loaded = _load(config, strict=False)
-    _check_account(loaded, account)
-    when = _when(now)
-    with _opened(loaded, db, config, READ) as store:
-        rows = []
-        if not _pending_migrations(store):
-            rows = handoff_leads(loaded.config, store, when, since, account)
-    if as_json:
-        _print_json([_plain(r) for r in rows])
-        return
-    _print_handoffs(rows)
-
-
-def _print_handoffs(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        out.print("no hand-offs: no lead's messaging window closed with a step still due")
-        return
-    table = Table(title=f"{len(rows)} lead(s) to hand to a human agent (the window closed)")
-    cols = ("account", "lead", "user", "step", "due", "window closed", "human until", "message")
-    for col in cols:
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        text = (r["text"] or "") + (f" [{r['media_url']}]" if r["media_url"] else "")
-        table.add_row(
-            *(
-                Text(x)
-                for x in (
-                    r["account_id"] or "-",
-                    r["lead_id"],
-                    r["username"] or r["recipient_id"] or "-",
-                    f"{r['sequence_id']}/{r['message_id']}",
-                    _fmt(r["due_at"]),
-                    _fmt(r["window_closed_at"]),
-                    _fmt(r["human_reply_until"]),
-                    text,
-                )
-            )
-        )
-    out.print(table)
-    out.print(
-        "Automation never messages outside the window. A human agent may still reply until "
-        "'human until' (Meta's HUMAN_AGENT tag: 7 days after the lead's last message); times UTC."
-    )
-
-
-@events_app.command("ingest")
-def events_ingest(
-    source: Annotated[str, typer.Argument(help="JSON lines or webhook payloads; - for stdin.")],
-    config: ConfigOpt = "sequences.yaml",
-    db: DbOpt = None,
-    now: NowOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Record delivered, read, replied, converted and opted_out events (idempotent)."""
-    from .events import ingest
-    from .store.base import actor
-
-    loaded = _load(config, strict=False)
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read ({exc})") from None
-    when = _when(now)
-    name = "<stdin>" if source == "-" else source
-    # A replay (--now) sees nothing after its instant; real time allows clock skew.
-    skew = timedelta(0) if now else timedelta(minutes=5)
-    with _opened(loaded, db, config, WRITE) as store:
-        result = ingest(store, loaded.config, text, name, when, actor(), skew)
-    data = result.as_dict()
-    if as_json:
-        _print_json(data)
-    else:
-        applied = ", ".join(f"{k} {v}" for k, v in data["applied"].items()) or "nothing new"
-        out.print(
-            f"{data['new']} new event(s), {data['duplicates']} already ingested; applied: {applied}"
-            + (f"; {data['unmatched']} matched no lead" if data["unmatched"] else "")
-            + (f"; {data['optouts']} opt-out(s)" if data["optouts"] else "")
-        )
-    if data["after_now"]:
-        err.print(
-            f"followup: warning: {data['after_now']} event(s) dated after {when.isoformat()} "
-            "were not recorded; ingest them again once their time has come"
-        )
-    if data["events"] == 0 and data["ignored"] and not data["problems"]:
-        kinds = ", ".join(f"{k} {v}" for k, v in data["ignored"].items())
-        err.print(f"followup: warning: no outcome event in {name} (ignored: {kinds})")
-    for problem in data["problems"][:20]:
-        err.print(f"followup: {problem}", markup=False)
-    if data["problems"]:
-        n = len(data["problems"])
-        err.print(f"followup: {n} document(s) rejected; the others were ingested")
-        raise typer.Exit(errors.EXIT_USAGE)
