@@ -33,36 +33,39 @@ YesOpt = Annotated[bool, typer.Option("--yes", help="Do it (without it, nothing 
 # -------------------------------------------------------------------- optout
 
 
+OptoutLeadArg = Annotated[
+    str | None, typer.Argument(help="Lead id (with --export: the file to write).")
+]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (kept in the audit log).")]
+UndoOpt = Annotated[bool, typer.Option("--undo", help="Resume the lead (never lifts an erasure).")]
+ListOpt = Annotated[bool, typer.Option("--list", help="List opted-out leads and people.")]
+ImportOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--import",
+        help="Record the opt-outs of a CSV file: a lead id or recipient id per line "
+        "(columns lead_id / recipient_id / id, account_id, reason; or id,reason).",
+    ),
+]
+ExportOpt = Annotated[
+    bool,
+    typer.Option("--export", help="Write every opt-out as CSV to FILE (the argument) or stdout."),
+]
+ImportAccountOpt = Annotated[
+    str | None,
+    typer.Option("--account", help="Account of --import recipient ids without one."),
+]
+
+
 @app.command()
 def optout(
-    lead: Annotated[
-        str | None, typer.Argument(help="Lead id (with --export: the file to write).")
-    ] = None,
-    reason: Annotated[
-        str | None, typer.Option("--reason", help="Why (kept in the audit log).")
-    ] = None,
-    undo: Annotated[
-        bool, typer.Option("--undo", help="Resume the lead (never lifts an erasure).")
-    ] = False,
-    list_: Annotated[bool, typer.Option("--list", help="List opted-out leads and people.")] = False,
-    import_: Annotated[
-        str | None,
-        typer.Option(
-            "--import",
-            help="Record the opt-outs of a CSV file: a lead id or recipient id per line "
-            "(columns lead_id / recipient_id / id, account_id, reason; or id,reason).",
-        ),
-    ] = None,
-    export: Annotated[
-        bool,
-        typer.Option(
-            "--export", help="Write every opt-out as CSV to FILE (the argument) or stdout."
-        ),
-    ] = False,
-    account: Annotated[
-        str | None,
-        typer.Option("--account", help="Account of --import recipient ids without one."),
-    ] = None,
+    lead: OptoutLeadArg = None,
+    reason: ReasonOpt = None,
+    undo: UndoOpt = False,
+    list_: ListOpt = False,
+    import_: ImportOpt = None,
+    export: ExportOpt = False,
+    account: ImportAccountOpt = None,
     config: ConfigOpt = "sequences.yaml",
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -71,13 +74,7 @@ def optout(
     holds for the person (account and recipient), whatever lead row carries them."""
     from .store.base import actor
 
-    modes = sum((bool(list_), bool(undo), bool(import_), bool(export)))
-    if modes > 1:
-        raise ConfigError("choose one of LEAD [--undo], --list, --import FILE, --export [FILE]")
-    if not (list_ or import_ or export) and not lead:
-        raise ConfigError("give a LEAD id, or --list, --import FILE or --export [FILE]")
-    if (list_ or import_) and lead:
-        raise ConfigError(f"{lead}: --list and --import take no LEAD")
+    _one_optout_mode(lead, undo, list_, import_, export)
     loaded = _load_optional(config)
     with _opened(loaded, db, config, READ if list_ or export else WRITE) as store:
         now = datetime.now(UTC)
@@ -113,6 +110,19 @@ def _said(line: str, as_json: bool, **fields: Any) -> None:
         _print_json({**fields, "message": line})
     else:
         out.print(line)
+
+
+def _one_optout_mode(
+    lead: str | None, undo: bool, list_: bool, import_: str | None, export: bool
+) -> None:
+    """``optout`` does one thing at a time, and only LEAD and --export take the argument."""
+    modes = sum((bool(list_), bool(undo), bool(import_), bool(export)))
+    if modes > 1:
+        raise ConfigError("choose one of LEAD [--undo], --list, --import FILE, --export [FILE]")
+    if not (list_ or import_ or export) and not lead:
+        raise ConfigError("give a LEAD id, or --list, --import FILE or --export [FILE]")
+    if (list_ or import_) and lead:
+        raise ConfigError(f"{lead}: --list and --import take no LEAD")
 
 
 def _export_optouts(store: SqlStore, target: str) -> None:
