@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from followup_cli.auditchain import verify  # noqa: E402
+from followup_cli.auditverify import verify  # noqa: E402
 from followup_cli.store import open_store  # noqa: E402
 from tests.helpers import LeadDB, pg_available  # noqa: E402
 

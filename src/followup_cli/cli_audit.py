@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import errors
-from .auditchain import verify
+from .auditverify import verify
 from .cli_common import (
     ConfigOpt,
     DbOpt,

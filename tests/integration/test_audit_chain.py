@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from followup_cli import auditchain
+from followup_cli import auditchain, auditverify
 from followup_cli.cli import app
 from followup_cli.store import open_store
 from followup_cli.store.base import SqlStore, actor
@@ -229,7 +229,7 @@ def test_audit_chain__concurrent_writers_leave_one_valid_chain(db: LeadDB) -> No
         assert not errors, errors
         seqs = [r["chain_seq"] for r in first.rows("SELECT chain_seq FROM followup_audit")]
         assert sorted(seqs) == list(range(1, 76))
-        rep = auditchain.verify(first)
+        rep = auditverify.verify(first)
         assert rep.intact and rep.rows == 75, rep.problems
     finally:
         for s in stores:
@@ -275,7 +275,7 @@ def test_audit_chain__pipelined_and_plain_writers_leave_one_valid_chain(db: Lead
         kept = 4 * (20 - 3)  # i = 3, 10, 17 rolled back
         assert [r["chain_seq"] for r in rows] == list(range(1, kept + 1))
         assert not any(r["lead_id"].endswith(("_3", "_10", "_17")) for r in rows)
-        rep = auditchain.verify(first)
+        rep = auditverify.verify(first)
         assert rep.intact and rep.rows == kept, rep.problems
     finally:
         for s in stores:
@@ -322,7 +322,7 @@ def test_audit_chain__a_head_remembered_wrongly_is_never_chained_to(
     assert [(r["chain_seq"], r["lead_id"]) for r in rows] == [
         (1, "l1"), (2, "other1"), (3, "l1"), (4, "l3"), (5, "l4"), (6, "l5"),
     ]  # fmt: skip
-    rep = auditchain.verify(store)
+    rep = auditverify.verify(store)
     assert rep.intact and rep.rows == 6, rep.problems
     assert verify(db)[0] == 0
 
@@ -346,10 +346,10 @@ def test_migration_0007__chains_the_rows_written_before_it(
     monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS)
     new = open_store(db.url)
     try:
-        rep = auditchain.verify(new)
+        rep = auditverify.verify(new)
         assert rep.intact and rep.rows == 4 and rep.head_seq == 4, rep.problems
         new.audit("send", NOW, "ops", lead_id="n1", detail={"y": 2})
-        rep = auditchain.verify(new)
+        rep = auditverify.verify(new)
         assert rep.intact and rep.rows == 5, rep.problems
     finally:
         new.close()
@@ -432,7 +432,7 @@ def test_postgres_records_the_database_role(db: LeadDB, store: SqlStore) -> None
     store.audit("send", NOW, "ops", lead_id="r1")
     role = db.query("SELECT session_user::text AS r")[0]["r"]
     assert db.query("SELECT db_role FROM followup_audit")[0]["db_role"] == role
-    rep = auditchain.verify(store)
+    rep = auditverify.verify(store)
     assert rep.intact, rep.problems
     tamper(db, "UPDATE followup_audit SET db_role = 'intruder'")
     assert [k for k, _ in kinds(verify(db)[1])] == ["changed"]
@@ -466,7 +466,7 @@ def test_chain__rows_hashed_by_the_database_verify_like_the_others(store: SqlSto
                     writer.audit_later(*args)()
     finally:
         other.close()
-    report = auditchain.verify(store)
+    report = auditverify.verify(store)
     assert report.intact, [p.message for p in report.problems]
     assert report.rows == 12
 
@@ -682,7 +682,7 @@ def test_account_chain__writers_of_several_chains_at_once_leave_every_chain_vali
             by.setdefault(r["chain"], []).append(r["chain_seq"])
         assert by["account:k1"] == by["account:k3"] == list(range(1, 18))
         assert by[""] == list(range(1, 2 * 17 + 3))  # and the two openings
-        rep = auditchain.verify(first)
+        rep = auditverify.verify(first)
         assert rep.intact and rep.rows == 4 * 17 + 2, rep.problems
     finally:
         for s in stores:
@@ -749,11 +749,11 @@ def test_migration_0014__a_single_chain_store_verifies_and_grows_chains(
     auditchain._SEEN.clear()
     new = open_store(db.url)
     try:
-        rep = auditchain.verify(new)
+        rep = auditverify.verify(new)
         assert rep.intact and rep.rows == 4 and rep.head_seq == 4, rep.problems
         new.audit("optout", NOW, "ops", lead_id="n1", detail={"y": 2})
         write_chain(new, ACCT, 2)
-        rep = auditchain.verify(new)
+        rep = auditverify.verify(new)
         assert rep.intact and rep.rows == 8 and rep.head_seq == 6, rep.problems
         assert rep.chains == {ACCT: (2, 2, rep.chains[ACCT][2])}
     finally:
