@@ -960,16 +960,11 @@ def test_lead_table__a_uuid_id_column_works_like_a_text_one(db: LeadDB, tmp_path
     )
     inbound, outbound = (NOW - timedelta(hours=5)).isoformat(), (NOW - timedelta(hours=4))
     ids = [str(uuid.UUID(int=n)) for n in (7, 42, 1001)]
-    for lead_id in ids:
-        args = (lead_id, f"ig_{lead_id}", inbound, outbound.isoformat())
-        sql = "INSERT INTO crm_uuid VALUES (?, 'acct_a', ?, 'Ana', 4, ?, ?)"
-        if db.backend == "sqlite":
-            conn = sqlite3.connect(db.url)
-            conn.execute(sql, args)
-            conn.commit()
-            conn.close()
-        else:
-            db.query(sql, args)
+    _insert_host_rows(
+        db,
+        "INSERT INTO crm_uuid VALUES (?, 'acct_a', ?, 'Ana', 4, ?, ?)",
+        [(lead_id, f"ig_{lead_id}", inbound, outbound.isoformat()) for lead_id in ids],
+    )
     raw = base_config()
     raw["settings"]["lead_table"] = "crm_uuid"
     cfg = write_config(tmp_path / "sequences.yaml", raw)
@@ -1062,16 +1057,11 @@ def test_lead_table__blank_padded_char_columns_read_as_their_text(
         f"last_inbound_at {ts}, last_outbound_at {ts})",
     )
     inbound, outbound = (NOW - timedelta(hours=5)).isoformat(), (NOW - timedelta(hours=4))
-    for lead_id in ("c1", "c2"):
-        sql = "INSERT INTO crm_char VALUES (?, 'acct_a', ?, 'Ana', 4, 'qualified', ?, ?)"
-        args = (lead_id, f"ig_{lead_id}", inbound, outbound.isoformat())
-        if db.backend == "sqlite":
-            conn = sqlite3.connect(db.url)
-            conn.execute(sql, args)
-            conn.commit()
-            conn.close()
-        else:
-            db.query(sql, args)
+    _insert_host_rows(
+        db,
+        "INSERT INTO crm_char VALUES (?, 'acct_a', ?, 'Ana', 4, 'qualified', ?, ?)",
+        [(lead_id, f"ig_{lead_id}", inbound, outbound.isoformat()) for lead_id in ("c1", "c2")],
+    )
     raw = base_config()
     raw["settings"]["lead_table"] = "crm_char"
     cfg = write_config(tmp_path / "sequences.yaml", raw)
@@ -1092,3 +1082,15 @@ def test_lead_table__blank_padded_char_columns_read_as_their_text(
     again = followup("run", "--json", *common)  # the claims found the rows again by id
     assert again.returncode == 0, again.stderr
     assert len(db.query("SELECT id FROM followup_tracking")) == 2
+
+
+def _insert_host_rows(db: LeadDB, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Rows into a host table the test created (``?`` placeholders on both stores)."""
+    if db.backend == "sqlite":
+        conn = sqlite3.connect(db.url)
+        conn.executemany(sql, rows)
+        conn.commit()
+        conn.close()
+        return
+    for args in rows:
+        db.query(sql, args)
