@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from .config import Account, Config, LoadedConfig, Settings
@@ -82,36 +83,25 @@ class AccountPlanner:
         a time in id order; the next page is read once the caller is done with this one.
         With the run's census, the ids it found, a page at a time."""
         census = self._census.get(account.id) if self._census is not None else None
+        ask = partial(
+            store.candidate_leads,
+            account.id,
+            st.min_score,
+            st.max_score,
+            keywords=st.all_optout_keywords,
+            now=now,
+            config=digest,
+            new_due_before=self.new_leads_due_before(account, now),
+        )
         if census is not None:
             for i in range(0, len(census), CANDIDATE_PAGE):
-                page = store.candidate_leads(
-                    account.id,
-                    st.min_score,
-                    st.max_score,
-                    None,
-                    CANDIDATE_PAGE,
-                    keywords=st.all_optout_keywords,
-                    now=now,
-                    config=digest,
-                    new_due_before=self.new_leads_due_before(account, now),
-                    among=census[i : i + CANDIDATE_PAGE],
-                )
+                page = ask(None, CANDIDATE_PAGE, among=census[i : i + CANDIDATE_PAGE])
                 if page:
                     yield page
             return
         after: Any = None
         while True:
-            page = store.candidate_leads(
-                account.id,
-                st.min_score,
-                st.max_score,
-                after,
-                CANDIDATE_PAGE,
-                keywords=st.all_optout_keywords,
-                now=now,
-                config=digest,
-                new_due_before=self.new_leads_due_before(account, now),
-            )
+            page = ask(after, CANDIDATE_PAGE)
             if not page:
                 return
             last = store.page_key(page[-1]["id"])
