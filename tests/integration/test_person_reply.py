@@ -372,3 +372,38 @@ def test_any_split_of_the_persons_messages_over_rows_plans_as_one_row_would(
         db.close()  # (one Postgres connection and schema at a time)
     assert outcomes[0] == outcomes[1], (backend, outcomes)
     assert outcomes[0][1] == outcomes[0][2]  # the dry run lists what the run sends
+
+
+# ------------------------------------------------------ `followup leads` sees the person
+
+
+def leads_view(cfg: Path, db: LeadDB, at: datetime) -> dict[str, dict[str, Any]]:
+    r = followup(
+        "leads", "--config", str(cfg), "--db", db.url, "--now", at.isoformat(), "--json",
+        env=ENV,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    return {item["lead_id"]: item for item in json.loads(r.stdout)}
+
+
+def test_leads_view_decides_a_row_on_the_persons_other_rows(
+    tmp_path: Path, db: LeadDB, graph: FakeGraphAPI
+) -> None:
+    """`followup leads` says what the run would do: A's person replied under B, so A's
+    enrollment ends (not "due"); the person opted out under B, so A is stopped too."""
+    cfg = config(tmp_path / "sequences.yaml", graph.base_url)
+    step1_sent_then_reply_under_b(cfg, db, graph)
+    view = leads_view(cfg, db, STEP2)
+    assert (view["lead_z"]["action"], view["lead_z"]["next_message_id"]) == ("send", "m2")
+    assert (view["lead_a"]["action"], view["lead_a"]["reason"]) == ("end", "replied"), view
+
+    # Another person: m1 sent under C; the person then opts out under D (a newer row).
+    db.insert(row("lead_c", "ig_third"))
+    assert planned(run(cfg, db, NOW + timedelta(minutes=5))) == [("lead_c", "m1")]
+    db.insert(row("lead_d", "ig_third", last_inbound_at=None, last_outbound_at=None))
+    r = followup("optout", "lead_d", "--config", str(cfg), "--db", db.url, env=ENV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    view = leads_view(cfg, db, STEP2)
+    assert view["lead_c"]["action"] != "send", view["lead_c"]
+    assert "opt" in str(view["lead_c"]["reason"]), view["lead_c"]
+    assert planned(run(cfg, db, STEP2, "--dry-run")) == [("lead_z", "m2")]

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from ..config import Config
-from ..models import BadLead, parse_lead, parse_time
+from ..models import BadLead, Lead, parse_lead, parse_time
+from ..person_inbound import PersonRows
 from ..rules import config_sequence, decide
 from ..store.base import SqlStore
 from .common import _iso
@@ -20,13 +21,24 @@ def leads_in_sequences(
     account: str | None = None,
 ) -> list[dict[str, Any]]:
     """Leads in a sequence now (the ``followup_lead_labels`` view), with the next step and
-    when it is due, from the same decision function ``run`` uses."""
+    when it is due, from the same decision function ``run`` uses, on the person's state as
+    the run sees it: the opt-outs, erasures and follow-ups of the person (account and
+    recipient id) under any lead row, and its latest inbound message under any of them
+    (``person_inbound``)."""
     labels = store.lead_labels(sequence, account)
     if not labels:
         return []
     ids = [str(r["lead_id"]) for r in labels]
     rows = {str(r["id"]): r for r in store.lead_rows(ids)}
-    states = store.lead_states(ids)
+    parsed = _persons_leads(store, rows)
+    states = store.lead_states(
+        ids,
+        {
+            lid: store.person_key(lead.account_id, lead.recipient_id)
+            for lid, lead in parsed.items()
+            if isinstance(lead, Lead)
+        },
+    )
     out = []
     for lab in labels:
         lid = str(lab["lead_id"])
@@ -49,7 +61,10 @@ def leads_in_sequences(
             item.update(action="none", reason="lead_gone")
         else:
             try:
-                d = decide(parse_lead(row), states[lid], config, now, explain=False)
+                lead = parsed[lid]
+                if isinstance(lead, BadLead):
+                    raise lead
+                d = decide(lead, states[lid], config, now, explain=False)
             except BadLead as exc:
                 item.update(action="none", reason=f"bad_row: {exc.column}")
             except Exception as exc:  # noqa: BLE001 - one row must not stop the view
@@ -63,4 +78,21 @@ def leads_in_sequences(
         if item["next_due_at"] is None and lab["next_followup_at"] is not None:
             item["next_due_at"] = _iso(parse_time(lab["next_followup_at"]))
         out.append(item)
+    return out
+
+
+def _persons_leads(store: SqlStore, rows: dict[str, dict[str, Any]]) -> dict[str, Lead | BadLead]:
+    """Each row parsed (or why it cannot be), with the latest inbound message of its person
+    under any lead row (one query per account, as the run's plan reads them)."""
+    persons: dict[str, PersonRows] = {}
+    out: dict[str, Lead | BadLead] = {}
+    for lid, row in rows.items():
+        try:
+            lead = parse_lead(row)
+        except BadLead as exc:
+            out[lid] = exc
+            continue
+        if lead.account_id not in persons:
+            persons[lead.account_id] = PersonRows.load(store, lead.account_id)
+        out[lid] = persons[lead.account_id].apply(lead)
     return out
