@@ -577,7 +577,7 @@ def test_candidates__postgres_folds_every_character_as_the_rules_do(
     if db.backend != "postgres":
         pytest.skip("SQLite hands every non-ASCII text to the rules themselves")
     from followup_cli.rules import APOSTROPHES, fold_text
-    from followup_cli.store.postgres import _combining_class, pg_fold_lower
+    from followup_cli.store.postgres_candidates import _combining_class, pg_fold_lower
 
     chars = [
         chr(c)

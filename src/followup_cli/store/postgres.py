@@ -10,7 +10,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -22,27 +21,11 @@ from psycopg.types.string import TextLoader
 
 from ..errors import PrivilegeError, StoreConfigError, StoreError
 from ..redact import redact
-from ..rules import APOSTROPHES, combining_marks
 from .base import SqlStore
+from .postgres_candidates import PostgresCandidates
 from .queries import NULL, Sql, ident
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
-_TYPED_NULL = {
-    "score": "NULL::integer",
-    "converted_at": "NULL::timestamptz",
-    "last_inbound_at": "NULL::timestamptz",
-    "status": "NULL::text",
-}
-
-
-def _typed(col: dict[str, str]) -> dict[str, str]:
-    """The candidate queries' lead columns: a typed NULL for one the table lacks, an ENUM
-    status as its text (it folds so)."""
-    c = {k: (_TYPED_NULL.get(k, v) if v == "NULL" else v) for k, v in col.items()}
-    if c["status"] != _TYPED_NULL["status"]:
-        c["status"] = f"CAST({c['status']} AS text)"
-    return c
-
 
 _TIME_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
 _NUMBER_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
@@ -93,28 +76,6 @@ def _first_line(exc: BaseException) -> str:
     return redact(text.splitlines()[0]) or type(exc).__name__
 
 
-def pg_fold_lower(text: str) -> str:
-    """SQL for ``text`` NFKD-decomposed and lower-cased in the "C" collation (ASCII alone,
-    whatever the database's locale), with the one case fold that NFKD does not give and
-    that yields ASCII: ß and ẞ to "ss" (``rules.fold_text`` case-folds). Accents and
-    apostrophes are left to the caller."""
-    lowered = f'lower(normalize(CAST({text} AS text), NFKD) COLLATE "C")'
-    return f"replace(replace({lowered}, 'ß', 'ss'), 'ẞ', 'ss')"
-
-
-@lru_cache(maxsize=1)
-def _combining_class() -> str:
-    """A regular-expression class of every combining mark, as ranges."""
-    ranges: list[list[int]] = []
-    for ch in combining_marks():
-        c = ord(ch)
-        if ranges and ranges[-1][1] == c - 1:
-            ranges[-1][1] = c
-        else:
-            ranges.append([c, c])
-    return "[" + "".join(chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in ranges) + "]"
-
-
 # Pipeline mode needs libpq 14+ on the client (any server): ``PostgresStore.pipelined``.
 _PIPELINE_SUPPORTED = psycopg.Pipeline.is_supported()
 
@@ -136,7 +97,7 @@ def _convert(sql: str) -> str:
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(PostgresCandidates, SqlStore):
     dialect = "postgres"
 
     def __init__(self, url: str, lead_table: str = "leads") -> None:
@@ -495,126 +456,3 @@ class PostgresStore(SqlStore):
             self.q("outcome_marks_save"),
             {"ids": ids, "inb": inbound, "conv": converted, "now": now},
         )
-
-    @property
-    def keyword_like_exact(self) -> bool:  # type: ignore[override]
-        """Exact patterns (vowels kept) where every non-ASCII text is folded as the rules
-        fold it (``_keyword_beyond_lower``: Postgres 13+, UTF-8); case is then folded in
-        the "C" collation, ASCII alone, as the rules fold ASCII text (a Turkish locale's
-        lower() would make "QUIT" "quıt")."""
-        info = self.conn.info
-        return info.server_version >= 130000 and info.parameter_status("server_encoding") == "UTF8"
-
-    def _lower(self, text: str) -> str:
-        return (
-            f'lower(CAST({text} AS text) COLLATE "C")'
-            if self.keyword_like_exact
-            else f"lower({text})"
-        )
-
-    def _keyword_like(self, text: str, patterns: int, params: dict[str, Any]) -> str:
-        # lower() once a row and one LIKE ANY over the patterns (LIKE's default escape is
-        # the backslash): a third of the time of one lower() LIKE ... ESCAPE per pattern.
-        params["kw_any"] = [params[f"kw{i}"] for i in range(patterns)]
-        return f"{self._lower(text)} LIKE ANY (CAST(:kw_any AS text[]))"
-
-    def _keyword_beyond_lower(
-        self, text: str, keywords: tuple[str, ...], patterns: int, params: dict[str, Any]
-    ) -> str | None:
-        if not self.keyword_like_exact:
-            # normalize() is Postgres 13+, on a UTF-8 database only: elsewhere every text
-            # with a non-ASCII character is kept (the rules decide it), as the coarse
-            # patterns cannot see "ＳＴＯＰ", "sto\u0301p" or "SCHLUẞ" (any encoding)
-            params["kw_non_ascii"] = "[^\\x01-\\x7f]"
-            return f"CAST({text} AS text) ~ :kw_non_ascii"
-        # Text with non-ASCII characters only: NFKD (full-width letters and ligatures to
-        # ASCII, accents apart), lower() in "C" (ASCII), accents dropped (regexp_replace:
-        # translate() with every combining mark is 50 times slower) and typographic
-        # apostrophes made plain; folded once a row (OFFSET 0), then the same LIKE patterns.
-        params["fold_marks"] = _combining_class()
-        params["fold_from"] = APOSTROPHES
-        params["fold_to"] = "'" * len(APOSTROPHES)
-        folded = (
-            f"translate(regexp_replace({pg_fold_lower(text)}, "
-            ":fold_marks, '', 'g'), :fold_from, :fold_to)"
-        )
-        likes = " OR ".join(f"k.f LIKE :kw{i} ESCAPE '\\'" for i in range(patterns))
-        return (
-            f"(octet_length({text}) <> char_length({text}) "
-            f"AND EXISTS (SELECT 1 FROM (SELECT {folded} AS f OFFSET 0) k WHERE {likes}))"
-        )
-
-    def _candidate_columns(self, col: dict[str, str]) -> dict[str, Sql]:
-        return {k: Sql(v) for k, v in _typed(col).items() if k in _TYPED_NULL}
-
-    @property
-    def has_census(self) -> bool:
-        """A text lead id (``_lid`` keeps the table's own index): the census's ranges and
-        id lists compare with it as they are."""
-        self.lead_columns()
-        return bool(getattr(self, "_text_lead_ids", False))
-
-    def _census_rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """The census's rows, planned with merge joins and sorted aggregates when the lead
-        table is a plain table (no spill to disk: a quarter less CPU at a million leads,
-        bench/RESULTS-select.md); never for a view, whose own joins the settings would
-        reach, nor inside a scratch dry run's transaction, which they would outlive."""
-        kind = self.query(self.q("lead_table_kind"), {"t": self.lead_table})
-        if self.in_scratch or not kind or kind[0]["kind"] not in ("r", "p"):
-            return self.query(sql, params)
-        with self.transaction():
-            self.query(self.q("census_plan"))
-            return self.query(sql, params)
-
-    def census_ranges(self, n: int) -> list[tuple[str | None, str | None]]:
-        """The lead ids cut into up to ``n`` ranges of about equal size, from the planner's
-        histogram of the id column; one unbounded range without one (a view)."""
-        cuts: list[str] = []
-        if n > 1:
-            rows = self.query(self.q("lead_id_cuts"), {"t": self.lead_table, "n": n})
-            cuts = sorted({r["cut"] for r in rows if r["cut"] is not None})
-        bounds: list[str | None] = [None, *cuts, None]
-        return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-    def candidate_census(
-        self,
-        accounts: Sequence[tuple[str, int, int, datetime]],
-        keywords: Sequence[str],
-        now: datetime,
-        config: str,
-        ids: tuple[str | None, str | None] = (None, None),
-    ) -> dict[str, list[str]]:
-        """The candidate lead ids of each account (``accounts``: id, score range, when a lead
-        in no sequence can be due; one keyword list for them all) among the lead ids from
-        ``ids[0]`` up to, not including, ``ids[1]``: the leads ``candidate_leads`` keeps."""
-        lo, hi = ids
-        params: dict[str, Any] = {
-            "accounts": [a[0] for a in accounts],
-            "min_scores": [a[1] for a in accounts],
-            "max_scores": [a[2] for a in accounts],
-            "new_dues": [a[3] for a in accounts],
-            "config": config,
-            "now": now,
-            "lo": lo,
-            "hi": hi,
-        }
-        lid = self._lid()
-        ranges = [("{lid} >= :lo", lo), ("{lid} < :hi", hi)]
-        lead_range = [cond for cond, bound in ranges if bound is not None] or ["l.id IS NOT NULL"]
-        enrollment_range = [
-            cond.replace("{lid}", "lead_id") for cond, bound in ranges if bound is not None
-        ] or ["true"]
-        col = self._lead_terms()
-        sql = self.q(
-            "candidate_census",
-            leads=self.leads,
-            lid=lid,
-            lead_range=Sql(" AND ".join(lead_range).replace("{lid}", lid)),
-            enrollment_range=Sql(" AND ".join(enrollment_range)),
-            keyword=Sql(self._keyword_term(col["last_inbound_text"], keywords, params)),
-            **self._candidate_columns(col),
-        )
-        out: dict[str, list[str]] = {}
-        for row in self._census_rows(sql, params):
-            out.setdefault(row["account_id"], []).append(row["id"])
-        return out
