@@ -178,6 +178,9 @@ SQLITE_BAD = [
     ("converted_at", 1772445600),
     ("score", "four"),  # text in an INTEGER column
     ("score", 4.5),
+    ("score", 1e23),  # a REAL beyond 64 bits, out of the score range: was dropped unnamed
+    ("score", 7.5),  # not an integer, and out of range: garbage all the same
+    ("score", float("inf")),
     ("score", b"\x04"),
     ("attributes", "[1, 2]"),
     ("attributes", "{not json"),
@@ -207,6 +210,9 @@ PG_BAD = [
     ("converted_at", "infinity"),  # the prefilter's "IS NULL" left these out unnamed
     ("converted_at", "0800-01-01T00:00:00Z"),
     ("score", "4.5"),
+    ("score", "1e23"),  # integral, beyond 64 bits: was dropped unnamed
+    ("score", "7.5"),
+    ("score", "NaN"),
     ("attributes", "[1, 2]"),
     ("attributes", '"just text"'),
     ("attributes", DEEP_JSON),  # jsonb takes it; Python's json gives up at ~1000 levels

@@ -61,6 +61,7 @@ def _parts(store, name: str) -> dict[str, queries.Sql]:
         "rows": ALWAYS,
         "enrolled_due": ALWAYS,
         "new_due": ALWAYS,
+        "odd_score": ALWAYS,
     }
     if name == "leads_insert":
         fill.update(columns=columns(COLUMN_NAMES), values=placeholders(COLUMN_NAMES))

@@ -132,7 +132,13 @@ class LeadQueries:
             keyword=Sql(keyword),
             **cols,
             **due_parts,
+            **self._score_parts(col),
         )
+
+    def _score_parts(self, col: dict[str, str]) -> dict[str, Sql]:
+        """The dialect's parts of ``candidate_leads`` about a garbage score (Postgres:
+        ``{odd_score}``; SQLite asks each value's type in the query itself)."""
+        return {}
 
     def _candidate_columns(self, col: dict[str, str]) -> dict[str, Sql]:
         """The lead columns the candidate queries compare, as they compare them."""

@@ -140,6 +140,7 @@ class PostgresStore(PostgresCandidates, SqlStore):
         if self._lead_columns is not None and hasattr(self, "_text_lead_ids"):
             other._lead_columns = self._lead_columns
             other._text_lead_ids = self._text_lead_ids
+            other._fractional_score = getattr(self, "_fractional_score", False)
         return other
 
     def close(self) -> None:
@@ -430,6 +431,7 @@ class PostgresStore(PostgresCandidates, SqlStore):
         if table == self.lead_table:
             types = {r["column_name"]: r["data_type"] for r in rows}
             self._text_lead_ids = types.get("id") in ("text", "character varying")
+            self._fractional_score = types.get("score") in ("numeric", "real", "double precision")
             for column, allowed, want in _LEAD_TYPES:
                 if column in types and types[column] not in allowed:
                     raise StoreConfigError(

@@ -107,6 +107,16 @@ class PostgresCandidates:
     def _candidate_columns(self, col: dict[str, str]) -> dict[str, Sql]:
         return {k: Sql(v) for k, v in _typed(col).items() if k in _TYPED_NULL}
 
+    def _score_parts(self, col: dict[str, str]) -> dict[str, Sql]:
+        """``{odd_score}``: a score the run names as garbage (not an integer, NaN, beyond 64
+        bits: ``models._score``), kept by the prefilter whatever the range; only a numeric,
+        real or double precision column can hold one."""
+        self.lead_columns()  # learns the score column's type
+        if not getattr(self, "_fractional_score", False) or col["score"] == "NULL":
+            return {"odd_score": Sql("false")}
+        s = col["score"]
+        return {"odd_score": Sql(f"(abs({s}) >= 9223372036854775808 OR {s} <> trunc({s}))")}
+
     @property
     def has_census(self) -> bool:
         """A text lead id (``_lid`` keeps the table's own index): the census's ranges and
@@ -173,6 +183,7 @@ class PostgresCandidates:
             enrollment_range=Sql(" AND ".join(enrollment_range)),
             keyword=Sql(self._keyword_term(col["last_inbound_text"], keywords, params)),
             **self._candidate_columns(col),
+            **self._score_parts(col),
         )
         out: dict[str, list[str]] = {}
         for row in self._census_rows(sql, params):

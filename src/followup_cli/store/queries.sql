@@ -784,7 +784,10 @@ SELECT {select} FROM {leads} l LIMIT :n
 -- SQLite a time is compared as its julianday(); a conversion time outside
 -- julianday('1900-01-01') .. julianday('3000-01-01') (or not a time) is garbage the run
 -- names (models.LEAD_TIME_MIN/MAX), not a conversion; the status is compared with LIKE,
--- which folds ASCII case as lower() does without a lowered copy of each row's status.
+-- which folds ASCII case as lower() does without a lowered copy of each row's status. A
+-- score the run names as garbage (text, a blob, a REAL that is no integer or beyond 64
+-- bits: 4.5, 1e23; Postgres: "{odd_score}", for a numeric, real or double precision
+-- column) is kept whatever the range, so that the run names its row.
 -- name: candidate_leads@sqlite
 SELECT {select} FROM {leads} l
 WHERE l.account_id = :account_id AND {rows}
@@ -797,7 +800,9 @@ WHERE l.account_id = :account_id AND {rows}
         FROM followup_enrollments e WHERE e.lead_id = {lid}), 0)
       WHEN 3 THEN 1
       WHEN 0 THEN
-        ({score} BETWEEN :min_score AND :max_score OR typeof({score}) IN ('text', 'blob'))
+        ({score} BETWEEN :min_score AND :max_score OR typeof({score}) IN ('text', 'blob')
+          OR typeof({score}) = 'real' AND ({score} <> CAST({score} AS INTEGER)
+            OR abs({score}) >= 9.2233720368547758e18))
         AND ({converted_at} IS NULL
              OR COALESCE(julianday({converted_at}) NOT BETWEEN 2415020.5 AND 2816787.5, 1))
         AND ({status} IS NULL OR {status} NOT LIKE 'converted')
@@ -826,7 +831,7 @@ WHERE l.account_id = :account_id AND {rows}
         FROM followup_enrollments e WHERE e.lead_id = {lid}), 0)
       WHEN 3 THEN true
       WHEN 0 THEN
-        {score} BETWEEN :min_score AND :max_score
+        ({score} BETWEEN :min_score AND :max_score OR {odd_score})
         AND ({converted_at} IS NULL
              OR {converted_at} NOT BETWEEN '1900-01-01Z' AND '3000-01-01Z')
         AND ({status} IS NULL OR lower({status}) <> 'converted')
@@ -898,7 +903,7 @@ WHERE {lead_range} AND (
         AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid}), false)
     WHEN e.ended_anchor IS NOT NULL
       AND ({last_inbound_at} IS NULL OR e.ended_anchor >= {last_inbound_at}) THEN false
-    ELSE {score} BETWEEN a.min_score AND a.max_score
+    ELSE ({score} BETWEEN a.min_score AND a.max_score OR {odd_score})
       AND ({converted_at} IS NULL
            OR {converted_at} NOT BETWEEN '1900-01-01Z' AND '3000-01-01Z')
       AND ({status} IS NULL OR lower({status}) <> 'converted')
