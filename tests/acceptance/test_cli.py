@@ -115,6 +115,35 @@ def test_run__dry_run_on_a_fresh_store_writes_nothing(setup: tuple[Path, LeadDB]
     assert not Path(db.url + "-wal").exists()
 
 
+def test_read_commands_leave_no_journal_files_beside_a_wal_store(
+    setup: tuple[Path, LeadDB],
+) -> None:
+    """A store a live run has used is in WAL mode; with no run going, its folder holds the
+    file alone. A dry run and the read commands "write nothing": they leave no -wal or -shm
+    behind either (a reader creates them; they were left there, owned by whoever ran it)."""
+    cfg, db = setup
+    common = ("--config", str(cfg), "--db", db.url, "--now", NOW.isoformat())
+    assert followup("run", *common).returncode == 0
+    folder = Path(db.url).parent
+    before = sorted(p.name for p in folder.iterdir())
+    assert not any(n.endswith(("-wal", "-shm")) for n in before), before
+    conn = sqlite3.connect(db.url)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()  # (an open connection keeps them, rightly)
+    later = ("--now", (NOW + timedelta(hours=4)).isoformat())
+    for cmd in (
+        ["run", "--dry-run", *common[:4], *later],
+        ["explain", "due1", *common],
+        ["report", *common],
+        ["leads", *common],
+        ["status", *common[:4]],
+        ["unknown", "list", *common[:4]],
+    ):
+        r = followup(*cmd)
+        assert r.returncode in (0, 3), (cmd, r.stderr)
+        assert sorted(p.name for p in folder.iterdir()) == before, cmd
+
+
 def test_run__limit_and_account_filter(setup: tuple[Path, LeadDB]) -> None:
     cfg, db = setup
     r = followup(

@@ -30,6 +30,11 @@ BUSY_TIMEOUT_SECONDS = 30.0
 # still meet at ``BEGIN IMMEDIATE``.
 _WRITERS: dict[str, threading.RLock] = {}
 _WRITERS_LOCK = threading.Lock()
+# The files a reader of a WAL database creates beside it when there are none (no connection
+# is open): this process's read-only stores whose file had none when first opened, so that
+# closing them leaves none (``SQLiteStore._tidy_journal``).
+_QUIET_JOURNAL: dict[str, bool] = {}
+_JOURNAL_SUFFIXES = ("-wal", "-shm")
 
 
 def _writer_lock(path: Path) -> threading.RLock:
@@ -76,6 +81,12 @@ class SQLiteStore(SqlStore):
         if not readonly:
             self._check_writable()
         self._temp_tables = False  # a dry run on a read-only fresh store: tables in TEMP
+        if readonly:
+            key = os.path.realpath(self.path)
+            if key not in _QUIET_JOURNAL:
+                _QUIET_JOURNAL[key] = not any(
+                    os.path.exists(f"{self.path}{s}") for s in _JOURNAL_SUFFIXES
+                )
         self.conn = self._connect()
         self._depth = 0
         self._lock = threading.RLock()
@@ -192,6 +203,30 @@ class SQLiteStore(SqlStore):
 
     def close(self) -> None:
         self.conn.close()
+        if self.readonly:
+            self._tidy_journal()
+
+    def _tidy_journal(self) -> None:
+        """A read-only connection to a WAL database creates the ``-wal`` and ``-shm`` files
+        when nobody has them open, and cannot delete them when it closes: "writes nothing"
+        (a dry run, explain, report) would leave them, owned by whoever ran it. When they
+        were not there when this process first read the file, a read-write connection that
+        changes nothing is opened and closed: SQLite's last connection to close removes
+        them (an empty WAL: nothing is written to the database); another process's open
+        connection keeps them, as it should. Nothing is done without write access."""
+        if not _QUIET_JOURNAL.get(os.path.realpath(self.path)):
+            return
+        if not any(os.path.exists(f"{self.path}{s}") for s in _JOURNAL_SUFFIXES):
+            return
+        folder = self.path.resolve().parent
+        if not (os.access(self.path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)):
+            return
+        uri = "file:" + quote(str(self.path.resolve())) + "?mode=rw"
+        try:
+            with closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as conn:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        except sqlite3.Error:
+            pass  # left as SQLite leaves them
 
     def _adapt(self, value: Any) -> Any:
         if isinstance(value, datetime):
