@@ -879,8 +879,12 @@ e.next_due_at IS NULL OR e.next_due_config IS DISTINCT FROM :config OR e.next_du
 -- in one row, merged with the leads in id order: the lead's enrollments say whether one is
 -- active and stored as due (active_due), the least anchor of the active ones (the lead
 -- spoke after one of them: not quiet) and the greatest anchor of the ended ones (one
--- covers the current silence). "{score}", "{converted_at}", "{status}", "{last_inbound_at}":
--- the lead's columns (a typed NULL for those it lacks); "{keyword}": the keyword term.
+-- covers the current silence). Each lead's account is looked up in the arrays
+-- (array_position; a lead of no account in them has none and is left out) instead of joined
+-- with them: under the census's plan settings the join was a nested loop, ten rows for
+-- each lead, and a third of the statement's CPU at a million leads (bench/RESULTS-select.md).
+-- "{score}", "{converted_at}", "{status}", "{last_inbound_at}": the lead's columns (a typed
+-- NULL for those it lacks); "{keyword}": the keyword term.
 -- name: candidate_census@postgres
 WITH e AS (
   SELECT lead_id, bool_or(ended_at IS NULL) AS active,
@@ -891,25 +895,27 @@ WITH e AS (
   FROM followup_enrollments WHERE {enrollment_range} GROUP BY lead_id)
 SELECT CAST(l.account_id AS text) AS account_id, {lid} AS id
 FROM {leads} l
-JOIN unnest(CAST(:accounts AS text[]), CAST(:min_scores AS integer[]),
-    CAST(:max_scores AS integer[]), CAST(:new_dues AS timestamptz[]))
-  AS a(account_id, min_score, max_score, new_due) ON a.account_id = CAST(l.account_id AS text)
+CROSS JOIN LATERAL (
+  SELECT array_position(CAST(:accounts AS text[]), CAST(l.account_id AS text)) AS k) a
 LEFT JOIN e ON e.lead_id = {lid}
-WHERE {lead_range} AND (
+WHERE {lead_range} AND a.k IS NOT NULL AND (
   CASE WHEN e.active THEN e.active_due
-      OR NOT COALESCE({score} BETWEEN a.min_score AND a.max_score
+      OR NOT COALESCE({score} BETWEEN (CAST(:min_scores AS integer[]))[a.k]
+          AND (CAST(:max_scores AS integer[]))[a.k]
         AND {converted_at} IS NULL AND ({status} IS NULL OR lower({status}) <> 'converted')
         AND ({last_inbound_at} IS NULL OR {last_inbound_at} <= e.active_anchor)
         AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid}), false)
     WHEN e.ended_anchor IS NOT NULL
       AND ({last_inbound_at} IS NULL OR e.ended_anchor >= {last_inbound_at}) THEN false
-    ELSE ({score} BETWEEN a.min_score AND a.max_score OR {odd_score})
+    ELSE ({score} BETWEEN (CAST(:min_scores AS integer[]))[a.k]
+        AND (CAST(:max_scores AS integer[]))[a.k] OR {odd_score})
       AND ({converted_at} IS NULL
            OR {converted_at} NOT BETWEEN '1900-01-01Z' AND '3000-01-01Z')
       AND ({status} IS NULL OR lower({status}) <> 'converted')
       AND l.last_outbound_at IS NOT NULL
       AND COALESCE({last_inbound_at} > l.last_outbound_at, false) = false
-      AND (l.last_outbound_at <= a.new_due OR l.last_outbound_at >= '3000-01-01Z')
+      AND (l.last_outbound_at <= (CAST(:new_dues AS timestamptz[]))[a.k]
+        OR l.last_outbound_at >= '3000-01-01Z')
       AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid} OFFSET 0)
     END
   OR {keyword})
