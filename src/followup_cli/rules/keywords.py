@@ -13,8 +13,11 @@ from itertools import chain
 APOSTROPHES = "\u2019\u2018\u02bc`"  # made plain "'"
 
 
-# Planes 4-13 hold no character in any Unicode version (tests check this one's).
-_ASSIGNED_PLANES = (range(0, 0x40000), range(0xE0000, 0x110000))
+# The planes that can hold a combining character: planes 2 and 3 hold CJK ideographs (class
+# 0), 4-13 no character in any Unicode version, 15 and 16 private use (class 0 by definition)
+# (tests check this Python's). Scanning 3 planes instead of 6 halves the time of the first
+# call (~0.07 s CPU, on the way to the first Postgres candidate query of every run).
+_ASSIGNED_PLANES = (range(0, 0x20000), range(0xE0000, 0xF0000))
 
 
 @lru_cache(maxsize=1)

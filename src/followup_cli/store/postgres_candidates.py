@@ -5,6 +5,7 @@ cut into id ranges (``census.py``)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -40,9 +41,18 @@ def pg_fold_lower(text: str) -> str:
     return f"replace(replace({lowered}, 'ß', 'ss'), 'ẞ', 'ss')"
 
 
-@lru_cache(maxsize=1)
+_CLASS_LOCK = threading.Lock()
+
+
 def _combining_class() -> str:
-    """A regular-expression class of every combining mark, as ranges."""
+    """A regular-expression class of every combining mark, as ranges; made once a process
+    (the census's threads ask for it at once: one makes it, the other waits)."""
+    with _CLASS_LOCK:
+        return _combining_ranges()
+
+
+@lru_cache(maxsize=1)
+def _combining_ranges() -> str:
     ranges: list[list[int]] = []
     for ch in combining_marks():
         c = ord(ch)
