@@ -110,14 +110,11 @@ def run(
     ping_timeout: PingTimeoutOpt = 5.0,
 ) -> None:
     """The cron job: send every follow-up that is due now."""
-    from . import operate
-
     mode = _DryRun(as_json) if dry_run else _LiveRun(as_json)  # decided here, once
-    ops = operate.begin(
-        operate.RunOps(
+    ops = _begin(
+        mode.operation(
             config,
             db,
-            dry_run=dry_run,
             on_schedule=on_schedule,
             account=account,
             metrics_file=metrics_file,
@@ -127,7 +124,7 @@ def run(
             printer=lambda line: err.print(f"followup: {line}", markup=False),
         ),
         verbose,
-        _log_format(log_format),
+        log_format,
         log_file,
     )
     loaded = _load(config)
@@ -148,6 +145,13 @@ def run(
         store.close()
     mode.show(summary, ops)
     raise typer.Exit(code)
+
+
+def _begin(ops: RunOps, verbose: int, log_format: str, log_file: str | None) -> RunOps:
+    """The run's operation begun: its logging set up (``operate.begin``)."""
+    from . import operate
+
+    return operate.begin(ops, verbose, _log_format(log_format), log_file)
 
 
 def _options(

@@ -36,6 +36,12 @@ class _LiveRun:
         self.lock: RunLock | None = None
         self.bar: tuple[Any, Any] | None = None
 
+    def operation(self, config: str, db: str | None, **settings: Any) -> RunOps:
+        """The run's operation (``operate.RunOps``): slot, pings, record, metrics."""
+        from .operate import RunOps
+
+        return RunOps(config, db, **settings)
+
     def preview(self, ops: RunOps, loaded: LoadedConfig, account: str | None) -> None:
         return None
 
@@ -87,6 +93,13 @@ class _DryRun:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self.plan: _PlanSink | None = None
+
+    def operation(self, config: str, db: str | None, **settings: Any) -> RunOps:
+        """The dry run's operation (``operate.DryRunOps``): it takes no slot, pings
+        nothing and leaves no record."""
+        from .operate import DryRunOps
+
+        return DryRunOps(config, db, **settings)
 
     def preview(self, ops: RunOps, loaded: LoadedConfig, account: str | None) -> None:
         _warn_unset_tokens(ops, loaded, account)  # what the real run would stop at

@@ -31,9 +31,12 @@ log = logsetup.get("run")
 
 @dataclass
 class RunOps:
+    """A live run's operation: it claims its slot, pings, says the backlog and leaves its
+    record, metrics and end ping. ``DryRunOps`` does none of that; the choice is made once,
+    where the command starts (``cli_run_modes``)."""
+
     config_path: str
     db: str | None
-    dry_run: bool = False
     on_schedule: bool = False
     account: str | None = None
     metrics_file: str | None = None
@@ -81,10 +84,11 @@ class RunOps:
         key = slot.key if self.account is None else f"{slot.key} account={self.account}"
         self.slot = slot
         taken = runs.slot_taken_by(store, key) if runs.has_slots(store) else None
-        if self.dry_run:  # a dry run shows what the slot would send, and takes nothing
-            self.slot_key = key
-            self.idle = taken is not None
-            return taken is None
+        return self._take_slot(store, key, taken, now)
+
+    def _take_slot(self, store: SqlStore, key: str, taken: str | None, now: datetime) -> bool:
+        from . import runs
+
         if taken is None and runs.claim_slot(store, key, self.run_id, now):
             self.slot_claimed = True
             self.slot_key = key
@@ -101,17 +105,22 @@ class RunOps:
     def started(self, now: datetime) -> None:
         """The run is going ahead: ping start, log it."""
         self.now = now
-        if not self.dry_run and self.ping_url:
-            from .ping import Pinger
-
-            self.pinger = Pinger(self.ping_url, self.run_id, self.ping_timeout)
-            self.pinger.start()
+        self._ping_start()
         log.info(
             "run started at %s%s%s",
             now.isoformat(),
             f" for slot {self.slot_label}" if self.slot_label else "",
-            " (dry run)" if self.dry_run else "",
+            self.kind_note,
         )
+
+    kind_note = ""  # in the log's start line
+
+    def _ping_start(self) -> None:
+        if self.ping_url:
+            from .ping import Pinger
+
+            self.pinger = Pinger(self.ping_url, self.run_id, self.ping_timeout)
+            self.pinger.start()
 
     def on_sent(self, planned: Any) -> None:
         """One line per API attempt's outcome (engine callback, from account threads); a
@@ -165,15 +174,20 @@ class RunOps:
             )
             if a.get("stopped"):
                 log.error("account %s stopped: %s", acct, a["stopped"], extra={"account": acct})
-        code = summary.exit_code
-        if store is not None and config is not None and not self.dry_run:
-            from .backlog import say_backlog
+        if store is None or config is None:
+            return summary.exit_code
+        return self._say_backlog(store, config, summary)
 
-            self.backlog, self.news = say_backlog(self, store, config, summary)
-            if self.summary is not None:
-                self.summary["backlog"] = self.backlog
-            if self.news and code == 0:
-                code = 3
+    def _say_backlog(self, store: SqlStore, config: Any, summary: Any) -> int:
+        """The backlog said (``backlog.say_backlog``); exit 3 when it has news."""
+        from .backlog import say_backlog
+
+        code = summary.exit_code
+        self.backlog, self.news = say_backlog(self, store, config, summary)
+        if self.summary is not None:
+            self.summary["backlog"] = self.backlog
+        if self.news and code == 0:
+            code = 3
         return code
 
     # ---------------------------------------------------------------- end
@@ -191,8 +205,12 @@ class RunOps:
         line = error or _summary_line(self.summary, code)
         level = logging.INFO if code == 0 else logging.ERROR
         log.log(level, "run finished with exit %d in %.1fs: %s", code, elapsed, line)
-        if self.dry_run:
-            return code, False
+        return self._leave_trace(code, error, elapsed, line)
+
+    def _leave_trace(
+        self, code: int, error: str | None, elapsed: float, line: str
+    ) -> tuple[int, bool]:
+        """The run's row, its metrics file and its end ping (``finish``)."""
         last_ok = None
         repeated = False
         try:
@@ -278,6 +296,29 @@ class RunOps:
             store.close()
 
 
+class DryRunOps(RunOps):
+    """A dry run's operation: it shows what its slot would send and takes nothing; no ping,
+    no backlog, no record, no metrics."""
+
+    kind_note = " (dry run)"
+
+    def _take_slot(self, store: SqlStore, key: str, taken: str | None, now: datetime) -> bool:
+        self.slot_key = key
+        self.idle = taken is not None
+        return taken is None
+
+    def _ping_start(self) -> None:
+        return None
+
+    def _say_backlog(self, store: SqlStore, config: Any, summary: Any) -> int:
+        return summary.exit_code  # type: ignore[no-any-return]
+
+    def _leave_trace(
+        self, code: int, error: str | None, elapsed: float, line: str
+    ) -> tuple[int, bool]:
+        return code, False
+
+
 def _summary_line(summary: dict[str, Any] | None, code: int) -> str:
     if not summary:
         return f"exit {code}"
@@ -316,4 +357,4 @@ def finish_current(code: int, error: str | None = None) -> tuple[int, bool]:
         logsetup.reset()
 
 
-__all__ = ["RunOps", "begin", "finish_current"]
+__all__ = ["DryRunOps", "RunOps", "begin", "finish_current"]
