@@ -142,32 +142,18 @@ class AccountRun:
     def _lead(self, store: SqlStore, i: int, total: int, lead: Lead, d: Decision) -> bool:
         """The plan's ``i``-th lead: deferred, given to the executor, or the walk's end
         (False: the account stopped, the time budget or the run's --limit is used up)."""
-        engine, result, executor = self.engine, self.result, self.executor
+        result, executor = self.result, self.executor
         assert executor is not None
-        if i % self.batch_size == 0 or engine.clock.elapsed() - self.beat > 30:
-            # Each batch (and every 30 s within one) the run shows it is alive, so that
-            # other runs never take its open claims for a dead run's.
-            self.beat = engine.clock.elapsed()
-            executor.heartbeat()
-        if result.stopped:
-            result.deferred["account_stopped"] += self._sends_from(i)
-            return False
-        if engine.clock.elapsed() > self.budget:
-            result.deferred["time_budget"] += self._sends_from(i)
+        self._heartbeat(i)
+        if self._ended(i):
             return False
         if d.action == "send" and (self.rate_blocked or self.day_blocked):
             result.deferred["daily_cap" if self.day_blocked else "rate_limit"] += 1
             self._progress(i, total)
             return True
-        counted = False  # this lead took one of the run's --limit sends
-        if d.action == "send":
-            with engine._lock:
-                if self.remaining[0] is not None and self.remaining[0] <= 0:
-                    result.deferred["limit"] += self._sends_from(i)
-                    return False
-                if self.remaining[0] is not None:
-                    self.remaining[0] -= 1
-                    counted = True
+        counted = self._count_send(i) if d.action == "send" else False
+        if counted is None:
+            return False
         planned, handed = result.would_send, executor.calls
         verdict = self._execute(store, lead, d)
         if (
@@ -183,6 +169,39 @@ class AccountRun:
             self._give_back()
         self._progress(i, total)
         return True
+
+    def _heartbeat(self, i: int) -> None:
+        engine, executor = self.engine, self.executor
+        assert executor is not None
+        if i % self.batch_size == 0 or engine.clock.elapsed() - self.beat > 30:
+            # Each batch (and every 30 s within one) the run shows it is alive, so that
+            # other runs never take its open claims for a dead run's.
+            self.beat = engine.clock.elapsed()
+            executor.heartbeat()
+
+    def _ended(self, i: int) -> bool:
+        """Whether the walk ends at the ``i``-th lead (the account stopped, the time budget
+        used up), the sends left deferred."""
+        result = self.result
+        if result.stopped:
+            result.deferred["account_stopped"] += self._sends_from(i)
+            return True
+        if self.engine.clock.elapsed() > self.budget:
+            result.deferred["time_budget"] += self._sends_from(i)
+            return True
+        return False
+
+    def _count_send(self, i: int) -> bool | None:
+        """One of the run's --limit sends taken for the ``i``-th lead: True; False when the
+        run has no limit; None when it is used up (the sends left deferred: the walk ends)."""
+        with self.engine._lock:
+            if self.remaining[0] is not None and self.remaining[0] <= 0:
+                self.result.deferred["limit"] += self._sends_from(i)
+                return None
+            if self.remaining[0] is not None:
+                self.remaining[0] -= 1
+                return True
+        return False
 
     def _execute(self, store: SqlStore, lead: Lead, d: Decision) -> str | None:
         """The executor's handling of one lead, waiting for the hourly window when time is
