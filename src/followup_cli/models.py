@@ -170,7 +170,7 @@ def _column_text(lead_id: str, column: str, v: Any, limit: int = MAX_ID_CHARS) -
     floats in an id, undecodable text and runaway lengths."""
     if v is None:
         return None
-    if type(v) is str and len(v) <= limit and v.isascii():
+    if type(v) is str and len(v) <= limit and v.isascii() and "\x00" not in v:
         return v  # what the checks below let through unchanged (ASCII is UTF-8)
     if isinstance(v, _BYTES):
         if column == "id":  # a blob never compares equal to the text the tool keeps
@@ -186,6 +186,9 @@ def _column_text(lead_id: str, column: str, v: Any, limit: int = MAX_ID_CHARS) -
     text = _utf8(lead_id, column, v if isinstance(v, str) else str(v))
     if len(text) > limit:
         raise BadLead(lead_id, column, f"too long ({len(text)} characters; at most {limit})")
+    if "\x00" in text:
+        # SQLite keeps one (Postgres text cannot): it would be sent, or sent to, as it is
+        raise BadLead(lead_id, column, f"holds a NUL character: {printable(text)}")
     return text
 
 
@@ -279,7 +282,23 @@ def _parse_attributes(lead_id: str, raw: Any) -> dict[str, Any]:
         raise BadLead(
             lead_id, "attributes", f"must be a JSON object ({{...}}), got {_json_kind(value)}"
         )
+    if isinstance(raw, str) and "\\u0000" in raw and _holds_nul(value):
+        # a template would send it as it is (Postgres jsonb refuses one; json and SQLite keep it)
+        raise BadLead(lead_id, "attributes", "a value holds a NUL character (\\u0000)")
     return value
+
+
+def _holds_nul(value: Any, depth: int = 0) -> bool:
+    """A decoded JSON value with a NUL character in a string (a key or a value)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 100:
+        return False
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v, depth + 1) for v in value)
+    return False
 
 
 def parse_lead(row: Mapping[str, Any]) -> Lead:
@@ -292,7 +311,12 @@ def parse_lead(row: Mapping[str, Any]) -> Lead:
     raw_id = get("id")
     if raw_id is None or raw_id == "":
         raise BadLead("?", "id", "missing lead id")
-    if type(raw_id) is str and len(raw_id) <= MAX_ID_CHARS and raw_id.isascii():
+    if (
+        type(raw_id) is str
+        and len(raw_id) <= MAX_ID_CHARS
+        and raw_id.isascii()
+        and "\x00" not in raw_id
+    ):
         lead_id = raw_id  # what _column_text gives back at once
     else:
         named = printable(raw_id, MAX_ID_CHARS) if isinstance(raw_id, str) else printable(raw_id)

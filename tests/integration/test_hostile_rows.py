@@ -189,6 +189,9 @@ SQLITE_BAD = [
     ("recipient_id", None),
     ("recipient_id", "   "),
     ("first_name", NotUtf8(b"Ana\xff")),
+    ("first_name", "A\x00na"),  # a NUL byte: was rendered into the message and sent
+    ("recipient_id", "ig_\x00x"),  # was sent to, NUL and all
+    ("attributes", '{"interest": "pri\\u0000cing"}'),  # a NUL once decoded
     ("username", "u" * 5000),
     ("status", b"\xff\xfe"),
     ("timezone", "Mars/Olympus_Mons"),
@@ -196,6 +199,7 @@ SQLITE_BAD = [
     ("last_inbound_text", NotUtf8(b"stop\xc3")),
     ("id", NotUtf8(b"\xffbad_id")),
     ("id", b"blob_id"),
+    ("id", "nul\x00id"),
     ("id", ""),
     ("id", None),
 ]
