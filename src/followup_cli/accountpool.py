@@ -205,9 +205,7 @@ class AccountPool:
         open at once (``Leases.share``): the others stay free for another run to take. An
         account another run holds is tried again once this run has nothing else left to
         do."""
-        stores = [self.store.clone() for _ in range(min(workers, DB_CONNECTIONS))]
-        for s in stores:
-            s.cipher = self.store.cipher
+        stores = self._clones(min(workers, DB_CONNECTIONS))
         turns = Turns(runs, leases)
         threads = [
             threading.Thread(
@@ -237,6 +235,23 @@ class AccountPool:
                     s.close()
         if turns.errors:
             raise turns.errors[0]
+
+    def _clones(self, n: int) -> list[SqlStore]:
+        """``n`` more connections for the serving threads, opened side by side: a Postgres
+        connection is a round trip and a new backend, and eight opened one after the other
+        were ~0.2 s of an idle run at a million leads (bench/RESULTS-select.md). None is
+        left open when one fails."""
+        with ThreadPoolExecutor(max_workers=max(n, 1), thread_name_prefix="connect") as pool:
+            futures = [pool.submit(self.store.clone) for _ in range(n)]
+        stores = [f.result() for f in futures if f.exception() is None]
+        failed = [e for f in futures if (e := f.exception()) is not None]
+        if failed:
+            for s in stores:
+                s.close()
+            raise failed[0]
+        for s in stores:
+            s.cipher = self.store.cipher
+        return stores
 
     def _release_unattempted(self, run_id: str) -> None:
         """Whatever ended the run: the claims it never handed to the API are freed (each

@@ -374,3 +374,41 @@ def test_outcome__every_send_is_audited_once_and_claims_have_no_row(store: Memor
     for lead_id in ("l1", "l2"):
         mine = [act for lid, act in actions if lid == lead_id]
         assert mine.count("claim") == 0 and mine.count("send") == 1, (lead_id, mine)
+
+
+def test_serving_connections__opened_side_by_side_and_none_left_open_when_one_fails() -> None:
+    """The serving threads' connections are opened at once (``AccountPool._clones``); when
+    one cannot be opened the others are closed and the error is the run's."""
+    import threading
+
+    from followup_cli.accountpool import AccountPool
+
+    class Conn:
+        def __init__(self, fail_at: int | None) -> None:
+            self.lock = threading.Lock()
+            self.tries, self.fail_at, self.opened = 0, fail_at, []
+            self.cipher, self.threads = "the store's", set()
+
+        def clone(self) -> Conn:
+            with self.lock:
+                self.tries += 1
+                self.threads.add(threading.current_thread().name)
+                if self.tries == self.fail_at:
+                    raise RuntimeError("too many clients already")
+            other = Conn(None)
+            other.closed = False
+            self.opened.append(other)
+            return other
+
+        def close(self) -> None:
+            self.closed = True
+
+    pool = AccountPool()
+    pool.store = Conn(None)  # type: ignore[assignment]
+    stores = pool._clones(8)
+    assert len(stores) == 8 and all(s.cipher == "the store's" for s in stores)
+    assert all(t.startswith("connect") for t in pool.store.threads)  # not on this thread
+    pool.store = failing = Conn(3)  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="too many clients"):
+        pool._clones(8)
+    assert len(failing.opened) == 7 and all(s.closed for s in failing.opened)
