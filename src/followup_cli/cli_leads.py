@@ -206,9 +206,11 @@ def leads_check(
     """
     from .leadstore import check_lead_store
 
-    store = _store(_load_optional(config), db, config, migrate=False, readonly=True)
+    loaded = _load_optional(config)
+    accounts = {a.id for a in loaded.config.accounts} if loaded is not None else None
+    store = _store(loaded, db, config, migrate=False, readonly=True)
     try:
-        result = check_lead_store(store)
+        result = check_lead_store(store, accounts=accounts)
     finally:
         store.close()
     if as_json:

@@ -16,14 +16,14 @@ import csv
 import io
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, StoreConfigError
 from .leadcolumns import COLUMN_NAMES, COLUMNS, OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
-from .models import BadLead, parse_lead
+from .models import BadLead, parse_lead, printable
 from .store import sqlite_path
 from .store.base import SqlStore
 from .store.queries import definitions, ident, placeholders
@@ -404,8 +404,13 @@ class CheckResult:
         return {**self.__dict__, "ok": self.ok}
 
 
-def check_lead_store(store: SqlStore, limit_bad: int = 1000) -> CheckResult:
-    """Everything a run would trip on in the lead store, without changing it."""
+def check_lead_store(
+    store: SqlStore, limit_bad: int = 1000, accounts: Collection[str] | None = None
+) -> CheckResult:
+    """Everything a run would trip on in the lead store, without changing it; with the
+    configured ``accounts``, also the rows no account serves: an account id with blanks
+    around a configured one is a row a run skips unnamed (it reads each account's own
+    rows), other accounts' rows are counted in a warning (a host may hold those)."""
     table = store.lead_table
     result = CheckResult(store.describe(), table)
     cols = store._table_columns(table)
@@ -436,6 +441,7 @@ def check_lead_store(store: SqlStore, limit_bad: int = 1000) -> CheckResult:
             f"it: CREATE INDEX {index} ON {table} (account_id, id);"
         )
     parts = {"select": store._select_list(), "leads": ident(table)}
+    others: dict[str, int] = {}  # account id -> rows, of accounts the config does not have
     after: str | None = None
     while True:
         name = "lead_check_first_page" if after is None else "lead_check_page"
@@ -443,11 +449,29 @@ def check_lead_store(store: SqlStore, limit_bad: int = 1000) -> CheckResult:
         for row in page:
             result.rows += 1
             try:
-                parse_lead(row)
+                lead = parse_lead(row)
             except BadLead as exc:
                 if len(result.bad_rows) < limit_bad:
                     result.bad_rows.append(str(exc))
+                continue
+            if accounts is not None and lead.account_id not in accounts:
+                padded = lead.account_id is not None and lead.account_id.strip() in accounts
+                if padded and len(result.bad_rows) < limit_bad:
+                    result.bad_rows.append(
+                        f"lead {lead.id}: account_id: {lead.account_id!r} has blanks around it: "
+                        "no account is configured so and a run never serves the row; trim it"
+                    )
+                elif not padded:
+                    others[str(lead.account_id)] = others.get(str(lead.account_id), 0) + 1
         if len(page) < 1000:
             break
         after = str(page[-1]["id"])
+    if others:
+        top = sorted(others.items(), key=lambda kv: (-kv[1], kv[0]))
+        named = ", ".join(f"{printable(a, 40)!r} ({n})" for a, n in top[:5])
+        more = f" and {len(top) - 5} more" if len(top) > 5 else ""
+        result.warnings.append(
+            f"{result.where}: {sum(others.values())} rows of accounts not in the config "
+            f"(never served): {named}{more}"
+        )
     return result

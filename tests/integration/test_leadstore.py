@@ -321,6 +321,30 @@ def test_leads_check__bad_rows_missing_index_and_columns_on_both_stores(
     assert gone.returncode == 2 and "lacks required column(s) recipient_id" in gone.stderr
 
 
+def test_leads_check__an_account_id_with_blanks_around_it_is_named(
+    db: LeadDB, tmp_path: Path
+) -> None:
+    """A row whose account_id is a configured account with a blank around it ('acct_a ')
+    is served by no account, and the run cannot say so (it reads each account's own rows):
+    `leads check` names it as a row a run would skip; rows of accounts the file does not
+    configure are counted in a warning (the host app may hold other accounts' leads)."""
+    cfg = write_config(tmp_path / "c.yaml", base_config())
+    db.insert(
+        lead("ok", last_outbound_at="2026-03-02T08:00:00Z"),
+        lead("padded", account_id="acct_a ", last_outbound_at="2026-03-02T08:00:00Z"),
+        lead("other", account_id="acct_zz", last_outbound_at="2026-03-02T08:00:00Z"),
+    )
+    r = followup_in_process("leads", "check", "--config", str(cfg), "--db", db.url)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "3 rows, 1 a run would skip" in r.stdout
+    assert "lead padded: account_id: 'acct_a ' has blanks around it" in r.stderr, r.stderr
+    assert "acct_zz" in r.stderr and "not in" in r.stderr, r.stderr
+    _exec(db, "DELETE FROM leads WHERE id = 'padded'")
+    ok = followup_in_process("leads", "check", "--config", str(cfg), "--db", db.url)
+    assert ok.returncode == 0, ok.stderr
+    assert "acct_zz" in ok.stderr
+
+
 def test_leads__plain_and_list_still_show_leads_in_a_sequence(db: LeadDB, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", base_config())
     db.insert(
