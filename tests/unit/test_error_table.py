@@ -58,6 +58,8 @@ def err(code: int, subcode: int | None = None, **extra: object) -> dict[str, obj
         (404, None, "permanent"),
         # the account cannot send
         (400, err(190), "account"),
+        (400, err(102), "account"),  # API Session: the token expired or was revoked
+        (401, err(102, 459), "account"),
         (401, err(190, 463), "account"),
         (400, err(10), "account"),
         (403, err(200), "account"),

@@ -22,7 +22,7 @@ ambiguous  read timeout; connection reset after sending;  ``unknown``: recorded,
            an unreadable 2xx
 permanent  551; 10 with a subcode (2534022, 2018278:      ``failed`` with the code, no retry; the
            outside the window); 100; other 4xx            enrollment ends
-account    190; 10 without subcode, 200-299               the account stops for this run (one line
+account    190, 102; 10 w/o subcode, 200-299              the account stops for this run (one line
            (permissions); 3; 368 (blocked for policy);    naming it and its token variable, exit
            HTTP 401/403 without a code                    3); other accounts go on
 """
@@ -70,7 +70,7 @@ THROTTLE_CODES = {4, 17, 32, 613}
 TRANSIENT_CODES = {1, 2, 1200}
 OUTSIDE_WINDOW_SUBCODES = {2534022, 2018278}
 PERMANENT_CODES = {551, 100}
-ACCOUNT_CODES = {190, 3, 368}
+ACCOUNT_CODES = {190, 102, 3, 368}  # 102: API Session (token expired or revoked)
 
 
 @dataclass(frozen=True)
