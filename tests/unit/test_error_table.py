@@ -37,6 +37,10 @@ def err(code: int, subcode: int | None = None, **extra: object) -> dict[str, obj
         (400, err(32), "throttle"),
         (400, err(613), "throttle"),
         (403, err(4), "throttle"),
+        # Business Use Case rate limits (80002: this Instagram account; 80006: Messenger)
+        (400, err(80002), "throttle"),
+        (400, err(80006), "throttle"),
+        (400, err(80001), "throttle"),
         # transient: the API says it did not go through
         (500, err(1), "transient"),
         (500, err(2, is_transient=True), "transient"),

@@ -5,8 +5,8 @@ The error table (Graph API codes; docs/delivery.md and README "Delivery errors")
 
 class      answers                                        what the tool does
 ---------  ---------------------------------------------  ---------------------------------------
-throttle   HTTP 429; codes 4, 17, 32, 613                 retry after Retry-After (else exponential
-                                                          backoff with jitter), at most max_retries
+throttle   HTTP 429; codes 4, 17, 32, 613; 80000-80014   retry after Retry-After (else exponential
+           (Business Use Case limits, 80002: Instagram)   backoff with jitter), at most max_retries
                                                           times; a wait over max_retry_wait_seconds
                                                           or a storm defers: the claim is released,
                                                           the account stops for this run
@@ -67,6 +67,9 @@ from urllib3.exceptions import SSLError as Urllib3SSLError
 from .base import SendResult
 
 THROTTLE_CODES = {4, 17, 32, 613}
+# Business Use Case rate limits: 80002 is an Instagram account's, 80006 Messenger's (the
+# others: Pages, ads, lead ads, WhatsApp, catalogs); "wait a bit and try again"
+BUC_THROTTLE_CODES = frozenset(range(80000, 80015))
 TRANSIENT_CODES = {1, 2, 1200}
 OUTSIDE_WINDOW_SUBCODES = {2534022, 2018278}
 PERMANENT_CODES = {551, 100}
@@ -92,7 +95,7 @@ def classify_error(http_status: int | None, error: dict[str, Any] | None) -> str
     """The error table as a function: HTTP status + Graph error object -> class."""
     code = _int(error.get("code")) if error else None
     subcode = _int(error.get("error_subcode")) if error else None
-    if http_status == 429 or code in THROTTLE_CODES:
+    if http_status == 429 or code in THROTTLE_CODES or code in BUC_THROTTLE_CODES:
         return "throttle"
     if code == 10:
         return "permanent" if subcode in OUTSIDE_WINDOW_SUBCODES or subcode else "account"
