@@ -41,6 +41,7 @@ def err(code: int, subcode: int | None = None, **extra: object) -> dict[str, obj
         (400, err(80002), "throttle"),
         (400, err(80006), "throttle"),
         (400, err(80001), "throttle"),
+        (400, err(341), "throttle"),  # application limit reached: wait and retry
         # transient: the API says it did not go through
         (500, err(1), "transient"),
         (500, err(2, is_transient=True), "transient"),

@@ -5,8 +5,8 @@ The error table (Graph API codes; docs/delivery.md and README "Delivery errors")
 
 class      answers                                        what the tool does
 ---------  ---------------------------------------------  ---------------------------------------
-throttle   HTTP 429; codes 4, 17, 32, 613; 80000-80014   retry after Retry-After (else exponential
-           (Business Use Case limits, 80002: Instagram)   backoff with jitter), at most max_retries
+throttle   HTTP 429; codes 4, 17, 32, 341, 613;          retry after Retry-After (else exponential
+           80000-80014 (Business Use Case, 80002: IG)     backoff with jitter), at most max_retries
                                                           times; a wait over max_retry_wait_seconds
                                                           or a storm defers: the claim is released,
                                                           the account stops for this run
@@ -66,7 +66,7 @@ from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from .base import SendResult
 
-THROTTLE_CODES = {4, 17, 32, 613}
+THROTTLE_CODES = {4, 17, 32, 341, 613}
 # Business Use Case rate limits: 80002 is an Instagram account's, 80006 Messenger's (the
 # others: Pages, ads, lead ads, WhatsApp, catalogs); "wait a bit and try again"
 BUC_THROTTLE_CODES = frozenset(range(80000, 80015))
