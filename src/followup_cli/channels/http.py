@@ -5,7 +5,7 @@ The error table (Graph API codes; docs/delivery.md and README "Delivery errors")
 
 class      answers                                        what the tool does
 ---------  ---------------------------------------------  ---------------------------------------
-throttle   HTTP 429; codes 4, 17, 32, 341, 613;          retry after Retry-After (else exponential
+throttle   HTTP 429; codes 4, 17, 32, 341, 613;           retry after Retry-After (else exponential
            80000-80014 (Business Use Case, 80002: IG)     backoff with jitter), at most max_retries
                                                           times; a wait over max_retry_wait_seconds
                                                           or a storm defers: the claim is released,
