@@ -514,7 +514,7 @@ def ingest_file(path: Path, cfg: Path, db: LeadDB, keys: str | None) -> dict[str
 
 def raw_event_keys(text: str, graph: FakeGraphAPI) -> list[str]:
     """The event keys (and their id parts) the tool would store in clear without a key."""
-    from followup_cli.events import IngestResult, parse
+    from followup_cli.eventparse import IngestResult, parse
 
     loaded = parse_config(yaml.safe_dump(cfg_dict(graph)), "sequences.yaml")
     keys = [e.key for e in parse(text, "x", loaded.config, IngestResult())]

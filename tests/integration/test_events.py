@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from followup_cli.config import load_config
-from followup_cli.events import BadEvent, IngestResult, parse, parse_event
+from followup_cli.eventparse import BadEvent, IngestResult, parse, parse_event
 from followup_cli.store import open_store
 from followup_cli.store.base import SqlStore
 from tests.helpers import LeadDB, base_config, lead, write_config
