@@ -45,6 +45,19 @@ def main(argv: list[str] | None = None) -> None:
     register_environment()  # FOLLOWUP_*TOKEN*/KEY*/SECRET* values never come out
     if not debug:
         _quiet_libraries()
+    code, lines = _invoke(args, debug)
+    # A run records itself, writes its metrics and pings the end whatever way it ended.
+    code, repeated = operate.finish_current(code, "; ".join(lines) if lines else None)
+    if not repeated:
+        for line in lines:
+            err.print(f"followup: {line}", markup=False)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def _invoke(args: list[str], debug: bool) -> tuple[int, list[str]]:
+    """The command run: its exit code and, for an error, the line(s) that say it (one line
+    and an exit code for every error; a traceback only with --debug)."""
     lines: list[str] = []
     usage_error, click_error, no_args = _click_errors()
     try:
@@ -87,13 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             "(run with --debug for details)"
         ]
         code = errors.EXIT_UNEXPECTED
-    # A run records itself, writes its metrics and pings the end whatever way it ended.
-    code, repeated = operate.finish_current(code, "; ".join(lines) if lines else None)
-    if not repeated:
-        for line in lines:
-            err.print(f"followup: {line}", markup=False)
-    sys.stdout.flush()
-    sys.exit(code)
+    return code, lines
 
 
 def _click_errors() -> tuple[type, type, type]:
