@@ -193,37 +193,9 @@ def configuration_markdown() -> str:
             out.append("| " + " | ".join(row) + " |")
         out.append("")
         if model is Account:
-            channel_keys = [k for k in SettingsOverride.model_fields if k in Channel.model_fields]
-            keys = ", ".join(
-                f"`{k}`" for k in SettingsOverride.model_fields if k not in channel_keys
-            )
-            out += [
-                "`accounts[].settings` overrides these `settings` keys for one account "
-                f"(same types and ranges): {keys}"
-                + (
-                    "; and the channel's per-account caps "
-                    + ", ".join(f"`{k}`" for k in channel_keys)
-                    if channel_keys
-                    else ""
-                )
-                + ".",
-                "",
-            ]
+            out += _account_settings_note()
         if model is Condition:
-            out += [
-                "Fields: any lead column (`id`, `account_id`, `score`, `status`, "
-                "`last_inbound_text`, ...) or `attributes.<key>` (dots go deeper). "
-                "A time column (`last_inbound_at`, `last_outbound_at`, `converted_at`) compares "
-                "with an ISO 8601 time, quoted or not (`value: 2026-03-01`; UTC when no offset "
-                "is given). A text and a number do not compare: no ordering operator holds.",
-                "",
-                "| op | holds when | example |",
-                "|---|---|---|",
-            ]
-            for op in OPERATORS:
-                meaning, example = OPERATOR_DOCS[op]
-                out.append(f"| `{op}` | {_cell(meaning)} | `{example}` |")
-            out.append("")
+            out += _operator_table()
     out += [
         "## Templates",
         "",
@@ -234,6 +206,43 @@ def configuration_markdown() -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _account_settings_note() -> list[str]:
+    """The lines under the accounts table: the settings an account overrides."""
+    channel_keys = [k for k in SettingsOverride.model_fields if k in Channel.model_fields]
+    keys = ", ".join(f"`{k}`" for k in SettingsOverride.model_fields if k not in channel_keys)
+    return [
+        "`accounts[].settings` overrides these `settings` keys for one account "
+        f"(same types and ranges): {keys}"
+        + (
+            "; and the channel's per-account caps " + ", ".join(f"`{k}`" for k in channel_keys)
+            if channel_keys
+            else ""
+        )
+        + ".",
+        "",
+    ]
+
+
+def _operator_table() -> list[str]:
+    """The lines under the conditions table: the fields a condition reads, and the
+    operators."""
+    out = [
+        "Fields: any lead column (`id`, `account_id`, `score`, `status`, "
+        "`last_inbound_text`, ...) or `attributes.<key>` (dots go deeper). "
+        "A time column (`last_inbound_at`, `last_outbound_at`, `converted_at`) compares "
+        "with an ISO 8601 time, quoted or not (`value: 2026-03-01`; UTC when no offset "
+        "is given). A text and a number do not compare: no ordering operator holds.",
+        "",
+        "| op | holds when | example |",
+        "|---|---|---|",
+    ]
+    for op in OPERATORS:
+        meaning, example = OPERATOR_DOCS[op]
+        out.append(f"| `{op}` | {_cell(meaning)} | `{example}` |")
+    out.append("")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
