@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -99,10 +100,15 @@ def leads_list(
     if as_json:
         _print_json(rows)
         return
+    _print_leads(rows, when, bool(now))
+
+
+def _print_leads(rows: list[dict[str, Any]], when: datetime, fixed: bool) -> None:
+    """``leads list``'s table (``fixed``: --now given)."""
     if not rows:
         out.print(
             f"no lead is in a sequence at {when.isoformat()}"
-            + ("" if now else " (replaying a store's past? add --now)")
+            + ("" if fixed else " (replaying a store's past? add --now)")
         )
         return
     table = Table(title=f"{len(rows)} lead(s) in a sequence at {when.isoformat()} (times UTC)")
