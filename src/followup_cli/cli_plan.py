@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -70,7 +71,7 @@ def plan_command(
 
     Example: followup plan --days 3 --now 2026-03-02T08:00:00+01:00
     """
-    from .plan import ASSUMPTIONS, build_plan, local, summary_lines
+    from .plan import ASSUMPTIONS, build_plan, summary_lines
 
     loaded = _load(config)
     _check_account(loaded, account)
@@ -84,6 +85,21 @@ def plan_command(
     if as_json:
         _print_json(result.as_dict())
         return
+    _print_plan_table(result, days, when)
+    for line in summary_lines(result):
+        out.print(line, markup=False)
+    out.print(f"Assumes: {ASSUMPTIONS}.", markup=False)
+    if result.bad_leads:
+        err.print(
+            f"followup: warning: {len(result.bad_leads)} bad lead row(s) left out "
+            "(`followup leads check` names them)"
+        )
+
+
+def _print_plan_table(result: Any, days: int, when: datetime) -> None:
+    """The plan's table: a row per slot and account."""
+    from .plan import local
+
     tz = result.timezone
     table = Table(
         title=f"Plan for {days} day(s) from {when.isoformat()}: slots in {tz}, "
@@ -102,11 +118,3 @@ def plan_command(
                 str(r.deferred),
             )
     out.print(table)
-    for line in summary_lines(result):
-        out.print(line, markup=False)
-    out.print(f"Assumes: {ASSUMPTIONS}.", markup=False)
-    if result.bad_leads:
-        err.print(
-            f"followup: warning: {len(result.bad_leads)} bad lead row(s) left out "
-            "(`followup leads check` names them)"
-        )
