@@ -1094,3 +1094,44 @@ def _insert_host_rows(db: LeadDB, sql: str, rows: list[tuple[Any, ...]]) -> None
         return
     for args in rows:
         db.query(sql, args)
+
+
+def test_lead_table__times_without_a_zone_are_utc_whatever_the_servers_time_zone(
+    db: LeadDB, tmp_path: Any
+) -> None:
+    """A host table with `timestamp without time zone` columns, on a Postgres server whose
+    TimeZone is not UTC (Debian's initdb takes the host's zone): the rules read such a time
+    as UTC (as SQLite text without an offset), and so must the SQL that picks candidates.
+    Before, the server compared them in its own zone (America/Los_Angeles: 8 hours later),
+    so the run sent nothing while step 1 was due and a lead's window closed unserved."""
+    import json
+
+    from tests.helpers import base_config, followup, write_config
+
+    ts = "TIMESTAMP" if db.backend == "postgres" else "TEXT"
+    create_table(
+        db,
+        f"CREATE TABLE crm_naive (id TEXT PRIMARY KEY, account_id TEXT, recipient_id TEXT, "
+        f"first_name TEXT, score INTEGER, status TEXT, last_inbound_at {ts}, "
+        f"last_outbound_at {ts})",
+    )
+    naive = "%Y-%m-%d %H:%M:%S"
+    inbound = (NOW - timedelta(hours=5)).astimezone(UTC).strftime(naive)
+    outbound = (NOW - timedelta(hours=4)).astimezone(UTC).strftime(naive)
+    _insert_host_rows(
+        db,
+        "INSERT INTO crm_naive VALUES (?, 'acct_a', ?, 'Ana', 4, 'qualified', ?, ?)",
+        [(lead_id, f"ig_{lead_id}", inbound, outbound) for lead_id in ("n1", "n2")],
+    )
+    raw = base_config()
+    raw["settings"]["lead_table"] = "crm_naive"
+    cfg = write_config(tmp_path / "sequences.yaml", raw)
+    url = db.url.replace("options=-c", "options=-cTimeZone%3DAmerica/Los_Angeles%20-c")
+    assert db.backend == "sqlite" or url != db.url
+    common = ("--config", str(cfg), "--db", url, "--now", NOW.isoformat())
+    dry = followup("run", "--dry-run", "--json", *common)
+    assert dry.returncode == 0, dry.stderr
+    assert sorted(m["lead_id"] for m in json.loads(dry.stdout)["messages"]) == ["n1", "n2"]
+    r = followup("run", "--json", *common)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sent"] == 2

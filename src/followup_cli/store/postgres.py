@@ -115,6 +115,7 @@ class PostgresStore(PostgresCandidates, SqlStore):
                 "running and that the database exists"
             ) from None
         self.conn.adapters.register_loader("bpchar", _BlankPadded)
+        self._utc_session()
         self._depth = 0
         self._lock = threading.RLock()
         self.hashes_in_sql = self.conn.info.server_version >= 110000  # sha256()
@@ -126,6 +127,16 @@ class PostgresStore(PostgresCandidates, SqlStore):
         self._sql_cache: dict[str, str] = {}
         self._piped = False  # inside ``pipelined``
         self._pipe: psycopg.Pipeline | None = None  # in a transaction begun inside it
+
+    def _utc_session(self) -> None:
+        """The session's TimeZone is UTC: a lead time without a zone (a ``timestamp`` column)
+        is UTC for the rules (as SQLite text without an offset), and the SQL that compares
+        it with a ``timestamptz`` (the candidate queries) reads it in the session's zone,
+        which is the server's (Debian's initdb takes the host's) unless set."""
+        try:
+            self.conn.execute("SET TIME ZONE 'UTC'")
+        except psycopg.Error:  # a pooler that refuses SET: the server's zone stays
+            pass
 
     def _no_jit(self) -> None:
         try:
