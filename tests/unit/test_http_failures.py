@@ -168,3 +168,78 @@ def test_a_closed_session_sends_again_on_new_connections() -> None:
         for _ in range(3):  # each answer closes its connection; then the session closes
             assert sender.post_once(url, {}, {"n": 1}).kind == "ok"
             sender.close()
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (cert, key)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_verifies_against_the_ca_bundle_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """HTTPS through urllib3 as requests sets it up: the server's certificate is checked,
+    against REQUESTS_CA_BUNDLE when it is set."""
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    body = b'{"message_id":"m1"}'
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+
+    def tls_answer(conn: socket.socket) -> None:
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                answer(ok)(tls)
+        except (ssl.SSLError, OSError):
+            pass  # the client refused the certificate
+
+    for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    with server(tls_answer) as url:
+        url = url.replace("http://", "https://")
+        with requests.Session() as plain:
+            want = raised(lambda: plain.post(url, json={}, timeout=TIMEOUT))
+        got = raised(lambda: EnvSession().post_quick(url, {}, TIMEOUT, json={}))
+        assert got is want is requests.exceptions.SSLError
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        sender = HttpSender(*TIMEOUT, max_retries=0, max_retry_wait=1)
+        for _ in range(2):
+            assert sender.post_once(url, {}, {"n": 1}).kind == "ok"
+        sender.close()
