@@ -883,6 +883,8 @@ e.next_due_at IS NULL OR e.next_due_config IS DISTINCT FROM :config OR e.next_du
 -- (array_position; a lead of no account in them has none and is left out) instead of joined
 -- with them: under the census's plan settings the join was a nested loop, ten rows for
 -- each lead, and a third of the statement's CPU at a million leads (bench/RESULTS-select.md).
+-- A lead's opt-out is joined too (one row at most: lead_id is the key), merged in id order,
+-- instead of probed for each lead that gets that far (~8 % of the statement's CPU).
 -- "{score}", "{converted_at}", "{status}", "{last_inbound_at}": the lead's columns (a typed
 -- NULL for those it lacks); "{keyword}": the keyword term.
 -- name: candidate_census@postgres
@@ -898,13 +900,14 @@ FROM {leads} l
 CROSS JOIN LATERAL (
   SELECT array_position(CAST(:accounts AS text[]), CAST(l.account_id AS text)) AS k) a
 LEFT JOIN e ON e.lead_id = {lid}
+LEFT JOIN followup_optouts o ON o.lead_id = {lid}
 WHERE {lead_range} AND a.k IS NOT NULL AND (
   CASE WHEN e.active THEN e.active_due
       OR NOT COALESCE({score} BETWEEN (CAST(:min_scores AS integer[]))[a.k]
           AND (CAST(:max_scores AS integer[]))[a.k]
         AND {converted_at} IS NULL AND ({status} IS NULL OR lower({status}) <> 'converted')
         AND ({last_inbound_at} IS NULL OR {last_inbound_at} <= e.active_anchor)
-        AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid}), false)
+        AND o.lead_id IS NULL, false)
     WHEN e.ended_anchor IS NOT NULL
       AND ({last_inbound_at} IS NULL OR e.ended_anchor >= {last_inbound_at}) THEN false
     ELSE ({score} BETWEEN (CAST(:min_scores AS integer[]))[a.k]
@@ -916,7 +919,7 @@ WHERE {lead_range} AND a.k IS NOT NULL AND (
       AND COALESCE({last_inbound_at} > l.last_outbound_at, false) = false
       AND (l.last_outbound_at <= (CAST(:new_dues AS timestamptz[]))[a.k]
         OR l.last_outbound_at >= '3000-01-01Z')
-      AND NOT EXISTS (SELECT 1 FROM followup_optouts o WHERE o.lead_id = {lid} OFFSET 0)
+      AND o.lead_id IS NULL
     END
   OR {keyword})
 ORDER BY 2
