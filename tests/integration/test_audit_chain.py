@@ -330,9 +330,9 @@ def test_audit_chain__a_head_remembered_wrongly_is_never_chained_to(
 def test_migration_0007__chains_the_rows_written_before_it(
     db: LeadDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import followup_cli.store.base as base
+    import followup_cli.store.migrating as migrating
 
-    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS[:6])  # before 0007_audit_chain
+    monkeypatch.setattr(migrating, "MIGRATIONS", MIGRATIONS[:6])  # before 0007_audit_chain
     old = open_store(db.url)
     try:
         for i in range(4):
@@ -343,7 +343,7 @@ def test_migration_0007__chains_the_rows_written_before_it(
             )
     finally:
         old.close()
-    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(migrating, "MIGRATIONS", MIGRATIONS)
     new = open_store(db.url)
     try:
         rep = auditverify.verify(new)
@@ -717,10 +717,10 @@ def test_migration_0014__a_single_chain_store_verifies_and_grows_chains(
     """A store the version before 0014 wrote (one chain, its head id 1): after the upgrade
     its rows verify as they are, new rows go to the main chain and to account chains, and
     an old row changed by hand is still found."""
-    import followup_cli.store.base as base
+    import followup_cli.store.migrating as migrating
 
     before = [m for m in MIGRATIONS if m[0] < "0014"]
-    monkeypatch.setattr(base, "MIGRATIONS", before)
+    monkeypatch.setattr(migrating, "MIGRATIONS", before)
     old = open_store(db.url)
     prev = auditchain.GENESIS
     try:
@@ -745,7 +745,7 @@ def test_migration_0014__a_single_chain_store_verifies_and_grows_chains(
         )
     finally:
         old.close()
-    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(migrating, "MIGRATIONS", MIGRATIONS)
     auditchain._SEEN.clear()
     new = open_store(db.url)
     try:

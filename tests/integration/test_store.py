@@ -883,10 +883,10 @@ def test_migration_0004__backfills_person_keys_and_per_lead_optouts(
 ) -> None:
     """A store used before people were tracked: its opt-outs and erasures hold for the
     person from the upgrade on, and its rows count toward the person's caps."""
-    import followup_cli.store.base as base
+    import followup_cli.store.migrating as migrating
 
     db.insert(lead("o1", recipient_id="ig_o"), lead("e1", recipient_id="ig_e"))
-    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS[:5])  # before 0006_person
+    monkeypatch.setattr(migrating, "MIGRATIONS", MIGRATIONS[:5])  # before 0006_person
     old = open_store(db.url)
     try:
         old.insert_followup(claim_row("o1", status=SENT, sent_at=NOW, recipient_id="ig_o"))
@@ -894,7 +894,7 @@ def test_migration_0004__backfills_person_keys_and_per_lead_optouts(
         old.add_optout("e1", "erased on request", "erasure", "ops", NOW)
     finally:
         old.close()
-    monkeypatch.setattr(base, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(migrating, "MIGRATIONS", MIGRATIONS)
     new = open_store(db.url)
     try:
         key_o = new.person_key("acct_a", "ig_o")

@@ -31,8 +31,9 @@ Concurrency contract (see README "Never twice"):
 ``SqlStore`` is put together from its queries by table family, each a mixin module:
 ``lead_reading`` (the lead table: its columns, the candidate leads, a lead's row),
 ``lead_states`` (what the tool knows about leads), ``tracking`` (claims and their tracking
-rows), ``enrollments``, ``audit_log``, ``run_rows``, ``persons`` and ``outcome_queries``;
-here: the seam, locks and leases, the migrations.
+rows), ``enrollments``, ``audit_log``, ``run_rows``, ``persons`` and ``outcome_queries``,
+and ``migrating`` (the migrations applied); here: the seam, locks and leases, the scratch
+transaction of a dry run.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from .. import auditchain, suppress
+from .. import auditchain
 from ..crypto import Cipher
 from ..leadcolumns import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS  # noqa: F401
 from ..models import parse_time
@@ -54,7 +55,7 @@ from .audit_log import AuditQueries
 from .enrollments import EnrollmentQueries
 from .lead_reading import LeadQueries
 from .lead_states import StateQueries
-from .migrations import MIGRATIONS
+from .migrating import Migrating
 from .outcome_queries import OutcomeQueries
 from .persons import PersonQueries
 from .queries import NULL, Sql, has_query, ident, in_list
@@ -91,6 +92,7 @@ class SqlStore(
     RunQueries,
     PersonQueries,
     OutcomeQueries,
+    Migrating,
 ):
     """Queries shared by both backends. Subclasses implement the abstract bits below."""
 
@@ -327,72 +329,6 @@ class SqlStore(
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return [self._times(r) for r in self.query(sql, params)]
 
-    # ---------------------------------------------------------- migrations
-    def migrate(self) -> list[str]:
-        """Apply the migrations not yet recorded; returns the names applied."""
-        applied: list[str] = []
-        with self.transaction():
-            self._take_lock("lock_migrations")
-            self.execute(
-                self._ddl(
-                    "CREATE TABLE IF NOT EXISTS followup_migrations "
-                    "(name TEXT PRIMARY KEY, applied_at {ts} NOT NULL)"
-                )
-            )
-            done = {r["name"] for r in self.query(self.q("migrations_applied"))}
-            for name, statements in MIGRATIONS:
-                if name in done:
-                    continue
-                for stmt in statements:
-                    if isinstance(stmt, tuple):  # (dialect, statement): that store only
-                        if stmt[0] != self.dialect:
-                            continue
-                        stmt = stmt[1]
-                    self.execute(self._ddl(stmt))
-                if name == "0006_person_suppressions":
-                    self._backfill_persons()
-                if name.endswith(auditchain.MIGRATION_SUFFIX):
-                    auditchain.backfill(self)
-                self.execute(
-                    self.q("migration_record"), {"name": name, "at": datetime.now().astimezone()}
-                )
-                applied.append(name)
-        return applied
-
-    def _backfill_persons(self) -> None:
-        """Person keys for the rows written before people were tracked, and the opt-outs and
-        erasures recorded per lead until then, now per person too."""
-        self._secret = None
-        secret = self.person_secret()
-        if secret is None:
-            return
-        for r in self.query(self.q("backfill_recipients")):
-            self.execute(
-                self.q("backfill_tracking_person"),
-                {
-                    "k": suppress.person_key(secret, r["account_id"], str(r["recipient_id"])),
-                    "a": r["account_id"],
-                    "r": r["recipient_id"],
-                },
-            )
-        self.execute(self.q("backfill_enrollments_person"))
-        for o in self.rows(self.q("optouts_all")):
-            person = self.person_of(o["lead_id"])
-            if person is None:
-                continue
-            erased = o["source"] == suppress.ERASURE
-            self.add_suppression(
-                suppress.person_key(secret, *person),
-                person[0],
-                suppress.ERASURE if erased else suppress.OPTOUT,
-                o["source"],
-                o["actor"] or "migration",
-                o["created_at"],
-                recipient_id=None if erased else person[1],
-                lead_id=None if erased else o["lead_id"],
-                reason=None if erased else o["reason"],
-            )
-
     @contextmanager
     def scratch(self) -> Iterator[None]:
         """Everything inside runs in one transaction that is rolled back: the tool's tables
@@ -424,16 +360,6 @@ class SqlStore(
 
     def interrupt(self) -> None:
         """Stop the statement running on this connection, if the driver can (any thread)."""
-
-    def pending_migrations(self) -> list[str]:
-        try:
-            done = {r["name"] for r in self.query(self.q("migrations_applied"))}
-        except Exception:  # noqa: BLE001 - no table yet: everything is pending
-            done = set()
-        return [name for name, _ in MIGRATIONS if name not in done]
-
-    def applied_migrations(self) -> list[str]:
-        return [r["name"] for r in self.query(self.q("migrations_applied"))]
 
 
 # Times a whole transaction is run when the database aborts it for a conflict (``retried``).
