@@ -886,7 +886,7 @@ def test_the_prefilters_one_pass_keyword_check_agrees_with_keyword_optout(text: 
 def test_sqlites_keyword_function__in_doubt_a_candidate() -> None:
     """``followup_keyword`` (SQLite's prefilter, for non-ASCII text and blobs) answers as the
     rules do for what it can read, never raises, and keeps a value it cannot read."""
-    from followup_cli.store.sqlite import _keyword
+    from followup_cli.store.sqlite_candidates import _keyword
 
     class Unreadable:
         def __str__(self) -> str:

@@ -13,7 +13,7 @@ The dialect seam, all that ``SQLiteStore`` and ``PostgresStore`` supply:
   * maintenance: ``_scratch_schema``, ``quick_check``, ``purge_old_versions``;
   * what one Postgres statement does better: ``save_outcome_marks``, ``set_next_due``;
   * the candidate prefilter: ``_candidate_columns``, ``_keyword_like``, ``_keyword_beyond_lower``
-    (Postgres's, and its census, in ``postgres_candidates``).
+    (in ``sqlite_candidates`` and ``postgres_candidates``, with Postgres's census).
 Locks are named queries a dialect may lack (``lock_try@postgres``; SQLite's ``BEGIN
 IMMEDIATE`` already holds the database): ``_take_lock`` runs them where they exist, as
 ``begin_erase`` runs ``erase_begin@sqlite``.
