@@ -141,30 +141,11 @@ def configure(
     formatter = _json_formatter() if fmt == "json" else _TextFormatter()
     level = logging.DEBUG if verbose >= 2 else logging.INFO
     if log_file:
-        try:
-            fh = _PrivateFileHandler(log_file, encoding="utf-8")
-        except OSError as exc:
-            from .errors import ConfigError
-
-            raise ConfigError(
-                f"--log-file {log_file}: cannot open it ({exc.strerror}); create its folder "
-                "or give a writable path"
-            ) from None
-        fh.setLevel(level)
-        fh.setFormatter(formatter)
-        fh.addFilter(_Context())
-        fh.addFilter(_Redact())
-        setattr(fh, _HANDLER_MARK, True)
-        logger.addHandler(fh)
+        _install(logger, _file_handler(log_file), level, formatter)
     to_stderr = verbose > 0 or (fmt == "json" and not log_file)
     if to_stderr:
         sh = logging.StreamHandler(stream or sys.stderr)
-        sh.setLevel(logging.ERROR if quiet else level)
-        sh.setFormatter(formatter)
-        sh.addFilter(_Context())
-        sh.addFilter(_Redact())
-        setattr(sh, _HANDLER_MARK, True)
-        logger.addHandler(sh)
+        _install(logger, sh, logging.ERROR if quiet else level, formatter)
     # The logger's own level is the lowest its handlers take, so that a record nobody
     # would write is never built (a live run logs a line per message: with only the null
     # handler that cost ~5 % of a send's CPU).
@@ -174,6 +155,32 @@ def configure(
     else:
         logger.setLevel(max(logging.DEBUG, min(h.level for h in logger.handlers)))
     return to_stderr
+
+
+def _file_handler(log_file: str) -> logging.Handler:
+    """``--log-file``'s handler; a ConfigError naming the file when it cannot be opened."""
+    try:
+        return _PrivateFileHandler(log_file, encoding="utf-8")
+    except OSError as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"--log-file {log_file}: cannot open it ({exc.strerror}); create its folder "
+            "or give a writable path"
+        ) from None
+
+
+def _install(
+    logger: logging.Logger, handler: logging.Handler, level: int, formatter: logging.Formatter
+) -> None:
+    """``handler`` added to ``logger`` at ``level``: the run's context on each record,
+    secrets redacted, marked as ours (``configure`` replaces it on its next call)."""
+    handler.setLevel(level)
+    handler.setFormatter(formatter)
+    handler.addFilter(_Context())
+    handler.addFilter(_Redact())
+    setattr(handler, _HANDLER_MARK, True)
+    logger.addHandler(handler)
 
 
 def _null() -> logging.Handler:
