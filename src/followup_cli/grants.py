@@ -35,13 +35,6 @@ def grant_statements(
 ) -> list[tuple[str, sql.Composable]]:
     """(comment, statement) pairs: the runner's grants, then the reader's."""
     tables, views, seqs = tool_relations()
-    dml = [t for t in tables if t != MIGRATIONS_TABLE and t not in APPEND_ONLY]
-    append_only = [t for t in tables if t in APPEND_ONLY]
-    read_only = [MIGRATIONS_TABLE, *views]
-
-    def ids(names: list[str]) -> sql.Composable:
-        return sql.SQL(", ").join(_name(schema, n) for n in names)
-
     sch = sql.Identifier(schema)
     out: list[tuple[str, sql.Composable]] = []
     lead_schema = lead_table.split(".", 1)[0] if "." in lead_table else None
@@ -55,39 +48,63 @@ def grant_statements(
             out.append(("", usage.format(sql.Identifier(lead_schema), r)))
         out.append(("", sql.SQL("GRANT SELECT ON {} TO {}").format(_name(schema, lead_table), r)))
         if kind == "runner":
-            out += [
-                ("", sql.SQL("GRANT SELECT ON {} TO {}").format(ids(read_only), r)),
-                ("", sql.SQL("GRANT " + DML + " ON {} TO {}").format(ids(dml), r)),
-                (
-                    "",
-                    sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(ids(append_only), r),
-                ),
-                ("", sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(ids(seqs), r)),
-                (
-                    "",
-                    sql.SQL(
-                        "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT " + DML + " ON TABLES TO {}"
-                    ).format(sch, r),
-                ),
-                (
-                    "",
-                    sql.SQL(
-                        "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT USAGE, SELECT "
-                        "ON SEQUENCES TO {}"
-                    ).format(sch, r),
-                ),
-            ]
+            out += _runner_grants(schema, r, tables, views, seqs)
         else:
-            out += [
-                ("", sql.SQL("GRANT SELECT ON {} TO {}").format(ids([*tables, *views]), r)),
-                (
-                    "",
-                    sql.SQL(
-                        "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}"
-                    ).format(sch, r),
-                ),
-            ]
+            out += _reader_grants(schema, r, tables, views)
     return out
+
+
+def _ids(schema: str, names: list[str]) -> sql.Composable:
+    return sql.SQL(", ").join(_name(schema, n) for n in names)
+
+
+def _runner_grants(
+    schema: str, r: sql.Identifier, tables: list[str], views: list[str], seqs: list[str]
+) -> list[tuple[str, sql.Composable]]:
+    """The runner's: read and write the tool's tables (the audit log append-only), read
+    the migrations and views, use the sequences; the same on tables made later."""
+    dml = [t for t in tables if t != MIGRATIONS_TABLE and t not in APPEND_ONLY]
+    append_only = [t for t in tables if t in APPEND_ONLY]
+    read_only = [MIGRATIONS_TABLE, *views]
+    sch = sql.Identifier(schema)
+    return [
+        ("", sql.SQL("GRANT SELECT ON {} TO {}").format(_ids(schema, read_only), r)),
+        ("", sql.SQL("GRANT " + DML + " ON {} TO {}").format(_ids(schema, dml), r)),
+        (
+            "",
+            sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(
+                _ids(schema, append_only), r
+            ),
+        ),
+        ("", sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(_ids(schema, seqs), r)),
+        (
+            "",
+            sql.SQL(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT " + DML + " ON TABLES TO {}"
+            ).format(sch, r),
+        ),
+        (
+            "",
+            sql.SQL(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT USAGE, SELECT ON SEQUENCES TO {}"
+            ).format(sch, r),
+        ),
+    ]
+
+
+def _reader_grants(
+    schema: str, r: sql.Identifier, tables: list[str], views: list[str]
+) -> list[tuple[str, sql.Composable]]:
+    """The reader's: read every table and view of the tool's, and those made later."""
+    return [
+        ("", sql.SQL("GRANT SELECT ON {} TO {}").format(_ids(schema, [*tables, *views]), r)),
+        (
+            "",
+            sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
+                sql.Identifier(schema), r
+            ),
+        ),
+    ]
 
 
 def grants_sql(
