@@ -125,31 +125,36 @@ def _print_status(data: dict[str, Any]) -> None:
         why = f": {lr['error']}" if lr.get("error") else f", {lr.get('sent') or 0} sent"
         out.print(f"  last run: {lr['run_id']} at {lr['at']}, exit {lr['exit_code']}{escape(why)}")
     for acct, a in data["accounts"].items():
-        parts = []
-        b = a["backlog"]
-        if b is not None:
-            limits = f"{b['messages_per_hour']}/h" + (
-                f", {b['messages_per_day']}/day" if b.get("messages_per_day") else ""
-            )
-            parts.append(
-                f"backlog {b['due']} due, {b['servable']} can go out before their windows close "
-                f"({limits}), {b['lost']} will be lost"
-            )
-        if a["unknown"]:
-            parts.append(f"{a['unknown']} unknown")
-        if a["stopped"]:
-            parts.append(f"stopped {a['stopped']}")
-        tok = a["token"]
-        if tok:
-            state = "set" if tok["is_set"] else "NOT SET"
-            if tok.get("accepted") is not None:
-                state += ", accepted" if tok["accepted"] else ", REFUSED"
-            if tok.get("days_left") is not None:
-                state += f", expires in {tok['days_left']:.0f} days"
-            parts.append(f"token {tok['token_env']} {state}")
-        out.print(f"  {escape(acct)}: " + escape("; ".join(parts) or "ok"))
+        out.print(f"  {escape(acct)}: " + escape("; ".join(_account_parts(a)) or "ok"))
     for p in data["problems"]:
         out.print(f"  [yellow]![/yellow] {escape(p)}")
+
+
+def _account_parts(a: dict[str, Any]) -> list[str]:
+    """An account's status line, in parts: its backlog, unknown sends, a stop, its token."""
+    parts = []
+    b = a["backlog"]
+    if b is not None:
+        limits = f"{b['messages_per_hour']}/h" + (
+            f", {b['messages_per_day']}/day" if b.get("messages_per_day") else ""
+        )
+        parts.append(
+            f"backlog {b['due']} due, {b['servable']} can go out before their windows close "
+            f"({limits}), {b['lost']} will be lost"
+        )
+    if a["unknown"]:
+        parts.append(f"{a['unknown']} unknown")
+    if a["stopped"]:
+        parts.append(f"stopped {a['stopped']}")
+    tok = a["token"]
+    if tok:
+        state = "set" if tok["is_set"] else "NOT SET"
+        if tok.get("accepted") is not None:
+            state += ", accepted" if tok["accepted"] else ", REFUSED"
+        if tok.get("days_left") is not None:
+            state += f", expires in {tok['days_left']:.0f} days"
+        parts.append(f"token {tok['token_env']} {state}")
+    return parts
 
 
 @tokens_app.command("check")
