@@ -163,7 +163,7 @@ def leads_import(
 
     Example: followup leads import leads.csv --db my-leads.db
     """
-    from .leadstore import import_csv
+    from .leadimport import import_csv
 
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8-sig")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from followup_cli.config import LEAD_COLUMNS
-from followup_cli.leadstore import COLUMN_NAMES, COLUMNS
+from followup_cli.leadcolumns import COLUMN_NAMES, COLUMNS
 from followup_cli.store.base import OPTIONAL_LEAD_COLUMNS, REQUIRED_LEAD_COLUMNS
 from tests.helpers import (
     PG_BASE,

@@ -21,7 +21,8 @@ from ..clock import Clock
 from ..config import load_config
 from ..engine import Engine, RunOptions
 from ..files import create_private
-from ..leadstore import COLUMN_NAMES, lead_table_ddl
+from ..leadcolumns import COLUMN_NAMES
+from ..leadstore import lead_table_ddl
 from ..outcomes import reconcile
 from ..report import build_report
 from ..store import open_store
