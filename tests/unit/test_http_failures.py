@@ -243,3 +243,32 @@ def test_tls_verifies_against_the_ca_bundle_the_environment_names(
         for _ in range(2):
             assert sender.post_once(url, {}, {"n": 1}).kind == "ok"
         sender.close()
+
+
+def test_an_untrusted_certificate_is_unreachable_not_unknown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A certificate the client refuses fails the TLS handshake, before a byte of the
+    request is written: nothing was sent, so the lead stays due (unreachable), not
+    ``unknown`` for an operator to settle one by one."""
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+
+    def tls_answer(conn: socket.socket) -> None:
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(65536)
+        except (ssl.SSLError, OSError):
+            pass
+
+    for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    with server(tls_answer) as url:
+        sender = HttpSender(*TIMEOUT, max_retries=0, max_retry_wait=1)
+        got = sender.post_once(url.replace("http://", "https://"), {}, {"n": 1})
+        sender.close()
+    assert got.kind == "unreachable", got
+    assert "certificate" in (got.message or "") and "did not leave" in (got.message or "")

@@ -14,8 +14,8 @@ transient  codes 1, 2, 1200; is_transient; HTTP 500/503   bounded retry (it did 
            with a Graph error                             then deferred: the claim is released and
                                                           the lead stays due for the next run
 unreachable connection refused, connect timeout, unknown  as transient, counted per account; an
-           host (no connection ever opened)               account that nothing reached for a whole
-                                                          run stops: one line naming it and the
+           host, a server certificate not trusted (no     account that nothing reached for a whole
+           request ever left)                             run stops: one line naming it and the
                                                           URL, exit 3
 ambiguous  read timeout; connection reset after sending;  ``unknown``: recorded, never resent
            502/504 or a 5xx without a Graph error;        blindly (``followup unknown``)
@@ -32,6 +32,7 @@ from __future__ import annotations
 import email.utils
 import json as jsonlib
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -456,6 +457,14 @@ class HttpSender:
             return Attempt("unreachable", message=why)
         except requests.exceptions.ReadTimeout:
             return Attempt("ambiguous", message="read timeout: the request left, no answer came")
+        except requests.exceptions.SSLError as exc:
+            if not _certificate_refused(exc):
+                return Attempt("ambiguous", message="TLS failed after connecting: outcome unknown")
+            why = (
+                f"the certificate of {origin(url)} is not trusted (the request did not leave;"
+                " check the CA bundle: REQUESTS_CA_BUNDLE)"
+            )
+            return Attempt("unreachable", message=why)
         except requests.exceptions.ConnectionError as exc:
             refused = _refused(exc)
             if refused:
@@ -574,6 +583,23 @@ def _refused(exc: BaseException) -> str | None:
         inner = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
         cur = cur.__cause__ or cur.__context__ or inner
     return None
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether TLS failed on the server's certificate: the handshake, before any byte of
+    the request is written (the message was not sent)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        cur = todo.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(cur):
+            return True
+        more = (cur.__cause__, cur.__context__, getattr(cur, "reason", None), *cur.args)
+        todo.extend(x for x in more if isinstance(x, BaseException))
+    return False
 
 
 def result_from(attempt: Attempt, attempts: int, message_id: str | None = None) -> SendResult:
