@@ -1,4 +1,4 @@
-"""The HTTP sender reads the environment once per origin (channels/http.py ``EnvSession``),
+"""The HTTP sender reads the environment once per origin (channels/transport.py ``EnvSession``),
 and what it resolves is what ``requests`` resolves on every request: the proxies
 (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), the CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE)
 and ~/.netrc credentials. Checked against a plain ``requests.Session`` and through a real

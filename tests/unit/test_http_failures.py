@@ -1,4 +1,4 @@
-"""The HTTP sender goes through urllib3 itself (channels/http.py ``EnvSession.post_quick``);
+"""The HTTP sender goes through urllib3 itself (channels/transport.py ``EnvSession.post_quick``);
 a failure must still raise what ``requests`` raises for it, so that the error table tells a
 request that never left (``unreachable``: retried) from one that may have gone through
 (``ambiguous``: ``unknown``, never resent). Each case is a real loopback socket misbehaving

@@ -1,5 +1,5 @@
 """The HTTP sender prepares a request once per URL, headers and kind of body, then copies it
-and sets only the body (channels/http.py ``EnvSession.post_quick``). What reaches the
+and sets only the body (channels/transport.py ``EnvSession.post_quick``). What reaches the
 server must be what ``requests.Session.post`` sends, byte for byte: the request line, every
 header in its order, the body; cookies a server sets, redirects and ~/.netrc credentials
 included. Checked through a real loopback socket."""
